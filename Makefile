@@ -1,0 +1,46 @@
+# The verbs a newcomer looks for. Everything runs from a local virtualenv (.venv)
+# that `make install` creates, so a fresh machine needs only python3.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+.PHONY: install run simulator test lint format typecheck proto bench clean
+
+$(BIN)/ai-service: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/ai-service
+
+run: install            ## the gateway on its embedded default (built-in simulator, demo key)
+	$(PY) -m server $(ARGS)
+
+simulator: install      ## the upstream simulator alone on 127.0.0.1:8080
+	$(PY) -m server.simulator $(ARGS)
+
+test: install           ## every test, lint and type check
+	$(BIN)/ruff check server client tests bench
+	$(BIN)/ruff format --check server client tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check server client tests bench
+	$(BIN)/ruff format --check server client tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format server client tests bench
+	$(BIN)/ruff check --fix server client tests bench
+
+proto: install          ## regenerate the stubs beside protos/ai_service.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/ai_service.proto
+
+bench: install
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
