@@ -1,0 +1,10 @@
+"""`python -m client`: the same as the `ai-client` command."""
+
+from __future__ import annotations
+
+import sys
+
+from client.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Typed method handles for the gateway's RPCs, for sync and async channels.
+
+The generated `ai_service_pb2_grpc` module is untyped; rather than spread `Any`
+through the clients, the method paths are taken from the proto descriptor (so
+they cannot drift from the contract) and the multicallables are built here with
+their request and response types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2
+
+from protos import ai_service_pb2
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ListModelsRequest,
+    ListModelsResponse,
+)
+
+__all__ = ["AsyncStub", "SyncStub", "health_request", "status_name"]
+
+_SERVICE = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"]
+
+
+def _path(method: str) -> str:
+    return f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name[method].name}"
+
+
+_CHAT = _path("ChatCompletion")
+_STREAM_CHAT = _path("StreamChatCompletion")
+_LIST_MODELS = _path("ListModels")
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def _handles(channel: grpc.Channel | grpc.aio.Channel) -> dict[str, Any]:
+    # The one table of methods; both channel kinds build multicallables the same way.
+    return {
+        "chat": channel.unary_unary(
+            _CHAT,
+            request_serializer=ChatCompletionRequest.SerializeToString,
+            response_deserializer=ChatCompletionResponse.FromString,
+        ),
+        "stream_chat": channel.unary_stream(
+            _STREAM_CHAT,
+            request_serializer=ChatCompletionRequest.SerializeToString,
+            response_deserializer=ChatCompletionChunk.FromString,
+        ),
+        "list_models": channel.unary_unary(
+            _LIST_MODELS,
+            request_serializer=ListModelsRequest.SerializeToString,
+            response_deserializer=ListModelsResponse.FromString,
+        ),
+        "health_check": channel.unary_unary(
+            _HEALTH_CHECK,
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class SyncStub:
+    """The RPCs on a blocking `grpc.Channel`."""
+
+    chat: grpc.UnaryUnaryMultiCallable[ChatCompletionRequest, ChatCompletionResponse]
+    stream_chat: grpc.UnaryStreamMultiCallable[ChatCompletionRequest, ChatCompletionChunk]
+    list_models: grpc.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
+    health_check: grpc.UnaryUnaryMultiCallable[Any, Any]  # grpc_health is untyped
+
+    @classmethod
+    def on(cls, channel: grpc.Channel) -> SyncStub:
+        return cls(**_handles(channel))
+
+
+@dataclass(frozen=True)
+class AsyncStub:
+    """The RPCs on a `grpc.aio.Channel`."""
+
+    chat: grpc.aio.UnaryUnaryMultiCallable[ChatCompletionRequest, ChatCompletionResponse]
+    stream_chat: grpc.aio.UnaryStreamMultiCallable[ChatCompletionRequest, ChatCompletionChunk]
+    list_models: grpc.aio.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
+    health_check: grpc.aio.UnaryUnaryMultiCallable[Any, Any]
+
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> AsyncStub:
+        return cls(**_handles(channel))
+
+
+def health_request(service: str) -> Any:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+def status_name(response: Any) -> str:
+    """`SERVING`, `NOT_SERVING`, ... from a HealthCheckResponse."""
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return name

@@ -1,0 +1,215 @@
+"""`AIClient`: the gateway's RPCs over one blocking `grpc` channel.
+
+The same API as `AsyncAIClient`, for scripts and the `ai-client` command. Safe to
+share between threads (gRPC channels are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import grpc
+
+from client._channel import ChannelOption, ChannelSpec
+from client._errors import translate_rpc_errors
+from client._requests import (
+    DEFAULT,
+    CallDefaults,
+    MetadataLike,
+    Timeout,
+    answer_text,
+    build_chat_request,
+)
+from client._stubs import SyncStub, health_request, status_name
+from client._tls import TLSOptions
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ListModelsRequest,
+    Model,
+)
+
+__all__ = ["AIClient", "ChatStream"]
+
+
+class AIClient:
+    """A blocking client for the ai-service gateway; see `AsyncAIClient` for the details.
+
+    Every method takes `timeout` (seconds; `None` for no deadline; by default the
+    client's `timeout`) and `metadata`. Failed calls raise `AIServiceError`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None = None,
+        *,
+        tls: TLSOptions | None = None,
+        timeout: float | None = 60.0,
+        service_config: str | None = None,
+        options: Sequence[ChannelOption] = (),
+    ) -> None:
+        spec = ChannelSpec.build(target, tls=tls, service_config=service_config, options=options)
+        if spec.credentials is None:
+            self._channel = grpc.insecure_channel(spec.target, options=spec.options)
+        else:
+            self._channel = grpc.secure_channel(spec.target, spec.credentials, options=spec.options)
+        self._stub = SyncStub.on(self._channel)
+        self._defaults = CallDefaults(api_key, timeout)
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"AIClient({self.target!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel; calls still running are cancelled."""
+        self._channel.close()
+
+    def chat(
+        self,
+        request: ChatCompletionRequest,
+        *,
+        timeout: Timeout = DEFAULT,
+        metadata: MetadataLike | None = None,
+    ) -> ChatCompletionResponse:
+        """One chat completion, returned when the model has finished."""
+        with translate_rpc_errors():
+            return self._stub.chat(
+                request,
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
+
+    def stream_chat(
+        self,
+        request: ChatCompletionRequest,
+        *,
+        timeout: Timeout = DEFAULT,
+        metadata: MetadataLike | None = None,
+    ) -> ChatStream:
+        """The completion as chunks, as they are generated.
+
+        Use `for chunk in client.stream_chat(request)`, best inside `with`: leaving
+        the block, `cancel()` or an exception while reading cancels the call.
+        """
+        call = self._stub.stream_chat(
+            request,
+            timeout=self._defaults.timeout(timeout),
+            metadata=self._defaults.metadata(metadata),
+        )
+        return ChatStream(call)
+
+    def list_models(
+        self, *, timeout: Timeout = DEFAULT, metadata: MetadataLike | None = None
+    ) -> list[Model]:
+        """The models the key may use."""
+        with translate_rpc_errors():
+            response = self._stub.list_models(
+                ListModelsRequest(),
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
+        return list(response.models)
+
+    def health(
+        self,
+        service: str = "",
+        *,
+        timeout: Timeout = DEFAULT,
+        metadata: MetadataLike | None = None,
+    ) -> str:
+        """The serving status name (`SERVING`, `NOT_SERVING`, ...) from `grpc.health.v1`."""
+        with translate_rpc_errors():
+            response = self._stub.health_check(
+                health_request(service),
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
+        return status_name(response)
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        system: str | None = None,
+        timeout: Timeout = DEFAULT,
+        metadata: MetadataLike | None = None,
+        **params: Any,
+    ) -> str:
+        """Send `prompt` as one user message and return the answer's text."""
+        request = build_chat_request(prompt, model=model, system=system, **params)
+        return answer_text(self.chat(request, timeout=timeout, metadata=metadata))
+
+
+class _StreamCall(Protocol):
+    # What grpc's sync unary-stream call is (its class is private).
+    def __next__(self) -> ChatCompletionChunk: ...
+    def cancel(self) -> bool: ...
+
+
+class ChatStream:
+    """The chunks of one streamed completion, as an iterator; `with` cancels on exit."""
+
+    def __init__(self, call: _StreamCall) -> None:
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        if self._cancelled:
+            raise StopIteration
+        try:
+            with translate_rpc_errors():
+                return next(self._call)
+        except StopIteration:
+            raise
+        except BaseException:
+            # Ctrl-C or an error mid-stream: stop the server generating for nobody.
+            self.cancel()
+            raise
+
+    def cancel(self) -> bool:
+        """Cancel the call; False if it had already finished."""
+        self._cancelled = True
+        return self._call.cancel()
+
+    def close(self) -> None:
+        """Cancel the call if still running (the generator-like closing protocol)."""
+        self.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        # A `for` loop left with `break` drops the stream: cancel the call now.
+        call = getattr(self, "_call", None)
+        # Suppressed: at interpreter exit the channel may already be gone.
+        with contextlib.suppress(Exception):
+            if call is not None:
+                call.cancel()

@@ -1,0 +1,191 @@
+"""The `ai-client` command: chat, list models and check health from a shell.
+
+    ai-client chat "Why is the sky blue?" --stream
+    ai-client models
+    ai-client health
+
+The address and key come from `--addr` / `--key` or `AI_SERVICE_ADDR` /
+`AI_SERVICE_KEY` (prefer the variable for the key: flags show up in `ps`). Exit
+codes: 0 success, 1 a failed call (one line `error: CODE: message` on stderr) or a
+health status other than SERVING, 2 a usage error, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from client._errors import AIServiceError
+from client._requests import answer_text, build_chat_request
+from client._sync import AIClient
+from client._tls import TLSOptions
+from protos.ai_service_pb2 import ChatCompletionRequest, Usage
+
+__all__ = ["main"]
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command with `argv` (default: `sys.argv[1:]`); return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        tls = _tls_options(args, parser)
+        with AIClient(args.addr, args.key, tls=tls, timeout=args.timeout) as client:
+            command: Callable[[AIClient, argparse.Namespace], int] = args.command
+            return command(client, args)
+    except AIServiceError as error:
+        return _fail(str(error))
+    except OSError as error:  # a certificate file that cannot be read
+        return _fail(f"{error.strerror or error}: {error.filename}")
+    except KeyboardInterrupt:
+        # The stream (if any) was cancelled on the way out; end the half-printed line.
+        print(file=sys.stderr)
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _chat(client: AIClient, args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    model = args.model or os.environ.get("AI_SERVICE_MODEL") or _first_model(client)
+    if model is None:
+        return _fail("the gateway lists no models for this key; pass --model")
+    request = build_chat_request(
+        prompt,
+        model=model,
+        system=args.system,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+    )
+    if args.stream:
+        usage = _print_stream(client, request, sys.stdout)
+    else:
+        response = client.chat(request)
+        print(answer_text(response))
+        usage = response.usage if response.HasField("usage") else None
+    if args.verbose and usage is not None:
+        print(
+            f"usage: prompt={usage.prompt_tokens} completion={usage.completion_tokens}"
+            f" total={usage.total_tokens}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _print_stream(client: AIClient, request: ChatCompletionRequest, out: TextIO) -> Usage | None:
+    usage = None
+    with client.stream_chat(request) as stream:
+        for chunk in stream:
+            for choice in chunk.choices:
+                if choice.index == 0 and choice.delta.content:
+                    out.write(choice.delta.content)
+                    out.flush()  # show each token as it arrives, not at the end
+            if chunk.HasField("usage"):
+                usage = chunk.usage
+    out.write("\n")
+    return usage
+
+
+def _first_model(client: AIClient) -> str | None:
+    models = client.list_models()
+    return models[0].id if models else None
+
+
+def _models(client: AIClient, args: argparse.Namespace) -> int:
+    models = client.list_models()
+    width = max((len(m.id) for m in models), default=0)
+    for model in models:
+        print(f"{model.id:<{width}}  {model.provider}")
+    return 0
+
+
+def _health(client: AIClient, args: argparse.Namespace) -> int:
+    status = client.health(args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+# --- arguments --------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ai-client", description="Talk to the ai-service gateway."
+    )
+    _add_connection_options(parser)
+    parser.set_defaults(
+        addr=os.environ.get("AI_SERVICE_ADDR") or DEFAULT_ADDR,
+        key=os.environ.get("AI_SERVICE_KEY") or None,
+        timeout=60.0,
+        tls_ca=None,
+        tls_cert=None,
+        tls_key=None,
+        tls_server_name=None,
+        verbose=False,
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    chat = commands.add_parser("chat", help="ask for a chat completion")
+    chat.add_argument("prompt", help='the user message ("-" reads it from stdin)')
+    chat.add_argument("--model", help="model (env AI_SERVICE_MODEL, else the first listed)")
+    chat.add_argument("--system", help="a system message before the prompt")
+    chat.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    chat.add_argument("--temperature", type=float, metavar="T")
+    chat.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    chat.set_defaults(command=_chat)
+
+    models = commands.add_parser("models", help="list the models, one per line: id  provider")
+    models.set_defaults(command=_models)
+
+    health = commands.add_parser("health", help="print the serving status; exit 1 unless SERVING")
+    health.add_argument("service", nargs="?", default="", help="service name (default: server)")
+    health.set_defaults(command=_health)
+
+    for sub in (chat, models, health):
+        # Connection options are accepted after the subcommand too. SUPPRESS keeps an
+        # option not given there from overwriting the same option given before it.
+        _add_connection_options(sub, default=argparse.SUPPRESS)
+    return parser
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    add = parser.add_argument
+    add("--addr", default=default, help=f"host:port (env AI_SERVICE_ADDR, default {DEFAULT_ADDR})")
+    add("--key", default=default, help="API key (env AI_SERVICE_KEY; flags show in ps)")
+    add("--timeout", default=default, type=float, help="deadline per call, seconds (default 60)")
+    add("--tls-ca", default=default, metavar="FILE", help="root certificates; enables TLS")
+    add("--tls-cert", default=default, metavar="FILE", help="client certificate (mTLS)")
+    add("--tls-key", default=default, metavar="FILE", help="client private key (mTLS)")
+    add("--tls-server-name", default=default, metavar="NAME", help="name the server cert has")
+    add("-v", "--verbose", default=default, action="store_true", help="print usage on stderr")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _tls_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TLSOptions | None:
+    if not (args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name):
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    return TLSOptions(
+        root_certificates_path=args.tls_ca,
+        client_certificate_path=args.tls_cert,
+        client_key_path=args.tls_key,
+        server_name_override=args.tls_server_name,
+    )

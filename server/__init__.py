@@ -1,0 +1,1 @@
+"""ai-service: a gRPC inference gateway in front of LLM provider APIs."""

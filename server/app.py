@@ -1,0 +1,129 @@
+"""Builds the gateway's grpc.aio server and runs it until a signal drains it.
+
+The interceptor list below is the order a call passes through: authentication,
+then rate limiting, then the servicer. Health and reflection are served beside
+AIService and stay open to everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from protos import ai_service_pb2, ai_service_pb2_grpc
+from server.config import GatewayConfig
+from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
+from server.interceptors.auth import KeyRing, rate_rule
+from server.limiter import InMemoryRequestLimiter
+from server.providers import Provider, create_provider
+from server.routing import Router
+from server.service import AIService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class Gateway:
+    """One gateway server: `await start()`, then `await stop()` (or `async with`)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.health = HealthServicer()
+        self._providers: dict[str, Provider] = {}
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        host = self.config.server.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        auth = self.config.auth
+        keyring = KeyRing(auth, self.config.rate_limit) if auth.enabled else None
+        anonymous = Caller("anonymous", frozenset(), rate_rule(self.config.rate_limit))
+        return [
+            AuthInterceptor(keyring, anonymous),
+            RateLimitInterceptor(InMemoryRequestLimiter()),
+        ]
+
+    async def start(self) -> None:
+        settings = self.config.server
+        self._providers = {p.name: create_provider(p) for p in self.config.providers}
+        router = Router(self.config.models, self._providers)
+        server = grpc.aio.server(
+            interceptors=self._interceptors(),
+            options=[
+                # One process owns its port: a clash must fail, not start a silent twin.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                ("grpc.max_send_message_length", settings.max_send_message_bytes),
+            ],
+        )
+        ai_service_pb2_grpc.add_AIServiceServicer_to_server(AIService(self.config, router), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.port = server.add_insecure_port(settings.listen)
+        except RuntimeError as exc:
+            await self._close_providers()
+            raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
+        await server.start()
+        self._server = server
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set("", serving)
+        await self.health.set(SERVICE_NAME, serving)
+        log.info("gateway listening", extra={"address": self.address})
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish within grace."""
+        if self._server is None:
+            return
+        grace = self.config.server.shutdown_grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        log.info("draining", extra={"grace_seconds": grace})
+        await self._server.stop(grace)
+        self._server = None
+        await self._close_providers()
+        log.info("stopped")
+
+    async def _close_providers(self) -> None:
+        await asyncio.gather(*(p.aclose() for p in self._providers.values()))
+        self._providers = {}
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop(0)
+
+
+async def serve_until_signalled(gateway: Gateway) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    await gateway.stop()

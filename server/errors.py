@@ -1,0 +1,203 @@
+"""The gateway's one error hierarchy and its one translation to a gRPC status.
+
+Anything on the data path raises a `GatewayError` subclass; the servicer and the
+interceptors turn it into a status with google.rpc details through `to_rpc_status`
+and nothing else, so every client sees the same codes and detail types
+(DESIGN.md, "Error mapping").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "ai-service.v1"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+Trailers = tuple[tuple[str, str | bytes], ...]
+
+
+class GatewayError(Exception):
+    """A refusal or failure with a gRPC status code and structured details."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+    #: Whether another attempt (same or other deployment) may succeed.
+    retryable: bool = False
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+    def details(self) -> list[object]:
+        """google.rpc detail messages beyond ErrorInfo; subclasses add theirs."""
+        return []
+
+
+class InvalidRequest(GatewayError):
+    """The caller's request is malformed; names the offending field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+    def details(self) -> list[object]:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=self.field, description=self.description
+        )
+        return [error_details_pb2.BadRequest(field_violations=[violation])]
+
+
+class Unauthenticated(GatewayError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(GatewayError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "MODEL_NOT_ALLOWED"
+
+
+class ModelNotFound(GatewayError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "MODEL_NOT_FOUND"
+
+
+class RateLimited(GatewayError):
+    """The caller is over one of its limits; says which and when to come back."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: float, subject: str, quota: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.subject = subject
+        self.quota = quota
+
+    def details(self) -> list[object]:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=self.subject, description=self.quota
+        )
+        return [
+            retry_info(self.retry_after),
+            error_details_pb2.QuotaFailure(violations=[violation]),
+        ]
+
+
+class Draining(GatewayError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "DRAINING"
+    retryable = True
+
+
+class UpstreamError(GatewayError):
+    """A failure reported by, or on the way to, an upstream provider."""
+
+    reason = "UPSTREAM_ERROR"
+
+
+class UpstreamInvalidRequest(UpstreamError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "UPSTREAM_INVALID_REQUEST"
+
+
+class UpstreamAuth(UpstreamError):
+    """The gateway's own provider credential was refused: not the caller's fault."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "UPSTREAM_AUTH"
+
+
+class UpstreamNotFound(UpstreamError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "UPSTREAM_MODEL_NOT_FOUND"
+
+
+class UpstreamTimeout(UpstreamError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamRateLimited(UpstreamError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "UPSTREAM_RATE_LIMITED"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> list[object]:
+        return [] if self.retry_after is None else [retry_info(self.retry_after)]
+
+
+class UpstreamUnavailable(UpstreamError):
+    """5xx, connection failure, reset or a body that cannot be parsed."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UPSTREAM_UNAVAILABLE"
+    retryable = True
+
+
+class StreamInterrupted(UpstreamError):
+    """The upstream failed after chunks already reached the client: never silent."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "STREAM_INTERRUPTED"
+
+    def __init__(self, cause: GatewayError, *, chunks_delivered: int) -> None:
+        if isinstance(cause, UpstreamTimeout):
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED  # still a timeout, with the count
+        super().__init__(
+            f"stream interrupted after {chunks_delivered} chunks: {cause.message}",
+            metadata={"chunks_delivered": str(chunks_delivered), "cause": cause.reason},
+        )
+
+
+class Internal(GatewayError):
+    """An unexpected failure inside the gateway; the message never carries internals."""
+
+
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    seconds = max(seconds, 0.0)
+    whole = math.floor(seconds)
+    delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
+
+
+def to_rpc_status(error: GatewayError) -> tuple[grpc.StatusCode, str, Trailers]:
+    """The (code, message, trailing metadata) that carry `error` to any gRPC client."""
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    details: Sequence[object] = [info, *error.details()]
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)  # type: ignore[arg-type]
+        packed.append(holder)
+    status = status_pb2.Status(
+        code=_CODE_NUMBERS[error.code], message=error.message, details=packed
+    )
+    return error.code, error.message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], error: GatewayError) -> None:
+    """End the call with `error`; raises, as `context.abort` does."""
+    code, message, trailers = to_rpc_status(error)
+    await context.abort(code, message, trailers)
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    status: getattr(code_pb2, status.name) for status in grpc.StatusCode
+}

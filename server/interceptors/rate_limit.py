@@ -1,0 +1,43 @@
+"""Request-rate limiting per caller, after authentication.
+
+Over the limit, a call is refused with RESOURCE_EXHAUSTED carrying RetryInfo
+(when to come back) and QuotaFailure (which quota), before it is deserialised.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from server.errors import RateLimited
+from server.interceptors.auth import Caller, Continuation, current_caller
+from server.interceptors.rejection import Handler, is_guarded, rejecting_handler
+from server.limiter import RequestLimiter
+
+
+class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, limiter: RequestLimiter) -> None:
+        self._limiter = limiter
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        method = handler_call_details.method
+        if not is_guarded(method):
+            return await continuation(handler_call_details)
+        caller = current_caller.get()
+        if caller.rate is not None:
+            decision = await self._limiter.acquire(caller.name, caller.rate)
+            if not decision.allowed:
+                return rejecting_handler(method, self._refusal(caller, decision.retry_after))
+        return await continuation(handler_call_details)
+
+    @staticmethod
+    def _refusal(caller: Caller, retry_after: float) -> RateLimited:
+        assert caller.rate is not None
+        return RateLimited(
+            f"rate limit of {caller.rate.per_minute} requests/minute exceeded for key "
+            f"{caller.name!r}; retry after {retry_after:.2f}s",
+            retry_after=retry_after,
+            subject=f"key:{caller.name}",
+            quota=f"{caller.rate.per_minute} requests per minute",
+        )

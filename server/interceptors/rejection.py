@@ -1,0 +1,53 @@
+"""Refusing a call from an interceptor.
+
+Interceptors get no servicer context, so a refusal is a replacement handler of
+the same shape as the method's own (unary or server-streaming, read from the
+proto descriptor) that aborts with the gateway error's status. The request is
+not even deserialised, and the interceptors after this one never run: a refused
+call costs nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from protos import ai_service_pb2
+from server.errors import GatewayError, to_rpc_status
+
+if TYPE_CHECKING:  # the stubs make the handler generic; the runtime class is not
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+
+_SERVICE = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"]
+#: Full method path → whether the server streams its answer.
+_SERVER_STREAMING = {
+    f"/{_SERVICE.full_name}/{method.name}": method.server_streaming for method in _SERVICE.methods
+}
+
+
+def is_guarded(method: str) -> bool:
+    """Only the inference service is guarded: health and reflection stay open."""
+    return method in _SERVER_STREAMING
+
+
+def rejecting_handler(method: str, error: GatewayError) -> Handler:
+    code, message, trailers = to_rpc_status(error)
+
+    if _SERVER_STREAMING[method]:
+
+        async def refuse_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await context.abort(code, message, trailers)
+            yield  # unreachable; makes this an async generator like the real handler
+
+        return grpc.unary_stream_rpc_method_handler(refuse_stream)
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(code, message, trailers)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)

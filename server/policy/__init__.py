@@ -1,0 +1,1 @@
+"""Request policy: what a request must look like before it may cost an upstream call."""

@@ -1,0 +1,64 @@
+"""What every provider adapter is: a small protocol in the service's own types.
+
+An adapter translates `ChatCompletionRequest` into its provider's JSON and the
+provider's answer back into `ChatCompletionResponse` / `ChatCompletionChunk`
+directly (no parallel hierarchy of internal types), and raises only the
+gateway's errors. Deadlines, retries and bookkeeping are not its business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
+from server.errors import UpstreamUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One place a public model is served: a configured provider and its model name."""
+
+    provider: str
+    upstream_model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.upstream_model}"
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    async def complete(
+        self, request: ChatCompletionRequest, deployment: Deployment
+    ) -> ChatCompletionResponse: ...
+
+    def stream(
+        self, request: ChatCompletionRequest, deployment: Deployment
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Chunks as they arrive; the last carries finish_reason and usage.
+
+        Ends only after the provider's own end-of-stream marker: a stream that
+        stops without it raises `UpstreamUnavailable`, never ends quietly.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_json_body(body: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from the upstream, or UpstreamUnavailable naming what broke."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamUnavailable(f"upstream sent malformed JSON in {what}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UpstreamUnavailable(
+            f"upstream sent {type(payload).__name__} in {what}, not an object"
+        )
+    return payload

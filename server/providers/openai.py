@@ -1,0 +1,265 @@
+"""Adapter for the OpenAI chat-completions API and every server compatible with it.
+
+Follows https://platform.openai.com/docs/api-reference/chat/create (request,
+the chat.completion object) and
+https://platform.openai.com/docs/api-reference/chat-streaming (the
+chat.completion.chunk object, `stream_options.include_usage`, `data: [DONE]`);
+vLLM, LiteLLM, Together and DeepSeek serve the same shapes.
+
+OpenAI sends the finish reason and the usage in two separate chunks at the end
+of a stream; the service's contract wants both on the last chunk, so the finish
+chunk is held until the usage chunk (or `[DONE]`) arrives and sent as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import orjson
+from google.protobuf import json_format
+
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Message,
+    ToolCall,
+    Usage,
+)
+from server.config import ProviderSettings
+from server.errors import UpstreamError, UpstreamUnavailable
+from server.providers.base import Deployment, parse_json_body
+from server.providers.framing import iter_sse
+from server.providers.http import HttpClient, UpstreamResponse, create_http_client
+from server.providers.status_mapping import error_from_status, message_in_error_payload
+
+_SAMPLING_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+_DONE = b"[DONE]"
+_T = TypeVar("_T")
+
+
+class OpenAIProvider:
+    kind = "openai"
+
+    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+        self.name = settings.name
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            **settings.headers,
+        }
+        if self._secret:
+            self._headers["authorization"] = f"Bearer {self._secret}"
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._http = http or create_http_client(settings)
+
+    async def complete(
+        self, request: ChatCompletionRequest, deployment: Deployment
+    ) -> ChatCompletionResponse:
+        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
+        async with self._http.post(self._url, body, self._headers) as response:
+            payload = await response.read()
+            if response.status != 200:
+                raise self._error(response, payload)
+        return translate_failure(response_from_openai, parse_json_body(payload, "a completion"))
+
+    async def stream(
+        self, request: ChatCompletionRequest, deployment: Deployment
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
+        async with self._http.post(self._url, body, self._stream_headers) as response:
+            if response.status != 200:
+                raise self._error(response, await response.read())
+            finish: ChatCompletionChunk | None = None
+            async for event in iter_sse(response.iter_bytes()):
+                if event.data == _DONE:
+                    if finish is not None:
+                        yield finish
+                    return
+                payload = parse_json_body(event.data, "a stream event")
+                if "error" in payload:
+                    # OpenAI reports a failure after the 200 as an error event.
+                    raise UpstreamUnavailable(
+                        f"upstream {self.name!r} failed mid-stream: "
+                        f"{message_in_error_payload(payload)}"
+                    )
+                chunk = translate_failure(chunk_from_openai, payload)
+                if finish is not None:
+                    # The usage chunk after the finish chunk: merge, keep waiting for [DONE].
+                    finish.usage.CopyFrom(chunk.usage)
+                elif any(choice.finish_reason for choice in chunk.choices):
+                    finish = chunk
+                else:
+                    yield chunk
+        raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
+
+    def _error(self, response: UpstreamResponse, body: bytes) -> UpstreamError:
+        return error_from_status(
+            response.status,
+            body,
+            retry_after=response.header("retry-after"),
+            provider=self.name,
+            secret=self._secret,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+# --- request: proto → OpenAI JSON ---------------------------------------------------
+
+
+def request_body(request: ChatCompletionRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [message_to_openai(message) for message in request.messages],
+    }
+    if request.tools:
+        body["tools"] = [
+            {"type": tool.type or "function", "function": function_to_openai(tool.function)}
+            for tool in request.tools
+        ]
+    choice = request.tool_choice.WhichOneof("choice") if request.HasField("tool_choice") else None
+    if choice == "mode":
+        body["tool_choice"] = request.tool_choice.mode
+    elif choice == "function":
+        body["tool_choice"] = {
+            "type": "function",
+            "function": {"name": request.tool_choice.function},
+        }
+    if request.HasField("max_tokens"):
+        body["max_tokens"] = request.max_tokens
+    for field in _SAMPLING_FIELDS:
+        if request.HasField(field):
+            body[field] = getattr(request, field)
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.user:
+        body["user"] = request.user
+    if request.HasField("response_format") and request.response_format.type:
+        body["response_format"] = response_format_to_openai(request)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def message_to_openai(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": call.type or "function",
+                "function": {"name": call.function.name, "arguments": call.function.arguments},
+            }
+            for call in message.tool_calls
+        ]
+        if not message.content:
+            out["content"] = None  # OpenAI's shape for a message that only calls tools
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def function_to_openai(function: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": function.name}
+    if function.description:
+        out["description"] = function.description
+    which = function.WhichOneof("parameters")
+    if which == "parameters_json":
+        out["parameters"] = orjson.loads(function.parameters_json)
+    elif which == "parameters_struct":
+        out["parameters"] = json_format.MessageToDict(function.parameters_struct)
+    if function.HasField("strict"):
+        out["strict"] = function.strict
+    return out
+
+
+def response_format_to_openai(request: ChatCompletionRequest) -> dict[str, Any]:
+    fmt = request.response_format
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    schema: dict[str, Any] = {"name": fmt.schema_name or "response"}
+    if fmt.json_schema:
+        schema["schema"] = orjson.loads(fmt.json_schema)
+    if fmt.HasField("strict"):
+        schema["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": schema}
+
+
+# --- response: OpenAI JSON → proto ---------------------------------------------------
+
+
+def translate_failure(translate: Callable[[dict[str, Any]], _T], payload: dict[str, Any]) -> _T:
+    """Run a translation; a payload of the wrong shape is the upstream's fault."""
+    try:
+        return translate(payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UpstreamUnavailable(
+            f"upstream sent an unexpected body ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def response_from_openai(payload: dict[str, Any]) -> ChatCompletionResponse:
+    response = ChatCompletionResponse(
+        id=payload.get("id") or "",
+        model=payload.get("model") or "",
+        created=int(payload.get("created") or 0),
+    )
+    for choice in payload["choices"]:
+        message = choice.get("message") or {}
+        out = response.choices.add(index=choice.get("index") or 0)
+        out.finish_reason = choice.get("finish_reason") or ""
+        out.message.role = message.get("role") or "assistant"
+        out.message.content = message.get("content") or ""
+        for call in message.get("tool_calls") or ():
+            out.message.tool_calls.append(tool_call_from_openai(call))
+    usage_into(response.usage, payload.get("usage"))
+    return response
+
+
+def tool_call_from_openai(call: dict[str, Any]) -> ToolCall:
+    function = call.get("function") or {}
+    tool_call = ToolCall(id=call.get("id") or "", type=call.get("type") or "function")
+    tool_call.function.name = function.get("name") or ""
+    tool_call.function.arguments = function.get("arguments") or ""
+    return tool_call
+
+
+def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
+    chunk = ChatCompletionChunk(
+        id=payload.get("id") or "",
+        model=payload.get("model") or "",
+        created=int(payload.get("created") or 0),
+    )
+    for choice in payload.get("choices") or ():
+        delta = choice.get("delta") or {}
+        out = chunk.choices.add(index=choice.get("index") or 0)
+        out.finish_reason = choice.get("finish_reason") or ""
+        out.delta.role = delta.get("role") or ""
+        out.delta.content = delta.get("content") or ""
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            piece = out.delta.tool_calls.add(
+                index=call.get("index") or 0, id=call.get("id") or "", type=call.get("type") or ""
+            )
+            piece.function.name = function.get("name") or ""
+            piece.function.arguments = function.get("arguments") or ""
+    usage_into(chunk.usage, payload.get("usage"))
+    return chunk
+
+
+def usage_into(usage: Usage, payload: dict[str, Any] | None) -> None:
+    if not payload:
+        return
+    usage.prompt_tokens = int(payload.get("prompt_tokens") or 0)
+    usage.completion_tokens = int(payload.get("completion_tokens") or 0)
+    usage.total_tokens = int(
+        payload.get("total_tokens") or usage.prompt_tokens + usage.completion_tokens
+    )

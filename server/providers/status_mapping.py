@@ -1,0 +1,102 @@
+"""Upstream HTTP error answers → the gateway's errors, for every provider at once.
+
+The table is DESIGN.md's "Error mapping". The upstream's own message is passed on
+(it tells the caller what was wrong with the request) with the provider key
+scrubbed out of it, and cut to a sane length.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import orjson
+
+from server.errors import (
+    UpstreamAuth,
+    UpstreamError,
+    UpstreamInvalidRequest,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+MAX_MESSAGE_CHARS = 512
+
+
+def error_from_status(
+    status: int,
+    body: bytes,
+    *,
+    retry_after: str | None,
+    provider: str,
+    secret: str | None = None,
+) -> UpstreamError:
+    """The gateway error for an upstream answer with a non-2xx `status`."""
+    detail = scrub(upstream_message(body), secret)
+    message = f"upstream {provider!r} answered HTTP {status}: {detail}"
+    if status in (400, 413, 422):
+        return UpstreamInvalidRequest(message)
+    if status in (401, 403):
+        return UpstreamAuth(f"upstream {provider!r} refused the gateway's credentials ({status})")
+    if status == 404:
+        return UpstreamNotFound(message)
+    if status == 408:
+        return UpstreamTimeout(message)
+    if status == 429:
+        return UpstreamRateLimited(message, retry_after=parse_retry_after(retry_after))
+    if 400 <= status < 500:
+        return UpstreamInvalidRequest(message)
+    return UpstreamUnavailable(message)  # 5xx, Anthropic's 529, anything unexpected
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an error body, in OpenAI, Anthropic or Ollama shape."""
+    try:
+        payload: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return _cut(text) or "(empty body)"
+    return _cut(message_in_error_payload(payload))
+
+
+def message_in_error_payload(payload: Any) -> str:
+    # OpenAI {"error": {"message": …}}, Anthropic {"type": "error", "error":
+    # {"type": …, "message": …}}, Ollama {"error": "…"}.
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, str):
+            return error
+        if isinstance(error, dict):
+            message = error.get("message")
+            kind = error.get("type") or error.get("code")
+            if isinstance(message, str):
+                return f"{message} ({kind})" if isinstance(kind, str) else message
+    return _cut(orjson.dumps(payload).decode())
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    if secret and secret in text:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
