@@ -1,0 +1,66 @@
+"""What every wire format (OpenAI today; Anthropic and Ollama later) provides to the shared app.
+
+The app (`app.py`) owns HTTP, faults, pacing and stats; a format only translates: it
+validates a parsed request body, turns a `ReplyPlan` into response bytes or stream events,
+and renders an `ApiError` in its own error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .planner import ReplyPlan
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError(Exception):
+    """An error answer, in neutral words; each format renders it in its own shape."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One framed event of a stream; `token` events are the ones paced by tokens_per_second."""
+
+    data: bytes
+    token: bool = False
+
+
+class WireFormat(Protocol):
+    """The translation one upstream API needs; everything else is shared."""
+
+    stream_content_type: str
+
+    def check_auth(self, headers: Mapping[str, str], api_key: str) -> ApiError | None: ...
+
+    def validate(self, body: Any) -> None:
+        """Raise `ApiError` (status 400) for what the real API rejects."""
+
+    def model_of(self, body: Any) -> str | None: ...
+
+    def wants_stream(self, body: Any) -> bool: ...
+
+    def plan(self, body: Any) -> ReplyPlan: ...
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes: ...
+
+    def stream_events(self, body: Any, plan: ReplyPlan) -> list[StreamEvent]: ...
+
+    def error_body(self, error: ApiError) -> bytes: ...
+
+    def model_not_found(self, model: str) -> ApiError: ...
+
+    def fault_error(self, status: int, message: str | None) -> ApiError:
+        """The error the real API sends with this status (for `status` fault rules)."""
+
+    def malformed_body(self) -> bytes:
+        """A 200 body that is not valid JSON."""
+
+    def malformed_event(self) -> bytes:
+        """A framed stream event whose payload is not valid JSON."""

@@ -1,0 +1,104 @@
+"""Fixtures that start real things on free loopback ports and tear them down.
+
+`simulator` is the real upstream simulator over HTTP; `start_gateway` starts a
+real grpc.aio gateway in this event loop from a config built by `gateway_config`;
+`client` is the project's own async client talking to it. Nothing is patched.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from client import AsyncAIClient
+from server.app import Gateway
+from server.config import GatewayConfig, parse_config
+from server.simulator import Simulator, SimulatorConfig
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_KEY = "test-key-0123456789"
+RESTRICTED_KEY = "restricted-key-0123456789"
+PROVIDER_SECRET = "sk-provider-secret-do-not-leak"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def config_tree(simulator_url: str, **overrides: Any) -> dict[str, Any]:
+    """A test configuration: two models on the simulator, an open and a restricted key."""
+    tree: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 5},
+        "auth": {
+            "keys": [
+                {"name": "tester", "key": TEST_KEY},
+                {"name": "restricted", "key": RESTRICTED_KEY, "models": ["sim-gpt"]},
+            ]
+        },
+        "rate_limit": {"requests_per_minute": 100_000},
+        "providers": [
+            {
+                "name": "simulator",
+                "kind": "openai",
+                "base_url": f"{simulator_url}/v1",
+                "api_key": PROVIDER_SECRET,
+            }
+        ],
+        "models": [
+            {"name": "sim-gpt", "provider": "simulator", "upstream_model": "sim-gpt-1"},
+            {"name": "sim-other", "provider": "simulator", "upstream_model": "sim-other-1"},
+        ],
+    }
+    for path, value in overrides.items():
+        node = tree
+        *parents, leaf = path.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Simulator]:
+    async with Simulator(SimulatorConfig(api_key=PROVIDER_SECRET)) as sim:
+        yield sim
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(simulator: Simulator) -> AsyncIterator[StartGateway]:
+    """Start a gateway on the simulator; keyword overrides use `a__b=value` paths."""
+    async with AsyncExitStack() as stack:
+
+        async def start(config: GatewayConfig | None = None, **overrides: Any) -> Gateway:
+            cfg = config or parse_config(config_tree(simulator.base_url, **overrides), env={})
+            return await stack.enter_async_context(Gateway(cfg))
+
+        yield start
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    return await start_gateway()
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[AsyncAIClient]:
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as c:
+        yield c
+
+
+def write_config(path: Path, tree: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path

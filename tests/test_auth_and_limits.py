@@ -1,0 +1,159 @@
+"""Authentication and rate limiting, as a caller meets them."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from server.app import Gateway
+from server.simulator import Simulator
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway
+
+HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
+
+
+async def call(
+    gateway: Gateway, key: str | None, request: ChatCompletionRequest = HELLO, **kw: object
+) -> object:
+    async with AsyncAIClient(gateway.address, key, timeout=10) as client:
+        return await client.chat(request, **kw)  # type: ignore[arg-type]
+
+
+async def stream(gateway: Gateway, metadata: list[tuple[str, str]]) -> list[object]:
+    async with AsyncAIClient(gateway.address, None, timeout=10) as client:
+        return [c async for c in client.stream_chat(HELLO, metadata=metadata)]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ([], "missing credentials"),
+        ([("authorization", "Bearer wrong-key")], "invalid API key"),
+        ([("authorization", f"Basic {TEST_KEY}")], "must be 'Bearer <key>'"),
+        ([("authorization", "Bearer ")], "must be 'Bearer <key>'"),
+        ([("x-api-key", "nope")], "invalid API key"),
+        (
+            [("authorization", f"Bearer {TEST_KEY}"), ("x-api-key", RESTRICTED_KEY)],
+            "conflicting credentials",
+        ),
+    ],
+)
+async def test_bad_credentials_are_unauthenticated_for_unary_and_stream(
+    gateway: Gateway, simulator: Simulator, metadata: list[tuple[str, str]], message: str
+) -> None:
+    for attempt in (stream(gateway, metadata), _unary_with(gateway, metadata)):
+        with pytest.raises(AIServiceError) as caught:
+            await attempt
+        assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert message in caught.value.message
+        assert caught.value.reason == "UNAUTHENTICATED"
+        assert "wrong-key" not in str(caught.value) and TEST_KEY not in str(caught.value)
+    assert simulator.stats.total_requests == 0
+
+
+async def _unary_with(gateway: Gateway, metadata: list[tuple[str, str]]) -> object:
+    async with AsyncAIClient(gateway.address, None, timeout=10) as client:
+        return await client.chat(HELLO, metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [("authorization", f"Bearer {TEST_KEY}")],
+        [("authorization", f"bearer   {TEST_KEY}  ")],
+        [("x-api-key", TEST_KEY)],
+        [("authorization", f"Bearer {TEST_KEY}"), ("x-api-key", TEST_KEY)],
+    ],
+)
+async def test_good_key_is_accepted_in_either_header(
+    gateway: Gateway, metadata: list[tuple[str, str]]
+) -> None:
+    response = await _unary_with(gateway, metadata)
+    assert response.choices[0].message.content == "You said: hello"  # type: ignore[attr-defined]
+
+
+async def test_key_not_allowed_the_model_is_permission_denied(
+    gateway: Gateway, simulator: Simulator
+) -> None:
+    other = ChatCompletionRequest(model="sim-other", messages=HELLO.messages)
+    with pytest.raises(AIServiceError) as caught:
+        await call(gateway, RESTRICTED_KEY, other)
+    assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert "restricted" in caught.value.message and "sim-other" in caught.value.message
+    assert simulator.stats.total_requests == 0
+    assert await call(gateway, RESTRICTED_KEY)  # its own model works
+
+
+async def test_health_and_reflection_need_no_key(gateway: Gateway) -> None:
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "ai_service.v1.AIService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        replies = [r async for r in reflection.ServerReflectionInfo(iter([request]))]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"ai_service.v1.AIService", "grpc.health.v1.Health"} <= names
+
+
+async def test_rate_limit_rejects_the_call_after_the_allowance_with_retry_info(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(rate_limit={"requests_per_minute": 5})
+    for _ in range(5):
+        await call(gateway, TEST_KEY)
+    with pytest.raises(AIServiceError) as caught:
+        await call(gateway, TEST_KEY)
+    error = caught.value
+    assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.reason == "RATE_LIMITED"
+    assert error.retry_after is not None and 0 < error.retry_after <= 12.0  # one request's refill
+    assert error.quota_violations == [("key:tester", "5 requests per minute")]
+    assert simulator.stats.total_requests == 5
+    # Limits are per key: another key still has its own allowance.
+    assert await call(gateway, RESTRICTED_KEY)
+
+
+async def test_per_key_rate_limit_overrides_the_default(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(
+        auth={
+            "keys": [
+                {"name": "tester", "key": TEST_KEY, "rate_limit": {"requests_per_minute": 2}},
+            ]
+        },
+        rate_limit={"requests_per_minute": 1000},
+    )
+    await call(gateway, TEST_KEY)
+    await call(gateway, TEST_KEY)
+    with pytest.raises(AIServiceError) as caught:
+        await stream(gateway, [("authorization", f"Bearer {TEST_KEY}")])
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_auth_switched_off_accepts_anyone_and_says_so(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        gateway = await start_gateway(auth={"enabled": False})
+    assert await call(gateway, None)
+    assert any("authentication is OFF" in r.getMessage() for r in caplog.records)
+
+
+async def test_keys_may_be_configured_as_sha256_digests(start_gateway: StartGateway) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"hashed-secret-key").hexdigest()
+    gateway = await start_gateway(
+        auth={"keys": [{"name": "hashed", "key_sha256": f"sha256:{digest}"}]}
+    )
+    assert await call(gateway, "hashed-secret-key")
+    with pytest.raises(AIServiceError):
+        await call(gateway, f"sha256:{digest}")  # the digest itself is no key

@@ -1,0 +1,130 @@
+"""Bad input gets INVALID_ARGUMENT (or NOT_FOUND) naming the field, and costs no upstream call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest
+from server.app import Gateway
+from server.simulator import Simulator
+from tests.conftest import StartGateway
+
+USER = {"role": "user", "content": "hi"}
+TOOL = {"type": "function", "function": {"name": "f", "parameters_json": "{}"}}
+
+
+def request(**fields: Any) -> ChatCompletionRequest:
+    body: dict[str, Any] = {"model": "sim-gpt", "messages": [USER], **fields}
+    return json_format.ParseDict(body, ChatCompletionRequest())
+
+
+BAD_REQUESTS = [
+    (request(model=""), "model"),
+    (request(messages=[]), "messages"),
+    (request(messages=[USER, {"role": "robot", "content": "x"}]), "messages[1].role"),
+    (request(messages=[{"role": "", "content": "x"}]), "messages[0].role"),
+    (request(messages=[{"role": "user", "content": ""}]), "messages[0].content"),
+    (request(messages=[USER, {"role": "tool", "content": "x"}]), "messages[1].tool_call_id"),
+    (
+        request(messages=[{"role": "user", "content": "x", "tool_call_id": "c"}]),
+        "messages[0].tool_call_id",
+    ),
+    (
+        request(
+            messages=[
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{oops"}}],
+                }
+            ]
+        ),
+        "messages[0].tool_calls[0].function.arguments",
+    ),
+    (request(temperature=2.5), "temperature"),
+    (request(temperature=-0.1), "temperature"),
+    (request(temperature="NaN"), "temperature"),
+    (request(top_p=1.5), "top_p"),
+    (request(presence_penalty=3), "presence_penalty"),
+    (request(frequency_penalty=-3), "frequency_penalty"),
+    (request(max_tokens=0), "max_tokens"),
+    (request(max_tokens=-5), "max_tokens"),
+    (request(stop=["a", "b", "c", "d", "e"]), "stop"),
+    (request(stop=[""]), "stop[0]"),
+    (request(tools=[{"function": {"name": "bad name!"}}]), "tools[0].function.name"),
+    (request(tools=[TOOL, TOOL]), "tools[1].function.name"),
+    (
+        request(tools=[{"function": {"name": "f", "parameters_json": "[1]"}}]),
+        "tools[0].function.parameters_json",
+    ),
+    (request(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type"),
+    (request(tool_choice={"mode": "sometimes"}), "tool_choice.mode"),
+    (request(tool_choice={"mode": "required"}), "tool_choice.mode"),
+    (request(tools=[TOOL], tool_choice={"function": "g"}), "tool_choice.function"),
+    (request(response_format={"type": "yaml"}), "response_format.type"),
+    (
+        request(response_format={"type": "json_schema", "json_schema": "no"}),
+        "response_format.json_schema",
+    ),
+    (request(messages=[{"role": "user", "content": "x" * 2_000_000}]), "request"),
+]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_bad_requests_name_the_field_and_never_reach_the_upstream(
+    client: AsyncAIClient, simulator: Simulator, streamed: bool
+) -> None:
+    for bad, field in BAD_REQUESTS:
+        with pytest.raises(AIServiceError) as caught:
+            if streamed:
+                [c async for c in client.stream_chat(bad)]
+            else:
+                await client.chat(bad)
+        error = caught.value
+        assert error.code is grpc.StatusCode.INVALID_ARGUMENT, (field, error)
+        assert [f for f, _ in error.field_violations] == [field], error
+        assert error.message.startswith(field)
+    assert simulator.stats.total_requests == 0
+
+
+async def test_unknown_model_is_not_found_without_an_upstream_call(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    with pytest.raises(AIServiceError) as caught:
+        await client.chat(request(model="gpt-17"))
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
+    assert "gpt-17" in caught.value.message
+    assert simulator.stats.total_requests == 0
+
+
+async def test_max_tokens_above_the_models_cap_is_refused(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway: Gateway = await start_gateway(
+        models=[
+            {
+                "name": "sim-gpt",
+                "provider": "simulator",
+                "upstream_model": "sim-gpt-1",
+                "max_output_tokens": 100,
+            }
+        ]
+    )
+    from tests.conftest import TEST_KEY
+
+    async with AsyncAIClient(gateway.address, TEST_KEY) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(request(max_tokens=101))
+        assert caught.value.field_violations[0][0] == "max_tokens"
+        assert (await client.chat(request(max_tokens=100))).choices
+    assert simulator.stats.total_requests == 1
+
+
+async def test_temperature_zero_is_valid_and_sent(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    await client.chat(request(temperature=0))
+    assert simulator.stats.received[-1].body["temperature"] == 0
