@@ -17,7 +17,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from server.app import Gateway, serve_until_signalled
-from server.config import CONFIG_ENV_VAR, DEMO_KEY, ConfigError, embedded_default, load_config
+from server.config import (
+    CONFIG_ENV_VAR,
+    DEMO_KEY,
+    ConfigError,
+    embedded_default,
+    load_config,
+    with_listen,
+)
 from server.observability.logging import configure_logging
 
 log = logging.getLogger("server")
@@ -42,11 +49,7 @@ async def run(args: argparse.Namespace) -> None:
     if args.config:
         config = load_config(args.config)
         if args.listen:
-            config = config.model_copy(
-                update={"server": config.server.model_copy(update={"listen": args.listen})}
-            )
-            # Re-validate: the loopback rule for the demo key depends on the address.
-            config = type(config).model_validate(config.model_dump())
+            config = with_listen(config, args.listen)
         await _serve(Gateway(config))
         return
 

@@ -129,8 +129,8 @@ class ProviderSettings(_Strict):
     api_key: SecretStr | None = None
     #: Extra headers sent upstream on every call (e.g. an organisation id).
     headers: dict[str, str] = Field(default_factory=dict)
-    #: The HTTP client behind the seam (server/providers/http.py).
-    http_client: Literal["httpx", "aiohttp"] = "httpx"
+    #: The HTTP client library behind the seam; see server/providers/http.py for the numbers.
+    http_client: Literal["aiohttp", "httpx2", "httpx"] = "aiohttp"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     pool: PoolSettings = Field(default_factory=PoolSettings)
 
@@ -273,6 +273,16 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, env)
+
+
+def with_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
+    """`config` listening on `listen` instead, validated again (the demo-key rule depends on it)."""
+    tree = config.model_dump()
+    tree["server"]["listen"] = listen
+    try:
+        return GatewayConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -2,28 +2,34 @@
 
 Adapters see `HttpClient.post(...)` returning an `UpstreamResponse` (status,
 headers, body bytes or a byte stream) and the gateway's own errors; which library
-moves the bytes is a per-provider setting. Two back ends live here:
+moves the bytes is a per-provider setting (`http_client`):
 
-* `HttpxClient` — the product card's httpx. httpcore loses pool slots when a
-  request is cancelled while it waits for a connection (encode/httpcore#1093,
-  FACTS.md), and a gateway cancels requests all day, so the send runs shielded and
-  a response that arrives after the cancel is closed rather than leaked.
-* `AiohttpClient` — aiohttp, which measured ~25x less CPU per request here.
+* `aiohttp` (the default) — measured here at ~0.09 ms CPU per small request at
+  concurrency 50 against httpx's 2.3 ms (FACTS.md), and it survived 13,760
+  random cancels under pool contention with its pool intact.
+* `httpx2` — the product card's httpx interface in its maintained fork, which
+  fixed the pool-slot leak on cancelled requests (encode/httpcore#1093); ~0.75 ms.
+* `httpx` — the card's own client, kept for comparison in benchmarks. It still
+  has #1093, and the workaround of shielding each send (FACTS.md) was measured
+  worse here: cancelled calls still reach the upstream and queue ahead of live
+  ones, so a storm of cancels ends in pool timeouts (after ~1,300 cancels with
+  10 connections, where aiohttp and httpx2 passed 12,000+). Not for production.
 
-Both translate their library's exceptions to `UpstreamTimeout` /
-`UpstreamUnavailable` in exactly one place each (`_httpx_errors`, `_aiohttp_errors`).
+Each library's exceptions become `UpstreamTimeout` / `UpstreamUnavailable` in
+exactly one place (`_httpx_errors`, `_aiohttp_errors`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
+import httpx2
 
 from server.config import ProviderSettings
 from server.errors import UpstreamTimeout, UpstreamUnavailable
@@ -61,60 +67,68 @@ class HttpClient(Protocol):
 
 
 def create_http_client(settings: ProviderSettings) -> HttpClient:
-    if settings.http_client == "aiohttp":
-        return AiohttpClient(settings)
-    return HttpxClient(settings)
+    if settings.http_client == "httpx":
+        return HttpxClient(settings, httpx)
+    if settings.http_client == "httpx2":
+        return HttpxClient(settings, httpx2)
+    return AiohttpClient(settings)
 
 
-# --- httpx ------------------------------------------------------------------------
+# --- httpx and httpx2 (the same API) ------------------------------------------------
 
 
 @contextlib.contextmanager
-def _httpx_errors(url: str) -> Iterator[None]:
+def _httpx_errors(library: ModuleType, url: str) -> Iterator[None]:
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except library.TimeoutException as exc:
         raise UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {url}") from exc
-    except httpx.HTTPError as exc:
+    except library.HTTPError as exc:
         raise UpstreamUnavailable(
             f"upstream connection failed ({type(exc).__name__}) at {url}"
         ) from exc
 
 
 class _HttpxResponse:
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, library: ModuleType, response: Any) -> None:
+        self._library = library
         self._response = response
         self._url = str(response.request.url)
 
     @property
     def status(self) -> int:
-        return self._response.status_code
+        status: int = self._response.status_code
+        return status
 
     def header(self, name: str) -> str | None:
         value: str | None = self._response.headers.get(name)
         return value
 
     async def read(self) -> bytes:
-        with _httpx_errors(self._url):
-            return await self._response.aread()
+        with _httpx_errors(self._library, self._url):
+            body: bytes = await self._response.aread()
+            return body
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        with _httpx_errors(self._url):
+        with _httpx_errors(self._library, self._url):
             async for piece in self._response.aiter_raw():
                 yield piece
 
 
 class HttpxClient:
-    def __init__(self, settings: ProviderSettings) -> None:
+    """An `AsyncClient` of httpx, or of httpx2 (its maintained fork, same API)."""
+
+    def __init__(self, settings: ProviderSettings, library: ModuleType = httpx) -> None:
         timeouts, pool = settings.timeouts, settings.pool
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
+        self._library = library
+        self._client = library.AsyncClient(
+            timeout=library.Timeout(
                 connect=timeouts.connect,
                 read=timeouts.read,
                 write=timeouts.write,
                 pool=timeouts.pool,
             ),
-            limits=httpx.Limits(
+            limits=library.Limits(
                 max_connections=pool.max_connections,
                 max_keepalive_connections=pool.max_keepalive_connections,
                 keepalive_expiry=pool.keepalive_expiry_seconds,
@@ -129,37 +143,15 @@ class HttpxClient:
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
         request = self._client.build_request("POST", url, content=body, headers=headers)
-        with _httpx_errors(url):
-            response = await self._send_shielded(request)
+        with _httpx_errors(self._library, url):
+            response = await self._client.send(request, stream=True)
         try:
-            yield _HttpxResponse(response)
+            yield _HttpxResponse(self._library, response)
         finally:
             await response.aclose()
 
-    async def _send_shielded(self, request: httpx.Request) -> httpx.Response:
-        # Cancelling httpcore while it waits for a pool slot leaks the slot
-        # (encode/httpcore#1093): let the send finish on its own and close
-        # whatever response it produces after our caller has gone.
-        sending = asyncio.ensure_future(self._client.send(request, stream=True))
-        try:
-            return await asyncio.shield(sending)
-        except asyncio.CancelledError:
-            sending.add_done_callback(_close_orphaned_response)
-            raise
-
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-_orphan_closers: set[asyncio.Task[None]] = set()
-
-
-def _close_orphaned_response(sending: asyncio.Future[httpx.Response]) -> None:
-    if sending.cancelled() or sending.exception() is not None:
-        return
-    closer = asyncio.ensure_future(sending.result().aclose())
-    _orphan_closers.add(closer)  # keep a reference until done, or the task may vanish
-    closer.add_done_callback(_orphan_closers.discard)
 
 
 # --- aiohttp ----------------------------------------------------------------------

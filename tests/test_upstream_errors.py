@@ -1,0 +1,135 @@
+"""Upstream failures reach the caller as DESIGN.md's error mapping says, never as silence."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from server.simulator import FaultRule, Simulator
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway
+
+HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
+LONG = ChatCompletionRequest(
+    model="sim-gpt", messages=[Message(role="user", content="/tokens 40 go")]
+)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "reason"),
+    [
+        (
+            FaultRule("status", status=400, message="bad thing"),
+            "INVALID_ARGUMENT",
+            "UPSTREAM_INVALID_REQUEST",
+        ),
+        (FaultRule("status", status=422), "INVALID_ARGUMENT", "UPSTREAM_INVALID_REQUEST"),
+        (FaultRule("status", status=401), "INTERNAL", "UPSTREAM_AUTH"),
+        (FaultRule("status", status=403), "INTERNAL", "UPSTREAM_AUTH"),
+        (FaultRule("status", status=404), "NOT_FOUND", "UPSTREAM_MODEL_NOT_FOUND"),
+        (FaultRule("status", status=408), "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT"),
+        (FaultRule("status", status=500), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+        (FaultRule("status", status=502), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+        (FaultRule("status", status=503), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+        (FaultRule("reset"), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+        (FaultRule("malformed", after_chunks=0), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+        (FaultRule("cut", after_chunks=0), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else f"{v.kind}-{v.status}",
+)
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_upstream_failure_maps_to_the_designed_status(
+    client: AsyncAIClient,
+    simulator: Simulator,
+    fault: FaultRule,
+    code: str,
+    reason: str,
+    streamed: bool,
+) -> None:
+    simulator.add_fault(fault)
+    with pytest.raises(AIServiceError) as caught:
+        if streamed:
+            [c async for c in client.stream_chat(HELLO)]
+        else:
+            await client.chat(HELLO)
+    error = caught.value
+    assert error.code.name == code, error
+    assert error.reason == reason, error
+    assert PROVIDER_SECRET not in str(error)
+    assert simulator.stats.total_requests == 1  # this issue does not retry yet
+    simulator.clear_faults()
+    assert (await client.chat(HELLO)).choices  # and the gateway is fine afterwards
+
+
+async def test_upstream_message_is_passed_on(client: AsyncAIClient, simulator: Simulator) -> None:
+    simulator.add_fault(FaultRule("status", status=400, message="messages too long for model"))
+    with pytest.raises(AIServiceError) as caught:
+        await client.chat(HELLO)
+    assert "messages too long for model" in caught.value.message
+    assert "HTTP 400" in caught.value.message
+
+
+async def test_upstream_429_carries_retry_after_as_retry_info(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    simulator.add_fault(FaultRule("status", status=429, retry_after=7))
+    with pytest.raises(AIServiceError) as caught:
+        await client.chat(HELLO)
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.reason == "UPSTREAM_RATE_LIMITED"
+    assert caught.value.retry_after == pytest.approx(7.0)
+
+
+async def test_stream_cut_after_k_chunks_delivers_k_then_unavailable_with_the_count(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    simulator.add_fault(FaultRule("cut", after_chunks=6))
+    received = []
+    with pytest.raises(AIServiceError) as caught:
+        async for chunk in client.stream_chat(LONG):
+            received.append(chunk)
+    assert len(received) == 6
+    assert [c.sequence for c in received] == list(range(6))
+    error = caught.value
+    assert error.code is grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "STREAM_INTERRUPTED"
+    assert error.error_metadata["chunks_delivered"] == "6"
+    assert "after 6 chunks" in error.message
+
+
+async def test_stalled_upstream_ends_deadline_exceeded_at_the_client_deadline(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    import time
+
+    simulator.add_fault(FaultRule("stall", seconds=30))
+    started = time.monotonic()
+    with pytest.raises(AIServiceError) as caught:
+        await client.chat(HELLO, timeout=0.5)
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 2.0
+
+
+async def test_upstream_read_timeout_without_client_deadline_is_deadline_exceeded(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(server={"listen": "127.0.0.1:0", "default_deadline_seconds": 0.5})
+    simulator.add_fault(FaultRule("stall", seconds=30))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=None) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(HELLO)
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert caught.value.reason == "UPSTREAM_TIMEOUT"
+
+
+async def test_unreachable_upstream_is_unavailable(start_gateway: StartGateway) -> None:
+    from server.config import parse_config
+    from tests.conftest import config_tree, free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = await start_gateway(parse_config(config_tree(dead), env={}))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(HELLO)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    assert "connection failed" in caught.value.message
