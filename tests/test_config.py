@@ -1,0 +1,113 @@
+"""Configuration: validated once, errors name the bad field, secrets come from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.config import ConfigError, embedded_default, load_config, parse_config, with_listen
+
+
+def tree(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "auth": {"keys": [{"name": "k", "key": "secret"}]},
+        "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],
+        "models": [{"name": "m", "provider": "p", "upstream_model": "u"}],
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"models": [{"name": "m", "provider": "nope", "upstream_model": "u"}]},
+            "models[0].provider: unknown provider 'nope'",
+        ),
+        (
+            {"providers": [{"name": "p", "base_url": "ftp://x"}]},
+            "providers[0]: base_url must start with http",
+        ),
+        (
+            {"providers": [{"name": "p", "base_url": "http://x", "pool": {"max_connections": 0}}]},
+            "providers[0].pool.max_connections",
+        ),
+        (
+            {"providers": [{"name": "p", "base_url": "http://x", "kind": "cohere"}]},
+            "providers[0].kind",
+        ),
+        (
+            {"providers": [{"name": "p", "base_url": "http://x", "timout": 3}]},
+            "providers[0].timout: Extra inputs are not permitted",
+        ),
+        (
+            {"auth": {"keys": [{"name": "k"}]}},
+            "auth.keys[0]: give exactly one of 'key' or 'key_sha256'",
+        ),
+        (
+            {"auth": {"keys": [{"name": "k", "key_sha256": "abc"}]}},
+            "auth.keys[0]: key_sha256 must be 'sha256:'",
+        ),
+        (
+            {"auth": {"keys": [{"name": "k", "key": "a", "models": ["x"]}]}},
+            "auth.keys[0].models: unknown model 'x'",
+        ),
+        ({"auth": {"keys": []}}, "auth.keys: auth is enabled but no key is configured"),
+        (
+            {"auth": {"keys": [{"name": "k", "key": "a"}, {"name": "k", "key": "b"}]}},
+            "auth.keys[1].name: duplicate name 'k'",
+        ),
+        ({"server": {"listen": "nowhere"}}, "server: expected HOST:PORT"),
+        ({"rate_limit": {"requests_per_minute": -1}}, "rate_limit.requests_per_minute"),
+        ({"models": []}, "models: Tuple should have at least 1 item"),
+    ],
+)
+def test_invalid_config_names_the_field(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(tree(**overrides), env={})
+    assert message.lower() in str(caught.value).lower()
+
+
+def test_env_interpolation_fills_secrets_and_defaults() -> None:
+    config = parse_config(
+        tree(
+            providers=[
+                {
+                    "name": "p",
+                    "base_url": "${BASE:-http://127.0.0.1:1/v1}",
+                    "api_key": "${OPENAI_API_KEY}",
+                }
+            ]
+        ),
+        env={"OPENAI_API_KEY": "sk-from-env"},
+    )
+    provider = config.providers[0]
+    assert provider.base_url == "http://127.0.0.1:1/v1"
+    assert provider.api_key is not None and provider.api_key.get_secret_value() == "sk-from-env"
+    assert "sk-from-env" not in repr(config)  # secrets never print
+
+
+def test_missing_env_var_names_the_field_and_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.api_key: environment variable NOPE"):
+        parse_config(
+            tree(providers=[{"name": "p", "base_url": "http://x", "api_key": "${NOPE}"}]), env={}
+        )
+
+
+def test_demo_key_may_only_listen_on_loopback() -> None:
+    config = embedded_default("http://127.0.0.1:9")
+    assert with_listen(config, "[::1]:5000").server.listen == "[::1]:5000"
+    with pytest.raises(ConfigError, match=r"server\.listen: the demo key is enabled"):
+        with_listen(config, "0.0.0.0:50051")
+
+
+def test_yaml_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
