@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEMO_KEY = "demo-key"
 CONFIG_ENV_VAR = "AI_SERVICE_CONFIG"
@@ -43,10 +51,11 @@ class ServerSettings(_Strict):
     max_receive_message_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_send_message_bytes: int = Field(8 * 1024 * 1024, gt=0)
 
-    @model_validator(mode="after")
-    def _listen_parses(self) -> ServerSettings:
-        split_host_port(self.listen)
-        return self
+    @field_validator("listen")
+    @classmethod
+    def _listen_parses(cls, listen: str) -> str:
+        split_host_port(listen)
+        return listen
 
     @property
     def host(self) -> str:

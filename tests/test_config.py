@@ -60,7 +60,7 @@ def tree(**overrides: Any) -> dict[str, Any]:
             {"auth": {"keys": [{"name": "k", "key": "a"}, {"name": "k", "key": "b"}]}},
             "auth.keys[1].name: duplicate name 'k'",
         ),
-        ({"server": {"listen": "nowhere"}}, "server: expected HOST:PORT"),
+        ({"server": {"listen": "nowhere"}}, "server.listen: expected HOST:PORT"),
         ({"rate_limit": {"requests_per_minute": -1}}, "rate_limit.requests_per_minute"),
         ({"models": []}, "models: Tuple should have at least 1 item"),
     ],

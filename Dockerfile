@@ -1,0 +1,45 @@
+# ai-service: the gRPC inference gateway.
+#
+#   docker build -t ai-service .
+#   docker run --rm -p 50051:50051 -e OPENAI_API_KEY \
+#     -v "$PWD/examples/config.yaml:/etc/ai-service/config.yaml:ro" ai-service
+#
+# The container needs a config (mounted at /etc/ai-service/config.yaml, or pass
+# `--config PATH`): the embedded default (`ai-service` with no config: built-in
+# simulator and the demo key) only ever binds loopback, so it cannot be reached
+# from outside the container. A config for a container listens on 0.0.0.0:50051.
+#
+# SIGTERM drains: in-flight calls get server.shutdown_grace_seconds (default 30 s) to
+# finish, so give `docker stop -t` / Kubernetes terminationGracePeriodSeconds a bit more.
+
+# --- build: install the package (runtime dependencies only) into a virtualenv -------------
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/ai-service
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protos/ protos/
+COPY server/ server/
+COPY client/ client/
+RUN /opt/ai-service/bin/pip install .
+
+# --- run: the virtualenv alone, as an unprivileged user -----------------------------------
+FROM python:3.11-slim
+
+ENV PATH=/opt/ai-service/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ai-service \
+    && mkdir -p /etc/ai-service
+COPY --from=build /opt/ai-service /opt/ai-service
+
+USER ai-service
+EXPOSE 50051
+# grpc.health.v1 Check on the server as a whole; exit 1 unless SERVING (health needs no key).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["ai-client", "--addr", "127.0.0.1:50051", "--timeout", "3", "health"]
+
+ENTRYPOINT ["ai-service"]
+CMD ["--config", "/etc/ai-service/config.yaml"]

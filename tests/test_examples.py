@@ -1,0 +1,69 @@
+"""examples/config.yaml is a config the gateway accepts, and it shows every setting."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from server.config import ConfigError, GatewayConfig, load_config
+from tests.conftest import REPO
+
+EXAMPLE = REPO / "examples" / "config.yaml"
+ENV = {"OPENAI_API_KEY": "sk-example"}
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE, env=ENV)
+    assert config.server.listen == "0.0.0.0:50051"
+    assert {p.name for p in config.providers} == {"openai", "local-vllm"}
+    openai = next(p for p in config.providers if p.name == "openai")
+    assert openai.api_key is not None
+    assert openai.api_key.get_secret_value() == "sk-example"
+    assert all(k.key_sha256 for k in config.auth.keys if k.name != "ops")
+    assert [k.models for k in config.auth.keys if k.name == "batch-jobs"] == [("local-llama",)]
+
+
+def test_example_config_needs_the_openai_key() -> None:
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.api_key: .*OPENAI_API_KEY"):
+        load_config(EXAMPLE, env={})
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `X`, `X | None` or `tuple[X, ...]`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple):
+        for arg in typing.get_args(annotation):
+            found = _model_class(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _missing_fields(model: type[BaseModel], nodes: list[Any], path: str) -> list[str]:
+    """Fields of `model` that appear in none of `nodes` (the YAML mappings at `path`)."""
+    mappings = [node for node in nodes if isinstance(node, dict)]
+    missing = []
+    for name, field in model.model_fields.items():
+        present = [node[name] for node in mappings if name in node]
+        where = f"{path}.{name}" if path else name
+        if not present:
+            missing.append(where)
+            continue
+        child = _model_class(field.annotation)
+        if child is not None:
+            flat = [v for value in present for v in (value if isinstance(value, list) else [value])]
+            missing += _missing_fields(child, flat, where)
+    return missing
+
+
+def test_example_config_shows_every_setting() -> None:
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    missing = _missing_fields(GatewayConfig, [raw], "")
+    assert not missing, f"examples/config.yaml does not show: {', '.join(missing)}"

@@ -1,0 +1,482 @@
+"""The gateway as a real process: `python -m server`, grpcurl, the `ai-client` command.
+
+Every process runs on a free loopback port, is waited for through its gRPC health
+Check (bounded), and is killed in teardown whatever the test did. The grpcurl
+commands below are the ones the README shows, with the port replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionChunk, build_chat_request
+from server.simulator import plan_reply
+from tests.conftest import PROVIDER_SECRET, REPO, TEST_KEY, config_tree, free_port, write_config
+
+VENV_BIN = Path(sys.executable).parent
+GRPCURL = VENV_BIN / "grpcurl"
+AI_CLIENT = VENV_BIN / "ai-client"
+READY_TIMEOUT = 20.0  # seconds: a cold start on a loaded 2-core machine
+EXIT_TIMEOUT = 20.0
+README_ADDRESS = "127.0.0.1:50051"  # the address in the README's commands
+
+# The README's commands, verbatim; README_ADDRESS is replaced by the test's address.
+GRPCURL_LIST = "grpcurl -plaintext 127.0.0.1:50051 list"
+GRPCURL_DESCRIBE_SERVICE = "grpcurl -plaintext 127.0.0.1:50051 describe ai_service.v1.AIService"
+GRPCURL_DESCRIBE_REQUEST = (
+    "grpcurl -plaintext 127.0.0.1:50051 describe ai_service.v1.ChatCompletionRequest"
+)
+HELLO = '{"model":"sim-gpt","messages":[{"role":"user","content":"hello"}]}'
+GRPCURL_CHAT = (
+    "grpcurl -plaintext -H 'authorization: Bearer demo-key' "
+    f"-d '{HELLO}' 127.0.0.1:50051 ai_service.v1.AIService/ChatCompletion"
+)
+GRPCURL_STREAM = (
+    "grpcurl -plaintext -H 'authorization: Bearer demo-key' "
+    f"-d '{HELLO}' 127.0.0.1:50051 ai_service.v1.AIService/StreamChatCompletion"
+)
+GRPCURL_CHAT_NO_KEY = (
+    f"grpcurl -plaintext -d '{HELLO}' 127.0.0.1:50051 ai_service.v1.AIService/ChatCompletion"
+)
+GRPCURL_HEALTH = "grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check"
+
+# Variables that would change what the gateway or ai-client do when unset in a test.
+_AMBIENT_VARIABLES = ("AI_SERVICE_CONFIG", "AI_SERVICE_ADDR", "AI_SERVICE_KEY", "AI_SERVICE_MODEL")
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """A child process whose stdout and stderr go to files (no pipe can fill up and block it)."""
+
+    popen: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def output(self) -> str:
+        return f"--- stdout ---\n{self.stdout()}\n--- stderr ---\n{self.stderr()}"
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=10)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _AMBIENT_VARIABLES}
+    env.update(extra)
+    return env
+
+
+def spawn(argv: Sequence[str], logs: Path, name: str, env: dict[str, str] | None = None) -> Process:
+    logs.mkdir(parents=True, exist_ok=True)
+    stdout_path, stderr_path = logs / f"{name}.out", logs / f"{name}.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        popen = subprocess.Popen(
+            list(argv), cwd=REPO, stdout=out, stderr=err, env=env or clean_env()
+        )
+    return Process(popen, stdout_path, stderr_path)
+
+
+def gateway_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "server", "--log-format", "text", *args]
+
+
+def run_gateway_to_exit(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a gateway that is expected to refuse to start; return how it ended."""
+    return subprocess.run(
+        gateway_argv(*args),
+        cwd=REPO,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+    )
+
+
+def wait_serving(address: str, process: Process, timeout: float = READY_TIMEOUT) -> None:
+    """Poll grpc.health.v1 Check until SERVING; fail early if the process exits."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    with grpc.insecure_channel(address) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        while True:
+            if process.popen.poll() is not None:
+                pytest.fail(f"exited {process.popen.returncode} before serving\n{process.output()}")
+            try:
+                response = check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = response
+            except grpc.RpcError as error:
+                last = error
+            if time.monotonic() > deadline:
+                pytest.fail(f"{address} not SERVING after {timeout}s ({last})\n{process.output()}")
+            time.sleep(0.1)
+
+
+def wait_http(url: str, process: Process, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.popen.poll() is not None:
+            pytest.fail(f"exited {process.popen.returncode} before serving\n{process.output()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} not answering after {timeout}s\n{process.output()}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Running:
+    address: str
+    process: Process
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """`python -m server --listen 127.0.0.1:<free>`: the embedded default, no config."""
+    address = f"127.0.0.1:{free_port()}"
+    process = spawn(
+        gateway_argv("--listen", address), tmp_path_factory.mktemp("embedded"), "gateway"
+    )
+    try:
+        wait_serving(address, process)
+        yield Running(address, process)
+    finally:
+        process.kill()
+
+
+# --- grpcurl ------------------------------------------------------------------------------
+
+
+def grpcurl(command: str, address: str) -> subprocess.CompletedProcess[str]:
+    argv = shlex.split(command.replace(README_ADDRESS, address))
+    assert argv[0] == "grpcurl", command
+    return subprocess.run(
+        [str(GRPCURL), *argv[1:]], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args} exited {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def json_documents(text: str) -> list[dict[str, Any]]:
+    """The JSON objects grpcurl prints one after another for a stream."""
+    decoder = json.JSONDecoder()
+    documents, index = [], 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        document, index = decoder.raw_decode(text, index)
+        documents.append(document)
+    return documents
+
+
+def test_banner_names_the_demo_key_and_its_command_works(embedded: Running) -> None:
+    banner = embedded.process.stdout()
+    assert f"ai-service is serving on {embedded.address}" in banner
+    assert "demo caller key: demo-key" in banner
+    # The command the banner suggests works as printed.
+    (try_line,) = [line for line in banner.splitlines() if line.startswith("try: grpcurl ")]
+    answer = json.loads(ok(grpcurl(try_line.removeprefix("try: "), embedded.address)))
+    assert answer["choices"][0]["message"]["content"] == "You said: hello"
+
+
+def test_grpcurl_lists_and_describes_through_reflection(embedded: Running) -> None:
+    services = ok(grpcurl(GRPCURL_LIST, embedded.address)).split()
+    assert "ai_service.v1.AIService" in services
+    assert "grpc.health.v1.Health" in services
+
+    service = ok(grpcurl(GRPCURL_DESCRIBE_SERVICE, embedded.address))
+    assert "ai_service.v1.AIService is a service" in service
+    for rpc in ("ChatCompletion", "StreamChatCompletion", "ListModels"):
+        assert f"rpc {rpc} (" in service
+
+    request = ok(grpcurl(GRPCURL_DESCRIBE_REQUEST, embedded.address))
+    assert "ai_service.v1.ChatCompletionRequest is a message" in request
+    assert "string model = 1;" in request
+    assert "repeated .ai_service.v1.Message messages = 2;" in request
+
+
+def test_grpcurl_unary_and_stream_agree(embedded: Running) -> None:
+    answer = json.loads(ok(grpcurl(GRPCURL_CHAT, embedded.address)))
+    (choice,) = answer["choices"]
+    assert choice["message"] == {"role": "assistant", "content": "You said: hello"}
+    assert choice["finish_reason"] == "stop"
+    usage = answer["usage"]
+    assert usage["completion_tokens"] == 3
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 3
+
+    chunks = json_documents(ok(grpcurl(GRPCURL_STREAM, embedded.address)))
+    assert len(chunks) >= 3
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    text = "".join(
+        choice.get("delta", {}).get("content", "")
+        for chunk in chunks
+        for choice in chunk.get("choices", [])
+    )
+    assert text == "You said: hello"
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert last["usage"] == usage
+    assert all("usage" not in chunk for chunk in chunks[:-1])
+
+
+def test_grpcurl_without_a_key_is_unauthenticated(embedded: Running) -> None:
+    result = grpcurl(GRPCURL_CHAT_NO_KEY, embedded.address)
+    assert result.returncode == 64 + grpc.StatusCode.UNAUTHENTICATED.value[0], result.stderr
+    assert "Code: Unauthenticated" in result.stderr
+    assert "demo-key" not in result.stderr
+
+
+def test_grpcurl_health_check_is_serving(embedded: Running) -> None:
+    assert json.loads(ok(grpcurl(GRPCURL_HEALTH, embedded.address))) == {"status": "SERVING"}
+    per_service = GRPCURL_HEALTH.replace(
+        "-plaintext", """-plaintext -d '{"service":"ai_service.v1.AIService"}'"""
+    )
+    assert json.loads(ok(grpcurl(per_service, embedded.address))) == {"status": "SERVING"}
+
+
+# --- ai-client ----------------------------------------------------------------------------
+
+
+def ai_client(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(AI_CLIENT), "--addr", address, "--timeout", "20", *args],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_ai_client_commands(embedded: Running) -> None:
+    address = embedded.address
+    assert ok(ai_client(address, "--key", "demo-key", "chat", "hi")) == "You said: hi\n"
+    assert ok(ai_client(address, "--key", "demo-key", "chat", "hi", "--stream")) == "You said: hi\n"
+    models = ok(ai_client(address, "--key", "demo-key", "models")).splitlines()
+    assert [line.split() for line in models] == [["sim-gpt", "openai"]]
+    assert ok(ai_client(address, "health")) == "SERVING\n"
+
+
+def test_ai_client_bad_key_prints_one_error_line(embedded: Running) -> None:
+    result = ai_client(embedded.address, "--key", "not-the-key", "chat", "hi")
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: UNAUTHENTICATED: "), line
+    assert "not-the-key" not in line
+
+
+# --- refusing to start --------------------------------------------------------------------
+
+
+def test_port_clash_is_an_error(embedded: Running) -> None:
+    result = run_gateway_to_exit("--listen", embedded.address)
+    assert result.returncode != 0
+    assert f"cannot listen on {embedded.address}" in result.stderr, result.stderr
+    # The first gateway is untouched.
+    wait_serving(embedded.address, embedded.process, timeout=5)
+
+
+def test_demo_key_may_not_bind_a_public_address() -> None:
+    result = run_gateway_to_exit("--listen", f"0.0.0.0:{free_port()}")
+    assert result.returncode == 2, result
+    assert "invalid configuration: server.listen:" in result.stderr
+    assert "demo key" in result.stderr
+
+
+def test_demo_key_in_a_config_may_not_bind_a_public_address_either(tmp_path: Path) -> None:
+    # --listen overrides the config's address; the loopback rule is checked again.
+    tree = config_tree("http://127.0.0.1:9", auth={"keys": [{"name": "demo", "key": "demo-key"}]})
+    config = write_config(tmp_path / "config.yaml", tree)
+    result = run_gateway_to_exit("--config", str(config), "--listen", f"0.0.0.0:{free_port()}")
+    assert result.returncode == 2, result
+    assert "server.listen:" in result.stderr
+
+
+def test_unknown_provider_reference_names_the_field(tmp_path: Path) -> None:
+    tree = config_tree(
+        "http://127.0.0.1:9",
+        models=[{"name": "sim-gpt", "provider": "opneai", "upstream_model": "sim-gpt-1"}],
+    )
+    config = write_config(tmp_path / "config.yaml", tree)
+    result = run_gateway_to_exit("--config", str(config), "--listen", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 2, result
+    assert "models[0].provider: unknown provider 'opneai'" in result.stderr
+
+
+def test_missing_environment_variable_names_it(tmp_path: Path) -> None:
+    variable = "AI_SERVICE_TEST_UNSET_PROVIDER_KEY"
+    tree = config_tree("http://127.0.0.1:9")
+    tree["providers"][0]["api_key"] = f"${{{variable}}}"
+    config = write_config(tmp_path / "config.yaml", tree)
+    env = clean_env()
+    env.pop(variable, None)
+    result = run_gateway_to_exit(
+        "--config", str(config), "--listen", f"127.0.0.1:{free_port()}", env=env
+    )
+    assert result.returncode == 2, result
+    assert f"providers[0].api_key: environment variable {variable} is not set" in result.stderr
+
+
+# --- SIGTERM drains -----------------------------------------------------------------------
+
+STREAM_PROMPT = "/tokens 40"  # 40 tokens at 20 tokens/s: about two seconds of stream
+GRACE_SECONDS = 20
+
+
+@pytest.fixture
+def draining_gateway(tmp_path: Path) -> Iterator[Running]:
+    """A gateway process from a YAML config, in front of a separate, slow simulator process."""
+    sim_port = free_port()
+    simulator = spawn(
+        [
+            sys.executable,
+            "-m",
+            "server.simulator",
+            "--listen",
+            f"127.0.0.1:{sim_port}",
+            "--tokens-per-second",
+            "20",
+            "--api-key",
+            PROVIDER_SECRET,
+        ],
+        tmp_path,
+        "simulator",
+    )
+    gateway: Process | None = None
+    try:
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        wait_http(f"{sim_url}/_sim/stats", simulator)
+        tree = config_tree(sim_url, server__shutdown_grace_seconds=GRACE_SECONDS)
+        config = write_config(tmp_path / "config.yaml", tree)
+        address = f"127.0.0.1:{free_port()}"
+        gateway = spawn(
+            gateway_argv("--config", str(config), "--listen", address), tmp_path, "gateway"
+        )
+        wait_serving(address, gateway)
+        yield Running(address, gateway)
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        simulator.kill()
+
+
+async def test_sigterm_drains_in_flight_streams(draining_gateway: Running) -> None:
+    address, process = draining_gateway.address, draining_gateway.process
+    expected = plan_reply({"messages": [{"role": "user", "content": STREAM_PROMPT}]})
+    assert expected.text is not None
+    chunks: list[ChatCompletionChunk] = []
+    started = asyncio.Event()
+
+    async with (
+        AsyncAIClient(address, TEST_KEY, timeout=30) as client,
+        AsyncAIClient(address, TEST_KEY, timeout=5) as other,
+        grpc.aio.insecure_channel(address) as health_channel,
+    ):
+        assert await other.health() == "SERVING"  # `other` is connected before the drain
+        watch = health_pb2_grpc.HealthStub(health_channel).Watch(
+            health_pb2.HealthCheckRequest(), timeout=30
+        )
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+        async def consume() -> None:
+            stream = client.stream_chat(build_chat_request(STREAM_PROMPT, model="sim-gpt"))
+            async for chunk in stream:
+                chunks.append(chunk)
+                if len(chunks) == 3:
+                    started.set()
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 20)
+        os.kill(process.pid, signal.SIGTERM)
+        chunks_before_signal = len(chunks)
+
+        # Health flips to NOT_SERVING (Watch is an in-flight call, so it sees the drain).
+        update = await asyncio.wait_for(watch.read(), 10)
+        assert update.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()  # else the watch itself would hold the drain until the grace ends
+
+        # New calls are refused while the stream still runs. A call racing the signal may
+        # still be accepted (it is then in flight and drained too), so poll for the refusal.
+        refusals: dict[str, grpc.StatusCode] = {}
+        deadline = asyncio.get_running_loop().time() + 10
+        for name, caller in (("connected channel", other), ("streaming channel", client)):
+            while name not in refusals:
+                try:
+                    await caller.ask("hello", model="sim-gpt", timeout=5)
+                except AIServiceError as error:
+                    refusals[name] = error.code
+                assert asyncio.get_running_loop().time() < deadline, "new calls still accepted"
+        async with AsyncAIClient(address, TEST_KEY, timeout=5) as fresh:
+            with pytest.raises(AIServiceError) as fresh_call:
+                await fresh.ask("hello", model="sim-gpt")
+            refusals["new channel"] = fresh_call.value.code
+        if consumer.done():
+            await consumer  # a stream cut by the drain fails here, with its status
+            pytest.fail("the stream ended before the drain could be observed")
+        assert refusals == dict.fromkeys(refusals, grpc.StatusCode.UNAVAILABLE)
+
+        await asyncio.wait_for(consumer, 30)
+
+    # Every chunk arrived, in order, and the stream ended properly.
+    assert len(chunks) > chunks_before_signal
+    assert [chunk.sequence for chunk in chunks] == list(range(len(chunks)))
+    text = "".join(choice.delta.content for chunk in chunks for choice in chunk.choices)
+    assert text == expected.text
+    assert len(expected.pieces()) == 40
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.HasField("usage")
+    assert last.usage.completion_tokens == 40
+    assert last.usage.prompt_tokens == expected.prompt_tokens
+    assert not any(chunk.HasField("usage") for chunk in chunks[:-1])
+
+    # The process exits 0 once the stream is done, well before the grace runs out.
+    try:
+        code = await asyncio.to_thread(process.popen.wait, GRACE_SECONDS - 5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after the drained stream ended\n{process.output()}")
+    assert code == 0, process.output()
+    assert "draining" in process.stderr()

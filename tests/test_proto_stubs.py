@@ -1,0 +1,67 @@
+"""The committed stubs beside protos/ai_service.proto are what `make proto` generates from it.
+
+The proto is regenerated into a temporary directory with the Makefile's command (run
+from the repo root, so the generated imports say `protos.…` as the committed ones do)
+and every generated file is compared byte for byte with its committed twin.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PROTO = "protos/ai_service.proto"
+STUB_PATTERNS = ("ai_service_pb2*.py", "ai_service_pb2*.pyi")
+
+
+def generate(out: Path) -> dict[str, bytes]:
+    """Run the Makefile's `proto` command with outputs in `out`; return path → content."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I.",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
+            PROTO,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"grpc_tools.protoc failed:\n{result.stderr}"
+    return {
+        path.relative_to(out).as_posix(): path.read_bytes()
+        for pattern in STUB_PATTERNS
+        for path in (out / "protos").glob(pattern)
+    }
+
+
+def committed() -> dict[str, bytes]:
+    return {
+        path.relative_to(REPO).as_posix(): path.read_bytes()
+        for pattern in STUB_PATTERNS
+        for path in (REPO / "protos").glob(pattern)
+    }
+
+
+def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
+    generated = generate(tmp_path)
+    assert {"protos/ai_service_pb2.py", "protos/ai_service_pb2_grpc.py"} <= generated.keys()
+    ours = committed()
+    problems = [
+        f"{name} is missing" if name not in ours else f"{name} differs from {PROTO}"
+        for name, content in sorted(generated.items())
+        if ours.get(name) != content
+    ]
+    problems += [
+        f"{name} is not generated from {PROTO} any more (delete it)"
+        for name in sorted(ours.keys() - generated.keys())
+    ]
+    assert not problems, "stale generated stubs: " + "; ".join(problems) + ": run `make proto`"
