@@ -5,6 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
+# Python code that ruff checks (bench/ joins once it exists).
+CODE   := server client tests $(wildcard bench)
+
 .PHONY: install run simulator test lint format typecheck proto bench clean
 
 $(BIN)/ai-service: pyproject.toml
@@ -22,19 +25,19 @@ simulator: install      ## the upstream simulator alone on 127.0.0.1:8080
 	$(PY) -m server.simulator $(ARGS)
 
 test: install           ## every test, lint and type check
-	$(BIN)/ruff check server client tests bench
-	$(BIN)/ruff format --check server client tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check server client tests bench
-	$(BIN)/ruff format --check server client tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format server client tests bench
-	$(BIN)/ruff check --fix server client tests bench
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 proto: install          ## regenerate the stubs beside protos/ai_service.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/ai_service.proto
