@@ -85,7 +85,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 finally:
                     # Closing the adapter's generator closes the upstream HTTP stream
                     # at once, also when the client cancelled.
-                    await chunks.aclose()  # type: ignore[attr-defined]
+                    await chunks.aclose()
         except GatewayError as error:
             await abort(
                 context,

@@ -8,7 +8,7 @@ gateway's errors. Deadlines, retries and bookkeeping are not its business.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ class Provider(Protocol):
 
     def stream(
         self, request: ChatCompletionRequest, deployment: Deployment
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Chunks as they arrive; the last carries finish_reason and usage.
 
         Ends only after the provider's own end-of-stream marker: a stream that

@@ -13,7 +13,7 @@ chunk is held until the usage chunk (or `[DONE]`) arrives and sent as one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -68,7 +68,7 @@ class OpenAIProvider:
 
     async def stream(
         self, request: ChatCompletionRequest, deployment: Deployment
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
         async with self._http.post(self._url, body, self._stream_headers) as response:
             if response.status != 200:
