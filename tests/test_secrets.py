@@ -1,0 +1,51 @@
+"""No caller key or provider key ever shows up in a log line or an error."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from server.app import Gateway
+from server.observability.logging import JsonFormatter
+from server.simulator import FaultRule, Simulator
+from tests.conftest import PROVIDER_SECRET, TEST_KEY
+
+HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
+
+
+async def test_keys_never_reach_logs_or_errors(
+    gateway: Gateway, simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        async with AsyncAIClient(gateway.address, TEST_KEY) as client:
+            await client.chat(HELLO)
+            [c async for c in client.stream_chat(HELLO)]
+            # The upstream refuses the gateway's provider key and quotes it back, as
+            # OpenAI's 401 body does: the gateway must not pass it on.
+            simulator.add_fault(
+                FaultRule(
+                    "status", status=401, times=1, message=f"Incorrect API key: {PROVIDER_SECRET}"
+                )
+            )
+            simulator.add_fault(
+                FaultRule(
+                    "status", status=400, times=1, message=f"bad request with {PROVIDER_SECRET}"
+                )
+            )
+            for _ in range(2):
+                with pytest.raises(AIServiceError) as caught:
+                    await client.chat(HELLO)
+                errors.append(str(caught.value))
+        async with AsyncAIClient(gateway.address, TEST_KEY + "-wrong") as wrong:
+            with pytest.raises(AIServiceError) as caught:
+                await wrong.chat(HELLO)
+            errors.append(str(caught.value))
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    assert lines, "expected the gateway to log something"
+    for text in [*lines, *errors]:
+        assert TEST_KEY not in text
+        assert PROVIDER_SECRET not in text
+    assert any("***" in e for e in errors)  # the 400's message was passed on, scrubbed
