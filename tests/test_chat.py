@@ -145,3 +145,15 @@ async def test_list_models_shows_what_the_key_may_use(gateway: object) -> None:
     assert [(m.id, m.provider, list(m.deployments)) for m in models] == [
         ("sim-gpt", "openai", ["simulator/sim-gpt-1"])
     ]
+
+
+async def test_text_that_arrived_together_is_relayed_in_fewer_chunks(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    simulator.config.tokens_per_second = 0  # the upstream sends as fast as it can
+    request = ask("/tokens 2000 burst")
+    chunks = [c async for c in client.stream_chat(request)]
+    text = "".join(c.choices[0].delta.content for c in chunks if c.choices)
+    assert text == (await client.chat(request)).choices[0].message.content
+    assert len(chunks) < 2000  # coalesced: one gRPC message per network read, not per token
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))

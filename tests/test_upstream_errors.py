@@ -6,7 +6,8 @@ import grpc
 import pytest
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.simulator import FaultRule, Simulator
+from server.providers.openai import request_body
+from server.simulator import FaultRule, Simulator, plan_reply
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
@@ -80,21 +81,24 @@ async def test_upstream_429_carries_retry_after_as_retry_info(
     assert caught.value.retry_after == pytest.approx(7.0)
 
 
-async def test_stream_cut_after_k_chunks_delivers_k_then_unavailable_with_the_count(
+async def test_stream_cut_mid_way_delivers_what_arrived_then_unavailable_with_the_count(
     client: AsyncAIClient, simulator: Simulator
 ) -> None:
-    simulator.add_fault(FaultRule("cut", after_chunks=6))
+    simulator.config.tokens_per_second = 200  # events arrive one by one
+    simulator.add_fault(FaultRule("cut", after_chunks=6))  # the role event and 5 words
     received = []
     with pytest.raises(AIServiceError) as caught:
         async for chunk in client.stream_chat(LONG):
             received.append(chunk)
-    assert len(received) == 6
-    assert [c.sequence for c in received] == list(range(6))
+    plan = plan_reply(request_body(LONG, "sim-gpt-1", stream=False))
+    text = "".join(c.choices[0].delta.content for c in received)
+    assert text == "".join(plan.pieces()[:5])  # exactly what was sent, no duplicated prefix
+    assert [c.sequence for c in received] == list(range(len(received)))
     error = caught.value
     assert error.code is grpc.StatusCode.UNAVAILABLE
     assert error.reason == "STREAM_INTERRUPTED"
-    assert error.error_metadata["chunks_delivered"] == "6"
-    assert "after 6 chunks" in error.message
+    assert error.error_metadata["chunks_delivered"] == str(len(received))
+    assert f"after {len(received)} chunks" in error.message
 
 
 async def test_stalled_upstream_ends_deadline_exceeded_at_the_client_deadline(

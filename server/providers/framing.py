@@ -2,8 +2,11 @@
 
 Upstream bodies arrive in pieces of any size; these turn them into whole lines
 and whole SSE events without decoding to str (the adapters parse bytes with
-orjson). A line longer than `MAX_LINE_BYTES` is a broken or hostile upstream and
-fails the call rather than growing a buffer without bound.
+orjson). The `*_batches` forms yield everything one network read completed at
+once, so an adapter can coalesce what has already arrived into fewer gRPC
+messages without ever waiting for more. A line longer than `MAX_LINE_BYTES` is a
+broken or hostile upstream and fails the call rather than growing a buffer
+without bound.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from server.errors import UpstreamUnavailable
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
-async def iter_lines(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Lines without their `\\n` / `\\r\\n` ending; a last unterminated line too."""
+async def iter_line_batches(pieces: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The lines each piece completes, without their `\\n` / `\\r\\n` ending."""
     pending = b""
     async for piece in pieces:
         pending += piece
@@ -26,10 +29,15 @@ async def iter_lines(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 raise UpstreamUnavailable(f"upstream sent a line over {MAX_LINE_BYTES} bytes")
             continue
         *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line[:-1] if line.endswith(b"\r") else line
+        yield [line[:-1] if line.endswith(b"\r") else line for line in lines]
     if pending:
-        yield pending
+        yield [pending]  # a last unterminated line still counts
+
+
+async def iter_lines(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for lines in iter_line_batches(pieces):
+        for line in lines:
+            yield line
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,27 +46,52 @@ class SSEEvent:
     data: bytes
 
 
-async def iter_sse(pieces: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+class _SSEParser:
     """Server-sent events as the WHATWG spec frames them: fields, blank-line dispatch."""
-    event = ""
-    data: list[bytes] = []
-    async for line in iter_lines(pieces):
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", b"\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(b":"):
-            continue  # a comment, used by servers as a keep-alive
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
-        if name == b"data":
-            data.append(value)
-        elif name == b"event":
-            event = value.decode("utf-8", "replace")
-    if data:
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[bytes] = []
+
+    def feed(self, lines: list[bytes]) -> list[SSEEvent]:
+        events = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append(SSEEvent(self._event or "message", b"\n".join(self._data)))
+                self._event, self._data = "", []
+                continue
+            if line.startswith(b":"):
+                continue  # a comment, used by servers as a keep-alive
+            name, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if name == b"data":
+                self._data.append(value)
+            elif name == b"event":
+                self._event = value.decode("utf-8", "replace")
+        return events
+
+    def finish(self) -> list[SSEEvent]:
         # An unterminated last event still counts; whether the stream ended
         # properly is the adapter's question (OpenAI's `[DONE]`, Anthropic's
         # `message_stop`), not the framing's.
-        yield SSEEvent(event or "message", b"\n".join(data))
+        return self.feed([b""])
+
+
+async def iter_sse_batches(pieces: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+    """The events each network read completed, in order."""
+    parser = _SSEParser()
+    async for lines in iter_line_batches(pieces):
+        events = parser.feed(lines)
+        if events:
+            yield events
+    tail = parser.finish()
+    if tail:
+        yield tail
+
+
+async def iter_sse(pieces: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    async for events in iter_sse_batches(pieces):
+        for event in events:
+            yield event

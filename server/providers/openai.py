@@ -9,6 +9,10 @@ vLLM, LiteLLM, Together and DeepSeek serve the same shapes.
 OpenAI sends the finish reason and the usage in two separate chunks at the end
 of a stream; the service's contract wants both on the last chunk, so the finish
 chunk is held until the usage chunk (or `[DONE]`) arrives and sent as one.
+
+Text deltas that arrived in the same network read are coalesced into one chunk:
+each gRPC message costs far more than the bytes it carries, and the caller gets
+the same text no later (nothing ever waits for more to arrive).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from protos.ai_service_pb2 import (
 from server.config import ProviderSettings
 from server.errors import UpstreamError, UpstreamUnavailable
 from server.providers.base import Deployment, parse_json_body
-from server.providers.framing import iter_sse
+from server.providers.framing import iter_sse_batches
 from server.providers.http import HttpClient, UpstreamResponse, create_http_client
 from server.providers.status_mapping import error_from_status, message_in_error_payload
 
@@ -74,25 +78,31 @@ class OpenAIProvider:
             if response.status != 200:
                 raise self._error(response, await response.read())
             finish: ChatCompletionChunk | None = None
-            async for event in iter_sse(response.iter_bytes()):
-                if event.data == _DONE:
+            async for events in iter_sse_batches(response.iter_bytes()):
+                ready: list[ChatCompletionChunk] = []
+                for event in events:
+                    if event.data == _DONE:
+                        for chunk in ready:
+                            yield chunk
+                        if finish is not None:
+                            yield finish
+                        return
+                    payload = parse_json_body(event.data, "a stream event")
+                    if "error" in payload:
+                        # OpenAI reports a failure after the 200 as an error event.
+                        raise UpstreamUnavailable(
+                            f"upstream {self.name!r} failed mid-stream: "
+                            f"{message_in_error_payload(payload)}"
+                        )
+                    chunk = translate_failure(chunk_from_openai, payload)
                     if finish is not None:
-                        yield finish
-                    return
-                payload = parse_json_body(event.data, "a stream event")
-                if "error" in payload:
-                    # OpenAI reports a failure after the 200 as an error event.
-                    raise UpstreamUnavailable(
-                        f"upstream {self.name!r} failed mid-stream: "
-                        f"{message_in_error_payload(payload)}"
-                    )
-                chunk = translate_failure(chunk_from_openai, payload)
-                if finish is not None:
-                    # The usage chunk after the finish chunk: merge, keep waiting for [DONE].
-                    finish.usage.CopyFrom(chunk.usage)
-                elif any(choice.finish_reason for choice in chunk.choices):
-                    finish = chunk
-                else:
+                        # The usage chunk after the finish chunk: merge, wait for [DONE].
+                        finish.usage.CopyFrom(chunk.usage)
+                    elif any(choice.finish_reason for choice in chunk.choices):
+                        finish = chunk
+                    elif not (ready and append_text(ready[-1], chunk)):
+                        ready.append(chunk)
+                for chunk in ready:
                     yield chunk
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
 
@@ -253,6 +263,22 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
             piece.function.arguments = function.get("arguments") or ""
     usage_into(chunk.usage, payload.get("usage"))
     return chunk
+
+
+def append_text(into: ChatCompletionChunk, chunk: ChatCompletionChunk) -> bool:
+    """Fold `chunk` into `into` when both only add text to the same choice."""
+    if len(into.choices) != 1 or len(chunk.choices) != 1 or chunk.HasField("usage"):
+        return False
+    target, source = into.choices[0], chunk.choices[0]
+    if (
+        target.index != source.index
+        or target.delta.tool_calls
+        or source.delta.tool_calls
+        or source.delta.role
+    ):
+        return False
+    target.delta.content += source.delta.content
+    return True
 
 
 def usage_into(usage: Usage, payload: dict[str, Any] | None) -> None:
