@@ -1,8 +1,8 @@
 """Builds the gateway's grpc.aio server and runs it until a signal drains it.
 
 The interceptor list below is the order a call passes through: authentication,
-then rate limiting, then the servicer. Health and reflection are served beside
-AIService and stay open to everyone.
+then rate limiting, then the servicer. Health (the server, AIService and each
+public model) and reflection are served beside AIService and stay open to everyone.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from grpc_reflection.v1alpha import reflection
 
 from protos import ai_service_pb2, ai_service_pb2_grpc
 from server.config import GatewayConfig
+from server.dispatch import Dispatcher
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule
 from server.limiter import InMemoryRequestLimiter
+from server.model_health import ModelHealth
 from server.providers import Provider, create_provider
 from server.routing import Router
 from server.service import AIService
@@ -38,6 +40,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.health = HealthServicer()
+        self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
         self._providers: dict[str, Provider] = {}
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -59,7 +62,14 @@ class Gateway:
     async def start(self) -> None:
         settings = self.config.server
         self._providers = {p.name: create_provider(p) for p in self.config.providers}
-        router = Router(self.config.models, self._providers)
+        resilience = self.config.resilience
+        router = Router(
+            self.config.models,
+            self._providers,
+            resilience,
+            on_circuit_change=self.model_health.circuit_changed,
+        )
+        self.dispatcher = Dispatcher(router, resilience.retries)
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
@@ -69,7 +79,9 @@ class Gateway:
                 ("grpc.max_send_message_length", settings.max_send_message_bytes),
             ],
         )
-        ai_service_pb2_grpc.add_AIServiceServicer_to_server(AIService(self.config, router), server)
+        ai_service_pb2_grpc.add_AIServiceServicer_to_server(
+            AIService(self.config, router, self.dispatcher), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -84,6 +96,7 @@ class Gateway:
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
+        await self.model_health.attach(router)
         log.info("gateway listening", extra={"address": self.address})
 
     async def stop(self, grace: float | None = None) -> None:
@@ -95,6 +108,7 @@ class Gateway:
         log.info("draining", extra={"grace_seconds": grace})
         await self._server.stop(grace)
         self._server = None
+        await self.model_health.close()
         await self._close_providers()
         log.info("stopped")
 

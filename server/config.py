@@ -132,8 +132,13 @@ class ProviderSettings(_Strict):
     """One upstream API endpoint, reached through one shared connection pool."""
 
     name: str = Field(min_length=1)
-    kind: Literal["openai"] = "openai"
-    #: For kind openai: the base that `/chat/completions` is appended to, e.g. https://api.openai.com/v1
+    #: The wire format: `openai` (and every OpenAI-compatible server), `anthropic`
+    #: (the Messages API) or `ollama` (Ollama's native `/api/chat`).
+    kind: Literal["openai", "anthropic", "ollama"] = "openai"
+    #: What the adapter's path is appended to. openai: the API base with its version,
+    #: e.g. https://api.openai.com/v1 (+ `/chat/completions`); anthropic: the origin,
+    #: e.g. https://api.anthropic.com (+ `/v1/messages`); ollama: the origin, e.g.
+    #: http://localhost:11434 (+ `/api/chat`).
     base_url: str
     api_key: SecretStr | None = None
     #: Extra headers sent upstream on every call (e.g. an organisation id).
@@ -142,6 +147,8 @@ class ProviderSettings(_Strict):
     http_client: Literal["aiohttp", "httpx2", "httpx"] = "aiohttp"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     pool: PoolSettings = Field(default_factory=PoolSettings)
+    #: kind anthropic: the `anthropic-version` header sent with every call.
+    anthropic_version: str = Field("2023-06-01", min_length=1)
 
     @model_validator(mode="after")
     def _base_url_is_http(self) -> ProviderSettings:
@@ -150,15 +157,116 @@ class ProviderSettings(_Strict):
         return self
 
 
+class DeploymentSettings(_Strict):
+    """One place a model is served: a provider and the model name it expects."""
+
+    provider: str
+    upstream_model: str = Field(min_length=1)
+    #: Share of calls under weighted-random balancing.
+    weight: float = Field(1.0, gt=0)
+    #: Calls in flight at once on this deployment (default: resilience.concurrency).
+    max_concurrency: int | None = Field(None, gt=0)
+    #: Calls that may wait for a slot (default: resilience.concurrency).
+    max_queue: int | None = Field(None, ge=0)
+
+
+class RoutingRule(_Strict):
+    """Send a call to another model when the request matches (e.g. a long-context model)."""
+
+    #: Matches when the characters of all message contents reach this many.
+    min_prompt_chars: int = Field(gt=0)
+    #: The model that serves matching calls instead.
+    model: str
+
+
 class ModelSettings(_Strict):
-    """A public model name and the upstream that serves it."""
+    """A public model name and the deployments that serve it."""
 
     name: str = Field(min_length=1)
-    provider: str
-    #: The model name the upstream API expects.
-    upstream_model: str = Field(min_length=1)
+    #: Short form for a single deployment: `provider` + `upstream_model`.
+    provider: str | None = None
+    upstream_model: str | None = Field(None, min_length=1)
+    #: Or several deployments, balanced and failed over between.
+    deployments: tuple[DeploymentSettings, ...] = ()
+    balancing: Literal["weighted_random", "least_outstanding"] = "weighted_random"
+    #: Models tried, in order, when every deployment of this one failed or is open.
+    fallbacks: tuple[str, ...] = ()
+    #: Content-aware routing, first match wins.
+    rules: tuple[RoutingRule, ...] = ()
+    #: Start the same call on a second deployment when the first has not answered
+    #: (or sent its first token) by then; the first to answer wins.
+    hedge_after_ms: float | None = Field(None, gt=0)
     #: Upper bound on max_tokens a caller may ask of this model.
     max_output_tokens: int | None = Field(None, gt=0)
+    #: max_tokens sent when a request sets none, to providers whose API requires one
+    #: (Anthropic); OpenAI and Ollama leave it unset (the model's own limit). Capped
+    #: by max_output_tokens.
+    default_max_tokens: int = Field(1024, gt=0)
+
+    @property
+    def effective_default_max_tokens(self) -> int:
+        cap = self.max_output_tokens
+        return self.default_max_tokens if cap is None else min(self.default_max_tokens, cap)
+
+    @model_validator(mode="after")
+    def _one_way_to_deploy(self) -> ModelSettings:
+        short = self.provider is not None or self.upstream_model is not None
+        if short and self.deployments:
+            raise ValueError("give either provider + upstream_model or deployments, not both")
+        if short and (self.provider is None or self.upstream_model is None):
+            raise ValueError("the short form needs both provider and upstream_model")
+        if not short and not self.deployments:
+            raise ValueError("give provider + upstream_model, or deployments")
+        if self.name in self.fallbacks:
+            raise ValueError("fallbacks: a model cannot fall back to itself")
+        return self
+
+    @property
+    def targets(self) -> tuple[DeploymentSettings, ...]:
+        """The deployments, whichever form the config used."""
+        if self.deployments:
+            return self.deployments
+        assert self.provider is not None and self.upstream_model is not None
+        return (DeploymentSettings(provider=self.provider, upstream_model=self.upstream_model),)
+
+
+class RetrySettings(_Strict):
+    #: Attempts per call at most, across deployments and fallbacks, the first included.
+    max_attempts: int = Field(3, ge=1)
+    #: Exponential backoff with full jitter: up to base * 2^retry, capped.
+    backoff_base_ms: float = Field(25.0, ge=0)
+    backoff_max_ms: float = Field(1000.0, ge=0)
+    #: Process-wide: retries may add at most this share of calls (Envoy's retry budget) ...
+    budget_ratio: float = Field(0.2, ge=0, le=1)
+    #: ... plus this many retries per second, so a quiet gateway can still retry.
+    budget_min_per_second: float = Field(5.0, ge=0)
+
+
+class CircuitBreakerSettings(_Strict):
+    #: Open after this many failures in a row ...
+    consecutive_failures: int = Field(5, ge=1)
+    #: ... or when this share of the calls in the window failed ...
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    #: ... once the window holds at least this many calls.
+    min_calls: int = Field(20, ge=1)
+    window_seconds: float = Field(30.0, gt=0)
+    #: Cool-down before letting probes through (half-open).
+    open_seconds: float = Field(15.0, gt=0)
+    #: Probe calls allowed at once while half-open; a success closes the circuit.
+    half_open_probes: int = Field(1, ge=1)
+
+
+class ConcurrencySettings(_Strict):
+    #: Default calls in flight per deployment.
+    max_in_flight: int = Field(256, gt=0)
+    #: Default calls waiting for a slot per deployment; beyond: RESOURCE_EXHAUSTED.
+    max_queue: int = Field(1024, ge=0)
+
+
+class ResilienceSettings(_Strict):
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
 
 
 class RequestLimits(_Strict):
@@ -176,6 +284,7 @@ class GatewayConfig(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     limits: RequestLimits = Field(default_factory=RequestLimits)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     providers: tuple[ProviderSettings, ...] = Field(min_length=1)
     models: tuple[ModelSettings, ...] = Field(min_length=1)
 
@@ -187,8 +296,7 @@ class GatewayConfig(_Strict):
         providers = {p.name for p in self.providers}
         models = {m.name for m in self.models}
         for i, model in enumerate(self.models):
-            if model.provider not in providers:
-                raise ValueError(f"models[{i}].provider: unknown provider {model.provider!r}")
+            _check_model_references(f"models[{i}]", model, providers, models)
         for i, key in enumerate(self.auth.keys):
             for name in key.models:
                 if name not in models:
@@ -201,6 +309,24 @@ class GatewayConfig(_Strict):
                 f"bound, not {self.server.host!r}; remove the demo key to listen publicly"
             )
         return self
+
+
+def _check_model_references(
+    path: str, model: ModelSettings, providers: set[str], models: set[str]
+) -> None:
+    if model.provider is not None and model.provider not in providers:
+        raise ValueError(f"{path}.provider: unknown provider {model.provider!r}")
+    for j, deployment in enumerate(model.deployments):
+        if deployment.provider not in providers:
+            raise ValueError(
+                f"{path}.deployments[{j}].provider: unknown provider {deployment.provider!r}"
+            )
+    for j, fallback in enumerate(model.fallbacks):
+        if fallback not in models:
+            raise ValueError(f"{path}.fallbacks[{j}]: unknown model {fallback!r}")
+    for j, rule in enumerate(model.rules):
+        if rule.model not in models:
+            raise ValueError(f"{path}.rules[{j}].model: unknown model {rule.model!r}")
 
 
 def _require_unique(path: str, names: list[str]) -> None:
@@ -311,11 +437,21 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
         {
             "server": {"listen": listen},
             "auth": {"keys": [{"name": "demo", "key": DEMO_KEY}]},
+            # One model per provider kind, all on the built-in simulator, which speaks
+            # each wire format at its own path.
             "providers": [
-                {"name": "simulator", "kind": "openai", "base_url": f"{simulator_base_url}/v1"}
+                {"name": "simulator", "kind": "openai", "base_url": f"{simulator_base_url}/v1"},
+                {"name": "simulator-anthropic", "kind": "anthropic", "base_url": simulator_base_url},
+                {"name": "simulator-ollama", "kind": "ollama", "base_url": simulator_base_url},
             ],
             "models": [
                 {"name": "sim-gpt", "provider": "simulator", "upstream_model": "sim-gpt-1"},
+                {
+                    "name": "sim-claude",
+                    "provider": "simulator-anthropic",
+                    "upstream_model": "sim-claude-1",
+                },
+                {"name": "sim-llama", "provider": "simulator-ollama", "upstream_model": "sim-llama-1"},
             ],
         },
         env={},

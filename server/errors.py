@@ -124,8 +124,33 @@ class UpstreamNotFound(UpstreamError):
 
 
 class UpstreamTimeout(UpstreamError):
+    """The upstream went quiet for longer than its read timeout: another may answer."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "UPSTREAM_TIMEOUT"
+    retryable = True
+
+
+class DeadlineExceeded(GatewayError):
+    """The call's own deadline (the client's, or the configured default) ran out."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class DeploymentBusy(GatewayError):
+    """A deployment has no free slot: its queue is full, or the wait would pass the deadline."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "DEPLOYMENT_BUSY"
+    retryable = True
+
+
+class NoHealthyDeployment(GatewayError):
+    """Every deployment that could serve the call has its circuit open."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "NO_HEALTHY_DEPLOYMENT"
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -155,12 +180,17 @@ class StreamInterrupted(UpstreamError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "STREAM_INTERRUPTED"
 
-    def __init__(self, cause: GatewayError, *, chunks_delivered: int) -> None:
-        if isinstance(cause, UpstreamTimeout):
+    def __init__(self, cause: GatewayError, *, chunks_delivered: int, chars_delivered: int) -> None:
+        if isinstance(cause, UpstreamTimeout | DeadlineExceeded):
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED  # still a timeout, with the count
         super().__init__(
-            f"stream interrupted after {chunks_delivered} chunks: {cause.message}",
-            metadata={"chunks_delivered": str(chunks_delivered), "cause": cause.reason},
+            f"stream interrupted after {chunks_delivered} chunks ({chars_delivered} characters "
+            f"of text): {cause.message}",
+            metadata={
+                "chunks_delivered": str(chunks_delivered),
+                "chars_delivered": str(chars_delivered),
+                "cause": cause.reason,
+            },
         )
 
 

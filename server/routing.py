@@ -1,35 +1,108 @@
-"""Routing: a public model name → the deployment and provider adapter that serve it."""
+"""Routing: a public model name → the deployments that may serve a call, in order.
+
+A model has one or more deployments (provider + upstream model + weight) and an
+ordered list of fallback models. For each call the router orders the candidates:
+the model's own deployments by its balancing policy (weighted random, or least
+outstanding requests), then each fallback's; deployments whose circuit is open
+go last, to be skipped while they stay open. Content rules (e.g. long prompts to
+a long-context model) may first swap the model. Each deployment's circuit
+breaker and concurrency limiter live here, one per (provider, upstream model),
+shared by every model that uses it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from server.config import ModelSettings
+from protos.ai_service_pb2 import ChatCompletionRequest
+from server.config import ModelSettings, ResilienceSettings
 from server.errors import ModelNotFound, PermissionDenied
 from server.interceptors.auth import Caller
 from server.providers import Deployment, Provider
+from server.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
+
+
+@dataclass(eq=False, slots=True)
+class DeploymentHandle:
+    """A deployment with its adapter and its live state."""
+
+    target: Deployment
+    provider: Provider
+    breaker: CircuitBreaker
+    limiter: ConcurrencyLimiter
+
+    @property
+    def name(self) -> str:
+        return self.target.name
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class WeightedDeployment:
+    handle: DeploymentHandle
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
     model: ModelSettings
-    deployment: Deployment
-    provider: Provider
+    deployments: tuple[WeightedDeployment, ...]
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def is_healthy(self) -> bool:
+        """Serving while at least one deployment's circuit is not open."""
+        return any(d.handle.breaker.state is not CircuitState.OPEN for d in self.deployments)
+
+    def uses(self, handle: DeploymentHandle) -> bool:
+        return any(d.handle is handle for d in self.deployments)
 
 
 class Router:
-    def __init__(self, models: Iterable[ModelSettings], providers: Mapping[str, Provider]) -> None:
-        self._routes = {
-            model.name: Route(
-                model=model,
-                deployment=Deployment(model.provider, model.upstream_model),
-                provider=providers[model.provider],
-            )
-            for model in models
-        }
+    def __init__(
+        self,
+        models: Iterable[ModelSettings],
+        providers: Mapping[str, Provider],
+        resilience: ResilienceSettings,
+        on_circuit_change: Callable[[CircuitBreaker], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._rng = rng or random.Random()
+        handles: dict[Deployment, DeploymentHandle] = {}
+        self._routes: dict[str, ModelRoute] = {}
+        for model in models:
+            weighted = []
+            for settings in model.targets:
+                target = Deployment(settings.provider, settings.upstream_model)
+                handle = handles.get(target)
+                if handle is None:
+                    concurrency = resilience.concurrency
+                    handle = handles[target] = DeploymentHandle(
+                        target=target,
+                        provider=providers[settings.provider],
+                        breaker=CircuitBreaker(
+                            target.name, resilience.circuit_breaker, on_circuit_change
+                        ),
+                        limiter=ConcurrencyLimiter(
+                            target.name,
+                            settings.max_concurrency or concurrency.max_in_flight,
+                            concurrency.max_queue
+                            if settings.max_queue is None
+                            else settings.max_queue,
+                        ),
+                    )
+                weighted.append(WeightedDeployment(handle, settings.weight))
+            self._routes[model.name] = ModelRoute(model, tuple(weighted))
+        self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
 
-    def resolve(self, model: str, caller: Caller) -> Route:
+    @property
+    def routes(self) -> tuple[ModelRoute, ...]:
+        return tuple(self._routes.values())
+
+    def resolve(self, model: str, caller: Caller) -> ModelRoute:
         """The route for `model`, if it exists and `caller` may use it."""
         if not caller.may_use(model):
             # Checked first: a restricted key learns nothing about other models.
@@ -39,5 +112,50 @@ class Router:
             raise ModelNotFound(f"model {model!r} is not served here; ListModels shows the choices")
         return route
 
-    def visible_to(self, caller: Caller) -> list[Route]:
+    def apply_rules(self, route: ModelRoute, request: ChatCompletionRequest) -> ModelRoute:
+        """The model the content rules pick for this request (the configured owner's choice)."""
+        if not route.model.rules:
+            return route
+        prompt_chars = sum(len(message.content) for message in request.messages)
+        for rule in route.model.rules:
+            if prompt_chars >= rule.min_prompt_chars:
+                return self._routes[rule.model]
+        return route
+
+    def candidates(self, route: ModelRoute) -> list[DeploymentHandle]:
+        """Every deployment that may serve the call, best first, each once."""
+        ordered: list[DeploymentHandle] = []
+        for model in (route, *(self._routes[name] for name in route.model.fallbacks)):
+            for handle in self._balanced(model):
+                if handle not in ordered:
+                    ordered.append(handle)
+        # Open circuits last: they are skipped while open, tried if they cool down.
+        ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
+        return ordered
+
+    def _balanced(self, route: ModelRoute) -> list[DeploymentHandle]:
+        deployments = route.deployments
+        if len(deployments) == 1:
+            return [deployments[0].handle]
+        if route.model.balancing == "least_outstanding":
+            keyed = [
+                (
+                    (d.handle.limiter.in_flight + d.handle.limiter.queued) / d.weight,
+                    self._rng.random(),
+                    d,
+                )
+                for d in deployments
+            ]
+            return [d.handle for *_, d in sorted(keyed, key=lambda k: (k[0], k[1]))]
+        # Weighted random order (Efraimidis-Spirakis): the first is drawn by weight,
+        # and so is each next one among the rest.
+        keyed_random = [(self._rng.random() ** (1.0 / d.weight), d) for d in deployments]
+        return [d.handle for _, d in sorted(keyed_random, key=lambda k: -k[0])]
+
+    def visible_to(self, caller: Caller) -> list[ModelRoute]:
         return [route for name, route in self._routes.items() if caller.may_use(name)]
+
+
+def _outstanding(deployment: WeightedDeployment) -> int:
+    limiter = deployment.handle.limiter
+    return limiter.in_flight + limiter.queued

@@ -1,13 +1,17 @@
-"""The AIService servicer: validate, route, call the provider, translate the outcome.
+"""The AIService servicer: validate, route, dispatch, translate the outcome.
 
 Every failure leaves through `errors.abort`, so callers see the status codes and
-details of DESIGN.md's error mapping and nothing internal. A stream that fails
-after chunks were delivered ends UNAVAILABLE saying how many: never a silent
-truncation that looks like success.
+details of DESIGN.md's error mapping and nothing internal. A stream has a
+defined ending: gap-free sequence numbers, finish_reason and usage on the last
+chunk and in the trailing metadata, and a failure after chunks were delivered
+ends UNAVAILABLE saying how many: never a silent truncation that looks like
+success, never a duplicated prefix (a stream only fails over before its first
+chunk).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,27 +28,36 @@ from protos.ai_service_pb2 import (
     Model,
 )
 from server.config import GatewayConfig
+from server.dispatch import Dispatcher
 from server.errors import GatewayError, Internal, StreamInterrupted, abort
 from server.interceptors.auth import current_caller
 from server.policy.validation import validate_for_model, validate_request
 from server.resilience import Budget
-from server.routing import Route, Router
+from server.routing import DeploymentHandle, ModelRoute, Router
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# Trailing metadata keys: the outcome of the call, for clients that want it.
+ATTEMPTS_KEY = "x-ai-attempts"
+DEPLOYMENT_KEY = "x-ai-deployment"
+FINISH_REASON_KEY = "x-ai-finish-reason"
+USAGE_KEY = "x-ai-usage"
+
 
 class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
-    def __init__(self, config: GatewayConfig, router: Router) -> None:
+    def __init__(self, config: GatewayConfig, router: Router, dispatcher: Dispatcher) -> None:
         self._limits = config.limits
         self._default_deadline = config.server.default_deadline_seconds
         self._router = router
+        self._dispatcher = dispatcher
 
-    def _admit(self, request: ChatCompletionRequest) -> Route:
+    def _admit(self, request: ChatCompletionRequest) -> ModelRoute:
         """Everything that can refuse a call before it costs an upstream request."""
         validate_request(request, self._limits)
         route = self._router.resolve(request.model, current_caller.get())
+        route = self._router.apply_rules(route, request)
         validate_for_model(request, route.model)
         return route
 
@@ -55,42 +68,46 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             route = self._admit(request)
             budget = Budget.for_call(context.time_remaining(), self._default_deadline)
             async with budget.bound():
-                response = await route.provider.complete(request, route.deployment)
+                outcome = await self._dispatcher.complete(request, route, budget)
         except GatewayError as error:
             await abort(context, error)
         except Exception:
             log.exception("ChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"))
-        response.provider = route.deployment.provider
-        response.deployment = route.deployment.name
+        response: ChatCompletionResponse = outcome.value
+        _stamp(response, outcome.handle)
+        context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
         return response
 
     async def StreamChatCompletion(
         self, request: ChatCompletionRequest, context: Context
     ) -> AsyncIterator[ChatCompletionChunk]:
         delivered = 0
+        chars = 0
         try:
             route = self._admit(request)
-            provider, deployment = route.deployment.provider, route.deployment.name
             budget = Budget.for_call(context.time_remaining(), self._default_deadline)
             async with budget.bound():
-                chunks = route.provider.stream(request, route.deployment)
-                try:
-                    async for chunk in chunks:
+                outcome = await self._dispatcher.open_stream(request, route, budget)
+                chunk, rest = outcome.value
+                async with contextlib.aclosing(rest):
+                    while True:
+                        _stamp(chunk, outcome.handle)
                         chunk.sequence = delivered
-                        chunk.provider = provider
-                        chunk.deployment = deployment
                         yield chunk
                         delivered += 1
-                finally:
-                    # Closing the adapter's generator closes the upstream HTTP stream
-                    # at once, also when the client cancelled.
-                    await chunks.aclose()
+                        chars += sum(len(choice.delta.content) for choice in chunk.choices)
+                        last = chunk
+                        try:
+                            chunk = await anext(rest)
+                        except StopAsyncIteration:
+                            break
+            trailers = _outcome_metadata(outcome.handle, outcome.attempts)
+            context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
         except GatewayError as error:
-            await abort(
-                context,
-                StreamInterrupted(error, chunks_delivered=delivered) if delivered else error,
-            )
+            if delivered:
+                error = StreamInterrupted(error, chunks_delivered=delivered, chars_delivered=chars)
+            await abort(context, error)
         except Exception:
             log.exception("StreamChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"))
@@ -100,10 +117,32 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         return ListModelsResponse(
             models=[
                 Model(
-                    id=route.model.name,
-                    provider=route.provider.kind,
-                    deployments=[route.deployment.name],
+                    id=route.name,
+                    provider=route.deployments[0].handle.provider.kind,
+                    deployments=[d.handle.name for d in route.deployments],
                 )
                 for route in routes
             ]
         )
+
+
+def _stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
+    message.provider = handle.target.provider
+    message.deployment = handle.name
+
+
+def _outcome_metadata(handle: DeploymentHandle, attempts: int) -> tuple[tuple[str, str], ...]:
+    return ((DEPLOYMENT_KEY, handle.name), (ATTEMPTS_KEY, str(attempts)))
+
+
+def _ending_metadata(last: ChatCompletionChunk) -> tuple[tuple[str, str], ...]:
+    finish = ",".join(choice.finish_reason for choice in last.choices if choice.finish_reason)
+    usage = last.usage
+    return (
+        (FINISH_REASON_KEY, finish),
+        (
+            USAGE_KEY,
+            f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
+            f"total={usage.total_tokens}",
+        ),
+    )

@@ -1,0 +1,309 @@
+"""Runs one call across the deployments that may serve it.
+
+The router orders the candidates; this module walks them: each attempt holds a
+concurrency slot and a circuit-breaker admission of its deployment, a failure
+that another attempt may fix (5xx, reset, stall, 429, an overloaded or busy
+deployment, a refused provider key) moves on — to the next deployment at once,
+or back to one that already failed after an exponential backoff with full jitter
+(or its `Retry-After`, when that fits in the deadline) — within the per-call
+maximum and the process-wide retry budget. A 400 or 404 is final. With hedging
+on, a second deployment is started when the first has not answered within the
+model's `hedge_after_ms`, and whichever answers first wins; the other is cancelled.
+
+Streams fail over the same way until their first chunk; after that a failure
+belongs to the servicer, which ends the stream saying how much was delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
+from server.config import RetrySettings
+from server.errors import (
+    GatewayError,
+    NoHealthyDeployment,
+    UpstreamAuth,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from server.resilience import Admission, Budget, RetryBudget, backoff_delay
+from server.routing import DeploymentHandle, ModelRoute, Router
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ChunkStream = AsyncGenerator[ChatCompletionChunk, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    value: T
+    handle: DeploymentHandle
+    attempts: int
+
+
+def counts_against_deployment(error: GatewayError) -> bool:
+    """Failures that say something about the deployment's health (circuit breaker input)."""
+    return isinstance(error, UpstreamUnavailable | UpstreamTimeout | UpstreamAuth)
+
+
+def worth_another_attempt(error: GatewayError) -> bool:
+    return error.retryable or isinstance(error, UpstreamAuth)
+
+
+Attempt = Callable[[DeploymentHandle, Admission], Awaitable[T]]
+
+
+class Dispatcher:
+    def __init__(self, router: Router, settings: RetrySettings) -> None:
+        self._router = router
+        self._settings = settings
+        self.retry_budget = RetryBudget(settings)
+
+    async def complete(
+        self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget
+    ) -> Outcome[ChatCompletionResponse]:
+        async def attempt(handle: DeploymentHandle, admission: Admission) -> ChatCompletionResponse:
+            return await guarded_complete(handle, admission, request, budget)
+
+        return await self._run(route, budget, attempt, discard=None)
+
+    async def open_stream(
+        self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget
+    ) -> Outcome[tuple[ChatCompletionChunk, ChunkStream]]:
+        """The first chunk and the rest of the stream, from the first deployment to answer."""
+
+        async def attempt(
+            handle: DeploymentHandle, admission: Admission
+        ) -> tuple[ChatCompletionChunk, ChunkStream]:
+            stream = guarded_stream(handle, admission, request, budget)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                raise UpstreamUnavailable(
+                    f"{handle.name} ended the stream before any chunk"
+                ) from None
+            except BaseException:
+                await stream.aclose()
+                raise
+            return first, stream
+
+        async def discard(opened: tuple[ChatCompletionChunk, ChunkStream]) -> None:
+            await opened[1].aclose()
+
+        return await self._run(route, budget, attempt, discard)
+
+    async def _run(
+        self,
+        route: ModelRoute,
+        budget: Budget,
+        attempt: Attempt[T],
+        discard: Callable[[T], Awaitable[None]] | None,
+    ) -> Outcome[T]:
+        candidates = self._router.candidates(route)
+        self.retry_budget.record_call()
+        failed: set[DeploymentHandle] = set()
+        refused_key: set[DeploymentHandle] = set()
+        last_error: GatewayError | None = None
+        attempts = 0
+        while attempts < self._settings.max_attempts:
+            picked = _pick(candidates, failed, refused_key)
+            if picked is None:
+                raise last_error or NoHealthyDeployment(
+                    f"every deployment of model {route.name!r} (and its fallbacks) has its "
+                    f"circuit open; retry later"
+                )
+            handle, admission = picked
+            if last_error is not None:
+                await self._before_retry(last_error, handle in failed, attempts, budget, handle)
+            attempts += 1
+            try:
+                hedge = route.model.hedge_after_ms
+                if hedge is not None and attempts < self._settings.max_attempts:
+                    value, winner, started = await self._hedged(
+                        handle,
+                        admission,
+                        hedge / 1000,
+                        candidates,
+                        failed,
+                        refused_key,
+                        attempt,
+                        discard,
+                    )
+                    attempts += started - 1
+                    return Outcome(value, winner, attempts)
+                return Outcome(await attempt(handle, admission), handle, attempts)
+            except GatewayError as error:
+                if not worth_another_attempt(error):
+                    raise
+                (refused_key if isinstance(error, UpstreamAuth) else failed).add(handle)
+                last_error = error
+                log.info(
+                    "attempt failed",
+                    extra={
+                        "model": route.name,
+                        "deployment": handle.name,
+                        "reason": error.reason,
+                        "attempt": attempts,
+                    },
+                )
+        assert last_error is not None
+        raise last_error
+
+    async def _before_retry(
+        self,
+        error: GatewayError,
+        same_deployment: bool,
+        retries: int,
+        budget: Budget,
+        handle: DeploymentHandle,
+    ) -> None:
+        """Spend from the retry budget and wait as the failure asks; or give up with it."""
+        if not self.retry_budget.try_spend():
+            log.warning("retry budget exhausted", extra={"deployment": handle.name})
+            raise error
+        delay = 0.0
+        if same_deployment:
+            retry_after = error.retry_after if isinstance(error, UpstreamRateLimited) else None
+            delay = (
+                retry_after if retry_after is not None else backoff_delay(retries, self._settings)
+            )
+        if delay >= budget.remaining():
+            raise error  # waiting would outlive the call: the caller learns why now
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _hedged(
+        self,
+        handle: DeploymentHandle,
+        admission: Admission,
+        delay: float,
+        candidates: list[DeploymentHandle],
+        failed: set[DeploymentHandle],
+        refused_key: set[DeploymentHandle],
+        attempt: Attempt[T],
+        discard: Callable[[T], Awaitable[None]] | None,
+    ) -> tuple[T, DeploymentHandle, int]:
+        """Race a second deployment against a first that is slow to answer."""
+        racers: dict[asyncio.Task[T], DeploymentHandle] = {
+            asyncio.ensure_future(attempt(handle, admission)): handle
+        }
+        winner: asyncio.Task[T] | None = None
+        try:
+            done, _ = await asyncio.wait(racers, timeout=delay)
+            if not done:
+                second = _pick(candidates, failed | {handle}, refused_key)
+                if second is not None:
+                    log.info("hedging", extra={"slow": handle.name, "second": second[0].name})
+                    racers[asyncio.ensure_future(attempt(*second))] = second[0]
+            errors: list[BaseException] = []
+            pending = set(racers)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is None:
+                        winner = task
+                        return task.result(), racers[task], len(racers)
+                    errors.append(error)
+            raise errors[-1]
+        finally:
+            await _settle_losers(racers, winner, discard)
+
+
+async def _settle_losers(
+    racers: dict[asyncio.Task[T], DeploymentHandle],
+    winner: asyncio.Task[T] | None,
+    discard: Callable[[T], Awaitable[None]] | None,
+) -> None:
+    """Cancel every racer but the winner; release what a late finisher opened."""
+    losers = [task for task in racers if task is not winner]
+    for task in losers:
+        task.cancel()
+    for task in losers:
+        try:
+            value = await task
+        except BaseException:
+            if not task.done():
+                raise  # we were cancelled ourselves while waiting
+            continue
+        if discard is not None:
+            await discard(value)
+
+
+def _pick(
+    candidates: list[DeploymentHandle],
+    failed: set[DeploymentHandle],
+    refused_key: set[DeploymentHandle],
+) -> tuple[DeploymentHandle, Admission] | None:
+    """The best deployment that admits a call: fresh ones first, then ones that failed."""
+    for pool in (
+        [c for c in candidates if c not in failed and c not in refused_key],
+        [c for c in candidates if c in failed and c not in refused_key],
+    ):
+        for handle in pool:
+            admission = handle.breaker.admit()
+            if admission is not None:
+                return handle, admission
+    return None
+
+
+async def guarded_complete(
+    handle: DeploymentHandle,
+    admission: Admission,
+    request: ChatCompletionRequest,
+    budget: Budget,
+) -> ChatCompletionResponse:
+    """One unary attempt, holding a concurrency slot and reporting to the breaker."""
+    try:
+        await handle.limiter.acquire(budget)
+    except BaseException:
+        handle.breaker.abandon(admission)
+        raise
+    try:
+        response = await handle.provider.complete(request, handle.target)
+    except GatewayError as error:
+        handle.breaker.record(admission, failed=counts_against_deployment(error))
+        raise
+    except BaseException:
+        handle.breaker.abandon(admission)
+        raise
+    finally:
+        handle.limiter.release()
+    handle.breaker.record(admission, failed=False)
+    return response
+
+
+async def guarded_stream(
+    handle: DeploymentHandle,
+    admission: Admission,
+    request: ChatCompletionRequest,
+    budget: Budget,
+) -> ChunkStream:
+    """One streaming attempt; the slot is held until the stream ends or is closed."""
+    try:
+        await handle.limiter.acquire(budget)
+    except BaseException:
+        handle.breaker.abandon(admission)
+        raise
+    try:
+        async with contextlib.aclosing(handle.provider.stream(request, handle.target)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    except GatewayError as error:
+        handle.breaker.record(admission, failed=counts_against_deployment(error))
+        raise
+    except BaseException:
+        handle.breaker.abandon(admission)
+        raise
+    else:
+        handle.breaker.record(admission, failed=False)
+    finally:
+        handle.limiter.release()

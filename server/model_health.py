@@ -1,0 +1,65 @@
+"""Health per public model, on the standard grpc.health.v1.Health service.
+
+A model is SERVING while at least one of its deployments' circuits is not open.
+Circuit transitions call `circuit_changed`; an opened circuit also schedules a
+check at the end of its cool-down, when it turns half-open without any event, so
+`Watch` clients see the model come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from server.resilience import CircuitBreaker, CircuitState
+from server.routing import Router
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ModelHealth:
+    def __init__(self, health: HealthServicer, cool_down_seconds: float) -> None:
+        self._health = health
+        self._cool_down = cool_down_seconds
+        self._router: Router | None = None
+        self._published: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    async def attach(self, router: Router) -> None:
+        self._router = router
+        await self.refresh()
+
+    def circuit_changed(self, breaker: CircuitBreaker) -> None:
+        self._schedule_refresh()
+        if breaker.state is CircuitState.OPEN:
+            loop = asyncio.get_running_loop()
+            # A little after the cool-down, when the circuit reads as half-open.
+            timer = loop.call_later(self._cool_down + 0.01, self._schedule_refresh)
+            self._timers.add(timer)
+
+    def _schedule_refresh(self) -> None:
+        task = asyncio.ensure_future(self.refresh())
+        self._tasks.add(task)  # keep a reference until done
+        task.add_done_callback(self._tasks.discard)
+
+    async def refresh(self) -> None:
+        if self._router is None:
+            return
+        for route in self._router.routes:
+            status = SERVING if route.is_healthy() else NOT_SERVING
+            if self._published.get(route.name) != status:
+                self._published[route.name] = status
+                await self._health.set(route.name, status)
+
+    async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
