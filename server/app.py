@@ -69,6 +69,7 @@ class Gateway:
             resilience,
             on_circuit_change=self.model_health.circuit_changed,
         )
+        self.router = router
         self.dispatcher = Dispatcher(router, resilience.retries)
         server = grpc.aio.server(
             interceptors=self._interceptors(),

@@ -121,6 +121,8 @@ async def test_cancelled_stream_closes_the_upstream_connection_within_100ms(
     client: AsyncAIClient, simulator: Simulator
 ) -> None:
     simulator.config.tokens_per_second = 20
+    await client.chat(HELLO)  # warm: the channel and the upstream pool exist
+    tasks_before = len(asyncio.all_tasks())
     stream = client.stream_chat(SLOW)
     received = 0
     async for _ in stream:
@@ -135,8 +137,13 @@ async def test_cancelled_stream_closes_the_upstream_connection_within_100ms(
         await asyncio.sleep(0.01)
     assert simulator.stats.disconnects, "the simulator never saw the upstream stream close"
     assert simulator.stats.disconnects[0].monotonic - cancelled_at < 0.1
-    # The gateway has no stream left in flight upstream.
+    # The gateway has no stream left in flight upstream, and no task left behind.
     assert simulator.stats.streams_in_flight == 0
+    for _ in range(50):
+        if len(asyncio.all_tasks()) <= tasks_before:
+            break
+        await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) <= tasks_before
 
 
 async def test_client_deadline_mid_stream_closes_the_upstream(

@@ -1,0 +1,188 @@
+"""The resilience primitives on their own: breaker, retry budget, backoff, limiter, balancing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from server.config import CircuitBreakerSettings, RetrySettings, parse_config
+from server.errors import DeploymentBusy
+from server.interceptors.auth import Caller
+from server.providers import create_provider
+from server.resilience import (
+    Admission,
+    Budget,
+    CircuitBreaker,
+    CircuitState,
+    ConcurrencyLimiter,
+    RetryBudget,
+    backoff_delay,
+)
+from server.routing import Router
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(clock: Clock, **settings: float) -> CircuitBreaker:
+    return CircuitBreaker("d", CircuitBreakerSettings.model_validate(settings), clock=clock)
+
+
+def test_breaker_opens_on_consecutive_failures_and_a_success_resets_the_count() -> None:
+    clock = Clock()
+    cb = breaker(clock, consecutive_failures=3, min_calls=100)
+    for failed in (True, True, False, True, True):
+        cb.record(Admission.CALL, failed=failed)
+    assert cb.state is CircuitState.CLOSED
+    cb.record(Admission.CALL, failed=True)
+    assert cb.state is CircuitState.OPEN
+    assert cb.admit() is None
+
+
+def test_breaker_opens_on_failure_rate_within_the_window_only() -> None:
+    clock = Clock()
+    cb = breaker(clock, consecutive_failures=100, failure_rate=0.5, min_calls=4, window_seconds=10)
+    for failed in (True, False, True):
+        cb.record(Admission.CALL, failed=failed)
+    clock.now += 11  # those fall out of the window
+    for failed in (False, False, True):
+        cb.record(Admission.CALL, failed=failed)
+    assert cb.state is CircuitState.CLOSED
+    cb.record(Admission.CALL, failed=True)  # 2 of 4 in the window
+    assert cb.state is CircuitState.OPEN
+
+
+def test_breaker_half_opens_after_the_cool_down_with_limited_probes() -> None:
+    clock = Clock()
+    cb = breaker(clock, consecutive_failures=1, open_seconds=5, half_open_probes=1)
+    cb.record(Admission.CALL, failed=True)
+    clock.now += 4.9
+    assert cb.admit() is None
+    clock.now += 0.2
+    assert cb.state is CircuitState.HALF_OPEN
+    probe = cb.admit()
+    assert probe is Admission.PROBE
+    assert cb.admit() is None  # one probe at a time
+    cb.abandon(probe)  # a cancelled probe frees its slot without a verdict
+    probe = cb.admit()
+    assert probe is Admission.PROBE
+    cb.record(probe, failed=False)
+    assert cb.state is CircuitState.CLOSED
+
+
+def test_breaker_failed_probe_reopens_for_a_full_cool_down() -> None:
+    clock = Clock()
+    cb = breaker(clock, consecutive_failures=1, open_seconds=5)
+    cb.record(Admission.CALL, failed=True)
+    clock.now += 5
+    cb.record(cb.admit() or Admission.CALL, failed=True)
+    assert cb.state is CircuitState.OPEN
+    clock.now += 4
+    assert cb.admit() is None
+
+
+def test_retry_budget_allows_its_ratio_of_calls() -> None:
+    budget = RetryBudget(RetrySettings(budget_ratio=0.2, budget_min_per_second=0))
+    while budget.try_spend():  # drain the initial allowance
+        pass
+    granted = 0
+    for _ in range(1000):
+        budget.record_call()
+        granted += budget.try_spend()
+    assert 195 <= granted <= 200
+
+
+def test_backoff_is_full_jitter_below_an_exponential_cap() -> None:
+    settings = RetrySettings(backoff_base_ms=100, backoff_max_ms=1000)
+    rng = random.Random(7)
+    for retry, cap in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)):
+        delays = [backoff_delay(retry, settings, rng) for _ in range(200)]
+        assert all(0 <= d <= cap for d in delays)
+        assert max(delays) > cap * 0.8  # spread over the whole range
+
+
+async def test_limiter_hands_slots_over_in_order_and_refuses_beyond_the_queue() -> None:
+    limiter = ConcurrencyLimiter("d", max_in_flight=1, max_queue=1)
+    budget = Budget.for_call(None, 5)
+    await limiter.acquire(budget)
+    waiting = asyncio.create_task(limiter.acquire(budget))
+    await asyncio.sleep(0)
+    with pytest.raises(DeploymentBusy):
+        await limiter.acquire(budget)
+    limiter.release()
+    await waiting
+    assert (limiter.in_flight, limiter.queued) == (1, 0)
+    limiter.release()
+    assert limiter.in_flight == 0
+
+
+async def test_limiter_cancelled_waiter_leaves_no_trace() -> None:
+    limiter = ConcurrencyLimiter("d", max_in_flight=1, max_queue=5)
+    budget = Budget.for_call(None, 5)
+    await limiter.acquire(budget)
+    waiting = asyncio.create_task(limiter.acquire(budget))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    limiter.release()
+    assert (limiter.in_flight, limiter.queued) == (0, 0)
+
+
+def _router(balancing: str) -> Router:
+    config = parse_config(
+        {
+            "auth": {"enabled": False},
+            "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],
+            "models": [
+                {
+                    "name": "m",
+                    "balancing": balancing,
+                    "deployments": [
+                        {"provider": "p", "upstream_model": "a", "weight": 3},
+                        {"provider": "p", "upstream_model": "b", "weight": 1},
+                    ],
+                }
+            ],
+        },
+        env={},
+    )
+    providers = {p.name: create_provider(p) for p in config.providers}
+    return Router(config.models, providers, config.resilience, rng=random.Random(3))
+
+
+ANYONE = Caller("anyone", frozenset(), None)
+
+
+def test_weighted_random_picks_first_in_proportion_to_weight() -> None:
+    router = _router("weighted_random")
+    route = router.resolve("m", ANYONE)
+    firsts = Counter(router.candidates(route)[0].name for _ in range(4000))
+    assert firsts["p/a"] / 4000 == pytest.approx(0.75, abs=0.03)
+
+
+def test_least_outstanding_prefers_the_least_loaded_per_weight() -> None:
+    router = _router("least_outstanding")
+    route = router.resolve("m", ANYONE)
+    a, b = (d.handle for d in route.deployments)
+    a.limiter.in_flight = 4  # 4 / weight 3 > 1 / weight 1
+    b.limiter.in_flight = 1
+    assert [h.name for h in router.candidates(route)] == ["p/b", "p/a"]
+    a.limiter.in_flight = 2  # 0.67 < 1
+    assert [h.name for h in router.candidates(route)] == ["p/a", "p/b"]
+
+
+def test_open_circuits_go_last() -> None:
+    router = _router("least_outstanding")
+    route = router.resolve("m", ANYONE)
+    a = route.deployments[0].handle
+    for _ in range(5):
+        a.breaker.record(Admission.CALL, failed=True)
+    assert [h.name for h in router.candidates(route)] == ["p/b", "p/a"]
