@@ -157,3 +157,28 @@ async def test_text_that_arrived_together_is_relayed_in_fewer_chunks(
     assert text == (await client.chat(request)).choices[0].message.content
     assert len(chunks) < 2000  # coalesced: one gRPC message per network read, not per token
     assert [c.sequence for c in chunks] == list(range(len(chunks)))
+
+
+async def test_stream_trailers_carry_finish_reason_usage_and_the_serving_deployment(
+    gateway: object,
+) -> None:
+    import grpc
+
+    from protos import ai_service_pb2_grpc
+    from tests.conftest import TEST_KEY
+
+    address = gateway.address  # type: ignore[attr-defined]
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        call = stub.StreamChatCompletion(
+            ask("/tokens 12 trailers"), metadata=(("authorization", f"Bearer {TEST_KEY}"),)
+        )
+        chunks = [chunk async for chunk in call]
+        trailers = dict(await call.trailing_metadata())
+    usage = chunks[-1].usage
+    assert trailers["x-ai-finish-reason"] == "stop"
+    assert trailers["x-ai-usage"] == (
+        f"prompt={usage.prompt_tokens},completion=12,total={usage.total_tokens}"
+    )
+    assert trailers["x-ai-deployment"] == "simulator/sim-gpt-1"
+    assert trailers["x-ai-attempts"] == "1"
