@@ -42,7 +42,9 @@ format: install
 proto: install          ## regenerate the stubs beside protos/ai_service.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/ai_service.proto
 
-bench: install
+bench: install          ## the benchmark (writes bench/RESULTS.md); ARGS="--quick" or "--peers litellm"
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	$(PY) -m bench $(ARGS)
 
 clean:

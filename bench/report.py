@@ -1,0 +1,349 @@
+"""RESULTS.md (tables, ratios, targets with PASS/FAIL) and the PNG plots beside it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.h2load import LoadResult
+from bench.results import Results
+
+MIB = 2**20
+GIB = 2**30
+PENDING_FEATURES = ("redaction", "metrics", "tracing")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    limit: float
+    unit: str
+    higher_is_better: bool
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.value):
+            return "n/a"
+        ok = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+        return "PASS" if ok else "FAIL"
+
+    def line(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        shown = "not measured" if math.isnan(self.value) else f"{self.value:.3g} {self.unit}"
+        note = f" ({self.note})" if self.note else ""
+        limit = f"target {op} {self.limit:g} {self.unit}"
+        return f"{self.verdict:<4}  {self.name}: {shown} ({limit}){note}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def _get(d: dict[str, LoadResult], key: str, attr: Callable[[LoadResult], float]) -> float:
+    return attr(d[key]) if key in d and d[key].ok else math.nan
+
+
+def targets(r: Results) -> list[Target]:
+    rps = lambda x: x.rps  # noqa: E731
+    p50 = lambda x: x.latency.p50_ms  # noqa: E731
+    p99 = lambda x: x.latency.p99_ms  # noqa: E731
+    ten_k = [h for h in r.holds if h.streams == 10_000 and h.held]
+    held_note = "" if ten_k else "10,000-stream hold not run (quick run or failed)"
+    return [
+        Target(
+            "unary gateway RPS / bare grpc.aio echo RPS",
+            _ratio(_get(r.unary, "gateway", rps), _get(r.unary, "echo", rps)) * 100,
+            50,
+            "%",
+            True,
+        ),
+        Target(
+            "added latency at c=1, p50",
+            _get(r.latency, "gateway c=1", p50) - _get(r.latency, "direct c=1", p50),
+            0.5,
+            "ms",
+            False,
+        ),
+        Target(
+            "added latency at c=1, p99",
+            _get(r.latency, "gateway c=1", p99) - _get(r.latency, "direct c=1", p99),
+            2.0,
+            "ms",
+            False,
+        ),
+        Target(
+            "streaming added TTFT, p50",
+            r.ttft["gateway"].ttft("p50") - r.ttft["direct"].ttft("p50")
+            if "gateway" in r.ttft and "direct" in r.ttft
+            else math.nan,
+            1.0,
+            "ms",
+            False,
+        ),
+        Target(
+            "relayed tokens/s vs direct",
+            _ratio(r.relay["gateway"].tokens_per_second, r.relay["direct"].tokens_per_second) * 100
+            if "gateway" in r.relay and "direct" in r.relay
+            else math.nan,
+            80,
+            "%",
+            True,
+        ),
+        Target(
+            "gateway RSS holding 10,000 streams",
+            ten_k[0].rss_held / GIB if ten_k else math.nan,
+            1.0,
+            "GiB",
+            False,
+            held_note,
+        ),
+    ]
+
+
+def _f(value: float, fmt: str = ".0f") -> str:
+    return "-" if math.isnan(value) else format(value, fmt)
+
+
+def _failures(x: LoadResult) -> str:
+    parts = [f"h2load failed {x.failed + x.errored + x.timeout}, non-2xx {x.non_2xx}"]
+    if x.grpc_sample:
+        parts.append("sample " + ", ".join(f"{k} {v}" for k, v in sorted(x.grpc_sample.items())))
+    if x.upstream_seen is not None:
+        missing = max(0, x.succeeded - x.upstream_seen)
+        parts.append(f"upstream saw {x.upstream_seen} (unconfirmed {missing})")
+    if x.error:
+        parts.append(f"ERROR {x.error}")
+    return "; ".join(parts)
+
+
+def _rps_table(rows: dict[str, LoadResult], base: LoadResult | None, base_name: str) -> list[str]:
+    out = [
+        f"| configuration | RPS | vs {base_name} | p50 ms | p99 ms | failures / checks |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, x in rows.items():
+        ratio = _ratio(x.rps, base.rps) * 100 if base and base.ok else math.nan
+        out.append(
+            f"| {name} | {_f(x.rps)} | {_f(ratio)}% | {_f(x.latency.p50_ms, '.2f')} | "
+            f"{_f(x.latency.p99_ms, '.2f')} | {_failures(x)} |"
+        )
+    return out
+
+
+def _latency_table(r: Results) -> list[str]:
+    out = [
+        "| load | side | p50 ms | p99 ms | p99.9 ms | requests | failures / checks |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for key, x in r.latency.items():
+        side, load = key.split(" ", 1)
+        lat = x.latency
+        out.append(
+            f"| {load} | {side} | {_f(lat.p50_ms, '.3f')} | {_f(lat.p99_ms, '.3f')} | "
+            f"{_f(lat.p999_ms, '.3f')} | {lat.n} | {_failures(x)} |"
+        )
+    loads = sorted({k.split(" ", 1)[1] for k in r.latency}, key=lambda s: s != "c=1")
+    for load in loads:
+        g, d = r.latency.get(f"gateway {load}"), r.latency.get(f"direct {load}")
+        if g and d:
+            out.append(
+                f"| {load} | **added (gateway - direct)** | "
+                f"**{_f(g.latency.p50_ms - d.latency.p50_ms, '.3f')}** | "
+                f"**{_f(g.latency.p99_ms - d.latency.p99_ms, '.3f')}** | "
+                f"**{_f(g.latency.p999_ms - d.latency.p999_ms, '.3f')}** | | |"
+            )
+    return out
+
+
+def _streaming_lines(r: Results) -> list[str]:
+    out: list[str] = []
+    if r.ttft or r.relay:
+        out += [
+            "| measurement | side | TTFT p50 ms | TTFT p99 ms | tokens/s | streams | failures |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for what, runs in (
+            ("TTFT (20 ms, 100 tok/s upstream, c=16)", r.ttft),
+            ("relay (unpaced upstream, 100 tokens, c=32)", r.relay),
+        ):
+            for side, run in runs.items():
+                out.append(
+                    f"| {what} | {side} | {_f(run.ttft('p50'), '.2f')} | "
+                    f"{_f(run.ttft('p99'), '.2f')} | {_f(run.tokens_per_second)} | "
+                    f"{run.data.get('streams', 0)} | {run.failures or 'none'} {run.error} |"
+                )
+        if "gateway" in r.ttft and "direct" in r.ttft:
+            g, d = r.ttft["gateway"], r.ttft["direct"]
+            out.append(
+                f"| TTFT | **added** | **{_f(g.ttft('p50') - d.ttft('p50'), '.2f')}** | "
+                f"**{_f(g.ttft('p99') - d.ttft('p99'), '.2f')}** | | | |"
+            )
+        if "gateway" in r.relay and "direct" in r.relay:
+            ratio = _ratio(
+                r.relay["gateway"].tokens_per_second, r.relay["direct"].tokens_per_second
+            )
+            out.append(f"| relay | **gateway / direct** | | | **{_f(ratio * 100)}%** | | |")
+    if r.holds:
+        out += [
+            "",
+            "| concurrent slow streams | held | gateway RSS idle | RSS holding | per stream | "
+            "opened in | failures |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for h in r.holds:
+            per = (h.rss_held - h.rss_idle) / h.held / 1024 if h.held else math.nan
+            out.append(
+                f"| {h.streams:,} | {h.held:,} | {h.rss_idle / MIB:.0f} MiB | "
+                f"{h.rss_held / MIB:.0f} MiB | {_f(per, '.1f')} KiB | {h.open_seconds:.1f} s | "
+                f"{h.failures or 'none'} {h.error} |"
+            )
+    return out
+
+
+def _feature_lines(r: Results) -> list[str]:
+    out: list[str] = []
+    base = r.features.get("auth off, limiter off")
+    if r.features:
+        out += _rps_table(r.features, base, "all off")
+        out.append("")
+        out.append("Cost per call at saturation (1/RPS difference, one gateway process):")
+        out.append("")
+        for name, x in r.features.items():
+            if base and base.ok and x.ok and x is not base:
+                cost = (1 / x.rps - 1 / base.rps) * 1e6
+                out.append(f"- {name}: {cost:+.1f} µs per call vs all off")
+        for feature in PENDING_FEATURES:
+            out.append(f"- {feature}: pending (not in the gateway yet)")
+    if r.clients:
+        out += ["", "HTTP client behind the provider seam (auth and limiter on):", ""]
+        out += _rps_table(r.clients, r.clients.get("aiohttp"), "aiohttp")
+    return out
+
+
+def _peer_lines(r: Results) -> list[str]:
+    if not r.peers:
+        return [r.peers_note or "Not run (add `--peers litellm`)."]
+    out = _rps_table(
+        {k: v for k, v in r.peers.items() if "c=1" not in k}, r.peers.get("litellm"), "LiteLLM"
+    )
+    out.append("")
+    direct = r.peers.get("direct c=1")
+    for name in ("gateway c=1", "litellm c=1"):
+        x = r.peers.get(name)
+        if x and direct:
+            out.append(
+                f"- {name}: p50 {x.latency.p50_ms:.3f} ms, added p50 "
+                f"{x.latency.p50_ms - direct.latency.p50_ms:+.3f} ms, added p99 "
+                f"{x.latency.p99_ms - direct.latency.p99_ms:+.3f} ms"
+            )
+    if r.peers_note:
+        out += ["", r.peers_note]
+    return out
+
+
+def write(r: Results, path: Path) -> list[Target]:
+    checks = targets(r)
+    m = r.meta
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `{('python -m bench ' + m.get('args', '')).strip()}` on {m.get('date', '?')}, "
+        f"commit `{m.get('commit', '?')}`; {m.get('cores', '?')} cores ({m.get('cpu', '?')}), "
+        f"Python {m.get('python', '?')}, {m.get('h2load', 'h2load ?')}; "
+        f"{m.get('duration', '?')} s per side after {m.get('warmup', '?')} s of warm-up.",
+        "",
+        "Everything runs on the same machine over 127.0.0.1: the load generator shares the "
+        "cores with what it measures, so compare the ratios, not the absolute numbers.",
+        "",
+    ]
+    if m.get("background"):
+        lines += [f"**Background load:** {m['background']}", ""]
+    lines += ["## Targets", "", "```", *(t.line() for t in checks), "```", ""]
+    lines += [
+        "## 1. Unary throughput at saturation",
+        "",
+        "gRPC: h2load, 4 connections x 16 streams; direct: h2load --h1, 64 connections; "
+        "the answer is 16 words on a zero-latency simulator.",
+        "",
+    ]
+    lines += _rps_table(r.unary, r.unary.get("direct"), "direct") if r.unary else ["Not run."]
+    lines += [
+        "",
+        "- 2 gateway workers: pending (the gateway has no `--workers` yet, and "
+        "`grpc.so_reuseport` is 0).",
+        "",
+        "## 2. Added latency",
+        "",
+        f"c=1: one request at a time on a zero-latency simulator. @{r.moderate_rate:.0f}/s: "
+        f"a fixed rate on a simulator with 20 ms to first byte.",
+        "",
+    ]
+    lines += _latency_table(r) if r.latency else ["Not run."]
+    lines += ["", "## 3. Streaming", ""]
+    lines += _streaming_lines(r) or ["Not run."]
+    lines += ["", "## 4. Hot-path features and HTTP clients", ""]
+    lines += _feature_lines(r) or ["Not run."]
+    lines += ["", "## 5. Peers", ""]
+    lines += _peer_lines(r)
+    if r.notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
+    lines += ["", "Plots: `latency.png`, `throughput.png`.", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return checks
+
+
+def plot(r: Results, directory: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    groups = [k for k in r.latency] + [k for k in r.peers if "c=1" in k]
+    if groups:
+        source = {**r.latency, **{f"{k} (peers)": v for k, v in r.peers.items() if "c=1" in k}}
+        names = list(source)
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        width = 0.27
+        for i, (pname, attr) in enumerate(
+            (("p50", "p50_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms"))
+        ):
+            values = [getattr(source[n].latency, attr) for n in names]
+            ax.bar([x + (i - 1) * width for x in range(len(names))], values, width, label=pname)
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+        ax.set_ylabel("latency, ms")
+        ax.set_yscale("log")
+        ax.set_title("Unary latency percentiles: direct vs gateway (vs LiteLLM)")
+        ax.legend()
+        fig.tight_layout()
+        written.append(directory / "latency.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    bars: dict[str, float] = {}
+    for prefix, rows in (
+        ("", r.unary),
+        ("", r.features),
+        ("client ", r.clients),
+        ("peer ", r.peers),
+    ):
+        for name, x in rows.items():
+            if x.ok and "c=1" not in name:
+                bars[f"{prefix}{name}"] = x.rps
+    if bars:
+        fig, ax = plt.subplots(figsize=(10, 0.45 * len(bars) + 1.5))
+        names = list(bars)
+        ax.barh(names, [bars[n] for n in names], color="tab:blue")
+        for y, n in enumerate(names):
+            ax.text(bars[n], y, f" {bars[n]:.0f}", va="center")
+        ax.invert_yaxis()
+        ax.set_xlabel("requests per second at saturation")
+        ax.set_title("Unary throughput per configuration")
+        fig.tight_layout()
+        written.append(directory / "throughput.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written

@@ -1,0 +1,65 @@
+"""What a run measured: one object the sections fill and the report reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.h2load import LoadResult
+
+
+@dataclass
+class StreamRun:
+    """One side of a streaming measurement, as `bench.streaming` printed it."""
+
+    label: str
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    def ttft(self, key: str) -> float:
+        value = self.data.get("ttft", {}).get(key)
+        return float(value) if value is not None else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return float(self.data.get("tokens_per_second", float("nan")))
+
+    @property
+    def failures(self) -> dict[str, int]:
+        failures: dict[str, int] = self.data.get("failures", {})
+        return failures
+
+
+@dataclass
+class HoldRun:
+    """RSS of the gateway holding `streams` concurrent slow streams."""
+
+    streams: int
+    held: int = 0
+    rss_idle: int = 0
+    rss_held: int = 0
+    open_seconds: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class Results:
+    meta: dict[str, str] = field(default_factory=dict)
+    #: Section 1: saturation RPS. Keys: direct, echo, gateway.
+    unary: dict[str, LoadResult] = field(default_factory=dict)
+    #: Section 2: keys like "direct c=1", "gateway c=1", "direct @500/s", "gateway @500/s".
+    latency: dict[str, LoadResult] = field(default_factory=dict)
+    moderate_rate: float = 0.0
+    #: Section 3.
+    ttft: dict[str, StreamRun] = field(default_factory=dict)
+    relay: dict[str, StreamRun] = field(default_factory=dict)
+    holds: list[HoldRun] = field(default_factory=list)
+    #: Section 4: feature matrix and HTTP clients, saturation RPS.
+    features: dict[str, LoadResult] = field(default_factory=dict)
+    clients: dict[str, LoadResult] = field(default_factory=dict)
+    #: Section 5: keys "direct", "gateway", "litellm" (+ " c=1").
+    peers: dict[str, LoadResult] = field(default_factory=dict)
+    peers_note: str = ""
+    notes: list[str] = field(default_factory=list)
+    sections_run: list[str] = field(default_factory=list)

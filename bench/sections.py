@@ -1,0 +1,330 @@
+"""The measurements, one function per section of the issue; each fills `Results`.
+
+Every load is bounded (warm-up + duration, and a hard timeout around each child) and
+targets 127.0.0.1 only. Within one measurement both sides run the same prompt for the
+same duration, one after the other, against the same simulator process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import h2load, stack
+from bench.direct import http_unary_load
+from bench.grpc_check import sample_statuses
+from bench.h2load import Load, LoadResult
+from bench.procs import PYTHON, read_line, rss_bytes, run_bounded, spawn_piped, stop
+from bench.results import HoldRun, Results, StreamRun
+
+#: h2load shape for saturation: gRPC 4 connections x 16 streams; HTTP/1.1 64 connections.
+GRPC_CLIENTS, GRPC_STREAMS, H1_CONCURRENCY = 4, 16, 64
+#: The fixed moderate load of section 2, requests per second, on the 20 ms simulator.
+MODERATE_RATE = 500.0
+REALISTIC_LATENCY_MS = 20.0
+#: Held streams: a token every 5 s for 100 tokens outlives the hold, and 10,000 streams
+#: then relay only 2,000 tokens/s (at 1 token/s the relaying itself saturated the gateway
+#: and slowed the ramp). Not longer answers: the simulator builds every event of an answer
+#: up front (~20 ms CPU and ~2 MB for 10,000 tokens).
+HOLD_PROMPT = "/tokens 100 slow"
+HOLD_TOKENS_PER_SECOND = 0.2
+
+
+@dataclass
+class Ctx:
+    workdir: Path
+    duration: float
+    warmup: float
+    quick: bool
+    results: Results
+
+
+def measure_grpc(
+    ctx: Ctx,
+    label: str,
+    load: Load,
+    endpoint: stack.Endpoint,
+    sim: stack.Endpoint | None,
+    api_key: str | None = stack.BENCH_KEY,
+) -> LoadResult:
+    """h2load on a gRPC endpoint while the real client samples grpc-status beside it."""
+    before = stack.upstream_requests(sim) if sim else 0
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(h2load.run, label, load, ctx.workdir)
+        sample = asyncio.run(
+            sample_statuses(endpoint.address, api_key, seconds=load.warmup + load.duration - 0.5)
+        )
+        result = running.result()
+    result.grpc_sample = sample
+    if sim:
+        result.upstream_seen = stack.upstream_requests(sim) - before - sum(sample.values())
+    _say(result)
+    return result
+
+
+def measure_http(ctx: Ctx, label: str, load: Load) -> LoadResult:
+    result = h2load.run(label, load, ctx.workdir)
+    _say(result)
+    return result
+
+
+def _say(result: LoadResult) -> None:
+    lat = result.latency
+    extra = f" sample={result.grpc_sample}" if result.grpc_sample else ""
+    print(
+        f"  {result.label:<28} {result.rps:>9.0f} req/s  p50 {lat.p50_ms:7.3f} ms  "
+        f"p99 {lat.p99_ms:7.3f} ms  failed {result.failed + result.errored + result.non_2xx}"
+        f"{extra}{'  ERROR ' + result.error if result.error else ''}",
+        flush=True,
+    )
+
+
+def _grpc_saturation(
+    ctx: Ctx, label: str, gw: stack.Endpoint, sim: stack.Endpoint | None, auth: bool = True
+) -> LoadResult:
+    load = stack.grpc_unary_load(
+        gw,
+        ctx.workdir,
+        clients=GRPC_CLIENTS,
+        streams=GRPC_STREAMS,
+        duration=ctx.duration,
+        warmup=ctx.warmup,
+        auth=auth,
+    )
+    return measure_grpc(ctx, label, load, gw, sim, stack.BENCH_KEY if auth else None)
+
+
+def _direct_saturation(ctx: Ctx, label: str, sim: stack.Endpoint) -> LoadResult:
+    load = http_unary_load(
+        sim, ctx.workdir, concurrency=H1_CONCURRENCY, duration=ctx.duration, warmup=ctx.warmup
+    )
+    return measure_http(ctx, label, load)
+
+
+def throughput(ctx: Ctx) -> None:
+    """1. Unary RPS at saturation: simulator direct, bare echo server, gateway."""
+    print("[1] unary throughput at saturation", flush=True)
+    res = ctx.results.unary
+    with stack.simulator(ctx.workdir) as sim:
+        res["direct"] = _direct_saturation(ctx, "direct (HTTP/1.1)", sim)
+        with stack.echo_server(ctx.workdir) as echo:
+            res["echo"] = _grpc_saturation(ctx, "bare grpc.aio echo", echo, None)
+        with stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw:
+            res["gateway"] = _grpc_saturation(ctx, "gateway", gw, sim)
+
+
+def latency(ctx: Ctx) -> None:
+    """2. Added latency at concurrency 1 (zero-latency upstream) and at a fixed moderate rate."""
+    print("[2] added latency", flush=True)
+    res = ctx.results.latency
+    d, w = ctx.duration, ctx.warmup
+    with (
+        stack.simulator(ctx.workdir) as sim,
+        stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
+    ):
+        res["direct c=1"] = measure_http(
+            ctx,
+            "direct c=1",
+            http_unary_load(sim, ctx.workdir, concurrency=1, duration=d, warmup=w),
+        )
+        load = stack.grpc_unary_load(gw, ctx.workdir, clients=1, streams=1, duration=d, warmup=w)
+        res["gateway c=1"] = measure_grpc(ctx, "gateway c=1", load, gw, sim)
+    rate = MODERATE_RATE
+    ctx.results.moderate_rate = rate
+    with (
+        stack.simulator(ctx.workdir, latency_ms=REALISTIC_LATENCY_MS) as sim,
+        stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
+    ):
+        key = f"@{rate:.0f}/s"
+        load = http_unary_load(sim, ctx.workdir, concurrency=32, duration=d, warmup=w, rate=rate)
+        res[f"direct {key}"] = measure_http(ctx, f"direct {key}", load)
+        load = stack.grpc_unary_load(
+            gw, ctx.workdir, clients=4, streams=16, duration=d, warmup=w, rate=rate
+        )
+        res[f"gateway {key}"] = measure_grpc(ctx, f"gateway {key}", load, gw, sim)
+
+
+def _stream_run(ctx: Ctx, label: str, argv: list[str]) -> StreamRun:
+    proc = run_bounded(
+        [PYTHON, "-m", "bench.streaming", *argv],
+        timeout=ctx.warmup + ctx.duration + 60,
+        log=ctx.workdir / f"stream-{label.replace(' ', '-')}.log",
+    )
+    run = StreamRun(label)
+    try:
+        run.data = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, orjson.JSONDecodeError):
+        run.error = f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    print(
+        f"  {label:<28} ttft p50 {run.ttft('p50'):7.2f} ms  p99 {run.ttft('p99'):7.2f} ms  "
+        f"{run.tokens_per_second:>9.0f} tok/s  failures {run.failures} {run.error}",
+        flush=True,
+    )
+    return run
+
+
+def _hold(ctx: Ctx, streams: int) -> HoldRun:
+    """Open `streams` slow streams through a fresh gateway and read its RSS while held."""
+    hold = HoldRun(streams)
+    with stack.simulator(ctx.workdir, tokens_per_second=HOLD_TOKENS_PER_SECOND) as sim:
+        tree = stack.gateway_tree(sim.http, max_connections=streams + 1000)
+        with stack.gateway(ctx.workdir, tree, name=f"gateway-hold-{streams}") as gw:
+            time.sleep(0.5)
+            hold.rss_idle = rss_bytes(gw.pid)
+            timeout = 60.0 + streams / 100
+            argv = [PYTHON, "-m", "bench.streaming", "grpc", gw.address, "--mode", "hold"]
+            argv += ["--streams", str(streams), "--prompt", HOLD_PROMPT]
+            argv += ["--hold-timeout", f"{timeout:g}"]
+            driver = spawn_piped(argv, log=ctx.workdir / f"hold-{streams}.log")
+            try:
+                line = read_line(driver, timeout + 10)
+                report: dict[str, Any] = orjson.loads(line) if line else {}
+                hold.held = int(report.get("held", 0))
+                hold.failures = report.get("failures", {})
+                hold.open_seconds = float(report.get("open_seconds", 0.0))
+                samples = []
+                for _ in range(5):
+                    samples.append(rss_bytes(gw.pid))
+                    time.sleep(0.3)
+                hold.rss_held = max(samples)
+                if not line:
+                    hold.error = "the driver reported nothing"
+            finally:
+                if driver.stdin:
+                    driver.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    driver.wait(30)
+                stop(driver)
+    print(
+        f"  hold {streams:>6} streams: held {hold.held}, gateway RSS idle "
+        f"{hold.rss_idle / 2**20:.0f} MiB, held {hold.rss_held / 2**20:.0f} MiB, "
+        f"opened in {hold.open_seconds:.1f}s, failures {hold.failures} {hold.error}",
+        flush=True,
+    )
+    return hold
+
+
+def streaming(ctx: Ctx) -> None:
+    """3. Streaming: added TTFT, relayed tokens/s vs direct, RSS holding many slow streams."""
+    print("[3] streaming", flush=True)
+    res = ctx.results
+    common = ["--duration", f"{ctx.duration:g}", "--warmup", f"{ctx.warmup:g}"]
+    # TTFT on a realistic upstream: 20 ms to first byte, 100 tokens/s, 20-token answers.
+    with (
+        stack.simulator(ctx.workdir, latency_ms=REALISTIC_LATENCY_MS, tokens_per_second=100) as sim,
+        stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
+    ):
+        ttft_args = [*common, "--concurrency", "16", "--prompt", "/tokens 20 ttft"]
+        res.ttft["direct"] = _stream_run(ctx, "ttft direct", ["http", sim.http, *ttft_args])
+        res.ttft["gateway"] = _stream_run(ctx, "ttft gateway", ["grpc", gw.address, *ttft_args])
+    # Relay throughput: unpaced upstream, 100-token answers, 32 streams at once.
+    with (
+        stack.simulator(ctx.workdir) as sim,
+        stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
+    ):
+        relay_args = [*common, "--concurrency", "32", "--prompt", "/tokens 100 relay"]
+        res.relay["direct"] = _stream_run(ctx, "relay direct", ["http", sim.http, *relay_args])
+        res.relay["gateway"] = _stream_run(ctx, "relay gateway", ["grpc", gw.address, *relay_args])
+    for streams in (1_000,) if ctx.quick else (1_000, 10_000):
+        res.holds.append(_hold(ctx, streams))
+
+
+FEATURES = {
+    "auth off, limiter off": {"auth": False, "rate_limit": False},
+    "auth on, limiter off": {"auth": True, "rate_limit": False},
+    "auth off, limiter on": {"auth": False, "rate_limit": True},
+    "auth on, limiter on": {"auth": True, "rate_limit": True},
+}
+HTTP_CLIENTS = ("aiohttp", "httpx2", "httpx")
+
+
+def features(ctx: Ctx) -> None:
+    """4. Cost of each hot-path feature (auth, rate limiter) and of the HTTP client choice."""
+    print("[4] hot-path features and HTTP clients", flush=True)
+    with stack.simulator(ctx.workdir) as sim:
+        for label, switches in FEATURES.items():
+            tree = stack.gateway_tree(sim.http, **switches)
+            with stack.gateway(ctx.workdir, tree) as gw:
+                ctx.results.features[label] = _grpc_saturation(
+                    ctx, label, gw, sim, auth=switches["auth"]
+                )
+        for client in HTTP_CLIENTS:
+            if client == "aiohttp" and "auth on, limiter on" in ctx.results.features:
+                ctx.results.clients[client] = ctx.results.features["auth on, limiter on"]
+                continue
+            tree = stack.gateway_tree(sim.http, http_client=client)
+            with stack.gateway(ctx.workdir, tree, name=f"gateway-{client}") as gw:
+                ctx.results.clients[client] = _grpc_saturation(ctx, f"client {client}", gw, sim)
+
+
+def run_section(name: str, ctx: Ctx) -> None:
+    started = time.monotonic()
+    SECTIONS[name](ctx)
+    ctx.results.sections_run.append(name)
+    print(f"    ({name}: {time.monotonic() - started:.0f}s)", flush=True)
+
+
+SECTIONS = {
+    "throughput": throughput,
+    "latency": latency,
+    "streaming": streaming,
+    "features": features,
+}
+
+
+def peers(ctx: Ctx) -> None:
+    """5. LiteLLM proxy vs the gateway vs direct, same simulator, same prompt."""
+    from bench import litellm_peer
+
+    print("[5] peers: LiteLLM", flush=True)
+    res = ctx.results
+    why = litellm_peer.ensure_installed(ctx.workdir / "litellm-install.log")
+    if why:
+        res.peers_note = why
+        print(f"  {why}", flush=True)
+        return
+    d, w = ctx.duration, ctx.warmup
+    with stack.simulator(ctx.workdir) as sim:
+        try:
+            with litellm_peer.proxy(ctx.workdir, sim) as (lite, key):
+                url = f"{lite.http}/v1/chat/completions"
+                auth = (f"authorization: Bearer {key}",)
+                for label, conc in (("litellm", 16), ("litellm c=1", 1)):
+                    load = http_unary_load(
+                        sim,
+                        ctx.workdir,
+                        concurrency=conc,
+                        duration=d,
+                        warmup=w,
+                        url=url,
+                        headers=auth,
+                        model=stack.MODEL,
+                    )
+                    res.peers[label] = measure_http(ctx, label, load)
+        except (RuntimeError, TimeoutError) as error:
+            res.peers_note = f"LiteLLM not measured: it did not start ({error}); see litellm.log"
+            print(f"  {res.peers_note}", flush=True)
+            return
+        res.peers["direct"] = _direct_saturation(ctx, "direct", sim)
+        res.peers["direct c=1"] = measure_http(
+            ctx,
+            "direct c=1",
+            http_unary_load(sim, ctx.workdir, concurrency=1, duration=d, warmup=w),
+        )
+        with stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw:
+            res.peers["gateway"] = _grpc_saturation(ctx, "gateway", gw, sim)
+            load = stack.grpc_unary_load(
+                gw, ctx.workdir, clients=1, streams=1, duration=d, warmup=w
+            )
+            res.peers["gateway c=1"] = measure_grpc(ctx, "gateway c=1", load, gw, sim)
+
+
+SECTIONS["peers"] = peers

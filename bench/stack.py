@@ -1,0 +1,152 @@
+"""The things under test, started on free loopback ports: simulator, gateway, echo server.
+
+Each starter is a context manager that yields an `Endpoint` and stops the process (and
+everything it forked) when the block ends, whatever happens inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.h2load import GRPC_HEADERS, Load, grpc_frame
+from bench.procs import LOOPBACK, PYTHON, free_port, running
+from protos import ai_service_pb2 as pb
+
+BENCH_KEY = "bench-key-0123456789abcdef"
+MODEL = "sim-gpt"
+UPSTREAM_MODEL = "sim-gpt-1"
+UNARY_METHOD = "/ai_service.v1.AIService/ChatCompletion"
+#: The unary prompt on both sides: a 16-word deterministic answer.
+UNARY_PROMPT = "/tokens 16 benchmark"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    port: int
+    pid: int
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+@contextlib.contextmanager
+def simulator(
+    workdir: Path, *, latency_ms: float = 0.0, tokens_per_second: float = 0.0
+) -> Iterator[Endpoint]:
+    port = free_port()
+    argv = [PYTHON, "-m", "server.simulator", "--listen", f"{LOOPBACK}:{port}"]
+    argv += ["--latency-ms", f"{latency_ms:g}", "--tokens-per-second", f"{tokens_per_second:g}"]
+    with running(argv, port=port, log=workdir / "simulator.log") as proc:
+        yield Endpoint("simulator", port, proc.pid)
+
+
+def gateway_tree(
+    simulator_url: str,
+    *,
+    auth: bool = True,
+    rate_limit: bool = True,
+    http_client: str = "aiohttp",
+    max_connections: int = 100,
+) -> dict[str, Any]:
+    """A gateway config: one model on the simulator; auth and the limiter on or off."""
+    return {
+        "server": {"listen": f"{LOOPBACK}:0", "shutdown_grace_seconds": 1},
+        "auth": {"enabled": auth, "keys": [{"name": "bench", "key": BENCH_KEY}] if auth else []},
+        # On, but far above any rate reached here: the limiter's cost without its refusals.
+        "rate_limit": {"requests_per_minute": 1_000_000_000 if rate_limit else 0},
+        "providers": [
+            {
+                "name": "simulator",
+                "kind": "openai",
+                "base_url": f"{simulator_url}/v1",
+                "http_client": http_client,
+                "timeouts": {"connect": 30, "read": 600, "pool": 60},
+                "pool": {
+                    "max_connections": max_connections,
+                    "max_keepalive_connections": max_connections,
+                },
+            }
+        ],
+        "models": [{"name": MODEL, "provider": "simulator", "upstream_model": UPSTREAM_MODEL}],
+    }
+
+
+@contextlib.contextmanager
+def gateway(workdir: Path, tree: dict[str, Any], name: str = "gateway") -> Iterator[Endpoint]:
+    port = free_port()
+    tree = {**tree, "server": {**tree["server"], "listen": f"{LOOPBACK}:{port}"}}
+    config = workdir / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    argv = [PYTHON, "-m", "server", "--config", str(config), "--log-level", "warning"]
+    with running(argv, port=port, log=workdir / f"{name}.log") as proc:
+        yield Endpoint(name, port, proc.pid)
+
+
+@contextlib.contextmanager
+def echo_server(workdir: Path) -> Iterator[Endpoint]:
+    port = free_port()
+    argv = [PYTHON, "-m", "bench.echo", "--listen", f"{LOOPBACK}:{port}"]
+    with running(argv, port=port, log=workdir / "echo.log") as proc:
+        yield Endpoint("echo", port, proc.pid)
+
+
+def chat_request(prompt: str = UNARY_PROMPT) -> pb.ChatCompletionRequest:
+    return pb.ChatCompletionRequest(model=MODEL, messages=[pb.Message(role="user", content=prompt)])
+
+
+def openai_body(prompt: str = UNARY_PROMPT, *, stream: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": UPSTREAM_MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def grpc_unary_load(
+    endpoint: Endpoint,
+    workdir: Path,
+    *,
+    clients: int,
+    streams: int,
+    duration: float,
+    warmup: float,
+    rate: float | None = None,
+    auth: bool = True,
+) -> Load:
+    body = workdir / "unary.grpc"
+    body.write_bytes(grpc_frame(chat_request().SerializeToString()))
+    headers = GRPC_HEADERS + ((f"authorization: Bearer {BENCH_KEY}",) if auth else ())
+    return Load(
+        url=f"{endpoint.http}{UNARY_METHOD}",
+        body=body,
+        headers=headers,
+        clients=clients,
+        streams_per_client=streams,
+        duration=duration,
+        warmup=warmup,
+        rate=rate,
+    )
+
+
+def upstream_requests(sim: Endpoint) -> int:
+    """How many model requests the simulator has received (its control API)."""
+    with urllib.request.urlopen(f"{sim.http}/_sim/stats?recent=0", timeout=10) as response:
+        stats: dict[str, Any] = json.load(response)
+    return int(stats["total_requests"])
