@@ -23,9 +23,11 @@ from server.config import (
     ConfigError,
     embedded_default,
     load_config,
+    split_host_port,
     with_listen,
 )
 from server.observability.logging import configure_logging
+from server.supervisor import Supervisor
 
 log = logging.getLogger("server")
 
@@ -42,7 +44,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument("--log-format", default="json", choices=["json", "text"])
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the port (default: one per core with --config, "
+        "one for the embedded demo default)",
+    )
+    # Set by the supervisor for its workers: share the port on purpose.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = (os.cpu_count() or 1) if args.config else 1
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -50,14 +65,14 @@ async def run(args: argparse.Namespace) -> None:
         config = load_config(args.config)
         if args.listen:
             config = with_listen(config, args.listen)
-        await _serve(Gateway(config))
+        await _serve(Gateway(config, reuse_port=args.reuse_port))
         return
 
     from server.simulator import Simulator, SimulatorConfig
 
     async with Simulator(SimulatorConfig(latency_ms=20, tokens_per_second=50)) as simulator:
         config = embedded_default(simulator.base_url, listen=args.listen or "127.0.0.1:50051")
-        gateway = Gateway(config)
+        gateway = Gateway(config, reuse_port=args.reuse_port)
         await gateway.start()
         print(_banner(gateway.address, simulator.base_url), flush=True)
         await serve_until_signalled(gateway)
@@ -88,10 +103,41 @@ def _run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """Validate once here, then run `args.workers` workers on the same port."""
+    grace = 30.0
+    if args.config:
+        config = load_config(args.config)
+        if args.listen:
+            config = with_listen(config, args.listen)
+        listen, grace = config.server.listen, config.server.shutdown_grace_seconds
+    else:
+        listen = args.listen or "127.0.0.1:50051"
+    if split_host_port(listen)[1] == 0:
+        raise ConfigError("server.listen: --workers needs a fixed port, not 0")
+    return Supervisor(_without_workers_flag(argv), args.workers, grace).run()
+
+
+def _without_workers_flag(argv: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     configure_logging(args.log_level, json=args.log_format == "json")
     try:
+        if args.workers > 1:
+            return supervise(args, argv)
         _run_on_fastest_loop(run(args))
     except ConfigError as exc:
         print(f"ai-service: invalid configuration: {exc}", file=sys.stderr)

@@ -37,8 +37,9 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 class Gateway:
     """One gateway server: `await start()`, then `await stop()` (or `async with`)."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, reuse_port: bool = False) -> None:
         self.config = config
+        self._reuse_port = reuse_port
         self.health = HealthServicer()
         self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
         self._providers: dict[str, Provider] = {}
@@ -74,8 +75,9 @@ class Gateway:
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
-                # One process owns its port: a clash must fail, not start a silent twin.
-                ("grpc.so_reuseport", 0),
+                # One process owns its port: a clash must fail, not start a silent twin;
+                # only `--workers` shares it, deliberately.
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
                 ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                 ("grpc.max_send_message_length", settings.max_send_message_bytes),
             ],

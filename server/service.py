@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,9 @@ ATTEMPTS_KEY = "x-ai-attempts"
 DEPLOYMENT_KEY = "x-ai-deployment"
 FINISH_REASON_KEY = "x-ai-finish-reason"
 USAGE_KEY = "x-ai-usage"
+#: Which process served the call (several share a port with `--workers`).
+WORKER_KEY = "x-ai-worker"
+_WORKER = str(os.getpid())
 
 
 class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
@@ -132,7 +136,7 @@ def _stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: Deploy
 
 
 def _outcome_metadata(handle: DeploymentHandle, attempts: int) -> tuple[tuple[str, str], ...]:
-    return ((DEPLOYMENT_KEY, handle.name), (ATTEMPTS_KEY, str(attempts)))
+    return ((DEPLOYMENT_KEY, handle.name), (ATTEMPTS_KEY, str(attempts)), (WORKER_KEY, _WORKER))
 
 
 def _ending_metadata(last: ChatCompletionChunk) -> tuple[tuple[str, str], ...]:

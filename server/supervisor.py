@@ -1,0 +1,102 @@
+"""`--workers N`: N gateway processes sharing one port, supervised.
+
+Each worker is a fresh interpreter (`python -m server … --workers 1 --reuse-port`),
+so no gRPC object ever crosses a fork (FACTS.md), and each has its own event loop
+and upstream connection pools; the kernel spreads connections over them with
+SO_REUSEPORT. The supervisor creates no gRPC object. It restarts a worker that
+dies, gives up when one keeps dying at start, and on SIGTERM/SIGINT passes the
+signal on so every worker drains, then exits 0 when they all did.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+#: A worker that dies this soon after starting, this many times in a row, is broken.
+EARLY_DEATH_SECONDS = 5.0
+MAX_EARLY_DEATHS = 5
+
+
+@dataclass
+class _Worker:
+    slot: int
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+    early_deaths: int = 0
+
+
+class Supervisor:
+    def __init__(self, worker_argv: Sequence[str], workers: int, grace_seconds: float) -> None:
+        self._argv = [
+            sys.executable,
+            "-m",
+            "server",
+            *worker_argv,
+            "--workers",
+            "1",
+            "--reuse-port",
+        ]
+        self._count = workers
+        self._grace = grace_seconds
+        self._stopping = False
+        self._workers: list[_Worker] = []
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._request_stop)
+        self._workers = [self._spawn(slot) for slot in range(self._count)]
+        log.info("supervisor started", extra={"workers": self._count})
+        healthy = True
+        while not self._stopping and healthy:
+            time.sleep(0.2)
+            healthy = self._restart_dead()
+        return self._stop_all(clean=healthy)
+
+    def _request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _spawn(self, slot: int, early_deaths: int = 0) -> _Worker:
+        process = subprocess.Popen(self._argv)
+        log.info("worker started", extra={"slot": slot, "pid": process.pid})
+        return _Worker(slot, process, early_deaths=early_deaths)
+
+    def _restart_dead(self) -> bool:
+        for i, worker in enumerate(self._workers):
+            code = worker.process.poll()
+            if code is None or self._stopping:
+                continue
+            early = time.monotonic() - worker.started < EARLY_DEATH_SECONDS
+            deaths = worker.early_deaths + 1 if early else 0
+            log.error(
+                "worker died; restarting",
+                extra={"slot": worker.slot, "pid": worker.process.pid, "exit_code": code},
+            )
+            if deaths >= MAX_EARLY_DEATHS:
+                log.error("worker keeps dying at start; giving up", extra={"slot": worker.slot})
+                return False
+            self._workers[i] = self._spawn(worker.slot, deaths)
+        return True
+
+    def _stop_all(self, *, clean: bool) -> int:
+        for worker in self._workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._grace + 10
+        codes = []
+        for worker in self._workers:
+            try:
+                codes.append(worker.process.wait(timeout=max(deadline - time.monotonic(), 0.1)))
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                codes.append(worker.process.wait())
+        log.info("supervisor stopped", extra={"exit_codes": codes})
+        return 0 if clean and all(code == 0 for code in codes) else 1

@@ -1,0 +1,98 @@
+"""`--workers N`: several processes share the port, all serve, and SIGTERM drains them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos import ai_service_pb2_grpc
+from protos.ai_service_pb2 import ChatCompletionRequest, Message
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.test_process import Process, Running, gateway_argv, spawn, wait_http, wait_serving
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[Running]:
+    sim_port = free_port()
+    simulator = spawn(
+        [
+            sys.executable,
+            "-m",
+            "server.simulator",
+            "--listen",
+            f"127.0.0.1:{sim_port}",
+            "--api-key",
+            PROVIDER_SECRET,
+        ],
+        tmp_path,
+        "simulator",
+    )
+    gateway: Process | None = None
+    try:
+        wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", simulator)
+        config = write_config(tmp_path / "config.yaml", config_tree(f"http://127.0.0.1:{sim_port}"))
+        address = f"127.0.0.1:{free_port()}"
+        gateway = spawn(
+            gateway_argv("--config", str(config), "--listen", address, "--workers", "2"),
+            tmp_path,
+            "gateway",
+        )
+        wait_serving(address, gateway)
+        yield Running(address, gateway)
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        simulator.kill()
+
+
+REQUEST = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hi")])
+
+
+def serving_workers(address: str, want: int, attempts: int = 80) -> set[str]:
+    """The worker PIDs seen answering, asking over new connections until `want` are seen."""
+    workers: set[str] = set()
+    # Each new channel is a new connection; the kernel spreads them over the workers.
+    for _ in range(attempts):
+        with grpc.insecure_channel(address) as channel:
+            stub = ai_service_pb2_grpc.AIServiceStub(channel)
+            try:
+                response, call = stub.ChatCompletion.with_call(
+                    REQUEST, metadata=(("authorization", f"Bearer {TEST_KEY}"),), timeout=10
+                )
+            except grpc.RpcError:
+                time.sleep(0.1)  # a connection to a worker that is going away
+                continue
+            assert response.choices[0].message.content == "You said: hi"
+            workers.add(dict(call.trailing_metadata())["x-ai-worker"])
+        if len(workers) >= want:
+            break
+    return workers
+
+
+def test_two_workers_both_serve_are_restarted_and_sigterm_drains_both(
+    two_workers: Running,
+) -> None:
+    workers = serving_workers(two_workers.address, 2)
+    assert len(workers) == 2
+    assert str(two_workers.process.pid) not in workers  # the supervisor serves nothing itself
+
+    crashed = sorted(workers)[0]
+    os.kill(int(crashed), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        workers = serving_workers(two_workers.address, 2, attempts=20)
+        if crashed not in workers and len(workers) == 2:
+            break
+    assert crashed not in workers and len(workers) == 2, "the crashed worker was not replaced"
+
+    two_workers.process.popen.send_signal(signal.SIGTERM)
+    assert two_workers.process.popen.wait(timeout=30) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the supervisor"
