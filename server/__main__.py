@@ -1,7 +1,8 @@
 """`python -m server`: run the gateway.
 
 With no config it runs the embedded default: the built-in upstream simulator in
-the same process and a model (`sim-gpt`) backed by it, auth on with the
+the same process and one model per provider kind backed by it (`sim-gpt`,
+`sim-claude`, `sim-llama`), auth on with the
 demo key `demo-key`, on 127.0.0.1:50051. With `--config` (or AI_SERVICE_CONFIG)
 it runs what the YAML file declares.
 """

@@ -20,7 +20,8 @@ ENV = {"OPENAI_API_KEY": "sk-example"}
 def test_example_config_loads() -> None:
     config = load_config(EXAMPLE, env=ENV)
     assert config.server.listen == "0.0.0.0:50051"
-    assert {p.name for p in config.providers} == {"openai", "local-vllm"}
+    assert {p.name for p in config.providers} == {"openai", "local-vllm", "anthropic", "ollama"}
+    assert {p.kind for p in config.providers} == {"openai", "anthropic", "ollama"}
     openai = next(p for p in config.providers if p.name == "openai")
     assert openai.api_key is not None
     assert openai.api_key.get_secret_value() == "sk-example"

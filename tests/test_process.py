@@ -294,7 +294,16 @@ def test_ai_client_commands(embedded: Running) -> None:
     assert ok(ai_client(address, "--key", "demo-key", "chat", "hi")) == "You said: hi\n"
     assert ok(ai_client(address, "--key", "demo-key", "chat", "hi", "--stream")) == "You said: hi\n"
     models = ok(ai_client(address, "--key", "demo-key", "models")).splitlines()
-    assert [line.split() for line in models] == [["sim-gpt", "openai"]]
+    assert [line.split() for line in models] == [
+        ["sim-gpt", "openai"],
+        ["sim-claude", "anthropic"],
+        ["sim-llama", "ollama"],
+    ]
+    # One client, three wire formats: only the model name changes.
+    for model in ("sim-claude", "sim-llama"):
+        chat = ("--key", "demo-key", "chat", "hi", "--model", model)
+        assert ok(ai_client(address, *chat)) == "You said: hi\n"
+        assert ok(ai_client(address, *chat, "--stream")) == "You said: hi\n"
     assert ok(ai_client(address, "health")) == "SERVING\n"
 
 

@@ -10,23 +10,26 @@ OpenAI sends the finish reason and the usage in two separate chunks at the end
 of a stream; the service's contract wants both on the last chunk, so the finish
 chunk is held until the usage chunk (or `[DONE]`) arrives and sent as one.
 
-Text deltas that arrived in the same network read are coalesced into one chunk:
-each gRPC message costs far more than the bytes it carries, and the caller gets
-the same text no later (nothing ever waits for more to arrive).
+Text deltas (and pieces of one tool call's arguments) that arrived in the same
+network read are coalesced into one chunk: each gRPC message costs far more than
+the bytes it carries, and the caller gets the same text no later (nothing ever
+waits for more to arrive). Tool-call deltas pass through addressed by `index`,
+with id, type and name on the first piece only, exactly as OpenAI streams them;
+the legacy `function_call` finish reason is reported as `tool_calls`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import orjson
-from google.protobuf import json_format
 
 from protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    FunctionDefinition,
     Message,
     ToolCall,
     Usage,
@@ -37,10 +40,17 @@ from server.providers.base import Deployment, parse_json_body
 from server.providers.framing import iter_sse_batches
 from server.providers.http import HttpClient, UpstreamResponse, create_http_client
 from server.providers.status_mapping import error_from_status, message_in_error_payload
+from server.providers.translation import (
+    append_text,
+    function_parameters,
+    tool_choice_of,
+    translate_failure,
+)
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 _DONE = b"[DONE]"
-_T = TypeVar("_T")
+# Finish reasons OpenAI-compatible servers send that the service names otherwise.
+_FINISH_REASONS = {"function_call": "tool_calls"}
 
 
 class OpenAIProvider:
@@ -132,14 +142,12 @@ def request_body(request: ChatCompletionRequest, model: str, *, stream: bool) ->
             {"type": tool.type or "function", "function": function_to_openai(tool.function)}
             for tool in request.tools
         ]
-    choice = request.tool_choice.WhichOneof("choice") if request.HasField("tool_choice") else None
-    if choice == "mode":
-        body["tool_choice"] = request.tool_choice.mode
-    elif choice == "function":
-        body["tool_choice"] = {
-            "type": "function",
-            "function": {"name": request.tool_choice.function},
-        }
+    choice = tool_choice_of(request)
+    if choice is not None:
+        which, value = choice
+        body["tool_choice"] = (
+            value if which == "mode" else {"type": "function", "function": {"name": value}}
+        )
     if request.HasField("max_tokens"):
         body["max_tokens"] = request.max_tokens
     for field in _SAMPLING_FIELDS:
@@ -177,15 +185,13 @@ def message_to_openai(message: Message) -> dict[str, Any]:
     return out
 
 
-def function_to_openai(function: Any) -> dict[str, Any]:
+def function_to_openai(function: FunctionDefinition) -> dict[str, Any]:
     out: dict[str, Any] = {"name": function.name}
     if function.description:
         out["description"] = function.description
-    which = function.WhichOneof("parameters")
-    if which == "parameters_json":
-        out["parameters"] = orjson.loads(function.parameters_json)
-    elif which == "parameters_struct":
-        out["parameters"] = json_format.MessageToDict(function.parameters_struct)
+    parameters = function_parameters(function)
+    if parameters is not None:
+        out["parameters"] = parameters
     if function.HasField("strict"):
         out["strict"] = function.strict
     return out
@@ -206,16 +212,6 @@ def response_format_to_openai(request: ChatCompletionRequest) -> dict[str, Any]:
 # --- response: OpenAI JSON → proto ---------------------------------------------------
 
 
-def translate_failure(translate: Callable[[dict[str, Any]], _T], payload: dict[str, Any]) -> _T:
-    """Run a translation; a payload of the wrong shape is the upstream's fault."""
-    try:
-        return translate(payload)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UpstreamUnavailable(
-            f"upstream sent an unexpected body ({type(exc).__name__}: {exc})"
-        ) from None
-
-
 def response_from_openai(payload: dict[str, Any]) -> ChatCompletionResponse:
     response = ChatCompletionResponse(
         id=payload.get("id") or "",
@@ -225,7 +221,7 @@ def response_from_openai(payload: dict[str, Any]) -> ChatCompletionResponse:
     for choice in payload["choices"]:
         message = choice.get("message") or {}
         out = response.choices.add(index=choice.get("index") or 0)
-        out.finish_reason = choice.get("finish_reason") or ""
+        out.finish_reason = finish_reason(choice.get("finish_reason"))
         out.message.role = message.get("role") or "assistant"
         out.message.content = message.get("content") or ""
         for call in message.get("tool_calls") or ():
@@ -251,7 +247,7 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
     for choice in payload.get("choices") or ():
         delta = choice.get("delta") or {}
         out = chunk.choices.add(index=choice.get("index") or 0)
-        out.finish_reason = choice.get("finish_reason") or ""
+        out.finish_reason = finish_reason(choice.get("finish_reason"))
         out.delta.role = delta.get("role") or ""
         out.delta.content = delta.get("content") or ""
         for call in delta.get("tool_calls") or ():
@@ -265,20 +261,9 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
     return chunk
 
 
-def append_text(into: ChatCompletionChunk, chunk: ChatCompletionChunk) -> bool:
-    """Fold `chunk` into `into` when both only add text to the same choice."""
-    if len(into.choices) != 1 or len(chunk.choices) != 1 or chunk.HasField("usage"):
-        return False
-    target, source = into.choices[0], chunk.choices[0]
-    if (
-        target.index != source.index
-        or target.delta.tool_calls
-        or source.delta.tool_calls
-        or source.delta.role
-    ):
-        return False
-    target.delta.content += source.delta.content
-    return True
+def finish_reason(value: Any) -> str:
+    reason = value if isinstance(value, str) else ""
+    return _FINISH_REASONS.get(reason, reason)
 
 
 def usage_into(usage: Usage, payload: dict[str, Any] | None) -> None:

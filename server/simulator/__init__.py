@@ -1,13 +1,18 @@
-"""The upstream simulator: a real HTTP server speaking OpenAI's chat-completions wire format,
-with deterministic answers, latency, token pacing, fault injection and request stats.
+"""The upstream simulator: a real HTTP server speaking OpenAI's chat-completions, Anthropic's
+Messages and Ollama's native chat wire formats, with deterministic answers, latency, token
+pacing, fault injection and request stats.
 
 It is the gateway's embedded default upstream, the target of its tests and of its
-benchmarks. Format-specific code lives in `openai_format.py` (Anthropic `/v1/messages` and
-Ollama `/api/chat` will sit beside it behind the same `wire.WireFormat` protocol); answer
-planning (`planner.py`), faults (`faults.py`), stats (`stats.py`), response writing and
-pacing (`responses.py`), the control API (`control.py`) and the server (`app.py`) are shared.
+benchmarks. Format-specific code lives in `openai_format.py` (`/v1/chat/completions`),
+`anthropic_format.py` (`/v1/messages`) and `ollama_format.py` (`/api/chat`), each behind
+the `wire.WireFormat` protocol; answer planning (`planner.py`), faults (`faults.py`), stats
+(`stats.py`), response writing and pacing (`responses.py`), the control API (`control.py`)
+and the server (`app.py`) are shared, so latency and fault controls apply to every format
+(a fault rule's `path` picks one). The Anthropic and Ollama formats turn their request
+into the planner's (OpenAI-shaped) input first, so one conversation gets the same answer,
+and the same token counts, in every format.
 
-Wire format references (see `openai_format.py`):
+Wire format references: see each format module's docstring; for OpenAI:
 https://platform.openai.com/docs/api-reference/chat/create,
 https://platform.openai.com/docs/api-reference/chat/object,
 https://platform.openai.com/docs/api-reference/chat/streaming,
@@ -48,8 +53,9 @@ Deterministic answers (`plan_reply(request_json) -> ReplyPlan`)
 
 Other behaviour: `SimulatorConfig.latency_ms` delays the first byte; `tokens_per_second`
 paces token events (the first token goes out with the role chunk); `api_key` requires
-`Authorization: Bearer <key>` (401 otherwise); `unknown_models` answer 404
-`model_not_found`. Fault kinds: see `faults.py`; control API: see `control.py`.
+`Authorization: Bearer <key>` (OpenAI, Ollama) or `x-api-key: <key>` (Anthropic, which
+also always requires `anthropic-version`), 401 otherwise; `unknown_models` answer 404 in
+each format's error shape. Fault kinds: see `faults.py`; control API: see `control.py`.
 
 Measured speed (2 cores shared with the load tool, Python 3.11, aiohttp 3.14, uvloop, the
 CLI's defaults; zero latency):

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from .anthropic_format import AnthropicFormat
 from .config import SimulatorConfig
 from .control import ControlApi
 from .faults import FaultBook, FaultRule
+from .ollama_format import OllamaFormat
 from .openai_format import OpenAIFormat
 from .planner import ReplyPlan
 from .responses import (
@@ -57,6 +60,8 @@ class Simulator:
         self.stats = SimulatorStats()
         self.faults = FaultBook(self.config.fault_seed)
         self.openai = OpenAIFormat(self.config.system_fingerprint)
+        self.anthropic = AnthropicFormat()
+        self.ollama = OllamaFormat()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._host = "127.0.0.1"
@@ -65,7 +70,8 @@ class Simulator:
 
     def build_app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post(self.openai.path, self._openai_chat)
+        for fmt in (self.openai, self.anthropic, self.ollama):
+            app.router.add_post(fmt.path, self._handler(fmt))
         app.router.add_get("/v1/models", self._openai_models)
         ControlApi(self).add_routes(app)
         return app
@@ -133,8 +139,11 @@ class Simulator:
 
     # -- the request path -------------------------------------------------------------------
 
-    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._answer(request, self.openai)
+    def _handler(self, fmt: WireFormat) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._answer(request, fmt)
+
+        return handle
 
     async def _openai_models(self, request: web.Request) -> web.StreamResponse:
         models = [
@@ -189,6 +198,9 @@ class Simulator:
         return None
 
     def _check(self, request: web.Request, fmt: WireFormat, body: Any, model: str | None) -> None:
+        error = fmt.check_headers(request.headers)
+        if error is not None:
+            raise error
         if self.config.api_key is not None:
             error = fmt.check_auth(request.headers, self.config.api_key)
             if error is not None:

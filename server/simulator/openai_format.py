@@ -20,11 +20,12 @@ from typing import Any, Final
 import orjson
 
 from .planner import ReplyPlan, plan_reply
-from .wire import ApiError, StreamEvent
+from .wire import ApiError, StreamEvent, pieces
 
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _ROLE_LIST: Final = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
-# Tool-call arguments stream in pieces of this many characters, as OpenAI sends fragments.
+# Tool-call arguments stream in pieces of this many characters, as every provider sends
+# fragments (Anthropic's `input_json_delta` too).
 ARGUMENT_PIECE_CHARS: Final = 8
 
 _ERROR_TYPES: Final = {401: "invalid_request_error", 403: "invalid_request_error", 429: "requests"}
@@ -66,6 +67,9 @@ class OpenAIFormat:
         self.system_fingerprint = system_fingerprint
 
     # -- requests ---------------------------------------------------------------------------
+
+    def check_headers(self, headers: Mapping[str, str]) -> ApiError | None:
+        return None
 
     def check_auth(self, headers: Mapping[str, str], api_key: str) -> ApiError | None:
         header = headers.get("Authorization", "")
@@ -240,7 +244,7 @@ class OpenAIFormat:
                     chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), True
                 )
                 for i, call in enumerate(plan.tool_calls)
-                for p in _pieces(call.arguments, ARGUMENT_PIECE_CHARS)
+                for p in pieces(call.arguments, ARGUMENT_PIECE_CHARS)
             ]
         else:
             events = [StreamEvent(chunk({"role": "assistant", "content": "", "refusal": None}))]
@@ -310,7 +314,3 @@ def _tool_call_head(plan: ReplyPlan) -> dict[str, Any]:
         ],
         "refusal": None,
     }
-
-
-def _pieces(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]

@@ -57,6 +57,8 @@ class ReplyPlan:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    #: The stop sequence that cut the text, if one did (Anthropic reports which).
+    stop_sequence: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -116,13 +118,14 @@ def plan_reply(request: Mapping[str, Any]) -> ReplyPlan:
         return ReplyPlan(None, (call,), "tool_calls", prompt_tokens, completion_tokens)
 
     text = _answer_text(messages, last)
-    text, finish_reason = _apply_stop(text, request.get("stop"))
+    text, stop_sequence = _apply_stop(text, request.get("stop"))
+    finish_reason = "stop"
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     words = count_words(text)
     if isinstance(limit, int) and words > limit:
         text = "".join(_WORD_WITH_SPACE.findall(text)[:limit]).rstrip()
-        words, finish_reason = limit, "length"
-    return ReplyPlan(text, (), finish_reason, prompt_tokens, words)
+        words, finish_reason, stop_sequence = limit, "length", None
+    return ReplyPlan(text, (), finish_reason, prompt_tokens, words, stop_sequence)
 
 
 def _answer_text(messages: Sequence[Any], last: Mapping[str, Any]) -> str:
@@ -151,10 +154,14 @@ def generated_words(seed_text: str, count: int) -> str:
     return " ".join(words)
 
 
-def _apply_stop(text: str, stop: Any) -> tuple[str, str]:
+def _apply_stop(text: str, stop: Any) -> tuple[str, str | None]:
+    """The text cut before the earliest stop sequence, and that sequence (None if none)."""
     sequences = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
-    cut = min((i for s in sequences if s and (i := text.find(s)) >= 0), default=-1)
-    return (text[:cut] if cut >= 0 else text), "stop"
+    found = [(i, s) for s in sequences if isinstance(s, str) and s and (i := text.find(s)) >= 0]
+    if not found:
+        return text, None
+    cut, sequence = min(found, key=lambda hit: hit[0])
+    return text[:cut], sequence
 
 
 def plan_tool_call(tools: Sequence[Any], tool_choice: Any, user_text: str) -> ToolCall:

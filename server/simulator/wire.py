@@ -1,4 +1,4 @@
-"""What every wire format (OpenAI today; Anthropic and Ollama later) provides to the shared app.
+"""What every wire format (OpenAI, Anthropic, Ollama) provides to the shared app.
 
 The app (`app.py`) owns HTTP, faults, pacing and stats; a format only translates: it
 validates a parsed request body, turns a `ReplyPlan` into response bytes or stream events,
@@ -35,7 +35,11 @@ class StreamEvent:
 class WireFormat(Protocol):
     """The translation one upstream API needs; everything else is shared."""
 
+    path: str
     stream_content_type: str
+
+    def check_headers(self, headers: Mapping[str, str]) -> ApiError | None:
+        """A header the API requires whatever the key (Anthropic's `anthropic-version`)."""
 
     def check_auth(self, headers: Mapping[str, str], api_key: str) -> ApiError | None: ...
 
@@ -64,3 +68,8 @@ class WireFormat(Protocol):
 
     def malformed_event(self) -> bytes:
         """A framed stream event whose payload is not valid JSON."""
+
+
+def pieces(text: str, size: int) -> list[str]:
+    """`text` in pieces of `size` characters: how tool-call arguments stream."""
+    return [text[i : i + size] for i in range(0, len(text), size)]

@@ -1,0 +1,302 @@
+"""The Ollama native chat adapter: `POST {base_url}/api/chat`, unary and NDJSON streaming.
+
+`base_url` is the server's origin, e.g. `http://localhost:11434` (the adapter appends
+`/api/chat`). Follows Ollama's API reference,
+https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion
+(also https://docs.ollama.com/api/chat):
+
+- request: `model`, `messages` (`role` system/user/assistant/tool, `content`,
+  `tool_calls` with `function.name` and `function.arguments` as a JSON *object*,
+  `tool_name` on a tool result), `tools` (OpenAI's function shape), `format` (`"json"`
+  or a JSON schema), `options` (the Modelfile parameters: `temperature`, `top_p`,
+  `seed`, `stop`, `num_predict`, `presence_penalty`, `frequency_penalty`), `stream`
+  (true unless sent false);
+- response: one object, or with streaming one object per line, each with `model`,
+  `created_at` and a `message` piece; the last has `done: true`, `done_reason`
+  (`stop`, `length`), `prompt_eval_count` and `eval_count`. Tool calls arrive whole.
+- errors: `{"error": "..."}` with the HTTP status, or as a line of the stream.
+
+Ollama gives no completion id and no tool-call ids: the adapter makes them up (the
+service's contract needs a `tool_call_id` to answer), and turns a tool result's
+`tool_call_id` back into the `tool_name` Ollama wants. It has no `tool_choice`:
+"none" sends no tools, a named function sends only that tool, "required" cannot be
+enforced. `user` has no field and is not sent.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Message,
+    ToolCall,
+)
+from server.config import ProviderSettings
+from server.errors import UpstreamError, UpstreamUnavailable
+from server.providers.base import Deployment, parse_json_body
+from server.providers.framing import iter_line_batches
+from server.providers.http import HttpClient, UpstreamResponse, create_http_client
+from server.providers.status_mapping import error_from_status, message_in_error_payload
+from server.providers.translation import (
+    arguments_object,
+    arguments_text,
+    coalesce,
+    finish_chunk,
+    function_parameters,
+    set_usage,
+    text_chunk,
+    tool_choice_of,
+    translate_failure,
+)
+
+# The service's sampling fields and the Modelfile parameter each becomes.
+_OPTIONS = (
+    ("temperature", "temperature"),
+    ("top_p", "top_p"),
+    ("seed", "seed"),
+    ("presence_penalty", "presence_penalty"),
+    ("frequency_penalty", "frequency_penalty"),
+    ("max_tokens", "num_predict"),
+)
+
+
+class OllamaProvider:
+    kind = "ollama"
+
+    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+        self.name = settings.name
+        self._url = settings.base_url.rstrip("/") + "/api/chat"
+        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            **settings.headers,
+        }
+        if self._secret:
+            # Ollama itself has no auth; a proxy in front of it (or ollama.com) takes a bearer.
+            self._headers["authorization"] = f"Bearer {self._secret}"
+        self._stream_headers = {**self._headers, "accept": "application/x-ndjson"}
+        self._http = http or create_http_client(settings)
+
+    async def complete(
+        self, request: ChatCompletionRequest, deployment: Deployment
+    ) -> ChatCompletionResponse:
+        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
+        async with self._http.post(self._url, body, self._headers) as response:
+            payload = await response.read()
+            if response.status != 200:
+                raise self._error(response, payload)
+        return translate_failure(response_from_ollama, parse_json_body(payload, "a chat answer"))
+
+    async def stream(
+        self, request: ChatCompletionRequest, deployment: Deployment
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
+        async with self._http.post(self._url, body, self._stream_headers) as response:
+            if response.status != 200:
+                raise self._error(response, await response.read())
+            translator = StreamTranslator(self.name)
+            async for lines in iter_line_batches(response.iter_bytes()):
+                ready: list[ChatCompletionChunk] = []
+                for line in lines:
+                    if line.strip():
+                        payload = parse_json_body(line, "a stream line")
+                        ready += translate_failure(translator.feed, payload)
+                for chunk in coalesce(ready):
+                    yield chunk
+                if translator.done:
+                    return
+        raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without done: true")
+
+    def _error(self, response: UpstreamResponse, body: bytes) -> UpstreamError:
+        return error_from_status(
+            response.status,
+            body,
+            retry_after=response.header("retry-after"),
+            provider=self.name,
+            secret=self._secret,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+# --- request: proto → Ollama JSON ---------------------------------------------------
+
+
+def request_body(request: ChatCompletionRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages_to_ollama(request.messages),
+        "stream": stream,
+    }
+    tools = tools_to_ollama(request)
+    if tools:
+        body["tools"] = tools
+    fmt = request.response_format if request.HasField("response_format") else None
+    if fmt is not None and fmt.type == "json_object":
+        body["format"] = "json"
+    elif fmt is not None and fmt.type == "json_schema" and fmt.json_schema:
+        body["format"] = orjson.loads(fmt.json_schema)
+    options = {
+        option: getattr(request, field) for field, option in _OPTIONS if request.HasField(field)
+    }
+    if request.stop:
+        options["stop"] = list(request.stop)
+    if options:
+        body["options"] = options
+    return body
+
+
+def messages_to_ollama(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    names: dict[str, str] = {}  # tool call id → function name, for the tool results after it
+    out = []
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {"function": {"name": call.function.name, "arguments": arguments_object(call)}}
+                for call in message.tool_calls
+            ]
+            names.update((call.id, call.function.name) for call in message.tool_calls)
+        if message.role == "tool" and message.tool_call_id in names:
+            item["tool_name"] = names[message.tool_call_id]
+        out.append(item)
+    return out
+
+
+def tools_to_ollama(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    choice = tool_choice_of(request)
+    if choice == ("mode", "none"):
+        return []
+    out = []
+    for tool in request.tools:
+        function = tool.function
+        if choice is not None and choice[0] == "function" and function.name != choice[1]:
+            continue
+        spec: dict[str, Any] = {"name": function.name}
+        if function.description:
+            spec["description"] = function.description
+        parameters = function_parameters(function)
+        if parameters is not None:
+            spec["parameters"] = parameters
+        out.append({"type": "function", "function": spec})
+    return out
+
+
+# --- response: Ollama JSON → proto ---------------------------------------------------
+
+
+def new_id() -> str:
+    return f"ollama-{secrets.token_hex(12)}"
+
+
+def new_tool_call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
+def created_seconds(created_at: Any) -> int:
+    """Unix seconds of Ollama's RFC 3339 `created_at` (nanosecond fractions, any offset)."""
+    match = _RFC3339.match(created_at) if isinstance(created_at, str) else None
+    if match is None:
+        return 0
+    offset = match[2] if match[2] and match[2] != "Z" else "+00:00"
+    return int(datetime.fromisoformat(match[1] + offset).timestamp())
+
+
+def finish_reason(done_reason: Any, called_tools: bool) -> str:
+    if called_tools:
+        return "tool_calls"
+    return "length" if done_reason == "length" else "stop"
+
+
+def tool_calls_from_ollama(message: dict[str, Any]) -> list[ToolCall]:
+    calls = []
+    for call in message.get("tool_calls") or ():
+        function = call["function"]
+        tool_call = ToolCall(id=call.get("id") or new_tool_call_id(), type="function")
+        tool_call.function.name = function["name"]
+        tool_call.function.arguments = arguments_text(function.get("arguments"))
+        calls.append(tool_call)
+    return calls
+
+
+def response_from_ollama(payload: dict[str, Any]) -> ChatCompletionResponse:
+    if "error" in payload:
+        raise ValueError(message_in_error_payload(payload))
+    message = payload["message"]
+    response = ChatCompletionResponse(
+        id=new_id(),
+        model=payload.get("model") or "",
+        created=created_seconds(payload.get("created_at")),
+    )
+    choice = response.choices.add(index=0)
+    choice.message.role = "assistant"
+    choice.message.content = message.get("content") or ""
+    choice.message.tool_calls.extend(tool_calls_from_ollama(message))
+    choice.finish_reason = finish_reason(
+        payload.get("done_reason"), bool(choice.message.tool_calls)
+    )
+    set_usage(
+        response.usage,
+        int(payload.get("prompt_eval_count") or 0),
+        int(payload.get("eval_count") or 0),
+    )
+    return response
+
+
+class StreamTranslator:
+    """Ollama stream objects → chunks; the `done: true` object becomes the last chunk."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.template = ChatCompletionChunk(id=new_id())
+        self.started = False
+        self.tool_calls = 0
+        self.done = False
+
+    def feed(self, payload: dict[str, Any]) -> list[ChatCompletionChunk]:
+        if "error" in payload:
+            raise UpstreamUnavailable(
+                f"upstream {self.provider!r} failed mid-stream: {message_in_error_payload(payload)}"
+            )
+        chunks = []
+        if not self.started:
+            self.started = True
+            self.template.model = payload.get("model") or ""
+            self.template.created = created_seconds(payload.get("created_at"))
+            chunks.append(text_chunk(self.template, "", role="assistant"))
+        message = payload.get("message") or {}
+        if message.get("content"):
+            chunks.append(text_chunk(self.template, message["content"]))
+        for call in tool_calls_from_ollama(message):
+            chunk = text_chunk(self.template, "")
+            piece = chunk.choices[0].delta.tool_calls.add(
+                index=self.tool_calls, id=call.id, type="function"
+            )
+            piece.function.CopyFrom(call.function)
+            self.tool_calls += 1
+            chunks.append(chunk)
+        if payload.get("done") is True:
+            self.done = True
+            chunks.append(
+                finish_chunk(
+                    self.template,
+                    finish_reason(payload.get("done_reason"), self.tool_calls > 0),
+                    int(payload.get("prompt_eval_count") or 0),
+                    int(payload.get("eval_count") or 0),
+                )
+            )
+        return chunks

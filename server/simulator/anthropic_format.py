@@ -1,0 +1,343 @@
+"""The Anthropic Messages wire format: `POST /v1/messages`, unary and SSE.
+
+Follows Anthropic's API reference:
+- https://docs.claude.com/en/api/messages (request; the `Message` object with `content`
+  blocks, `stop_reason`, `stop_sequence`, `usage`)
+- https://docs.claude.com/en/docs/build-with-claude/streaming (`message_start`,
+  `content_block_start`, `ping`, `content_block_delta` with `text_delta` /
+  `input_json_delta`, `content_block_stop`, `message_delta`, `message_stop`)
+- https://docs.claude.com/en/api/errors (`{"type": "error", "error": {"type", "message"},
+  "request_id"}`, one error type per status, 529 `overloaded_error`)
+- https://docs.claude.com/en/api/versioning (`anthropic-version` is required)
+
+The answer is planned from the same conversation in OpenAI's shape (`to_planner`), so one
+conversation gets the same answer on every format: `system` becomes a system message,
+`tool_use` blocks an assistant's `tool_calls` (arguments: compact JSON of `input`), each
+`tool_result` block a `tool` message, `stop_sequences` the `stop`, and `input_schema` a
+function's `parameters`. Tool-use ids are `toolu_` + the planner's hex digits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from .openai_format import ARGUMENT_PIECE_CHARS
+from .planner import ReplyPlan, plan_reply
+from .wire import ApiError, StreamEvent, pieces
+
+ERROR_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_FAULT_MESSAGES: Final = {
+    400: "Invalid request (simulated).",
+    401: "invalid x-api-key",
+    403: "Your API key does not have permission to use the specified resource.",
+    404: "Not found (simulated).",
+    413: "Request exceeds the maximum allowed number of bytes.",
+    429: "Number of requests has exceeded your per-minute rate limit (simulated).",
+    500: "Internal server error (simulated).",
+    504: "Request timed out (simulated).",
+    529: "Overloaded",
+}
+_STOP_REASONS: Final = {"length": "max_tokens", "tool_calls": "tool_use"}
+_ID_PREFIX: Final = os.urandom(6).hex()
+_ids = itertools.count(1)
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class AnthropicFormat:
+    """`POST /v1/messages` as Anthropic documents it."""
+
+    path = "/v1/messages"
+    stream_content_type = "text/event-stream; charset=utf-8"
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def check_headers(self, headers: Mapping[str, str]) -> ApiError | None:
+        if not headers.get("anthropic-version"):
+            return _invalid("anthropic-version: header is required")
+        return None
+
+    def check_auth(self, headers: Mapping[str, str], api_key: str) -> ApiError | None:
+        key = headers.get("x-api-key", "")
+        if not key:
+            return ApiError(401, "x-api-key header is required")
+        if key != api_key:
+            return ApiError(401, "invalid x-api-key")
+        return None
+
+    def validate(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise _invalid("There was an error parsing the body of your request.")
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise _invalid("model: Field required")
+        limit = body.get("max_tokens")
+        if limit is None:
+            raise _invalid("max_tokens: Field required")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise _invalid("max_tokens: Input should be greater than or equal to 1")
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            raise _invalid("messages: Field required")
+        for i, message in enumerate(messages):
+            role = message.get("role") if isinstance(message, dict) else None
+            if role == "system":
+                raise _invalid(
+                    'messages: Unexpected role "system". The Messages API accepts a top-level '
+                    '`system` parameter, not "system" as an input message role.'
+                )
+            if role not in ("user", "assistant"):
+                raise _invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+            if i and messages[i - 1].get("role") == role:
+                raise _invalid('messages: roles must alternate between "user" and "assistant"')
+            if not isinstance(message.get("content"), str | list):
+                raise _invalid(f"messages.{i}.content: Field required")
+        temperature = body.get("temperature")
+        if isinstance(temperature, int | float) and not 0 <= temperature <= 1:
+            raise _invalid("temperature: range: 0..1")
+        stop = body.get("stop_sequences")
+        if stop is not None and not (
+            isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+        ):
+            raise _invalid("stop_sequences: Input should be a valid list")
+        tools = body.get("tools")
+        if tools is not None and not (
+            isinstance(tools, list)
+            and all(
+                isinstance(t, dict)
+                and isinstance(t.get("name"), str)
+                and isinstance(t.get("input_schema"), dict)
+                for t in tools
+            )
+        ):
+            raise _invalid("tools: each tool needs a name and an input_schema")
+
+    def model_of(self, body: Any) -> str | None:
+        model = body.get("model") if isinstance(body, dict) else None
+        return model if isinstance(model, str) else None
+
+    def wants_stream(self, body: Any) -> bool:
+        return isinstance(body, dict) and body.get("stream") is True
+
+    def plan(self, body: Any) -> ReplyPlan:
+        return plan_reply(to_planner(body))
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _message(self, body: Any, plan: ReplyPlan) -> dict[str, Any]:
+        return {
+            "id": f"msg_{_ID_PREFIX}{next(_ids):012x}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": 0},
+        }
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
+        message = self._message(body, plan)
+        if plan.text:
+            message["content"].append({"type": "text", "text": plan.text})
+        for call in plan.tool_calls:
+            message["content"].append(
+                {
+                    "type": "tool_use",
+                    "id": tool_use_id(call.id),
+                    "name": call.name,
+                    "input": orjson.loads(call.arguments),
+                }
+            )
+        message["stop_reason"] = stop_reason(plan)
+        message["stop_sequence"] = plan.stop_sequence
+        message["usage"]["output_tokens"] = plan.completion_tokens
+        return orjson.dumps(message)
+
+    def stream_events(self, body: Any, plan: ReplyPlan) -> list[StreamEvent]:
+        """message_start, a ping, one content block (text word by word, or each tool call with
+        its input in pieces), message_delta with the stop reason and usage, message_stop."""
+        message = self._message(body, plan)
+        message["usage"]["output_tokens"] = 1  # as the API reports it at the start
+        events = [
+            StreamEvent(_sse("message_start", {"type": "message_start", "message": message})),
+            StreamEvent(b'event: ping\ndata: {"type": "ping"}\n\n'),
+        ]
+        if plan.tool_calls:
+            for index, call in enumerate(plan.tool_calls):
+                block = {"type": "tool_use", "id": tool_use_id(call.id), "name": call.name}
+                events.append(StreamEvent(_block_start(index, {**block, "input": {}})))
+                events += [
+                    StreamEvent(
+                        _delta(index, {"type": "input_json_delta", "partial_json": piece}), True
+                    )
+                    for piece in pieces(call.arguments, ARGUMENT_PIECE_CHARS)
+                ]
+                events.append(StreamEvent(_block_stop(index)))
+        else:
+            events.append(StreamEvent(_block_start(0, {"type": "text", "text": ""})))
+            events += [
+                StreamEvent(_delta(0, {"type": "text_delta", "text": piece}), True)
+                for piece in plan.pieces()
+            ]
+            events.append(StreamEvent(_block_stop(0)))
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason(plan), "stop_sequence": plan.stop_sequence},
+            "usage": {"output_tokens": plan.completion_tokens},
+        }
+        events.append(StreamEvent(_sse("message_delta", delta)))
+        events.append(StreamEvent(_sse("message_stop", {"type": "message_stop"})))
+        return events
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def error_body(self, error: ApiError) -> bytes:
+        kind = ERROR_TYPES.get(error.status)
+        if kind is None:
+            kind = "api_error" if error.status >= 500 else "invalid_request_error"
+        return orjson.dumps(
+            {
+                "type": "error",
+                "error": {"type": kind, "message": error.message},
+                "request_id": f"req_{_ID_PREFIX}{next(_ids):012x}",
+            }
+        )
+
+    def model_not_found(self, model: str) -> ApiError:
+        return ApiError(404, f"model: {model}")
+
+    def fault_error(self, status: int, message: str | None) -> ApiError:
+        return ApiError(
+            status, message or _FAULT_MESSAGES.get(status, f"Simulated error {status}.")
+        )
+
+    def malformed_body(self) -> bytes:
+        return b'{"id": "msg_malformed", "type": "message", "content": [{'
+
+    def malformed_event(self) -> bytes:
+        return (
+            b"event: content_block_delta\n"
+            b'data: {"type": "content_block_delta", "index": 0, "delta": {"text": "\n\n'
+        )
+
+
+def _block_start(index: int, block: dict[str, Any]) -> bytes:
+    payload = {"type": "content_block_start", "index": index, "content_block": block}
+    return _sse("content_block_start", payload)
+
+
+def _delta(index: int, delta: dict[str, Any]) -> bytes:
+    return _sse(
+        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    )
+
+
+def _block_stop(index: int) -> bytes:
+    return _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def tool_use_id(planned: str) -> str:
+    return "toolu_" + planned.removeprefix("call_")
+
+
+def stop_reason(plan: ReplyPlan) -> str:
+    if plan.finish_reason in _STOP_REASONS:
+        return _STOP_REASONS[plan.finish_reason]
+    return "stop_sequence" if plan.stop_sequence is not None else "end_turn"
+
+
+# -- the planner's view of a Messages request ------------------------------------------------
+
+
+def to_planner(body: dict[str, Any]) -> dict[str, Any]:
+    """The same conversation in OpenAI's chat-completions shape, for `plan_reply`."""
+    messages: list[dict[str, Any]] = []
+    system = body.get("system")
+    if system:
+        messages.append({"role": "system", "content": _text(system)})
+    for message in body["messages"]:
+        messages += _split(message["role"], message["content"])
+    request: dict[str, Any] = {"messages": messages, "max_tokens": body.get("max_tokens")}
+    if body.get("stop_sequences"):
+        request["stop"] = body["stop_sequences"]
+    if body.get("tools"):
+        request["tools"] = [_function_tool(tool) for tool in body["tools"]]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        if choice.get("type") == "none":
+            request["tool_choice"] = "none"
+        elif choice.get("type") == "tool":
+            request["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    return request
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(
+        block["text"]
+        for block in content
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+
+
+def _split(role: str, content: Any) -> list[dict[str, Any]]:
+    """One Messages turn as the OpenAI messages it stands for (tool results are their own)."""
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    out: list[dict[str, Any]] = []
+    text: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_result":
+            out.append({"role": "tool", "content": _text(block.get("content") or "")})
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append(
+                {
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
+        elif block.get("type") == "text":
+            text.append(str(block.get("text", "")))
+    if text or calls:
+        message: dict[str, Any] = {"role": role, "content": " ".join(text)}
+        if calls:
+            message["tool_calls"] = calls
+        out.append(message)
+    return out
+
+
+def _function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool["name"]}
+    if "description" in tool:
+        function["description"] = tool["description"]
+    function["parameters"] = tool["input_schema"]
+    return {"type": "function", "function": function}

@@ -1,0 +1,277 @@
+"""The Anthropic adapter on the Messages API's documented examples (tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+import pytest
+
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    FunctionDefinition,
+    Message,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from server.config import ModelSettings
+from server.errors import GatewayError, InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
+from server.providers import create_provider
+from server.providers.anthropic import AnthropicProvider, request_body, response_from_anthropic
+from server.providers.base import Deployment
+from server.simulator import Simulator, SimulatorConfig
+from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
+
+DEPLOYMENT = Deployment("anthropic-docs", "claude-opus-4-1-20250805")
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"}
+    },
+    "required": ["location"],
+}
+
+
+def weather_conversation() -> ChatCompletionRequest:
+    call = ToolCall(id="toolu_01A09q90qw90lq917835lq9", type="function")
+    call.function.name = "get_weather"
+    call.function.arguments = '{"location": "San Francisco, CA"}'
+    return ChatCompletionRequest(
+        model="claude",
+        messages=[
+            Message(role="system", content="You are a weather assistant."),
+            Message(role="user", content="What's the weather like in San Francisco?"),
+            Message(
+                role="assistant",
+                content="I'll check the current weather in San Francisco for you.",
+                tool_calls=[call],
+            ),
+            Message(role="tool", tool_call_id=call.id, content="15 degrees"),
+        ],
+        tools=[
+            Tool(
+                type="function",
+                function=FunctionDefinition(
+                    name="get_weather",
+                    description="Get the current weather in a given location",
+                    parameters_json=orjson.dumps(WEATHER_SCHEMA).decode(),
+                ),
+            )
+        ],
+        tool_choice=ToolChoice(mode="auto"),
+    )
+
+
+def test_request_is_the_documented_tool_use_round_trip() -> None:
+    body = request_body(weather_conversation(), DEPLOYMENT.upstream_model, 1024, stream=False)
+    assert body == load_json("anthropic/tool_use_request.json")
+
+
+def test_consecutive_same_role_messages_are_merged_tool_results_first() -> None:
+    request = weather_conversation()
+    request.messages.append(Message(role="user", content="And in Celsius?"))
+    body = request_body(request, "m", 1024, stream=False)
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][-1]["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+            "content": "15 degrees",
+        },
+        {"type": "text", "text": "And in Celsius?"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "wire"),
+    [
+        (ToolChoice(mode="auto"), {"type": "auto"}),
+        (ToolChoice(mode="required"), {"type": "any"}),
+        (ToolChoice(mode="none"), {"type": "none"}),
+        (ToolChoice(function="get_weather"), {"type": "tool", "name": "get_weather"}),
+    ],
+)
+def test_tool_choice(choice: ToolChoice, wire: dict[str, str]) -> None:
+    request = weather_conversation()
+    request.tool_choice.CopyFrom(choice)
+    assert request_body(request, "m", 1024, stream=False)["tool_choice"] == wire
+
+
+def test_max_tokens_stop_sampling_and_user() -> None:
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")],
+        max_tokens=50,
+        stop=["END"],
+        temperature=0.0,
+        top_p=0.5,
+        seed=3,
+        user="u-9",
+    )
+    body = request_body(request, "m", 1024, stream=True)
+    assert body == {
+        "model": "m",
+        "max_tokens": 50,  # the request's own, not the default
+        "messages": [{"role": "user", "content": "hi"}],
+        "stop_sequences": ["END"],
+        "temperature": 0.0,
+        "top_p": 0.5,
+        "metadata": {"user_id": "u-9"},
+        "stream": True,
+    }  # no seed: the Messages API has none
+
+
+def test_a_json_response_format_is_refused_not_ignored() -> None:
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")],
+        response_format=ResponseFormat(type="json_object"),
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        request_body(request, "m", 1024, stream=False)
+    assert caught.value.field == "response_format.type"
+
+
+def test_documented_tool_use_response() -> None:
+    response = response_from_anthropic(load_json("anthropic/tool_use_response.json"))
+    assert response.id == "msg_01Aq9w938a90dw8q"
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "I'll check the current weather in San Francisco for you."
+    (call,) = choice.message.tool_calls
+    assert (call.id, call.type, call.function.name) == (
+        "toolu_01A09q90qw90lq917835lq9",
+        "function",
+        "get_weather",
+    )
+    assert orjson.loads(call.function.arguments) == {"location": "San Francisco, CA"}
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (384, 71)
+    assert response.usage.total_tokens == 455
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
+)
+def test_stop_reasons_become_finish_reasons(stop_reason: str, finish: str) -> None:
+    payload = load_json("anthropic/tool_use_response.json")
+    payload["stop_reason"] = stop_reason
+    assert response_from_anthropic(payload).choices[0].finish_reason == finish
+
+
+async def stream_fixture(name: str) -> list[ChatCompletionChunk]:
+    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(load_bytes(name)))
+    request = ChatCompletionRequest(messages=[Message(role="user", content="Hello")])
+    return [chunk async for chunk in provider.stream(request, DEPLOYMENT)]
+
+
+async def test_documented_text_stream() -> None:
+    chunks = await stream_fixture("anthropic/stream_text.sse")
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content for c in chunks) == "Hello!"
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (25, 15)
+    assert {c.id for c in chunks} == {"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"}
+
+
+async def test_documented_tool_use_stream_assembles_the_arguments() -> None:
+    chunks = await stream_fixture("anthropic/stream_tool_use.sse")
+    text = "".join(c.choices[0].delta.content for c in chunks)
+    assert text == "Okay, let's check the weather for San Francisco, CA:"
+    pieces = [d for c in chunks for d in c.choices[0].delta.tool_calls]
+    assert {p.index for p in pieces} == {0}  # the first tool call, though content block 1
+    assert (pieces[0].id, pieces[0].type, pieces[0].function.name) == (
+        "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+        "function",
+        "get_weather",
+    )
+    arguments = "".join(p.function.arguments for p in pieces)
+    assert orjson.loads(arguments) == {"location": "San Francisco, CA", "unit": "fahrenheit"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].usage.completion_tokens == 89
+
+
+async def test_stream_without_message_stop_is_unavailable() -> None:
+    body = load_bytes("anthropic/stream_text.sse").split(b"event: message_stop")[0]
+    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body))
+    with pytest.raises(UpstreamUnavailable, match="without message_stop"):
+        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+
+
+@pytest.mark.parametrize(
+    ("error_type", "expected"),
+    [("overloaded_error", UpstreamUnavailable), ("rate_limit_error", UpstreamRateLimited)],
+)
+async def test_error_event_mid_stream(error_type: str, expected: type[GatewayError]) -> None:
+    head = load_bytes("anthropic/stream_text.sse").split(b"event: content_block_stop")[0]
+    event = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
+    body = head + b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
+    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body))
+    with pytest.raises(expected):
+        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+
+
+@pytest.mark.parametrize("status", [529, 429])
+async def test_overloaded_error_is_unavailable_whatever_the_status(status: int) -> None:
+    http = RecordedHttp(
+        load_bytes("anthropic/error_overloaded.json"),
+        status=status,
+        headers={"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy", "retry-after": "3"},
+    )
+    provider = AnthropicProvider(settings("anthropic", api_key="sk-ant-secret"), http)
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    assert caught.value.retryable
+    assert caught.value.metadata["upstream_request_id"] == "req_011CSHoEeqs5C35K2UUqR7Fy"
+    assert "Overloaded" in caught.value.message
+    url, _, headers = http.sent[0]
+    assert url == "http://upstream.invalid/v1/messages"
+    assert headers["x-api-key"] == "sk-ant-secret"
+    assert headers["anthropic-version"] == "2023-06-01"
+
+
+async def test_rate_limit_error_carries_retry_after() -> None:
+    body = orjson.dumps({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}})
+    http = RecordedHttp(body, status=429, headers={"retry-after": "12"})
+    provider = AnthropicProvider(settings("anthropic"), http)
+    with pytest.raises(UpstreamRateLimited) as caught:
+        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.retry_after == 12.0
+
+
+async def test_the_models_default_max_tokens_is_sent_when_the_request_has_none() -> None:
+    async with Simulator(SimulatorConfig()) as sim:
+        provider = create_provider(
+            settings("anthropic", base_url=sim.base_url),
+            [
+                ModelSettings(
+                    name="claude",
+                    provider="anthropic-docs",
+                    upstream_model="c-1",
+                    default_max_tokens=77,
+                ),
+                ModelSettings(
+                    name="capped",
+                    provider="anthropic-docs",
+                    upstream_model="c-2",
+                    max_output_tokens=10,
+                ),
+            ],
+        )
+        try:
+            request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
+            await provider.complete(request, Deployment("anthropic-docs", "c-1"))
+            assert sim.stats.received[-1].body["max_tokens"] == 77
+            await provider.complete(request, Deployment("anthropic-docs", "c-2"))
+            assert sim.stats.received[-1].body["max_tokens"] == 10  # capped by max_output_tokens
+        finally:
+            await provider.aclose()

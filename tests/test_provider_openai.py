@@ -1,0 +1,115 @@
+"""The OpenAI adapter on the chat-completions API's documented examples
+(tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+import orjson
+
+from protos.ai_service_pb2 import (
+    ChatCompletionRequest,
+    FunctionDefinition,
+    Message,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from server.providers.base import Deployment
+from server.providers.openai import OpenAIProvider, request_body, response_from_openai
+from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
+
+DEPLOYMENT = Deployment("openai-docs", "gpt-4o-mini")
+
+
+def test_request_carries_tools_choice_stop_seed_and_response_format() -> None:
+    call = ToolCall(id="call_abc123", type="function")
+    call.function.name = "get_current_weather"
+    call.function.arguments = '{"location": "Boston, MA"}'
+    request = ChatCompletionRequest(
+        messages=[
+            Message(role="user", content="What's the weather like in Boston today?"),
+            Message(role="assistant", tool_calls=[call]),
+            Message(role="tool", tool_call_id="call_abc123", content="22C"),
+        ],
+        tools=[
+            Tool(
+                type="function",
+                function=FunctionDefinition(
+                    name="get_current_weather",
+                    description="Get the current weather in a given location",
+                    parameters_json=orjson.dumps(
+                        {"type": "object", "properties": {"location": {"type": "string"}}}
+                    ).decode(),
+                    strict=True,
+                ),
+            )
+        ],
+        tool_choice=ToolChoice(function="get_current_weather"),
+        stop=["\n"],
+        seed=7,
+        response_format=ResponseFormat(
+            type="json_schema", schema_name="weather", json_schema='{"type": "object"}', strict=True
+        ),
+    )
+    body = request_body(request, "gpt-4o-mini", stream=True)
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_abc123",
+                "type": "function",
+                "function": {
+                    "name": "get_current_weather",
+                    "arguments": '{"location": "Boston, MA"}',
+                },
+            }
+        ],
+    }
+    assert body["messages"][2] == {"role": "tool", "content": "22C", "tool_call_id": "call_abc123"}
+    assert body["tools"][0]["function"]["parameters"]["properties"] == {
+        "location": {"type": "string"}
+    }
+    assert body["tools"][0]["function"]["strict"] is True
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_current_weather"}}
+    assert body["stop"] == ["\n"]
+    assert body["seed"] == 7
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "weather", "schema": {"type": "object"}, "strict": True},
+    }
+    assert body["stream_options"] == {"include_usage": True}
+
+
+def test_documented_tool_calls_response() -> None:
+    response = response_from_openai(load_json("openai/tool_calls_response.json"))
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == ""
+    (call,) = choice.message.tool_calls
+    assert (call.id, call.function.name) == ("call_abc123", "get_current_weather")
+    assert orjson.loads(call.function.arguments) == {"location": "Boston, MA"}
+    assert (response.usage.prompt_tokens, response.usage.total_tokens) == (82, 99)
+
+
+def test_legacy_function_call_finish_reason_is_tool_calls() -> None:
+    payload = load_json("openai/tool_calls_response.json")
+    payload["choices"][0]["finish_reason"] = "function_call"
+    assert response_from_openai(payload).choices[0].finish_reason == "tool_calls"
+
+
+async def test_streamed_tool_call_deltas_assemble_and_usage_comes_with_the_finish() -> None:
+    provider = OpenAIProvider(
+        settings("openai"), RecordedHttp(load_bytes("openai/stream_tool_calls.sse"), piece=4096)
+    )
+    chunks = [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+    pieces = [d for c in chunks for ch in c.choices for d in ch.delta.tool_calls]
+    assert pieces[0].id == "call_abc123" and pieces[0].function.name == "get_current_weather"
+    arguments = "".join(p.function.arguments for p in pieces)
+    assert orjson.loads(arguments) == {"location": "Boston, MA"}
+    # Pieces of one call that arrived in one read travel as one chunk.
+    assert len(pieces) == 1
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "tool_calls"
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (82, 17)
+    assert all(not c.HasField("usage") for c in chunks[:-1])
