@@ -22,11 +22,12 @@ from server.config import GatewayConfig
 from server.dispatch import Dispatcher
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule
-from server.limiter import InMemoryRequestLimiter
+from server.limiter import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.model_health import ModelHealth
 from server.providers import Provider, create_provider
 from server.routing import Router
 from server.service import AIService
+from server.shared_state import SharedRedis
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ class Gateway:
         self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
         self._providers: dict[str, Provider] = {}
         self._server: grpc.aio.Server | None = None
+        shared = config.shared_state
+        self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
+        self.limiter: RateLimiter = (
+            RedisRateLimiter(self.shared_redis) if self.shared_redis else InMemoryRateLimiter()
+        )
         self.port = 0
 
     @property
@@ -57,12 +63,14 @@ class Gateway:
         anonymous = Caller("anonymous", frozenset(), rate_rule(self.config.rate_limit))
         return [
             AuthInterceptor(keyring, anonymous),
-            RateLimitInterceptor(InMemoryRequestLimiter()),
+            RateLimitInterceptor(self.limiter),
         ]
 
     async def start(self) -> None:
         settings = self.config.server
-        self._providers = {p.name: create_provider(p) for p in self.config.providers}
+        self._providers = {
+            p.name: create_provider(p, self.config.models) for p in self.config.providers
+        }
         resilience = self.config.resilience
         router = Router(
             self.config.models,
@@ -118,6 +126,8 @@ class Gateway:
     async def _close_providers(self) -> None:
         await asyncio.gather(*(p.aclose() for p in self._providers.values()))
         self._providers = {}
+        if self.shared_redis is not None:
+            await self.shared_redis.aclose()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

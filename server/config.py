@@ -67,6 +67,37 @@ class RateLimitSettings(_Strict):
     requests_per_minute: int = Field(600, ge=0)
     #: Requests a key may send at once before the rate applies (default: a minute's worth).
     burst: int | None = Field(None, gt=0)
+    #: Sustained tokens (prompt + completion) per minute per key; 0 switches it off.
+    tokens_per_minute: int = Field(0, ge=0)
+    #: Tokens a key may spend at once (default: a minute's worth).
+    token_burst: int | None = Field(None, gt=0)
+
+
+class SharedStateSettings(_Strict):
+    """Where replicas share rate limits and the response cache."""
+
+    #: `memory` (this process only) or `redis` (every process and replica on it).
+    backend: Literal["memory", "redis"] = "memory"
+    #: redis://[:password@]host:port/db (usually `${REDIS_URL}`).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every key the gateway writes, so several gateways can share a Redis.
+    key_prefix: str = "ai-service"
+    #: A Redis call that takes longer fails: the gateway never hangs on a dead Redis.
+    timeout_ms: float = Field(100.0, gt=0)
+    #: When Redis fails: `open` lets calls through unlimited and uncached, `closed`
+    #: refuses them (UNAVAILABLE) until it is back.
+    on_failure: Literal["open", "closed"] = "open"
+
+
+class CacheSettings(_Strict):
+    """Exact-match response cache (in the shared-state backend)."""
+
+    enabled: bool = False
+    #: `deterministic`: only calls with temperature 0 or a fixed seed; `always`: every call.
+    when: Literal["deterministic", "always"] = "deterministic"
+    ttl_seconds: float = Field(300.0, gt=0)
+    #: Entries kept by the in-memory cache (least recently used go first).
+    max_entries: int = Field(10_000, gt=0)
 
 
 class CallerKey(_Strict):
@@ -279,14 +310,109 @@ class RequestLimits(_Strict):
     max_metadata_entries: int = Field(64, ge=0)
 
 
+class MetricsSettings(_Strict):
+    """Prometheus `/metrics`, served over HTTP on its own port (not the gRPC one)."""
+
+    enabled: bool = True
+    #: HOST:PORT of the metrics endpoint (`--metrics-listen` overrides).
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_parses(cls, listen: str) -> str:
+        split_host_port(listen)
+        return listen
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry traces. `none` installs no instrumentation at all (it costs ~40% RPS)."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    #: OTLP over HTTP (protobuf): the collector's traces URL.
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    #: Share of new traces sampled; a caller's `traceparent` decides for its own traces.
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    #: The `service.name` resource attribute.
+    service_name: str = Field("ai-service", min_length=1)
+
+
+class AuditSettings(_Strict):
+    """An append-only JSON-lines record per call; off while `path` is unset."""
+
+    path: str | None = None
+    #: Rotate when the file would grow past this many bytes; 0 never rotates.
+    max_bytes: int = Field(100 * 1024 * 1024, ge=0)
+    #: Rotated files kept (`audit.jsonl.1` …); older ones are deleted.
+    backup_count: int = Field(5, ge=0)
+    #: Also record the prompt and the answer, after redaction (see `redaction`).
+    include_prompts: bool = False
+
+
+class ObservabilitySettings(_Strict):
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+
+RedactionMode = Literal["off", "redact", "block", "log-only"]
+BuiltinDetector = Literal["email", "phone", "credit_card", "ssn", "ip", "iban", "secret"]
+
+
+class CustomDetector(_Strict):
+    """A user pattern: matches are redacted as `[REDACTED:<NAME>]`."""
+
+    name: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    pattern: str = Field(min_length=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class RedactionSettings(_Strict):
+    """PII detection on prompts (and optionally answers), per model or per key."""
+
+    detectors: tuple[BuiltinDetector, ...] = (
+        "email",
+        "phone",
+        "credit_card",
+        "ssn",
+        "ip",
+        "iban",
+        "secret",
+    )
+    custom: tuple[CustomDetector, ...] = ()
+    #: For every call: `off`, `redact` (before the upstream sees it), `block`
+    #: (FAILED_PRECONDITION) or `log-only` (redact only in the audit log).
+    mode: RedactionMode = "off"
+    #: Per public model; a key's mode (below) wins over its model's.
+    models: dict[str, RedactionMode] = Field(default_factory=dict)
+    #: Per caller key name.
+    keys: dict[str, RedactionMode] = Field(default_factory=dict)
+    #: Also redact answers (unary and streamed) of calls in `redact` or `block` mode.
+    answers: bool = False
+    #: Streamed answers hold back this many characters so a match split across
+    #: chunks is still caught; the longest entity caught whole across chunks.
+    stream_window_chars: int = Field(64, ge=1)
+
+
 class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     limits: RequestLimits = Field(default_factory=RequestLimits)
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
+    shared_state: SharedStateSettings = Field(default_factory=SharedStateSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     providers: tuple[ProviderSettings, ...] = Field(min_length=1)
     models: tuple[ModelSettings, ...] = Field(min_length=1)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
@@ -308,6 +434,18 @@ class GatewayConfig(_Strict):
                 f"server.listen: the demo key is enabled, so only a loopback address may be "
                 f"bound, not {self.server.host!r}; remove the demo key to listen publicly"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _redaction_names_resolve(self) -> GatewayConfig:
+        models = {m.name for m in self.models}
+        for name in self.redaction.models:
+            if name not in models:
+                raise ValueError(f"redaction.models: unknown model {name!r}")
+        keys = {k.name for k in self.auth.keys}
+        for name in self.redaction.keys:
+            if name not in keys:
+                raise ValueError(f"redaction.keys: unknown key {name!r}")
         return self
 
 
@@ -420,6 +558,16 @@ def with_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
         raise ConfigError(_describe(exc)) from None
 
 
+def with_metrics_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
+    """`config` serving /metrics on `listen` instead (`--metrics-listen`)."""
+    tree = config.model_dump()
+    tree["observability"]["metrics"].update(enabled=True, listen=listen)
+    try:
+        return GatewayConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
@@ -441,7 +589,11 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
             # each wire format at its own path.
             "providers": [
                 {"name": "simulator", "kind": "openai", "base_url": f"{simulator_base_url}/v1"},
-                {"name": "simulator-anthropic", "kind": "anthropic", "base_url": simulator_base_url},
+                {
+                    "name": "simulator-anthropic",
+                    "kind": "anthropic",
+                    "base_url": simulator_base_url,
+                },
                 {"name": "simulator-ollama", "kind": "ollama", "base_url": simulator_base_url},
             ],
             "models": [
@@ -451,7 +603,11 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
                     "provider": "simulator-anthropic",
                     "upstream_model": "sim-claude-1",
                 },
-                {"name": "sim-llama", "provider": "simulator-ollama", "upstream_model": "sim-llama-1"},
+                {
+                    "name": "sim-llama",
+                    "provider": "simulator-ollama",
+                    "upstream_model": "sim-llama-1",
+                },
             ],
         },
         env={},

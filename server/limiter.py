@@ -1,21 +1,26 @@
-"""Request rate limits behind one small interface.
+"""Rate limits (requests and tokens per minute) behind one small interface.
 
-`RequestLimiter` is what the rate-limit interceptor talks to. This module holds
-the in-process implementation (a token bucket per key), the default for a single
-process; a Redis-backed one shares the same interface when replicas must share
-limits.
+A `RateLimiter` keeps one token bucket per subject: `take` spends from it if it
+can, `charge` spends (or, with a negative amount, refunds) unconditionally — how
+token budgets reconcile an estimate with the usage the provider reports. The
+in-process implementation is exact for one process; the Redis one holds the same
+limit across every process and replica, atomically, in one round trip per check
+(a Lua script on Redis's own clock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from server.shared_state import RedisUnavailable, SharedRedis
 
 
 @dataclass(frozen=True, slots=True)
 class RateRule:
-    """`per_minute` sustained requests, up to `burst` at once."""
+    """`per_minute` sustained, up to `burst` at once."""
 
     per_minute: int
     burst: int
@@ -28,16 +33,20 @@ class RateRule:
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
-    #: Seconds until a request would be allowed again (0 when allowed).
+    #: Seconds until the amount would be allowed (0 when allowed).
     retry_after: float = 0.0
 
 
 ALLOWED = Decision(True)
 
 
-class RequestLimiter(Protocol):
-    async def acquire(self, subject: str, rule: RateRule) -> Decision:
-        """Take one request from `subject`'s allowance, or say how long to wait."""
+class RateLimiter(Protocol):
+    async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
+        """Spend `amount` from `subject`'s bucket, or say how long to wait."""
+        ...
+
+    async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
+        """Spend (negative: refund) `amount` whatever the balance."""
         ...
 
 
@@ -49,18 +58,14 @@ class _Bucket:
         self.updated = updated
 
 
-class InMemoryRequestLimiter:
-    """A token bucket per subject, refilled continuously; exact within one process."""
+class InMemoryRateLimiter:
+    """Token buckets in this process: exact here, invisible to other processes."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, _Bucket] = {}
-        self._now = time.monotonic
 
-    async def acquire(self, subject: str, rule: RateRule) -> Decision:
-        return self.acquire_now(subject, rule)
-
-    def acquire_now(self, subject: str, rule: RateRule) -> Decision:
-        now = self._now()
+    def _bucket(self, subject: str, rule: RateRule) -> _Bucket:
+        now = time.monotonic()
         bucket = self._buckets.get(subject)
         if bucket is None:
             bucket = self._buckets[subject] = _Bucket(float(rule.burst), now)
@@ -68,7 +73,72 @@ class InMemoryRequestLimiter:
             refill = (now - bucket.updated) * rule.per_second
             bucket.tokens = min(float(rule.burst), bucket.tokens + refill)
             bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        return bucket
+
+    async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
+        bucket = self._bucket(subject, rule)
+        if bucket.tokens >= amount:
+            bucket.tokens -= amount
             return ALLOWED
-        return Decision(False, (1.0 - bucket.tokens) / rule.per_second)
+        return Decision(False, (amount - bucket.tokens) / rule.per_second)
+
+    async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
+        bucket = self._bucket(subject, rule)
+        bucket.tokens = min(float(rule.burst), bucket.tokens - amount)
+
+
+# KEYS[1]: the bucket. ARGV: burst, rate per second, amount, mode ("take" | "charge").
+# Redis's TIME is the one clock every replica shares.
+_TOKEN_BUCKET = """
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 1
+local wait = 0
+if ARGV[4] == 'take' then
+  if tokens >= amount then
+    tokens = tokens - amount
+  else
+    allowed = 0
+    wait = (amount - tokens) / rate
+  end
+else
+  tokens = math.min(burst, tokens - amount)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - math.min(tokens, 0)) / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+class RedisRateLimiter:
+    """Token buckets in Redis: one limit across every process and replica."""
+
+    def __init__(self, shared: SharedRedis) -> None:
+        self._shared = shared
+        self._script = shared.client.register_script(_TOKEN_BUCKET)
+
+    async def _run(self, subject: str, amount: float, rule: RateRule, mode: str) -> Any:
+        key = self._shared.key("limit", subject)
+        args = (rule.burst, rule.per_second, amount, mode)
+        return await self._shared.run(lambda _: self._script(keys=[key], args=args))
+
+    async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
+        try:
+            allowed, wait = await self._run(subject, amount, rule, "take")
+        except RedisUnavailable:
+            if self._shared.fail_open:
+                return ALLOWED
+            raise self._shared.refusal() from None
+        return ALLOWED if int(allowed) else Decision(False, float(wait))
+
+    async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
+        # An unrecorded charge is the lesser harm: the policy applies at the next take.
+        with contextlib.suppress(RedisUnavailable):
+            await self._run(subject, amount, rule, "charge")

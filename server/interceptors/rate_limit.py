@@ -11,11 +11,11 @@ import grpc
 from server.errors import RateLimited
 from server.interceptors.auth import Caller, Continuation, current_caller
 from server.interceptors.rejection import Handler, is_guarded, rejecting_handler
-from server.limiter import RequestLimiter
+from server.limiter import RateLimiter
 
 
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, limiter: RequestLimiter) -> None:
+    def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
 
     async def intercept_service(
@@ -26,7 +26,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             return await continuation(handler_call_details)
         caller = current_caller.get()
         if caller.rate is not None:
-            decision = await self._limiter.acquire(caller.name, caller.rate)
+            decision = await self._limiter.take(f"requests:{caller.name}", 1, caller.rate)
             if not decision.allowed:
                 return rejecting_handler(method, self._refusal(caller, decision.retry_after))
         return await continuation(handler_call_details)

@@ -1,0 +1,90 @@
+"""The Redis that replicas share limits and cache through, and what happens when it fails.
+
+Every call is bounded by `timeout_ms` (the gateway never hangs on a dead Redis).
+After a failure the gateway stops asking for a second and applies the configured
+policy straight away — `open`: carry on without shared limits or cache; `closed`:
+refuse with UNAVAILABLE — then tries again, so it recovers by itself when Redis
+returns. Failures and recoveries are logged once each, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from server.config import SharedStateSettings
+from server.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long to stop asking a Redis that just failed.
+RETRY_AFTER_FAILURE_SECONDS = 1.0
+
+
+class SharedStateUnavailable(GatewayError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "SHARED_STATE_UNAVAILABLE"
+    retryable = True
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer in time (or at all): the caller applies its policy."""
+
+
+class SharedRedis:
+    def __init__(self, settings: SharedStateSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.fail_open = settings.on_failure == "open"
+        self._timeout = settings.timeout_ms / 1000
+        self.client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+            health_check_interval=0,
+        )
+        self._down_until = 0.0
+        self.failures = 0
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def run(self, operation: Callable[[redis.Redis], Awaitable[T]]) -> T:
+        """Run one Redis operation within the timeout, or raise RedisUnavailable."""
+        if time.monotonic() < self._down_until:
+            raise RedisUnavailable("redis failed moments ago")
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await operation(self.client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.failures += 1
+            if self._down_until == 0.0:
+                log.error(
+                    "redis unavailable; applying on_failure=%s",
+                    self.settings.on_failure,
+                    extra={"error": type(exc).__name__},
+                )
+            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+            raise RedisUnavailable(str(exc)) from None
+        if self._down_until != 0.0:
+            log.warning("redis is back")
+            self._down_until = 0.0
+        return result
+
+    def refusal(self) -> SharedStateUnavailable:
+        return SharedStateUnavailable(
+            "the shared rate-limit store is unavailable and the gateway is configured to "
+            "fail closed; retry shortly"
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
