@@ -41,6 +41,11 @@ class AsyncAIClient:
     Every method takes `timeout` (seconds; `None` for no deadline; by default the
     client's `timeout`) and `metadata` (added to the call; keys given replace the
     client's, e.g. another `authorization`). Failed calls raise `AIServiceError`.
+
+    `service_config` is a gRPC service config as JSON text. By default (None) it is
+    `client/service_config.json`: gRPC itself retries UNAVAILABLE (up to 3 attempts,
+    a stream only before its first chunk) and sets per-method deadlines; `""` uses
+    no service config at all.
     """
 
     def __init__(

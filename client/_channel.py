@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from client._service_config import DEFAULT_SERVICE_CONFIG
 from client._tls import TLSOptions
 
 __all__ = ["ChannelOption", "ChannelSpec"]
@@ -40,7 +41,10 @@ class ChannelSpec:
         options: Sequence[ChannelOption],
     ) -> ChannelSpec:
         merged: list[ChannelOption] = [_USER_AGENT]
-        if service_config is not None:
+        if service_config is None:
+            # Retries of UNAVAILABLE and per-method deadlines (client/service_config.json).
+            service_config = DEFAULT_SERVICE_CONFIG
+        if service_config:  # "" opts out: no service config at all
             # gRPC rejects a bad service config only when the channel first connects,
             # with an obscure message; check the JSON here instead.
             try:

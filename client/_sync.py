@@ -41,6 +41,7 @@ class AIClient:
 
     Every method takes `timeout` (seconds; `None` for no deadline; by default the
     client's `timeout`) and `metadata`. Failed calls raise `AIServiceError`.
+    `service_config` None (the default) uses `client/service_config.json`; `""` none.
     """
 
     def __init__(
