@@ -26,6 +26,7 @@ from server.config import (
     load_config,
     split_host_port,
     with_listen,
+    with_metrics_listen,
 )
 from server.observability.logging import configure_logging
 from server.supervisor import Supervisor
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"YAML config file (default: ${CONFIG_ENV_VAR}; none: the embedded demo default)",
     )
     parser.add_argument("--listen", help="HOST:PORT to serve gRPC on (overrides the config)")
+    parser.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT to serve Prometheus /metrics on (default 127.0.0.1:9464; overrides "
+        "the config)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -66,6 +72,8 @@ async def run(args: argparse.Namespace) -> None:
         config = load_config(args.config)
         if args.listen:
             config = with_listen(config, args.listen)
+        if args.metrics_listen:
+            config = with_metrics_listen(config, args.metrics_listen)
         await _serve(Gateway(config, reuse_port=args.reuse_port))
         return
 
@@ -73,6 +81,8 @@ async def run(args: argparse.Namespace) -> None:
 
     async with Simulator(SimulatorConfig(latency_ms=20, tokens_per_second=50)) as simulator:
         config = embedded_default(simulator.base_url, listen=args.listen or "127.0.0.1:50051")
+        if args.metrics_listen:
+            config = with_metrics_listen(config, args.metrics_listen)
         gateway = Gateway(config, reuse_port=args.reuse_port)
         await gateway.start()
         print(_banner(gateway.address, simulator.base_url), flush=True)

@@ -1,7 +1,8 @@
 """Builds the gateway's grpc.aio server and runs it until a signal drains it.
 
-The interceptor list below is the order a call passes through: authentication,
-then rate limiting, then the servicer. Health (the server, AIService and each
+The interceptor list below is the order a call passes through: tracing (when on)
+and telemetry (request id, call record), authentication, then rate limiting,
+then the servicer. Health (the server, AIService and each
 public model) and reflection are served beside AIService and stay open to everyone.
 """
 
@@ -16,18 +17,24 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from protos import ai_service_pb2, ai_service_pb2_grpc
+from server.cache import MemoryCache, RedisCache, ResponseCache
+from server.completions import Completions
 from server.config import GatewayConfig
 from server.dispatch import Dispatcher
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
-from server.interceptors.auth import KeyRing, rate_rule
+from server.interceptors.auth import KeyRing, rate_rule, token_rule
 from server.limiter import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.model_health import ModelHealth
+from server.observability.telemetry import Observability
 from server.providers import Provider, create_provider
+from server.quota import TokenQuota
 from server.routing import Router
 from server.service import AIService
 from server.shared_state import SharedRedis
+from server.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +45,15 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 class Gateway:
     """One gateway server: `await start()`, then `await stop()` (or `async with`)."""
 
-    def __init__(self, config: GatewayConfig, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        reuse_port: bool = False,
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
         self.config = config
+        self.observability = Observability(config.observability, span_exporter)
         self._reuse_port = reuse_port
         self.health = HealthServicer()
         self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
@@ -57,11 +71,24 @@ class Gateway:
         host = self.config.server.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
+    def _response_cache(self) -> ResponseCache | None:
+        if not self.config.cache.enabled:
+            return None
+        if self.shared_redis is not None:
+            return RedisCache(self.shared_redis)
+        return MemoryCache(self.config.cache.max_entries)
+
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         auth = self.config.auth
         keyring = KeyRing(auth, self.config.rate_limit) if auth.enabled else None
-        anonymous = Caller("anonymous", frozenset(), rate_rule(self.config.rate_limit))
+        anonymous = Caller(
+            "anonymous",
+            frozenset(),
+            rate_rule(self.config.rate_limit),
+            token_rule(self.config.rate_limit),
+        )
         return [
+            *self.observability.interceptors(),
             AuthInterceptor(keyring, anonymous),
             RateLimitInterceptor(self.limiter),
         ]
@@ -80,6 +107,9 @@ class Gateway:
         )
         self.router = router
         self.dispatcher = Dispatcher(router, resilience.retries)
+        self.completions = Completions(
+            self.dispatcher, TokenQuota(self.limiter), self._response_cache(), self.config.cache
+        )
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
@@ -91,19 +121,24 @@ class Gateway:
             ],
         )
         ai_service_pb2_grpc.add_AIServiceServicer_to_server(
-            AIService(self.config, router, self.dispatcher), server
+            AIService(self.config, router, self.completions), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(settings.listen)
+            if settings.tls is None:
+                self.port = server.add_insecure_port(settings.listen)
+            else:
+                credentials = server_credentials(settings.tls)
+                self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError as exc:
             await self._close_providers()
             raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
         await server.start()
         self._server = server
+        await self.observability.start(router.deployments, self.config.providers)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
@@ -121,6 +156,7 @@ class Gateway:
         self._server = None
         await self.model_health.close()
         await self._close_providers()
+        await self.observability.close()
         log.info("stopped")
 
     async def _close_providers(self) -> None:

@@ -40,8 +40,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TLSSettings(_Strict):
+    """TLS on the gRPC listener; with `client_ca_file`, mutual TLS (client certificates needed)."""
+
+    cert_file: str
+    key_file: str
+    #: CA bundle that client certificates must chain to; absent: no client certificates.
+    client_ca_file: str | None = None
+
+
 class ServerSettings(_Strict):
     listen: str = "127.0.0.1:50051"
+    #: Serve over TLS (or mutual TLS) instead of plaintext.
+    tls: TLSSettings | None = None
+    #: The demo key is refused on a non-loopback address unless TLS is on and this
+    #: is set: an explicit decision to expose a well-known key.
+    allow_demo_key_off_loopback: bool = False
     #: How long in-flight calls and streams may run on after SIGTERM.
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     #: The deadline of a call whose client set none.
@@ -429,10 +443,13 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"auth.keys[{i}].models: unknown model {name!r}")
         if self.auth.enabled and not self.auth.keys:
             raise ValueError("auth.keys: auth is enabled but no key is configured")
-        if any(k.is_demo for k in self.auth.keys) and not is_loopback(self.server.host):
+        exposed = not is_loopback(self.server.host)
+        explicitly_allowed = self.server.tls is not None and self.server.allow_demo_key_off_loopback
+        if any(k.is_demo for k in self.auth.keys) and exposed and not explicitly_allowed:
             raise ValueError(
                 f"server.listen: the demo key is enabled, so only a loopback address may be "
-                f"bound, not {self.server.host!r}; remove the demo key to listen publicly"
+                f"bound, not {self.server.host!r}; remove the demo key to listen publicly "
+                f"(or, with server.tls, set server.allow_demo_key_off_loopback)"
             )
         return self
 

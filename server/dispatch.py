@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -33,6 +34,7 @@ from server.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from server.observability.hooks import observed_attempt
 from server.resilience import Admission, Budget, RetryBudget, backoff_delay
 from server.routing import DeploymentHandle, ModelRoute, Router
 
@@ -262,23 +264,29 @@ async def guarded_complete(
     budget: Budget,
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
-    try:
-        await handle.limiter.acquire(budget)
-    except BaseException:
-        handle.breaker.abandon(admission)
-        raise
-    try:
-        response = await handle.provider.complete(request, handle.target)
-    except GatewayError as error:
-        handle.breaker.record(admission, failed=counts_against_deployment(error))
-        raise
-    except BaseException:
-        handle.breaker.abandon(admission)
-        raise
-    finally:
-        handle.limiter.release()
-    handle.breaker.record(admission, failed=False)
-    return response
+    with observed_attempt(handle) as attempt:
+        try:
+            await handle.limiter.acquire(budget)
+        except BaseException:
+            handle.breaker.abandon(admission)
+            raise
+        started = time.perf_counter()
+        try:
+            response = await handle.provider.complete(request, handle.target)
+        except GatewayError as error:
+            handle.breaker.record(admission, failed=counts_against_deployment(error))
+            raise
+        except BaseException:
+            handle.breaker.abandon(admission)
+            raise
+        finally:
+            handle.limiter.release()
+            if attempt is not None:
+                attempt.upstream_seconds = time.perf_counter() - started
+        handle.breaker.record(admission, failed=False)
+        if attempt is not None:
+            attempt.took_usage(response.usage, response.model)
+        return response
 
 
 async def guarded_stream(
@@ -288,22 +296,31 @@ async def guarded_stream(
     budget: Budget,
 ) -> ChunkStream:
     """One streaming attempt; the slot is held until the stream ends or is closed."""
-    try:
-        await handle.limiter.acquire(budget)
-    except BaseException:
-        handle.breaker.abandon(admission)
-        raise
-    try:
-        async with contextlib.aclosing(handle.provider.stream(request, handle.target)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    except GatewayError as error:
-        handle.breaker.record(admission, failed=counts_against_deployment(error))
-        raise
-    except BaseException:
-        handle.breaker.abandon(admission)
-        raise
-    else:
-        handle.breaker.record(admission, failed=False)
-    finally:
-        handle.limiter.release()
+    with observed_attempt(handle) as attempt:
+        try:
+            await handle.limiter.acquire(budget)
+        except BaseException:
+            handle.breaker.abandon(admission)
+            raise
+        try:
+            stream = handle.provider.stream(request, handle.target)
+            async with contextlib.aclosing(stream) as chunks:
+                waiting = time.perf_counter()
+                async for chunk in chunks:
+                    if attempt is not None:
+                        # Upstream time only: not the time the chunk spends with the caller.
+                        attempt.upstream_seconds += time.perf_counter() - waiting
+                        if chunk.HasField("usage"):
+                            attempt.took_usage(chunk.usage, chunk.model)
+                    yield chunk
+                    waiting = time.perf_counter()
+        except GatewayError as error:
+            handle.breaker.record(admission, failed=counts_against_deployment(error))
+            raise
+        except BaseException:
+            handle.breaker.abandon(admission)
+            raise
+        else:
+            handle.breaker.record(admission, failed=False)
+        finally:
+            handle.limiter.release()

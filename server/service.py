@@ -28,10 +28,12 @@ from protos.ai_service_pb2 import (
     ListModelsResponse,
     Model,
 )
+from server.completions import Completions
 from server.config import GatewayConfig
-from server.dispatch import Dispatcher
 from server.errors import GatewayError, Internal, StreamInterrupted, abort
 from server.interceptors.auth import current_caller
+from server.observability.hooks import current_call
+from server.policy.redaction import RedactionPolicy, Screening
 from server.policy.validation import validate_for_model, validate_request
 from server.resilience import Budget
 from server.routing import DeploymentHandle, ModelRoute, Router
@@ -51,35 +53,49 @@ _WORKER = str(os.getpid())
 
 
 class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
-    def __init__(self, config: GatewayConfig, router: Router, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: GatewayConfig, router: Router, completions: Completions) -> None:
         self._limits = config.limits
         self._default_deadline = config.server.default_deadline_seconds
         self._router = router
-        self._dispatcher = dispatcher
+        self._completions = completions
+        audit = config.observability.audit
+        self._policy = RedactionPolicy(
+            config.redaction, keep_text=audit.path is not None and audit.include_prompts
+        )
 
-    def _admit(self, request: ChatCompletionRequest) -> ModelRoute:
-        """Everything that can refuse a call before it costs an upstream request."""
+    def _admit(self, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
+        """Everything that can refuse a call before it costs an upstream request; redaction."""
+        call = current_call.get()
+        if call is not None:
+            call.model_requested = request.model
         validate_request(request, self._limits)
-        route = self._router.resolve(request.model, current_caller.get())
+        caller = current_caller.get()
+        route = self._router.resolve(request.model, caller)
         route = self._router.apply_rules(route, request)
         validate_for_model(request, route.model)
-        return route
+        if call is not None:
+            call.route = route
+        screening = self._policy.screening(caller.name, route.name, call)
+        screening.prompt(request)
+        return route, screening
 
     async def ChatCompletion(
         self, request: ChatCompletionRequest, context: Context
     ) -> ChatCompletionResponse:
         try:
-            route = self._admit(request)
+            route, screening = self._admit(request)
             budget = Budget.for_call(context.time_remaining(), self._default_deadline)
             async with budget.bound():
-                outcome = await self._dispatcher.complete(request, route, budget)
+                outcome = await self._completions.complete(
+                    request, route, budget, current_caller.get()
+                )
         except GatewayError as error:
             await abort(context, error)
         except Exception:
             log.exception("ChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"))
         response: ChatCompletionResponse = outcome.value
-        _stamp(response, outcome.handle)
+        screening.answer(response)
         context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
         return response
 
@@ -88,16 +104,21 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[ChatCompletionChunk]:
         delivered = 0
         chars = 0
+        call = current_call.get()
         try:
-            route = self._admit(request)
+            route, screening = self._admit(request)
             budget = Budget.for_call(context.time_remaining(), self._default_deadline)
             async with budget.bound():
-                outcome = await self._dispatcher.open_stream(request, route, budget)
+                outcome = await self._completions.open_stream(
+                    request, route, budget, current_caller.get()
+                )
                 chunk, rest = outcome.value
                 async with contextlib.aclosing(rest):
                     while True:
-                        _stamp(chunk, outcome.handle)
+                        screening.chunk(chunk)
                         chunk.sequence = delivered
+                        if call is not None:
+                            call.saw_first_token()
                         yield chunk
                         delivered += 1
                         chars += sum(len(choice.delta.content) for choice in chunk.choices)
@@ -106,6 +127,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                             chunk = await anext(rest)
                         except StopAsyncIteration:
                             break
+            screening.stream_ended()
             trailers = _outcome_metadata(outcome.handle, outcome.attempts)
             context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
         except GatewayError as error:
@@ -130,13 +152,11 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         )
 
 
-def _stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
-    message.provider = handle.target.provider
-    message.deployment = handle.name
-
-
-def _outcome_metadata(handle: DeploymentHandle, attempts: int) -> tuple[tuple[str, str], ...]:
-    return ((DEPLOYMENT_KEY, handle.name), (ATTEMPTS_KEY, str(attempts)), (WORKER_KEY, _WORKER))
+def _outcome_metadata(
+    handle: DeploymentHandle | None, attempts: int
+) -> tuple[tuple[str, str], ...]:
+    served_by = handle.name if handle is not None else "cache"
+    return ((DEPLOYMENT_KEY, served_by), (ATTEMPTS_KEY, str(attempts)), (WORKER_KEY, _WORKER))
 
 
 def _ending_metadata(last: ChatCompletionChunk) -> tuple[tuple[str, str], ...]:

@@ -36,6 +36,8 @@ class Caller:
     models: frozenset[str]
     #: Its request rate limit; None when unlimited.
     rate: RateRule | None
+    #: Its token rate limit; None when unlimited.
+    tokens: RateRule | None = None
 
     def may_use(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -53,6 +55,15 @@ def rate_rule(settings: RateLimitSettings) -> RateRule | None:
     )
 
 
+def token_rule(settings: RateLimitSettings) -> RateRule | None:
+    if settings.tokens_per_minute == 0:
+        return None
+    return RateRule(
+        per_minute=settings.tokens_per_minute,
+        burst=settings.token_burst or settings.tokens_per_minute,
+    )
+
+
 class KeyRing:
     """The configured caller keys, by digest."""
 
@@ -64,6 +75,7 @@ class KeyRing:
                     name=key.name,
                     models=frozenset(key.models),
                     rate=rate_rule(key.rate_limit or default_rate),
+                    tokens=token_rule(key.rate_limit or default_rate),
                 ),
             )
             for key in settings.keys

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import RateLimited
+from server.errors import GatewayError, RateLimited
 from server.interceptors.auth import Caller, Continuation, current_caller
 from server.interceptors.rejection import Handler, is_guarded, rejecting_handler
 from server.limiter import RateLimiter
@@ -26,7 +26,10 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             return await continuation(handler_call_details)
         caller = current_caller.get()
         if caller.rate is not None:
-            decision = await self._limiter.take(f"requests:{caller.name}", 1, caller.rate)
+            try:
+                decision = await self._limiter.take(f"requests:{caller.name}", 1, caller.rate)
+            except GatewayError as error:  # the shared store is down and policy says closed
+                return rejecting_handler(method, error)
             if not decision.allowed:
                 return rejecting_handler(method, self._refusal(caller, decision.retry_after))
         return await continuation(handler_call_details)

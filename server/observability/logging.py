@@ -1,8 +1,9 @@
 """Structured logs: one JSON object per line on stderr.
 
-Log records carry only what the code puts in them; callers' and providers' keys
-are never passed to a logger (see server/interceptors/auth.py), so a line can be
-shipped anywhere.
+A line logged while an AIService call is served carries its `request_id` (the one
+returned to the caller in `x-request-id`). Log records carry only what the code
+puts in them; callers' and providers' keys are never passed to a logger (see
+server/interceptors/auth.py), so a line can be shipped anywhere.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from typing import Any
 
 import orjson
+
+from server.observability.hooks import current_call
 
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
@@ -26,6 +29,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        call = current_call.get()
+        if call is not None:
+            entry["request_id"] = call.request_id
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value

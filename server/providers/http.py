@@ -33,6 +33,7 @@ import httpx2
 
 from server.config import ProviderSettings
 from server.errors import UpstreamTimeout, UpstreamUnavailable
+from server.observability.propagation import with_trace_headers
 
 
 class UpstreamResponse(Protocol):
@@ -142,7 +143,9 @@ class HttpxClient:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
-        request = self._client.build_request("POST", url, content=body, headers=headers)
+        request = self._client.build_request(
+            "POST", url, content=body, headers=with_trace_headers(headers)
+        )
         with _httpx_errors(self._library, url):
             response = await self._client.send(request, stream=True)
         try:
@@ -226,7 +229,9 @@ class AiohttpClient:
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
         with _aiohttp_errors(url):
-            response = await self._session_now().post(url, data=body, headers=dict(headers))
+            response = await self._session_now().post(
+                url, data=body, headers=dict(with_trace_headers(headers))
+            )
         try:
             yield _AiohttpResponse(response, url)
         finally:

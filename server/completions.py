@@ -1,0 +1,252 @@
+"""Where a call's answer comes from, and what it costs the caller.
+
+Between the servicer and the dispatcher: a cacheable call is first looked up in
+the response cache, and identical cacheable calls in flight at once share one
+upstream call (single-flight); every upstream call reserves its estimated tokens
+from the caller's budget first and settles with the real usage after; a
+finished answer is stored for the next caller. A stream can be served from the
+cache as a stream, and a finished stream fills the cache too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Usage,
+)
+from server.cache import ResponseCache, SingleFlight, cache_key, ttl_for
+from server.config import CacheSettings
+from server.dispatch import ChunkStream, Dispatcher, Outcome
+from server.interceptors.auth import Caller
+from server.observability.hooks import note_cache_lookup
+from server.quota import Reservation, TokenQuota, estimate_chars_as_tokens
+from server.resilience import Budget
+from server.routing import DeploymentHandle, ModelRoute
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Served(Generic[T]):
+    value: T
+    #: The deployment that answered; None when the answer came from the cache.
+    handle: DeploymentHandle | None
+    attempts: int
+
+
+class Completions:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        quota: TokenQuota,
+        cache: ResponseCache | None,
+        settings: CacheSettings,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._quota = quota
+        self._cache = cache
+        self._settings = settings
+        self.flights: SingleFlight[Outcome[ChatCompletionResponse]] = SingleFlight()
+
+    def _key(self, request: ChatCompletionRequest) -> str | None:
+        if self._cache is None:
+            return None
+        return cache_key(request, self._settings)
+
+    async def complete(
+        self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
+    ) -> Served[ChatCompletionResponse]:
+        key = self._key(request)
+        if key is None:
+            outcome = await self._charged(request, route, budget, caller)
+            return Served(outcome.value, outcome.handle, outcome.attempts)
+        cached = await self._lookup(key)
+        if cached is not None:
+            return Served(cached, None, 0)
+
+        async def fetch_and_store() -> Outcome[ChatCompletionResponse]:
+            outcome = await self._charged(request, route, budget, caller)
+            await self._store(key, outcome.value, request)
+            return outcome
+
+        outcome, shared = await self.flights.run(key, fetch_and_store)
+        response = outcome.value
+        if shared:  # every waiter gets its own copy to stamp
+            response = ChatCompletionResponse()
+            response.CopyFrom(outcome.value)
+        return Served(response, outcome.handle, outcome.attempts)
+
+    async def open_stream(
+        self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
+    ) -> Served[tuple[ChatCompletionChunk, ChunkStream]]:
+        key = self._key(request)
+        if key is not None:
+            cached = await self._lookup(key)
+            if cached is not None:
+                chunks = replay(cached)
+                return Served((await anext(chunks), chunks), None, 0)
+        reservation = await self._quota.reserve(caller, request, route.model)
+        try:
+            outcome = await self._dispatcher.open_stream(request, route, budget)
+        except BaseException:
+            await _settle_shielded(self._quota, reservation, 0)
+            raise
+        first, rest = outcome.value
+        relayed = self._settled_stream(first, rest, outcome.handle, reservation, key, request)
+        return Served((await anext(relayed), relayed), outcome.handle, outcome.attempts)
+
+    async def _charged(
+        self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
+    ) -> Outcome[ChatCompletionResponse]:
+        reservation = await self._quota.reserve(caller, request, route.model)
+        used = 0
+        try:
+            outcome = await self._dispatcher.complete(request, route, budget)
+            stamp(outcome.value, outcome.handle)
+            used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
+            return outcome
+        finally:
+            await _settle_shielded(self._quota, reservation, used)
+
+    async def _settled_stream(
+        self,
+        first: ChatCompletionChunk,
+        rest: ChunkStream,
+        handle: DeploymentHandle,
+        reservation: Reservation | None,
+        key: str | None,
+        request: ChatCompletionRequest,
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """Relay the stream; settle the tokens however it ends; cache it if it finished."""
+        answer = _Assembler()
+        finished = False
+        try:
+            async with contextlib.aclosing(rest):
+                chunk: ChatCompletionChunk | None = first
+                while chunk is not None:
+                    stamp(chunk, handle)
+                    answer.add(chunk)
+                    yield chunk
+                    chunk = await anext(rest, None)
+            finished = True
+        finally:
+            used = answer.usage.total_tokens
+            if not used and reservation is not None:
+                used = reservation.prompt_estimate + estimate_chars_as_tokens(answer.chars)
+            await _settle_shielded(self._quota, reservation, used)
+        if finished and key is not None:
+            await self._store(key, answer.response(), request)
+
+    async def _lookup(self, key: str) -> ChatCompletionResponse | None:
+        assert self._cache is not None
+        payload = await self._cache.get(key)
+        note_cache_lookup(payload is not None)
+        if payload is None:
+            return None
+        response = ChatCompletionResponse.FromString(payload)
+        response.cached = True
+        return response
+
+    async def _store(
+        self, key: str, response: ChatCompletionResponse, request: ChatCompletionRequest
+    ) -> None:
+        if self._cache is not None and response.choices:
+            await self._cache.put(
+                key, response.SerializeToString(), ttl_for(request, self._settings)
+            )
+
+
+def stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
+    """Name the deployment that served the answer (a cached answer keeps the first one)."""
+    message.provider = handle.target.provider
+    message.deployment = handle.name
+
+
+_settling: set[asyncio.Future[None]] = set()
+
+
+async def _settle_shielded(quota: TokenQuota, reservation: Reservation | None, used: int) -> None:
+    """Settle even when the call is being cancelled: the upstream may have spent the tokens."""
+    if reservation is None:
+        return
+    settling = asyncio.ensure_future(quota.settle(reservation, used))
+    try:
+        await asyncio.shield(settling)
+    except asyncio.CancelledError:
+        _settling.add(settling)  # keep it alive until done; the cancellation goes on
+        settling.add_done_callback(_settling.discard)
+        raise
+
+
+class _Assembler:
+    """Builds the whole answer back from a stream's chunks (for the cache and the quota)."""
+
+    def __init__(self) -> None:
+        self._response = ChatCompletionResponse()
+        self.usage = Usage()
+        self.chars = 0
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        response = self._response
+        if not response.id:
+            response.id, response.model, response.created = chunk.id, chunk.model, chunk.created
+            response.provider, response.deployment = chunk.provider, chunk.deployment
+        for piece in chunk.choices:
+            while len(response.choices) <= piece.index:
+                response.choices.add(index=len(response.choices)).message.role = "assistant"
+            choice = response.choices[piece.index]
+            choice.message.content += piece.delta.content
+            self.chars += len(piece.delta.content)
+            for delta in piece.delta.tool_calls:
+                while len(choice.message.tool_calls) <= delta.index:
+                    choice.message.tool_calls.add()
+                call = choice.message.tool_calls[delta.index]
+                call.id = call.id or delta.id
+                call.type = call.type or delta.type
+                call.function.name = call.function.name or delta.function.name
+                call.function.arguments += delta.function.arguments
+            if piece.finish_reason:
+                choice.finish_reason = piece.finish_reason
+        if chunk.HasField("usage"):
+            self.usage.CopyFrom(chunk.usage)
+
+    def response(self) -> ChatCompletionResponse:
+        self._response.usage.CopyFrom(self.usage)
+        return self._response
+
+
+async def replay(response: ChatCompletionResponse) -> ChunkStream:
+    """A cached answer as a stream: the message in one chunk, then finish and usage."""
+    for choice in response.choices:
+        chunk = _chunk_like(response)
+        piece = chunk.choices.add(index=choice.index)
+        piece.delta.role = "assistant"
+        piece.delta.content = choice.message.content
+        for i, call in enumerate(choice.message.tool_calls):
+            delta = piece.delta.tool_calls.add(index=i, id=call.id, type=call.type)
+            delta.function.CopyFrom(call.function)
+        yield chunk
+    last = _chunk_like(response)
+    for choice in response.choices:
+        last.choices.add(index=choice.index, finish_reason=choice.finish_reason)
+    last.usage.CopyFrom(response.usage)
+    yield last
+
+
+def _chunk_like(response: ChatCompletionResponse) -> ChatCompletionChunk:
+    return ChatCompletionChunk(
+        id=response.id,
+        model=response.model,
+        provider=response.provider,
+        deployment=response.deployment,
+        created=response.created,
+        cached=True,
+    )

@@ -1,0 +1,141 @@
+"""The first interceptor: a request id and a `CallRecord` for every AIService call.
+
+The request id is the caller's `x-request-id` (when it is a sane token) or a new
+one; it goes back to the caller in the initial metadata, into every log line of
+the call (`observability/logging.py`) and into the audit record. The record is
+put in `current_call` for the interceptors and the servicer after this one, and
+closed with the call's status whoever ended it: the servicer, an interceptor's
+refusal, or the caller cancelling. Health and reflection pass untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from server.errors import STATUS_DETAILS_KEY
+from server.interceptors.auth import Continuation, Metadata, current_caller
+from server.interceptors.rejection import Handler, is_guarded
+from server.observability.hooks import CallRecord, Observer, current_call
+
+REQUEST_ID_KEY = "x-request-id"
+# A caller's id is echoed into logs and metadata: only a plain token is taken.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def request_id_of(metadata: Metadata | None) -> str:
+    for name, value in metadata or ():
+        if name == REQUEST_ID_KEY and isinstance(value, str) and _SANE_REQUEST_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self._observers = tuple(observers)
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        method = handler_call_details.method
+        if not is_guarded(method):
+            return await continuation(handler_call_details)
+        call = CallRecord(
+            self._observers,
+            request_id_of(handler_call_details.invocation_metadata),
+            method.rsplit("/", 1)[-1],
+            streaming=False,
+        )
+        current_call.set(call)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        # AIService's methods are all unary-request; the stubs type the aio behaviours
+        # as the sync ones.
+        if handler.unary_stream is not None:
+            call.streaming = True
+            return grpc.unary_stream_rpc_method_handler(
+                _observed_stream(call, handler.unary_stream),  # type: ignore[arg-type]
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            _observed_unary(call, handler.unary_unary),  # type: ignore[arg-type]
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+
+def _observed_unary(
+    call: CallRecord, behavior: Callable[[Any, Context], Awaitable[Any]]
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def unary(request: Any, context: Context) -> Any:
+        await _begin(call, context)
+        try:
+            response = await behavior(request, context)
+        except BaseException as exc:
+            _end(call, context, exc)
+            raise
+        _end(call, context, None)
+        return response
+
+    return unary
+
+
+def _observed_stream(
+    call: CallRecord, behavior: Callable[[Any, Context], AsyncGenerator[Any, None]]
+) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
+    async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+        await _begin(call, context)
+        try:
+            # Closed at once when the caller leaves, so the upstream stream is too.
+            async with contextlib.aclosing(behavior(request, context)) as items:
+                async for item in items:
+                    yield item
+        except BaseException as exc:
+            _end(call, context, exc)
+            raise
+        _end(call, context, None)
+
+    return stream
+
+
+async def _begin(call: CallRecord, context: Context) -> None:
+    await context.send_initial_metadata(((REQUEST_ID_KEY, call.request_id),))
+    caller = current_caller.get(None)  # set by the auth interceptor, after this one
+    if caller is not None:
+        call.key = caller.name
+    call.begin()
+
+
+def _end(call: CallRecord, context: Context, error: BaseException | None) -> None:
+    if error is None:
+        call.end(grpc.StatusCode.OK, "")
+        return
+    if isinstance(error, asyncio.CancelledError):
+        call.end(grpc.StatusCode.CANCELLED, "CANCELLED")
+        return
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    call.end(code, _reason(context.trailing_metadata()))
+
+
+def _reason(trailers: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The ErrorInfo reason every gateway refusal carries (errors.to_rpc_status)."""
+    for name, value in trailers or ():
+        if name == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return ""

@@ -1,0 +1,186 @@
+"""The few points where the data path reports to observers: one record per call.
+
+The telemetry interceptor opens a `CallRecord` for every AIService call and puts
+it in `current_call`; the servicer fills in what it learns (model, first token,
+redaction findings, the answer for the audit log); `dispatch.guarded_*` open and
+close an `AttemptRecord` per upstream attempt. Observers (metrics, tracing, the
+audit log) implement `Observer` and see only those four moments, so the hot path
+holds a handful of field writes and, when every observer is off, no calls at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from server.errors import GatewayError
+
+if TYPE_CHECKING:
+    from protos.ai_service_pb2 import Usage
+    from server.routing import DeploymentHandle, ModelRoute
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One upstream attempt: a deployment tried for a call."""
+
+    handle: DeploymentHandle
+    #: 1 for the first attempt of the call; above 1 it is a retry (or a hedge).
+    number: int
+    #: Served by a fallback model's deployment, not the requested model's own.
+    fallback: bool
+    #: Seconds spent waiting on the upstream (for a stream: not the time its
+    #: chunks spent with the caller).
+    upstream_seconds: float = 0.0
+    #: The gateway error's reason, or `CANCELLED`; None while it succeeded.
+    error: str | None = None
+    response_model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: Whatever an observer keeps for the attempt (the tracing span).
+    span: Any = None
+
+    def took_usage(self, usage: Usage, model: str) -> None:
+        self.response_model = model
+        self.input_tokens = usage.prompt_tokens
+        self.output_tokens = usage.completion_tokens
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Everything observers learn about one call, filled in as it happens."""
+
+    observers: Sequence[Observer]
+    request_id: str
+    #: The RPC method's short name (`ChatCompletion`).
+    method: str
+    streaming: bool
+    started: float = field(default_factory=time.perf_counter)
+    time: float = field(default_factory=time.time)
+    #: The caller key's configured name ("" before authentication).
+    key: str = ""
+    #: What the request asked for, verbatim (audit only: unbounded).
+    model_requested: str = ""
+    #: The public model that routed it ("" when refused before routing); metric label.
+    route: ModelRoute | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    #: The attempt whose answer the caller got.
+    served_by: AttemptRecord | None = None
+    first_token: float | None = None
+    ended: float | None = None
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    reason: str = ""
+    #: None: no cache lookup happened.
+    cache_hit: bool | None = None
+    #: PII kinds the redaction policy found in the prompt and the answer.
+    pii: set[str] = field(default_factory=set)
+    #: Prompt and answer text (already redacted) when the audit log keeps them.
+    prompt: str | None = None
+    answer: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.route.name if self.route is not None else ""
+
+    @property
+    def duration(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    @property
+    def upstream_seconds(self) -> float:
+        return sum(attempt.upstream_seconds for attempt in self.attempts)
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Time in the gateway itself: the call less its upstream waits (never negative:
+        hedged attempts overlap)."""
+        return max(self.duration - self.upstream_seconds, 0.0)
+
+    def begin(self) -> None:
+        for observer in self.observers:
+            observer.call_started(self)
+
+    def attempt_started(self, handle: DeploymentHandle) -> AttemptRecord:
+        fallback = self.route is not None and not self.route.uses(handle)
+        attempt = AttemptRecord(handle, len(self.attempts) + 1, fallback)
+        self.attempts.append(attempt)
+        for observer in self.observers:
+            observer.attempt_started(self, attempt)
+        return attempt
+
+    def attempt_ended(self, attempt: AttemptRecord, error: str | None) -> None:
+        attempt.error = error
+        if error is None:
+            self.served_by = attempt
+        for observer in self.observers:
+            observer.attempt_ended(self, attempt)
+
+    def saw_first_token(self) -> None:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+
+    def end(self, code: grpc.StatusCode, reason: str) -> None:
+        self.ended = time.perf_counter()
+        self.code = code
+        self.reason = reason
+        for observer in self.observers:
+            observer.call_ended(self)
+
+
+class Observer:
+    """Metrics, tracing and the audit log: each sees the same moments of a call and
+    overrides the ones it needs."""
+
+    def call_started(self, call: CallRecord) -> None:
+        pass
+
+    def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
+        pass
+
+    def attempt_ended(self, call: CallRecord, attempt: AttemptRecord) -> None:
+        pass
+
+    def call_ended(self, call: CallRecord) -> None:
+        pass
+
+
+#: The call being served by this task (None outside an AIService call).
+current_call: ContextVar[CallRecord | None] = ContextVar("current_call", default=None)
+
+
+def note_cache_lookup(hit: bool) -> None:
+    """The response cache was asked for the current call's answer."""
+    call = current_call.get()
+    if call is not None:
+        call.cache_hit = hit
+
+
+@contextlib.contextmanager
+def observed_attempt(handle: DeploymentHandle) -> Iterator[AttemptRecord | None]:
+    """An upstream attempt of the current call, reported to its observers (None: no call)."""
+    call = current_call.get()
+    if call is None:
+        yield None
+        return
+    attempt = call.attempt_started(handle)
+    try:
+        yield attempt
+    except BaseException as exc:
+        call.attempt_ended(attempt, _reason_of(exc))
+        raise
+    call.attempt_ended(attempt, None)
+
+
+def _reason_of(error: BaseException) -> str:
+    if isinstance(error, GatewayError):
+        return error.reason
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"  # the caller left, or a hedge lost the race
+    return type(error).__name__

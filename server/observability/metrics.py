@@ -1,0 +1,266 @@
+"""Prometheus metrics: what the calls did (an `Observer`) and what the deployments are doing.
+
+Labels are bounded by the configuration: method, public model, key *name*, provider,
+deployment, status code, error reason. A model the caller merely asked for never
+becomes a label (an unknown name would mint a new series per typo). Token and
+latency metrics carry the OpenTelemetry GenAI names (`gen_ai.client.token.usage` →
+`gen_ai_client_token_usage`, `gen_ai.client.operation.duration` →
+`gen_ai_client_operation_duration_seconds`, `gen_ai.server.time_to_first_token` →
+`gen_ai_server_time_to_first_token_seconds`).
+
+Deployment state (circuit, upstream requests in flight and queued, connection-pool
+use) is read when scraped, so it costs the data path nothing.
+
+Several worker processes: set `PROMETHEUS_MULTIPROC_DIR` to an empty directory for
+all of them; prometheus-client then keeps counters in shared files and `/metrics`
+(any worker's) sums them. The scrape-time deployment gauges are the answering
+worker's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from server.config import MetricsSettings, ProviderSettings, split_host_port
+from server.observability.hooks import AttemptRecord, CallRecord, Observer
+from server.resilience import CircuitState
+from server.routing import DeploymentHandle
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The gateway's own share of a call is micro- to milliseconds.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+# The GenAI conventions' advised boundaries for token counts.
+_TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
+_CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
+def multiprocess_dir() -> str | None:
+    # prometheus-client itself switches to shared files on this variable at import.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics(Observer):
+    """The call metrics, as an `Observer` of every call."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def histogram(
+            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+        ) -> Histogram:
+            return Histogram(name, doc, labels, registry=registry, buckets=buckets)
+
+        self.requests = counter(
+            "ai_gateway_requests", "AIService calls by outcome.", ("method", "model", "key", "code")
+        )
+        self.duration = histogram(
+            "ai_gateway_request_duration_seconds",
+            "Whole AIService calls, as the gateway saw them.",
+            ("method", "model", "code"),
+            _LATENCY_BUCKETS,
+        )
+        self.overhead = histogram(
+            "ai_gateway_overhead_duration_seconds",
+            "Time a call spent in the gateway itself: its duration less its upstream waits.",
+            ("method",),
+            _OVERHEAD_BUCKETS,
+        )
+        self.upstream = histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "Upstream attempts (gen_ai.client.operation.duration).",
+            ("gen_ai_system", "gen_ai_request_model", "provider", "deployment", "error_type"),
+            _LATENCY_BUCKETS,
+        )
+        self.first_token = histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Streams: call start to first chunk (gen_ai.server.time_to_first_token).",
+            ("model",),
+            _LATENCY_BUCKETS,
+        )
+        self.tokens = histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per served call, input and output (gen_ai.client.token.usage).",
+            ("gen_ai_system", "gen_ai_request_model", "gen_ai_token_type", "model", "deployment"),
+            _TOKEN_BUCKETS,
+        )
+        self.retries = counter(
+            "ai_gateway_retries", "Upstream attempts after a call's first.", ("model",)
+        )
+        self.fallbacks = counter(
+            "ai_gateway_fallbacks",
+            "Upstream attempts on a fallback model's deployment.",
+            ("model", "deployment"),
+        )
+        self.cache = counter(
+            "ai_gateway_cache_lookups", "Response-cache lookups.", ("model", "result")
+        )
+        self.rate_limited = counter(
+            "ai_gateway_rate_limited", "Calls refused by the key's rate limit.", ("key",)
+        )
+        self.in_flight = Gauge(
+            "ai_gateway_calls_in_flight",
+            "AIService calls (and streams) being served.",
+            ("method",),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+    def call_started(self, call: CallRecord) -> None:
+        self.in_flight.labels(call.method).inc()
+
+    def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
+        if attempt.number > 1:
+            self.retries.labels(call.model).inc()
+        if attempt.fallback:
+            self.fallbacks.labels(call.model, attempt.handle.name).inc()
+
+    def attempt_ended(self, call: CallRecord, attempt: AttemptRecord) -> None:
+        handle = attempt.handle
+        self.upstream.labels(
+            handle.provider.kind,
+            handle.target.upstream_model,
+            handle.target.provider,
+            handle.name,
+            attempt.error or "",
+        ).observe(attempt.upstream_seconds)
+
+    def call_ended(self, call: CallRecord) -> None:
+        method, model, code = call.method, call.model, call.code.name
+        self.in_flight.labels(method).dec()
+        self.requests.labels(method, model, call.key, code).inc()
+        self.duration.labels(method, model, code).observe(call.duration)
+        self.overhead.labels(method).observe(call.overhead_seconds)
+        if call.reason == "RATE_LIMITED":
+            self.rate_limited.labels(call.key).inc()
+        if call.cache_hit is not None:
+            self.cache.labels(model, "hit" if call.cache_hit else "miss").inc()
+        if call.first_token is not None:
+            self.first_token.labels(model).observe(call.first_token - call.started)
+        served = call.served_by
+        if served is not None and call.code.name == "OK":
+            handle = served.handle
+            labels = (handle.provider.kind, handle.target.upstream_model)
+            self.tokens.labels(*labels, "input", model, handle.name).observe(served.input_tokens)
+            self.tokens.labels(*labels, "output", model, handle.name).observe(served.output_tokens)
+
+
+class DeploymentCollector(Collector):
+    """Deployment state, read at scrape time from the router's live objects."""
+
+    def __init__(
+        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
+    ) -> None:
+        self._deployments = tuple(deployments)
+        self._pool_max = {p.name: p.pool.max_connections for p in providers}
+
+    def collect(self) -> Iterator[Metric]:
+        circuit = GaugeMetricFamily(
+            "ai_gateway_circuit_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            labels=("deployment",),
+        )
+        in_flight = GaugeMetricFamily(
+            "ai_gateway_upstream_in_flight",
+            "Upstream requests in flight per deployment.",
+            labels=("deployment",),
+        )
+        queued = GaugeMetricFamily(
+            "ai_gateway_upstream_queued",
+            "Calls waiting for a deployment's concurrency slot.",
+            labels=("deployment",),
+        )
+        in_use: dict[str, int] = defaultdict(int)
+        for handle in self._deployments:
+            circuit.add_metric((handle.name,), _CIRCUIT_VALUE[handle.breaker.state])
+            in_flight.add_metric((handle.name,), handle.limiter.in_flight)
+            queued.add_metric((handle.name,), handle.limiter.queued)
+            # An HTTP/1.1 request in flight holds one pooled connection.
+            in_use[handle.target.provider] += handle.limiter.in_flight
+        pool = GaugeMetricFamily(
+            "ai_gateway_upstream_connections_in_use",
+            "Pooled upstream connections busy per provider (one per request in flight).",
+            labels=("provider",),
+        )
+        pool_max = GaugeMetricFamily(
+            "ai_gateway_upstream_connections_max",
+            "The provider's configured pool size (pool.max_connections).",
+            labels=("provider",),
+        )
+        for provider, limit in self._pool_max.items():
+            pool.add_metric((provider,), in_use[provider])
+            pool_max.add_metric((provider,), limit)
+        yield from (circuit, in_flight, queued, pool, pool_max)
+
+
+class MetricsServer:
+    """`GET /metrics` on its own HTTP port, rendered off the event loop."""
+
+    def __init__(self, settings: MetricsSettings, registry: CollectorRegistry) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = split_host_port(self._settings.listen)
+        site = web.TCPSite(runner, host, port, reuse_port=multiprocess_dir() is not None)
+        try:
+            await site.start()
+        except OSError as exc:
+            # Metrics are never worth an inference outage: say so loudly and serve on.
+            await runner.cleanup()
+            log.error(
+                "metrics NOT served: cannot listen",
+                extra={"address": self._settings.listen, "error": exc.strerror},
+            )
+            return
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("metrics listening", extra={"address": f"{host}:{self.port}"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # Rendering walks every series (and, multiprocess, reads files): a thread's job.
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, generate_latest, self._registry
+        )
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def registries() -> tuple[CollectorRegistry, CollectorRegistry]:
+    """(where metrics are recorded, what /metrics serves): the same registry in one
+    process; with PROMETHEUS_MULTIPROC_DIR, a served one that sums every worker's files."""
+    recording = CollectorRegistry()
+    if multiprocess_dir() is None:
+        return recording, recording
+    served = CollectorRegistry()
+    MultiProcessCollector(served)  # type: ignore[no-untyped-call]
+    return recording, served

@@ -1,0 +1,66 @@
+"""One gateway's observability, built from `observability` in the config: metrics,
+tracing and the audit log as call observers, the interceptors that feed them, the
+`/metrics` server, and their orderly close (the audit queue drained last)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import grpc
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from server.config import ObservabilitySettings, ProviderSettings
+from server.interceptors.telemetry import TelemetryInterceptor
+from server.observability.audit import AuditLog
+from server.observability.hooks import Observer
+from server.observability.metrics import (
+    DeploymentCollector,
+    Metrics,
+    MetricsServer,
+    registries,
+)
+from server.observability.tracing import Tracing
+from server.routing import DeploymentHandle
+
+
+class Observability:
+    def __init__(
+        self, settings: ObservabilitySettings, span_exporter: SpanExporter | None = None
+    ) -> None:
+        """`span_exporter` (tests, benchmarks) turns tracing on with that exporter."""
+        self._settings = settings
+        self._recording, self._served = registries()
+        self.metrics = Metrics(self._recording) if settings.metrics.enabled else None
+        self.metrics_server: MetricsServer | None = None
+        tracing_on = span_exporter is not None or settings.tracing.exporter != "none"
+        self.tracing = Tracing(settings.tracing, span_exporter) if tracing_on else None
+        self.audit = AuditLog(settings.audit) if settings.audit.path is not None else None
+        self.observers: tuple[Observer, ...] = tuple(
+            o for o in (self.metrics, self.tracing, self.audit) if o is not None
+        )
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """First in the call order. The OTel interceptor, when tracing, wraps ours, so
+        its server span is current while the call record closes."""
+        tracing = [self.tracing.server_interceptor()] if self.tracing is not None else []
+        return [*tracing, TelemetryInterceptor(self.observers)]
+
+    async def start(
+        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
+    ) -> None:
+        if self.metrics is None:
+            return
+        self._served.register(DeploymentCollector(deployments, providers))
+        self.metrics_server = MetricsServer(self._settings.metrics, self._served)
+        await self.metrics_server.start()
+
+    async def close(self) -> None:
+        """After the gRPC server stopped: every call has ended and been recorded."""
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        loop = asyncio.get_running_loop()
+        if self.tracing is not None:
+            await loop.run_in_executor(None, self.tracing.shutdown)
+        if self.audit is not None:
+            await loop.run_in_executor(None, self.audit.close)

@@ -1,0 +1,213 @@
+"""PII redaction: find sensitive data in prompts (and answers) and act per model or key.
+
+Modes (`redaction.mode`, overridden per model, and per key above that):
+
+* `redact` — matches become `[REDACTED:EMAIL]` before the upstream sees the prompt;
+* `block` — the call fails FAILED_PRECONDITION naming the kinds found;
+* `log-only` — the call goes on untouched; the audit log notes the kinds found
+  and, if it keeps prompts, keeps them redacted;
+* `off` — no scan at all.
+
+With `answers: true`, answers of calls in `redact` or `block` mode are redacted
+too; a streamed answer holds back `stream_window_chars` so a match split across
+chunks is still caught (`StreamRedactor`). The audit log never keeps unredacted
+text, whatever the mode. Patterns are compiled once, at start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
+from server.config import RedactionMode, RedactionSettings
+from server.errors import GatewayError
+from server.observability.hooks import CallRecord
+from server.policy.detectors import BUILTIN, Detector
+
+
+class SensitiveDataBlocked(GatewayError):
+    """The prompt holds data this model or key may not send upstream."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "SENSITIVE_DATA"
+
+    def __init__(self, kinds: Iterable[str]) -> None:
+        names = ",".join(sorted(kinds))
+        super().__init__(
+            f"the request contains sensitive data ({names}), which this model or key may not "
+            f"send; remove it and retry",
+            metadata={"kinds": names},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    start: int
+    end: int
+
+
+class Redactor:
+    """The configured detectors, scanned in one pass where they can be combined."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self._detectors = {f"d{i}": detector for i, detector in enumerate(detectors)}
+        self._pattern = re.compile(
+            "|".join(f"(?P<{group}>{d.pattern})" for group, d in self._detectors.items())
+        )
+
+    def find(self, text: str) -> list[Finding]:
+        findings = []
+        for match in self._pattern.finditer(text):
+            group = match.lastgroup
+            assert group is not None
+            detector = self._detectors[group]
+            if detector.check is None or detector.check(match.group()):
+                findings.append(Finding(detector.kind, match.start(), match.end()))
+        return findings
+
+    def redact(self, text: str, findings: Sequence[Finding] | None = None) -> str:
+        findings = self.find(text) if findings is None else findings
+        if not findings:
+            return text
+        pieces: list[str] = []
+        at = 0
+        for found in findings:
+            pieces += (text[at : found.start], f"[REDACTED:{found.kind}]")
+            at = found.end
+        pieces.append(text[at:])
+        return "".join(pieces)
+
+
+def redactor_for(settings: RedactionSettings) -> Redactor:
+    detectors = [BUILTIN[name] for name in BUILTIN if name in settings.detectors]
+    detectors += [Detector(custom.name, f"(?:{custom.pattern})") for custom in settings.custom]
+    return Redactor(detectors)
+
+
+class Screening:
+    """The policy applied to one call: its prompt at admission, then its answer."""
+
+    def __init__(
+        self,
+        redactor: Redactor,
+        mode: RedactionMode,
+        call: CallRecord | None,
+        *,
+        answers: bool,
+        window: int,
+        keep_text: bool,
+    ) -> None:
+        self._redactor = redactor
+        self._mode = mode
+        self._call = call
+        self._redact_answers = answers and mode in ("redact", "block")
+        self._window = window
+        # The audit log's copy of the answer, when it keeps prompts.
+        self._answer: list[str] | None = [] if keep_text and call is not None else None
+        self._stream: StreamRedactor | None = None
+
+    def prompt(self, request: ChatCompletionRequest) -> None:
+        """Block, redact or note what the prompt holds; keep it for the audit log."""
+        found: set[str] = set()
+        if self._mode != "off":
+            for message in request.messages:
+                findings = self._redactor.find(message.content)
+                found.update(f.kind for f in findings)
+                if findings and self._mode == "redact":
+                    message.content = self._redactor.redact(message.content, findings)
+            if found and self._mode == "block":
+                raise SensitiveDataBlocked(found)
+        if self._call is not None:
+            self._call.pii |= found
+            if self._answer is not None:
+                text = "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+                self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
+
+    def answer(self, response: ChatCompletionResponse) -> None:
+        for choice in response.choices:
+            self._answer_text(choice.message.content)
+            if self._redact_answers:
+                choice.message.content = self._redactor.redact(choice.message.content)
+        self._finish()
+
+    def chunk(self, chunk: ChatCompletionChunk) -> None:
+        if self._redact_answers:
+            if self._stream is None:
+                self._stream = StreamRedactor(self._redactor, self._window)
+            self._stream.apply(chunk)
+        for choice in chunk.choices:
+            self._answer_text(choice.delta.content)
+
+    def stream_ended(self) -> None:
+        self._finish()
+
+    def _answer_text(self, text: str) -> None:
+        if self._answer is not None:
+            self._answer.append(text)
+
+    def _finish(self) -> None:
+        if self._call is None:
+            return
+        if self._stream is not None:
+            self._call.pii |= self._stream.found
+        if self._answer is not None:
+            self._call.answer = self._redactor.redact("".join(self._answer))
+
+
+class StreamRedactor:
+    """Redacts a streamed answer, holding back a window of text per choice.
+
+    Text is released once `window` more characters have arrived after it, so an
+    entity split across chunks is whole when scanned; a match that straddles the
+    release point is held back entire. The chunk that carries a finish reason
+    releases everything.
+    """
+
+    def __init__(self, redactor: Redactor, window: int) -> None:
+        self._redactor = redactor
+        self._window = window
+        self._held: dict[int, str] = {}
+        self.found: set[str] = set()
+
+    def apply(self, chunk: ChatCompletionChunk) -> None:
+        for choice in chunk.choices:
+            text = self._held.pop(choice.index, "") + choice.delta.content
+            findings = self._redactor.find(text)
+            cut = len(text) if choice.finish_reason else len(text) - self._window
+            for found in findings:
+                if found.start < cut < found.end:
+                    cut = found.start
+            cut = max(cut, 0)
+            released = [f for f in findings if f.end <= cut]
+            self.found.update(f.kind for f in released)
+            if cut < len(text):
+                self._held[choice.index] = text[cut:]
+            choice.delta.content = self._redactor.redact(text[:cut], released)
+
+
+class RedactionPolicy:
+    """The configured modes, and a `Screening` per call."""
+
+    def __init__(self, settings: RedactionSettings, *, keep_text: bool) -> None:
+        self._settings = settings
+        self._redactor = redactor_for(settings)
+        self._keep_text = keep_text
+
+    def mode_for(self, key: str, model: str) -> RedactionMode:
+        settings = self._settings
+        return settings.keys.get(key) or settings.models.get(model) or settings.mode
+
+    def screening(self, key: str, model: str, call: CallRecord | None) -> Screening:
+        return Screening(
+            self._redactor,
+            self.mode_for(key, model),
+            call,
+            answers=self._settings.answers,
+            window=self._settings.stream_window_chars,
+            keep_text=self._keep_text,
+        )

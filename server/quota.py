@@ -1,0 +1,83 @@
+"""Token budgets: reserve an estimate before the call, settle with the real usage after.
+
+The estimate is the prompt's characters / 4 plus the most the call may generate
+(its max_tokens, or the model's default). It is taken from the caller's
+tokens-per-minute bucket before any upstream call (refused: RESOURCE_EXHAUSTED
+with RetryInfo); once the provider reports usage the difference is charged or
+refunded, and a call that failed before any usage is refunded whole. A stream
+cut short is settled from what it delivered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from protos.ai_service_pb2 import ChatCompletionRequest
+from server.config import ModelSettings
+from server.errors import RateLimited
+from server.interceptors.auth import Caller
+from server.limiter import RateLimiter, RateRule
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    subject: str
+    rule: RateRule
+    tokens: int
+    prompt_estimate: int
+
+
+def estimate_prompt_tokens(request: ChatCompletionRequest) -> int:
+    chars = sum(len(m.content) + len(m.name) for m in request.messages)
+    chars += sum(
+        len(t.function.parameters_json) + len(t.function.description) for t in request.tools
+    )
+    return math.ceil(chars / CHARS_PER_TOKEN) + 3 * len(request.messages)
+
+
+def estimate_chars_as_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+class TokenQuota:
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def reserve(
+        self, caller: Caller, request: ChatCompletionRequest, model: ModelSettings
+    ) -> Reservation | None:
+        rule = caller.tokens
+        if rule is None:
+            return None
+        prompt = estimate_prompt_tokens(request)
+        completion = (
+            request.max_tokens
+            if request.HasField("max_tokens")
+            else model.effective_default_max_tokens
+        )
+        # A call larger than the burst could never pass: reserve what the bucket can
+        # hold and let the settlement charge the rest.
+        tokens = min(prompt + completion, rule.burst)
+        subject = f"tokens:{caller.name}"
+        decision = await self._limiter.take(subject, tokens, rule)
+        if not decision.allowed:
+            raise RateLimited(
+                f"token limit of {rule.per_minute} tokens/minute exceeded for key "
+                f"{caller.name!r} (this call reserves ~{tokens}); retry after "
+                f"{decision.retry_after:.2f}s",
+                retry_after=decision.retry_after,
+                subject=f"key:{caller.name}",
+                quota=f"{rule.per_minute} tokens per minute",
+            )
+        return Reservation(subject, rule, tokens, prompt)
+
+    async def settle(self, reservation: Reservation | None, used_tokens: int) -> None:
+        """Charge or refund the difference between the reservation and what was used."""
+        if reservation is None:
+            return
+        difference = used_tokens - reservation.tokens
+        if difference:
+            await self._limiter.charge(reservation.subject, difference, reservation.rule)

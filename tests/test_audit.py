@@ -1,0 +1,143 @@
+"""The audit log: a record per call, no secret anywhere, nothing lost on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from server.app import Gateway
+from server.config import parse_config
+from server.observability.logging import JsonFormatter
+from server.simulator import FaultRule, Simulator
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.test_process import gateway_argv, spawn, wait_serving
+
+
+def ask(text: str = "hello") -> ChatCompletionRequest:
+    return ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content=text)])
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+async def test_no_key_reaches_logs_spans_or_audit_records(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    tree = config_tree(simulator.base_url)
+    tree["observability"] = {
+        "metrics": {"enabled": False},
+        "audit": {"path": str(audit_path), "include_prompts": True},
+    }
+    exporter = InMemorySpanExporter()
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        async with Gateway(parse_config(tree, env={}), span_exporter=exporter) as gateway:
+            async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+                answer = await client.chat(ask(f"my provider key is {PROVIDER_SECRET}"))
+                [c async for c in client.stream_chat(ask("/tokens 5"))]
+                # The upstream refuses the provider key and quotes it back, as OpenAI does.
+                simulator.add_fault(
+                    FaultRule("status", status=401, message=f"Incorrect key {PROVIDER_SECRET}")
+                )
+                with pytest.raises(AIServiceError):
+                    await client.chat(ask())
+            async with AsyncAIClient(gateway.address, TEST_KEY + "-wrong") as wrong:
+                with pytest.raises(AIServiceError):
+                    await wrong.chat(ask())
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+    records = read_audit(audit_path)
+    assert [r["status"] for r in records] == ["OK", "OK", "INTERNAL", "UNAUTHENTICATED"]
+    first = records[0]
+    assert first["key"] == "tester" and first["model"] == "sim-gpt"
+    assert first["model_served"] == answer.model and first["provider"] == "simulator"
+    assert first["input_tokens"] == answer.usage.prompt_tokens
+    assert first["output_tokens"] == answer.usage.completion_tokens
+    assert first["prompt"] == "user: my provider key is [REDACTED:SECRET]"
+    assert first["answer"] == "You said: my provider key is [REDACTED:SECRET]"
+    assert first["latency_ms"] > 0 and first["cache_hit"] is False
+    assert records[2]["reason"] == "UPSTREAM_AUTH"
+    assert records[3]["key"] == ""
+
+    texts = {
+        "log": lines.getvalue(),
+        "audit": audit_path.read_text(encoding="utf-8"),
+        "spans": "\n".join(span.to_json() for span in exporter.get_finished_spans()),
+    }
+    assert texts["log"] and texts["spans"]
+    for where, text in texts.items():
+        assert TEST_KEY not in text, where
+        assert PROVIDER_SECRET not in text, where
+        assert "Bearer" not in text, where
+
+
+async def test_audit_records_survive_sigterm_mid_traffic(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    simulator.config.latency_ms = 300  # calls are in flight when the signal lands
+    audit_path = tmp_path / "audit.jsonl"
+    tree = config_tree(simulator.base_url, server__shutdown_grace_seconds=20)
+    tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
+    address = f"127.0.0.1:{free_port()}"
+    process = spawn(
+        gateway_argv(
+            "--config", str(write_config(tmp_path / "config.yaml", tree)), "--listen", address
+        ),
+        tmp_path,
+        "gateway",
+    )
+    try:
+        await asyncio.to_thread(wait_serving, address, process)
+        succeeded: list[str] = []
+        failed: list[grpc.StatusCode] = []
+
+        async def one(client: AsyncAIClient, request_id: str) -> None:
+            try:
+                await client.chat(ask(), metadata=[("x-request-id", request_id)])
+                succeeded.append(request_id)
+            except AIServiceError as error:
+                failed.append(error.code)
+
+        async with AsyncAIClient(address, TEST_KEY, timeout=15) as client:
+            calls = []
+            # A call every 20 ms; SIGTERM after 25; go on until the gateway refuses one
+            # (however long a loaded machine takes to act on the signal).
+            for i in range(500):
+                calls.append(asyncio.ensure_future(one(client, f"call-{i}")))
+                await asyncio.sleep(0.02)
+                if i == 25:
+                    process.popen.send_signal(signal.SIGTERM)
+                if failed:
+                    break
+            await asyncio.gather(*calls)
+        assert await asyncio.to_thread(process.popen.wait, 30) == 0, process.output()
+    finally:
+        process.kill()
+
+    records = read_audit(audit_path)
+    ids = [r["request_id"] for r in records]
+    assert len(ids) == len(set(ids)), "a call was recorded twice"
+    ok = sorted(r["request_id"] for r in records if r["status"] == "OK")
+    assert succeeded and ok == sorted(succeeded), process.output()
+    assert failed, "expected calls after the signal to be refused"
+    assert all(code is grpc.StatusCode.UNAVAILABLE for code in failed)

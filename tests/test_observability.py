@@ -1,0 +1,252 @@
+"""Metrics, traces and request ids, read from a real gateway after known traffic."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from protos import ai_service_pb2_grpc
+from server.app import Gateway
+from server.config import parse_config
+from server.observability.logging import JsonFormatter
+from server.simulator import FaultRule, Simulator
+from tests.conftest import TEST_KEY, StartGateway, config_tree
+
+METRICS_ON_ANY_PORT = {"metrics": {"listen": "127.0.0.1:0"}}
+
+
+def ask(text: str = "hello", model: str = "sim-gpt") -> ChatCompletionRequest:
+    return ChatCompletionRequest(model=model, messages=[Message(role="user", content=text)])
+
+
+async def scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    server = gateway.observability.metrics_server
+    assert server is not None and server.port
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{server.port}/metrics") as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
+
+
+async def test_metrics_count_known_traffic_exactly(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(observability=METRICS_ON_ANY_PORT)
+    input_tokens = output_tokens = 0
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        for _ in range(3):
+            response = await client.chat(ask())
+            input_tokens += response.usage.prompt_tokens
+            output_tokens += response.usage.completion_tokens
+        for _ in range(2):
+            chunks = [c async for c in client.stream_chat(ask("/tokens 5"))]
+            input_tokens += chunks[-1].usage.prompt_tokens
+            output_tokens += chunks[-1].usage.completion_tokens
+        with pytest.raises(AIServiceError):
+            await client.chat(ask(model="no-such-model"))
+        # One upstream 503: the call succeeds on its second attempt.
+        simulator.add_fault(FaultRule("status", status=503, times=1))
+        response = await client.chat(ask())
+        input_tokens += response.usage.prompt_tokens
+        output_tokens += response.usage.completion_tokens
+    async with AsyncAIClient(gateway.address, "wrong-key") as stranger:
+        with pytest.raises(AIServiceError):
+            await stranger.chat(ask())
+
+    m = await scrape(gateway)
+    requests = "ai_gateway_requests_total"
+    assert (
+        value(m, requests, method="ChatCompletion", model="sim-gpt", key="tester", code="OK") == 4
+    )
+    assert value(m, requests, method="StreamChatCompletion", code="OK") == 2
+    assert value(m, requests, method="ChatCompletion", model="", code="NOT_FOUND") == 1
+    assert value(m, requests, key="", code="UNAUTHENTICATED") == 1
+    assert value(m, requests) == 8
+    duration = "ai_gateway_request_duration_seconds_count"
+    assert value(m, duration, method="ChatCompletion", model="sim-gpt", code="OK") == 4
+    assert value(m, "ai_gateway_overhead_duration_seconds_count") == 8
+    assert value(m, "gen_ai_server_time_to_first_token_seconds_count", model="sim-gpt") == 2
+    # Seven upstream attempts: six answered, one 503.
+    upstream = "gen_ai_client_operation_duration_seconds_count"
+    assert value(m, upstream, deployment="simulator/sim-gpt-1", error_type="") == 6
+    assert value(m, upstream, error_type="UPSTREAM_UNAVAILABLE") == 1
+    assert value(m, "ai_gateway_retries_total", model="sim-gpt") == 1
+    assert value(m, "ai_gateway_fallbacks_total") == 0
+    tokens = "gen_ai_client_token_usage"
+    assert value(m, f"{tokens}_count", gen_ai_token_type="input") == 6
+    assert value(m, f"{tokens}_sum", gen_ai_token_type="input") == input_tokens
+    assert value(m, f"{tokens}_sum", gen_ai_token_type="output") == output_tokens
+    assert value(m, "ai_gateway_calls_in_flight") == 0
+    assert value(m, "ai_gateway_circuit_state", deployment="simulator/sim-gpt-1") == 0
+    assert value(m, "ai_gateway_upstream_connections_in_use", provider="simulator") == 0
+    assert value(m, "ai_gateway_upstream_connections_max", provider="simulator") == 100
+    # Bounded labels: the key's name, never the key.
+    assert not any(TEST_KEY in str(labels) for _, labels in m)
+
+
+async def test_rate_limit_rejections_and_fallbacks_are_counted(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(
+        observability=METRICS_ON_ANY_PORT,
+        rate_limit={"requests_per_minute": 2, "burst": 2},
+        models=[
+            {
+                "name": "sim-gpt",
+                "provider": "simulator",
+                "upstream_model": "broken",
+                "fallbacks": ["sim-other"],
+            },
+            {"name": "sim-other", "provider": "simulator", "upstream_model": "sim-other-1"},
+        ],
+    )
+    simulator.add_fault(FaultRule("status", model="broken", status=500))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        await client.chat(ask())  # fails on `broken`, served by the fallback
+        await client.chat(ask())
+        with pytest.raises(AIServiceError) as refused:
+            await client.chat(ask())
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    m = await scrape(gateway)
+    assert value(m, "ai_gateway_rate_limited_total", key="tester") == 1
+    assert value(m, "ai_gateway_requests_total", code="RESOURCE_EXHAUSTED", key="tester") == 1
+    assert value(m, "ai_gateway_fallbacks_total", model="sim-gpt") == 2
+    assert value(m, "ai_gateway_retries_total", model="sim-gpt") == 2
+
+
+async def test_metrics_port_clash_is_logged_and_the_gateway_serves_on(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await start_gateway(observability=METRICS_ON_ANY_PORT)
+    assert first.observability.metrics_server is not None
+    taken = f"127.0.0.1:{first.observability.metrics_server.port}"
+    with caplog.at_level(logging.ERROR):
+        second = await start_gateway(observability={"metrics": {"listen": taken}})
+    assert "metrics NOT served" in caplog.text
+    async with AsyncAIClient(second.address, TEST_KEY, timeout=10) as client:
+        assert (await client.chat(ask())).choices
+
+
+# --- traces -------------------------------------------------------------------------------
+
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+
+
+def attr(span: ReadableSpan, name: str) -> Any:
+    assert span.attributes is not None
+    return span.attributes.get(name)
+
+
+async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upstream(
+    simulator: Simulator,
+) -> None:
+    exporter = InMemorySpanExporter()
+    config = parse_config(config_tree(simulator.base_url), env={})
+    simulator.add_fault(FaultRule("status", status=503, times=1))
+    traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+    async with (
+        Gateway(config, span_exporter=exporter) as gateway,
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
+    ):
+        response = await client.chat(ask(), metadata=[("traceparent", traceparent)])
+        # Health is never traced (its Watch breaks under the instrumentation).
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+
+    spans = exporter.get_finished_spans()
+    assert not [s for s in spans if "Health" in s.name]
+    [server] = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert server.name == "/ai_service.v1.AIService/ChatCompletion"
+    assert f"{server.context.trace_id:032x}" == CALLER_TRACE_ID
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == CALLER_SPAN_ID
+    assert attr(server, "gen_ai.request.model") == "sim-gpt"
+    assert attr(server, "gen_ai.usage.output_tokens") == response.usage.completion_tokens
+
+    attempts = sorted(
+        (s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: attr(s, "ai_service.attempt")
+    )
+    assert [s.name for s in attempts] == ["chat sim-gpt-1", "chat sim-gpt-1"]
+    for span in attempts:
+        assert span.parent is not None and span.parent.span_id == server.context.span_id
+        assert attr(span, "gen_ai.system") == "openai"
+        assert attr(span, "gen_ai.request.model") == "sim-gpt-1"
+    failed, served = attempts
+    assert attr(failed, "error.type") == "UPSTREAM_UNAVAILABLE"
+    assert attr(served, "gen_ai.response.model") == response.model
+    assert attr(served, "gen_ai.usage.input_tokens") == response.usage.prompt_tokens
+    assert attr(served, "gen_ai.usage.output_tokens") == response.usage.completion_tokens
+
+    # Onward: each upstream request carried its own attempt's span in the caller's trace.
+    received = [r.headers.get("traceparent") for r in simulator.stats.received]
+    assert received == [f"00-{CALLER_TRACE_ID}-{span.context.span_id:016x}-01" for span in attempts]
+    for span in spans:  # no secret in any attribute
+        assert TEST_KEY not in str(span.attributes)
+
+
+async def test_tracing_off_installs_no_instrumentation(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    assert gateway.observability.tracing is None
+    names = [type(i).__name__ for i in gateway.observability.interceptors()]
+    assert names == ["TelemetryInterceptor"]
+
+
+# --- request ids and logs -------------------------------------------------------------------
+
+
+async def test_request_id_is_taken_or_made_returned_and_logged(
+    gateway: Gateway, simulator: Simulator
+) -> None:
+    # The production handler: JSON lines formatted as they are logged.
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    dispatch_log = logging.getLogger("server.dispatch")
+    dispatch_log.addHandler(handler)
+    level = dispatch_log.level
+    dispatch_log.setLevel(logging.INFO)
+    simulator.add_fault(FaultRule("status", status=503, times=1))  # makes the gateway log
+    try:
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = ai_service_pb2_grpc.AIServiceStub(channel)
+            auth = ("authorization", f"Bearer {TEST_KEY}")
+            call = stub.ChatCompletion(ask(), metadata=(auth, ("x-request-id", "req-42")))
+            await call
+            assert ("x-request-id", "req-42") in list(await call.initial_metadata())
+            made = stub.ChatCompletion(ask(), metadata=(auth, ("x-request-id", "not a token")))
+            await made
+            returned = dict(list(await made.initial_metadata()))["x-request-id"]
+            assert returned != "not a token" and len(returned) == 32
+    finally:
+        dispatch_log.removeHandler(handler)
+        dispatch_log.setLevel(level)
+    logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [entry["message"] for entry in logged] == ["attempt failed"]
+    assert logged[0]["request_id"] == "req-42"

@@ -1,0 +1,149 @@
+"""Three gateway processes behind nginx (deploy/nginx.conf), sharing one redis-server.
+
+Limits must hold globally, however nginx spreads the calls, and an answer cached
+by one replica is served by another.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+
+from protos import ai_service_pb2_grpc
+from protos.ai_service_pb2 import ChatCompletionRequest, Message
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.servers import nginx_in_front, redis_server
+from tests.test_process import Process, gateway_argv, spawn, wait_http, wait_serving
+
+RPM = 30
+TPM = 120
+TOKEN_KEY = "token-key-0123456789"
+OPEN_KEY = "open-key-0123456789"
+
+
+@dataclass
+class Cluster:
+    front: str
+    replicas: list[str]
+    simulator_url: str
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    directory = tmp_path_factory.mktemp("cluster")
+    processes: list[Process] = []
+    try:
+        sim_port = free_port()
+        simulator = spawn(
+            [
+                sys.executable,
+                "-m",
+                "server.simulator",
+                "--listen",
+                f"127.0.0.1:{sim_port}",
+                "--api-key",
+                PROVIDER_SECRET,
+            ],
+            directory,
+            "simulator",
+        )
+        processes.append(simulator)
+        simulator_url = f"http://127.0.0.1:{sim_port}"
+        wait_http(f"{simulator_url}/_sim/stats", simulator)
+        with redis_server(free_port(), directory) as redis:
+            tree = config_tree(simulator_url)
+            tree["auth"]["keys"] = [
+                {"name": "tester", "key": TEST_KEY, "rate_limit": {"requests_per_minute": RPM}},
+                {
+                    "name": "tokens",
+                    "key": TOKEN_KEY,
+                    "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": TPM},
+                },
+                {"name": "open", "key": OPEN_KEY, "rate_limit": {"requests_per_minute": 0}},
+            ]
+            tree["shared_state"] = {"backend": "redis", "redis_url": redis.url}
+            tree["cache"] = {"enabled": True}
+            config = write_config(directory / "config.yaml", tree)
+            replicas = []
+            for i in range(3):
+                address = f"127.0.0.1:{free_port()}"
+                gateway = spawn(
+                    gateway_argv("--config", str(config), "--listen", address, "--workers", "1"),
+                    directory,
+                    f"gateway-{i}",
+                )
+                processes.append(gateway)
+                wait_serving(address, gateway)
+                replicas.append(address)
+            with nginx_in_front(free_port(), replicas, directory / "nginx") as front:
+                yield Cluster(front, replicas, simulator_url)
+    finally:
+        for process in processes:
+            process.kill()
+
+
+def call(
+    address: str, key: str, text: str = "hello", **params: object
+) -> tuple[grpc.StatusCode, dict[str, str], object]:
+    request = ChatCompletionRequest(
+        model="sim-gpt", messages=[Message(role="user", content=text)], **params
+    )
+    with grpc.insecure_channel(address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        try:
+            response, rpc = stub.ChatCompletion.with_call(
+                request, metadata=(("authorization", f"Bearer {key}"),), timeout=10
+            )
+        except grpc.RpcError as error:
+            return error.code(), {}, None
+        return grpc.StatusCode.OK, dict(rpc.trailing_metadata()), response
+
+
+def upstream_calls(cluster: Cluster, model: str = "sim-gpt-1") -> int:
+    stats = httpx.get(f"{cluster.simulator_url}/_sim/stats", timeout=5).json()
+    return int(sum(entry["count"] for entry in stats["requests"] if entry.get("model") == model))
+
+
+def test_request_limit_holds_across_replicas(cluster: Cluster) -> None:
+    outcomes = [call(cluster.front, TEST_KEY, f"request {i}") for i in range(RPM + 15)]
+    codes = [code for code, _, _ in outcomes]
+    served = codes.count(grpc.StatusCode.OK)
+    assert RPM <= served <= RPM * 1.05 + 1, codes  # a refill of one during the run at most
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    workers = {
+        trailers["x-ai-worker"] for code, trailers, _ in outcomes if code == grpc.StatusCode.OK
+    }
+    assert len(workers) >= 2, "nginx did not spread the calls over the replicas"
+
+
+def test_token_limit_holds_across_replicas(cluster: Cluster) -> None:
+    code, _, first = call(cluster.front, TOKEN_KEY, "tokens 0", max_tokens=5)
+    assert code is grpc.StatusCode.OK
+    per_call = first.usage.total_tokens  # type: ignore[attr-defined]
+    served = 1
+    for i in range(1, 60):
+        code, _, _ = call(cluster.front, TOKEN_KEY, f"tokens {i}", max_tokens=5)
+        if code is not grpc.StatusCode.OK:
+            assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            break
+        served += 1
+    assert abs(served - TPM / per_call) <= max(2, 0.05 * TPM / per_call), (served, per_call)
+
+
+def test_an_answer_cached_by_one_replica_is_served_by_another(cluster: Cluster) -> None:
+    first_replica, second_replica = cluster.replicas[0], cluster.replicas[1]
+    before = upstream_calls(cluster)
+    code, _, first = call(first_replica, OPEN_KEY, "cache me across replicas", temperature=0)
+    assert code is grpc.StatusCode.OK and not first.cached  # type: ignore[attr-defined]
+    code, trailers, second = call(
+        second_replica, TOKEN_KEY, "cache me across replicas", temperature=0
+    )
+    assert code is grpc.StatusCode.OK
+    assert second.cached  # type: ignore[attr-defined]
+    assert trailers["x-ai-deployment"] == "cache"
+    assert upstream_calls(cluster) == before + 1

@@ -1,0 +1,197 @@
+"""Token budgets, the response cache, single-flight, and Redis failure: one gateway process.
+
+Redis-backed variants use a real redis-server on a free port (tests/servers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from protos.ai_service_pb2 import RequestOptions
+from server.app import Gateway
+from server.simulator import FaultRule, Simulator
+from tests.conftest import TEST_KEY, StartGateway, free_port
+from tests.servers import RedisServer, redis_server
+
+
+def ask(text: str = "hello", **params: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest(
+        model="sim-gpt", messages=[Message(role="user", content=text)], **params
+    )
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    with redis_server(free_port(), tmp_path) as server:
+        yield server
+
+
+def shared(redis: RedisServer, **overrides: Any) -> dict[str, Any]:
+    return {"backend": "redis", "redis_url": redis.url, "timeout_ms": 200, **overrides}
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_token_budget_admits_what_the_usage_allows(
+    start_gateway: StartGateway, simulator: Simulator, tmp_path: Path, backend: str
+) -> None:
+    budget = 140
+    overrides: dict[str, Any] = {
+        "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": budget}
+    }
+    with redis_server(free_port(), tmp_path) as server:
+        if backend == "redis":
+            overrides["shared_state"] = shared(server)
+        gateway = await start_gateway(**overrides)
+        async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+            first = await client.chat(ask(max_tokens=5))
+            per_call = first.usage.total_tokens
+            served, refused = 1, None
+            for _ in range(100):
+                try:
+                    await client.chat(ask(max_tokens=5))
+                    served += 1
+                except AIServiceError as error:
+                    refused = error
+                    break
+    assert refused is not None
+    assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "tokens/minute" in refused.message
+    assert refused.retry_after is not None and refused.retry_after > 0
+    # Settled against the real usage, not the (larger) estimate: the budget buys
+    # budget / per_call calls, give or take the last reservation and the refill.
+    assert abs(served - budget / per_call) <= 2, (served, per_call)
+    assert simulator.stats.total_requests == served
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_deterministic_answers_are_cached_and_say_so(
+    start_gateway: StartGateway, simulator: Simulator, tmp_path: Path, backend: str
+) -> None:
+    with redis_server(free_port(), tmp_path) as server:
+        overrides: dict[str, Any] = {"cache": {"enabled": True}}
+        if backend == "redis":
+            overrides["shared_state"] = shared(server)
+        gateway = await start_gateway(**overrides)
+        async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+            first = await client.chat(ask(temperature=0))
+            second = await client.chat(ask(temperature=0, user="someone-else"))
+            streamed = [c async for c in client.stream_chat(ask(temperature=0))]
+            bypass = await client.chat(
+                ask(temperature=0, options=RequestOptions(bypass_cache=True))
+            )
+            random_once = await client.chat(ask(temperature=0.7))
+            random_twice = await client.chat(ask(temperature=0.7))
+            seeded = [await client.chat(ask(seed=7)) for _ in range(2)]
+    assert not first.cached and second.cached
+    assert second.choices == first.choices and second.usage == first.usage
+    assert second.deployment == first.deployment
+    assert all(chunk.cached for chunk in streamed)
+    assert "".join(c.choices[0].delta.content for c in streamed if c.choices) == (
+        first.choices[0].message.content
+    )
+    assert streamed[-1].usage == first.usage and streamed[-1].choices[0].finish_reason == "stop"
+    assert not bypass.cached and not random_once.cached and not random_twice.cached
+    assert [s.cached for s in seeded] == [False, True]
+    # first, bypass, the two random ones, the first seeded one.
+    assert simulator.stats.total_requests == 5
+
+
+async def test_errors_are_never_cached_and_a_finished_stream_fills_the_cache(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(
+        cache={"enabled": True}, resilience={"retries": {"max_attempts": 1}}
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        simulator.add_fault(FaultRule("status", status=500, times=1))
+        with pytest.raises(AIServiceError):
+            await client.chat(ask(temperature=0))
+        streamed = [c async for c in client.stream_chat(ask(temperature=0))]
+        cached = await client.chat(ask(temperature=0))
+    assert not streamed[0].cached
+    assert cached.cached
+    assert cached.choices[0].message.content == "You said: hello"
+    assert simulator.stats.total_requests == 2
+
+
+async def test_identical_concurrent_calls_share_one_upstream_call(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(cache={"enabled": True})
+    simulator.config.latency_ms = 300
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        answers = await asyncio.gather(*(client.chat(ask(temperature=0)) for _ in range(10)))
+    assert {a.choices[0].message.content for a in answers} == {"You said: hello"}
+    assert simulator.stats.total_requests == 1
+    assert len(gateway.completions.flights) == 0  # nothing left in flight
+
+
+async def test_single_flight_survives_its_first_caller_leaving(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(cache={"enabled": True})
+    simulator.config.latency_ms = 300
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        leader = asyncio.create_task(client.chat(ask(temperature=0)))
+        await asyncio.sleep(0.1)
+        follower = asyncio.create_task(client.chat(ask(temperature=0)))
+        await asyncio.sleep(0.05)
+        leader.cancel()
+        answer = await follower
+    assert answer.choices[0].message.content == "You said: hello"
+    assert simulator.stats.total_requests == 1
+
+
+async def _rpm_gateway(start_gateway: StartGateway, redis: RedisServer, policy: str) -> Gateway:
+    return await start_gateway(
+        rate_limit={"requests_per_minute": 1000},
+        shared_state=shared(redis, on_failure=policy),
+        cache={"enabled": True},
+    )
+
+
+async def test_redis_down_fail_open_serves_and_recovers(
+    start_gateway: StartGateway, simulator: Simulator, redis: RedisServer
+) -> None:
+    gateway = await _rpm_gateway(start_gateway, redis, "open")
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
+        assert (await client.chat(ask(temperature=0))).choices
+        redis.stop()
+        started = time.monotonic()
+        for _ in range(5):  # no limits and no cache, but every call is answered, quickly
+            response = await client.chat(ask(temperature=0))
+            assert not response.cached
+        assert time.monotonic() - started < 3
+        assert gateway.shared_redis is not None and gateway.shared_redis.failures >= 1
+        redis.start()
+        await asyncio.sleep(1.2)  # the gateway asks Redis again a second after a failure
+        await client.chat(ask(temperature=0))  # fills the cache again
+        assert (await client.chat(ask(temperature=0))).cached
+
+
+async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
+    start_gateway: StartGateway, simulator: Simulator, redis: RedisServer
+) -> None:
+    gateway = await _rpm_gateway(start_gateway, redis, "closed")
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
+        assert (await client.chat(ask())).choices
+        redis.stop()
+        started = time.monotonic()
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(ask())
+        assert time.monotonic() - started < 1.0
+        assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+        assert caught.value.reason == "SHARED_STATE_UNAVAILABLE"
+        requests_before = simulator.stats.total_requests
+        redis.start()
+        await asyncio.sleep(1.2)
+        assert (await client.chat(ask())).choices
+    assert simulator.stats.total_requests == requests_before + 1

@@ -1,0 +1,142 @@
+"""TLS and mutual TLS on the gRPC listener: the Python client, ai-client and grpcurl."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client import AIServiceError, AsyncAIClient, TLSOptions
+from server.app import Gateway
+from server.config import ConfigError, parse_config
+from tests.certs import Certificates, make_certificates
+from tests.conftest import REPO, TEST_KEY, StartGateway, config_tree
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+def tls_settings(certs: Certificates, mutual: bool) -> dict[str, str]:
+    settings = {"cert_file": str(certs.server_cert), "key_file": str(certs.server_key)}
+    if mutual:
+        settings["client_ca_file"] = str(certs.ca)
+    return settings
+
+
+async def tls_gateway(start_gateway: StartGateway, certs: Certificates, *, mutual: bool) -> Gateway:
+    return await start_gateway(server={"listen": "127.0.0.1:0", "tls": tls_settings(certs, mutual)})
+
+
+async def test_tls_serves_clients_that_trust_the_ca_and_refuses_plaintext(
+    start_gateway: StartGateway, certs: Certificates
+) -> None:
+    gateway = await tls_gateway(start_gateway, certs, mutual=False)
+    trusted = TLSOptions(root_certificates_path=certs.ca)
+    async with AsyncAIClient(gateway.address, TEST_KEY, tls=trusted) as client:
+        assert await client.ask("over tls", model="sim-gpt") == "You said: over tls"
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=3) as plaintext:
+        with pytest.raises(AIServiceError) as caught:
+            await plaintext.ask("no tls", model="sim-gpt")
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mutual_tls_requires_a_client_certificate(
+    start_gateway: StartGateway, certs: Certificates
+) -> None:
+    gateway = await tls_gateway(start_gateway, certs, mutual=True)
+    with_cert = TLSOptions(
+        root_certificates_path=certs.ca,
+        client_certificate_path=certs.client_cert,
+        client_key_path=certs.client_key,
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, tls=with_cert) as client:
+        assert await client.ask("mutual", model="sim-gpt") == "You said: mutual"
+    without = TLSOptions(root_certificates_path=certs.ca)
+    async with AsyncAIClient(gateway.address, TEST_KEY, tls=without, timeout=3) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.ask("no client cert", model="sim-gpt")
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_grpcurl_and_ai_client_speak_mutual_tls(
+    start_gateway: StartGateway, certs: Certificates
+) -> None:
+    gateway = await tls_gateway(start_gateway, certs, mutual=True)
+    tls_flags = [
+        "-cacert",
+        str(certs.ca),
+        "-cert",
+        str(certs.client_cert),
+        "-key",
+        str(certs.client_key),
+    ]
+    grpcurl = str(REPO / ".venv" / "bin" / "grpcurl")
+    for args in (["list"], ["grpc.health.v1.Health/Check"]):
+        result = await _run([grpcurl, *tls_flags, gateway.address, *args])
+        assert result.returncode == 0, result.stderr
+    assert (
+        "ai_service.v1.AIService"
+        in (await _run([grpcurl, *tls_flags, gateway.address, "list"])).stdout
+    )
+    chat = await _run(
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "--addr",
+            gateway.address,
+            "--key",
+            TEST_KEY,
+            "--tls-ca",
+            str(certs.ca),
+            "--tls-cert",
+            str(certs.client_cert),
+            "--tls-key",
+            str(certs.client_key),
+            "chat",
+            "hello over mtls",
+            "--model",
+            "sim-gpt",
+        ]
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "You said: hello over mtls" in chat.stdout
+
+
+async def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    # The gateway runs in this event loop: wait for the child without blocking it.
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    return subprocess.CompletedProcess(
+        argv, process.returncode or 0, stdout.decode(), stderr.decode()
+    )
+
+
+def test_demo_key_off_loopback_needs_tls_and_the_explicit_flag(certs: Certificates) -> None:
+    tree = config_tree("http://127.0.0.1:9")
+    tree["auth"]["keys"].append({"name": "demo", "key": "demo-key"})
+    tree["server"]["listen"] = "0.0.0.0:50051"
+    with pytest.raises(ConfigError, match="demo key is enabled"):
+        parse_config(tree, env={})
+    tree["server"]["tls"] = tls_settings(certs, mutual=False)
+    with pytest.raises(ConfigError, match="allow_demo_key_off_loopback"):
+        parse_config(tree, env={})
+    tree["server"]["allow_demo_key_off_loopback"] = True
+    assert parse_config(tree, env={}).server.tls is not None
+
+
+def test_unreadable_certificate_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
+    from server.config import TLSSettings
+    from server.tls import server_credentials
+
+    settings = TLSSettings(cert_file=str(tmp_path / "missing.pem"), key_file=str(tmp_path / "k"))
+    with pytest.raises(ConfigError, match=r"server\.tls\.key_file"):
+        server_credentials(settings)
