@@ -11,15 +11,20 @@ signal on so every worker drains, then exits 0 when they all did.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 log = logging.getLogger(__name__)
+
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 #: A worker that dies this soon after starting, this many times in a row, is broken.
 EARLY_DEATH_SECONDS = 5.0
@@ -49,23 +54,33 @@ class Supervisor:
         self._grace = grace_seconds
         self._stopping = False
         self._workers: list[_Worker] = []
+        self._env = dict(os.environ)
+        self._metrics_dir: str | None = None
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
-        self._workers = [self._spawn(slot) for slot in range(self._count)]
-        log.info("supervisor started", extra={"workers": self._count})
-        healthy = True
-        while not self._stopping and healthy:
-            time.sleep(0.2)
-            healthy = self._restart_dead()
-        return self._stop_all(clean=healthy)
+        if not self._env.get(METRICS_DIR_VARIABLE):
+            # Workers write their metrics here and whichever serves /metrics sums them all.
+            self._metrics_dir = tempfile.mkdtemp(prefix="ai-service-metrics-")
+            self._env[METRICS_DIR_VARIABLE] = self._metrics_dir
+        try:
+            self._workers = [self._spawn(slot) for slot in range(self._count)]
+            log.info("supervisor started", extra={"workers": self._count})
+            healthy = True
+            while not self._stopping and healthy:
+                time.sleep(0.2)
+                healthy = self._restart_dead()
+            return self._stop_all(clean=healthy)
+        finally:
+            if self._metrics_dir is not None:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
     def _spawn(self, slot: int, early_deaths: int = 0) -> _Worker:
-        process = subprocess.Popen(self._argv)
+        process = subprocess.Popen(self._argv, env=self._env)
         log.info("worker started", extra={"slot": slot, "pid": process.pid})
         return _Worker(slot, process, early_deaths=early_deaths)
 
@@ -80,6 +95,7 @@ class Supervisor:
                 "worker died; restarting",
                 extra={"slot": worker.slot, "pid": worker.process.pid, "exit_code": code},
             )
+            _forget_metrics_of(worker.process.pid, self._env[METRICS_DIR_VARIABLE])
             if deaths >= MAX_EARLY_DEATHS:
                 log.error("worker keeps dying at start; giving up", extra={"slot": worker.slot})
                 return False
@@ -100,3 +116,10 @@ class Supervisor:
                 codes.append(worker.process.wait())
         log.info("supervisor stopped", extra={"exit_codes": codes})
         return 0 if clean and all(code == 0 for code in codes) else 1
+
+
+def _forget_metrics_of(pid: int, directory: str) -> None:
+    """A dead worker's live gauges (in-flight calls) must not count any more."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

@@ -165,6 +165,8 @@ def wait_http(url: str, process: Process, timeout: float = READY_TIMEOUT) -> Non
 class Running:
     address: str
     process: Process
+    #: The /metrics URL, when the test configured one.
+    metrics: str | None = None
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from protos import ai_service_pb2_grpc
@@ -37,7 +38,10 @@ def two_workers(tmp_path: Path) -> Iterator[Running]:
     gateway: Process | None = None
     try:
         wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", simulator)
-        config = write_config(tmp_path / "config.yaml", config_tree(f"http://127.0.0.1:{sim_port}"))
+        tree = config_tree(f"http://127.0.0.1:{sim_port}")
+        metrics_port = free_port()
+        tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
+        config = write_config(tmp_path / "config.yaml", tree)
         address = f"127.0.0.1:{free_port()}"
         gateway = spawn(
             gateway_argv("--config", str(config), "--listen", address, "--workers", "2"),
@@ -45,19 +49,31 @@ def two_workers(tmp_path: Path) -> Iterator[Running]:
             "gateway",
         )
         wait_serving(address, gateway)
-        yield Running(address, gateway)
+        yield Running(address, gateway, metrics=f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         if gateway is not None:
             gateway.kill()
         simulator.kill()
 
 
+def requests_counted(metrics_url: str) -> int:
+    text = httpx.get(metrics_url, timeout=5).text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ai_gateway_requests_total{") and 'code="OK"' in line
+        )
+    )
+
+
 REQUEST = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hi")])
 
 
-def serving_workers(address: str, want: int, attempts: int = 80) -> set[str]:
-    """The worker PIDs seen answering, asking over new connections until `want` are seen."""
+def serving_workers(address: str, want: int, attempts: int = 80) -> tuple[set[str], int]:
+    """The worker PIDs seen answering, and the calls answered, asking until `want` are seen."""
     workers: set[str] = set()
+    answered = 0
     # Each new channel is a new connection; the kernel spreads them over the workers.
     for _ in range(attempts):
         with grpc.insecure_channel(address) as channel:
@@ -71,23 +87,27 @@ def serving_workers(address: str, want: int, attempts: int = 80) -> set[str]:
                 continue
             assert response.choices[0].message.content == "You said: hi"
             workers.add(dict(call.trailing_metadata())["x-ai-worker"])
+            answered += 1
         if len(workers) >= want:
             break
-    return workers
+    return workers, answered
 
 
 def test_two_workers_both_serve_are_restarted_and_sigterm_drains_both(
     two_workers: Running,
 ) -> None:
-    workers = serving_workers(two_workers.address, 2)
+    workers, answered = serving_workers(two_workers.address, 2)
     assert len(workers) == 2
     assert str(two_workers.process.pid) not in workers  # the supervisor serves nothing itself
+    # One /metrics covers every worker (prometheus multiprocess mode, set up by the supervisor).
+    assert two_workers.metrics is not None
+    assert requests_counted(two_workers.metrics) == answered
 
     crashed = sorted(workers)[0]
     os.kill(int(crashed), signal.SIGKILL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        workers = serving_workers(two_workers.address, 2, attempts=20)
+        workers, _ = serving_workers(two_workers.address, 2, attempts=20)
         if crashed not in workers and len(workers) == 2:
             break
     assert crashed not in workers and len(workers) == 2, "the crashed worker was not replaced"
