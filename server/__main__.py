@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> None:
             config = with_listen(config, args.listen)
         if args.metrics_listen:
             config = with_metrics_listen(config, args.metrics_listen)
-        await _serve(Gateway(config, reuse_port=args.reuse_port))
+        await _serve(Gateway(config, reuse_port=args.reuse_port), args.config)
         return
 
     from server.simulator import Simulator, SimulatorConfig
@@ -89,9 +89,9 @@ async def run(args: argparse.Namespace) -> None:
         await serve_until_signalled(gateway)
 
 
-async def _serve(gateway: Gateway) -> None:
+async def _serve(gateway: Gateway, config_path: str) -> None:
     await gateway.start()
-    await serve_until_signalled(gateway)
+    await serve_until_signalled(gateway, config_path)
 
 
 def _banner(address: str, simulator_url: str) -> str:

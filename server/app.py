@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
@@ -22,7 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from protos import ai_service_pb2, ai_service_pb2_grpc
 from server.cache import MemoryCache, RedisCache, ResponseCache
 from server.completions import Completions
-from server.config import GatewayConfig
+from server.config import ConfigError, GatewayConfig, load_config
 from server.dispatch import Dispatcher
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule, token_rule
@@ -32,7 +33,7 @@ from server.observability.telemetry import Observability
 from server.providers import Provider, create_provider
 from server.quota import TokenQuota
 from server.routing import Router
-from server.service import AIService
+from server.service import AIService, ServiceState
 from server.shared_state import SharedRedis
 from server.tls import server_credentials
 
@@ -57,7 +58,10 @@ class Gateway:
         self._reuse_port = reuse_port
         self.health = HealthServicer()
         self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
-        self._providers: dict[str, Provider] = {}
+        self.runtime: Runtime | None = None
+        self._cache: ResponseCache | None = None
+        self._auth = AuthInterceptor(*access(config))
+        self._closing: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
@@ -71,45 +75,63 @@ class Gateway:
         host = self.config.server.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
-    def _response_cache(self) -> ResponseCache | None:
-        if not self.config.cache.enabled:
+    def _response_cache(self, config: GatewayConfig) -> ResponseCache | None:
+        if not config.cache.enabled:
             return None
         if self.shared_redis is not None:
             return RedisCache(self.shared_redis)
-        return MemoryCache(self.config.cache.max_entries)
+        return MemoryCache(config.cache.max_entries)
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        auth = self.config.auth
-        keyring = KeyRing(auth, self.config.rate_limit) if auth.enabled else None
-        anonymous = Caller(
-            "anonymous",
-            frozenset(),
-            rate_rule(self.config.rate_limit),
-            token_rule(self.config.rate_limit),
-        )
         return [
             *self.observability.interceptors(),
-            AuthInterceptor(keyring, anonymous),
+            self._auth,
             RateLimitInterceptor(self.limiter),
         ]
 
-    async def start(self) -> None:
-        settings = self.config.server
-        self._providers = {
-            p.name: create_provider(p, self.config.models) for p in self.config.providers
+    def _build_runtime(self, config: GatewayConfig) -> Runtime:
+        """Providers, routes and the call pipeline for `config`; unchanged providers are kept."""
+        previous = self.runtime.providers if self.runtime is not None else {}
+        kept_settings = {p.name: p for p in self.config.providers} if self.runtime else {}
+        providers = {
+            p.name: previous[p.name]
+            if p.name in previous and kept_settings.get(p.name) == p
+            else create_provider(p, config.models)
+            for p in config.providers
         }
-        resilience = self.config.resilience
+        resilience = config.resilience
         router = Router(
-            self.config.models,
-            self._providers,
+            config.models,
+            providers,
             resilience,
             on_circuit_change=self.model_health.circuit_changed,
         )
-        self.router = router
-        self.dispatcher = Dispatcher(router, resilience.retries)
-        self.completions = Completions(
-            self.dispatcher, TokenQuota(self.limiter), self._response_cache(), self.config.cache
-        )
+        dispatcher = Dispatcher(router, resilience.retries)
+        if self._cache is None or config.cache != self.config.cache:
+            self._cache = self._response_cache(config)
+        completions = Completions(dispatcher, TokenQuota(self.limiter), self._cache, config.cache)
+        return Runtime(config, providers, router, dispatcher, completions)
+
+    @property
+    def router(self) -> Router:
+        assert self.runtime is not None
+        return self.runtime.router
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self.runtime is not None
+        return self.runtime.dispatcher
+
+    @property
+    def completions(self) -> Completions:
+        assert self.runtime is not None
+        return self.runtime.completions
+
+    async def start(self) -> None:
+        settings = self.config.server
+        runtime = self.runtime = self._build_runtime(self.config)
+        router = runtime.router
+        self._service = AIService(ServiceState.build(self.config, router, runtime.completions))
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
@@ -120,9 +142,7 @@ class Gateway:
                 ("grpc.max_send_message_length", settings.max_send_message_bytes),
             ],
         )
-        ai_service_pb2_grpc.add_AIServiceServicer_to_server(
-            AIService(self.config, router, self.completions), server
-        )
+        ai_service_pb2_grpc.add_AIServiceServicer_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -160,10 +180,64 @@ class Gateway:
         log.info("stopped")
 
     async def _close_providers(self) -> None:
-        await asyncio.gather(*(p.aclose() for p in self._providers.values()))
-        self._providers = {}
+        for task in self._closing:
+            task.cancel()
+        if self.runtime is not None:
+            await asyncio.gather(*(p.aclose() for p in self.runtime.providers.values()))
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
+
+    async def reload(self, path: str) -> bool:
+        """Re-read the config file and swap it in without dropping a call; False if rejected.
+
+        Keys, limits, routes, models, providers, resilience, cache and redaction change at
+        once for new calls; calls in flight finish on what they started with. The listener,
+        shared state and observability need a restart: changes there are logged, not applied.
+        """
+        try:
+            loaded = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            log.error("config reload rejected; the running config stays", extra={"error": str(exc)})
+            return False
+        restart_only = {
+            name: getattr(self.config, name)
+            for name in RESTART_ONLY_SECTIONS
+            if getattr(loaded, name) != getattr(self.config, name)
+        }
+        if restart_only:
+            log.warning(
+                "config reload: these sections need a restart and keep their running values",
+                extra={"sections": sorted(restart_only)},
+            )
+        config = loaded.model_copy(update=restart_only)
+        old = self.runtime
+        runtime = self._build_runtime(config)
+        self._auth.replace(*access(config))
+        self._service.state = ServiceState.build(config, runtime.router, runtime.completions)
+        self.runtime, self.config = runtime, config
+        self.observability.follow(runtime.router.deployments, config.providers)
+        await self.model_health.attach(runtime.router)
+        if old is not None:
+            retired = [
+                p for name, p in old.providers.items() if runtime.providers.get(name) is not p
+            ]
+            self._close_later(retired, config.server.shutdown_grace_seconds)
+        log.info(
+            "config reloaded", extra={"models": len(config.models), "keys": len(config.auth.keys)}
+        )
+        return True
+
+    def _close_later(self, providers: list[Provider], after: float) -> None:
+        """Retired providers close once calls that started on them have had time to end."""
+
+        async def close() -> None:
+            await asyncio.sleep(after)
+            await asyncio.gather(*(p.aclose() for p in providers))
+
+        if providers:
+            task = asyncio.ensure_future(close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -178,15 +252,53 @@ class Gateway:
         await self.stop(0)
 
 
-async def serve_until_signalled(gateway: Gateway) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return."""
+async def serve_until_signalled(gateway: Gateway, config_path: str | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return; SIGHUP reloads `config_path`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        if config_path is None:
+            log.warning("SIGHUP ignored: the embedded default has no config file to reload")
+            return
+        task = asyncio.ensure_future(gateway.reload(config_path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     await gateway.stop()
+
+
+def access(config: GatewayConfig) -> tuple[KeyRing | None, Caller]:
+    """Who may call under `config`: the key ring (None with auth off) and the anonymous caller."""
+    keyring = KeyRing(config.auth, config.rate_limit) if config.auth.enabled else None
+    anonymous = Caller(
+        "anonymous",
+        frozenset(),
+        rate_rule(config.rate_limit),
+        token_rule(config.rate_limit),
+    )
+    return keyring, anonymous
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What one configuration builds: the providers, their routes and the call pipeline."""
+
+    config: GatewayConfig
+    providers: dict[str, Provider]
+    router: Router
+    dispatcher: Dispatcher
+    completions: Completions
+
+
+#: Config sections a reload cannot change in a running process.
+RESTART_ONLY_SECTIONS = ("server", "shared_state", "observability")

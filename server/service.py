@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,7 +30,7 @@ from protos.ai_service_pb2 import (
     Model,
 )
 from server.completions import Completions
-from server.config import GatewayConfig
+from server.config import GatewayConfig, RequestLimits
 from server.errors import GatewayError, Internal, StreamInterrupted, abort
 from server.interceptors.auth import current_caller
 from server.observability.hooks import current_call
@@ -52,41 +53,60 @@ WORKER_KEY = "x-ai-worker"
 _WORKER = str(os.getpid())
 
 
-class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
-    def __init__(self, config: GatewayConfig, router: Router, completions: Completions) -> None:
-        self._limits = config.limits
-        self._default_deadline = config.server.default_deadline_seconds
-        self._router = router
-        self._completions = completions
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """Everything a call reads from configuration, swapped whole on a reload."""
+
+    limits: RequestLimits
+    default_deadline: float
+    router: Router
+    completions: Completions
+    policy: RedactionPolicy
+
+    @classmethod
+    def build(cls, config: GatewayConfig, router: Router, completions: Completions) -> ServiceState:
         audit = config.observability.audit
-        self._policy = RedactionPolicy(
-            config.redaction, keep_text=audit.path is not None and audit.include_prompts
+        return cls(
+            limits=config.limits,
+            default_deadline=config.server.default_deadline_seconds,
+            router=router,
+            completions=completions,
+            policy=RedactionPolicy(
+                config.redaction, keep_text=audit.path is not None and audit.include_prompts
+            ),
         )
 
-    def _admit(self, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
+
+class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state  # each call reads it once: a reload never mixes two configs
+
+    @staticmethod
+    def _admit(state: ServiceState, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
         """Everything that can refuse a call before it costs an upstream request; redaction."""
         call = current_call.get()
         if call is not None:
             call.model_requested = request.model
-        validate_request(request, self._limits)
+        validate_request(request, state.limits)
         caller = current_caller.get()
-        route = self._router.resolve(request.model, caller)
-        route = self._router.apply_rules(route, request)
+        route = state.router.resolve(request.model, caller)
+        route = state.router.apply_rules(route, request)
         validate_for_model(request, route.model)
         if call is not None:
             call.route = route
-        screening = self._policy.screening(caller.name, route.name, call)
+        screening = state.policy.screening(caller.name, route.name, call)
         screening.prompt(request)
         return route, screening
 
     async def ChatCompletion(
         self, request: ChatCompletionRequest, context: Context
     ) -> ChatCompletionResponse:
+        state = self.state
         try:
-            route, screening = self._admit(request)
-            budget = Budget.for_call(context.time_remaining(), self._default_deadline)
+            route, screening = self._admit(state, request)
+            budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             async with budget.bound():
-                outcome = await self._completions.complete(
+                outcome = await state.completions.complete(
                     request, route, budget, current_caller.get()
                 )
         except GatewayError as error:
@@ -105,11 +125,12 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         delivered = 0
         chars = 0
         call = current_call.get()
+        state = self.state
         try:
-            route, screening = self._admit(request)
-            budget = Budget.for_call(context.time_remaining(), self._default_deadline)
+            route, screening = self._admit(state, request)
+            budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             async with budget.bound():
-                outcome = await self._completions.open_stream(
+                outcome = await state.completions.open_stream(
                     request, route, budget, current_caller.get()
                 )
                 chunk, rest = outcome.value
@@ -139,7 +160,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             await abort(context, Internal("internal error in the gateway"))
 
     async def ListModels(self, request: ListModelsRequest, context: Context) -> ListModelsResponse:
-        routes = self._router.visible_to(current_caller.get())
+        routes = self.state.router.visible_to(current_caller.get())
         return ListModelsResponse(
             models=[
                 Model(

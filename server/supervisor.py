@@ -4,8 +4,9 @@ Each worker is a fresh interpreter (`python -m server … --workers 1 --reuse-po
 so no gRPC object ever crosses a fork (FACTS.md), and each has its own event loop
 and upstream connection pools; the kernel spreads connections over them with
 SO_REUSEPORT. The supervisor creates no gRPC object. It restarts a worker that
-dies, gives up when one keeps dying at start, and on SIGTERM/SIGINT passes the
-signal on so every worker drains, then exits 0 when they all did.
+dies, gives up when one keeps dying at start, passes SIGHUP on (every worker
+reloads its config), and on SIGTERM/SIGINT passes the signal on so every worker
+drains, then exits 0 when they all did.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
+        signal.signal(signal.SIGHUP, self._forward_reload)
         if not self._env.get(METRICS_DIR_VARIABLE):
             # Workers write their metrics here and whichever serves /metrics sums them all.
             self._metrics_dir = tempfile.mkdtemp(prefix="ai-service-metrics-")
@@ -78,6 +80,12 @@ class Supervisor:
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
+
+    def _forward_reload(self, signum: int, frame: FrameType | None) -> None:
+        # Every worker re-reads the config itself (and rejects it alike if it is invalid).
+        for worker in self._workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     def _spawn(self, slot: int, early_deaths: int = 0) -> _Worker:
         process = subprocess.Popen(self._argv, env=self._env)

@@ -126,6 +126,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates calls to AIService; with auth off, everyone is `anonymous`."""
 
     def __init__(self, keyring: KeyRing | None, anonymous: Caller) -> None:
+        self.replace(keyring, anonymous)
+
+    def replace(self, keyring: KeyRing | None, anonymous: Caller) -> None:
+        """Take new keys (a config reload); the next call sees them, a running one is done."""
         self._keyring = keyring
         self._anonymous = anonymous
         if keyring is None:

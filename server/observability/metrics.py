@@ -170,6 +170,12 @@ class DeploymentCollector(Collector):
     def __init__(
         self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
     ) -> None:
+        self.follow(deployments, providers)
+
+    def follow(
+        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
+    ) -> None:
+        """Report these deployments from now on (after a config reload)."""
         self._deployments = tuple(deployments)
         self._pool_max = {p.name: p.pool.max_connections for p in providers}
 

@@ -33,6 +33,7 @@ class Observability:
         self._recording, self._served = registries()
         self.metrics = Metrics(self._recording) if settings.metrics.enabled else None
         self.metrics_server: MetricsServer | None = None
+        self._deployments: DeploymentCollector | None = None
         tracing_on = span_exporter is not None or settings.tracing.exporter != "none"
         self.tracing = Tracing(settings.tracing, span_exporter) if tracing_on else None
         self.audit = AuditLog(settings.audit) if settings.audit.path is not None else None
@@ -51,9 +52,17 @@ class Observability:
     ) -> None:
         if self.metrics is None:
             return
-        self._served.register(DeploymentCollector(deployments, providers))
+        self._deployments = DeploymentCollector(deployments, providers)
+        self._served.register(self._deployments)
         self.metrics_server = MetricsServer(self._settings.metrics, self._served)
         await self.metrics_server.start()
+
+    def follow(
+        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
+    ) -> None:
+        """After a config reload: report the new deployments."""
+        if self._deployments is not None:
+            self._deployments.follow(deployments, providers)
 
     async def close(self) -> None:
         """After the gRPC server stopped: every call has ended and been recorded."""

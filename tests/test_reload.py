@@ -1,0 +1,202 @@
+"""Hot reload: SIGHUP (or Gateway.reload) swaps the config without dropping a call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from protos import ai_service_pb2_grpc
+from protos.ai_service_pb2 import ListModelsRequest
+from server.app import Gateway
+from server.config import load_config
+from server.simulator import Simulator, SimulatorConfig
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.test_process import gateway_argv, spawn, wait_http, wait_serving
+
+NEW_KEY = "new-key-0123456789"
+
+
+def ask(model: str = "sim-gpt", text: str = "hello") -> ChatCompletionRequest:
+    return ChatCompletionRequest(model=model, messages=[Message(role="user", content=text)])
+
+
+def revised(tree: dict[str, Any]) -> dict[str, Any]:
+    """The same config with the test key revoked, a new key, a new model and a tight limit."""
+    tree = {**tree}
+    tree["auth"] = {
+        "keys": [{"name": "newcomer", "key": NEW_KEY, "rate_limit": {"requests_per_minute": 3}}]
+    }
+    tree["models"] = [
+        *tree["models"],
+        {"name": "sim-new", "provider": "simulator", "upstream_model": "sim-new-1"},
+    ]
+    return tree
+
+
+async def test_reload_revokes_adds_and_limits_without_dropping_a_stream(
+    simulator: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree = config_tree(simulator.base_url)
+    path = write_config(tmp_path / "config.yaml", tree)
+    simulator.config.tokens_per_second = 40
+    async with Gateway(load_config(path)) as gateway:
+        async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as old_client:
+            stream = old_client.stream_chat(ask(text="/tokens 20 across a reload"))
+            first = await anext(stream)  # type: ignore[call-overload]
+            write_config(path, revised(tree))
+            with caplog.at_level(logging.INFO):
+                assert await gateway.reload(str(path))
+            rest = [chunk async for chunk in stream]  # type: ignore[attr-defined]
+            chunks = [first, *rest]
+            assert len("".join(c.choices[0].delta.content for c in chunks).split()) == 20
+            assert chunks[-1].choices[0].finish_reason == "stop"
+
+            # The revoked key is refused on every RPC.
+            async with grpc.aio.insecure_channel(gateway.address) as channel:
+                stub = ai_service_pb2_grpc.AIServiceStub(channel)
+                metadata = (("authorization", f"Bearer {TEST_KEY}"),)
+                for call in (
+                    stub.ChatCompletion(ask(), metadata=metadata),
+                    stub.ListModels(ListModelsRequest(), metadata=metadata),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await call
+                    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in stub.StreamChatCompletion(ask(), metadata=metadata):
+                        pass
+                assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+        async with AsyncAIClient(gateway.address, NEW_KEY, timeout=10) as client:
+            assert "sim-new" in [m.id for m in await client.list_models()]
+            assert (await client.chat(ask("sim-new"))).model == "sim-new-1"
+            await client.chat(ask())
+            with pytest.raises(AIServiceError) as limited:
+                await client.chat(ask())
+            assert limited.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert any(r.getMessage() == "config reloaded" for r in caplog.records)
+
+
+async def test_an_invalid_config_is_rejected_and_the_old_one_stays(
+    simulator: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree = config_tree(simulator.base_url)
+    path = write_config(tmp_path / "config.yaml", tree)
+    async with Gateway(load_config(path)) as gateway:
+        broken = revised(tree)
+        broken["models"][-1]["provider"] = "no-such-provider"
+        write_config(path, broken)
+        with caplog.at_level(logging.ERROR):
+            assert not await gateway.reload(str(path))
+        rejected = [
+            r for r in caplog.records if r.getMessage().startswith("config reload rejected")
+        ]
+        assert rejected and "no-such-provider" in rejected[0].error  # type: ignore[attr-defined]
+        async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+            assert (await client.chat(ask())).choices  # the old keys still work
+        async with AsyncAIClient(gateway.address, NEW_KEY, timeout=10) as newcomer:
+            with pytest.raises(AIServiceError):
+                await newcomer.chat(ask())
+
+
+async def test_restart_only_sections_keep_their_running_values(
+    simulator: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree = config_tree(simulator.base_url)
+    path = write_config(tmp_path / "config.yaml", tree)
+    async with Gateway(load_config(path)) as gateway:
+        address = gateway.address
+        moved = {**tree, "server": {**tree["server"], "default_deadline_seconds": 5}}
+        write_config(path, moved)
+        with caplog.at_level(logging.WARNING):
+            assert await gateway.reload(str(path))
+        assert gateway.config.server.default_deadline_seconds == 300
+        assert gateway.address == address
+        assert any("need a restart" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    tree = config_tree(simulator.base_url, server__shutdown_grace_seconds=0.2)
+    path = write_config(tmp_path / "config.yaml", tree)
+    async with (
+        Simulator(SimulatorConfig(api_key=PROVIDER_SECRET)) as second,
+        Gateway(load_config(path)) as gateway,
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
+    ):
+        await client.chat(ask())
+        tree["providers"][0]["base_url"] = f"{second.base_url}/v1"
+        write_config(path, tree)
+        assert await gateway.reload(str(path))
+        await client.chat(ask())
+        await asyncio.sleep(0.5)  # the retired pool closes after the grace period
+        assert not gateway._closing
+    assert simulator.stats.total_requests == 1
+    assert second.stats.total_requests == 1
+
+
+def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
+    sim_port = free_port()
+    simulator = spawn(
+        [
+            sys.executable,
+            "-m",
+            "server.simulator",
+            "--listen",
+            f"127.0.0.1:{sim_port}",
+            "--api-key",
+            PROVIDER_SECRET,
+        ],
+        tmp_path,
+        "simulator",
+    )
+    gateway = None
+    try:
+        wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", simulator)
+        tree = config_tree(f"http://127.0.0.1:{sim_port}")
+        path = write_config(tmp_path / "config.yaml", tree)
+        address = f"127.0.0.1:{free_port()}"
+        gateway = spawn(
+            gateway_argv("--config", str(path), "--listen", address, "--workers", "2"),
+            tmp_path,
+            "gateway",
+        )
+        wait_serving(address, gateway)
+        assert _code(address, TEST_KEY) is grpc.StatusCode.OK
+        write_config(path, revised(tree))
+        gateway.popen.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _code(address, NEW_KEY) is not grpc.StatusCode.OK:
+            time.sleep(0.2)
+        time.sleep(0.5)  # both workers have had their signal by now
+        # Over many new connections (both workers): the old key is gone, the new one works.
+        assert {_code(address, TEST_KEY) for _ in range(12)} == {grpc.StatusCode.UNAUTHENTICATED}
+        assert _code(address, NEW_KEY) is grpc.StatusCode.OK
+        gateway.popen.send_signal(signal.SIGTERM)
+        assert gateway.popen.wait(timeout=30) == 0
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        simulator.kill()
+
+
+def _code(address: str, key: str) -> grpc.StatusCode:
+    with grpc.insecure_channel(address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        try:
+            stub.ListModels(
+                ListModelsRequest(), metadata=(("authorization", f"Bearer {key}"),), timeout=5
+            )
+        except grpc.RpcError as error:
+            return error.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
