@@ -126,6 +126,10 @@ class CallerKey(_Strict):
     models: tuple[str, ...] = ()
     #: Overrides the default rate limit for this key.
     rate_limit: RateLimitSettings | None = None
+    #: The most max_tokens this key may ask for (a call that sets none gets this cap).
+    max_output_tokens: int | None = Field(None, gt=0)
+    #: Streams this key may hold open at once (per gateway process).
+    max_concurrent_streams: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one_secret(self) -> CallerKey:

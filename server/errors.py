@@ -94,6 +94,24 @@ class RateLimited(GatewayError):
         ]
 
 
+class TooManyStreams(GatewayError):
+    """A key is at its limit of concurrent streams."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TOO_MANY_STREAMS"
+
+    def __init__(self, message: str, *, subject: str, limit: int) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.limit = limit
+
+    def details(self) -> list[object]:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=self.subject, description=f"{self.limit} concurrent streams"
+        )
+        return [error_details_pb2.QuotaFailure(violations=[violation])]
+
+
 class Draining(GatewayError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DRAINING"

@@ -35,7 +35,8 @@ from server.errors import GatewayError, Internal, StreamInterrupted, abort
 from server.interceptors.auth import current_caller
 from server.observability.hooks import current_call
 from server.policy.redaction import RedactionPolicy, Screening
-from server.policy.validation import validate_for_model, validate_request
+from server.policy.streams import OpenStreams
+from server.policy.validation import apply_caller_cap, validate_for_model, validate_request
 from server.resilience import Budget
 from server.routing import DeploymentHandle, ModelRoute, Router
 
@@ -80,6 +81,7 @@ class ServiceState:
 class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     def __init__(self, state: ServiceState) -> None:
         self.state = state  # each call reads it once: a reload never mixes two configs
+        self._streams = OpenStreams()
 
     @staticmethod
     def _admit(state: ServiceState, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
@@ -92,6 +94,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         route = state.router.resolve(request.model, caller)
         route = state.router.apply_rules(route, request)
         validate_for_model(request, route.model)
+        apply_caller_cap(request, caller.name, caller.max_output_tokens)
         if call is not None:
             call.route = route
         screening = state.policy.screening(caller.name, route.name, call)
@@ -127,30 +130,31 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         call = current_call.get()
         state = self.state
         try:
-            route, screening = self._admit(state, request)
-            budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-            async with budget.bound():
-                outcome = await state.completions.open_stream(
-                    request, route, budget, current_caller.get()
-                )
-                chunk, rest = outcome.value
-                async with contextlib.aclosing(rest):
-                    while True:
-                        screening.chunk(chunk)
-                        chunk.sequence = delivered
-                        if call is not None:
-                            call.saw_first_token()
-                        yield chunk
-                        delivered += 1
-                        chars += sum(len(choice.delta.content) for choice in chunk.choices)
-                        last = chunk
-                        try:
-                            chunk = await anext(rest)
-                        except StopAsyncIteration:
-                            break
-            screening.stream_ended()
-            trailers = _outcome_metadata(outcome.handle, outcome.attempts)
-            context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
+            with self._streams.hold(current_caller.get()):
+                route, screening = self._admit(state, request)
+                budget = Budget.for_call(context.time_remaining(), state.default_deadline)
+                async with budget.bound():
+                    outcome = await state.completions.open_stream(
+                        request, route, budget, current_caller.get()
+                    )
+                    chunk, rest = outcome.value
+                    async with contextlib.aclosing(rest):
+                        while True:
+                            screening.chunk(chunk)
+                            chunk.sequence = delivered
+                            if call is not None:
+                                call.saw_first_token()
+                            yield chunk
+                            delivered += 1
+                            chars += sum(len(choice.delta.content) for choice in chunk.choices)
+                            last = chunk
+                            try:
+                                chunk = await anext(rest)
+                            except StopAsyncIteration:
+                                break
+                screening.stream_ended()
+                trailers = _outcome_metadata(outcome.handle, outcome.attempts)
+                context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
         except GatewayError as error:
             if delivered:
                 error = StreamInterrupted(error, chunks_delivered=delivered, chars_delivered=chars)

@@ -157,3 +157,47 @@ async def test_keys_may_be_configured_as_sha256_digests(start_gateway: StartGate
     assert await call(gateway, "hashed-secret-key")
     with pytest.raises(AIServiceError):
         await call(gateway, f"sha256:{digest}")  # the digest itself is no key
+
+
+async def test_a_keys_output_cap_refuses_more_and_imposes_itself(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(
+        auth={"keys": [{"name": "tester", "key": TEST_KEY, "max_output_tokens": 50}]}
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(
+                ChatCompletionRequest(model="sim-gpt", messages=HELLO.messages, max_tokens=51)
+            )
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.field_violations[0][0] == "max_tokens"
+        assert "at most 50" in caught.value.message
+        await client.chat(HELLO)
+    assert simulator.stats.received[-1].body["max_tokens"] == 50
+    assert simulator.stats.total_requests == 1
+
+
+async def test_a_keys_concurrent_streams_are_capped(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(
+        auth={"keys": [{"name": "tester", "key": TEST_KEY, "max_concurrent_streams": 2}]}
+    )
+    simulator.config.tokens_per_second = 20
+    slow = ChatCompletionRequest(
+        model="sim-gpt", messages=[Message(role="user", content="/tokens 10 slow")]
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        open_streams = [client.stream_chat(slow) for _ in range(2)]
+        for stream in open_streams:
+            await anext(stream)  # type: ignore[call-overload]
+        with pytest.raises(AIServiceError) as caught:
+            [c async for c in client.stream_chat(slow)]
+        assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert caught.value.reason == "TOO_MANY_STREAMS"
+        assert caught.value.quota_violations == [("key:tester", "2 concurrent streams")]
+        assert (await client.chat(HELLO)).choices  # unary calls are not streams
+        for stream in open_streams:
+            [c async for c in stream]  # type: ignore[attr-defined]
+        assert [c async for c in client.stream_chat(HELLO)]  # a slot is free again

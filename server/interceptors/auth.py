@@ -38,6 +38,10 @@ class Caller:
     rate: RateRule | None
     #: Its token rate limit; None when unlimited.
     tokens: RateRule | None = None
+    #: The most max_tokens it may ask for; None when only the model caps it.
+    max_output_tokens: int | None = None
+    #: Streams it may hold open at once; None when unlimited.
+    max_concurrent_streams: int | None = None
 
     def may_use(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -76,6 +80,8 @@ class KeyRing:
                     models=frozenset(key.models),
                     rate=rate_rule(key.rate_limit or default_rate),
                     tokens=token_rule(key.rate_limit or default_rate),
+                    max_output_tokens=key.max_output_tokens,
+                    max_concurrent_streams=key.max_concurrent_streams,
                 ),
             )
             for key in settings.keys

@@ -49,6 +49,18 @@ def validate_for_model(request: ChatCompletionRequest, model: ModelSettings) -> 
         raise InvalidRequest("max_tokens", f"is {request.max_tokens}; {model.name} allows {cap}")
 
 
+def apply_caller_cap(request: ChatCompletionRequest, caller: str, cap: int | None) -> None:
+    """A key's output cap: refuse a larger max_tokens, and impose it where none was asked."""
+    if cap is None:
+        return
+    if not request.HasField("max_tokens"):
+        request.max_tokens = cap
+    elif request.max_tokens > cap:
+        raise InvalidRequest(
+            "max_tokens", f"is {request.max_tokens}; key {caller!r} may ask for at most {cap}"
+        )
+
+
 def _check_messages(request: ChatCompletionRequest, limits: RequestLimits) -> None:
     if not request.messages:
         raise InvalidRequest("messages", "must hold at least one message")
