@@ -46,8 +46,9 @@ from protos.ai_service_pb2 import (
 from server.config import ProviderSettings
 from server.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
 from server.providers.base import Deployment, parse_json_body
+from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_sse_batches
-from server.providers.http import HttpClient, UpstreamResponse, create_http_client
+from server.providers.http import HttpClient, UpstreamResponse
 from server.providers.status_mapping import error_from_status
 from server.providers.translation import (
     EMPTY_OBJECT_SCHEMA,
@@ -102,20 +103,17 @@ class AnthropicProvider:
         default_max_tokens: Mapping[str, int] | None = None,
     ) -> None:
         self.name = settings.name
-        self._url = settings.base_url.rstrip("/") + "/v1/messages"
-        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
-        self._headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "anthropic-version": settings.anthropic_version,
-            **settings.headers,
-        }
-        if self._secret:
-            self._headers["x-api-key"] = self._secret
-        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._endpoint = UpstreamEndpoint(
+            settings,
+            "/v1/messages",
+            stream_accept="text/event-stream",
+            credentials=lambda secret: {"x-api-key": secret},
+            extra_headers={"anthropic-version": settings.anthropic_version},
+            map_error=error_from_response,
+            http=http,
+        )
         # upstream model → max_tokens sent when the request sets none (the API requires one).
         self._default_max_tokens = dict(default_max_tokens or {})
-        self._http = http or create_http_client(settings)
 
     def _body(self, request: ChatCompletionRequest, deployment: Deployment, stream: bool) -> bytes:
         model = deployment.upstream_model
@@ -126,19 +124,14 @@ class AnthropicProvider:
         self, request: ChatCompletionRequest, deployment: Deployment
     ) -> ChatCompletionResponse:
         body = self._body(request, deployment, stream=False)
-        async with self._http.post(self._url, body, self._headers) as response:
-            payload = await response.read()
-            if response.status != 200:
-                raise self._error(response, payload)
-        return translate_failure(response_from_anthropic, parse_json_body(payload, "a message"))
+        payload = await self._endpoint.fetch(body, "a message")
+        return translate_failure(response_from_anthropic, payload)
 
     async def stream(
         self, request: ChatCompletionRequest, deployment: Deployment
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = self._body(request, deployment, stream=True)
-        async with self._http.post(self._url, body, self._stream_headers) as response:
-            if response.status != 200:
-                raise self._error(response, await response.read())
+        async with self._endpoint.stream(body) as response:
             translator = StreamTranslator(self.name)
             async for events in iter_sse_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
@@ -151,15 +144,12 @@ class AnthropicProvider:
                     return
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without message_stop")
 
-    def _error(self, response: UpstreamResponse, body: bytes) -> UpstreamError:
-        return error_from_response(response, body, provider=self.name, secret=self._secret)
-
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._endpoint.aclose()
 
 
 def error_from_response(
-    response: UpstreamResponse, body: bytes, *, provider: str, secret: str | None
+    response: UpstreamResponse, body: bytes, provider: str, secret: str | None
 ) -> UpstreamError:
     """The gateway error for a non-200 answer: by status, except that an `overloaded_error`
     is UNAVAILABLE whatever its status (overload sometimes comes as a 429)."""

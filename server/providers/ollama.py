@@ -41,11 +41,12 @@ from protos.ai_service_pb2 import (
     ToolCall,
 )
 from server.config import ProviderSettings
-from server.errors import UpstreamError, UpstreamUnavailable
+from server.errors import UpstreamUnavailable
 from server.providers.base import Deployment, parse_json_body
+from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_line_batches
-from server.providers.http import HttpClient, UpstreamResponse, create_http_client
-from server.providers.status_mapping import error_from_status, message_in_error_payload
+from server.providers.http import HttpClient
+from server.providers.status_mapping import message_in_error_payload
 from server.providers.translation import (
     arguments_object,
     arguments_text,
@@ -74,36 +75,23 @@ class OllamaProvider:
 
     def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
         self.name = settings.name
-        self._url = settings.base_url.rstrip("/") + "/api/chat"
-        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
-        self._headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            **settings.headers,
-        }
-        if self._secret:
-            # Ollama itself has no auth; a proxy in front of it (or ollama.com) takes a bearer.
-            self._headers["authorization"] = f"Bearer {self._secret}"
-        self._stream_headers = {**self._headers, "accept": "application/x-ndjson"}
-        self._http = http or create_http_client(settings)
+        # Ollama itself has no auth; a proxy in front of it (or ollama.com) takes a bearer.
+        self._endpoint = UpstreamEndpoint(
+            settings, "/api/chat", stream_accept="application/x-ndjson", http=http
+        )
 
     async def complete(
         self, request: ChatCompletionRequest, deployment: Deployment
     ) -> ChatCompletionResponse:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
-        async with self._http.post(self._url, body, self._headers) as response:
-            payload = await response.read()
-            if response.status != 200:
-                raise self._error(response, payload)
-        return translate_failure(response_from_ollama, parse_json_body(payload, "a chat answer"))
+        payload = await self._endpoint.fetch(body, "a chat answer")
+        return translate_failure(response_from_ollama, payload)
 
     async def stream(
         self, request: ChatCompletionRequest, deployment: Deployment
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
-        async with self._http.post(self._url, body, self._stream_headers) as response:
-            if response.status != 200:
-                raise self._error(response, await response.read())
+        async with self._endpoint.stream(body) as response:
             translator = StreamTranslator(self.name)
             async for lines in iter_line_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
@@ -117,17 +105,8 @@ class OllamaProvider:
                     return
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without done: true")
 
-    def _error(self, response: UpstreamResponse, body: bytes) -> UpstreamError:
-        return error_from_status(
-            response.status,
-            body,
-            retry_after=response.header("retry-after"),
-            provider=self.name,
-            secret=self._secret,
-        )
-
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._endpoint.aclose()
 
 
 # --- request: proto → Ollama JSON ---------------------------------------------------

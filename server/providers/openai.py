@@ -35,11 +35,12 @@ from protos.ai_service_pb2 import (
     Usage,
 )
 from server.config import ProviderSettings
-from server.errors import UpstreamError, UpstreamUnavailable
+from server.errors import UpstreamUnavailable
 from server.providers.base import Deployment, parse_json_body
+from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_sse_batches
-from server.providers.http import HttpClient, UpstreamResponse, create_http_client
-from server.providers.status_mapping import error_from_status, message_in_error_payload
+from server.providers.http import HttpClient
+from server.providers.status_mapping import message_in_error_payload
 from server.providers.translation import (
     append_text,
     function_parameters,
@@ -58,35 +59,22 @@ class OpenAIProvider:
 
     def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
         self.name = settings.name
-        self._url = settings.base_url.rstrip("/") + "/chat/completions"
-        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
-        self._headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            **settings.headers,
-        }
-        if self._secret:
-            self._headers["authorization"] = f"Bearer {self._secret}"
-        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
-        self._http = http or create_http_client(settings)
+        self._endpoint = UpstreamEndpoint(
+            settings, "/chat/completions", stream_accept="text/event-stream", http=http
+        )
 
     async def complete(
         self, request: ChatCompletionRequest, deployment: Deployment
     ) -> ChatCompletionResponse:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
-        async with self._http.post(self._url, body, self._headers) as response:
-            payload = await response.read()
-            if response.status != 200:
-                raise self._error(response, payload)
-        return translate_failure(response_from_openai, parse_json_body(payload, "a completion"))
+        payload = await self._endpoint.fetch(body, "a completion")
+        return translate_failure(response_from_openai, payload)
 
     async def stream(
         self, request: ChatCompletionRequest, deployment: Deployment
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
-        async with self._http.post(self._url, body, self._stream_headers) as response:
-            if response.status != 200:
-                raise self._error(response, await response.read())
+        async with self._endpoint.stream(body) as response:
             finish: ChatCompletionChunk | None = None
             async for events in iter_sse_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
@@ -116,17 +104,8 @@ class OpenAIProvider:
                     yield chunk
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
 
-    def _error(self, response: UpstreamResponse, body: bytes) -> UpstreamError:
-        return error_from_status(
-            response.status,
-            body,
-            retry_after=response.header("retry-after"),
-            provider=self.name,
-            secret=self._secret,
-        )
-
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._endpoint.aclose()
 
 
 # --- request: proto → OpenAI JSON ---------------------------------------------------

@@ -1,0 +1,87 @@
+"""One upstream JSON API endpoint: its URL, headers, pooled client and error mapping.
+
+Every adapter posts JSON to one path of its provider and reads either one JSON
+object or a stream; what differs between providers is the path, how the key is
+sent, what a stream is called, and (Anthropic) a twist in the error mapping.
+Those are parameters here; the mechanics exist once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from server.config import ProviderSettings
+from server.errors import UpstreamError
+from server.providers.base import parse_json_body
+from server.providers.http import HttpClient, UpstreamResponse, create_http_client
+from server.providers.status_mapping import error_from_status
+
+#: Turns a non-200 answer into the gateway's error (provider name and key for scrubbing).
+ErrorMapper = Callable[[UpstreamResponse, bytes, str, str | None], UpstreamError]
+
+
+def map_by_status(
+    response: UpstreamResponse, body: bytes, provider: str, secret: str | None
+) -> UpstreamError:
+    return error_from_status(
+        response.status,
+        body,
+        retry_after=response.header("retry-after"),
+        provider=provider,
+        secret=secret,
+    )
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {secret}"}
+
+
+class UpstreamEndpoint:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        path: str,
+        *,
+        stream_accept: str,
+        credentials: Callable[[str], dict[str, str]] = bearer,
+        extra_headers: Mapping[str, str] | None = None,
+        map_error: ErrorMapper = map_by_status,
+        http: HttpClient | None = None,
+    ) -> None:
+        self.provider = settings.name
+        self.url = settings.base_url.rstrip("/") + path
+        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            **(extra_headers or {}),
+            **settings.headers,
+        }
+        if self._secret:
+            headers.update(credentials(self._secret))
+        self._headers = headers
+        self._stream_headers = {**headers, "accept": stream_accept}
+        self._map_error = map_error
+        self._http = http or create_http_client(settings)
+
+    async def fetch(self, body: bytes, what: str) -> dict[str, Any]:
+        """POST `body`; the JSON object answered, or the mapped error."""
+        async with self._http.post(self.url, body, self._headers) as response:
+            payload = await response.read()
+            if response.status != 200:
+                raise self._map_error(response, payload, self.provider, self._secret)
+        return parse_json_body(payload, what)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        """POST `body` for a stream; a non-200 answer raises the mapped error."""
+        async with self._http.post(self.url, body, self._stream_headers) as response:
+            if response.status != 200:
+                payload = await response.read()
+                raise self._map_error(response, payload, self.provider, self._secret)
+            yield response
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
