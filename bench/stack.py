@@ -61,8 +61,17 @@ def gateway_tree(
     rate_limit: bool = True,
     http_client: str = "aiohttp",
     max_connections: int = 100,
+    metrics: bool = False,
+    tracing: bool = False,
+    redaction: bool = False,
+    audit: Path | None = None,
+    cache: bool = False,
 ) -> dict[str, Any]:
-    """A gateway config: one model on the simulator; auth and the limiter on or off."""
+    """A gateway config: one model on the simulator, each hot-path feature on or off.
+
+    Everything optional is off unless asked, metrics included (the gateway's default is
+    on): the base measures the bare hot path, and each feature adds its own cost to it.
+    """
     return {
         "server": {"listen": f"{LOOPBACK}:0", "shutdown_grace_seconds": 1},
         "auth": {"enabled": auth, "keys": [{"name": "bench", "key": BENCH_KEY}] if auth else []},
@@ -82,16 +91,51 @@ def gateway_tree(
             }
         ],
         "models": [{"name": MODEL, "provider": "simulator", "upstream_model": UPSTREAM_MODEL}],
+        "observability": {
+            # The port is picked when the gateway starts (`gateway`), one free port each.
+            "metrics": {"enabled": metrics},
+            "tracing": _tracing(tracing),
+            "audit": {"path": str(audit) if audit else None},
+        },
+        # Built-in detectors (the default list), `redact` on the model: prompts scanned.
+        "redaction": {"mode": "off", "models": {MODEL: "redact"} if redaction else {}},
+        # `deterministic`: a request without temperature 0 or a seed is not cached.
+        "cache": {"enabled": cache, "when": "deterministic"},
     }
 
 
+def _tracing(on: bool) -> dict[str, Any]:
+    """The interceptor and tracer installed, nothing sampled, the exporter aimed at a closed port.
+
+    What this costs is the instrumentation itself: no span is exported (none is sampled),
+    and if one were, it would go nowhere.
+    """
+    if not on:
+        return {"exporter": "none"}
+    closed = f"http://{LOOPBACK}:{free_port()}/v1/traces"
+    return {"exporter": "otlp", "sample_ratio": 0.0, "otlp_endpoint": closed}
+
+
+def _with_ports(tree: dict[str, Any], port: int) -> dict[str, Any]:
+    """`tree` listening on `port`, and on a free port of its own for /metrics if enabled."""
+    observability = dict(tree.get("observability", {}))
+    metrics = dict(observability.get("metrics", {}))
+    if metrics.get("enabled", True):
+        metrics["listen"] = f"{LOOPBACK}:{free_port()}"
+    observability["metrics"] = metrics
+    server = {**tree["server"], "listen": f"{LOOPBACK}:{port}"}
+    return {**tree, "server": server, "observability": observability}
+
+
 @contextlib.contextmanager
-def gateway(workdir: Path, tree: dict[str, Any], name: str = "gateway") -> Iterator[Endpoint]:
+def gateway(
+    workdir: Path, tree: dict[str, Any], name: str = "gateway", workers: int = 1
+) -> Iterator[Endpoint]:
     port = free_port()
-    tree = {**tree, "server": {**tree["server"], "listen": f"{LOOPBACK}:{port}"}}
     config = workdir / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    config.write_text(yaml.safe_dump(_with_ports(tree, port)), encoding="utf-8")
     argv = [PYTHON, "-m", "server", "--config", str(config), "--log-level", "warning"]
+    argv += ["--workers", str(workers)]
     with running(argv, port=port, log=workdir / f"{name}.log") as proc:
         yield Endpoint(name, port, proc.pid)
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -257,6 +257,32 @@ def _pick(
     return None
 
 
+async def _take_slot(handle: DeploymentHandle, admission: Admission, budget: Budget) -> None:
+    """A concurrency slot on the deployment; a call that never gets one leaves no verdict."""
+    try:
+        await handle.limiter.acquire(budget)
+    except BaseException:
+        handle.breaker.abandon(admission)
+        raise
+
+
+@contextlib.contextmanager
+def _verdict(handle: DeploymentHandle, admission: Admission) -> Iterator[None]:
+    """Report how the attempt went to the breaker, and give its slot back."""
+    try:
+        yield
+    except GatewayError as error:
+        handle.breaker.record(admission, failed=counts_against_deployment(error))
+        raise
+    except BaseException:  # cancelled: says nothing about the deployment
+        handle.breaker.abandon(admission)
+        raise
+    else:
+        handle.breaker.record(admission, failed=False)
+    finally:
+        handle.limiter.release()
+
+
 async def guarded_complete(
     handle: DeploymentHandle,
     admission: Admission,
@@ -265,25 +291,14 @@ async def guarded_complete(
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
     with observed_attempt(handle) as attempt:
-        try:
-            await handle.limiter.acquire(budget)
-        except BaseException:
-            handle.breaker.abandon(admission)
-            raise
+        await _take_slot(handle, admission, budget)
         started = time.perf_counter()
         try:
-            response = await handle.provider.complete(request, handle.target)
-        except GatewayError as error:
-            handle.breaker.record(admission, failed=counts_against_deployment(error))
-            raise
-        except BaseException:
-            handle.breaker.abandon(admission)
-            raise
+            with _verdict(handle, admission):
+                response = await handle.provider.complete(request, handle.target)
         finally:
-            handle.limiter.release()
             if attempt is not None:
                 attempt.upstream_seconds = time.perf_counter() - started
-        handle.breaker.record(admission, failed=False)
         if attempt is not None:
             attempt.took_usage(response.usage, response.model)
         return response
@@ -297,12 +312,8 @@ async def guarded_stream(
 ) -> ChunkStream:
     """One streaming attempt; the slot is held until the stream ends or is closed."""
     with observed_attempt(handle) as attempt:
-        try:
-            await handle.limiter.acquire(budget)
-        except BaseException:
-            handle.breaker.abandon(admission)
-            raise
-        try:
+        await _take_slot(handle, admission, budget)
+        with _verdict(handle, admission):
             stream = handle.provider.stream(request, handle.target)
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()
@@ -314,13 +325,3 @@ async def guarded_stream(
                             attempt.took_usage(chunk.usage, chunk.model)
                     yield chunk
                     waiting = time.perf_counter()
-        except GatewayError as error:
-            handle.breaker.record(admission, failed=counts_against_deployment(error))
-            raise
-        except BaseException:
-            handle.breaker.abandon(admission)
-            raise
-        else:
-            handle.breaker.record(admission, failed=False)
-        finally:
-            handle.limiter.release()
