@@ -161,6 +161,32 @@ def wait_http(url: str, process: Process, timeout: float = READY_TIMEOUT) -> Non
         time.sleep(0.1)
 
 
+def start_simulator(directory: Path, *args: str) -> tuple[Process, str]:
+    """The upstream simulator as its own process (with the tests' provider key); its URL."""
+    port = free_port()
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "server.simulator",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--api-key",
+            PROVIDER_SECRET,
+            *args,
+        ],
+        directory,
+        "simulator",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/_sim/stats", process)
+    except BaseException:
+        process.kill()
+        raise
+    return process, url
+
+
 @dataclass
 class Running:
     address: str
@@ -379,26 +405,9 @@ GRACE_SECONDS = 20
 @pytest.fixture
 def draining_gateway(tmp_path: Path) -> Iterator[Running]:
     """A gateway process from a YAML config, in front of a separate, slow simulator process."""
-    sim_port = free_port()
-    simulator = spawn(
-        [
-            sys.executable,
-            "-m",
-            "server.simulator",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-            "--tokens-per-second",
-            "20",
-            "--api-key",
-            PROVIDER_SECRET,
-        ],
-        tmp_path,
-        "simulator",
-    )
+    simulator, sim_url = start_simulator(tmp_path, "--tokens-per-second", "20")
     gateway: Process | None = None
     try:
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        wait_http(f"{sim_url}/_sim/stats", simulator)
         tree = config_tree(sim_url, server__shutdown_grace_seconds=GRACE_SECONDS)
         config = write_config(tmp_path / "config.yaml", tree)
         address = f"127.0.0.1:{free_port()}"

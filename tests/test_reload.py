@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from server.app import Gateway
 from server.config import load_config
 from server.simulator import Simulator, SimulatorConfig
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
-from tests.test_process import gateway_argv, spawn, wait_http, wait_serving
+from tests.test_process import gateway_argv, spawn, start_simulator, wait_serving
 
 NEW_KEY = "new-key-0123456789"
 
@@ -146,24 +145,10 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
 
 
 def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
-    sim_port = free_port()
-    simulator = spawn(
-        [
-            sys.executable,
-            "-m",
-            "server.simulator",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-            "--api-key",
-            PROVIDER_SECRET,
-        ],
-        tmp_path,
-        "simulator",
-    )
+    simulator, sim_url = start_simulator(tmp_path)
     gateway = None
     try:
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", simulator)
-        tree = config_tree(f"http://127.0.0.1:{sim_port}")
+        tree = config_tree(sim_url)
         path = write_config(tmp_path / "config.yaml", tree)
         address = f"127.0.0.1:{free_port()}"
         gateway = spawn(

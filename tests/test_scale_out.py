@@ -6,7 +6,6 @@ by one replica is served by another.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,9 +15,9 @@ import pytest
 
 from protos import ai_service_pb2_grpc
 from protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import TEST_KEY, config_tree, free_port, write_config
 from tests.servers import nginx_in_front, redis_server
-from tests.test_process import Process, gateway_argv, spawn, wait_http, wait_serving
+from tests.test_process import Process, gateway_argv, spawn, start_simulator, wait_serving
 
 RPM = 30
 TPM = 120
@@ -38,23 +37,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("cluster")
     processes: list[Process] = []
     try:
-        sim_port = free_port()
-        simulator = spawn(
-            [
-                sys.executable,
-                "-m",
-                "server.simulator",
-                "--listen",
-                f"127.0.0.1:{sim_port}",
-                "--api-key",
-                PROVIDER_SECRET,
-            ],
-            directory,
-            "simulator",
-        )
+        simulator, simulator_url = start_simulator(directory)
         processes.append(simulator)
-        simulator_url = f"http://127.0.0.1:{sim_port}"
-        wait_http(f"{simulator_url}/_sim/stats", simulator)
         with redis_server(free_port(), directory) as redis:
             tree = config_tree(simulator_url)
             tree["auth"]["keys"] = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,30 +14,16 @@ import pytest
 
 from protos import ai_service_pb2_grpc
 from protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
-from tests.test_process import Process, Running, gateway_argv, spawn, wait_http, wait_serving
+from tests.conftest import TEST_KEY, config_tree, free_port, write_config
+from tests.test_process import Process, Running, gateway_argv, spawn, start_simulator, wait_serving
 
 
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[Running]:
-    sim_port = free_port()
-    simulator = spawn(
-        [
-            sys.executable,
-            "-m",
-            "server.simulator",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-            "--api-key",
-            PROVIDER_SECRET,
-        ],
-        tmp_path,
-        "simulator",
-    )
+    simulator, sim_url = start_simulator(tmp_path)
     gateway: Process | None = None
     try:
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", simulator)
-        tree = config_tree(f"http://127.0.0.1:{sim_port}")
+        tree = config_tree(sim_url)
         metrics_port = free_port()
         tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
         config = write_config(tmp_path / "config.yaml", tree)
