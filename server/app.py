@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from protos import ai_service_pb2, ai_service_pb2_grpc
 from server.cache import MemoryCache, RedisCache, ResponseCache
 from server.completions import Completions
-from server.config import ConfigError, GatewayConfig, load_config
+from server.config import ConfigError, GatewayConfig, ServerSettings, load_config
 from server.dispatch import Dispatcher
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule, token_rule
@@ -140,6 +140,7 @@ class Gateway:
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
                 ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                 ("grpc.max_send_message_length", settings.max_send_message_bytes),
+                *connection_options(settings),
             ],
         )
         ai_service_pb2_grpc.add_AIServiceServicer_to_server(self._service, server)
@@ -275,6 +276,26 @@ async def serve_until_signalled(gateway: Gateway, config_path: str | None = None
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     await gateway.stop()
+
+
+def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Keepalive and connection-age options for life behind a load balancer."""
+    options = [
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
+        # Clients that ping a little too eagerly are not punished with GOAWAY.
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    return options
 
 
 def access(config: GatewayConfig) -> tuple[KeyRing | None, Caller]:

@@ -64,6 +64,16 @@ class ServerSettings(_Strict):
     #: but below this get a clear INVALID_ARGUMENT instead of a transport error.
     max_receive_message_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_send_message_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    #: Behind a load balancer: ping idle clients this often, and drop them when a ping
+    #: goes unanswered for keepalive_timeout_seconds (dead peers free their streams).
+    keepalive_time_seconds: float = Field(60.0, gt=0)
+    keepalive_timeout_seconds: float = Field(20.0, gt=0)
+    #: Close connections after this long (GOAWAY) so long-lived HTTP/2 connections get
+    #: rebalanced over replicas; 0 keeps them forever.
+    max_connection_age_seconds: float = Field(0.0, ge=0)
+    #: How long calls on a closing connection may still run: longer than the longest
+    #: stream you allow, or such streams are cut.
+    max_connection_age_grace_seconds: float = Field(3600.0, ge=0)
 
     @field_validator("listen")
     @classmethod
