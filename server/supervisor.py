@@ -88,7 +88,7 @@ class Supervisor:
                 worker.process.send_signal(signal.SIGHUP)
 
     def _spawn(self, slot: int, early_deaths: int = 0) -> _Worker:
-        process = subprocess.Popen(self._argv, env=self._env)
+        process = subprocess.Popen(self._argv, env=self._env, preexec_fn=_die_with_parent)
         log.info("worker started", extra={"slot": slot, "pid": process.pid})
         return _Worker(slot, process, early_deaths=early_deaths)
 
@@ -131,3 +131,14 @@ def _forget_metrics_of(pid: int, directory: str) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM it (a graceful drain) if the supervisor dies,
+    even by SIGKILL, so no worker is ever left orphaned holding the port."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -101,3 +101,26 @@ def test_two_workers_both_serve_are_restarted_and_sigterm_drains_both(
     assert two_workers.process.popen.wait(timeout=30) == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the supervisor"
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    simulator, sim_url = start_simulator(tmp_path)
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "config.yaml", config_tree(sim_url))
+    supervisor = spawn(
+        gateway_argv("--config", str(config), "--listen", address, "--workers", "2"),
+        tmp_path,
+        "gateway",
+    )
+    try:
+        wait_serving(address, supervisor)
+        workers, _ = serving_workers(address, 2)
+        supervisor.popen.send_signal(signal.SIGKILL)  # no chance to stop its workers itself
+        supervisor.popen.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "orphaned workers"
+    finally:
+        supervisor.kill()
+        simulator.kill()
