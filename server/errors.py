@@ -223,7 +223,9 @@ def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
-def to_rpc_status(error: GatewayError) -> tuple[grpc.StatusCode, str, Trailers]:
+def to_rpc_status(
+    error: GatewayError, extra: Trailers = ()
+) -> tuple[grpc.StatusCode, str, Trailers]:
     """The (code, message, trailing metadata) that carry `error` to any gRPC client."""
     info = error_details_pb2.ErrorInfo(
         reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
@@ -237,12 +239,15 @@ def to_rpc_status(error: GatewayError) -> tuple[grpc.StatusCode, str, Trailers]:
     status = status_pb2.Status(
         code=_CODE_NUMBERS[error.code], message=error.message, details=packed
     )
-    return error.code, error.message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    details_trailer = (STATUS_DETAILS_KEY, status.SerializeToString())
+    return error.code, error.message, (details_trailer, *extra)
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], error: GatewayError) -> None:
-    """End the call with `error`; raises, as `context.abort` does."""
-    code, message, trailers = to_rpc_status(error)
+async def abort(
+    context: grpc.aio.ServicerContext[object, object], error: GatewayError, extra: Trailers = ()
+) -> None:
+    """End the call with `error` and `extra` trailing metadata; raises, as `context.abort` does."""
+    code, message, trailers = to_rpc_status(error, extra)
     await context.abort(code, message, trailers)
 
 

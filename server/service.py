@@ -33,7 +33,7 @@ from server.completions import Completions
 from server.config import GatewayConfig, RequestLimits
 from server.errors import GatewayError, Internal, StreamInterrupted, abort
 from server.interceptors.auth import current_caller
-from server.observability.hooks import current_call
+from server.observability.hooks import current_call, request_id_metadata
 from server.policy.redaction import RedactionPolicy, Screening
 from server.policy.streams import OpenStreams
 from server.policy.validation import apply_caller_cap, validate_for_model, validate_request
@@ -113,10 +113,10 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                     request, route, budget, current_caller.get()
                 )
         except GatewayError as error:
-            await abort(context, error)
+            await abort(context, error, request_id_metadata())
         except Exception:
             log.exception("ChatCompletion failed unexpectedly")
-            await abort(context, Internal("internal error in the gateway"))
+            await abort(context, Internal("internal error in the gateway"), request_id_metadata())
         response: ChatCompletionResponse = outcome.value
         screening.answer(response)
         context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
@@ -158,10 +158,10 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         except GatewayError as error:
             if delivered:
                 error = StreamInterrupted(error, chunks_delivered=delivered, chars_delivered=chars)
-            await abort(context, error)
+            await abort(context, error, request_id_metadata())
         except Exception:
             log.exception("StreamChatCompletion failed unexpectedly")
-            await abort(context, Internal("internal error in the gateway"))
+            await abort(context, Internal("internal error in the gateway"), request_id_metadata())
 
     async def ListModels(self, request: ListModelsRequest, context: Context) -> ListModelsResponse:
         routes = self.state.router.visible_to(current_caller.get())

@@ -239,11 +239,21 @@ async def test_request_id_is_taken_or_made_returned_and_logged(
             auth = ("authorization", f"Bearer {TEST_KEY}")
             call = stub.ChatCompletion(ask(), metadata=(auth, ("x-request-id", "req-42")))
             await call
-            assert ("x-request-id", "req-42") in list(await call.initial_metadata())
+            # Unary: with the status (trailing metadata), at no extra send.
+            assert ("x-request-id", "req-42") in list(await call.trailing_metadata())
             made = stub.ChatCompletion(ask(), metadata=(auth, ("x-request-id", "not a token")))
             await made
-            returned = dict(list(await made.initial_metadata()))["x-request-id"]
-            assert returned != "not a token" and len(returned) == 32
+            returned = dict(list(await made.trailing_metadata()))["x-request-id"]
+            assert returned != "not a token" and len(returned) == 24
+            # A stream: in the initial metadata, known before the first chunk.
+            stream = stub.StreamChatCompletion(ask(), metadata=(auth, ("x-request-id", "req-43")))
+            assert ("x-request-id", "req-43") in list(await stream.initial_metadata())
+            [chunk async for chunk in stream]
+            # A refusal carries it too.
+            refused = stub.ChatCompletion(ask(), metadata=(("x-request-id", "req-44"),))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused
+            assert ("x-request-id", "req-44") in list(caught.value.trailing_metadata())
     finally:
         dispatch_log.removeHandler(handler)
         dispatch_log.setLevel(level)

@@ -16,6 +16,7 @@ import grpc
 
 from protos import ai_service_pb2
 from server.errors import GatewayError, to_rpc_status
+from server.observability.hooks import request_id_metadata
 
 if TYPE_CHECKING:  # the stubs make the handler generic; the runtime class is not
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -35,7 +36,8 @@ def is_guarded(method: str) -> bool:
 
 
 def rejecting_handler(method: str, error: GatewayError) -> Handler:
-    code, message, trailers = to_rpc_status(error)
+    # Every refusal names its call, so a caller can quote the id to an operator.
+    code, message, trailers = to_rpc_status(error, request_id_metadata())
 
     if _SERVER_STREAMING[method]:
 

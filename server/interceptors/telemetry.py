@@ -1,7 +1,9 @@
 """The first interceptor: a request id and a `CallRecord` for every AIService call.
 
 The request id is the caller's `x-request-id` (when it is a sane token) or a new
-one; it goes back to the caller in the initial metadata, into every log line of
+one; it goes back to the caller in the response metadata (a stream's initial
+metadata, so it is known from the first chunk; a unary call's trailing metadata,
+with its status, so it costs no extra send), into every log line of
 the call (`observability/logging.py`) and into the audit record. The record is
 put in `current_call` for the interceptors and the servicer after this one, and
 closed with the call's status whoever ended it: the servicer, an interceptor's
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
@@ -23,20 +26,24 @@ from google.rpc import error_details_pb2, status_pb2
 from server.errors import STATUS_DETAILS_KEY
 from server.interceptors.auth import Continuation, Metadata, current_caller
 from server.interceptors.rejection import Handler, is_guarded
-from server.observability.hooks import CallRecord, Observer, current_call
+from server.observability.hooks import REQUEST_ID_KEY, CallRecord, Observer, current_call
 
-REQUEST_ID_KEY = "x-request-id"
 # A caller's id is echoed into logs and metadata: only a plain token is taken.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+# Fresh ids: a random per-process prefix and a counter (no system call per call).
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_next_id = itertools.count(1).__next__
+
+
 def request_id_of(metadata: Metadata | None) -> str:
     for name, value in metadata or ():
         if name == REQUEST_ID_KEY and isinstance(value, str) and _SANE_REQUEST_ID.fullmatch(value):
             return value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{_next_id():012x}"
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
@@ -79,12 +86,14 @@ def _observed_unary(
     call: CallRecord, behavior: Callable[[Any, Context], Awaitable[Any]]
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
-        await _begin(call, context)
+        _begin(call)
         try:
             response = await behavior(request, context)
         except BaseException as exc:
             _end(call, context, exc)
             raise
+        trailers = context.trailing_metadata() or ()
+        context.set_trailing_metadata((*trailers, (REQUEST_ID_KEY, call.request_id)))
         _end(call, context, None)
         return response
 
@@ -95,7 +104,8 @@ def _observed_stream(
     call: CallRecord, behavior: Callable[[Any, Context], AsyncGenerator[Any, None]]
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-        await _begin(call, context)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, call.request_id),))
+        _begin(call)
         try:
             # Closed at once when the caller leaves, so the upstream stream is too.
             async with contextlib.aclosing(behavior(request, context)) as items:
@@ -109,8 +119,7 @@ def _observed_stream(
     return stream
 
 
-async def _begin(call: CallRecord, context: Context) -> None:
-    await context.send_initial_metadata(((REQUEST_ID_KEY, call.request_id),))
+def _begin(call: CallRecord) -> None:
     caller = current_caller.get(None)  # set by the auth interceptor, after this one
     if caller is not None:
         call.key = caller.name

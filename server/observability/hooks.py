@@ -155,6 +155,15 @@ class Observer:
 current_call: ContextVar[CallRecord | None] = ContextVar("current_call", default=None)
 
 
+REQUEST_ID_KEY = "x-request-id"
+
+
+def request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """The call's request id as response metadata, for the status that ends the call."""
+    call = current_call.get()
+    return () if call is None else ((REQUEST_ID_KEY, call.request_id),)
+
+
 def note_cache_lookup(hit: bool) -> None:
     """The response cache was asked for the current call's answer."""
     call = current_call.get()
