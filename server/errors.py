@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "ai-service.v1"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 Trailers = tuple[tuple[str, str | bytes], ...]
 
@@ -28,6 +29,10 @@ class GatewayError(Exception):
     reason: str = "INTERNAL"
     #: Whether another attempt (same or other deployment) may succeed.
     retryable: bool = False
+    #: Whether a client's own gRPC retry policy may retry it. The gateway retries and
+    #: fails over upstream itself, within a budget; a client retrying on top would
+    #: multiply the load of an outage, so such statuses tell clients not to.
+    client_may_retry: bool = False
 
     def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -116,6 +121,7 @@ class Draining(GatewayError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DRAINING"
     retryable = True
+    client_may_retry = True  # another replica will take the call
 
 
 class UpstreamError(GatewayError):
@@ -239,8 +245,11 @@ def to_rpc_status(
     status = status_pb2.Status(
         code=_CODE_NUMBERS[error.code], message=error.message, details=packed
     )
-    details_trailer = (STATUS_DETAILS_KEY, status.SerializeToString())
-    return error.code, error.message, (details_trailer, *extra)
+    trailers: Trailers = ((STATUS_DETAILS_KEY, status.SerializeToString()), *extra)
+    if error.code is grpc.StatusCode.UNAVAILABLE and not error.client_may_retry:
+        # gRPC's retry pushback: a negative value tells the client's policy not to retry.
+        trailers = (*trailers, (RETRY_PUSHBACK_KEY, "-1"))
+    return error.code, error.message, trailers
 
 
 async def abort(

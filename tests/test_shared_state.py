@@ -110,7 +110,8 @@ async def test_errors_are_never_cached_and_a_finished_stream_fills_the_cache(
     gateway = await start_gateway(
         cache={"enabled": True}, resilience={"retries": {"max_attempts": 1}}
     )
-    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+    # No gRPC-level retry either (the client's default service config would retry).
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10, service_config="") as client:
         simulator.add_fault(FaultRule("status", status=500, times=1))
         with pytest.raises(AIServiceError):
             await client.chat(ask(temperature=0))

@@ -143,3 +143,16 @@ async def test_unreachable_upstream_is_unavailable(start_gateway: StartGateway) 
             await client.chat(HELLO)
     assert caught.value.code is grpc.StatusCode.UNAVAILABLE
     assert "connection failed" in caught.value.message
+
+
+async def test_gateway_unavailable_tells_clients_not_to_retry_on_top(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    # The client's default service config retries UNAVAILABLE; the gateway already
+    # retried upstream within its budget, so its status carries gRPC's retry pushback
+    # and the client does not multiply the attempts.
+    simulator.add_fault(FaultRule("status", status=503))
+    with pytest.raises(AIServiceError) as caught:
+        await client.chat(HELLO)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    assert simulator.stats.total_requests == 3  # the gateway's own max_attempts, no more

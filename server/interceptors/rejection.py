@@ -10,12 +10,13 @@ call costs nothing more.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from protos import ai_service_pb2
-from server.errors import GatewayError, to_rpc_status
+from server.errors import GatewayError, Trailers, to_rpc_status
 from server.observability.hooks import request_id_metadata
 
 if TYPE_CHECKING:  # the stubs make the handler generic; the runtime class is not
@@ -35,21 +36,32 @@ def is_guarded(method: str) -> bool:
     return method in _SERVER_STREAMING
 
 
+# The refusal a call is about to get: set by the interceptor that refuses it, read by
+# the (shared, per-method) refusing handler in the same task. Handlers stay static
+# objects, so wrappers of them can be built once.
+_refusal: ContextVar[tuple[grpc.StatusCode, str, Trailers]] = ContextVar("refusal")
+
+
 def rejecting_handler(method: str, error: GatewayError) -> Handler:
     # Every refusal names its call, so a caller can quote the id to an operator.
-    code, message, trailers = to_rpc_status(error, request_id_metadata())
+    _refusal.set(to_rpc_status(error, request_id_metadata()))
+    return _REFUSERS[method]
 
-    if _SERVER_STREAMING[method]:
 
-        async def refuse_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            await context.abort(code, message, trailers)
-            yield  # unreachable; makes this an async generator like the real handler
+async def _refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(*_refusal.get())
 
-        return grpc.unary_stream_rpc_method_handler(refuse_stream)
 
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message, trailers)
+async def _refuse_stream(
+    request: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[Any]:
+    await context.abort(*_refusal.get())
+    yield  # unreachable; makes this an async generator like the real handler
 
-    return grpc.unary_unary_rpc_method_handler(refuse)
+
+_REFUSERS: dict[str, Handler] = {
+    method: grpc.unary_stream_rpc_method_handler(_refuse_stream)
+    if streaming
+    else grpc.unary_unary_rpc_method_handler(_refuse)
+    for method, streaming in _SERVER_STREAMING.items()
+}

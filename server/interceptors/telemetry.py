@@ -49,6 +49,11 @@ def request_id_of(metadata: Metadata | None) -> str:
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, observers: Sequence[Observer]) -> None:
         self._observers = tuple(observers)
+        # The observing wrapper of each method's handler, built once: the call's
+        # record reaches it through `current_call`, not through a per-call closure.
+        # Handlers are static objects (refusals included), so this stays small; the
+        # handler is kept beside its wrapper so that its id is never reused.
+        self._observed: dict[int, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -66,27 +71,34 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        # AIService's methods are all unary-request; the stubs type the aio behaviours
-        # as the sync ones.
-        if handler.unary_stream is not None:
-            call.streaming = True
-            return grpc.unary_stream_rpc_method_handler(
-                _observed_stream(call, handler.unary_stream),  # type: ignore[arg-type]
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            _observed_unary(call, handler.unary_unary),  # type: ignore[arg-type]
+        call.streaming = handler.unary_stream is not None
+        cached = self._observed.get(id(handler))
+        if cached is None:
+            cached = self._observed[id(handler)] = (handler, _observing(handler))
+        return cached[1]
+
+
+def _observing(handler: Handler) -> Handler:
+    # AIService's methods are all unary-request; the stubs type the aio behaviours
+    # as the sync ones.
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _observed_stream(handler.unary_stream),  # type: ignore[arg-type]
             handler.request_deserializer,
             handler.response_serializer,
         )
+    return grpc.unary_unary_rpc_method_handler(
+        _observed_unary(handler.unary_unary),  # type: ignore[arg-type]
+        handler.request_deserializer,
+        handler.response_serializer,
+    )
 
 
 def _observed_unary(
-    call: CallRecord, behavior: Callable[[Any, Context], Awaitable[Any]]
+    behavior: Callable[[Any, Context], Awaitable[Any]],
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
-        _begin(call)
+        call = _begin()
         try:
             response = await behavior(request, context)
         except BaseException as exc:
@@ -101,11 +113,11 @@ def _observed_unary(
 
 
 def _observed_stream(
-    call: CallRecord, behavior: Callable[[Any, Context], AsyncGenerator[Any, None]]
+    behavior: Callable[[Any, Context], AsyncGenerator[Any, None]],
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+        call = _begin()
         await context.send_initial_metadata(((REQUEST_ID_KEY, call.request_id),))
-        _begin(call)
         try:
             # Closed at once when the caller leaves, so the upstream stream is too.
             async with contextlib.aclosing(behavior(request, context)) as items:
@@ -119,11 +131,14 @@ def _observed_stream(
     return stream
 
 
-def _begin(call: CallRecord) -> None:
+def _begin() -> CallRecord:
+    call = current_call.get()
+    assert call is not None  # set by intercept_service, in this same task
     caller = current_caller.get(None)  # set by the auth interceptor, after this one
     if caller is not None:
         call.key = caller.name
     call.begin()
+    return call
 
 
 def _end(call: CallRecord, context: Context, error: BaseException | None) -> None:
