@@ -199,7 +199,10 @@ class ProviderSettings(_Strict):
     #: e.g. https://api.anthropic.com (+ `/v1/messages`); ollama: the origin, e.g.
     #: http://localhost:11434 (+ `/api/chat`).
     base_url: str
+    #: The gateway's key for this upstream, only ever from the environment (`${NAME}`) ...
     api_key: SecretStr | None = None
+    #: ... or from a file (e.g. a mounted secret), re-read on every config reload.
+    api_key_file: str | None = None
     #: Extra headers sent upstream on every call (e.g. an organisation id).
     headers: dict[str, str] = Field(default_factory=dict)
     #: The HTTP client library behind the seam; see server/providers/http.py for the numbers.
@@ -208,6 +211,22 @@ class ProviderSettings(_Strict):
     pool: PoolSettings = Field(default_factory=PoolSettings)
     #: kind anthropic: the `anthropic-version` header sent with every call.
     anthropic_version: str = Field("2023-06-01", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("api_key_file") is None:
+            return data
+        if data.get("api_key") is not None:
+            raise ValueError("give api_key or api_key_file, not both")
+        path = data["api_key_file"]
+        try:
+            key = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"api_key_file: cannot read {path}: {exc.strerror}") from None
+        if not key:
+            raise ValueError(f"api_key_file: {path} is empty")
+        return {**data, "api_key": key}
 
     @model_validator(mode="after")
     def _base_url_is_http(self) -> ProviderSettings:
@@ -560,11 +579,27 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     """Validate a parsed YAML tree into a GatewayConfig, or raise ConfigError naming the field."""
     if not isinstance(raw, dict):
         raise ConfigError("<root>: the configuration must be a mapping")
+    _refuse_literal_provider_keys(raw)
     tree = interpolate_env(raw, os.environ if env is None else env)
     try:
         return GatewayConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+_WHOLE_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
+
+
+def _refuse_literal_provider_keys(raw: dict[str, Any]) -> None:
+    """A provider key written into the file would be one leaked file away from misuse."""
+    providers = raw.get("providers")
+    for i, provider in enumerate(providers if isinstance(providers, list) else ()):
+        key = provider.get("api_key") if isinstance(provider, dict) else None
+        if isinstance(key, str) and not _WHOLE_ENV_REF.fullmatch(key):
+            raise ConfigError(
+                f"providers[{i}].api_key: give the key as an environment variable "
+                f"(${{NAME}}) or with api_key_file, not written into the config"
+            )
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:

@@ -7,6 +7,7 @@ real grpc.aio gateway in this event loop from a config built by `gateway_config`
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -25,6 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "test-key-0123456789"
 RESTRICTED_KEY = "restricted-key-0123456789"
 PROVIDER_SECRET = "sk-provider-secret-do-not-leak"
+# Provider keys only ever come from the environment (or a file), never the config:
+# every test config refers to this variable, and child processes inherit it.
+PROVIDER_KEY_VARIABLE = "AI_SERVICE_TEST_PROVIDER_KEY"
+PROVIDER_KEY_REF = "${" + PROVIDER_KEY_VARIABLE + "}"
+os.environ[PROVIDER_KEY_VARIABLE] = PROVIDER_SECRET
+TEST_ENV = {PROVIDER_KEY_VARIABLE: PROVIDER_SECRET}
 
 
 def free_port() -> int:
@@ -50,7 +57,7 @@ def config_tree(simulator_url: str, **overrides: Any) -> dict[str, Any]:
                 "name": "simulator",
                 "kind": "openai",
                 "base_url": f"{simulator_url}/v1",
-                "api_key": PROVIDER_SECRET,
+                "api_key": PROVIDER_KEY_REF,
             }
         ],
         "models": [
@@ -82,7 +89,7 @@ async def start_gateway(simulator: Simulator) -> AsyncIterator[StartGateway]:
     async with AsyncExitStack() as stack:
 
         async def start(config: GatewayConfig | None = None, **overrides: Any) -> Gateway:
-            cfg = config or parse_config(config_tree(simulator.base_url, **overrides), env={})
+            cfg = config or parse_config(config_tree(simulator.base_url, **overrides), env=TEST_ENV)
             return await stack.enter_async_context(Gateway(cfg))
 
         yield start

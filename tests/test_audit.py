@@ -18,7 +18,7 @@ from server.app import Gateway
 from server.config import parse_config
 from server.observability.logging import JsonFormatter
 from server.simulator import FaultRule, Simulator
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import gateway_argv, spawn, wait_serving
 
 
@@ -48,7 +48,7 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        async with Gateway(parse_config(tree, env={}), span_exporter=exporter) as gateway:
+        async with Gateway(parse_config(tree, env=TEST_ENV), span_exporter=exporter) as gateway:
             async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
                 answer = await client.chat(ask(f"my provider key is {PROVIDER_SECRET}"))
                 [c async for c in client.stream_chat(ask("/tokens 5"))]

@@ -19,7 +19,7 @@ from client import AsyncAIClient, ChatCompletionRequest, Message
 from server.config import ProviderSettings
 from server.providers.http import create_http_client
 from server.simulator import Simulator
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway
+from tests.conftest import PROVIDER_KEY_REF, PROVIDER_SECRET, TEST_KEY, StartGateway
 
 SLOW = ChatCompletionRequest(
     model="sim-gpt", messages=[Message(role="user", content="/tokens 30 slow stream")]
@@ -52,7 +52,7 @@ async def test_thousands_of_cancels_under_pool_contention_leave_the_pool_serving
             {
                 "name": "simulator",
                 "base_url": f"{simulator.base_url}/v1",
-                "api_key": PROVIDER_SECRET,
+                "api_key": PROVIDER_KEY_REF,
                 "http_client": http_client,
                 # Four connections for a hundred concurrent calls: most wait for a slot,
                 # and many are cancelled exactly then. A leaked slot shows as a pool timeout.

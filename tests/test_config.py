@@ -111,3 +111,26 @@ def test_yaml_file_errors_name_the_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_provider_key_written_into_the_config_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"providers\[0\]\.api_key: give the key as an environment"
+    ):
+        parse_config(
+            tree(providers=[{"name": "p", "base_url": "http://x", "api_key": "sk-live"}]), env={}
+        )
+
+
+def test_a_provider_key_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "openai.key"
+    secret.write_text("sk-from-a-file\n", encoding="utf-8")
+    provider = {"name": "p", "base_url": "http://x", "api_key_file": str(secret)}
+    config = parse_config(tree(providers=[provider]), env={})
+    assert config.providers[0].api_key is not None
+    assert config.providers[0].api_key.get_secret_value() == "sk-from-a-file"
+    with pytest.raises(ConfigError, match="api_key_file: cannot read"):
+        parse_config(tree(providers=[{**provider, "api_key_file": str(tmp_path / "nope")}]), env={})
+    both = {**provider, "api_key": "${K}"}
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(tree(providers=[both]), env={"K": "x"})

@@ -64,7 +64,17 @@ def _missing_fields(model: type[BaseModel], nodes: list[Any], path: str) -> list
     return missing
 
 
+# Settings the example can only show in a comment: a live value would make the example
+# depend on a file that exists only where it is deployed.
+SHOWN_IN_COMMENTS = {"providers.api_key_file": "# api_key_file: "}
+
+
 def test_example_config_shows_every_setting() -> None:
-    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    missing = _missing_fields(GatewayConfig, [raw], "")
+    text = EXAMPLE.read_text(encoding="utf-8")
+    missing = _missing_fields(GatewayConfig, [yaml.safe_load(text)], "")
+    missing = [
+        field
+        for field in missing
+        if field not in SHOWN_IN_COMMENTS or SHOWN_IN_COMMENTS[field] not in text
+    ]
     assert not missing, f"examples/config.yaml does not show: {', '.join(missing)}"

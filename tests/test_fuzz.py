@@ -30,7 +30,7 @@ from protos.ai_service_pb2 import ChatCompletionRequest
 from server.app import Gateway
 from server.config import parse_config
 from server.simulator import Simulator, SimulatorConfig
-from tests.conftest import TEST_KEY, config_tree
+from tests.conftest import TEST_ENV, TEST_KEY, config_tree
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ class Served:
 
 
 def start_gateway_in(loop: LoopThread, upstream_url: str, **overrides: Any) -> Gateway:
-    config = parse_config(config_tree(upstream_url, **overrides), env={})
+    config = parse_config(config_tree(upstream_url, **overrides), env=TEST_ENV)
 
     async def start() -> Gateway:
         gateway = Gateway(config)

@@ -22,7 +22,7 @@ from server.app import Gateway
 from server.config import parse_config
 from server.observability.logging import JsonFormatter
 from server.simulator import FaultRule, Simulator
-from tests.conftest import TEST_KEY, StartGateway, config_tree
+from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree
 
 METRICS_ON_ANY_PORT = {"metrics": {"listen": "127.0.0.1:0"}}
 
@@ -169,7 +169,7 @@ async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upst
     simulator: Simulator,
 ) -> None:
     exporter = InMemorySpanExporter()
-    config = parse_config(config_tree(simulator.base_url), env={})
+    config = parse_config(config_tree(simulator.base_url), env=TEST_ENV)
     simulator.add_fault(FaultRule("status", status=503, times=1))
     traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
     async with (

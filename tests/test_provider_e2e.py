@@ -16,7 +16,14 @@ from server.app import Gateway
 from server.config import parse_config
 from server.providers.openai import request_body
 from server.simulator import FaultRule, Simulator, plan_reply
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway, config_tree
+from tests.conftest import (
+    PROVIDER_KEY_REF,
+    PROVIDER_SECRET,
+    TEST_ENV,
+    TEST_KEY,
+    StartGateway,
+    config_tree,
+)
 
 # public model → (path it reaches on the simulator, upstream model)
 MODELS = {
@@ -34,13 +41,13 @@ def three_providers(simulator_url: str) -> dict[str, Any]:
             "name": "claude-sim",
             "kind": "anthropic",
             "base_url": simulator_url,
-            "api_key": PROVIDER_SECRET,
+            "api_key": PROVIDER_KEY_REF,
         },
         {
             "name": "llama-sim",
             "kind": "ollama",
             "base_url": simulator_url,
-            "api_key": PROVIDER_SECRET,
+            "api_key": PROVIDER_KEY_REF,
         },
     ]
     tree["models"] += [
@@ -55,7 +62,7 @@ def three_providers(simulator_url: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def gateway(start_gateway: StartGateway, simulator: Simulator) -> Gateway:
-    return await start_gateway(parse_config(three_providers(simulator.base_url), env={}))
+    return await start_gateway(parse_config(three_providers(simulator.base_url), env=TEST_ENV))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from server.app import Gateway
 from server.resilience import CircuitState
 from server.simulator import FaultRule, Simulator
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway
+from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway
 
 
 def ask(model: str, text: str = "hello") -> ChatCompletionRequest:
@@ -30,7 +30,7 @@ def providers(simulator: Simulator, read_timeout: float = 60) -> list[dict[str, 
         {
             "name": "simulator",
             "base_url": f"{simulator.base_url}/v1",
-            "api_key": PROVIDER_SECRET,
+            "api_key": PROVIDER_KEY_REF,
             "timeouts": {"read": read_timeout},
         }
     ]

@@ -14,7 +14,7 @@ from client import AIServiceError, AsyncAIClient, TLSOptions
 from server.app import Gateway
 from server.config import ConfigError, parse_config
 from tests.certs import Certificates, make_certificates
-from tests.conftest import REPO, TEST_KEY, StartGateway, config_tree
+from tests.conftest import REPO, TEST_ENV, TEST_KEY, StartGateway, config_tree
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +125,12 @@ def test_demo_key_off_loopback_needs_tls_and_the_explicit_flag(certs: Certificat
     tree["auth"]["keys"].append({"name": "demo", "key": "demo-key"})
     tree["server"]["listen"] = "0.0.0.0:50051"
     with pytest.raises(ConfigError, match="demo key is enabled"):
-        parse_config(tree, env={})
+        parse_config(tree, env=TEST_ENV)
     tree["server"]["tls"] = tls_settings(certs, mutual=False)
     with pytest.raises(ConfigError, match="allow_demo_key_off_loopback"):
-        parse_config(tree, env={})
+        parse_config(tree, env=TEST_ENV)
     tree["server"]["allow_demo_key_off_loopback"] = True
-    assert parse_config(tree, env={}).server.tls is not None
+    assert parse_config(tree, env=TEST_ENV).server.tls is not None
 
 
 def test_unreadable_certificate_is_a_config_error_naming_the_field(tmp_path: Path) -> None:

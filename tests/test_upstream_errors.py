@@ -8,7 +8,7 @@ import pytest
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from server.providers.openai import request_body
 from server.simulator import FaultRule, Simulator, plan_reply
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway
+from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, StartGateway
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
 LONG = ChatCompletionRequest(
@@ -137,7 +137,7 @@ async def test_unreachable_upstream_is_unavailable(start_gateway: StartGateway) 
     from tests.conftest import config_tree, free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
-    gateway = await start_gateway(parse_config(config_tree(dead), env={}))
+    gateway = await start_gateway(parse_config(config_tree(dead), env=TEST_ENV))
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
         with pytest.raises(AIServiceError) as caught:
             await client.chat(HELLO)
