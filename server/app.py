@@ -159,7 +159,7 @@ class Gateway:
             raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
         await server.start()
         self._server = server
-        await self.observability.start(router.deployments, self.config.providers)
+        await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)

@@ -207,12 +207,16 @@ class StreamInterrupted(UpstreamError):
     def __init__(self, cause: GatewayError, *, chunks_delivered: int, chars_delivered: int) -> None:
         if isinstance(cause, UpstreamTimeout | DeadlineExceeded):
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED  # still a timeout, with the count
+        # The exact count is the provider's to tell, and it never got to: estimate it
+        # the way the token budget does (characters / 4).
+        tokens = -(-chars_delivered // 4)
         super().__init__(
             f"stream interrupted after {chunks_delivered} chunks ({chars_delivered} characters "
-            f"of text): {cause.message}",
+            f"of text, ~{tokens} tokens): {cause.message}",
             metadata={
                 "chunks_delivered": str(chunks_delivered),
                 "chars_delivered": str(chars_delivered),
+                "tokens_delivered_estimate": str(tokens),
                 "cause": cause.reason,
             },
         )

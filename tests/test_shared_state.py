@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
@@ -151,18 +152,22 @@ async def test_single_flight_survives_its_first_caller_leaving(
     assert simulator.stats.total_requests == 1
 
 
-async def _rpm_gateway(start_gateway: StartGateway, redis: RedisServer, policy: str) -> Gateway:
+async def _rpm_gateway(
+    start_gateway: StartGateway, redis: RedisServer, policy: str, metrics_port: int = 0
+) -> Gateway:
     return await start_gateway(
         rate_limit={"requests_per_minute": 1000},
         shared_state=shared(redis, on_failure=policy),
         cache={"enabled": True},
+        observability={"metrics": {"listen": f"127.0.0.1:{metrics_port or free_port()}"}},
     )
 
 
 async def test_redis_down_fail_open_serves_and_recovers(
     start_gateway: StartGateway, simulator: Simulator, redis: RedisServer
 ) -> None:
-    gateway = await _rpm_gateway(start_gateway, redis, "open")
+    metrics_port = free_port()
+    gateway = await _rpm_gateway(start_gateway, redis, "open", metrics_port)
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
         assert (await client.chat(ask(temperature=0))).choices
         redis.stop()
@@ -172,6 +177,14 @@ async def test_redis_down_fail_open_serves_and_recovers(
             assert not response.cached
         assert time.monotonic() - started < 3
         assert gateway.shared_redis is not None and gateway.shared_redis.failures >= 1
+        async with httpx.AsyncClient() as http:  # the failures are a metric too
+            scrape = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        counted = [
+            float(line.split()[-1])
+            for line in scrape.splitlines()
+            if line.startswith("ai_gateway_shared_state_failures_total")
+        ]
+        assert counted and counted[0] >= 1
         redis.start()
         await asyncio.sleep(1.2)  # the gateway asks Redis again a second after a failure
         await client.chat(ask(temperature=0))  # fills the cache again

@@ -104,6 +104,8 @@ async def test_stream_cut_mid_way_delivers_what_arrived_then_unavailable_with_th
     assert error.code is grpc.StatusCode.UNAVAILABLE
     assert error.reason == "STREAM_INTERRUPTED"
     assert error.error_metadata["chunks_delivered"] == str(len(received))
+    assert error.error_metadata["chars_delivered"] == str(len(text))
+    assert error.error_metadata["tokens_delivered_estimate"] == str(-(-len(text) // 4))
     assert f"after {len(received)} chunks" in error.message
 
 

@@ -34,7 +34,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -42,6 +42,7 @@ from server.config import MetricsSettings, ProviderSettings, split_host_port
 from server.observability.hooks import AttemptRecord, CallRecord, Observer
 from server.resilience import CircuitState
 from server.routing import DeploymentHandle
+from server.shared_state import SharedRedis
 
 log = logging.getLogger(__name__)
 
@@ -270,3 +271,18 @@ def registries() -> tuple[CollectorRegistry, CollectorRegistry]:
     served = CollectorRegistry()
     MultiProcessCollector(served)  # type: ignore[no-untyped-call]
     return recording, served
+
+
+class SharedStateCollector(Collector):
+    """Failed Redis calls (limits and cache then follow `shared_state.on_failure`)."""
+
+    def __init__(self, shared: SharedRedis) -> None:
+        self._shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "ai_gateway_shared_state_failures",
+            "Redis calls that failed or timed out; the on_failure policy applied to them.",
+        )
+        failures.add_metric((), self._shared.failures)
+        yield failures

@@ -18,10 +18,12 @@ from server.observability.metrics import (
     DeploymentCollector,
     Metrics,
     MetricsServer,
+    SharedStateCollector,
     registries,
 )
 from server.observability.tracing import Tracing
 from server.routing import DeploymentHandle
+from server.shared_state import SharedRedis
 
 
 class Observability:
@@ -48,12 +50,17 @@ class Observability:
         return [*tracing, TelemetryInterceptor(self.observers)]
 
     async def start(
-        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
+        self,
+        deployments: Iterable[DeploymentHandle],
+        providers: Iterable[ProviderSettings],
+        shared_state: SharedRedis | None = None,
     ) -> None:
         if self.metrics is None:
             return
         self._deployments = DeploymentCollector(deployments, providers)
         self._served.register(self._deployments)
+        if shared_state is not None:
+            self._served.register(SharedStateCollector(shared_state))
         self.metrics_server = MetricsServer(self._settings.metrics, self._served)
         await self.metrics_server.start()
 
