@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install run simulator test lint format typecheck proto bench clean
+.PHONY: install run simulator test lint format typecheck proto bench soak clean
 
 $(BIN)/ai-service: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench: install          ## the benchmark (writes bench/RESULTS.md); ARGS="--quic
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	$(PY) -m bench $(ARGS)
+
+soak: install           ## 10 minutes of steady load: do the gateway's RSS or fds creep? ARGS="--duration 600 --rate 100"
+	$(PY) -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -12,5 +12,7 @@ simulator over HTTP/1.1), `grpc_check` (grpc-status of a sample through a real c
 `streaming` (the streaming driver, run in its own process), `echo` (the bare grpc.aio
 ceiling), `stack` (configs and start-up of simulator/gateway/echo), `sections` (the
 measurements), `litellm_peer` (the optional LiteLLM comparison), `report` (table, targets
-and plots).
+and plots). `soak` runs apart (`python -m bench.soak`, `make soak`): ten minutes of steady
+mixed load on one gateway process, then the slope of its RSS and open fds, written into the
+`## Soak` section of RESULTS.md (which `python -m bench` keeps).
 """

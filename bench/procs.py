@@ -50,6 +50,31 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout:.0f}s")
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on this TCP port (several when processes share it: SO_REUSEPORT).
+
+    gRPC binds 127.0.0.1 as a v4-mapped IPv6 socket: it shows in /proc/net/tcp6.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if local.endswith(f":{port:04X}") and state == "0A":
+                count += 1
+    return count
+
+
+def wait_listeners(port: int, count: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until `count` sockets listen on the port: every worker is serving, not just one."""
+    deadline = time.monotonic() + timeout
+    while listeners(port) < count:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{listeners(port)} of {count} workers listen after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 def raise_fd_limit() -> None:
     """Soft open-files limit up to the hard one, inherited by every child started after.
 
@@ -187,6 +212,24 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process so far, from /proc (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process (e.g. a supervisor's workers), from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
 
 
 def stop_all() -> None:

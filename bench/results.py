@@ -7,6 +7,9 @@ from typing import Any
 
 from bench.h2load import LoadResult
 
+#: Section 1 rows of the gateway with 1 and 2 worker processes (16 connections each).
+WORKER_ROWS = {1: "gateway, 1 worker (16 conns)", 2: "gateway, 2 workers (16 conns)"}
+
 
 @dataclass
 class StreamRun:
@@ -46,8 +49,10 @@ class HoldRun:
 @dataclass
 class Results:
     meta: dict[str, str] = field(default_factory=dict)
-    #: Section 1: saturation RPS. Keys: direct, echo, gateway.
+    #: Section 1: saturation RPS. Keys: direct, echo, gateway, and the 1 / 2 worker rows.
     unary: dict[str, LoadResult] = field(default_factory=dict)
+    #: Section 1, 1 vs 2 workers: CPU seconds each worker process used during its run.
+    worker_cpu: dict[int, list[float]] = field(default_factory=dict)
     #: Section 2: keys like "direct c=1", "gateway c=1", "direct @500/s", "gateway @500/s".
     latency: dict[str, LoadResult] = field(default_factory=dict)
     moderate_rate: float = 0.0

@@ -18,15 +18,18 @@ from typing import Any
 
 import orjson
 
-from bench import h2load, stack
+from bench import h2load, procs, stack
 from bench.direct import http_unary_load
 from bench.grpc_check import sample_statuses
 from bench.h2load import Load, LoadResult
 from bench.procs import PYTHON, read_line, rss_bytes, run_bounded, spawn_piped, stop
-from bench.results import HoldRun, Results, StreamRun
+from bench.results import WORKER_ROWS, HoldRun, Results, StreamRun
 
 #: h2load shape for saturation: gRPC 4 connections x 16 streams; HTTP/1.1 64 connections.
 GRPC_CLIENTS, GRPC_STREAMS, H1_CONCURRENCY = 4, 16, 64
+#: 1 vs 2 workers: the same 64 calls in flight over 16 connections, so that SO_REUSEPORT
+#: (which places whole connections) can spread them evenly over the workers.
+WORKER_CLIENTS, WORKER_STREAMS = 16, 4
 #: The fixed moderate load of section 2, requests per second, on the 20 ms simulator.
 MODERATE_RATE = 500.0
 REALISTIC_LATENCY_MS = 20.0
@@ -88,13 +91,18 @@ def _say(result: LoadResult) -> None:
 
 
 def _grpc_saturation(
-    ctx: Ctx, label: str, gw: stack.Endpoint, sim: stack.Endpoint | None, auth: bool = True
+    ctx: Ctx,
+    label: str,
+    gw: stack.Endpoint,
+    sim: stack.Endpoint | None,
+    auth: bool = True,
+    shape: tuple[int, int] = (GRPC_CLIENTS, GRPC_STREAMS),
 ) -> LoadResult:
     load = stack.grpc_unary_load(
         gw,
         ctx.workdir,
-        clients=GRPC_CLIENTS,
-        streams=GRPC_STREAMS,
+        clients=shape[0],
+        streams=shape[1],
         duration=ctx.duration,
         warmup=ctx.warmup,
         auth=auth,
@@ -119,6 +127,22 @@ def throughput(ctx: Ctx) -> None:
             res["echo"] = _grpc_saturation(ctx, "bare grpc.aio echo", echo, None)
         with stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw:
             res["gateway"] = _grpc_saturation(ctx, "gateway", gw, sim)
+        _workers(ctx, sim)
+
+
+def _workers(ctx: Ctx, sim: stack.Endpoint) -> None:
+    """The same gateway with 1 and with 2 worker processes, 16 connections each time."""
+    shape = (WORKER_CLIENTS, WORKER_STREAMS)
+    for workers in WORKER_ROWS:
+        label = WORKER_ROWS[workers]
+        tree = stack.gateway_tree(sim.http)
+        with stack.gateway(ctx.workdir, tree, name=f"gateway-w{workers}", workers=workers) as gw:
+            pids = procs.children(gw.pid) if workers > 1 else [gw.pid]
+            before = [procs.cpu_seconds(pid) for pid in pids]
+            ctx.results.unary[label] = _grpc_saturation(ctx, label, gw, sim, shape=shape)
+            used = [procs.cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        ctx.results.worker_cpu[workers] = used
+        print(f"    CPU seconds per worker process: {[round(u, 1) for u in used]}", flush=True)
 
 
 def latency(ctx: Ctx) -> None:
@@ -175,7 +199,8 @@ def _hold(ctx: Ctx, streams: int) -> HoldRun:
     """Open `streams` slow streams through a fresh gateway and read its RSS while held."""
     hold = HoldRun(streams)
     with stack.simulator(ctx.workdir, tokens_per_second=HOLD_TOKENS_PER_SECOND) as sim:
-        tree = stack.gateway_tree(sim.http, max_connections=streams + 1000)
+        room = streams + 1000
+        tree = stack.gateway_tree(sim.http, max_connections=room, max_in_flight=room)
         with stack.gateway(ctx.workdir, tree, name=f"gateway-hold-{streams}") as gw:
             time.sleep(0.5)
             hold.rss_idle = rss_bytes(gw.pid)
@@ -237,25 +262,58 @@ def streaming(ctx: Ctx) -> None:
         res.holds.append(_hold(ctx, streams))
 
 
+@dataclass(frozen=True)
+class Switches:
+    """Which hot-path features one row of the matrix turns on; everything else is off."""
+
+    auth: bool = False
+    rate_limit: bool = False
+    metrics: bool = False
+    tracing: bool = False
+    redaction: bool = False
+    audit: bool = False
+    cache: bool = False
+
+
+BASE_FEATURES = "auth off, limiter off"
 FEATURES = {
-    "auth off, limiter off": {"auth": False, "rate_limit": False},
-    "auth on, limiter off": {"auth": True, "rate_limit": False},
-    "auth off, limiter on": {"auth": False, "rate_limit": True},
-    "auth on, limiter on": {"auth": True, "rate_limit": True},
+    BASE_FEATURES: Switches(),
+    "auth on, limiter off": Switches(auth=True),
+    "auth off, limiter on": Switches(rate_limit=True),
+    "auth on, limiter on": Switches(auth=True, rate_limit=True),
+    "metrics on": Switches(metrics=True),
+    "tracing interceptor (0% sampled)": Switches(tracing=True),
+    "redaction (redact, built-in detectors)": Switches(redaction=True),
+    "audit log on": Switches(audit=True),
+    "cache on (request not cacheable)": Switches(cache=True),
 }
 HTTP_CLIENTS = ("aiohttp", "httpx2", "httpx")
 
 
+def _feature_tree(ctx: Ctx, sim: stack.Endpoint, on: Switches) -> dict[str, Any]:
+    audit = ctx.workdir / "audit.jsonl" if on.audit else None
+    if audit:
+        audit.unlink(missing_ok=True)
+    return stack.gateway_tree(
+        sim.http,
+        auth=on.auth,
+        rate_limit=on.rate_limit,
+        metrics=on.metrics,
+        tracing=on.tracing,
+        redaction=on.redaction,
+        audit=audit,
+        cache=on.cache,
+    )
+
+
 def features(ctx: Ctx) -> None:
-    """4. Cost of each hot-path feature (auth, rate limiter) and of the HTTP client choice."""
+    """4. Cost of each hot-path feature, one at a time over the all-off base, and of the
+    HTTP client choice."""
     print("[4] hot-path features and HTTP clients", flush=True)
     with stack.simulator(ctx.workdir) as sim:
-        for label, switches in FEATURES.items():
-            tree = stack.gateway_tree(sim.http, **switches)
-            with stack.gateway(ctx.workdir, tree) as gw:
-                ctx.results.features[label] = _grpc_saturation(
-                    ctx, label, gw, sim, auth=switches["auth"]
-                )
+        for label, on in FEATURES.items():
+            with stack.gateway(ctx.workdir, _feature_tree(ctx, sim, on)) as gw:
+                ctx.results.features[label] = _grpc_saturation(ctx, label, gw, sim, auth=on.auth)
         for client in HTTP_CLIENTS:
             if client == "aiohttp" and "auth on, limiter on" in ctx.results.features:
                 ctx.results.clients[client] = ctx.results.features["auth on, limiter on"]

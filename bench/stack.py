@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bench.h2load import GRPC_HEADERS, Load, grpc_frame
-from bench.procs import LOOPBACK, PYTHON, free_port, running
+from bench.procs import LOOPBACK, PYTHON, free_port, running, wait_listeners
 from protos import ai_service_pb2 as pb
 
 BENCH_KEY = "bench-key-0123456789abcdef"
@@ -61,6 +61,7 @@ def gateway_tree(
     rate_limit: bool = True,
     http_client: str = "aiohttp",
     max_connections: int = 100,
+    max_in_flight: int | None = None,
     metrics: bool = False,
     tracing: bool = False,
     redaction: bool = False,
@@ -91,6 +92,8 @@ def gateway_tree(
             }
         ],
         "models": [{"name": MODEL, "provider": "simulator", "upstream_model": UPSTREAM_MODEL}],
+        # Calls in flight per deployment (default 256, then a queue): held streams count.
+        "resilience": _concurrency(max_in_flight),
         "observability": {
             # The port is picked when the gateway starts (`gateway`), one free port each.
             "metrics": {"enabled": metrics},
@@ -102,6 +105,12 @@ def gateway_tree(
         # `deterministic`: a request without temperature 0 or a seed is not cached.
         "cache": {"enabled": cache, "when": "deterministic"},
     }
+
+
+def _concurrency(max_in_flight: int | None) -> dict[str, Any]:
+    if max_in_flight is None:
+        return {}
+    return {"concurrency": {"max_in_flight": max_in_flight, "max_queue": max_in_flight}}
 
 
 def _tracing(on: bool) -> dict[str, Any]:
@@ -137,6 +146,8 @@ def gateway(
     argv = [PYTHON, "-m", "server", "--config", str(config), "--log-level", "warning"]
     argv += ["--workers", str(workers)]
     with running(argv, port=port, log=workdir / f"{name}.log") as proc:
+        # The port answers as soon as one worker listens: wait for all of them.
+        wait_listeners(port, workers, proc, timeout=30.0)
         yield Endpoint(name, port, proc.pid)
 
 

@@ -27,7 +27,12 @@ from server.config import ConfigError, GatewayConfig, ServerSettings, load_confi
 from server.dispatch import Dispatcher
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule, token_rule
-from server.limiter import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from server.limiter import (
+    InMemoryRateLimiter,
+    LeasedRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from server.model_health import ModelHealth
 from server.observability.telemetry import Observability
 from server.providers import Provider, create_provider
@@ -65,9 +70,11 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
-        self.limiter: RateLimiter = (
-            RedisRateLimiter(self.shared_redis) if self.shared_redis else InMemoryRateLimiter()
-        )
+        self.limiter: RateLimiter = InMemoryRateLimiter()
+        if self.shared_redis is not None:
+            self.limiter = RedisRateLimiter(self.shared_redis)
+            if shared.lease_fraction > 0:
+                self.limiter = LeasedRateLimiter(self.limiter, shared.lease_fraction)
         self.port = 0
 
     @property

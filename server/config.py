@@ -108,6 +108,9 @@ class SharedStateSettings(_Strict):
     key_prefix: str = "ai-service"
     #: A Redis call that takes longer fails: the gateway never hangs on a dead Redis.
     timeout_ms: float = Field(100.0, gt=0)
+    #: Rate limits in Redis are spent from local leases of this share of a bucket's
+    #: burst (one Redis call per lease, not per call); 0 asks Redis on every call.
+    lease_fraction: float = Field(0.01, ge=0, lt=1)
     #: When Redis fails: `open` lets calls through unlimited and uncached, `closed`
     #: refuses them (UNAVAILABLE) until it is back.
     on_failure: Literal["open", "closed"] = "open"
@@ -182,7 +185,9 @@ class Timeouts(_Strict):
 
 
 class PoolSettings(_Strict):
-    max_connections: int = Field(100, gt=0)
+    #: An HTTP/1.1 stream holds a connection for its whole life: streaming workloads
+    #: need as many as they hold streams open at once.
+    max_connections: int = Field(1000, gt=0)
     max_keepalive_connections: int = Field(100, ge=0)
     keepalive_expiry_seconds: float = Field(30.0, ge=0)
 
@@ -336,7 +341,7 @@ class CircuitBreakerSettings(_Strict):
 
 class ConcurrencySettings(_Strict):
     #: Default calls in flight per deployment.
-    max_in_flight: int = Field(256, gt=0)
+    max_in_flight: int = Field(1000, gt=0)
     #: Default calls waiting for a slot per deployment; beyond: RESOURCE_EXHAUSTED.
     max_queue: int = Field(1024, ge=0)
 

@@ -157,7 +157,9 @@ async def _rpm_gateway(
 ) -> Gateway:
     return await start_gateway(
         rate_limit={"requests_per_minute": 1000},
-        shared_state=shared(redis, on_failure=policy),
+        # No leases: every call asks Redis, so the policy shows on the very next call
+        # (with leases a replica spends what it already holds first).
+        shared_state=shared(redis, on_failure=policy, lease_fraction=0),
         cache={"enabled": True},
         observability={"metrics": {"listen": f"127.0.0.1:{metrics_port or free_port()}"}},
     )
