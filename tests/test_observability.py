@@ -106,7 +106,7 @@ async def test_metrics_count_known_traffic_exactly(
     assert value(m, "ai_gateway_calls_in_flight") == 0
     assert value(m, "ai_gateway_circuit_state", deployment="simulator/sim-gpt-1") == 0
     assert value(m, "ai_gateway_upstream_connections_in_use", provider="simulator") == 0
-    assert value(m, "ai_gateway_upstream_connections_max", provider="simulator") == 100
+    assert value(m, "ai_gateway_upstream_connections_max", provider="simulator") == 1000
     # Bounded labels: the key's name, never the key.
     assert not any(TEST_KEY in str(labels) for _, labels in m)
 
