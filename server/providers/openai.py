@@ -42,7 +42,7 @@ from server.providers.framing import iter_sse_batches
 from server.providers.http import HttpClient
 from server.providers.status_mapping import message_in_error_payload
 from server.providers.translation import (
-    append_text,
+    coalesce,
     function_parameters,
     tool_choice_of,
     translate_failure,
@@ -80,7 +80,7 @@ class OpenAIProvider:
                 ready: list[ChatCompletionChunk] = []
                 for event in events:
                     if event.data == _DONE:
-                        for chunk in ready:
+                        for chunk in coalesce(ready):
                             yield chunk
                         if finish is not None:
                             yield finish
@@ -98,9 +98,9 @@ class OpenAIProvider:
                         finish.usage.CopyFrom(chunk.usage)
                     elif any(choice.finish_reason for choice in chunk.choices):
                         finish = chunk
-                    elif not (ready and append_text(ready[-1], chunk)):
+                    else:
                         ready.append(chunk)
-                for chunk in ready:
+                for chunk in coalesce(ready):
                     yield chunk
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
 
