@@ -90,13 +90,7 @@ class RateLimited(GatewayError):
         self.quota = quota
 
     def details(self) -> list[object]:
-        violation = error_details_pb2.QuotaFailure.Violation(
-            subject=self.subject, description=self.quota
-        )
-        return [
-            retry_info(self.retry_after),
-            error_details_pb2.QuotaFailure(violations=[violation]),
-        ]
+        return [retry_info(self.retry_after), quota_failure(self.subject, self.quota)]
 
 
 class TooManyStreams(GatewayError):
@@ -111,10 +105,7 @@ class TooManyStreams(GatewayError):
         self.limit = limit
 
     def details(self) -> list[object]:
-        violation = error_details_pb2.QuotaFailure.Violation(
-            subject=self.subject, description=f"{self.limit} concurrent streams"
-        )
-        return [error_details_pb2.QuotaFailure(violations=[violation])]
+        return [quota_failure(self.subject, f"{self.limit} concurrent streams")]
 
 
 class Draining(GatewayError):
@@ -224,6 +215,11 @@ class StreamInterrupted(UpstreamError):
 
 class Internal(GatewayError):
     """An unexpected failure inside the gateway; the message never carries internals."""
+
+
+def quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFailure:
+    violation = error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)
+    return error_details_pb2.QuotaFailure(violations=[violation])
 
 
 def retry_info(seconds: float) -> error_details_pb2.RetryInfo:

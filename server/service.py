@@ -137,9 +137,10 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                     outcome = await state.completions.open_stream(
                         request, route, budget, current_caller.get()
                     )
-                    chunk, rest = outcome.value
+                    first, rest = outcome.value
+                    chunk: ChatCompletionChunk | None = first
                     async with contextlib.aclosing(rest):
-                        while True:
+                        while chunk is not None:
                             screening.chunk(chunk)
                             chunk.sequence = delivered
                             if call is not None:
@@ -148,10 +149,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                             delivered += 1
                             chars += sum(len(choice.delta.content) for choice in chunk.choices)
                             last = chunk
-                            try:
-                                chunk = await anext(rest)
-                            except StopAsyncIteration:
-                                break
+                            chunk = await anext(rest, None)
                 screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)
                 context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
