@@ -270,7 +270,21 @@ def _feature_lines(r: Results) -> list[str]:
                 out.append(f"- {name}: {cost:+.1f} µs per call vs all off{note}")
     if r.clients:
         out += ["", "HTTP client behind the provider seam (auth and limiter on):", ""]
-        out += _rps_table(r.clients, r.clients.get("aiohttp"), "aiohttp")
+        out += _rps_table(r.clients, r.clients.get("h1"), "h1")
+    if r.client_cpu:
+        out += [
+            "",
+            "Each HTTP client alone (`bench/http_seam.py`: the seam's own code path, no gRPC, "
+            "64 requests in flight to the same simulator, one after the other):",
+            "",
+            "| client | requests/s | CPU µs per request |",
+            "|---|---:|---:|",
+        ]
+        for name, seam in r.client_cpu.items():
+            if seam:
+                out.append(f"| {name} | {seam['rps']:.0f} | {seam['cpu_us']:.1f} |")
+            else:
+                out.append(f"| {name} | failed | — |")
     return out
 
 

@@ -63,6 +63,8 @@ class Results:
     #: Section 4: feature matrix and HTTP clients, saturation RPS.
     features: dict[str, LoadResult] = field(default_factory=dict)
     clients: dict[str, LoadResult] = field(default_factory=dict)
+    #: Section 4: each HTTP client alone (`bench.http_seam`): {"rps": .., "cpu_us": ..}.
+    client_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Section 5: keys "direct", "gateway", "litellm" (+ " c=1").
     peers: dict[str, LoadResult] = field(default_factory=dict)
     peers_note: str = ""

@@ -287,7 +287,8 @@ FEATURES = {
     "audit log on": Switches(audit=True),
     "cache on (request not cacheable)": Switches(cache=True),
 }
-HTTP_CLIENTS = ("aiohttp", "httpx2", "httpx")
+#: The first is the gateway's default, measured in every other section too.
+HTTP_CLIENTS = ("h1", "aiohttp", "httpx2", "httpx")
 
 
 def _feature_tree(ctx: Ctx, sim: stack.Endpoint, on: Switches) -> dict[str, Any]:
@@ -315,12 +316,25 @@ def features(ctx: Ctx) -> None:
             with stack.gateway(ctx.workdir, _feature_tree(ctx, sim, on)) as gw:
                 ctx.results.features[label] = _grpc_saturation(ctx, label, gw, sim, auth=on.auth)
         for client in HTTP_CLIENTS:
-            if client == "aiohttp" and "auth on, limiter on" in ctx.results.features:
+            if client == HTTP_CLIENTS[0] and "auth on, limiter on" in ctx.results.features:
                 ctx.results.clients[client] = ctx.results.features["auth on, limiter on"]
                 continue
             tree = stack.gateway_tree(sim.http, http_client=client)
             with stack.gateway(ctx.workdir, tree, name=f"gateway-{client}") as gw:
                 ctx.results.clients[client] = _grpc_saturation(ctx, f"client {client}", gw, sim)
+        for client in HTTP_CLIENTS:
+            ctx.results.client_cpu[client] = _http_seam(ctx, sim, client)
+
+
+def _http_seam(ctx: Ctx, sim: stack.Endpoint, client: str) -> dict[str, float]:
+    """One HTTP client alone against the simulator: RPS and CPU µs per request."""
+    requests = 5_000 if ctx.quick else 20_000
+    argv = [PYTHON, "-m", "bench.http_seam", "--url", sim.http, "--client", client]
+    done = run_bounded([*argv, "--requests", str(requests)], 180, log=ctx.workdir / "seam.log")
+    lines = done.stdout.strip().splitlines()
+    result: dict[str, float] = orjson.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    print(f"  seam {client:<8} {result or done.stderr[-300:]}", flush=True)
+    return result
 
 
 def run_section(name: str, ctx: Ctx) -> None:

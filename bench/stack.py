@@ -59,7 +59,7 @@ def gateway_tree(
     *,
     auth: bool = True,
     rate_limit: bool = True,
-    http_client: str = "aiohttp",
+    http_client: str = "h1",
     max_connections: int = 100,
     max_in_flight: int | None = None,
     metrics: bool = False,

@@ -210,8 +210,9 @@ class ProviderSettings(_Strict):
     api_key_file: str | None = None
     #: Extra headers sent upstream on every call (e.g. an organisation id).
     headers: dict[str, str] = Field(default_factory=dict)
-    #: The HTTP client library behind the seam; see server/providers/http.py for the numbers.
-    http_client: Literal["aiohttp", "httpx2", "httpx"] = "aiohttp"
+    #: The HTTP client behind the seam: `h1` (the gateway's own), `aiohttp`, `httpx2` or
+    #: `httpx`; see server/providers/http.py for the numbers that chose the default.
+    http_client: Literal["h1", "aiohttp", "httpx2", "httpx"] = "h1"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     pool: PoolSettings = Field(default_factory=PoolSettings)
     #: kind anthropic: the `anthropic-version` header sent with every call.

@@ -41,7 +41,7 @@ async def _cancel_after(client: AsyncAIClient, delay: float, streamed: bool) -> 
     await asyncio.gather(task, return_exceptions=True)
 
 
-@pytest.mark.parametrize("http_client", ["aiohttp", "httpx2"])
+@pytest.mark.parametrize("http_client", ["h1", "aiohttp", "httpx2"])
 async def test_thousands_of_cancels_under_pool_contention_leave_the_pool_serving(
     start_gateway: StartGateway, simulator: Simulator, http_client: str
 ) -> None:
@@ -76,7 +76,7 @@ async def test_thousands_of_cancels_under_pool_contention_leave_the_pool_serving
     assert all(a.choices[0].message.content == "You said: hello" for a in answers)
 
 
-@pytest.mark.parametrize("http_client", ["aiohttp", "httpx2"])
+@pytest.mark.parametrize("http_client", ["h1", "aiohttp", "httpx2"])
 async def test_http_seam_survives_thousands_of_random_cancels_with_its_pool_intact(
     simulator: Simulator, http_client: str
 ) -> None:

@@ -21,11 +21,20 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 upstream_span: ContextVar[Span | None] = ContextVar("upstream_span", default=None)
 
 
-def with_trace_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """`headers`, plus `traceparent` (and `tracestate`) when the attempt is traced."""
+_UNTRACED: Mapping[str, str] = {}
+
+
+def trace_headers() -> Mapping[str, str]:
+    """`traceparent` (and `tracestate`) when the attempt is traced; else empty."""
     span = upstream_span.get()
     if span is None:
-        return headers
-    carrier = dict(headers)
+        return _UNTRACED
+    carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
     return carrier
+
+
+def with_trace_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers`, plus `traceparent` (and `tracestate`) when the attempt is traced."""
+    extra = trace_headers()
+    return {**headers, **extra} if extra else headers

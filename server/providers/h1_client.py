@@ -1,0 +1,446 @@
+"""The gateway's own HTTP/1.1 client: asyncio protocols, the llhttp parser, a LIFO pool.
+
+Why it exists: on the hot path aiohttp's client spends most of its time in Python
+(building a `ClientRequest`, multidicts, payload registries, timers), and a unary call
+through the gateway paid for it on every request. This client does only what an
+upstream JSON POST needs: one write of the request head and body, a C parser
+(`httptools`, the llhttp binding uvicorn uses) feeding callbacks, and a pool of
+keep-alive connections. The numbers that chose it are in bench/RESULTS.md.
+
+Safety rules, each one tested:
+
+* A connection goes back to the pool only after its response was read to the end
+  and neither side asked to close; anything else (cancellation included) closes it,
+  so a half-read response can never be read by the next request.
+* The pool never holds more than `max_connections` open, and a waiter for a free
+  slot gives up after `timeouts.pool`.
+* Nothing is retried here, not even on a reused connection that closed before
+  answering: once the request is written the upstream may have acted on it, and
+  whether to try again is the dispatcher's decision. An idle connection the upstream
+  closed is noticed (its `connection_lost` has run) and never handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from server.config import ProviderSettings
+from server.errors import UpstreamTimeout, UpstreamUnavailable
+from server.observability.propagation import trace_headers
+
+#: Stop reading from the socket while this much body is buffered and unread.
+_HIGH_WATER = 256 * 1024
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where requests go: one pool of connections per origin."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def _route(url: str) -> tuple[_Origin, bytes]:
+    """The origin of `url`, and its request line and Host header, encoded once per URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UpstreamUnavailable(f"not an http(s) URL: {url}")
+    tls = parts.scheme == "https"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.netloc.rpartition("@")[2]
+    head = f"POST {target} HTTP/1.1\r\nhost: {host_header}\r\n".encode("ascii")
+    return _Origin(parts.hostname, parts.port or (443 if tls else 80), tls), head
+
+
+def _header_block(headers: Mapping[str, str]) -> bytes:
+    lines = []
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError(f"header {name!r} holds a line break")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection, and the response currently being read from it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._header_pairs: list[tuple[bytes, bytes]] = []
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._timed_out = False
+        self._reusable = False
+        # The response in progress (reset by `send`):
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.headers_done = False
+        self.complete = False
+        self.error: Exception | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamUnavailable(f"upstream sent malformed HTTP ({exc})"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and not self.complete and self._delimited_by_close():
+            self.complete = True  # a body that ends where the connection ends
+        elif not self.complete:
+            self._fail(UpstreamUnavailable("upstream closed the connection mid-response"))
+        self._wake()
+
+    # -- httptools callbacks ----------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_pairs.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            self._header_pairs.clear()
+            return
+        self.status = status
+        # Asked now: llhttp forgets it once the message is complete.
+        self._reusable = self._parser.should_keep_alive()
+        self.headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in self._header_pairs
+        }
+        self.headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.headers_done:  # not the end of an interim (1xx) answer
+            self.complete = True
+            self._wake()
+
+    # -- what the client uses ---------------------------------------------------
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None
+        self._header_pairs.clear()
+        self._chunks.clear()
+        self._buffered = 0
+        self.status, self.headers = 0, {}
+        self.headers_done = self.complete = False
+        self.error = None
+        self.transport.write(request)
+
+    async def wait(self, max_silence: float, url: str) -> None:
+        """Until the parser has news, the connection fails, or `max_silence` s pass."""
+        if self.error is None:
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(max_silence, self._time_out)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        if self.error is not None:
+            raise self.error
+        if self._timed_out:
+            self._timed_out = False
+            raise UpstreamTimeout(f"upstream timed out (no data for {max_silence:g} s) at {url}")
+
+    def take_chunks(self) -> list[bytes]:
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunks
+
+    def keep_alive(self) -> bool:
+        return self.complete and not self.closed and self._reusable
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _delimited_by_close(self) -> bool:
+        return "content-length" not in self.headers and "chunked" not in self.headers.get(
+            "transfer-encoding", ""
+        )
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self._wake()
+
+    def _fail(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _decoder(encoding: str | None, url: str) -> Any:
+    """A zlib decompressor for a compressed body (never asked for, but accepted), or None."""
+    if not encoding or encoding == "identity":
+        return None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    raise UpstreamUnavailable(
+        f"upstream answered with unsupported content-encoding {encoding!r} at {url}"
+    )
+
+
+class _Response:
+    """The `UpstreamResponse` of one exchange; reads from the connection's buffer."""
+
+    __slots__ = ("_conn", "_read_timeout", "_url", "status")
+
+    def __init__(self, conn: _Connection, url: str, read_timeout: float) -> None:
+        self._conn = conn
+        self._url = url
+        self._read_timeout = read_timeout
+        self.status = conn.status
+
+    def header(self, name: str) -> str | None:
+        return self._conn.headers.get(name.lower())
+
+    async def read(self) -> bytes:
+        conn = self._conn
+        while not conn.complete:
+            await conn.wait(self._read_timeout, self._url)
+        body = b"".join(conn.take_chunks())
+        decoder = _decoder(conn.headers.get("content-encoding"), self._url)
+        return body if decoder is None else self._inflate(decoder, body) + decoder.flush()
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        decoder = _decoder(conn.headers.get("content-encoding"), self._url)
+        while True:
+            chunks = conn.take_chunks()
+            if chunks:
+                piece = b"".join(chunks)
+                yield piece if decoder is None else self._inflate(decoder, piece)
+            elif conn.complete:
+                if decoder is not None:
+                    yield decoder.flush()
+                return
+            else:
+                await conn.wait(self._read_timeout, self._url)
+
+    def _inflate(self, decoder: Any, data: bytes) -> bytes:
+        try:
+            return bytes(decoder.decompress(data))
+        except zlib.error as exc:
+            raise UpstreamUnavailable(
+                f"upstream sent a corrupt compressed body at {self._url}"
+            ) from exc
+
+
+class _Pool:
+    """The connections of one origin: idle ones (most recent last), and waiters for a slot."""
+
+    def __init__(self, origin: _Origin, max_open: int) -> None:
+        self.origin = origin
+        self.max_open = max_open
+        self.idle: list[_Connection] = []
+        self.open = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def wake_one(self) -> None:
+        """A slot or an idle connection came free: the longest waiter tries again."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def wait_for_slot(self, deadline: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.wake_one()  # woken, but leaving: pass the wake-up on
+            else:
+                waiter.cancel()
+            raise
+
+
+class H1Client:
+    """An `HttpClient` for HTTP/1.1 upstreams: a pool per origin, `max_connections` each."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self._max_open = settings.pool.max_connections
+        self._max_idle = settings.pool.max_keepalive_connections
+        self._expiry = settings.pool.keepalive_expiry_seconds
+        self._connect_timeout = settings.timeouts.connect
+        self._read_timeout = settings.timeouts.read
+        self._pool_timeout = settings.timeouts.pool
+        self._pools: dict[_Origin, _Pool] = {}
+        self._routes: dict[str, tuple[_Pool, bytes]] = {}
+        self._header_blocks: dict[int, tuple[Mapping[str, str], bytes]] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AsyncIterator[_Response]:
+        pool, head = self._routes.get(url) or self._route(url)
+        request = b"".join(
+            (
+                head,
+                self._header_block(headers),
+                _header_block(trace_headers()),
+                b"content-length: %d\r\n\r\n" % len(body),
+                body,
+            )
+        )
+        conn = await self._exchange(pool, url, request)
+        try:
+            yield _Response(conn, url, self._read_timeout)
+        finally:
+            self._release(pool, conn)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for pool in self._pools.values():
+            while pool.idle:
+                self._discard(pool, pool.idle.pop())
+
+    # -- one exchange -----------------------------------------------------------
+
+    async def _exchange(self, pool: _Pool, url: str, request: bytes) -> _Connection:
+        """Send `request`; the connection once the response's head has arrived."""
+        conn = await self._acquire(pool, url)
+        try:
+            conn.send(request)
+            while not conn.headers_done:
+                await conn.wait(self._read_timeout, url)
+        except BaseException:  # failures, timeouts, cancellation: the connection is done
+            self._discard(pool, conn)
+            raise
+        return conn
+
+    # -- the pool ---------------------------------------------------------------
+
+    def _route(self, url: str) -> tuple[_Pool, bytes]:
+        origin, head = _route(url)
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = _Pool(origin, self._max_open)
+        self._routes[url] = (pool, head)
+        return pool, head
+
+    async def _acquire(self, pool: _Pool, url: str) -> _Connection:
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            if self._closed:
+                raise UpstreamUnavailable(f"the HTTP client of {url} is closed")
+            now = loop.time()
+            while pool.idle:
+                conn = pool.idle.pop()
+                if not conn.closed and (not self._expiry or now - conn.idle_since < self._expiry):
+                    return conn
+                self._discard(pool, conn)
+            if pool.open < pool.max_open:
+                pool.open += 1
+                try:
+                    return await self._connect(pool.origin, url)
+                except BaseException:
+                    pool.open -= 1
+                    pool.wake_one()
+                    raise
+            deadline = deadline or now + self._pool_timeout
+            try:
+                await pool.wait_for_slot(deadline)
+            except TimeoutError as exc:
+                raise UpstreamTimeout(
+                    f"upstream timed out (no free connection in {self._pool_timeout:g} s) at {url}"
+                ) from exc
+
+    async def _connect(self, origin: _Origin, url: str) -> _Connection:
+        loop = asyncio.get_running_loop()
+        tls = self._tls_context() if origin.tls else None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop),
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream timed out (connect) at {url}") from exc
+        except OSError as exc:  # refused, unreachable, TLS failures (ssl.SSLError)
+            raise UpstreamUnavailable(
+                f"upstream connection failed ({type(exc).__name__}) at {url}"
+            ) from exc
+        return conn
+
+    def _release(self, pool: _Pool, conn: _Connection) -> None:
+        if conn.keep_alive() and not self._closed and len(pool.idle) < self._max_idle:
+            conn.idle_since = asyncio.get_running_loop().time()
+            pool.idle.append(conn)
+            pool.wake_one()
+        else:
+            self._discard(pool, conn)
+
+    def _discard(self, pool: _Pool, conn: _Connection) -> None:
+        conn.close()
+        pool.open -= 1
+        pool.wake_one()
+
+    # -- request heads ----------------------------------------------------------
+
+    def _header_block(self, headers: Mapping[str, str]) -> bytes:
+        """The header lines of `headers`, serialized once per mapping (adapters reuse theirs)."""
+        cached = self._header_blocks.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            return cached[1]
+        block = _header_block(headers)
+        self._header_blocks[id(headers)] = (headers, block)
+        return block
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls

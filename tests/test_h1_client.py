@@ -1,0 +1,360 @@
+"""The gateway's own HTTP/1.1 client (`server/providers/h1_client.py`), against real servers.
+
+The simulator covers the ordinary exchanges; a scripted upstream (a real TCP server
+that answers each request with bytes given by the test) covers the HTTP/1.1 shapes
+the simulator never sends: chunked and close-delimited bodies, gzip, an interim
+100 answer, `Connection: close`, an idle connection closed by the upstream, garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from server.config import ProviderSettings
+from server.errors import UpstreamTimeout, UpstreamUnavailable
+from server.providers.h1_client import H1Client
+from server.simulator import Simulator
+from tests.certs import make_certificates
+from tests.conftest import PROVIDER_SECRET
+
+HEADERS = {"content-type": "application/json", "authorization": f"Bearer {PROVIDER_SECRET}"}
+
+
+def chat_body(prompt: str = "hello", *, stream: bool = False) -> bytes:
+    body = {"model": "sim-gpt-1", "messages": [{"role": "user", "content": prompt}]}
+    return orjson.dumps({**body, "stream": True} if stream else body)
+
+
+def h1_client(base_url: str, **settings: object) -> H1Client:
+    return H1Client(
+        ProviderSettings.model_validate({"name": "up", "base_url": base_url, **settings})
+    )
+
+
+def pool_of(client: H1Client) -> tuple[int, int]:
+    """(open, idle) connections of the client's only origin."""
+    (pool,) = client._pools.values()
+    return pool.open, len(pool.idle)
+
+
+# -- against the simulator ----------------------------------------------------------
+
+
+async def test_sequential_requests_reuse_one_keep_alive_connection(simulator: Simulator) -> None:
+    client = h1_client(simulator.base_url)
+    url = f"{simulator.base_url}/v1/chat/completions"
+    try:
+        for _ in range(5):
+            async with client.post(url, chat_body(), HEADERS) as response:
+                assert response.status == 200
+                assert response.header("Content-Type") == "application/json"
+                answer = orjson.loads(await response.read())
+            assert answer["choices"][0]["message"]["content"] == "You said: hello"
+        assert pool_of(client) == (1, 1)
+        assert simulator.stats.connections_open == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_stream_arrives_in_pieces_and_an_unread_rest_closes_the_connection(
+    simulator: Simulator,
+) -> None:
+    simulator.config.tokens_per_second = 200
+    client = h1_client(simulator.base_url)
+    url = f"{simulator.base_url}/v1/chat/completions"
+    try:
+        async with client.post(url, chat_body("/tokens 20 s", stream=True), HEADERS) as response:
+            pieces = [piece async for piece in response.iter_bytes()]
+        assert len(pieces) > 1 and b"".join(pieces).endswith(b"data: [DONE]\n\n")
+        assert pool_of(client) == (1, 1)  # read to the end: kept
+        async with client.post(url, chat_body("/tokens 20 s", stream=True), HEADERS) as response:
+            async for _ in response.iter_bytes():
+                break  # leave with most of the stream unread
+        assert pool_of(client) == (0, 0)  # never handed to the next request half-read
+    finally:
+        await client.aclose()
+
+
+async def test_the_pool_never_opens_more_than_max_connections(simulator: Simulator) -> None:
+    simulator.config.latency_ms = 30
+    client = h1_client(simulator.base_url, pool={"max_connections": 3})
+    url = f"{simulator.base_url}/v1/chat/completions"
+    most = 0
+
+    async def one() -> None:
+        nonlocal most
+        async with client.post(url, chat_body(), HEADERS) as response:
+            most = max(most, simulator.stats.connections_open)
+            assert response.status == 200
+            await response.read()
+
+    try:
+        await asyncio.gather(*(one() for _ in range(20)))
+        assert most == 3
+        assert pool_of(client) == (3, 3)
+    finally:
+        await client.aclose()
+
+
+async def test_waiting_for_a_connection_gives_up_after_the_pool_timeout(
+    simulator: Simulator,
+) -> None:
+    simulator.config.latency_ms = 1000
+    client = h1_client(simulator.base_url, pool={"max_connections": 1}, timeouts={"pool": 0.2})
+    url = f"{simulator.base_url}/v1/chat/completions"
+    try:
+        holder = asyncio.create_task(_read_all(client, url))
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamTimeout, match="no free connection"):
+            await _read_all(client, url)
+        assert await holder
+    finally:
+        await client.aclose()
+
+
+async def test_a_silent_upstream_times_out_and_its_connection_is_dropped(
+    simulator: Simulator,
+) -> None:
+    simulator.config.latency_ms = 2000
+    client = h1_client(simulator.base_url, timeouts={"read": 0.2})
+    url = f"{simulator.base_url}/v1/chat/completions"
+    try:
+        with pytest.raises(UpstreamTimeout, match=r"no data for 0\.2 s"):
+            await _read_all(client, url)
+        assert pool_of(client) == (0, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_cancelling_while_waiting_for_a_slot_or_an_answer_frees_the_slot(
+    simulator: Simulator,
+) -> None:
+    simulator.config.latency_ms = 200
+    client = h1_client(simulator.base_url, pool={"max_connections": 1})
+    url = f"{simulator.base_url}/v1/chat/completions"
+    try:
+        calls = [asyncio.create_task(_read_all(client, url)) for _ in range(3)]
+        await asyncio.sleep(0.05)  # one holds the connection, two wait for it
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        assert pool_of(client) == (0, 0)
+        simulator.config.latency_ms = 0
+        assert await _read_all(client, url)
+    finally:
+        await client.aclose()
+
+
+async def test_a_refused_connection_is_upstream_unavailable() -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    client = h1_client(f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(UpstreamUnavailable, match="connection failed"):
+            await _read_all(client, f"http://127.0.0.1:{port}/v1/chat/completions")
+        assert pool_of(client) == (0, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
+    simulator: Simulator,
+) -> None:
+    client = h1_client(simulator.base_url)
+    url = f"{simulator.base_url}/v1/chat/completions"
+    before = simulator.stats.total_requests
+    try:
+        with pytest.raises(ValueError, match="line break"):
+            async with client.post(url, chat_body(), {"x-evil": "a\r\nx-injected: 1"}):
+                pass
+        assert simulator.stats.total_requests == before
+    finally:
+        await client.aclose()
+
+
+async def _read_all(client: H1Client, url: str) -> bytes:
+    async with client.post(url, chat_body(), HEADERS) as response:
+        return await response.read()
+
+
+# -- against a scripted upstream -----------------------------------------------------
+
+Script = Callable[[int], bytes | None]
+StartScripted = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[StartScripted]:
+    """Start a TCP server answering request n with `script(n)`; None closes the connection.
+
+    An answer that names neither content-length nor chunked encoding is delimited by
+    the end of the connection, so the server closes after sending it.
+    """
+    servers: list[asyncio.Server] = []
+
+    async def start(script: Script, *, tls: ssl.SSLContext | None = None) -> str:
+        count = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal count
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                    await reader.readexactly(length)
+                    count += 1
+                    answer = script(count)
+                    if answer is None:
+                        break
+                    writer.write(answer)
+                    await writer.drain()
+                    said = answer.lower()
+                    if b"content-length" not in said and b"chunked" not in said:
+                        break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+        servers.append(server)
+        return f"{'https' if tls else 'http'}://{'localhost' if tls else '127.0.0.1'}:" + str(
+            server.sockets[0].getsockname()[1]
+        )
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def answer(body: bytes, *extra: str, status: str = "200 OK") -> bytes:
+    head = [f"HTTP/1.1 {status}", f"content-length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_chunked_and_close_delimited_bodies_are_read_whole(scripted: StartScripted) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    until_close = b"HTTP/1.1 200 OK\r\n\r\nto the end"
+    base = await scripted(lambda n: chunked if n == 1 else until_close)
+    client = h1_client(base)
+    try:
+        assert await _read_all(client, f"{base}/a") == b"hello world"
+        assert pool_of(client) == (1, 1)
+        assert await _read_all(client, f"{base}/a") == b"to the end"
+        assert pool_of(client) == (0, 0)  # ended by the close: nothing to keep
+    finally:
+        await client.aclose()
+
+
+async def test_gzip_bodies_and_interim_answers_are_handled(scripted: StartScripted) -> None:
+    packed = gzip.compress(b'{"ok": true}')
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    base = await scripted(lambda n: interim + answer(packed, "content-encoding: gzip"))
+    client = h1_client(base)
+    try:
+        assert await _read_all(client, f"{base}/a") == b'{"ok": true}'
+        async with client.post(f"{base}/a", b"{}", {}) as response:
+            assert response.status == 200
+            assert b"".join([p async for p in response.iter_bytes()]) == b'{"ok": true}'
+    finally:
+        await client.aclose()
+
+
+async def test_connection_close_and_an_upstream_idle_close_open_a_fresh_connection(
+    scripted: StartScripted,
+) -> None:
+    # Request 1 says `connection: close`; request 2 is kept, but the upstream drops the
+    # connection while it idles; request 3 must not be sent on it.
+    def script(n: int) -> bytes | None:
+        return answer(b"one", "connection: close") if n == 1 else answer(b"again")
+
+    base = await scripted(script)
+    client = h1_client(base)
+    try:
+        assert await _read_all(client, f"{base}/a") == b"one"
+        assert pool_of(client) == (0, 0)
+        assert await _read_all(client, f"{base}/a") == b"again"
+        (pool,) = client._pools.values()
+        transport = pool.idle[0].transport
+        assert transport is not None
+        # The upstream's idle timeout, simulated from our side of the socket.
+        transport.abort()
+        await asyncio.sleep(0.01)
+        assert await _read_all(client, f"{base}/a") == b"again"
+    finally:
+        await client.aclose()
+
+
+async def test_malformed_or_missing_answers_are_upstream_unavailable(
+    scripted: StartScripted,
+) -> None:
+    base = await scripted(lambda n: b"NOT HTTP AT ALL\r\n\r\n" if n == 1 else None)
+    client = h1_client(base)
+    try:
+        with pytest.raises(UpstreamUnavailable, match="malformed HTTP"):
+            await _read_all(client, f"{base}/a")
+        with pytest.raises(UpstreamUnavailable, match="closed the connection"):
+            await _read_all(client, f"{base}/a")
+        assert pool_of(client) == (0, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_https_upstreams_are_verified_against_the_trusted_authorities(
+    scripted: StartScripted,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    certs = make_certificates(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs.server_cert, certs.server_key)
+    base = await scripted(lambda n: answer(b"secret"), tls=tls)
+
+    untrusting = h1_client(base)
+    try:
+        with pytest.raises(UpstreamUnavailable, match="SSLCertVerificationError"):
+            await _read_all(untrusting, f"{base}/a")
+    finally:
+        await untrusting.aclose()
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))  # what create_default_context trusts
+    trusting = h1_client(base)
+    try:
+        assert await _read_all(trusting, f"{base}/a") == b"secret"
+    finally:
+        await trusting.aclose()
+
+
+async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
+    scripted: StartScripted,
+) -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB, far above the read-ahead limit
+    base = await scripted(lambda n: answer(big))
+    client = h1_client(base)
+    try:
+        async with client.post(f"{base}/a", b"{}", {}) as response:
+            received = bytearray()
+            async for piece in response.iter_bytes():
+                received += piece
+                await asyncio.sleep(0.001)  # a slow reader: the buffer fills, reading pauses
+        assert bytes(received) == big
+        assert pool_of(client) == (1, 1)
+    finally:
+        await client.aclose()
