@@ -12,7 +12,7 @@ without bound.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from server.errors import UpstreamUnavailable
 
@@ -40,8 +40,8 @@ async def iter_lines(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield line
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
+    # A tuple, not a frozen dataclass: one is built per event of every stream.
     event: str
     data: bytes
 
@@ -56,6 +56,9 @@ class _SSEParser:
     def feed(self, lines: list[bytes]) -> list[SSEEvent]:
         events = []
         for line in lines:
+            if line[:6] == b"data: ":  # nearly every line of a stream
+                self._data.append(line[6:])
+                continue
             if not line:
                 if self._data:
                     events.append(SSEEvent(self._event or "message", b"\n".join(self._data)))

@@ -42,7 +42,7 @@ from server.providers.framing import iter_sse_batches
 from server.providers.http import HttpClient
 from server.providers.status_mapping import message_in_error_payload
 from server.providers.translation import (
-    coalesce,
+    TextRuns,
     function_parameters,
     tool_choice_of,
     translate_failure,
@@ -77,10 +77,10 @@ class OpenAIProvider:
         async with self._endpoint.stream(body) as response:
             finish: ChatCompletionChunk | None = None
             async for events in iter_sse_batches(response.iter_bytes()):
-                ready: list[ChatCompletionChunk] = []
+                ready = TextRuns()
                 for event in events:
                     if event.data == _DONE:
-                        for chunk in coalesce(ready):
+                        for chunk in ready.take():
                             yield chunk
                         if finish is not None:
                             yield finish
@@ -92,6 +92,9 @@ class OpenAIProvider:
                             f"upstream {self.name!r} failed mid-stream: "
                             f"{message_in_error_payload(payload)}"
                         )
+                    plain = _plain_text_delta(payload)
+                    if plain is not None and finish is None and ready.extend_text(*plain):
+                        continue  # the common event: its text joins the chunk before it
                     chunk = translate_failure(chunk_from_openai, payload)
                     if finish is not None:
                         # The usage chunk after the finish chunk: merge, wait for [DONE].
@@ -99,8 +102,8 @@ class OpenAIProvider:
                     elif any(choice.finish_reason for choice in chunk.choices):
                         finish = chunk
                     else:
-                        ready.append(chunk)
-                for chunk in coalesce(ready):
+                        ready.add(chunk)
+                for chunk in ready.take():
                     yield chunk
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
 
@@ -238,6 +241,24 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
             piece.function.arguments = function.get("arguments") or ""
     usage_into(chunk.usage, payload.get("usage"))
     return chunk
+
+
+def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:
+    """(choice index, text) of an event that only adds text to one choice, read straight
+    from the JSON: most events of a stream, which then need no chunk of their own."""
+    choices = payload.get("choices")
+    if payload.get("usage") or not isinstance(choices, list) or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if not isinstance(choice, dict) or choice.get("finish_reason"):
+        return None
+    delta = choice.get("delta")
+    if not isinstance(delta, dict) or delta.get("role") or delta.get("tool_calls"):
+        return None
+    content, index = delta.get("content"), choice.get("index") or 0
+    if not isinstance(content, str) or not isinstance(index, int):
+        return None
+    return index, content
 
 
 def finish_reason(value: Any) -> str:

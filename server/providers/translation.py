@@ -96,9 +96,77 @@ def finish_chunk(
     return chunk
 
 
-def append_text(into: ChatCompletionChunk, chunk: ChatCompletionChunk) -> bool:
-    """Fold `chunk` into `into` when both only add text, or arguments of the same tool call,
-    to the same choice."""
+def text_only(chunk: ChatCompletionChunk) -> tuple[int, str] | None:
+    """(choice index, text) when `chunk` does nothing but add text to one choice."""
+    if len(chunk.choices) != 1 or chunk.HasField("usage"):
+        return None
+    choice = chunk.choices[0]
+    if choice.finish_reason or choice.delta.role or choice.delta.tool_calls:
+        return None
+    return choice.index, choice.delta.content
+
+
+def _text_target(chunk: ChatCompletionChunk) -> int | None:
+    """The choice index whose text later text-only chunks may be folded into, if any."""
+    if len(chunk.choices) != 1 or chunk.HasField("usage"):
+        return None
+    choice = chunk.choices[0]
+    if choice.finish_reason or choice.delta.tool_calls:
+        return None
+    return choice.index
+
+
+class TextRuns:
+    """The chunks of one network read, consecutive text deltas folded together as they come.
+
+    Each gRPC message costs far more than the bytes it carries, and nothing waits for
+    more: what one read brought leaves as few messages as it can. Text is collected as
+    strings and joined once, so an adapter that sees a plain text delta in the upstream's
+    own JSON (`extend_text`) need not build a chunk for it at all.
+    """
+
+    __slots__ = ("_chunks", "_open", "_run")
+
+    def __init__(self) -> None:
+        self._chunks: list[ChatCompletionChunk] = []
+        self._run: list[str] = []  # text still to be appended to the last chunk
+        self._open: int | None = None  # the choice index the last chunk takes text for
+
+    def extend_text(self, index: int, text: str) -> bool:
+        """Fold `text` for choice `index` into the last chunk; False when it cannot take it."""
+        if self._open != index:
+            return False
+        self._run.append(text)
+        return True
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        plain = text_only(chunk)
+        if plain is not None and self.extend_text(*plain):
+            return
+        last = self.last()
+        if last is not None and _append_arguments(last, chunk):
+            return
+        self._chunks.append(chunk)
+        self._open = _text_target(chunk)
+
+    def last(self) -> ChatCompletionChunk | None:
+        self._fold()
+        return self._chunks[-1] if self._chunks else None
+
+    def take(self) -> list[ChatCompletionChunk]:
+        """The folded chunks so far; the runs start empty again."""
+        self._fold()
+        chunks, self._chunks, self._open = self._chunks, [], None
+        return chunks
+
+    def _fold(self) -> None:
+        if self._run:
+            self._chunks[-1].choices[0].delta.content += "".join(self._run)
+            self._run.clear()
+
+
+def _append_arguments(into: ChatCompletionChunk, chunk: ChatCompletionChunk) -> bool:
+    """Fold a continuation of one tool call's arguments into the piece before it."""
     if len(into.choices) != 1 or len(chunk.choices) != 1 or chunk.HasField("usage"):
         return False
     target, source = into.choices[0], chunk.choices[0]
@@ -107,24 +175,13 @@ def append_text(into: ChatCompletionChunk, chunk: ChatCompletionChunk) -> bool:
         or target.finish_reason
         or source.finish_reason
         or source.delta.role
+        or target.delta.content
+        or source.delta.content
+        or len(target.delta.tool_calls) != 1
+        or len(source.delta.tool_calls) != 1
     ):
         return False
-    if not target.delta.tool_calls and not source.delta.tool_calls:
-        target.delta.content += source.delta.content
-        return True
-    return _append_arguments(target.delta, source.delta)
-
-
-def _append_arguments(target: Any, source: Any) -> bool:
-    """Fold a continuation of one tool call's arguments into the piece before it."""
-    if (
-        target.content
-        or source.content
-        or len(target.tool_calls) != 1
-        or len(source.tool_calls) != 1
-    ):
-        return False
-    before, after = target.tool_calls[0], source.tool_calls[0]
+    before, after = target.delta.tool_calls[0], source.delta.tool_calls[0]
     if before.index != after.index or after.id or after.function.name:
         return False
     before.function.arguments += after.function.arguments
@@ -132,10 +189,8 @@ def _append_arguments(target: Any, source: Any) -> bool:
 
 
 def coalesce(chunks: Iterable[ChatCompletionChunk]) -> list[ChatCompletionChunk]:
-    """Chunks that arrived in one network read, with consecutive text deltas folded together:
-    each gRPC message costs far more than the bytes it carries, and nothing waits for more."""
-    out: list[ChatCompletionChunk] = []
+    """Chunks that arrived in one network read, folded as `TextRuns` folds them."""
+    runs = TextRuns()
     for chunk in chunks:
-        if not (out and append_text(out[-1], chunk)):
-            out.append(chunk)
-    return out
+        runs.add(chunk)
+    return runs.take()
