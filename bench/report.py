@@ -156,14 +156,22 @@ def _latency_table(r: Results) -> list[str]:
         )
     loads = sorted({k.split(" ", 1)[1] for k in r.latency}, key=lambda s: s != "c=1")
     for load in loads:
-        g, d = r.latency.get(f"gateway {load}"), r.latency.get(f"direct {load}")
-        if g and d:
-            out.append(
-                f"| {load} | **added (gateway - direct)** | "
-                f"**{_f(g.latency.p50_ms - d.latency.p50_ms, '.3f')}** | "
-                f"**{_f(g.latency.p99_ms - d.latency.p99_ms, '.3f')}** | "
-                f"**{_f(g.latency.p999_ms - d.latency.p999_ms, '.3f')}** | | |"
-            )
+        d = r.latency.get(f"direct {load}")
+        for side, label in (
+            ("gateway", "**added (gateway - direct)**"),
+            ("echo", "added by grpc.aio alone (echo - direct)"),
+            ("forwarder", "added by the bare forwarder (forwarder - direct)"),
+        ):
+            x = r.latency.get(f"{side} {load}")
+            if x and d:
+                bold = "**" if side == "gateway" else ""
+                cells = (
+                    _f(x.latency.p50_ms - d.latency.p50_ms, ".3f"),
+                    _f(x.latency.p99_ms - d.latency.p99_ms, ".3f"),
+                    _f(x.latency.p999_ms - d.latency.p999_ms, ".3f"),
+                )
+                row = " | ".join(f"{bold}{c}{bold}" for c in cells)
+                out.append(f"| {load} | {label} | {row} | | |")
     return out
 
 
@@ -210,6 +218,21 @@ def _streaming_lines(r: Results) -> list[str]:
                 f"{h.failures or 'none'} {h.error} |"
             )
     return out
+
+
+def _floor_lines(r: Results) -> list[str]:
+    """Where the gateway stands between grpc.aio's ceiling and forwarding's own cost."""
+    echo, fwd, gw = (_get(r.unary, k, lambda x: x.rps) for k in ("echo", "forwarder", "gateway"))
+    if math.isnan(fwd):
+        return []
+    return [
+        f"- **The bare forwarder** (`bench/forwarder.py`: grpc.aio handing each request to "
+        f"the gateway's OpenAI adapter and `h1` client, with no interceptor, check, route, "
+        f"retry or telemetry) reaches {_f(_ratio(fwd, echo) * 100)}% of the echo server: "
+        f"that is the ceiling of forwarding over HTTP from grpc.aio here. The gateway "
+        f"keeps {_f(_ratio(gw, fwd) * 100)}% of the forwarder's RPS; the rest is its "
+        f"pipeline (auth, limits, validation, routing, breakers, budgets, telemetry).",
+    ]
 
 
 def _worker_lines(r: Results) -> list[str]:
@@ -366,7 +389,7 @@ def write(r: Results, path: Path) -> list[Target]:
         "",
     ]
     lines += _rps_table(r.unary, r.unary.get("direct"), "direct") if r.unary else ["Not run."]
-    lines += ["", *_worker_lines(r)]
+    lines += ["", *_floor_lines(r), *_worker_lines(r)]
     lines += [
         "",
         "## 2. Added latency",

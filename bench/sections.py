@@ -118,13 +118,17 @@ def _direct_saturation(ctx: Ctx, label: str, sim: stack.Endpoint) -> LoadResult:
 
 
 def throughput(ctx: Ctx) -> None:
-    """1. Unary RPS at saturation: simulator direct, bare echo server, gateway."""
+    """1. Unary RPS at saturation: simulator direct, bare echo server, bare forwarder,
+    gateway."""
     print("[1] unary throughput at saturation", flush=True)
     res = ctx.results.unary
     with stack.simulator(ctx.workdir) as sim:
         res["direct"] = _direct_saturation(ctx, "direct (HTTP/1.1)", sim)
         with stack.echo_server(ctx.workdir) as echo:
             res["echo"] = _grpc_saturation(ctx, "bare grpc.aio echo", echo, None)
+        with stack.forwarder(ctx.workdir, sim) as forwarder:
+            label = "bare forwarder"
+            res["forwarder"] = _grpc_saturation(ctx, label, forwarder, sim, auth=False)
         with stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw:
             res["gateway"] = _grpc_saturation(ctx, "gateway", gw, sim)
         _workers(ctx, sim)
@@ -161,6 +165,17 @@ def latency(ctx: Ctx) -> None:
         )
         load = stack.grpc_unary_load(gw, ctx.workdir, clients=1, streams=1, duration=d, warmup=w)
         res["gateway c=1"] = measure_grpc(ctx, "gateway c=1", load, gw, sim)
+        # The floors at c=1: grpc.aio alone, and grpc.aio forwarding with no pipeline.
+        with stack.echo_server(ctx.workdir) as echo:
+            load = stack.grpc_unary_load(
+                echo, ctx.workdir, clients=1, streams=1, duration=d, warmup=w, auth=False
+            )
+            res["echo c=1"] = measure_grpc(ctx, "echo c=1", load, echo, None, None)
+        with stack.forwarder(ctx.workdir, sim) as forwarder:
+            load = stack.grpc_unary_load(
+                forwarder, ctx.workdir, clients=1, streams=1, duration=d, warmup=w, auth=False
+            )
+            res["forwarder c=1"] = measure_grpc(ctx, "forwarder c=1", load, forwarder, sim, None)
     rate = MODERATE_RATE
     ctx.results.moderate_rate = rate
     with (

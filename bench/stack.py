@@ -159,6 +159,14 @@ def echo_server(workdir: Path) -> Iterator[Endpoint]:
         yield Endpoint("echo", port, proc.pid)
 
 
+@contextlib.contextmanager
+def forwarder(workdir: Path, sim: Endpoint) -> Iterator[Endpoint]:
+    port = free_port()
+    argv = [PYTHON, "-m", "bench.forwarder", "--listen", f"{LOOPBACK}:{port}"]
+    with running([*argv, "--upstream", sim.http], port=port, log=workdir / "forwarder.log") as proc:
+        yield Endpoint("forwarder", port, proc.pid)
+
+
 def chat_request(prompt: str = UNARY_PROMPT) -> pb.ChatCompletionRequest:
     return pb.ChatCompletionRequest(model=MODEL, messages=[pb.Message(role="user", content=prompt)])
 
