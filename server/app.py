@@ -25,6 +25,7 @@ from server.cache import MemoryCache, RedisCache, ResponseCache
 from server.completions import Completions
 from server.config import ConfigError, GatewayConfig, ServerSettings, load_config
 from server.dispatch import Dispatcher
+from server.heap import freeze_long_lived, refreeze
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule, token_rule
 from server.limiter import (
@@ -273,10 +274,12 @@ async def serve_until_signalled(gateway: Gateway, config_path: str | None = None
         task = asyncio.ensure_future(gateway.reload(config_path))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+        task.add_done_callback(lambda _: refreeze())
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    freeze_long_lived()  # the process is built: from here on, calls make the garbage
     try:
         await stop.wait()
     finally:
