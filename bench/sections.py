@@ -30,7 +30,9 @@ GRPC_CLIENTS, GRPC_STREAMS, H1_CONCURRENCY = 4, 16, 64
 #: 1 vs 2 workers: the same 64 calls in flight over 16 connections, so that SO_REUSEPORT
 #: (which places whole connections) can spread them evenly over the workers.
 WORKER_CLIENTS, WORKER_STREAMS = 16, 4
-#: The fixed moderate load of section 2, requests per second, on the 20 ms simulator.
+#: Section 2's moderate load is this share of the gateway's peak RPS from section 1 ...
+MODERATE_SHARE = 0.25
+#: ... or this rate (requests per second) when section 1 did not run.
 MODERATE_RATE = 500.0
 REALISTIC_LATENCY_MS = 20.0
 #: Held streams: a token every 5 s for 100 tokens outlives the hold, and 10,000 streams
@@ -176,7 +178,8 @@ def latency(ctx: Ctx) -> None:
                 forwarder, ctx.workdir, clients=1, streams=1, duration=d, warmup=w, auth=False
             )
             res["forwarder c=1"] = measure_grpc(ctx, "forwarder c=1", load, forwarder, sim, None)
-    rate = MODERATE_RATE
+    peak = ctx.results.unary.get("gateway")
+    rate = round(peak.rps * MODERATE_SHARE, -1) if peak and peak.ok else MODERATE_RATE
     ctx.results.moderate_rate = rate
     with (
         stack.simulator(ctx.workdir, latency_ms=REALISTIC_LATENCY_MS) as sim,
