@@ -8,12 +8,20 @@ import pytest
 
 from server.errors import UpstreamUnavailable
 from server.providers import framing
-from server.providers.framing import SSEEvent, iter_lines, iter_sse
+from server.providers.framing import SSEEvent, iter_line_batches, iter_sse_batches
 
 
 async def pieces(body: bytes, size: int) -> AsyncIterator[bytes]:
     for start in range(0, len(body), size):
         yield body[start : start + size]
+
+
+async def sse_events(body: bytes, size: int) -> list[SSEEvent]:
+    return [event async for batch in iter_sse_batches(pieces(body, size)) for event in batch]
+
+
+async def lines(body: bytes, size: int) -> list[bytes]:
+    return [line async for batch in iter_line_batches(pieces(body, size)) for line in batch]
 
 
 STREAM = (
@@ -28,7 +36,7 @@ STREAM = (
 
 @pytest.mark.parametrize("size", [1, 2, 7, 64, 10_000])
 async def test_sse_events_are_the_same_whatever_the_piece_size(size: int) -> None:
-    events = [e async for e in iter_sse(pieces(STREAM, size))]
+    events = await sse_events(STREAM, size)
     assert events == [
         SSEEvent("message", b'{"a": 1}'),
         SSEEvent("message_start", b'{"b": 2}'),
@@ -39,8 +47,8 @@ async def test_sse_events_are_the_same_whatever_the_piece_size(size: int) -> Non
 
 
 async def test_unterminated_last_line_and_event_still_arrive() -> None:
-    assert [line async for line in iter_lines(pieces(b"a\nb\r\nc", 2))] == [b"a", b"b", b"c"]
-    assert [e.data async for e in iter_sse(pieces(b"data: x", 3))] == [b"x"]
+    assert await lines(b"a\nb\r\nc", 2) == [b"a", b"b", b"c"]
+    assert [e.data for e in await sse_events(b"data: x", 3)] == [b"x"]
 
 
 async def test_an_endless_line_fails_instead_of_growing_without_bound(
@@ -48,4 +56,12 @@ async def test_an_endless_line_fails_instead_of_growing_without_bound(
 ) -> None:
     monkeypatch.setattr(framing, "MAX_LINE_BYTES", 1000)  # a limit, not the code under test
     with pytest.raises(UpstreamUnavailable, match="over 1000 bytes"):
-        [line async for line in iter_lines(pieces(b"x" * 5000, 100))]
+        await lines(b"x" * 5000, 100)
+
+
+async def test_a_read_yields_everything_it_completed_in_one_batch() -> None:
+    body = b"data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4"
+    batches = [batch async for batch in iter_sse_batches(pieces(body, 9))]
+    assert [[e.data for e in batch] for batch in batches] == [[b"1"], [b"2"], [b"3"], [b"4"]]
+    batches = [batch async for batch in iter_sse_batches(pieces(body, 1000))]
+    assert [[e.data for e in batch] for batch in batches] == [[b"1", b"2", b"3"], [b"4"]]

@@ -227,47 +227,66 @@ def _decoder(encoding: str | None, url: str) -> Any:
 class _Response:
     """The `UpstreamResponse` of one exchange; reads from the connection's buffer."""
 
-    __slots__ = ("_conn", "_read_timeout", "_url", "status")
+    __slots__ = ("connection", "read_timeout", "status", "url")
 
-    def __init__(self, conn: _Connection, url: str, read_timeout: float) -> None:
-        self._conn = conn
-        self._url = url
-        self._read_timeout = read_timeout
-        self.status = conn.status
+    def __init__(self, connection: _Connection, url: str, read_timeout: float) -> None:
+        self.connection = connection
+        self.url = url
+        self.read_timeout = read_timeout
+        self.status = connection.status
 
     def header(self, name: str) -> str | None:
-        return self._conn.headers.get(name.lower())
+        return self.connection.headers.get(name.lower())
 
     async def read(self) -> bytes:
-        conn = self._conn
+        conn = self.connection
         while not conn.complete:
-            await conn.wait(self._read_timeout, self._url)
+            await conn.wait(self.read_timeout, self.url)
         body = b"".join(conn.take_chunks())
-        decoder = _decoder(conn.headers.get("content-encoding"), self._url)
-        return body if decoder is None else self._inflate(decoder, body) + decoder.flush()
+        decoder = _decoder(conn.headers.get("content-encoding"), self.url)
+        return body if decoder is None else self.inflate(decoder, body) + decoder.flush()
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        decoder = _decoder(conn.headers.get("content-encoding"), self._url)
-        while True:
-            chunks = conn.take_chunks()
-            if chunks:
-                piece = b"".join(chunks)
-                yield piece if decoder is None else self._inflate(decoder, piece)
-            elif conn.complete:
-                if decoder is not None:
-                    yield decoder.flush()
-                return
-            else:
-                await conn.wait(self._read_timeout, self._url)
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        return _Body(self)
 
-    def _inflate(self, decoder: Any, data: bytes) -> bytes:
+    def inflate(self, decoder: Any, data: bytes) -> bytes:
         try:
             return bytes(decoder.decompress(data))
         except zlib.error as exc:
             raise UpstreamUnavailable(
-                f"upstream sent a corrupt compressed body at {self._url}"
+                f"upstream sent a corrupt compressed body at {self.url}"
             ) from exc
+
+
+class _Body:
+    """A response body as it arrives: an async iterator object, not a generator, so an
+    adapter that stops at the provider's end marker leaves nothing to finalize."""
+
+    __slots__ = ("_decoder", "_ended", "_response")
+
+    def __init__(self, response: _Response) -> None:
+        self._response = response
+        self._decoder = _decoder(response.header("content-encoding"), response.url)
+        self._ended = False
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        response, decoder = self._response, self._decoder
+        conn = response.connection
+        while not self._ended:
+            chunks = conn.take_chunks()
+            if chunks:
+                piece = b"".join(chunks)
+                return piece if decoder is None else response.inflate(decoder, piece)
+            if conn.complete:
+                self._ended = True
+                if decoder is not None:
+                    return bytes(decoder.flush())
+            else:
+                await conn.wait(response.read_timeout, response.url)
+        raise StopAsyncIteration
 
 
 class _Pool:

@@ -245,18 +245,23 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
 
 def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:
     """(choice index, text) of an event that only adds text to one choice, read straight
-    from the JSON: most events of a stream, which then need no chunk of their own."""
-    choices = payload.get("choices")
-    if payload.get("usage") or not isinstance(choices, list) or len(choices) != 1:
+    from the JSON: most events of a stream, which then need no chunk of their own.
+    Anything else (None) takes the full translation."""
+    try:
+        (choice,) = payload["choices"]
+        delta = choice["delta"]
+        content = delta["content"]
+        index = choice.get("index") or 0
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    choice = choices[0]
-    if not isinstance(choice, dict) or choice.get("finish_reason"):
-        return None
-    delta = choice.get("delta")
-    if not isinstance(delta, dict) or delta.get("role") or delta.get("tool_calls"):
-        return None
-    content, index = delta.get("content"), choice.get("index") or 0
-    if not isinstance(content, str) or not isinstance(index, int):
+    if (
+        type(content) is not str
+        or type(index) is not int
+        or choice.get("finish_reason")
+        or payload.get("usage")
+        # `content` alone is the common delta; anything beside it is looked at.
+        or (len(delta) > 1 and (delta.get("role") or delta.get("tool_calls")))
+    ):
         return None
     return index, content
 
