@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -142,3 +143,23 @@ async def test_audit_records_survive_sigterm_mid_traffic(
     # A call refused while draining may or may not have reached the servicer; if it
     # did, its record says how it ended.
     assert set(ids) <= set(succeeded) | set(failed)
+
+
+def test_records_written_in_batches_rotate_by_size_and_all_survive_close(
+    tmp_path: Path,
+) -> None:
+    from server.config import AuditSettings
+    from server.observability.audit import AuditLog
+    from server.observability.hooks import CallRecord
+
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(AuditSettings(path=str(path), max_bytes=4096, backup_count=100))
+    ids = [f"req-{i:04d}" for i in range(300)]
+    for request_id in ids:
+        call = CallRecord([audit], request_id, "ChatCompletion", streaming=False, key="k")
+        call.end(grpc.StatusCode.OK, "")
+    audit.close()  # drains the queue: every record is on disk when it returns
+    files = sorted(tmp_path.glob("audit.jsonl*"))
+    assert len(files) > 2  # 300 records of ~350 bytes do not fit in 4 KiB: rotated
+    written = [record["request_id"] for file in files for record in read_audit(file)]
+    assert sorted(written) == ids

@@ -6,9 +6,12 @@ cache hit, PII kinds found) and, only with `include_prompts`, the prompt and
 answer as redacted by the policy. No key, provider key or bearer token is in any
 field: the call record never holds one.
 
-The event loop only serialises the record and enqueues it; a `QueueListener`
-thread appends it through a `RotatingFileHandler` (size-based rotation). `close()`
-drains the queue before returning, so a graceful shutdown loses no record.
+The event loop only serialises the record and enqueues it. A writer thread appends
+what has queued up in one write through a `RotatingFileHandler` (size-based
+rotation), waking at most every `_LINGER_SECONDS`: a record per call, each waking the
+thread and taking the GIL from the loop, cost ~160 µs of the loop's time per call
+(bench section 4); in batches it is a few µs. `close()` drains the queue before
+returning, so a graceful shutdown loses no record.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,12 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
     return entry
 
 
+#: How long the writer lets records gather after the first one before writing them.
+_LINGER_SECONDS = 0.05
+#: Put on the queue by `close()`: everything before it is written, then the thread ends.
+_STOP = object()
+
+
 class AuditLog(Observer):
     """An `Observer` that appends a record when a call ends."""
 
@@ -66,23 +76,53 @@ class AuditLog(Observer):
         self.include_prompts = settings.include_prompts
         path = Path(settings.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
+        self._handler = logging.handlers.RotatingFileHandler(
             path,
             maxBytes=settings.max_bytes,
             backupCount=settings.backup_count,
             encoding="utf-8",
         )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._listener = logging.handlers.QueueListener(self._queue, handler)
-        self._handler = handler
-        self._listener.start()
+        self._queue: queue.SimpleQueue[str | object] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_batches, name="audit", daemon=True)
+        self._writer.start()
 
     def call_ended(self, call: CallRecord) -> None:
-        line = orjson.dumps(audit_entry(call)).decode()
-        self._queue.put_nowait(logging.makeLogRecord({"msg": line}))
+        self._queue.put_nowait(orjson.dumps(audit_entry(call)).decode())
 
     def close(self) -> None:
         """Write every queued record, then close the file (blocks: call it off the loop)."""
-        self._listener.stop()
+        self._queue.put_nowait(_STOP)
+        self._writer.join()
         self._handler.close()
+
+    def _write_batches(self) -> None:
+        stopping = False
+        while not stopping:
+            lines: list[str | object] = [self._queue.get()]
+            if lines[0] is not _STOP:
+                time.sleep(_LINGER_SECONDS)  # let a burst gather: one write for all of it
+            while True:
+                try:
+                    lines.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [line for line in lines if isinstance(line, str)]
+            stopping = len(records) < len(lines)
+            for group in self._groups(records):
+                # One record of many lines: the handler checks rotation once, writes once.
+                self._handler.handle(logging.makeLogRecord({"msg": "\n".join(group)}))
+
+    def _groups(self, records: list[str]) -> list[list[str]]:
+        """`records` in runs that each fit in one file, so rotation still keeps its size."""
+        limit = self._handler.maxBytes
+        if limit <= 0:
+            return [records] if records else []
+        groups: list[list[str]] = []
+        size = limit
+        for record in records:
+            if size + len(record) + 1 > limit:
+                groups.append([])
+                size = 0
+            groups[-1].append(record)
+            size += len(record) + 1
+        return groups
