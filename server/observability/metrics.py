@@ -24,6 +24,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client import (
@@ -59,17 +60,39 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[M]):
+    """A metric's labelled children, each looked up once: `labels()` stringifies,
+    validates and takes a lock on every use, which the hot path would pay per call.
+    The label values are bounded sets (methods, models, key names, codes, deployments),
+    as they must be for Prometheus anyway."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics(Observer):
     """The call metrics, as an `Observer` of every call."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+        def counter(name: str, doc: str, labels: Sequence[str]) -> _Children[Counter]:
+            return _Children(Counter(name, doc, labels, registry=registry))
 
         def histogram(
             name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
-        ) -> Histogram:
-            return Histogram(name, doc, labels, registry=registry, buckets=buckets)
+        ) -> _Children[Histogram]:
+            return _Children(Histogram(name, doc, labels, registry=registry, buckets=buckets))
 
         self.requests = counter(
             "ai_gateway_requests", "AIService calls by outcome.", ("method", "model", "key", "code")
@@ -118,26 +141,28 @@ class Metrics(Observer):
         self.rate_limited = counter(
             "ai_gateway_rate_limited", "Calls refused by the key's rate limit.", ("key",)
         )
-        self.in_flight = Gauge(
-            "ai_gateway_calls_in_flight",
-            "AIService calls (and streams) being served.",
-            ("method",),
-            registry=registry,
-            multiprocess_mode="livesum",
+        self.in_flight = _Children(
+            Gauge(
+                "ai_gateway_calls_in_flight",
+                "AIService calls (and streams) being served.",
+                ("method",),
+                registry=registry,
+                multiprocess_mode="livesum",
+            )
         )
 
     def call_started(self, call: CallRecord) -> None:
-        self.in_flight.labels(call.method).inc()
+        self.in_flight(call.method).inc()
 
     def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
         if attempt.number > 1:
-            self.retries.labels(call.model).inc()
+            self.retries(call.model).inc()
         if attempt.fallback:
-            self.fallbacks.labels(call.model, attempt.handle.name).inc()
+            self.fallbacks(call.model, attempt.handle.name).inc()
 
     def attempt_ended(self, call: CallRecord, attempt: AttemptRecord) -> None:
         handle = attempt.handle
-        self.upstream.labels(
+        self.upstream(
             handle.provider.kind,
             handle.target.upstream_model,
             handle.target.provider,
@@ -147,22 +172,22 @@ class Metrics(Observer):
 
     def call_ended(self, call: CallRecord) -> None:
         method, model, code = call.method, call.model, call.code.name
-        self.in_flight.labels(method).dec()
-        self.requests.labels(method, model, call.key, code).inc()
-        self.duration.labels(method, model, code).observe(call.duration)
-        self.overhead.labels(method).observe(call.overhead_seconds)
+        self.in_flight(method).dec()
+        self.requests(method, model, call.key, code).inc()
+        self.duration(method, model, code).observe(call.duration)
+        self.overhead(method).observe(call.overhead_seconds)
         if call.reason == "RATE_LIMITED":
-            self.rate_limited.labels(call.key).inc()
+            self.rate_limited(call.key).inc()
         if call.cache_hit is not None:
-            self.cache.labels(model, "hit" if call.cache_hit else "miss").inc()
+            self.cache(model, "hit" if call.cache_hit else "miss").inc()
         if call.first_token is not None:
-            self.first_token.labels(model).observe(call.first_token - call.started)
+            self.first_token(model).observe(call.first_token - call.started)
         served = call.served_by
         if served is not None and call.code.name == "OK":
             handle = served.handle
             labels = (handle.provider.kind, handle.target.upstream_model)
-            self.tokens.labels(*labels, "input", model, handle.name).observe(served.input_tokens)
-            self.tokens.labels(*labels, "output", model, handle.name).observe(served.output_tokens)
+            self.tokens(*labels, "input", model, handle.name).observe(served.input_tokens)
+            self.tokens(*labels, "output", model, handle.name).observe(served.output_tokens)
 
 
 class DeploymentCollector(Collector):
