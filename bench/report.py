@@ -111,6 +111,25 @@ def targets(r: Results) -> list[Target]:
             True,
         ),
         Target(
+            "unary RPS vs LiteLLM proxy (1 worker each)",
+            _ratio(_get(r.peers, "gateway", rps), _get(r.peers, "litellm", rps)),
+            20,
+            "x",
+            True,
+            "" if r.peers else "run with --peers litellm",
+        ),
+        Target(
+            "added latency at c=1 vs LiteLLM's, p50",
+            _ratio(
+                _get(r.peers, "gateway c=1", p50) - _get(r.peers, "direct c=1", p50),
+                _get(r.peers, "litellm c=1", p50) - _get(r.peers, "direct c=1", p50),
+            ),
+            0.1,
+            "x",
+            False,
+            "" if r.peers else "run with --peers litellm",
+        ),
+        Target(
             "gateway RSS holding 10,000 streams",
             ten_k[0].rss_held / GIB if ten_k else math.nan,
             1.0,
@@ -251,12 +270,13 @@ def _worker_lines(r: Results) -> list[str]:
     ratio = _ratio(two.rps, one.rps) if one.ok and two.ok else math.nan
     cpu = r.worker_cpu.get(2, [])
     spread = ", ".join(f"{c:.1f}" for c in cpu) or "?"
+    alone = ", ".join(f"{c:.1f}" for c in r.worker_cpu.get(1, [])) or "?"
     return [
         f"- **2 gateway workers vs 1: {_f(ratio, '.2f')}x** the RPS (target >= 1.7x): "
         f"`--workers 2` (a supervisor and two worker processes sharing the port with "
         f"SO_REUSEPORT) against `--workers 1`, both at 16 connections x 4 streams so the "
-        f"kernel spreads whole connections over the workers. CPU seconds used by each "
-        f"worker during the run: {spread}.",
+        f"kernel spreads whole connections over the workers. CPU seconds used during the "
+        f"run: {alone} by the single worker, {spread} by each of the two.",
         "- On this 2-core machine h2load and the simulator run on the same two cores as "
         "the workers, so the second worker gets much less than a second core: the ratio "
         "is bounded by that, well below 2x, and says little about scaling on a machine "

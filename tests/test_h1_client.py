@@ -9,7 +9,9 @@ the simulator never sends: chunked and close-delimited bodies, gzip, an interim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -358,3 +360,30 @@ async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
         assert pool_of(client) == (1, 1)
     finally:
         await client.aclose()
+
+
+async def test_an_upstream_that_never_accepts_times_out_connecting() -> None:
+    # A listener that never accepts, its backlog already full: the kernel drops further
+    # SYNs, so a connect hangs as it does towards a black-holed address.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        client = h1_client(f"http://127.0.0.1:{port}", timeouts={"connect": 0.3})
+        try:
+            with pytest.raises(UpstreamTimeout, match=r"\(connect\)"):
+                await _read_all(client, f"http://127.0.0.1:{port}/v1/chat/completions")
+            assert pool_of(client) == (0, 0)
+        finally:
+            await client.aclose()
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()

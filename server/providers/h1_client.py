@@ -14,6 +14,10 @@ Safety rules, each one tested:
   so a half-read response can never be read by the next request.
 * The pool never holds more than `max_connections` open, and a waiter for a free
   slot gives up after `timeouts.pool`.
+* `timeouts.connect`, `.pool` and `.read` (the longest silence while waiting for the
+  answer or the next piece of it) apply as configured. `.write` has nothing to bound:
+  the request goes to the kernel in one write, and an upstream that stops reading it
+  shows up as read silence.
 * Nothing is retried here, not even on a reused connection that closed before
   answering: once the request is written the upstream may have acted on it, and
   whether to try again is the dispatcher's decision. An idle connection the upstream
