@@ -288,9 +288,11 @@ def _worker_lines(r: Results) -> list[str]:
 FEATURE_NOTES = {
     "metrics on": "Prometheus counters and histograms per call; /metrics served on its own "
     "port (not scraped during the run).",
-    "tracing interceptor (0% sampled)": "`exporter: otlp` with `sample_ratio: 0.0` and the "
-    "endpoint a closed local port: the OTel gRPC server interceptor and tracer are installed "
-    "but no span is sampled or exported, so this is the cost of the instrumentation itself.",
+    "tracing (0% sampled)": "`exporter: otlp` with `sample_ratio: 0.0` and the endpoint a "
+    "closed local port, server spans made by the gateway (the default): nothing is sampled or "
+    "exported, so this is the cost of the instrumentation itself.",
+    "tracing, OTel grpc instrumentation (0% sampled)": "the same, with `server_spans: "
+    "opentelemetry-grpc`: the OTel grpc aio server interceptor makes the server spans.",
     "redaction (redact, built-in detectors)": "`redact` mode on the model with the 7 built-in "
     "detectors: every prompt is scanned (it holds no PII, so nothing is replaced); answers "
     "are not scanned (`answers: false`).",

@@ -287,7 +287,8 @@ class Switches:
     auth: bool = False
     rate_limit: bool = False
     metrics: bool = False
-    tracing: bool = False
+    #: Who makes server spans when tracing is on: "gateway" or "opentelemetry-grpc".
+    tracing: str | None = None
     redaction: bool = False
     audit: bool = False
     cache: bool = False
@@ -300,7 +301,8 @@ FEATURES = {
     "auth off, limiter on": Switches(rate_limit=True),
     "auth on, limiter on": Switches(auth=True, rate_limit=True),
     "metrics on": Switches(metrics=True),
-    "tracing interceptor (0% sampled)": Switches(tracing=True),
+    "tracing (0% sampled)": Switches(tracing="gateway"),
+    "tracing, OTel grpc instrumentation (0% sampled)": Switches(tracing="opentelemetry-grpc"),
     "redaction (redact, built-in detectors)": Switches(redaction=True),
     "audit log on": Switches(audit=True),
     "cache on (request not cacheable)": Switches(cache=True),

@@ -63,7 +63,7 @@ def gateway_tree(
     max_connections: int = 100,
     max_in_flight: int | None = None,
     metrics: bool = False,
-    tracing: bool = False,
+    tracing: str | None = None,
     redaction: bool = False,
     audit: Path | None = None,
     cache: bool = False,
@@ -113,16 +113,21 @@ def _concurrency(max_in_flight: int | None) -> dict[str, Any]:
     return {"concurrency": {"max_in_flight": max_in_flight, "max_queue": max_in_flight}}
 
 
-def _tracing(on: bool) -> dict[str, Any]:
-    """The interceptor and tracer installed, nothing sampled, the exporter aimed at a closed port.
+def _tracing(server_spans: str | None) -> dict[str, Any]:
+    """Tracing on with nothing sampled, the exporter aimed at a closed port.
 
     What this costs is the instrumentation itself: no span is exported (none is sampled),
-    and if one were, it would go nowhere.
+    and if one were, it would go nowhere. `server_spans` says who makes the server spans.
     """
-    if not on:
+    if server_spans is None:
         return {"exporter": "none"}
     closed = f"http://{LOOPBACK}:{free_port()}/v1/traces"
-    return {"exporter": "otlp", "sample_ratio": 0.0, "otlp_endpoint": closed}
+    return {
+        "exporter": "otlp",
+        "sample_ratio": 0.0,
+        "otlp_endpoint": closed,
+        "server_spans": server_spans,
+    }
 
 
 def _with_ports(tree: dict[str, Any], port: int) -> dict[str, Any]:

@@ -387,6 +387,11 @@ class TracingSettings(_Strict):
     sample_ratio: float = Field(1.0, ge=0, le=1)
     #: The `service.name` resource attribute.
     service_name: str = Field("ai-service", min_length=1)
+    #: Who makes each call's server span: `gateway` (the telemetry interceptor that
+    #: already sees every call) or `opentelemetry-grpc` (the OTel grpc aio
+    #: instrumentation, an extra interceptor that costs far more per call, sampled or
+    #: not: bench section 4).
+    server_spans: Literal["gateway", "opentelemetry-grpc"] = "gateway"
 
 
 class AuditSettings(_Strict):

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
@@ -165,11 +165,19 @@ def attr(span: ReadableSpan, name: str) -> Any:
     return span.attributes.get(name)
 
 
+@pytest.mark.parametrize(
+    ("server_spans", "name"),
+    [
+        ("gateway", "ai_service.v1.AIService/ChatCompletion"),  # the RPC semconv name
+        ("opentelemetry-grpc", "/ai_service.v1.AIService/ChatCompletion"),  # the method path
+    ],
+)
 async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upstream(
-    simulator: Simulator,
+    simulator: Simulator, server_spans: str, name: str
 ) -> None:
     exporter = InMemorySpanExporter()
-    config = parse_config(config_tree(simulator.base_url), env=TEST_ENV)
+    tree = config_tree(simulator.base_url, observability__tracing__server_spans=server_spans)
+    config = parse_config(tree, env=TEST_ENV)
     simulator.add_fault(FaultRule("status", status=503, times=1))
     traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
     async with (
@@ -184,7 +192,9 @@ async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upst
     spans = exporter.get_finished_spans()
     assert not [s for s in spans if "Health" in s.name]
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
-    assert server.name == "/ai_service.v1.AIService/ChatCompletion"
+    assert server.name == name
+    assert attr(server, "rpc.system") == "grpc"
+    assert attr(server, "rpc.grpc.status_code") == 0
     assert f"{server.context.trace_id:032x}" == CALLER_TRACE_ID
     assert server.parent is not None and f"{server.parent.span_id:016x}" == CALLER_SPAN_ID
     assert attr(server, "gen_ai.request.model") == "sim-gpt"
@@ -209,6 +219,46 @@ async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upst
     assert received == [f"00-{CALLER_TRACE_ID}-{span.context.span_id:016x}-01" for span in attempts]
     for span in spans:  # no secret in any attribute
         assert TEST_KEY not in str(span.attributes)
+
+
+async def test_an_unsampled_trace_exports_nothing_but_still_travels_upstream(
+    simulator: Simulator,
+) -> None:
+    exporter = InMemorySpanExporter()
+    tree = config_tree(simulator.base_url, observability__tracing__sample_ratio=0.0)
+    config = parse_config(tree, env=TEST_ENV)
+    async with (
+        Gateway(config, span_exporter=exporter) as gateway,
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
+    ):
+        unsampled = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"
+        await client.chat(ask(), metadata=[("traceparent", unsampled)])
+        await client.chat(ask())  # a new trace, not sampled at 0%
+    assert exporter.get_finished_spans() == ()
+    caller, fresh = [r.headers.get("traceparent") for r in simulator.stats.received]
+    assert caller is not None and caller.startswith(f"00-{CALLER_TRACE_ID}-")
+    assert caller.endswith("-00") and CALLER_SPAN_ID not in caller
+    assert fresh is not None and CALLER_TRACE_ID not in fresh
+    assert int(fresh[-2:], 16) & 1 == 0  # the sampled flag is off
+
+
+async def test_a_refused_call_has_an_error_server_span_with_its_grpc_code(
+    simulator: Simulator,
+) -> None:
+    exporter = InMemorySpanExporter()
+    config = parse_config(config_tree(simulator.base_url), env=TEST_ENV)
+    async with (
+        Gateway(config, span_exporter=exporter) as gateway,
+        AsyncAIClient(gateway.address, "not-a-key-0123456789", timeout=10) as client,
+    ):
+        with pytest.raises(AIServiceError):
+            await client.chat(ask())
+    [server] = exporter.get_finished_spans()
+    assert server.kind is SpanKind.SERVER
+    assert attr(server, "rpc.method") == "ChatCompletion"
+    assert attr(server, "rpc.grpc.status_code") == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert attr(server, "error.type") == "UNAUTHENTICATED"
+    assert server.status.status_code is StatusCode.ERROR
 
 
 async def test_tracing_off_installs_no_instrumentation(start_gateway: StartGateway) -> None:

@@ -61,11 +61,13 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if not is_guarded(method):
             return await continuation(handler_call_details)
+        metadata = handler_call_details.invocation_metadata or ()
         call = CallRecord(
             self._observers,
-            request_id_of(handler_call_details.invocation_metadata),
+            request_id_of(metadata),
             method.rsplit("/", 1)[-1],
             streaming=False,
+            metadata=metadata,
         )
         current_call.set(call)
         handler = await continuation(handler_call_details)

@@ -84,6 +84,10 @@ class CallRecord:
     #: Prompt and answer text (already redacted) when the audit log keeps them.
     prompt: str | None = None
     answer: str | None = None
+    #: The caller's metadata, as received (trace context is read from it).
+    metadata: Sequence[tuple[str, str | bytes]] = ()
+    #: Whatever an observer keeps for the call (the tracing server span).
+    span: Any = None
 
     @property
     def model(self) -> str:

@@ -44,9 +44,10 @@ class Observability:
         )
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """First in the call order. The OTel interceptor, when tracing, wraps ours, so
-        its server span is current while the call record closes."""
-        tracing = [self.tracing.server_interceptor()] if self.tracing is not None else []
+        """First in the call order. With `server_spans: opentelemetry-grpc` the OTel
+        interceptor wraps ours, so its server span is current while the call runs."""
+        instrumentation = self.tracing.server_interceptor() if self.tracing is not None else None
+        tracing = [instrumentation] if instrumentation is not None else []
         return [*tracing, TelemetryInterceptor(self.observers)]
 
     async def start(
