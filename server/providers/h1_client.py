@@ -41,6 +41,7 @@ import httptools
 from server.config import ProviderSettings
 from server.errors import UpstreamTimeout, UpstreamUnavailable
 from server.observability.propagation import trace_headers
+from server.timers import Timers
 
 #: Stop reading from the socket while this much body is buffered and unread.
 _HIGH_WATER = 256 * 1024
@@ -81,6 +82,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._timers = Timers.of(loop)  # not a loop timer per wait: see server/timers.py
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -168,7 +170,7 @@ class _Connection(asyncio.Protocol):
         """Until the parser has news, the connection fails, or `max_silence` s pass."""
         if self.error is None:
             waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(max_silence, self._time_out)
+            timer = self._timers.call_later(max_silence, self._time_out)
             try:
                 await waiter
             finally:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from server.errors import DeadlineExceeded
+from server.timers import Timer, Timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,23 +39,35 @@ class Budget:
 
 
 class _Bounded:
-    """asyncio.timeout at the budget's deadline, raising DeadlineExceeded on expiry.
+    """The block runs within the budget, or ends with DeadlineExceeded when it runs out.
 
-    A class rather than an asynccontextmanager: it sits on every call's hot path.
+    `asyncio.timeout`'s semantics on the loop's shared `Timers` rather than a loop timer
+    of its own: it sits on every call's hot path (see server/timers.py).
     """
 
-    __slots__ = ("_budget", "_timeout")
+    __slots__ = ("_budget", "_expired", "_task", "_timer")
+
+    _task: asyncio.Task[object]
+    _timer: Timer
 
     def __init__(self, budget: Budget) -> None:
         self._budget = budget
-        self._timeout: asyncio.Timeout | None = None
+        self._expired = False
 
     async def __aenter__(self) -> None:
-        if self._budget.remaining() <= 0:
+        remaining = self._budget.remaining()
+        if remaining <= 0:
             raise DeadlineExceeded("the call's deadline passed before the upstream was called")
-        loop_deadline = asyncio.get_running_loop().time() + self._budget.remaining()
-        self._timeout = asyncio.timeout_at(loop_deadline)
-        await self._timeout.__aenter__()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a budget bounds a task's work; no task is running")
+        self._task = task
+        self._timer = Timers.of(loop).call_later(remaining, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
 
     async def __aexit__(
         self,
@@ -62,10 +75,10 @@ class _Bounded:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._timeout is not None
-        try:
-            await self._timeout.__aexit__(exc_type, exc, traceback)
-        except TimeoutError:
+        self._timer.cancel()
+        # As asyncio.timeout does: the cancellation is ours to turn into the deadline
+        # error only if nobody else asked to cancel the task meanwhile.
+        if self._expired and self._task.uncancel() == 0 and exc_type is asyncio.CancelledError:
             raise DeadlineExceeded(
                 "the call's deadline passed while waiting for the upstream"
             ) from None
