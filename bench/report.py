@@ -414,9 +414,11 @@ def write(r: Results, path: Path) -> list[Target]:
         "## 1. Unary throughput at saturation",
         "",
         "gRPC: h2load, 4 connections x 16 streams; direct: h2load --h1, 64 connections; "
-        "the answer is 16 words on a zero-latency simulator. Unless a row says otherwise, "
-        "the gateway here and in sections 2, 3 and 5 is one process with auth and the "
-        "limiter on and metrics, tracing, redaction, audit and cache off.",
+        "the answer is 16 words on a zero-latency simulator. Echo, forwarder and gateway "
+        "each ran twice, in turn (once with --quick), and the better run is shown. "
+        "Unless a row says otherwise, the gateway here and in sections 2, 3 and 5 is one "
+        "process with auth and the limiter on and metrics, tracing, redaction, audit and "
+        "cache off.",
         "",
     ]
     lines += _rps_table(r.unary, r.unary.get("direct"), "direct") if r.unary else ["Not run."]
