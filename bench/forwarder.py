@@ -1,8 +1,9 @@
 """The least a gRPC-to-HTTP gateway can cost here: grpc.aio + the gateway's OpenAI adapter.
 
 `python -m bench.forwarder --listen 127.0.0.1:PORT --upstream http://127.0.0.1:SIM`
-answers `ChatCompletion` by handing the request straight to `OpenAIProvider.complete`
-(request JSON, the `h1` pooled client, response translation) with nothing around it: no
+answers `ChatCompletion` and `StreamChatCompletion` by handing the request straight to
+`OpenAIProvider.complete` / `.stream` (request JSON, the `h1` pooled client, response
+translation) with nothing around it: no
 interceptors, auth, limits, validation, routing, retries, breakers or telemetry. Its RPS
 is the ceiling any gateway built from these parts reaches on this machine, so the report
 can say how much of the distance to the bare echo server is the forwarding itself and
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -35,6 +38,13 @@ class ForwardingService(pb_grpc.AIServiceServicer):
         self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatCompletionResponse:
         return await self._provider.complete(request, self._deployment)
+
+    async def StreamChatCompletion(
+        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ChatCompletionChunk]:
+        async with contextlib.aclosing(self._provider.stream(request, self._deployment)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 async def serve(listen: str, upstream: str) -> None:

@@ -226,11 +226,23 @@ def _streaming_lines(r: Results) -> list[str]:
                 f"| TTFT | **added** | **{_f(g.ttft('p50') - d.ttft('p50'), '.2f')}** | "
                 f"**{_f(g.ttft('p99') - d.ttft('p99'), '.2f')}** | | | |"
             )
+        if "forwarder" in r.ttft and "direct" in r.ttft:
+            f, d = r.ttft["forwarder"], r.ttft["direct"]
+            out.append(
+                f"| TTFT | added by the bare forwarder (grpc.aio both ends, no pipeline) | "
+                f"{_f(f.ttft('p50') - d.ttft('p50'), '.2f')} | "
+                f"{_f(f.ttft('p99') - d.ttft('p99'), '.2f')} | | | |"
+            )
         if "gateway" in r.relay and "direct" in r.relay:
             ratio = _ratio(
                 r.relay["gateway"].tokens_per_second, r.relay["direct"].tokens_per_second
             )
             out.append(f"| relay | **gateway / direct** | | | **{_f(ratio * 100)}%** | | |")
+        if "forwarder" in r.relay and "direct" in r.relay:
+            ratio = _ratio(
+                r.relay["forwarder"].tokens_per_second, r.relay["direct"].tokens_per_second
+            )
+            out.append(f"| relay | bare forwarder / direct | | | {_f(ratio * 100)}% | | |")
     if r.holds:
         out += [
             "",

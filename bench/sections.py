@@ -274,18 +274,25 @@ def streaming(ctx: Ctx) -> None:
     with (
         stack.simulator(ctx.workdir, latency_ms=REALISTIC_LATENCY_MS, tokens_per_second=100) as sim,
         stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
+        stack.forwarder(ctx.workdir, sim) as forwarder,
     ):
         ttft_args = [*common, "--concurrency", "16", "--prompt", "/tokens 20 ttft"]
         res.ttft["direct"] = _stream_run(ctx, "ttft direct", ["http", sim.http, *ttft_args])
         res.ttft["gateway"] = _stream_run(ctx, "ttft gateway", ["grpc", gw.address, *ttft_args])
+        # What grpc.aio on both ends and the adapter add with no pipeline: the floor.
+        forwarded = ["grpc", forwarder.address, *ttft_args, "--no-auth"]
+        res.ttft["forwarder"] = _stream_run(ctx, "ttft forwarder", forwarded)
     # Relay throughput: unpaced upstream, 100-token answers, 32 streams at once.
     with (
         stack.simulator(ctx.workdir) as sim,
         stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
+        stack.forwarder(ctx.workdir, sim) as forwarder,
     ):
         relay_args = [*common, "--concurrency", "32", "--prompt", "/tokens 100 relay"]
         res.relay["direct"] = _stream_run(ctx, "relay direct", ["http", sim.http, *relay_args])
         res.relay["gateway"] = _stream_run(ctx, "relay gateway", ["grpc", gw.address, *relay_args])
+        forwarded = ["grpc", forwarder.address, *relay_args, "--no-auth"]
+        res.relay["forwarder"] = _stream_run(ctx, "relay forwarder", forwarded)
     for streams in (1_000,) if ctx.quick else (1_000, 10_000):
         res.holds.append(_hold(ctx, streams))
 
