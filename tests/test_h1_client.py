@@ -387,3 +387,21 @@ async def test_an_upstream_that_never_accepts_times_out_connecting() -> None:
     finally:
         for sock in (listener, *fillers):
             sock.close()
+
+
+async def test_an_answer_nobody_asked_for_is_never_read_as_the_next_one(
+    scripted: StartScripted,
+) -> None:
+    # Request 1 gets its answer and, in the same write, a second one; request 2 must
+    # get its own answer on a fresh connection, not the stray one.
+    def script(n: int) -> bytes | None:
+        return answer(b"one") + answer(b"stray") if n == 1 else answer(f"answer {n}".encode())
+
+    base = await scripted(script)
+    client = h1_client(base)
+    try:
+        assert await _read_all(client, f"{base}/a") == b"one"
+        assert pool_of(client) == (0, 0)  # not pooled: it talked out of turn
+        assert await _read_all(client, f"{base}/a") == b"answer 2"  # a new connection
+    finally:
+        await client.aclose()

@@ -94,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timed_out = False
         self._reusable = False
+        self._asked = False  # a request is out, its answer not all read yet
         # The response in progress (reset by `send`):
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -107,10 +108,14 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self._asked:
+            self.close()  # bytes while idle in the pool: nothing after them can be trusted
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamUnavailable(f"upstream sent malformed HTTP ({exc})"))
+            if not self.complete:  # a whole answer followed by junk is still an answer
+                self._fail(UpstreamUnavailable(f"upstream sent malformed HTTP ({exc})"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -122,6 +127,14 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # -- httptools callbacks ----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.headers_done:
+            # A second answer to one request: stop before it mixes into the first (which
+            # stays readable), and never reuse the connection.
+            self._asked = False
+            self._reusable = False
+            raise ValueError("upstream sent an answer nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_pairs.append((name, value))
@@ -152,6 +165,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.headers_done:  # not the end of an interim (1xx) answer
             self.complete = True
+            self._asked = False
             self._wake()
 
     # -- what the client uses ---------------------------------------------------
@@ -164,6 +178,7 @@ class _Connection(asyncio.Protocol):
         self.status, self.headers = 0, {}
         self.headers_done = self.complete = False
         self.error = None
+        self._asked = True
         self.transport.write(request)
 
     async def wait(self, max_silence: float, url: str) -> None:
