@@ -38,9 +38,10 @@ class EchoService(pb_grpc.AIServiceServicer):
         )
 
 
-async def serve(listen: str) -> None:
+async def serve(servicer: pb_grpc.AIServiceServicer, listen: str) -> None:
+    """`servicer` alone on a grpc.aio server at `listen`, until SIGTERM or SIGINT."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_AIServiceServicer_to_server(EchoService(), server)
+    pb_grpc.add_AIServiceServicer_to_server(servicer, server)
     server.add_insecure_port(listen)
     await server.start()
     stop = asyncio.Event()
@@ -55,12 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.echo", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:50061")
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(args.listen))
-    else:
-        uvloop.run(serve(args.listen))
+    import uvloop
+
+    uvloop.run(serve(EchoService(), args.listen))
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ how much is the gateway's pipeline.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 
 import grpc
 
+from bench.echo import serve
 from bench.stack import UPSTREAM_MODEL
 from protos import ai_service_pb2 as pb
 from protos import ai_service_pb2_grpc as pb_grpc
@@ -47,19 +46,6 @@ class ForwardingService(pb_grpc.AIServiceServicer):
                 yield chunk
 
 
-async def serve(listen: str, upstream: str) -> None:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_AIServiceServicer_to_server(ForwardingService(upstream), server)
-    server.add_insecure_port(listen)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.forwarder", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:50062")
@@ -67,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(serve(args.listen, args.upstream))
+    uvloop.run(serve(ForwardingService(args.upstream), args.listen))
 
 
 if __name__ == "__main__":
