@@ -34,10 +34,15 @@ def chat_body(prompt: str = "hello", *, stream: bool = False) -> bytes:
     return orjson.dumps({**body, "stream": True} if stream else body)
 
 
-def h1_client(base_url: str, **settings: object) -> H1Client:
-    return H1Client(
+@contextlib.asynccontextmanager
+async def h1_client(base_url: str, **settings: object) -> AsyncIterator[H1Client]:
+    client = H1Client(
         ProviderSettings.model_validate({"name": "up", "base_url": base_url, **settings})
     )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def pool_of(client: H1Client) -> tuple[int, int]:
@@ -50,9 +55,8 @@ def pool_of(client: H1Client) -> tuple[int, int]:
 
 
 async def test_sequential_requests_reuse_one_keep_alive_connection(simulator: Simulator) -> None:
-    client = h1_client(simulator.base_url)
-    url = f"{simulator.base_url}/v1/chat/completions"
-    try:
+    async with h1_client(simulator.base_url) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
         for _ in range(5):
             async with client.post(url, chat_body(), HEADERS) as response:
                 assert response.status == 200
@@ -61,17 +65,14 @@ async def test_sequential_requests_reuse_one_keep_alive_connection(simulator: Si
             assert answer["choices"][0]["message"]["content"] == "You said: hello"
         assert pool_of(client) == (1, 1)
         assert simulator.stats.connections_open == 1
-    finally:
-        await client.aclose()
 
 
 async def test_a_stream_arrives_in_pieces_and_an_unread_rest_closes_the_connection(
     simulator: Simulator,
 ) -> None:
     simulator.config.tokens_per_second = 200
-    client = h1_client(simulator.base_url)
-    url = f"{simulator.base_url}/v1/chat/completions"
-    try:
+    async with h1_client(simulator.base_url) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
         async with client.post(url, chat_body("/tokens 20 s", stream=True), HEADERS) as response:
             pieces = [piece async for piece in response.iter_bytes()]
         assert len(pieces) > 1 and b"".join(pieces).endswith(b"data: [DONE]\n\n")
@@ -80,68 +81,58 @@ async def test_a_stream_arrives_in_pieces_and_an_unread_rest_closes_the_connecti
             async for _ in response.iter_bytes():
                 break  # leave with most of the stream unread
         assert pool_of(client) == (0, 0)  # never handed to the next request half-read
-    finally:
-        await client.aclose()
 
 
 async def test_the_pool_never_opens_more_than_max_connections(simulator: Simulator) -> None:
     simulator.config.latency_ms = 30
-    client = h1_client(simulator.base_url, pool={"max_connections": 3})
-    url = f"{simulator.base_url}/v1/chat/completions"
-    most = 0
+    async with h1_client(simulator.base_url, pool={"max_connections": 3}) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
+        most = 0
 
-    async def one() -> None:
-        nonlocal most
-        async with client.post(url, chat_body(), HEADERS) as response:
-            most = max(most, simulator.stats.connections_open)
-            assert response.status == 200
-            await response.read()
+        async def one() -> None:
+            nonlocal most
+            async with client.post(url, chat_body(), HEADERS) as response:
+                most = max(most, simulator.stats.connections_open)
+                assert response.status == 200
+                await response.read()
 
-    try:
         await asyncio.gather(*(one() for _ in range(20)))
         assert most == 3
         assert pool_of(client) == (3, 3)
-    finally:
-        await client.aclose()
 
 
 async def test_waiting_for_a_connection_gives_up_after_the_pool_timeout(
     simulator: Simulator,
 ) -> None:
     simulator.config.latency_ms = 1000
-    client = h1_client(simulator.base_url, pool={"max_connections": 1}, timeouts={"pool": 0.2})
-    url = f"{simulator.base_url}/v1/chat/completions"
-    try:
+    async with h1_client(
+        simulator.base_url, pool={"max_connections": 1}, timeouts={"pool": 0.2}
+    ) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
         holder = asyncio.create_task(_read_all(client, url))
         await asyncio.sleep(0.05)
         with pytest.raises(UpstreamTimeout, match="no free connection"):
             await _read_all(client, url)
         assert await holder
-    finally:
-        await client.aclose()
 
 
 async def test_a_silent_upstream_times_out_and_its_connection_is_dropped(
     simulator: Simulator,
 ) -> None:
     simulator.config.latency_ms = 2000
-    client = h1_client(simulator.base_url, timeouts={"read": 0.2})
-    url = f"{simulator.base_url}/v1/chat/completions"
-    try:
+    async with h1_client(simulator.base_url, timeouts={"read": 0.2}) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
         with pytest.raises(UpstreamTimeout, match=r"no data for 0\.2 s"):
             await _read_all(client, url)
         assert pool_of(client) == (0, 0)
-    finally:
-        await client.aclose()
 
 
 async def test_cancelling_while_waiting_for_a_slot_or_an_answer_frees_the_slot(
     simulator: Simulator,
 ) -> None:
     simulator.config.latency_ms = 200
-    client = h1_client(simulator.base_url, pool={"max_connections": 1})
-    url = f"{simulator.base_url}/v1/chat/completions"
-    try:
+    async with h1_client(simulator.base_url, pool={"max_connections": 1}) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
         calls = [asyncio.create_task(_read_all(client, url)) for _ in range(3)]
         await asyncio.sleep(0.05)  # one holds the connection, two wait for it
         for call in calls:
@@ -150,8 +141,6 @@ async def test_cancelling_while_waiting_for_a_slot_or_an_answer_frees_the_slot(
         assert pool_of(client) == (0, 0)
         simulator.config.latency_ms = 0
         assert await _read_all(client, url)
-    finally:
-        await client.aclose()
 
 
 async def test_a_refused_connection_is_upstream_unavailable() -> None:
@@ -159,28 +148,22 @@ async def test_a_refused_connection_is_upstream_unavailable() -> None:
     port = listener.sockets[0].getsockname()[1]
     listener.close()
     await listener.wait_closed()
-    client = h1_client(f"http://127.0.0.1:{port}")
-    try:
+    async with h1_client(f"http://127.0.0.1:{port}") as client:
         with pytest.raises(UpstreamUnavailable, match="connection failed"):
             await _read_all(client, f"http://127.0.0.1:{port}/v1/chat/completions")
         assert pool_of(client) == (0, 0)
-    finally:
-        await client.aclose()
 
 
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
     simulator: Simulator,
 ) -> None:
-    client = h1_client(simulator.base_url)
-    url = f"{simulator.base_url}/v1/chat/completions"
-    before = simulator.stats.total_requests
-    try:
+    async with h1_client(simulator.base_url) as client:
+        url = f"{simulator.base_url}/v1/chat/completions"
+        before = simulator.stats.total_requests
         with pytest.raises(ValueError, match="line break"):
             async with client.post(url, chat_body(), {"x-evil": "a\r\nx-injected: 1"}):
                 pass
         assert simulator.stats.total_requests == before
-    finally:
-        await client.aclose()
 
 
 async def _read_all(client: H1Client, url: str) -> bytes:
@@ -255,28 +238,22 @@ async def test_chunked_and_close_delimited_bodies_are_read_whole(scripted: Start
     )
     until_close = b"HTTP/1.1 200 OK\r\n\r\nto the end"
     base = await scripted(lambda n: chunked if n == 1 else until_close)
-    client = h1_client(base)
-    try:
+    async with h1_client(base) as client:
         assert await _read_all(client, f"{base}/a") == b"hello world"
         assert pool_of(client) == (1, 1)
         assert await _read_all(client, f"{base}/a") == b"to the end"
         assert pool_of(client) == (0, 0)  # ended by the close: nothing to keep
-    finally:
-        await client.aclose()
 
 
 async def test_gzip_bodies_and_interim_answers_are_handled(scripted: StartScripted) -> None:
     packed = gzip.compress(b'{"ok": true}')
     interim = b"HTTP/1.1 100 Continue\r\n\r\n"
     base = await scripted(lambda n: interim + answer(packed, "content-encoding: gzip"))
-    client = h1_client(base)
-    try:
+    async with h1_client(base) as client:
         assert await _read_all(client, f"{base}/a") == b'{"ok": true}'
         async with client.post(f"{base}/a", b"{}", {}) as response:
             assert response.status == 200
             assert b"".join([p async for p in response.iter_bytes()]) == b'{"ok": true}'
-    finally:
-        await client.aclose()
 
 
 async def test_connection_close_and_an_upstream_idle_close_open_a_fresh_connection(
@@ -288,8 +265,7 @@ async def test_connection_close_and_an_upstream_idle_close_open_a_fresh_connecti
         return answer(b"one", "connection: close") if n == 1 else answer(b"again")
 
     base = await scripted(script)
-    client = h1_client(base)
-    try:
+    async with h1_client(base) as client:
         assert await _read_all(client, f"{base}/a") == b"one"
         assert pool_of(client) == (0, 0)
         assert await _read_all(client, f"{base}/a") == b"again"
@@ -300,23 +276,18 @@ async def test_connection_close_and_an_upstream_idle_close_open_a_fresh_connecti
         transport.abort()
         await asyncio.sleep(0.01)
         assert await _read_all(client, f"{base}/a") == b"again"
-    finally:
-        await client.aclose()
 
 
 async def test_malformed_or_missing_answers_are_upstream_unavailable(
     scripted: StartScripted,
 ) -> None:
     base = await scripted(lambda n: b"NOT HTTP AT ALL\r\n\r\n" if n == 1 else None)
-    client = h1_client(base)
-    try:
+    async with h1_client(base) as client:
         with pytest.raises(UpstreamUnavailable, match="malformed HTTP"):
             await _read_all(client, f"{base}/a")
         with pytest.raises(UpstreamUnavailable, match="closed the connection"):
             await _read_all(client, f"{base}/a")
         assert pool_of(client) == (0, 0)
-    finally:
-        await client.aclose()
 
 
 async def test_https_upstreams_are_verified_against_the_trusted_authorities(
@@ -329,19 +300,13 @@ async def test_https_upstreams_are_verified_against_the_trusted_authorities(
     tls.load_cert_chain(certs.server_cert, certs.server_key)
     base = await scripted(lambda n: answer(b"secret"), tls=tls)
 
-    untrusting = h1_client(base)
-    try:
+    async with h1_client(base) as untrusting:
         with pytest.raises(UpstreamUnavailable, match="SSLCertVerificationError"):
             await _read_all(untrusting, f"{base}/a")
-    finally:
-        await untrusting.aclose()
 
     monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))  # what create_default_context trusts
-    trusting = h1_client(base)
-    try:
+    async with h1_client(base) as trusting:
         assert await _read_all(trusting, f"{base}/a") == b"secret"
-    finally:
-        await trusting.aclose()
 
 
 async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
@@ -349,8 +314,7 @@ async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
 ) -> None:
     big = bytes(range(256)) * 8192  # 2 MiB, far above the read-ahead limit
     base = await scripted(lambda n: answer(big))
-    client = h1_client(base)
-    try:
+    async with h1_client(base) as client:
         async with client.post(f"{base}/a", b"{}", {}) as response:
             received = bytearray()
             async for piece in response.iter_bytes():
@@ -358,8 +322,6 @@ async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
                 await asyncio.sleep(0.001)  # a slow reader: the buffer fills, reading pauses
         assert bytes(received) == big
         assert pool_of(client) == (1, 1)
-    finally:
-        await client.aclose()
 
 
 async def test_an_upstream_that_never_accepts_times_out_connecting() -> None:
@@ -377,13 +339,10 @@ async def test_an_upstream_that_never_accepts_times_out_connecting() -> None:
             with contextlib.suppress(BlockingIOError):
                 filler.connect(("127.0.0.1", port))
             fillers.append(filler)
-        client = h1_client(f"http://127.0.0.1:{port}", timeouts={"connect": 0.3})
-        try:
+        async with h1_client(f"http://127.0.0.1:{port}", timeouts={"connect": 0.3}) as client:
             with pytest.raises(UpstreamTimeout, match=r"\(connect\)"):
                 await _read_all(client, f"http://127.0.0.1:{port}/v1/chat/completions")
             assert pool_of(client) == (0, 0)
-        finally:
-            await client.aclose()
     finally:
         for sock in (listener, *fillers):
             sock.close()
@@ -398,10 +357,7 @@ async def test_an_answer_nobody_asked_for_is_never_read_as_the_next_one(
         return answer(b"one") + answer(b"stray") if n == 1 else answer(f"answer {n}".encode())
 
     base = await scripted(script)
-    client = h1_client(base)
-    try:
+    async with h1_client(base) as client:
         assert await _read_all(client, f"{base}/a") == b"one"
         assert pool_of(client) == (0, 0)  # not pooled: it talked out of turn
         assert await _read_all(client, f"{base}/a") == b"answer 2"  # a new connection
-    finally:
-        await client.aclose()
