@@ -27,6 +27,7 @@ from server.config import CacheSettings
 from server.dispatch import ChunkStream, Dispatcher, Outcome
 from server.interceptors.auth import Caller
 from server.observability.hooks import note_cache_lookup
+from server.providers.translation import text_length
 from server.quota import Reservation, TokenQuota, estimate_chars_as_tokens
 from server.resilience import Budget
 from server.routing import DeploymentHandle, ModelRoute
@@ -126,7 +127,7 @@ class Completions:
         request: ChatCompletionRequest,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Relay the stream; settle the tokens however it ends; cache it if it finished."""
-        answer = _Assembler()
+        answer = _Assembler(whole=key is not None)
         finished = False
         try:
             async with contextlib.aclosing(rest):
@@ -187,14 +188,21 @@ async def _settle_shielded(quota: TokenQuota, reservation: Reservation | None, u
 
 
 class _Assembler:
-    """Builds the whole answer back from a stream's chunks (for the cache and the quota)."""
+    """What a stream delivered: its usage and text size (for the quota) and, when the
+    answer is to be cached (`whole`), the whole answer built back from its chunks."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, whole: bool) -> None:
         self._response = ChatCompletionResponse()
+        self._whole = whole
         self.usage = Usage()
         self.chars = 0
 
     def add(self, chunk: ChatCompletionChunk) -> None:
+        if chunk.HasField("usage"):
+            self.usage.CopyFrom(chunk.usage)
+        if not self._whole:
+            self.chars += text_length(chunk)
+            return
         response = self._response
         if not response.id:
             response.id, response.model, response.created = chunk.id, chunk.model, chunk.created
@@ -215,8 +223,6 @@ class _Assembler:
                 call.function.arguments += delta.function.arguments
             if piece.finish_reason:
                 choice.finish_reason = piece.finish_reason
-        if chunk.HasField("usage"):
-            self.usage.CopyFrom(chunk.usage)
 
     def response(self) -> ChatCompletionResponse:
         self._response.usage.CopyFrom(self.usage)

@@ -37,6 +37,7 @@ from server.observability.hooks import current_call, request_id_metadata
 from server.policy.redaction import RedactionPolicy, Screening
 from server.policy.streams import OpenStreams
 from server.policy.validation import apply_caller_cap, validate_for_model, validate_request
+from server.providers.translation import text_length
 from server.resilience import Budget
 from server.routing import DeploymentHandle, ModelRoute, Router
 
@@ -147,7 +148,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                                 call.saw_first_token()
                             yield chunk
                             delivered += 1
-                            chars += sum(len(choice.delta.content) for choice in chunk.choices)
+                            chars += text_length(chunk)
                             last = chunk
                             chunk = await anext(rest, None)
                 screening.stream_ended()

@@ -96,6 +96,14 @@ def finish_chunk(
     return chunk
 
 
+def text_length(chunk: ChatCompletionChunk) -> int:
+    """Characters of text `chunk` adds, over all its choices."""
+    length = 0
+    for choice in chunk.choices:
+        length += len(choice.delta.content)
+    return length
+
+
 def text_only(chunk: ChatCompletionChunk) -> tuple[int, str] | None:
     """(choice index, text) when `chunk` does nothing but add text to one choice."""
     if len(chunk.choices) != 1 or chunk.HasField("usage"):
