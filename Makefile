@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install run simulator test lint format typecheck proto bench soak clean
+.PHONY: install run simulator test lint format typecheck proto bench soak grpc-core clean
 
 $(BIN)/ai-service: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: install          ## the benchmark (writes bench/RESULTS.md); ARGS="--quic
 
 soak: install           ## 10 minutes of steady load: do the gateway's RSS or fds creep? ARGS="--duration 600 --rate 100"
 	$(PY) -m bench.soak $(ARGS)
+
+grpc-core: install      ## gRPC core settings (GRPC_EXPERIMENTS) for echo, forwarder and gateway, side by side
+	$(PY) -m bench.grpc_core $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,10 @@ from bench.results import WORKER_ROWS, Results
 MIB = 2**20
 GIB = 2**30
 SOAK_HEADING = "## Soak"
+GRPC_CORE_HEADING = "## gRPC core options"
+#: Sections written by tools that run apart from `python -m bench` (bench.soak,
+#: bench.grpc_core): a full run keeps them as they are.
+KEPT_HEADINGS = (GRPC_CORE_HEADING, SOAK_HEADING)
 
 
 @dataclass(frozen=True)
@@ -455,10 +459,10 @@ def write(r: Results, path: Path) -> list[Target]:
     if r.notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in r.notes)]
     lines += ["", "Plots: `latency.png`, `throughput.png`.", ""]
-    # The soak (`python -m bench.soak`) runs apart: keep its last section.
-    soak = kept_section(path, SOAK_HEADING)
-    if soak:
-        lines += [*soak] if soak[-1] == "" else [*soak, ""]
+    for heading in KEPT_HEADINGS:
+        kept = kept_section(path, heading)
+        if kept:
+            lines += [*kept] if kept[-1] == "" else [*kept, ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return checks
 

@@ -143,32 +143,46 @@ def _with_ports(tree: dict[str, Any], port: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def gateway(
-    workdir: Path, tree: dict[str, Any], name: str = "gateway", workers: int = 1
+    workdir: Path,
+    tree: dict[str, Any],
+    name: str = "gateway",
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Endpoint]:
     port = free_port()
     config = workdir / f"{name}.yaml"
     config.write_text(yaml.safe_dump(_with_ports(tree, port)), encoding="utf-8")
     argv = [PYTHON, "-m", "server", "--config", str(config), "--log-level", "warning"]
     argv += ["--workers", str(workers)]
-    with running(argv, port=port, log=workdir / f"{name}.log") as proc:
+    with running(argv, port=port, log=workdir / f"{name}.log", env=env) as proc:
         # The port answers as soon as one worker listens: wait for all of them.
         wait_listeners(port, workers, proc, timeout=30.0)
         yield Endpoint(name, port, proc.pid)
 
 
 @contextlib.contextmanager
-def echo_server(workdir: Path) -> Iterator[Endpoint]:
+def echo_server(workdir: Path, env: dict[str, str] | None = None) -> Iterator[Endpoint]:
     port = free_port()
     argv = [PYTHON, "-m", "bench.echo", "--listen", f"{LOOPBACK}:{port}"]
-    with running(argv, port=port, log=workdir / "echo.log") as proc:
+    with running(argv, port=port, log=workdir / "echo.log", env=env) as proc:
         yield Endpoint("echo", port, proc.pid)
 
 
 @contextlib.contextmanager
-def forwarder(workdir: Path, sim: Endpoint) -> Iterator[Endpoint]:
+def forwarder(
+    workdir: Path, sim: Endpoint, env: dict[str, str] | None = None
+) -> Iterator[Endpoint]:
     port = free_port()
-    argv = [PYTHON, "-m", "bench.forwarder", "--listen", f"{LOOPBACK}:{port}"]
-    with running([*argv, "--upstream", sim.http], port=port, log=workdir / "forwarder.log") as proc:
+    argv = [
+        PYTHON,
+        "-m",
+        "bench.forwarder",
+        "--listen",
+        f"{LOOPBACK}:{port}",
+        "--upstream",
+        sim.http,
+    ]
+    with running(argv, port=port, log=workdir / "forwarder.log", env=env) as proc:
         yield Endpoint("forwarder", port, proc.pid)
 
 
