@@ -246,10 +246,13 @@ def _pick(
     refused_key: set[DeploymentHandle],
 ) -> tuple[DeploymentHandle, Admission] | None:
     """The best deployment that admits a call: fresh ones first, then ones that failed."""
-    for pool in (
-        [c for c in candidates if c not in failed and c not in refused_key],
-        [c for c in candidates if c in failed and c not in refused_key],
-    ):
+    pools: tuple[list[DeploymentHandle], ...] = (candidates,)  # the first attempt: all fresh
+    if failed or refused_key:
+        pools = (
+            [c for c in candidates if c not in failed and c not in refused_key],
+            [c for c in candidates if c in failed and c not in refused_key],
+        )
+    for pool in pools:
         for handle in pool:
             admission = handle.breaker.admit()
             if admission is not None:

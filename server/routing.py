@@ -124,13 +124,14 @@ class Router:
 
     def candidates(self, route: ModelRoute) -> list[DeploymentHandle]:
         """Every deployment that may serve the call, best first, each once."""
-        ordered: list[DeploymentHandle] = []
-        for model in (route, *(self._routes[name] for name in route.model.fallbacks)):
-            for handle in self._balanced(model):
+        ordered = self._balanced(route)
+        for name in route.model.fallbacks:
+            for handle in self._balanced(self._routes[name]):
                 if handle not in ordered:
                     ordered.append(handle)
-        # Open circuits last: they are skipped while open, tried if they cool down.
-        ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
+        if len(ordered) > 1:
+            # Open circuits last: they are skipped while open, tried if they cool down.
+            ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
         return ordered
 
     def _balanced(self, route: ModelRoute) -> list[DeploymentHandle]:
