@@ -192,18 +192,17 @@ class _Assembler:
     answer is to be cached (`whole`), the whole answer built back from its chunks."""
 
     def __init__(self, *, whole: bool) -> None:
-        self._response = ChatCompletionResponse()
-        self._whole = whole
+        self._response = ChatCompletionResponse() if whole else None
         self.usage = Usage()
         self.chars = 0
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         if chunk.HasField("usage"):
             self.usage.CopyFrom(chunk.usage)
-        if not self._whole:
-            self.chars += text_length(chunk)
-            return
+        self.chars += text_length(chunk)
         response = self._response
+        if response is None:
+            return
         if not response.id:
             response.id, response.model, response.created = chunk.id, chunk.model, chunk.created
             response.provider, response.deployment = chunk.provider, chunk.deployment
@@ -212,7 +211,6 @@ class _Assembler:
                 response.choices.add(index=len(response.choices)).message.role = "assistant"
             choice = response.choices[piece.index]
             choice.message.content += piece.delta.content
-            self.chars += len(piece.delta.content)
             for delta in piece.delta.tool_calls:
                 while len(choice.message.tool_calls) <= delta.index:
                     choice.message.tool_calls.add()
@@ -225,6 +223,7 @@ class _Assembler:
                 choice.finish_reason = piece.finish_reason
 
     def response(self) -> ChatCompletionResponse:
+        assert self._response is not None, "built with whole=False: no answer was kept"
         self._response.usage.CopyFrom(self.usage)
         return self._response
 
