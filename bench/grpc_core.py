@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import h2load, procs, report, stack
@@ -34,16 +34,12 @@ Server = Callable[
 ]
 
 
-@contextlib.contextmanager
-def _gateway(workdir: Path, sim: stack.Endpoint, env: dict[str, str]) -> Iterator[stack.Endpoint]:
-    with stack.gateway(workdir, stack.gateway_tree(sim.http), env=env) as gw:
-        yield gw
-
-
 SERVERS: dict[str, Server] = {
     "echo": lambda workdir, sim, env: stack.echo_server(workdir, env),
     "forwarder": lambda workdir, sim, env: stack.forwarder(workdir, sim, env),
-    "gateway": _gateway,
+    "gateway": lambda workdir, sim, env: stack.gateway(
+        workdir, stack.gateway_tree(sim.http), env=env
+    ),
 }
 
 
