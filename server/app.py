@@ -289,8 +289,12 @@ async def serve_until_signalled(gateway: Gateway, config_path: str | None = None
 
 
 def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Keepalive and connection-age options for life behind a load balancer."""
+    """Keepalive, connection-age and backlog options for life behind a load balancer."""
     options = [
+        # gRPC core's own early rejection of a backlog (random from the first, certain
+        # from the second): the defaults are 1000 and 3000.
+        ("grpc.server.max_pending_requests", settings.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", 3 * settings.max_pending_calls),
         ("grpc.keepalive_time_ms", int(settings.keepalive_time_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
         # Clients that ping a little too eagerly are not punished with GOAWAY.

@@ -74,6 +74,12 @@ class ServerSettings(_Strict):
     #: How long calls on a closing connection may still run: longer than the longest
     #: stream you allow, or such streams are cut.
     max_connection_age_grace_seconds: float = Field(3600.0, ge=0)
+    #: Calls gRPC may hold that the gateway has not taken up yet (it takes them one at
+    #: a time, so under overload the queue is here). Past this many, new calls are
+    #: refused more and more often, and always past three times as many, at once and
+    #: without reaching the gateway: gRPC answers them CANCELLED. Lower bounds the wait
+    #: of accepted calls under overload; higher absorbs larger bursts.
+    max_pending_calls: int = Field(1000, gt=0)
 
     @field_validator("listen")
     @classmethod
