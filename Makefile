@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install run simulator test lint format typecheck proto bench soak grpc-core clean
+.PHONY: install run simulator test lint format typecheck proto bench soak grpc-core overload clean
 
 $(BIN)/ai-service: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ soak: install           ## 10 minutes of steady load: do the gateway's RSS or fd
 
 grpc-core: install      ## gRPC core settings (GRPC_EXPERIMENTS) for echo, forwarder and gateway, side by side
 	$(PY) -m bench.grpc_core $(ARGS)
+
+overload: install       ## above saturation: what callers get at 2x the gateway's peak, and does it recover?
+	$(PY) -m bench.overload $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

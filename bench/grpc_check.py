@@ -22,23 +22,29 @@ async def sample_statuses(
     concurrency: int = 2,
     per_second: float = 40.0,
     max_calls: int = 2_000,
+    timeout: float = 10.0,  # noqa: ASYNC109 (each call's gRPC deadline, sent to the server)
+    calls: list[tuple[str, float]] | None = None,
 ) -> dict[str, int]:
+    """Status name → count; each call's (status, seconds) also goes to `calls` if given."""
     counts: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
     interval = concurrency / per_second
     request = chat_request()
-    async with AsyncAIClient(target, api_key, timeout=10) as client:
+    async with AsyncAIClient(target, api_key, timeout=timeout) as client:
 
         async def worker() -> None:
             while time.monotonic() < deadline and sum(counts.values()) < max_calls:
                 started = time.monotonic()
                 try:
                     await client.chat(request)
-                    counts["OK"] += 1
+                    status = "OK"
                 except AIServiceError as error:
-                    counts[error.code.name] += 1
+                    status = error.code.name
                 except Exception as error:  # a transport failure is a finding too
-                    counts[type(error).__name__] += 1
+                    status = type(error).__name__
+                counts[status] += 1
+                if calls is not None:
+                    calls.append((status, time.monotonic() - started))
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -214,6 +214,15 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def alive(pid: int) -> bool:
+    """Whether the process still runs (an exited child waiting to be reaped does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process so far, from /proc (0 if it is gone)."""
     try:

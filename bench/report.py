@@ -14,9 +14,10 @@ MIB = 2**20
 GIB = 2**30
 SOAK_HEADING = "## Soak"
 GRPC_CORE_HEADING = "## gRPC core options"
+OVERLOAD_HEADING = "## Overload"
 #: Sections written by tools that run apart from `python -m bench` (bench.soak,
-#: bench.grpc_core): a full run keeps them as they are.
-KEPT_HEADINGS = (GRPC_CORE_HEADING, SOAK_HEADING)
+#: bench.grpc_core, bench.overload): a full run keeps them as they are.
+KEPT_HEADINGS = (OVERLOAD_HEADING, GRPC_CORE_HEADING, SOAK_HEADING)
 
 
 @dataclass(frozen=True)

@@ -211,10 +211,14 @@ def grpc_unary_load(
     warmup: float,
     rate: float | None = None,
     auth: bool = True,
+    deadline: float | None = None,
 ) -> Load:
+    """h2load's unary gRPC calls; `deadline` (seconds) is sent as each call's grpc-timeout."""
     body = workdir / "unary.grpc"
     body.write_bytes(grpc_frame(chat_request().SerializeToString()))
     headers = GRPC_HEADERS + ((f"authorization: Bearer {BENCH_KEY}",) if auth else ())
+    if deadline is not None:
+        headers += (f"grpc-timeout: {round(deadline * 1000)}m",)
     return Load(
         url=f"{endpoint.http}{UNARY_METHOD}",
         body=body,

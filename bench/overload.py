@@ -1,0 +1,218 @@
+"""`python -m bench.overload` / `make overload`: what callers get above saturation.
+
+Starts the zero-latency simulator and one gateway process (auth and limiter on),
+measures its peak (h2load, 4 connections x 16 streams), then offers `--factor` times
+that peak, open-loop, for `--duration` s: h2load at a fixed rate with up to 8 x 256
+calls in flight, each with a 2 s deadline (grpc-timeout), while the project's own
+client samples grpc-status and latency beside it with the same deadline (h2load cannot
+see grpc-status). Once per `server.max_pending_calls` in SETTINGS, a fresh gateway
+each. After the load: is the process alive, and how soon does a call succeed again?
+
+The issue's target: zero errors below saturation (sections 1 and 2 of the benchmark);
+above it clean RESOURCE_EXHAUSTED or UNAVAILABLE, never a hang or a crash. Writes the
+`## Overload` section of bench/RESULTS.md (a full `python -m bench` keeps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import h2load, procs, report, stack
+from bench.__main__ import git_head
+from bench.grpc_check import sample_statuses
+from bench.h2load import Percentiles
+from bench.sections import GRPC_CLIENTS, GRPC_STREAMS
+from client import AsyncAIClient
+
+BENCH_DIR = Path(__file__).resolve().parent
+#: Label → server.max_pending_calls (1000 is the gateway's default, and gRPC core's).
+SETTINGS: dict[str, int] = {"default": 1000, "lowered": 100}
+#: Every call's deadline, h2load's and the sampler's alike.
+DEADLINE = 2.0
+#: A sampled call slower than its deadline by more than this counts as a hang.
+HANG_MARGIN = 0.5
+#: Open-loop shape: h2load connections x the most calls each may have in flight.
+OVER_CLIENTS, OVER_STREAMS = 8, 256
+#: Statuses the target accepts for the calls the gateway cannot take.
+CLEAN = {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
+
+
+@dataclass
+class Run:
+    label: str
+    max_pending: int
+    offered: float
+    load: h2load.LoadResult
+    statuses: dict[str, int]
+    ok_latency: Percentiles
+    slowest: float
+    rss_before: int
+    rss_after: int
+    alive: bool
+    recovered_in: float | None
+
+    @property
+    def ok_share(self) -> float:
+        return self.statuses.get("OK", 0) / max(1, sum(self.statuses.values()))
+
+    @property
+    def hung(self) -> bool:
+        return self.slowest > DEADLINE + HANG_MARGIN or not self.alive
+
+    @property
+    def clean(self) -> bool:
+        return set(self.statuses) <= CLEAN
+
+
+def peak_rps(workdir: Path, gw: stack.Endpoint, seconds: float) -> float:
+    load = stack.grpc_unary_load(
+        gw, workdir, clients=GRPC_CLIENTS, streams=GRPC_STREAMS, duration=seconds, warmup=1.0
+    )
+    return h2load.run("gateway peak", load, workdir).rps
+
+
+async def first_success(target: str, within: float) -> float | None:
+    """Seconds until a call succeeds again (None: not within `within`)."""
+    started = time.monotonic()
+    async with AsyncAIClient(target, stack.BENCH_KEY, timeout=1.0) as client:
+        while time.monotonic() - started < within:
+            try:
+                await client.chat(stack.chat_request())
+                return time.monotonic() - started
+            except Exception:  # still recovering: any failure means try again
+                await asyncio.sleep(0.02)
+    return None
+
+
+def overload(
+    workdir: Path, gw: stack.Endpoint, label: str, max_pending: int, rate: float, seconds: float
+) -> Run:
+    load = stack.grpc_unary_load(
+        gw,
+        workdir,
+        clients=OVER_CLIENTS,
+        streams=OVER_STREAMS,
+        duration=seconds,
+        warmup=1.0,
+        rate=rate,
+        deadline=DEADLINE,
+    )
+    calls: list[tuple[str, float]] = []
+    rss_before = procs.rss_bytes(gw.pid)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(h2load.run, f"overload {label}", load, workdir)
+        statuses = asyncio.run(
+            sample_statuses(
+                gw.address,
+                stack.BENCH_KEY,
+                seconds=load.warmup + seconds - 0.5,
+                concurrency=4,
+                timeout=DEADLINE,
+                calls=calls,
+            )
+        )
+        result = running.result()
+    rss_after = procs.rss_bytes(gw.pid)
+    alive = procs.alive(gw.pid)
+    recovered = asyncio.run(first_success(gw.address, 5.0)) if alive else None
+    return Run(
+        label=label,
+        max_pending=max_pending,
+        offered=rate,
+        load=result,
+        statuses=dict(Counter(statuses).most_common()),
+        ok_latency=Percentiles.of([s * 1000 for status, s in calls if status == "OK"]),
+        slowest=max((s for _, s in calls), default=0.0),
+        rss_before=rss_before,
+        rss_after=rss_after,
+        alive=alive,
+        recovered_in=recovered,
+    )
+
+
+def section(runs: list[Run], peak: float, factor: float, seconds: float) -> list[str]:
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        report.OVERLOAD_HEADING,
+        "",
+        f"Written by `python -m bench.overload` on {date}, commit `{git_head(procs.REPO)}`: "
+        f"one gateway process (auth and limiter on) on the zero-latency simulator; its peak "
+        f"{peak:.0f} RPS (h2load {GRPC_CLIENTS} x {GRPC_STREAMS}), then {factor:g}x that "
+        f"offered open-loop for {seconds:g} s (h2load at a fixed rate, up to {OVER_CLIENTS} x "
+        f"{OVER_STREAMS} calls in flight), every call with a {DEADLINE:g} s deadline; statuses "
+        f"and latencies sampled beside it by the project's client with the same deadline.",
+        "",
+        "| server.max_pending_calls | offered RPS | answered RPS | sampled statuses | "
+        "OK share | OK p50 / p99 ms | slowest sampled s | RSS MiB before → after | "
+        "call OK again after |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        statuses = ", ".join(f"{name} {count}" for name, count in run.statuses.items())
+        recovered = f"{run.recovered_in * 1000:.0f} ms" if run.recovered_in is not None else "never"
+        lines.append(
+            f"| {run.max_pending} ({run.label}) | {run.offered:.0f} | {run.load.rps:.0f} | "
+            f"{statuses} | {run.ok_share:.0%} | {run.ok_latency.p50_ms:.0f} / "
+            f"{run.ok_latency.p99_ms:.0f} | {run.slowest:.2f} | "
+            f"{run.rss_before / 2**20:.0f} → {run.rss_after / 2**20:.0f} | "
+            f"{recovered if run.alive else 'process gone'} |"
+        )
+    hang_free = all(not run.hung and run.recovered_in is not None for run in runs)
+    clean = all(run.clean for run in runs)
+    lines += [
+        "",
+        "```",
+        f"{'PASS' if hang_free else 'FAIL'}  above saturation, never a hang or a crash: every "
+        f"sampled call ended within its deadline (+{HANG_MARGIN:g} s), the process lived and "
+        f"answered again",
+        f"{'PASS' if clean else 'FAIL'}  above saturation, the calls not served end "
+        f"RESOURCE_EXHAUSTED or UNAVAILABLE",
+        "```",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.overload", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of overload")
+    parser.add_argument("--factor", type=float, default=2.0, help="offered load / peak")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    procs.install_teardown()
+    procs.raise_fd_limit()
+    workdir = BENCH_DIR / ".work"
+    workdir.mkdir(exist_ok=True)
+    runs: list[Run] = []
+    peak = 0.0
+    with stack.simulator(workdir) as sim:
+        for label, max_pending in SETTINGS.items():
+            tree = stack.gateway_tree(sim.http)
+            tree["server"]["max_pending_calls"] = max_pending
+            with stack.gateway(workdir, tree) as gw:
+                peak = peak or peak_rps(workdir, gw, args.duration)
+                run = overload(workdir, gw, label, max_pending, args.factor * peak, args.duration)
+            print(
+                f"  max_pending_calls {max_pending}: answered {run.load.rps:.0f}/s, "
+                f"sampled {run.statuses}, OK p50 {run.ok_latency.p50_ms:.0f} ms, "
+                f"slowest {run.slowest:.2f} s, recovered {run.recovered_in}",
+                flush=True,
+            )
+            runs.append(run)
+    lines = section(runs, peak, args.factor, args.duration)
+    print("\n".join(lines))
+    report.replace_section(args.output, report.OVERLOAD_HEADING, lines)
+    print(f"wrote the overload section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
