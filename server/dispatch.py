@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Generic, TypeVar
 
 from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
@@ -34,7 +35,7 @@ from server.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from server.observability.hooks import observed_attempt
+from server.observability.hooks import ObservedAttempt
 from server.resilience import Admission, Budget, RetryBudget, backoff_delay
 from server.routing import DeploymentHandle, ModelRoute, Router
 
@@ -269,21 +270,37 @@ async def _take_slot(handle: DeploymentHandle, admission: Admission, budget: Bud
         raise
 
 
-@contextlib.contextmanager
-def _verdict(handle: DeploymentHandle, admission: Admission) -> Iterator[None]:
-    """Report how the attempt went to the breaker, and give its slot back."""
-    try:
-        yield
-    except GatewayError as error:
-        handle.breaker.record(admission, failed=counts_against_deployment(error))
-        raise
-    except BaseException:  # cancelled: says nothing about the deployment
-        handle.breaker.abandon(admission)
-        raise
-    else:
-        handle.breaker.record(admission, failed=False)
-    finally:
-        handle.limiter.release()
+class _Verdict:
+    """Report how the attempt went to the breaker, and give its slot back.
+
+    A class rather than a generator context manager: it is entered on every call.
+    """
+
+    __slots__ = ("_admission", "_handle")
+
+    def __init__(self, handle: DeploymentHandle, admission: Admission) -> None:
+        self._handle = handle
+        self._admission = admission
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        breaker = self._handle.breaker
+        try:
+            if exc is None:
+                breaker.record(self._admission, failed=False)
+            elif isinstance(exc, GatewayError):
+                breaker.record(self._admission, failed=counts_against_deployment(exc))
+            else:  # cancelled: says nothing about the deployment
+                breaker.abandon(self._admission)
+        finally:
+            self._handle.limiter.release()
 
 
 async def guarded_complete(
@@ -293,11 +310,11 @@ async def guarded_complete(
     budget: Budget,
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
-    with observed_attempt(handle) as attempt:
+    with ObservedAttempt(handle) as attempt:
         await _take_slot(handle, admission, budget)
         started = time.perf_counter()
         try:
-            with _verdict(handle, admission):
+            with _Verdict(handle, admission):
                 response = await handle.provider.complete(request, handle.target)
         finally:
             if attempt is not None:
@@ -314,9 +331,9 @@ async def guarded_stream(
     budget: Budget,
 ) -> ChunkStream:
     """One streaming attempt; the slot is held until the stream ends or is closed."""
-    with observed_attempt(handle) as attempt:
+    with ObservedAttempt(handle) as attempt:
         await _take_slot(handle, admission, budget)
-        with _verdict(handle, admission):
+        with _Verdict(handle, admission):
             stream = handle.provider.stream(request, handle.target)
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()

@@ -11,11 +11,11 @@ holds a handful of field writes and, when every observer is off, no calls at all
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -175,20 +175,34 @@ def note_cache_lookup(hit: bool) -> None:
         call.cache_hit = hit
 
 
-@contextlib.contextmanager
-def observed_attempt(handle: DeploymentHandle) -> Iterator[AttemptRecord | None]:
-    """An upstream attempt of the current call, reported to its observers (None: no call)."""
-    call = current_call.get()
-    if call is None:
-        yield None
-        return
-    attempt = call.attempt_started(handle)
-    try:
-        yield attempt
-    except BaseException as exc:
-        call.attempt_ended(attempt, _reason_of(exc))
-        raise
-    call.attempt_ended(attempt, None)
+class ObservedAttempt:
+    """`with ObservedAttempt(handle) as attempt`: an upstream attempt of the current call,
+    reported to its observers (`attempt` is None outside a call).
+
+    A class rather than a generator context manager: it is entered on every attempt.
+    """
+
+    __slots__ = ("_attempt", "_call", "_handle")
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+        self._call: CallRecord | None = None
+        self._attempt: AttemptRecord | None = None
+
+    def __enter__(self) -> AttemptRecord | None:
+        call = self._call = current_call.get()
+        if call is not None:
+            self._attempt = call.attempt_started(self._handle)
+        return self._attempt
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._call is not None and self._attempt is not None:
+            self._call.attempt_ended(self._attempt, None if exc is None else _reason_of(exc))
 
 
 def _reason_of(error: BaseException) -> str:
