@@ -2,19 +2,31 @@
 
 Every refusal is an `InvalidRequest` naming the field in the proto's own JSON
 path (`messages[2].role`), which the client receives as a google.rpc.BadRequest
-field violation. Checks run cheapest first; the first problem found is reported.
+field violation. Fields are checked in the proto's order; the first problem found
+is reported.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 
-from protos.ai_service_pb2 import ChatCompletionRequest, Message
+from protos.ai_service_pb2 import (
+    ChatCompletionRequest,
+    Message,
+    ResponseFormat,
+    Tool,
+    ToolChoice,
+)
 from server.config import ModelSettings, RequestLimits
 from server.errors import InvalidRequest
+
+#: Checks one field the caller set: (the request, the field's value, the limits).
+Rule = Callable[[ChatCompletionRequest, Any, RequestLimits], None]
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
@@ -23,7 +35,11 @@ _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> None:
-    """Shape and range checks that need no knowledge of the model."""
+    """Shape and range checks that need no knowledge of the model.
+
+    Only the fields the caller set are looked at, each by its own rule (`_RULES`): a
+    typical request sets two or three, and this runs on every call.
+    """
     size = request.ByteSize()
     if size > limits.max_request_bytes:
         raise InvalidRequest(
@@ -31,15 +47,12 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
         )
     if not request.model:
         raise InvalidRequest("model", "is required")
-    _check_messages(request, limits)
-    _check_sampling(request, limits)
-    _check_tools(request, limits)
-    if len(request.metadata) > limits.max_metadata_entries:
-        raise InvalidRequest(
-            "metadata",
-            f"has {len(request.metadata)} entries; at most "
-            f"{limits.max_metadata_entries} are allowed",
-        )
+    if not request.messages:
+        raise InvalidRequest("messages", "must hold at least one message")
+    for field, value in request.ListFields():
+        rule = _RULES.get(field.name)
+        if rule is not None:
+            rule(request, value, limits)
 
 
 def validate_for_model(request: ChatCompletionRequest, model: ModelSettings) -> None:
@@ -61,33 +74,36 @@ def apply_caller_cap(request: ChatCompletionRequest, caller: str, cap: int | Non
         )
 
 
-def _check_messages(request: ChatCompletionRequest, limits: RequestLimits) -> None:
-    if not request.messages:
-        raise InvalidRequest("messages", "must hold at least one message")
-    if len(request.messages) > limits.max_messages:
+def _check_messages(
+    request: ChatCompletionRequest, messages: Sequence[Message], limits: RequestLimits
+) -> None:
+    if len(messages) > limits.max_messages:
         raise InvalidRequest(
-            "messages", f"has {len(request.messages)} messages; at most {limits.max_messages}"
+            "messages", f"has {len(messages)} messages; at most {limits.max_messages}"
         )
-    for i, message in enumerate(request.messages):
-        _check_message(f"messages[{i}]", message)
+    for i, message in enumerate(messages):
+        _check_message(i, message)
 
 
-def _check_message(path: str, message: Message) -> None:
-    if message.role not in ROLES:
-        shown = repr(message.role) if message.role else "empty"
-        raise InvalidRequest(f"{path}.role", f"is {shown}; expected one of {_listed(ROLES)}")
-    if message.role == "tool":
+def _check_message(i: int, message: Message) -> None:
+    role, calls = message.role, message.tool_calls
+    if role not in ROLES:
+        shown = repr(role) if role else "empty"
+        raise InvalidRequest(f"messages[{i}].role", f"is {shown}; expected one of {_listed(ROLES)}")
+    if role == "tool":
         if not message.tool_call_id:
-            raise InvalidRequest(f"{path}.tool_call_id", "is required for role 'tool'")
+            raise InvalidRequest(f"messages[{i}].tool_call_id", "is required for role 'tool'")
     elif message.tool_call_id:
-        raise InvalidRequest(f"{path}.tool_call_id", "is only allowed for role 'tool'")
-    if message.tool_calls and message.role != "assistant":
-        raise InvalidRequest(f"{path}.tool_calls", "are only allowed for role 'assistant'")
-    if not message.content and not message.tool_calls and message.role != "tool":
-        # A tool may legitimately return nothing; anyone else must say something.
-        raise InvalidRequest(f"{path}.content", "is empty")
-    for j, call in enumerate(message.tool_calls):
-        call_path = f"{path}.tool_calls[{j}]"
+        raise InvalidRequest(f"messages[{i}].tool_call_id", "is only allowed for role 'tool'")
+    if not calls:
+        if not message.content and role != "tool":
+            # A tool may legitimately return nothing; anyone else must say something.
+            raise InvalidRequest(f"messages[{i}].content", "is empty")
+        return
+    if role != "assistant":
+        raise InvalidRequest(f"messages[{i}].tool_calls", "are only allowed for role 'assistant'")
+    for j, call in enumerate(calls):
+        call_path = f"messages[{i}].tool_calls[{j}]"
         if not call.id:
             raise InvalidRequest(f"{call_path}.id", "is required")
         if not _FUNCTION_NAME.fullmatch(call.function.name):
@@ -95,44 +111,58 @@ def _check_message(path: str, message: Message) -> None:
         _check_json_object(f"{call_path}.function.arguments", call.function.arguments or "{}")
 
 
-def _check_sampling(request: ChatCompletionRequest, limits: RequestLimits) -> None:
-    if request.HasField("max_tokens") and request.max_tokens < 1:
-        raise InvalidRequest("max_tokens", f"is {request.max_tokens}; must be at least 1")
-    _check_range(request, "temperature", 0.0, 2.0)
-    _check_range(request, "top_p", 0.0, 1.0)
-    _check_range(request, "presence_penalty", -2.0, 2.0)
-    _check_range(request, "frequency_penalty", -2.0, 2.0)
-    if len(request.stop) > limits.max_stop_sequences:
+def _check_max_tokens(request: ChatCompletionRequest, value: int, limits: RequestLimits) -> None:
+    if value < 1:
+        raise InvalidRequest("max_tokens", f"is {value}; must be at least 1")
+
+
+def _within(field: str, low: float, high: float) -> Rule:
+    def check(request: ChatCompletionRequest, value: float, limits: RequestLimits) -> None:
+        if not (math.isfinite(value) and low <= value <= high):
+            raise InvalidRequest(field, f"is {value}; must be between {low:g} and {high:g}")
+
+    return check
+
+
+def _check_stop(request: ChatCompletionRequest, stop: Sequence[str], limits: RequestLimits) -> None:
+    if len(stop) > limits.max_stop_sequences:
         raise InvalidRequest(
-            "stop", f"has {len(request.stop)} sequences; at most {limits.max_stop_sequences}"
+            "stop", f"has {len(stop)} sequences; at most {limits.max_stop_sequences}"
         )
-    for i, stop in enumerate(request.stop):
-        if not stop:
+    for i, sequence in enumerate(stop):
+        if not sequence:
             raise InvalidRequest(f"stop[{i}]", "is empty")
-    if request.HasField("response_format"):
-        fmt = request.response_format
-        if fmt.type not in RESPONSE_FORMATS:
-            raise InvalidRequest(
-                "response_format.type",
-                f"is {fmt.type!r}; expected one of {_listed(RESPONSE_FORMATS)}",
-            )
-        if fmt.type == "json_schema":
-            _check_json_object("response_format.json_schema", fmt.json_schema)
 
 
-def _check_range(request: ChatCompletionRequest, field: str, low: float, high: float) -> None:
-    if not request.HasField(field):
-        return
-    value = getattr(request, field)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise InvalidRequest(field, f"is {value}; must be between {low:g} and {high:g}")
+def _check_response_format(
+    request: ChatCompletionRequest, fmt: ResponseFormat, limits: RequestLimits
+) -> None:
+    if fmt.type not in RESPONSE_FORMATS:
+        raise InvalidRequest(
+            "response_format.type",
+            f"is {fmt.type!r}; expected one of {_listed(RESPONSE_FORMATS)}",
+        )
+    if fmt.type == "json_schema":
+        _check_json_object("response_format.json_schema", fmt.json_schema)
 
 
-def _check_tools(request: ChatCompletionRequest, limits: RequestLimits) -> None:
-    if len(request.tools) > limits.max_tools:
-        raise InvalidRequest("tools", f"has {len(request.tools)} tools; at most {limits.max_tools}")
+def _check_metadata(
+    request: ChatCompletionRequest, metadata: Mapping[str, str], limits: RequestLimits
+) -> None:
+    if len(metadata) > limits.max_metadata_entries:
+        raise InvalidRequest(
+            "metadata",
+            f"has {len(metadata)} entries; at most {limits.max_metadata_entries} are allowed",
+        )
+
+
+def _check_tools(
+    request: ChatCompletionRequest, tools: Sequence[Tool], limits: RequestLimits
+) -> None:
+    if len(tools) > limits.max_tools:
+        raise InvalidRequest("tools", f"has {len(tools)} tools; at most {limits.max_tools}")
     names = set()
-    for i, tool in enumerate(request.tools):
+    for i, tool in enumerate(tools):
         path = f"tools[{i}]"
         if tool.type not in ("", "function"):
             raise InvalidRequest(f"{path}.type", f"is {tool.type!r}; only 'function' is supported")
@@ -144,9 +174,12 @@ def _check_tools(request: ChatCompletionRequest, limits: RequestLimits) -> None:
         names.add(function.name)
         if function.WhichOneof("parameters") == "parameters_json":
             _check_json_object(f"{path}.function.parameters_json", function.parameters_json)
-    if not request.HasField("tool_choice"):
-        return
-    choice = request.tool_choice
+
+
+def _check_tool_choice(
+    request: ChatCompletionRequest, choice: ToolChoice, limits: RequestLimits
+) -> None:
+    names = {tool.function.name for tool in request.tools}
     which = choice.WhichOneof("choice")
     if which == "mode" and choice.mode not in TOOL_CHOICE_MODES:
         raise InvalidRequest(
@@ -172,3 +205,19 @@ _FUNCTION_NAME_RULE = "must be 1-64 letters, digits, underscores or dashes"
 
 def _listed(names: frozenset[str]) -> str:
     return ", ".join(sorted(names))
+
+
+#: The rule for each request field that has one, by the field's name in the proto.
+_RULES: dict[str, Rule] = {
+    "messages": _check_messages,
+    "tools": _check_tools,
+    "tool_choice": _check_tool_choice,
+    "max_tokens": _check_max_tokens,
+    "temperature": _within("temperature", 0.0, 2.0),
+    "top_p": _within("top_p", 0.0, 1.0),
+    "stop": _check_stop,
+    "metadata": _check_metadata,
+    "presence_penalty": _within("presence_penalty", -2.0, 2.0),
+    "frequency_penalty": _within("frequency_penalty", -2.0, 2.0),
+    "response_format": _check_response_format,
+}
