@@ -197,15 +197,23 @@ class RedactionPolicy:
         self._settings = settings
         self._redactor = redactor_for(settings)
         self._keep_text = keep_text
+        # What a call with redaction off and no audit copy gets: a screening that does
+        # nothing and keeps nothing, so one serves every such call.
+        self._unscreened = Screening(
+            self._redactor, "off", None, answers=False, window=0, keep_text=False
+        )
 
     def mode_for(self, key: str, model: str) -> RedactionMode:
         settings = self._settings
         return settings.keys.get(key) or settings.models.get(model) or settings.mode
 
     def screening(self, key: str, model: str, call: CallRecord | None) -> Screening:
+        mode = self.mode_for(key, model)
+        if mode == "off" and not self._keep_text:
+            return self._unscreened
         return Screening(
             self._redactor,
-            self.mode_for(key, model),
+            mode,
             call,
             answers=self._settings.answers,
             window=self._settings.stream_window_chars,
