@@ -261,8 +261,9 @@ def _pick(
     return None
 
 
-async def _take_slot(handle: DeploymentHandle, admission: Admission, budget: Budget) -> None:
-    """A concurrency slot on the deployment; a call that never gets one leaves no verdict."""
+async def _wait_for_slot(handle: DeploymentHandle, admission: Admission, budget: Budget) -> None:
+    """Wait for a concurrency slot on the deployment (`limiter.try_acquire()` found none
+    free); a call that never gets one leaves no verdict."""
     try:
         await handle.limiter.acquire(budget)
     except BaseException:
@@ -311,7 +312,8 @@ async def guarded_complete(
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
     with ObservedAttempt(handle) as attempt:
-        await _take_slot(handle, admission, budget)
+        if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
+            await _wait_for_slot(handle, admission, budget)
         started = time.perf_counter()
         try:
             with _Verdict(handle, admission):
@@ -332,7 +334,8 @@ async def guarded_stream(
 ) -> ChunkStream:
     """One streaming attempt; the slot is held until the stream ends or is closed."""
     with ObservedAttempt(handle) as attempt:
-        await _take_slot(handle, admission, budget)
+        if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
+            await _wait_for_slot(handle, admission, budget)
         with _Verdict(handle, admission):
             stream = handle.provider.stream(request, handle.target)
             async with contextlib.aclosing(stream) as chunks:

@@ -26,9 +26,15 @@ class ConcurrencyLimiter:
     def queued(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self, budget: Budget) -> None:
+    def try_acquire(self) -> bool:
+        """A slot at once, if one is free and nobody waits for one."""
         if self.in_flight < self.max_in_flight and not self._waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self, budget: Budget) -> None:
+        if self.try_acquire():
             return
         if len(self._waiters) >= self.max_queue:
             raise DeploymentBusy(
