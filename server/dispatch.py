@@ -73,8 +73,10 @@ class Dispatcher:
     async def complete(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget
     ) -> Outcome[ChatCompletionResponse]:
-        async def attempt(handle: DeploymentHandle, admission: Admission) -> ChatCompletionResponse:
-            return await guarded_complete(handle, admission, request, budget)
+        def attempt(
+            handle: DeploymentHandle, admission: Admission
+        ) -> Awaitable[ChatCompletionResponse]:
+            return guarded_complete(handle, admission, request, budget)  # no coroutine of its own
 
         return await self._run(route, budget, attempt, discard=None)
 

@@ -109,7 +109,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         try:
             route, screening = self._admit(state, request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-            async with budget.bound():
+            with budget.bound():
                 outcome = await state.completions.complete(
                     request, route, budget, current_caller.get()
                 )
@@ -134,7 +134,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             with self._streams.hold(current_caller.get()):
                 route, screening = self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-                async with budget.bound():
+                with budget.bound():
                     outcome = await state.completions.open_stream(
                         request, route, budget, current_caller.get()
                     )
