@@ -129,10 +129,11 @@ class Screening:
                 self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
 
     def answer(self, response: ChatCompletionResponse) -> None:
-        for choice in response.choices:
-            self._answer_text(choice.message.content)
-            if self._redact_answers:
-                choice.message.content = self._redactor.redact(choice.message.content)
+        if self._redact_answers or self._answer is not None:
+            for choice in response.choices:
+                self._answer_text(choice.message.content)
+                if self._redact_answers:
+                    choice.message.content = self._redactor.redact(choice.message.content)
         self._finish()
 
     def chunk(self, chunk: ChatCompletionChunk) -> None:
@@ -140,8 +141,9 @@ class Screening:
             if self._stream is None:
                 self._stream = StreamRedactor(self._redactor, self._window)
             self._stream.apply(chunk)
-        for choice in chunk.choices:
-            self._answer_text(choice.delta.content)
+        if self._answer is not None:  # on every chunk: nothing to do unless text is kept
+            for choice in chunk.choices:
+                self._answer.append(choice.delta.content)
 
     def stream_ended(self) -> None:
         self._finish()
