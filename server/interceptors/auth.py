@@ -1,15 +1,15 @@
 """Authentication: who is calling, from `authorization: Bearer <key>` or `x-api-key`.
 
 Keys are held only as SHA-256 digests (the config may give the digest itself),
-and a presented key is hashed and compared in constant time; the key never
-appears in a log line or an error. The caller found is put in `current_caller`
+and a presented key is hashed and looked up by its digest, which takes one step
+however many keys there are and whose timing says nothing about any key; the key
+never appears in a log line or an error. The caller found is put in `current_caller`
 for the interceptors and the servicer after this one (they run in the same task).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -72,29 +72,24 @@ class KeyRing:
     """The configured caller keys, by digest."""
 
     def __init__(self, settings: AuthSettings, default_rate: RateLimitSettings) -> None:
-        self._entries: tuple[tuple[bytes, Caller], ...] = tuple(
-            (
-                key.digest,
-                Caller(
-                    name=key.name,
-                    models=frozenset(key.models),
-                    rate=rate_rule(key.rate_limit or default_rate),
-                    tokens=token_rule(key.rate_limit or default_rate),
-                    max_output_tokens=key.max_output_tokens,
-                    max_concurrent_streams=key.max_concurrent_streams,
-                ),
+        # Looked up by the SHA-256 of the presented key: the lookup's timing can only
+        # tell how close the digest of the caller's own guess came, which says nothing
+        # about any key (and it is one step however many keys there are).
+        self._by_digest: dict[bytes, Caller] = {
+            key.digest: Caller(
+                name=key.name,
+                models=frozenset(key.models),
+                rate=rate_rule(key.rate_limit or default_rate),
+                tokens=token_rule(key.rate_limit or default_rate),
+                max_output_tokens=key.max_output_tokens,
+                max_concurrent_streams=key.max_concurrent_streams,
             )
             for key in settings.keys
-        )
+        }
 
     def authenticate(self, metadata: Metadata | None) -> Caller:
         digest = hashlib.sha256(presented_key(metadata or ()).encode()).digest()
-        # Compare with every known digest, in constant time and without stopping
-        # at a match, so timing tells nothing about which key was close.
-        found: Caller | None = None
-        for known, caller in self._entries:
-            if hmac.compare_digest(known, digest):
-                found = caller
+        found = self._by_digest.get(digest)
         if found is None:
             raise Unauthenticated("invalid API key")
         return found
