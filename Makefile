@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install run simulator test lint format typecheck proto bench soak grpc-core overload clean
+.PHONY: install run simulator test lint format typecheck proto bench soak grpc-core overload hotpath clean
 
 $(BIN)/ai-service: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ grpc-core: install      ## gRPC core settings (GRPC_EXPERIMENTS) for echo, forwa
 
 overload: install       ## above saturation: what callers get at 2x the gateway's peak, and does it recover?
 	$(PY) -m bench.overload $(ARGS)
+
+hotpath: install        ## each piece of a unary call in-process, with hot and cold caches (µs)
+	$(PY) -m bench.hotpath $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

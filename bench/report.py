@@ -15,9 +15,10 @@ GIB = 2**30
 SOAK_HEADING = "## Soak"
 GRPC_CORE_HEADING = "## gRPC core options"
 OVERLOAD_HEADING = "## Overload"
+HOTPATH_HEADING = "## Hot path, piece by piece"
 #: Sections written by tools that run apart from `python -m bench` (bench.soak,
-#: bench.grpc_core, bench.overload): a full run keeps them as they are.
-KEPT_HEADINGS = (OVERLOAD_HEADING, GRPC_CORE_HEADING, SOAK_HEADING)
+#: bench.grpc_core, bench.overload, bench.hotpath): a full run keeps them as they are.
+KEPT_HEADINGS = (HOTPATH_HEADING, OVERLOAD_HEADING, GRPC_CORE_HEADING, SOAK_HEADING)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,263 @@
+"""`python -m bench.hotpath` / `make hotpath`: what each piece of a unary call costs, hot and cold.
+
+In place, a call's code never runs hot: between two steps of one call the event loop
+runs other calls, gRPC's threads, the simulator and the load generator share the
+cores, and the interpreter's and the CPU's caches hold something else by the time the
+call comes back. Measured here, the gateway's pipeline runs ~3x slower that way than
+in a tight loop, which is about what it costs at saturation: so a change to the hot
+path is judged cold. Each piece below runs in-process (the bench config: auth and the
+limiter on, every other feature off) with the upstream exchange answered from memory
+(a canned OpenAI answer behind the HTTP client seam), `--calls` times back to back
+(hot) and `--calls` times with 8 MiB of memory and some unrelated Python touched
+before each call (cold); the median of each, the median over `--rounds` rounds.
+Nested pieces include the ones inside them: the own cost of a layer is the difference.
+Writes the `## Hot path, piece by piece` section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import uvloop
+
+from bench import procs, report, stack
+from bench.__main__ import git_head
+from protos.ai_service_pb2 import ChatCompletionRequest
+from server.app import Gateway, access
+from server.config import parse_config
+from server.dispatch import guarded_complete
+from server.interceptors import AuthInterceptor, RateLimitInterceptor
+from server.interceptors.auth import current_caller
+from server.interceptors.telemetry import TelemetryInterceptor
+from server.observability.hooks import CallRecord, current_call
+from server.providers.openai import OpenAIProvider
+from server.resilience import Budget
+from server.service import AIService, ServiceState
+
+BENCH_DIR = Path(__file__).resolve().parent
+#: Touched between two cold calls: more than this machine's caches hold.
+_SCRATCH = bytearray(8 * 2**20)
+_ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": stack.UPSTREAM_MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": " ".join(["word"] * 16)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 16, "total_tokens": 25},
+    }
+)
+_METHOD = "/ai_service.v1.AIService/ChatCompletion"
+
+Piece = Callable[[], Awaitable[object]]
+
+
+def _evict_caches() -> None:
+    _SCRATCH[::64] = b"\x01" * (len(_SCRATCH) // 64)
+    {i: str(i) for i in range(3000)}  # unrelated Python, as other calls run in place
+
+
+class _CannedResponse:
+    status = 200
+
+    def header(self, name: str) -> str | None:
+        return None
+
+    async def read(self) -> bytes:
+        return _ANSWER
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        yield _ANSWER
+
+
+class _CannedClient:
+    """The HTTP client seam answered from memory: only the gateway's own code runs."""
+
+    @contextlib.asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AsyncIterator[_CannedResponse]:
+        yield _CannedResponse()
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Context:
+    """What the servicer asks of a grpc.aio context on a unary call's success path."""
+
+    def __init__(self) -> None:
+        self._trailers: tuple[tuple[str, str], ...] = ()
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._trailers = metadata
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._trailers
+
+
+class _Details:
+    method = _METHOD
+    invocation_metadata = (
+        ("user-agent", "grpc-c/1.85"),
+        ("authorization", f"Bearer {stack.BENCH_KEY}"),
+    )
+
+
+async def _median_us(piece: Piece, calls: int, cold: bool) -> float:
+    took = []
+    for _ in range(calls):
+        if cold:
+            _evict_caches()
+        started = time.perf_counter()
+        await piece()
+        took.append(time.perf_counter() - started)
+    return statistics.median(took) * 1e6
+
+
+async def _pieces(gateway: Gateway) -> dict[str, Piece]:
+    runtime = gateway.runtime
+    assert runtime is not None
+    for provider in runtime.providers.values():
+        assert isinstance(provider, OpenAIProvider)
+        provider._endpoint._http = _CannedClient()  # the seam, answered from memory
+    service = AIService(ServiceState.build(gateway.config, runtime.router, runtime.completions))
+    state = service.state
+    request = stack.chat_request()
+    auth = AuthInterceptor(*access(gateway.config))
+    rate_limit = RateLimitInterceptor(gateway.limiter)
+    telemetry = TelemetryInterceptor(())
+
+    async def behaviour(request: ChatCompletionRequest, context: Any) -> object:
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+
+    async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
+        return handler
+
+    await auth.intercept_service(continuation, _Details())  # sets current_caller
+    caller = current_caller.get()
+    record = CallRecord((), "request-id", "ChatCompletion", streaming=False)
+    current_call.set(record)  # as the telemetry interceptor leaves it for the pipeline
+    route = state.router.resolve(request.model, caller)
+    handle = route.deployments[0].handle
+    budget = Budget.for_call(None, 3600.0)
+
+    async def telemetry_piece() -> object:
+        wrapped = await telemetry.intercept_service(continuation, _Details())
+        return await wrapped.unary_unary(request, _Context())
+
+    async def attempt() -> object:
+        record.attempts.clear()
+        admission = handle.breaker.admit()
+        assert admission is not None
+        return await guarded_complete(handle, admission, request, budget)
+
+    async def dispatch() -> object:
+        record.attempts.clear()
+        return await runtime.dispatcher.complete(request, route, budget)
+
+    async def completions() -> object:
+        record.attempts.clear()
+        return await runtime.completions.complete(request, route, budget, caller)
+
+    async def bound() -> None:
+        with Budget.for_call(None, state.default_deadline).bound():
+            pass
+
+    async def admission() -> object:
+        return AIService._admit(state, request)
+
+    async def servicer() -> object:
+        record.attempts.clear()
+        return await service.ChatCompletion(request, _Context())
+
+    async def adapter() -> object:
+        return await handle.provider.complete(request, handle.target)
+
+    return {
+        "interceptor: telemetry (record, request id, end)": telemetry_piece,
+        "interceptor: auth (key digest lookup)": lambda: auth.intercept_service(
+            continuation, _Details()
+        ),
+        "interceptor: rate limit (token bucket)": lambda: rate_limit.intercept_service(
+            continuation, _Details()
+        ),
+        "admission (validation, routing, redaction)": admission,
+        "deadline budget (bound entered and left)": bound,
+        "adapter (request JSON, answer translated)": adapter,
+        "attempt (breaker, slot, observation) + adapter": attempt,
+        "dispatch (candidates, retries) + attempt": dispatch,
+        "completions (cache, token quota) + dispatch": completions,
+        "servicer: the whole unary call": servicer,
+    }
+
+
+async def measure(calls: int, rounds: int) -> list[tuple[str, float, float]]:
+    tree = stack.gateway_tree("http://127.0.0.1:9")  # never reached: the seam answers
+    async with Gateway(parse_config(tree, env={})) as gateway:
+        pieces = await _pieces(gateway)
+        rows = []
+        for name, piece in pieces.items():
+            for _ in range(calls // 4):  # warm up: code paths, pools, caches of our own
+                await piece()
+            hot = [await _median_us(piece, calls, cold=False) for _ in range(rounds)]
+            cold = [await _median_us(piece, calls, cold=True) for _ in range(rounds)]
+            rows.append((name, statistics.median(hot), statistics.median(cold)))
+            print(f"  {name:<50} hot {rows[-1][1]:6.1f} µs  cold {rows[-1][2]:6.1f} µs")
+        return rows
+
+
+def section(rows: list[tuple[str, float, float]], calls: int, rounds: int) -> list[str]:
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        report.HOTPATH_HEADING,
+        "",
+        f"Written by `python -m bench.hotpath` on {date}, commit `{git_head(procs.REPO)}`: "
+        f"each piece of a unary call in-process (auth and limiter on, the upstream answered "
+        f"from memory behind the HTTP client seam), median µs of {calls} calls, median of "
+        f"{rounds} rounds; hot is back to back, cold with 8 MiB and some unrelated Python "
+        f"touched before each call, as in place. Nested rows include the ones above them.",
+        "",
+        "| piece | hot µs | cold µs |",
+        "|---|---:|---:|",
+        *(f"| {name} | {hot:.1f} | {cold:.1f} |" for name, hot, cold in rows),
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.hotpath", description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1500, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    rows = uvloop.run(measure(args.calls, args.rounds))
+    lines = section(rows, args.calls, args.rounds)
+    report.replace_section(args.output, report.HOTPATH_HEADING, lines)
+    print(f"wrote the hot path section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
