@@ -58,18 +58,11 @@ class Timers:
         self._armed: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
 
-    #: The last one asked for: a process runs one loop, so this spares the weak lookup.
-    _latest: Timers | None = None
-
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> Timers:
-        timers = cls._latest
-        if timers is not None and timers._loop is loop:
-            return timers
         timers = cls._by_loop.get(loop)
         if timers is None:
             timers = cls._by_loop[loop] = cls(loop)
-        cls._latest = timers
         return timers
 
     @property
