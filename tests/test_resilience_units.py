@@ -8,10 +8,14 @@ from collections import Counter
 
 import pytest
 
+from protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse
 from server.config import CircuitBreakerSettings, RetrySettings, parse_config
-from server.errors import DeploymentBusy
+from server.dispatch import guarded_complete
+from server.errors import DeploymentBusy, UpstreamUnavailable
 from server.interceptors.auth import Caller
+from server.observability.hooks import CallRecord, current_call
 from server.providers import create_provider
+from server.providers.base import Deployment
 from server.resilience import (
     Admission,
     Budget,
@@ -21,7 +25,7 @@ from server.resilience import (
     RetryBudget,
     backoff_delay,
 )
-from server.routing import Router
+from server.routing import DeploymentHandle, Router
 
 
 class Clock:
@@ -186,3 +190,59 @@ def test_open_circuits_go_last() -> None:
     for _ in range(5):
         a.breaker.record(Admission.CALL, failed=True)
     assert [h.name for h in router.candidates(route)] == ["p/b", "p/a"]
+
+
+class _Provider:
+    """An adapter whose next answer the test decides: a response, an error, or a wait."""
+
+    def __init__(self) -> None:
+        self.outcome: BaseException | None = None
+        self.release = asyncio.Event()
+
+    async def complete(self, request: object, target: object) -> ChatCompletionResponse:
+        if self.outcome is not None:
+            raise self.outcome
+        await self.release.wait()
+        return ChatCompletionResponse(model="m")
+
+
+async def test_an_attempt_reports_failure_success_and_cancellation_as_each_deserves() -> None:
+    clock = Clock()
+    provider = _Provider()
+    handle = DeploymentHandle(
+        Deployment("p", "m"),
+        provider,  # type: ignore[arg-type]
+        breaker(clock, consecutive_failures=1, open_seconds=5, half_open_probes=1),
+        ConcurrencyLimiter("p/m", 1, 0),
+    )
+    call = CallRecord((), "id", "ChatCompletion", streaming=False)
+    current_call.set(call)
+    budget = Budget(clock.now + 60)
+    request = ChatCompletionRequest(model="m")
+
+    provider.outcome = UpstreamUnavailable("down")  # a verdict against the deployment
+    with pytest.raises(UpstreamUnavailable):
+        await guarded_complete(handle, Admission.CALL, request, budget)
+    assert handle.breaker.state is CircuitState.OPEN
+    assert call.attempts[-1].error == "UPSTREAM_UNAVAILABLE"
+    assert handle.limiter.in_flight == 0
+
+    clock.now += 5
+    probe = handle.breaker.admit()
+    assert probe is Admission.PROBE
+    provider.outcome = None
+    attempt = asyncio.ensure_future(guarded_complete(handle, probe, request, budget))
+    await asyncio.sleep(0)
+    attempt.cancel()  # the caller left: no verdict, and the probe slot is free again
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    assert call.attempts[-1].error == "CANCELLED"
+    assert handle.limiter.in_flight == 0
+    probe = handle.breaker.admit()
+    assert probe is Admission.PROBE
+
+    provider.release.set()  # a success closes the circuit and serves the call
+    await guarded_complete(handle, probe, request, budget)
+    assert handle.breaker.state is CircuitState.CLOSED
+    assert call.served_by is call.attempts[-1]
+    assert handle.limiter.in_flight == 0

@@ -10,6 +10,7 @@ from google.protobuf import json_format
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest
 from server.app import Gateway
+from server.policy import validation
 from server.simulator import Simulator
 from tests.conftest import StartGateway
 
@@ -70,7 +71,34 @@ BAD_REQUESTS = [
         "response_format.json_schema",
     ),
     (request(messages=[{"role": "user", "content": "x" * 2_000_000}]), "request"),
+    (request(messages=[USER] * 1025), "messages"),
+    (request(tools=[{"function": {"name": f"f{i}"}} for i in range(129)]), "tools"),
+    (request(metadata={f"k{i}": "v" for i in range(65)}), "metadata"),
+    (request(response_format={}), "response_format.type"),
+    (
+        request(messages=[{"role": "user", "content": "x", "tool_calls": [{"id": "c1"}]}]),
+        "messages[0].tool_calls",
+    ),
+    (
+        request(messages=[{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}]),
+        "messages[0].tool_calls[0].id",
+    ),
+    (
+        request(
+            messages=[
+                {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "a b"}}]}
+            ]
+        ),
+        "messages[0].tool_calls[0].function.name",
+    ),
 ]
+
+
+def test_every_rule_is_keyed_by_a_field_of_the_request() -> None:
+    # Rules run for the fields a request sets, found by name: a misspelt or renamed
+    # field would switch its rule off without a word.
+    fields = ChatCompletionRequest.DESCRIPTOR.fields_by_name
+    assert set(validation._RULES) <= set(fields)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
