@@ -10,7 +10,7 @@ limiter on, every other feature off) with the upstream exchange answered from me
 (a canned OpenAI answer behind the HTTP client seam), `--calls` times back to back
 (hot) and `--calls` times with 8 MiB of memory and some unrelated Python touched
 before each call (cold); the median of each, the median over `--rounds` rounds.
-Nested pieces include the ones inside them: the own cost of a layer is the difference.
+A piece ending `+ x` includes x: the own cost of a layer is the difference.
 Writes the `## Hot path, piece by piece` section of bench/RESULTS.md.
 """
 
@@ -34,7 +34,7 @@ from bench import procs, report, stack
 from bench.__main__ import git_head
 from protos.ai_service_pb2 import ChatCompletionRequest
 from server.app import Gateway, access
-from server.config import parse_config
+from server.config import CallerKey, GatewayConfig, parse_config
 from server.dispatch import guarded_complete
 from server.interceptors import AuthInterceptor, RateLimitInterceptor
 from server.interceptors.auth import current_caller
@@ -134,6 +134,13 @@ async def _median_us(piece: Piece, calls: int, cold: bool) -> float:
     return statistics.median(took) * 1e6
 
 
+def _with_keys(config: GatewayConfig, extra: int) -> GatewayConfig:
+    """`config` with `extra` more caller keys before its own."""
+    keys = tuple(CallerKey(name=f"other-{i}", key=f"other-key-{i:06d}") for i in range(extra))
+    auth = config.auth.model_copy(update={"keys": keys + config.auth.keys})
+    return config.model_copy(update={"auth": auth})
+
+
 async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     runtime = gateway.runtime
     assert runtime is not None
@@ -157,6 +164,8 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
 
     await auth.intercept_service(continuation, _Details())  # sets current_caller
     caller = current_caller.get()
+    # The same key among 1,000: what finding a key costs when many are configured.
+    many_keys = AuthInterceptor(*access(_with_keys(gateway.config, 999)))
     record = CallRecord((), "request-id", "ChatCompletion", streaming=False)
     current_call.set(record)  # as the telemetry interceptor leaves it for the pipeline
     route = state.router.resolve(request.model, caller)
@@ -165,7 +174,9 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
 
     async def telemetry_piece() -> object:
         wrapped = await telemetry.intercept_service(continuation, _Details())
-        return await wrapped.unary_unary(request, _Context())
+        answer = await wrapped.unary_unary(request, _Context())
+        current_call.set(record)  # the interceptor set its own: the pieces below use ours
+        return answer
 
     async def attempt() -> object:
         record.attempts.clear()
@@ -198,6 +209,9 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     return {
         "interceptor: telemetry (record, request id, end)": telemetry_piece,
         "interceptor: auth (key digest lookup)": lambda: auth.intercept_service(
+            continuation, _Details()
+        ),
+        "interceptor: auth, 1,000 keys configured": lambda: many_keys.intercept_service(
             continuation, _Details()
         ),
         "interceptor: rate limit (token bucket)": lambda: rate_limit.intercept_service(
@@ -237,7 +251,8 @@ def section(rows: list[tuple[str, float, float]], calls: int, rounds: int) -> li
         f"each piece of a unary call in-process (auth and limiter on, the upstream answered "
         f"from memory behind the HTTP client seam), median µs of {calls} calls, median of "
         f"{rounds} rounds; hot is back to back, cold with 8 MiB and some unrelated Python "
-        f"touched before each call, as in place. Nested rows include the ones above them.",
+        f"touched before each call, as in place. A row ending `+ x` includes x; the whole "
+        f"call includes admission, the budget and completions.",
         "",
         "| piece | hot µs | cold µs |",
         "|---|---:|---:|",
