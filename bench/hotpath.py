@@ -1,4 +1,4 @@
-"""`python -m bench.hotpath` / `make hotpath`: what each piece of a unary call costs, hot and cold.
+"""`python -m bench.hotpath` / `make hotpath`: what each piece of a call costs, hot and cold.
 
 In place, a call's code never runs hot: between two steps of one call the event loop
 runs other calls, gRPC's threads, the simulator and the load generator share the
@@ -63,6 +63,17 @@ _ANSWER = orjson.dumps(
         "usage": {"prompt_tokens": 9, "completion_tokens": 16, "total_tokens": 25},
     }
 )
+#: A streamed answer as OpenAI sends it, one event per read (a paced upstream).
+_STREAM_WORDS = 20
+_STREAM_EVENTS = [
+    b"data: " + orjson.dumps(event) + b"\n\n"
+    for event in [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        *({"choices": [{"index": 0, "delta": {"content": "word "}}]} for _ in range(_STREAM_WORDS)),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 20}},
+    ]
+] + [b"data: [DONE]\n\n"]
 _METHOD = "/ai_service.v1.AIService/ChatCompletion"
 
 Piece = Callable[[], Awaitable[object]]
@@ -83,7 +94,8 @@ class _CannedResponse:
         return _ANSWER
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        yield _ANSWER
+        for event in _STREAM_EVENTS:
+            yield event
 
 
 class _CannedClient:
@@ -93,14 +105,14 @@ class _CannedClient:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[_CannedResponse]:
-        yield _CannedResponse()
+        yield _CannedResponse()  # `read()` for a unary call, `iter_bytes()` for a stream
 
     async def aclose(self) -> None:
         pass
 
 
 class _Context:
-    """What the servicer asks of a grpc.aio context on a unary call's success path."""
+    """What the servicer asks of a grpc.aio context on a call's success path."""
 
     def __init__(self) -> None:
         self._trailers: tuple[tuple[str, str], ...] = ()
@@ -206,6 +218,16 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     async def adapter() -> object:
         return await handle.provider.complete(request, handle.target)
 
+    async def adapter_stream() -> None:
+        async with contextlib.aclosing(handle.provider.stream(request, handle.target)) as chunks:
+            async for _ in chunks:
+                pass
+
+    async def servicer_stream() -> None:
+        record.attempts.clear()
+        async for _ in service.StreamChatCompletion(request, _Context()):
+            pass
+
     return {
         "interceptor: telemetry (record, request id, end)": telemetry_piece,
         "interceptor: auth (key digest lookup)": lambda: auth.intercept_service(
@@ -224,6 +246,8 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
         "dispatch (candidates, retries) + attempt": dispatch,
         "completions (cache, token quota) + dispatch": completions,
         "servicer: the whole unary call": servicer,
+        f"adapter: a stream of {_STREAM_WORDS} words (SSE in, chunks out)": adapter_stream,
+        f"servicer: the whole stream of {_STREAM_WORDS} words": servicer_stream,
     }
 
 
@@ -248,7 +272,7 @@ def section(rows: list[tuple[str, float, float]], calls: int, rounds: int) -> li
         report.HOTPATH_HEADING,
         "",
         f"Written by `python -m bench.hotpath` on {date}, commit `{git_head(procs.REPO)}`: "
-        f"each piece of a unary call in-process (auth and limiter on, the upstream answered "
+        f"each piece of a call in-process (auth and limiter on, the upstream answered "
         f"from memory behind the HTTP client seam), median µs of {calls} calls, median of "
         f"{rounds} rounds; hot is back to back, cold with 8 MiB and some unrelated Python "
         f"touched before each call, as in place. A row ending `+ x` includes x; the whole "
