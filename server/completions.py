@@ -127,23 +127,27 @@ class Completions:
         request: ChatCompletionRequest,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Relay the stream; settle the tokens however it ends; cache it if it finished."""
-        answer = _Assembler(whole=key is not None)
+        # What it delivered matters only to a reservation or to the cache.
+        keeps = reservation is not None or key is not None
+        answer = _Assembler(whole=key is not None) if keeps else None
         finished = False
         try:
             async with contextlib.aclosing(rest):
                 chunk: ChatCompletionChunk | None = first
                 while chunk is not None:
                     stamp(chunk, handle)
-                    answer.add(chunk)
+                    if answer is not None:
+                        answer.add(chunk)
                     yield chunk
                     chunk = await anext(rest, None)
             finished = True
         finally:
-            used = answer.usage.total_tokens
-            if not used and reservation is not None:
-                used = reservation.prompt_estimate + estimate_chars_as_tokens(answer.chars)
-            await _settle_shielded(self._quota, reservation, used)
-        if finished and key is not None:
+            if answer is not None and reservation is not None:
+                used = answer.usage.total_tokens or (
+                    reservation.prompt_estimate + estimate_chars_as_tokens(answer.chars)
+                )
+                await _settle_shielded(self._quota, reservation, used)
+        if finished and answer is not None and key is not None:
             await self._store(key, answer.response(), request)
 
     async def _lookup(self, key: str) -> ChatCompletionResponse | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protos.ai_service_pb2 import ChatCompletionRequest
 from server.config import ModelSettings, ResilienceSettings
@@ -32,10 +32,11 @@ class DeploymentHandle:
     provider: Provider
     breaker: CircuitBreaker
     limiter: ConcurrencyLimiter
+    #: `target.name`, built once: every answer and every chunk is stamped with it.
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.target.name
+    def __post_init__(self) -> None:
+        self.name = self.target.name
 
 
 @dataclass(frozen=True, slots=True)
