@@ -139,13 +139,13 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         request, route, budget, current_caller.get()
                     )
                     first, rest = outcome.value
+                    if call is not None:
+                        call.saw_first_token()
                     chunk: ChatCompletionChunk | None = first
                     async with contextlib.aclosing(rest):
                         while chunk is not None:
                             screening.chunk(chunk)
                             chunk.sequence = delivered
-                            if call is not None:
-                                call.saw_first_token()
                             yield chunk
                             delivered += 1
                             chars += text_length(chunk)

@@ -93,8 +93,12 @@ class OpenAIProvider:
                             f"{message_in_error_payload(payload)}"
                         )
                     plain = _plain_text_delta(payload)
-                    if plain is not None and finish is None and ready.extend_text(*plain):
-                        continue  # the common event: its text joins the chunk before it
+                    if plain is not None and finish is None:
+                        # The common event: its text joins the chunk before it, or
+                        # starts one that needs no full translation.
+                        if not ready.extend_text(*plain):
+                            ready.add_text(_text_chunk(payload, *plain), plain[0])
+                        continue
                     chunk = translate_failure(chunk_from_openai, payload)
                     if finish is not None:
                         # The usage chunk after the finish chunk: merge, wait for [DONE].
@@ -220,12 +224,17 @@ def tool_call_from_openai(call: dict[str, Any]) -> ToolCall:
     return tool_call
 
 
-def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
-    chunk = ChatCompletionChunk(
+def _empty_chunk(payload: dict[str, Any]) -> ChatCompletionChunk:
+    """A chunk with the event's id, model and time, and nothing else yet."""
+    return ChatCompletionChunk(
         id=payload.get("id") or "",
         model=payload.get("model") or "",
         created=int(payload.get("created") or 0),
     )
+
+
+def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
+    chunk = _empty_chunk(payload)
     for choice in payload.get("choices") or ():
         delta = choice.get("delta") or {}
         out = chunk.choices.add(index=choice.get("index") or 0)
@@ -240,6 +249,13 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
             piece.function.name = function.get("name") or ""
             piece.function.arguments = function.get("arguments") or ""
     usage_into(chunk.usage, payload.get("usage"))
+    return chunk
+
+
+def _text_chunk(payload: dict[str, Any], index: int, text: str) -> ChatCompletionChunk:
+    """The chunk of an event `_plain_text_delta` read: `text` for choice `index`."""
+    chunk = _empty_chunk(payload)
+    chunk.choices.add(index=index).delta.content = text
     return chunk
 
 

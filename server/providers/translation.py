@@ -147,6 +147,13 @@ class TextRuns:
         self._run.append(text)
         return True
 
+    def add_text(self, chunk: ChatCompletionChunk, index: int) -> None:
+        """`chunk`, known to do nothing but add text to choice `index` (`extend_text` has
+        just refused that text), as the chunk later text may be folded into."""
+        self._fold()
+        self._chunks.append(chunk)
+        self._open = index
+
     def add(self, chunk: ChatCompletionChunk) -> None:
         plain = text_only(chunk)
         if plain is not None and self.extend_text(*plain):
