@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -342,6 +342,33 @@ class _Pool:
             raise
 
 
+class _Exchange:
+    """`async with client.post(...) as response`: the request sent and the response's
+    head read on entry, the connection given back (or dropped, if the body was not read
+    to its end) on exit. A class, not a generator context manager: one per call."""
+
+    __slots__ = ("_client", "_conn", "_pool", "_request", "_url")
+
+    def __init__(self, client: H1Client, pool: _Pool, url: str, request: bytes) -> None:
+        self._client = client
+        self._pool = pool
+        self._url = url
+        self._request = request
+
+    async def __aenter__(self) -> _Response:
+        client = self._client
+        self._conn = await client._exchange(self._pool, self._url, self._request)
+        return _Response(self._conn, self._url, client._read_timeout)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._client._release(self._pool, self._conn)
+
+
 class H1Client:
     """An `HttpClient` for HTTP/1.1 upstreams: a pool per origin, `max_connections` each."""
 
@@ -358,10 +385,7 @@ class H1Client:
         self._tls: ssl.SSLContext | None = None
         self._closed = False
 
-    @contextlib.asynccontextmanager
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> AsyncIterator[_Response]:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> _Exchange:
         pool, head = self._routes.get(url) or self._route(url)
         request = b"".join(
             (
@@ -372,11 +396,7 @@ class H1Client:
                 body,
             )
         )
-        conn = await self._exchange(pool, url, request)
-        try:
-            yield _Response(conn, url, self._read_timeout)
-        finally:
-            self._release(pool, conn)
+        return _Exchange(self, pool, url, request)
 
     async def aclose(self) -> None:
         self._closed = True
