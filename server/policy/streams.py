@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from types import TracebackType
 
 from server.errors import TooManyStreams
 from server.interceptors.auth import Caller
@@ -16,8 +15,8 @@ class OpenStreams:
     def __init__(self) -> None:
         self._open: Counter[str] = Counter()
 
-    @contextlib.contextmanager
-    def hold(self, caller: Caller) -> Iterator[None]:
+    def hold(self, caller: Caller) -> _Held:
+        """`with open_streams.hold(caller):` one more stream of `caller`'s for the block."""
         cap = caller.max_concurrent_streams
         if cap is not None and self._open[caller.name] >= cap:
             raise TooManyStreams(
@@ -26,12 +25,30 @@ class OpenStreams:
                 limit=cap,
             )
         self._open[caller.name] += 1
-        try:
-            yield
-        finally:
-            self._open[caller.name] -= 1
-            if not self._open[caller.name]:
-                del self._open[caller.name]
+        return _Held(self._open, caller.name)
 
     def held_by(self, name: str) -> int:
         return self._open[name]
+
+
+class _Held:
+    """One open stream, counted until the block ends (a class: one per stream)."""
+
+    __slots__ = ("_name", "_open")
+
+    def __init__(self, counts: Counter[str], name: str) -> None:
+        self._open = counts
+        self._name = name
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._open[self._name] -= 1
+        if not self._open[self._name]:
+            del self._open[self._name]
