@@ -205,7 +205,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
         return await runtime.completions.complete(request, route, budget, caller)
 
     async def bound() -> None:
-        with Budget.for_call(None, state.default_deadline).bound():
+        with Budget.for_call(None, state.default_deadline).bound(state.timers):
             pass
 
     async def admission() -> object:

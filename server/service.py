@@ -11,6 +11,7 @@ chunk).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -40,6 +41,7 @@ from server.policy.validation import apply_caller_cap, validate_for_model, valid
 from server.providers.translation import text_length
 from server.resilience import Budget
 from server.routing import DeploymentHandle, ModelRoute, Router
+from server.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,12 @@ class ServiceState:
     router: Router
     completions: Completions
     policy: RedactionPolicy
+    #: The deadlines of calls, on the serving loop's shared timer.
+    timers: Timers
 
     @classmethod
     def build(cls, config: GatewayConfig, router: Router, completions: Completions) -> ServiceState:
+        """Called on the serving loop (at start and on a reload)."""
         audit = config.observability.audit
         return cls(
             limits=config.limits,
@@ -76,6 +81,7 @@ class ServiceState:
             policy=RedactionPolicy(
                 config.redaction, keep_text=audit.path is not None and audit.include_prompts
             ),
+            timers=Timers.of(asyncio.get_running_loop()),
         )
 
 
@@ -109,7 +115,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         try:
             route, screening = self._admit(state, request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-            with budget.bound():
+            with budget.bound(state.timers):
                 outcome = await state.completions.complete(
                     request, route, budget, current_caller.get()
                 )
@@ -134,7 +140,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             with self._streams.hold(current_caller.get()):
                 route, screening = self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-                with budget.bound():
+                with budget.bound(state.timers):
                     outcome = await state.completions.open_stream(
                         request, route, budget, current_caller.get()
                     )

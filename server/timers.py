@@ -66,6 +66,10 @@ class Timers:
         return timers
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
     def pending(self) -> int:
         """Timeouts neither cancelled nor run yet."""
         return len(self._heap) - self._dead

@@ -33,9 +33,10 @@ class Budget:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def bound(self) -> _Bounded:
-        """`with budget.bound():` runs the block (in a task) within the budget."""
-        return _Bounded(self)
+    def bound(self, timers: Timers) -> _Bounded:
+        """`with budget.bound(timers):` runs the block (in a task of the timers' loop)
+        within the budget."""
+        return _Bounded(self, timers)
 
 
 class _Bounded:
@@ -46,25 +47,25 @@ class _Bounded:
     leaving never wait, so it is a plain context manager: no coroutine per call for each.
     """
 
-    __slots__ = ("_budget", "_expired", "_task", "_timer")
+    __slots__ = ("_budget", "_expired", "_task", "_timer", "_timers")
 
     _task: asyncio.Task[object]
     _timer: Timer
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, timers: Timers) -> None:
         self._budget = budget
+        self._timers = timers
         self._expired = False
 
     def __enter__(self) -> None:
         remaining = self._budget.remaining()
         if remaining <= 0:
             raise DeadlineExceeded("the call's deadline passed before the upstream was called")
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
+        task = asyncio.current_task(self._timers.loop)
         if task is None:
             raise RuntimeError("a budget bounds a task's work; no task is running")
         self._task = task
-        self._timer = Timers.of(loop).call_later(remaining, self._expire)
+        self._timer = self._timers.call_later(remaining, self._expire)
 
     def _expire(self) -> None:
         self._expired = True
