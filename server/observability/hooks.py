@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -195,12 +194,7 @@ class ObservedAttempt:
             self._attempt = call.attempt_started(self._handle)
         return self._attempt
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if self._call is not None and self._attempt is not None:
             self._call.attempt_ended(self._attempt, None if exc is None else _reason_of(exc))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from types import TracebackType
 
 from server.errors import TooManyStreams
 from server.interceptors.auth import Caller
@@ -43,12 +42,7 @@ class _Held:
     def __enter__(self) -> None:
         pass
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._open[self._name] -= 1
         if not self._open[self._name]:
             del self._open[self._name]

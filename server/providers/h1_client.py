@@ -32,7 +32,6 @@ import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -360,12 +359,7 @@ class _Exchange:
         self._conn = await client._exchange(self._pool, self._url, self._request)
         return _Response(self._conn, self._url, client._read_timeout)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._client._release(self._pool, self._conn)
 
 
