@@ -98,14 +98,21 @@ class _CannedResponse:
             yield event
 
 
+class _CannedExchange:
+    """What `post` returns: like `h1`'s exchange, a small async context manager class."""
+
+    async def __aenter__(self) -> _CannedResponse:
+        return _CannedResponse()  # `read()` for a unary call, `iter_bytes()` for a stream
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+
 class _CannedClient:
     """The HTTP client seam answered from memory: only the gateway's own code runs."""
 
-    @contextlib.asynccontextmanager
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> AsyncIterator[_CannedResponse]:
-        yield _CannedResponse()  # `read()` for a unary call, `iter_bytes()` for a stream
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> _CannedExchange:
+        return _CannedExchange()
 
     async def aclose(self) -> None:
         pass
