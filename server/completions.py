@@ -101,7 +101,9 @@ class Completions:
             await _settle_shielded(self._quota, reservation, 0)
             raise
         first, rest = outcome.value
-        relayed = self._settled_stream(first, rest, outcome.handle, reservation, key, request)
+        if reservation is None and key is None:  # nothing to settle or keep: no relay needed
+            return Served((first, rest), outcome.handle, outcome.attempts)
+        relayed = self._settled_stream(first, rest, reservation, key, request)
         return Served((await anext(relayed), relayed), outcome.handle, outcome.attempts)
 
     async def _charged(
@@ -111,7 +113,6 @@ class Completions:
         used = 0
         try:
             outcome = await self._dispatcher.complete(request, route, budget)
-            stamp(outcome.value, outcome.handle)
             used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
             return outcome
         finally:
@@ -121,33 +122,27 @@ class Completions:
         self,
         first: ChatCompletionChunk,
         rest: ChunkStream,
-        handle: DeploymentHandle,
         reservation: Reservation | None,
         key: str | None,
         request: ChatCompletionRequest,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Relay the stream; settle the tokens however it ends; cache it if it finished."""
-        # What it delivered matters only to a reservation or to the cache.
-        keeps = reservation is not None or key is not None
-        answer = _Assembler(whole=key is not None) if keeps else None
+        answer = _Assembler(whole=key is not None)
         finished = False
         try:
             async with contextlib.aclosing(rest):
                 chunk: ChatCompletionChunk | None = first
                 while chunk is not None:
-                    stamp(chunk, handle)
-                    if answer is not None:
-                        answer.add(chunk)
+                    answer.add(chunk)
                     yield chunk
                     chunk = await anext(rest, None)
             finished = True
         finally:
-            if answer is not None and reservation is not None:
-                used = answer.usage.total_tokens or (
-                    reservation.prompt_estimate + estimate_chars_as_tokens(answer.chars)
-                )
-                await _settle_shielded(self._quota, reservation, used)
-        if finished and answer is not None and key is not None:
+            used = answer.usage.total_tokens
+            if not used and reservation is not None:
+                used = reservation.prompt_estimate + estimate_chars_as_tokens(answer.chars)
+            await _settle_shielded(self._quota, reservation, used)
+        if finished and key is not None:
             await self._store(key, answer.response(), request)
 
     async def _lookup(self, key: str) -> ChatCompletionResponse | None:
@@ -167,12 +162,6 @@ class Completions:
             await self._cache.put(
                 key, response.SerializeToString(), ttl_for(request, self._settings)
             )
-
-
-def stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
-    """Name the deployment that served the answer (a cached answer keeps the first one)."""
-    message.provider = handle.target.provider
-    message.deployment = handle.name
 
 
 _settling: set[asyncio.Future[None]] = set()

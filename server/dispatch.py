@@ -300,6 +300,12 @@ class _Verdict:
             self._handle.limiter.release()
 
 
+def stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
+    """Name the deployment that served the answer (a cached answer keeps the first one)."""
+    message.provider = handle.target.provider
+    message.deployment = handle.name
+
+
 async def guarded_complete(
     handle: DeploymentHandle,
     admission: Admission,
@@ -319,6 +325,7 @@ async def guarded_complete(
                 attempt.upstream_seconds = time.perf_counter() - started
         if attempt is not None:
             attempt.took_usage(response.usage, response.model)
+        stamp(response, handle)
         return response
 
 
@@ -337,6 +344,7 @@ async def guarded_stream(
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()
                 async for chunk in chunks:
+                    stamp(chunk, handle)
                     if attempt is not None:
                         # Upstream time only: not the time the chunk spends with the caller.
                         attempt.upstream_seconds += time.perf_counter() - waiting
