@@ -80,7 +80,7 @@ class Completions:
 
         outcome, shared = await self.flights.run(key, fetch_and_store)
         response = outcome.value
-        if shared:  # every waiter gets its own copy to stamp
+        if shared:  # every waiter gets its own copy: redaction edits it in place
             response = ChatCompletionResponse()
             response.CopyFrom(outcome.value)
         return Served(response, outcome.handle, outcome.attempts)

@@ -66,7 +66,8 @@ class ServiceState:
     router: Router
     completions: Completions
     policy: RedactionPolicy
-    #: The deadlines of calls, on the serving loop's shared timer.
+    #: The deadlines of calls, on the serving loop's shared timer: a state serves the
+    #: calls of the loop it was built on.
     timers: Timers
 
     @classmethod

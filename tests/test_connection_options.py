@@ -56,29 +56,29 @@ async def test_a_grace_shorter_than_the_stream_cuts_it(
             [c async for c in client.stream_chat(LONG)]
 
 
-def _call_from_another_thread(address: str) -> grpc.StatusCode:
-    """One ChatCompletion from a plain (sync) channel: its own threads, not the test's loop."""
-    with grpc.insecure_channel(address) as channel:
-        stub = ai_service_pb2_grpc.AIServiceStub(channel)
-        try:
-            stub.ChatCompletion(
-                ai_service_pb2.ChatCompletionRequest(
-                    model="sim-gpt", messages=[ai_service_pb2.Message(role="user", content="hi")]
-                ),
-                metadata=(("authorization", f"Bearer {TEST_KEY}"),),
-                timeout=10,
-            )
-        except grpc.RpcError as error:
-            return error.code()  # type: ignore[no-any-return]
-        return grpc.StatusCode.OK
+def _call_from_another_thread(channel: grpc.Channel) -> grpc.StatusCode:
+    """One ChatCompletion on a plain (sync) channel: its own threads, not the test's loop."""
+    stub = ai_service_pb2_grpc.AIServiceStub(channel)
+    try:
+        stub.ChatCompletion(
+            ai_service_pb2.ChatCompletionRequest(
+                model="sim-gpt", messages=[ai_service_pb2.Message(role="user", content="hi")]
+            ),
+            metadata=(("authorization", f"Bearer {TEST_KEY}"),),
+            timeout=10,
+        )
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
 
 
 async def _flood_while_busy(address: str, calls: int) -> list[grpc.StatusCode]:
     """`calls` calls arrive while the gateway's loop is busy (blocked here), so they wait
     in gRPC core's backlog, as they do when the gateway is saturated."""
-    with ThreadPoolExecutor(calls) as pool:
-        sent = [pool.submit(_call_from_another_thread, address) for _ in range(calls)]
-        time.sleep(1.0)  # noqa: ASYNC251 (the point: the loop cannot take calls meanwhile)
+    with grpc.insecure_channel(address) as channel, ThreadPoolExecutor(calls) as pool:
+        grpc.channel_ready_future(channel).result(timeout=10)  # connected before the flood
+        sent = [pool.submit(_call_from_another_thread, channel) for _ in range(calls)]
+        time.sleep(1.5)  # noqa: ASYNC251 (the point: the loop cannot take calls meanwhile)
         return [await asyncio.wrap_future(call) for call in sent]
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from protos.ai_service_pb2 import (
     ChatCompletionRequest,
@@ -14,8 +15,14 @@ from protos.ai_service_pb2 import (
     ToolCall,
     ToolChoice,
 )
+from server.errors import UpstreamUnavailable
 from server.providers.base import Deployment
-from server.providers.openai import OpenAIProvider, request_body, response_from_openai
+from server.providers.openai import (
+    OpenAIProvider,
+    chunk_from_openai,
+    request_body,
+    response_from_openai,
+)
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
 
 DEPLOYMENT = Deployment("openai-docs", "gpt-4o-mini")
@@ -113,3 +120,36 @@ async def test_streamed_tool_call_deltas_assemble_and_usage_comes_with_the_finis
     assert last.choices[0].finish_reason == "tool_calls"
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (82, 17)
     assert all(not c.HasField("usage") for c in chunks[:-1])
+
+
+def _events(*payloads: dict[str, object]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in payloads) + b"data: [DONE]\n\n"
+
+
+TEXT_EVENTS = [
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+    }
+    for word in ("Hello", " there", "!")
+]
+FINISH_EVENT = {**TEXT_EVENTS[0], "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+
+async def test_a_text_event_read_on_its_own_is_the_chunk_a_full_translation_makes() -> None:
+    # 7-byte reads: no event shares a read, so none can join the chunk before it.
+    http = RecordedHttp(_events(*TEXT_EVENTS, FINISH_EVENT), piece=7)
+    provider = OpenAIProvider(settings("openai"), http)
+    chunks = [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+    assert chunks[:-1] == [chunk_from_openai(event) for event in TEXT_EVENTS]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_a_text_event_with_a_field_of_the_wrong_type_is_the_upstreams_fault() -> None:
+    bad = {**TEXT_EVENTS[0], "id": 5}
+    provider = OpenAIProvider(settings("openai"), RecordedHttp(_events(bad), piece=7))
+    with pytest.raises(UpstreamUnavailable, match="unexpected body"):
+        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]

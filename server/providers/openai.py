@@ -96,8 +96,10 @@ class OpenAIProvider:
                     if plain is not None and finish is None:
                         # The common event: its text joins the chunk before it, or
                         # starts one that needs no full translation.
-                        if not ready.extend_text(*plain):
-                            ready.add_text(_text_chunk(payload, *plain), plain[0])
+                        index, text = plain
+                        if not ready.extend_text(index, text):
+                            chunk = translate_failure(_text_chunk, payload, index, text)
+                            ready.add_text(chunk, index)
                         continue
                     chunk = translate_failure(chunk_from_openai, payload)
                     if finish is not None:

@@ -61,10 +61,11 @@ def tool_choice_of(request: ChatCompletionRequest) -> tuple[str, str] | None:
     return which, getattr(request.tool_choice, which)
 
 
-def translate_failure(translate: Callable[[dict[str, Any]], _T], payload: dict[str, Any]) -> _T:
-    """Run a translation; a payload of the wrong shape is the upstream's fault."""
+def translate_failure(translate: Callable[..., _T], payload: dict[str, Any], *args: object) -> _T:
+    """Run a translation of `payload` (and `args`); a payload of the wrong shape is the
+    upstream's fault."""
     try:
-        return translate(payload)
+        return translate(payload, *args)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise UpstreamUnavailable(
             f"upstream sent an unexpected body ({type(exc).__name__}: {exc})"
