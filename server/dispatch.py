@@ -9,6 +9,7 @@ or back to one that already failed after an exponential backoff with full jitter
 maximum and the process-wide retry budget. A 400 or 404 is final. With hedging
 on, a second deployment is started when the first has not answered within the
 model's `hedge_after_ms`, and whichever answers first wins; the other is cancelled.
+An attempt's answer, and each chunk of its stream, names the deployment it came from.
 
 Streams fail over the same way until their first chunk; after that a failure
 belongs to the servicer, which ends the stream saying how much was delivered.
