@@ -52,6 +52,16 @@ def git_head(repo: Path) -> str:
     return "unknown"
 
 
+def utc_now() -> str:
+    """When a report was written, to the minute."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def written_by(module: str) -> str:
+    """How a section written by `python -m module` opens: what wrote it, when, at which commit."""
+    return f"Written by `python -m {module}` on {utc_now()}, commit `{git_head(procs.REPO)}`"
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -77,7 +87,7 @@ def metadata(args: argparse.Namespace, duration: float, warmup: float) -> dict[s
     version = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout
     busy = busy_share()
     meta = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "commit": git_head(procs.REPO),
         "cores": str(os.cpu_count()),
         "cpu": cpu_model(),

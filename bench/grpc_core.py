@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import h2load, procs, report, stack
-from bench.__main__ import git_head
+from bench.__main__ import written_by
 from bench.sections import GRPC_CLIENTS, GRPC_STREAMS
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -73,11 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(row, flush=True)
                 rows.append(row)
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = [
         report.GRPC_CORE_HEADING,
         "",
-        f"Written by `python -m bench.grpc_core` on {date}, commit `{git_head(procs.REPO)}`; "
+        f"{written_by('bench.grpc_core')}; "
         f"{args.duration:g} s per run, zero-latency simulator, auth and limiter on in the "
         f"gateway; c=1 is one call at a time, saturated is h2load {GRPC_CLIENTS} connections "
         f"x {GRPC_STREAMS} streams.",

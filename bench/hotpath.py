@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import statistics
 import sys
 import time
@@ -30,8 +29,8 @@ import grpc
 import orjson
 import uvloop
 
-from bench import procs, report, stack
-from bench.__main__ import git_head
+from bench import report, stack
+from bench.__main__ import written_by
 from protos.ai_service_pb2 import ChatCompletionRequest
 from server.app import Gateway, access
 from server.config import CallerKey, GatewayConfig, parse_config
@@ -274,11 +273,10 @@ async def measure(calls: int, rounds: int) -> list[tuple[str, float, float]]:
 
 
 def section(rows: list[tuple[str, float, float]], calls: int, rounds: int) -> list[str]:
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         report.HOTPATH_HEADING,
         "",
-        f"Written by `python -m bench.hotpath` on {date}, commit `{git_head(procs.REPO)}`: "
+        f"{written_by('bench.hotpath')}: "
         f"each piece of a call in-process (auth and limiter on, the upstream answered "
         f"from memory behind the HTTP client seam), median µs of {calls} calls, median of "
         f"{rounds} rounds; hot is back to back, cold with 8 MiB and some unrelated Python "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import sys
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import h2load, procs, report, stack
-from bench.__main__ import git_head
+from bench.__main__ import written_by
 from bench.grpc_check import sample_statuses
 from bench.h2load import Percentiles
 from bench.sections import GRPC_CLIENTS, GRPC_STREAMS
@@ -139,11 +138,10 @@ def overload(
 
 
 def section(runs: list[Run], peak: float, factor: float, seconds: float) -> list[str]:
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         report.OVERLOAD_HEADING,
         "",
-        f"Written by `python -m bench.overload` on {date}, commit `{git_head(procs.REPO)}`: "
+        f"{written_by('bench.overload')}: "
         f"one gateway process (auth and limiter on) on the zero-latency simulator; its peak "
         f"{peak:.0f} RPS (h2load {GRPC_CLIENTS} x {GRPC_STREAMS}), then {factor:g}x that "
         f"offered open-loop for {seconds:g} s (h2load at a fixed rate, up to {OVER_CLIENTS} x "

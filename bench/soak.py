@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import itertools
 import math
 import os
@@ -31,7 +30,7 @@ import grpc
 import orjson
 
 from bench import procs, report, stack
-from bench.__main__ import git_head
+from bench.__main__ import git_head, utc_now
 from bench.procs import cpu_seconds, rss_bytes
 from protos import ai_service_pb2_grpc as pb_grpc
 
@@ -367,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(exist_ok=True)
     soak = Soak(rate=args.rate, duration=args.duration, warmup=args.warmup)
     soak.meta = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "commit": git_head(procs.REPO),
         "args": " ".join(sys.argv[1:] if argv is None else argv),
     }
