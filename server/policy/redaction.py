@@ -129,11 +129,11 @@ class Screening:
                 self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
 
     def answer(self, response: ChatCompletionResponse) -> None:
-        if self._redact_answers or self._answer is not None:
-            for choice in response.choices:
-                self._answer_text(choice.message.content)
-                if self._redact_answers:
-                    choice.message.content = self._redactor.redact(choice.message.content)
+        for choice in response.choices:
+            if self._answer is not None:
+                self._answer.append(choice.message.content)
+            if self._redact_answers:
+                choice.message.content = self._redactor.redact(choice.message.content)
         self._finish()
 
     def chunk(self, chunk: ChatCompletionChunk) -> None:
@@ -147,10 +147,6 @@ class Screening:
 
     def stream_ended(self) -> None:
         self._finish()
-
-    def _answer_text(self, text: str) -> None:
-        if self._answer is not None:
-            self._answer.append(text)
 
     def _finish(self) -> None:
         if self._call is None:
