@@ -310,3 +310,29 @@ async def test_request_id_is_taken_or_made_returned_and_logged(
     logged = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert [entry["message"] for entry in logged] == ["attempt failed"]
     assert logged[0]["request_id"] == "req-42"
+
+
+async def test_a_stream_refused_at_once_still_gets_its_request_id_and_its_status(
+    gateway: Gateway, simulator: Simulator
+) -> None:
+    # The request id's initial metadata is sent while the call goes on; a refusal that
+    # comes before that send has finished must wait for it (gRPC takes one per call).
+    auth = ("authorization", f"Bearer {TEST_KEY}")
+    refusals = {
+        "bad input": (ask(model="no-such-model"), (auth,), grpc.StatusCode.NOT_FOUND),
+        "no key": (ask(), (), grpc.StatusCode.UNAUTHENTICATED),
+    }
+    upstream_calls = simulator.stats.total_requests
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        for name, (request, metadata, code) in refusals.items():
+            streams = [
+                stub.StreamChatCompletion(request, metadata=(*metadata, ("x-request-id", f"r{i}")))
+                for i in range(20)
+            ]
+            for i, stream in enumerate(streams):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    [chunk async for chunk in stream]
+                assert caught.value.code() is code, name
+                assert ("x-request-id", f"r{i}") in list(await stream.initial_metadata()), name
+    assert simulator.stats.total_requests == upstream_calls
