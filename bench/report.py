@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.h2load import LoadResult
-from bench.results import WORKER_ROWS, Results
+from bench.results import TTFT_STAGGER_MS, WORKER_ROWS, Results
 
 MIB = 2**20
 GIB = 2**30
@@ -217,7 +217,11 @@ def _streaming_lines(r: Results) -> list[str]:
             "|---|---|---:|---:|---:|---:|---|",
         ]
         for what, runs in (
-            ("TTFT (20 ms, 100 tok/s upstream, c=16)", r.ttft),
+            (
+                "TTFT (20 ms, 100 tok/s upstream, c=16, each stream started after a random "
+                f"0-{TTFT_STAGGER_MS:g} ms pause)",
+                r.ttft,
+            ),
             ("relay (unpaced upstream, 100 tokens, c=32)", r.relay),
         ):
             for side, run in runs.items():

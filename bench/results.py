@@ -9,6 +9,8 @@ from bench.h2load import LoadResult
 
 #: Section 1 rows of the gateway with 1 and 2 worker processes (16 connections each).
 WORKER_ROWS = {1: "gateway, 1 worker (16 conns)", 2: "gateway, 2 workers (16 conns)"}
+#: TTFT streams start after a random pause of up to this long (bench.streaming --stagger-ms).
+TTFT_STAGGER_MS = 3.0
 
 
 @dataclass

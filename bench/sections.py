@@ -23,7 +23,7 @@ from bench.direct import http_unary_load
 from bench.grpc_check import sample_statuses
 from bench.h2load import Load, LoadResult
 from bench.procs import PYTHON, read_line, rss_bytes, run_bounded, spawn_piped, stop
-from bench.results import WORKER_ROWS, HoldRun, Results, StreamRun
+from bench.results import TTFT_STAGGER_MS, WORKER_ROWS, HoldRun, Results, StreamRun
 
 #: h2load shape for saturation: gRPC 4 connections x 16 streams; HTTP/1.1 64 connections.
 GRPC_CLIENTS, GRPC_STREAMS, H1_CONCURRENCY = 4, 16, 64
@@ -276,7 +276,10 @@ def streaming(ctx: Ctx) -> None:
         stack.gateway(ctx.workdir, stack.gateway_tree(sim.http)) as gw,
         stack.forwarder(ctx.workdir, sim) as forwarder,
     ):
+        # Streams start at random phases of the simulator's millisecond timer (see
+        # bench.streaming): otherwise each side locks onto its own phase.
         ttft_args = [*common, "--concurrency", "16", "--prompt", "/tokens 20 ttft"]
+        ttft_args += ["--stagger-ms", f"{TTFT_STAGGER_MS:g}"]
         res.ttft["direct"] = _stream_run(ctx, "ttft direct", ["http", sim.http, *ttft_args])
         res.ttft["gateway"] = _stream_run(ctx, "ttft gateway", ["grpc", gw.address, *ttft_args])
         # What grpc.aio on both ends and the adapter add with no pipeline: the floor.
