@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import Any
 
 import grpc
 
@@ -17,9 +18,9 @@ from protos import ai_service_pb2 as pb
 from protos import ai_service_pb2_grpc as pb_grpc
 
 
-class EchoService(pb_grpc.AIServiceServicer):
+class EchoService(pb_grpc.AIServiceServicer):  # type: ignore[misc]
     async def ChatCompletion(
-        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ChatCompletionResponse:
         text = request.messages[-1].content if request.messages else ""
         return pb.ChatCompletionResponse(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -27,19 +28,19 @@ from server.providers.base import Deployment
 from server.providers.openai import OpenAIProvider
 
 
-class ForwardingService(pb_grpc.AIServiceServicer):
+class ForwardingService(pb_grpc.AIServiceServicer):  # type: ignore[misc]
     def __init__(self, upstream: str) -> None:
         settings = ProviderSettings(name="simulator", base_url=f"{upstream}/v1")
         self._provider = OpenAIProvider(settings)
         self._deployment = Deployment("simulator", UPSTREAM_MODEL)
 
     async def ChatCompletion(
-        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ChatCompletionResponse:
         return await self._provider.complete(request, self._deployment)
 
     async def StreamChatCompletion(
-        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatCompletionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ChatCompletionChunk]:
         async with contextlib.aclosing(self._provider.stream(request, self._deployment)) as chunks:
             async for chunk in chunks:

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import orjson
@@ -141,6 +141,13 @@ class _Details:
     )
 
 
+_DETAILS = cast(grpc.HandlerCallDetails, _Details())
+
+
+def _context() -> grpc.aio.ServicerContext[Any, Any]:
+    return cast(grpc.aio.ServicerContext[Any, Any], _Context())
+
+
 async def _median_us(piece: Piece, calls: int, cold: bool) -> float:
     took = []
     for _ in range(calls):
@@ -175,12 +182,12 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     async def behaviour(request: ChatCompletionRequest, context: Any) -> object:
         return request
 
-    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(behaviour)
 
     async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         return handler
 
-    await auth.intercept_service(continuation, _Details())  # sets current_caller
+    await auth.intercept_service(continuation, _DETAILS)  # sets current_caller
     caller = current_caller.get()
     # The same key among 1,000: what finding a key costs when many are configured.
     many_keys = AuthInterceptor(*access(_with_keys(gateway.config, 999)))
@@ -191,8 +198,10 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     budget = Budget.for_call(None, 3600.0)
 
     async def telemetry_piece() -> object:
-        wrapped = await telemetry.intercept_service(continuation, _Details())
-        answer = await wrapped.unary_unary(request, _Context())
+        wrapped = await telemetry.intercept_service(continuation, _DETAILS)
+        assert wrapped is not None and wrapped.unary_unary is not None
+        # The stubs type an aio behaviour as the sync one.
+        answer = await wrapped.unary_unary(request, _context())  # type: ignore[arg-type]
         current_call.set(record)  # the interceptor set its own: the pieces below use ours
         return answer
 
@@ -219,7 +228,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
 
     async def servicer() -> object:
         record.attempts.clear()
-        return await service.ChatCompletion(request, _Context())
+        return await service.ChatCompletion(request, _context())
 
     async def adapter() -> object:
         return await handle.provider.complete(request, handle.target)
@@ -231,19 +240,19 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
 
     async def servicer_stream() -> None:
         record.attempts.clear()
-        async for _ in service.StreamChatCompletion(request, _Context()):
+        async for _ in service.StreamChatCompletion(request, _context()):
             pass
 
     return {
         "interceptor: telemetry (record, request id, end)": telemetry_piece,
         "interceptor: auth (key digest lookup)": lambda: auth.intercept_service(
-            continuation, _Details()
+            continuation, _DETAILS
         ),
         "interceptor: auth, 1,000 keys configured": lambda: many_keys.intercept_service(
-            continuation, _Details()
+            continuation, _DETAILS
         ),
         "interceptor: rate limit (token bucket)": lambda: rate_limit.intercept_service(
-            continuation, _Details()
+            continuation, _DETAILS
         ),
         "admission (validation, routing, redaction)": admission,
         "deadline budget (bound entered and left)": bound,

@@ -196,13 +196,13 @@ def _latency_table(r: Results) -> list[str]:
             ("echo", "added by grpc.aio alone (echo - direct)"),
             ("forwarder", "added by the bare forwarder (forwarder - direct)"),
         ):
-            x = r.latency.get(f"{side} {load}")
-            if x and d:
+            measured = r.latency.get(f"{side} {load}")
+            if measured is not None and d is not None:
                 bold = "**" if side == "gateway" else ""
                 cells = (
-                    _f(x.latency.p50_ms - d.latency.p50_ms, ".3f"),
-                    _f(x.latency.p99_ms - d.latency.p99_ms, ".3f"),
-                    _f(x.latency.p999_ms - d.latency.p999_ms, ".3f"),
+                    _f(measured.latency.p50_ms - d.latency.p50_ms, ".3f"),
+                    _f(measured.latency.p99_ms - d.latency.p99_ms, ".3f"),
+                    _f(measured.latency.p999_ms - d.latency.p999_ms, ".3f"),
                 )
                 row = " | ".join(f"{bold}{c}{bold}" for c in cells)
                 out.append(f"| {load} | {label} | {row} | | |")

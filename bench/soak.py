@@ -112,7 +112,8 @@ class Driver:
             self.unary_request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS
         )
         await call
-        return await call.code()
+        code: grpc.StatusCode = await call.code()
+        return code
 
     async def stream(self, cancel_after: int | None = None) -> grpc.StatusCode:
         call = self.stub.StreamChatCompletion(
@@ -124,7 +125,8 @@ class Driver:
             if cancel_after is not None and chunks >= cancel_after:
                 call.cancel()
                 break
-        return await call.code()
+        code: grpc.StatusCode = await call.code()
+        return code
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
