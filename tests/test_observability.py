@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -336,3 +337,30 @@ async def test_a_stream_refused_at_once_still_gets_its_request_id_and_its_status
                 assert caught.value.code() is code, name
                 assert ("x-request-id", f"r{i}") in list(await stream.initial_metadata()), name
     assert simulator.stats.total_requests == upstream_calls
+
+
+async def test_a_stream_answered_at_once_waits_for_its_request_id_and_a_cancelled_one_ends(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(cache={"enabled": True}, observability=METRICS_ON_ANY_PORT)
+    request = ask()
+    request.temperature = 0  # cacheable
+    auth = ("authorization", f"Bearer {TEST_KEY}")
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        [chunk async for chunk in stub.StreamChatCompletion(request, metadata=(auth,))]
+        # From the cache the first chunk is ready before the request id's send is done.
+        for i in range(10):
+            stream = stub.StreamChatCompletion(request, metadata=(auth, ("x-request-id", f"c{i}")))
+            chunks = [chunk async for chunk in stream]
+            assert chunks[0].cached and await stream.code() is grpc.StatusCode.OK
+            assert ("x-request-id", f"c{i}") in list(await stream.initial_metadata())
+        # Cancelled while the send may still be on its way: every call still ends.
+        simulator.config.latency_ms = 200
+        for _ in range(10):
+            stub.StreamChatCompletion(ask(), metadata=(auth,)).cancel()
+        for _ in range(100):
+            if value(await scrape(gateway), "ai_gateway_calls_in_flight") == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert value(await scrape(gateway), "ai_gateway_calls_in_flight") == 0

@@ -129,9 +129,11 @@ def _observed_stream(
                     yield item
             await early.sent()
         except BaseException as exc:
-            if isinstance(exc, Exception):  # grpc.aio sends a status after it
-                await early.sent()
-            _end(call, context, exc)
+            try:
+                if isinstance(exc, Exception):  # grpc.aio sends a status after it
+                    await early.sent()
+            finally:  # even if the caller cancels while that send finishes
+                _end(call, context, exc)
             raise
         _end(call, context, None)
 
@@ -171,10 +173,24 @@ class EarlyMetadata:
             with contextlib.suppress(Exception):
                 await asyncio.shield(sending)
 
-    async def abort(self, *args: Any) -> NoReturn:
+    # Whatever else sends on the call waits too; the rest is the call's own context.
+
+    async def abort(self, *args: Any, **kwargs: Any) -> NoReturn:
         await self.sent()
-        await self._context.abort(*args)
+        await self._context.abort(*args, **kwargs)
         raise AssertionError("ServicerContext.abort returned")  # it always raises
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        await self.sent()
+        await self._context.abort_with_status(status)
+        raise AssertionError("ServicerContext.abort_with_status returned")
+
+    async def write(self, message: Any) -> None:
+        await self.sent()
+        await self._context.write(message)
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        raise RuntimeError("this stream's initial metadata is sent by the telemetry interceptor")
 
 
 def _failure_seen(sending: asyncio.Future[None]) -> None:
