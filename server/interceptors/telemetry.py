@@ -169,6 +169,8 @@ class EarlyMetadata:
         sending = self.sending
         if sending is not None:
             self.sending = None
+            if sending.done():  # the usual case by the first chunk: no shield to build
+                return
             # Failed only if the caller has gone: what is sent next fails and says so.
             with contextlib.suppress(Exception):
                 await asyncio.shield(sending)
