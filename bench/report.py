@@ -345,7 +345,12 @@ def _feature_lines(r: Results) -> list[str]:
                 note = f" — {FEATURE_NOTES[name]}" if name in FEATURE_NOTES else ""
                 out.append(f"- {name}: {cost:+.1f} µs per call vs all off{note}")
     if r.clients:
-        out += ["", "HTTP client behind the provider seam (auth and limiter on):", ""]
+        out += [
+            "",
+            "HTTP client behind the provider seam (auth and limiter on; the h1 row is the "
+            "feature run above, the others ran half as long):",
+            "",
+        ]
         out += _rps_table(r.clients, r.clients.get("h1"), "h1")
     if r.client_cpu:
         out += [

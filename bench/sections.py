@@ -12,7 +12,7 @@ import contextlib
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,10 @@ REALISTIC_LATENCY_MS = 20.0
 #: then relay only 2,000 tokens/s (at 1 token/s the relaying itself saturated the gateway
 #: and slowed the ramp). Not longer answers: the simulator builds every event of an answer
 #: up front (~20 ms CPU and ~2 MB for 10,000 tokens).
+#: The HTTP-client rows of section 4 run this share of the duration.
+CLIENT_DURATION_SHARE = 0.5
+#: Requests per HTTP client in the seam-alone runs (others: 20,000).
+SEAM_REQUESTS = {"httpx2": 3_000, "httpx": 1_000}
 HOLD_PROMPT = "/tokens 100 slow"
 HOLD_TOKENS_PER_SECOND = 0.2
 
@@ -360,16 +364,19 @@ def features(ctx: Ctx) -> None:
                 ctx.results.clients[client] = ctx.results.features["auth on, limiter on"]
                 continue
             tree = stack.gateway_tree(sim.http, http_client=client)
+            # The clients differ 2-5x, far beyond run-to-run noise: half the time tells
+            # (in whole seconds, which is what h2load takes).
+            brief = replace(ctx, duration=max(1, round(ctx.duration * CLIENT_DURATION_SHARE)))
             with stack.gateway(ctx.workdir, tree, name=f"gateway-{client}") as gw:
-                ctx.results.clients[client] = _grpc_saturation(ctx, f"client {client}", gw, sim)
+                ctx.results.clients[client] = _grpc_saturation(brief, f"client {client}", gw, sim)
         for client in HTTP_CLIENTS:
             ctx.results.client_cpu[client] = _http_seam(ctx, sim, client)
 
 
 def _http_seam(ctx: Ctx, sim: stack.Endpoint, client: str) -> dict[str, float]:
     """One HTTP client alone against the simulator: RPS and CPU µs per request."""
-    # The slow clients take ~0.5 and ~2.5 ms each: fewer requests give the same figure.
-    requests = 5_000 if ctx.quick else 20_000 if client in ("h1", "aiohttp") else 3_000
+    # The slow clients take ~0.7 and ~7 ms of CPU each: fewer requests give the same figure.
+    requests = 5_000 if ctx.quick else SEAM_REQUESTS.get(client, 20_000)
     argv = [PYTHON, "-m", "bench.http_seam", "--url", sim.http, "--client", client]
     done = run_bounded([*argv, "--requests", str(requests)], 180, log=ctx.workdir / "seam.log")
     lines = done.stdout.strip().splitlines()
