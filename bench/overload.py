@@ -8,6 +8,11 @@ client samples grpc-status and latency beside it with the same deadline (h2load 
 see grpc-status). Once per `server.max_pending_calls` in SETTINGS, a fresh gateway
 each. After the load: is the process alive, and how soon does a call succeed again?
 
+Last, how fast the same gateway refuses: with its rate limit spent, every call is
+refused by the interceptors (RESOURCE_EXHAUSTED), and h2load measures that rate at
+saturation. Core refuses the excess CANCELLED; the gateway could only answer those calls
+itself if refusing them cost far less than serving them.
+
 The issue's target: zero errors below saturation (sections 1 and 2 of the benchmark);
 above it clean RESOURCE_EXHAUSTED or UNAVAILABLE, never a hang or a crash. Writes the
 `## Overload` section of bench/RESULTS.md (a full `python -m bench` keeps it).
@@ -71,11 +76,19 @@ class Run:
         return set(self.statuses) <= CLEAN
 
 
-def peak_rps(workdir: Path, gw: stack.Endpoint, seconds: float) -> float:
+def peak_rps(workdir: Path, gw: stack.Endpoint, seconds: float, label: str = "peak") -> float:
     load = stack.grpc_unary_load(
         gw, workdir, clients=GRPC_CLIENTS, streams=GRPC_STREAMS, duration=seconds, warmup=1.0
     )
-    return h2load.run("gateway peak", load, workdir).rps
+    return h2load.run(f"gateway {label}", load, workdir).rps
+
+
+def refusal_rps(workdir: Path, sim: stack.Endpoint, seconds: float) -> float:
+    """Calls/s one gateway answers when it refuses every one (its rate limit is spent)."""
+    tree = stack.gateway_tree(sim.http)
+    tree["rate_limit"]["requests_per_minute"] = 1
+    with stack.gateway(workdir, tree) as gw:
+        return peak_rps(workdir, gw, seconds, "refusing")
 
 
 async def first_success(target: str, within: float) -> float | None:
@@ -137,7 +150,18 @@ def overload(
     )
 
 
-def section(runs: list[Run], peak: float, factor: float, seconds: float) -> list[str]:
+def served_while_refusing(peak: float, refusing: float, offered: float) -> float:
+    """Calls/s served if every offered call is taken and the rest refused: serving costs
+    1/peak of the process per call and refusing 1/refusing (0 when refusing alone is
+    more than the process can do)."""
+    if refusing <= peak or offered >= refusing:
+        return 0.0
+    return (1 - offered / refusing) / (1 / peak - 1 / refusing)
+
+
+def section(
+    runs: list[Run], peak: float, refusing: float, factor: float, seconds: float
+) -> list[str]:
     lines = [
         report.OVERLOAD_HEADING,
         "",
@@ -163,6 +187,23 @@ def section(runs: list[Run], peak: float, factor: float, seconds: float) -> list
             f"{run.rss_before / 2**20:.0f} → {run.rss_after / 2**20:.0f} | "
             f"{recovered if run.alive else 'process gone'} |"
         )
+    offered = factor * peak
+    lines += [
+        "",
+        f"Refusing instead: the same gateway with its rate limit spent refuses every call "
+        f"(RESOURCE_EXHAUSTED, from the interceptors) at {refusing:.0f} calls/s, "
+        f"{refusing / max(peak, 1.0):.0%} of its serving peak: a refusal costs the process "
+        f"{1e6 / max(refusing, 1.0):.0f} µs, a served call {1e6 / max(peak, 1.0):.0f} µs. "
+        + (
+            f"Refusing all {offered:.0f} calls/s offered would alone take "
+            f"{offered / max(refusing, 1.0):.0%} of the process: the gateway cannot answer the "
+            f"excess itself."
+            if offered >= refusing
+            else f"Were the gateway to take all {offered:.0f} calls/s offered and refuse what "
+            f"it cannot serve, it would serve "
+            f"{served_while_refusing(peak, refusing, offered):.0f} calls/s."
+        ),
+    ]
     hang_free = all(not run.hung and run.recovered_in is not None for run in runs)
     clean = all(run.clean for run in runs)
     lines += [
@@ -205,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             runs.append(run)
-    lines = section(runs, peak, args.factor, args.duration)
+        refusing = refusal_rps(workdir, sim, args.duration)
+        print(f"  refusing every call: {refusing:.0f}/s", flush=True)
+    lines = section(runs, peak, refusing, args.factor, args.duration)
     print("\n".join(lines))
     report.replace_section(args.output, report.OVERLOAD_HEADING, lines)
     print(f"wrote the overload section of {args.output}")
