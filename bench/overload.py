@@ -87,8 +87,13 @@ def refusal_rps(workdir: Path, sim: stack.Endpoint, seconds: float) -> float:
     """Calls/s one gateway answers when it refuses every one (its rate limit is spent)."""
     tree = stack.gateway_tree(sim.http)
     tree["rate_limit"]["requests_per_minute"] = 1
+    upstream_before = stack.upstream_requests(sim)
     with stack.gateway(workdir, tree) as gw:
-        return peak_rps(workdir, gw, seconds, "refusing")
+        rps = peak_rps(workdir, gw, seconds, "refusing")
+    served = stack.upstream_requests(sim) - upstream_before
+    if served > 1:  # the bucket's one call: anything more means calls were not refused
+        raise RuntimeError(f"the refusing gateway sent {served} requests upstream")
+    return rps
 
 
 async def first_success(target: str, within: float) -> float | None:
