@@ -157,8 +157,9 @@ def overload(
 
 def served_while_refusing(peak: float, refusing: float, offered: float) -> float:
     """Calls/s served if every offered call is taken and the rest refused: serving costs
-    1/peak of the process per call and refusing 1/refusing (0 when refusing alone is
-    more than the process can do)."""
+    1/peak of the process per call and refusing 1/refusing. 0 when refusing is no
+    cheaper than serving (refusing more never frees room to serve) or when refusing
+    every offered call alone is more than the process can do."""
     if refusing <= peak or offered >= refusing:
         return 0.0
     return (1 - offered / refusing) / (1 / peak - 1 / refusing)
