@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> None:
             config = with_listen(config, args.listen)
         if args.metrics_listen:
             config = with_metrics_listen(config, args.metrics_listen)
-        await _serve(Gateway(config, reuse_port=args.reuse_port), args.config)
+        await serve_until_signalled(Gateway(config, reuse_port=args.reuse_port), args.config)
         return
 
     from server.simulator import Simulator, SimulatorConfig
@@ -84,14 +84,10 @@ async def run(args: argparse.Namespace) -> None:
         if args.metrics_listen:
             config = with_metrics_listen(config, args.metrics_listen)
         gateway = Gateway(config, reuse_port=args.reuse_port)
-        await gateway.start()
-        print(_banner(gateway.address, simulator.base_url), flush=True)
-        await serve_until_signalled(gateway)
-
-
-async def _serve(gateway: Gateway, config_path: str) -> None:
-    await gateway.start()
-    await serve_until_signalled(gateway, config_path)
+        await serve_until_signalled(
+            gateway,
+            on_started=lambda: print(_banner(gateway.address, simulator.base_url), flush=True),
+        )
 
 
 def _banner(address: str, simulator_url: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from protos import ai_service_pb2, ai_service_pb2_grpc
 from server.cache import MemoryCache, RedisCache, ResponseCache
 from server.completions import Completions
-from server.config import ConfigError, GatewayConfig, ServerSettings, load_config
+from server.config import ConfigError, GatewayConfig, ServerSettings, load_config, with_sections
 from server.dispatch import Dispatcher
 from server.heap import freeze_long_lived, refreeze
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
@@ -68,6 +69,8 @@ class Gateway:
         self._cache: ResponseCache | None = None
         self._auth = AuthInterceptor(*access(config))
         self._closing: set[asyncio.Task[None]] = set()
+        #: Providers a reload retired and that are not closed yet.
+        self._retired: list[Provider] = []
         self._server: grpc.aio.Server | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
@@ -113,6 +116,7 @@ class Gateway:
             providers,
             resilience,
             on_circuit_change=self.model_health.circuit_changed,
+            previous=self.runtime.router if self.runtime is not None else None,
         )
         dispatcher = Dispatcher(router, resilience.retries)
         if self._cache is None or config.cache != self.config.cache:
@@ -190,9 +194,12 @@ class Gateway:
 
     async def _close_providers(self) -> None:
         for task in self._closing:
-            task.cancel()
+            task.cancel()  # the providers they were to close are closed here, now
+        providers = [*self._retired]
+        self._retired.clear()
         if self.runtime is not None:
-            await asyncio.gather(*(p.aclose() for p in self.runtime.providers.values()))
+            providers += self.runtime.providers.values()
+        await asyncio.gather(*(p.aclose() for p in providers))
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
 
@@ -205,20 +212,22 @@ class Gateway:
         """
         try:
             loaded = await asyncio.to_thread(load_config, path)
+            restart_only = {
+                name: getattr(self.config, name)
+                for name in RESTART_ONLY_SECTIONS
+                if getattr(loaded, name) != getattr(self.config, name)
+            }
+            # The running sections must agree with the new rest (the demo key and the
+            # listening address, for one), so the whole is checked again.
+            config = with_sections(loaded, restart_only)
         except ConfigError as exc:
             log.error("config reload rejected; the running config stays", extra={"error": str(exc)})
             return False
-        restart_only = {
-            name: getattr(self.config, name)
-            for name in RESTART_ONLY_SECTIONS
-            if getattr(loaded, name) != getattr(self.config, name)
-        }
         if restart_only:
             log.warning(
                 "config reload: these sections need a restart and keep their running values",
                 extra={"sections": sorted(restart_only)},
             )
-        config = loaded.model_copy(update=restart_only)
         old = self.runtime
         runtime = self._build_runtime(config)
         self._auth.replace(*access(config))
@@ -241,8 +250,11 @@ class Gateway:
 
         async def close() -> None:
             await asyncio.sleep(after)
+            for provider in providers:
+                self._retired.remove(provider)
             await asyncio.gather(*(p.aclose() for p in providers))
 
+        self._retired += providers
         if providers:
             task = asyncio.ensure_future(close())
             self._closing.add(task)
@@ -261,15 +273,31 @@ class Gateway:
         await self.stop(0)
 
 
-async def serve_until_signalled(gateway: Gateway, config_path: str | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return; SIGHUP reloads `config_path`."""
+async def serve_until_signalled(
+    gateway: Gateway,
+    config_path: str | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Start `gateway` and run until SIGTERM or SIGINT, then drain and return; SIGHUP
+    reloads `config_path`.
+
+    The handlers are in place before the gateway starts: a SIGHUP during start-up (a
+    supervisor passing one on to a worker it just started) waits for the start instead
+    of killing the process, and a SIGTERM stops it as soon as it has started.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()
+    started = False
+    reload_waiting = False
 
     def reload() -> None:
+        nonlocal reload_waiting
         if config_path is None:
             log.warning("SIGHUP ignored: the embedded default has no config file to reload")
+            return
+        if not started:
+            reload_waiting = True
             return
         task = asyncio.ensure_future(gateway.reload(config_path))
         reloads.add(task)
@@ -279,8 +307,14 @@ async def serve_until_signalled(gateway: Gateway, config_path: str | None = None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    freeze_long_lived()  # the process is built: from here on, calls make the garbage
     try:
+        await gateway.start()
+        started = True
+        if on_started is not None:
+            on_started()
+        if reload_waiting:
+            reload()
+        freeze_long_lived()  # the process is built: from here on, calls make the garbage
         await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

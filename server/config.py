@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 DEMO_KEY = "demo-key"
+_DEMO_DIGEST = hashlib.sha256(DEMO_KEY.encode()).digest()
 CONFIG_ENV_VAR = "AI_SERVICE_CONFIG"
 
 
@@ -171,7 +172,8 @@ class CallerKey(_Strict):
 
     @property
     def is_demo(self) -> bool:
-        return self.key is not None and self.key.get_secret_value() == DEMO_KEY
+        # By digest: the demo key given as its hash is still the demo key.
+        return self.digest == _DEMO_DIGEST
 
 
 class AuthSettings(_Strict):
@@ -483,6 +485,7 @@ class GatewayConfig(_Strict):
         _require_unique("providers", [p.name for p in self.providers])
         _require_unique("models", [m.name for m in self.models])
         _require_unique("auth.keys", [k.name for k in self.auth.keys])
+        _require_distinct_secrets(self.auth.keys)
         providers = {p.name for p in self.providers}
         models = {m.name for m in self.models}
         for i, model in enumerate(self.models):
@@ -514,6 +517,19 @@ class GatewayConfig(_Strict):
             if name not in keys:
                 raise ValueError(f"redaction.keys: unknown key {name!r}")
         return self
+
+
+def _require_distinct_secrets(keys: Sequence[CallerKey]) -> None:
+    # A key is looked up by its digest: two entries with one secret would leave one of
+    # them (and its restrictions) silently unused.
+    first: dict[bytes, str] = {}
+    for i, key in enumerate(keys):
+        seen = first.setdefault(key.digest, key.name)
+        if seen != key.name:
+            raise ValueError(
+                f"auth.keys[{i}]: key {key.name!r} has the same secret as key {seen!r}; "
+                f"each key needs its own"
+            )
 
 
 def _check_model_references(
@@ -600,6 +616,16 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     tree = interpolate_env(raw, os.environ if env is None else env)
     try:
         return GatewayConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def with_sections(config: GatewayConfig, sections: Mapping[str, Any]) -> GatewayConfig:
+    """`config` with whole top-level sections replaced, checked again as a whole (a
+    reload keeps the running `server` section, and the two must still agree)."""
+    fields = {name: getattr(config, name) for name in GatewayConfig.model_fields}
+    try:
+        return GatewayConfig.model_validate({**fields, **sections})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 

@@ -1,6 +1,7 @@
 """Health per public model, on the standard grpc.health.v1.Health service.
 
-A model is SERVING while at least one of its deployments' circuits is not open.
+A model is SERVING while at least one of its deployments' circuits is not open, and
+SERVICE_UNKNOWN once a reload has removed it.
 Circuit transitions call `circuit_changed`; an opened circuit also schedules a
 check at the end of its cool-down, when it turns half-open without any event, so
 `Watch` clients see the model come back.
@@ -19,6 +20,7 @@ from server.routing import Router
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 class ModelHealth:
@@ -50,11 +52,16 @@ class ModelHealth:
     async def refresh(self) -> None:
         if self._router is None:
             return
-        for route in self._router.routes:
+        routes = self._router.routes
+        for route in routes:
             status = SERVING if route.is_healthy() else NOT_SERVING
             if self._published.get(route.name) != status:
                 self._published[route.name] = status
                 await self._health.set(route.name, status)
+        # A model a reload removed is no longer served: its last status must not linger.
+        for name in self._published.keys() - {route.name for route in routes}:
+            del self._published[name]
+            await self._health.set(name, SERVICE_UNKNOWN)
 
     async def close(self) -> None:
         for timer in self._timers:

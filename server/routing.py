@@ -70,8 +70,13 @@ class Router:
         resilience: ResilienceSettings,
         on_circuit_change: Callable[[CircuitBreaker], None] | None = None,
         rng: random.Random | None = None,
+        previous: Router | None = None,
     ) -> None:
+        """`previous`: the router a reload replaces. A deployment it served on the same
+        provider with the same limits keeps its handle, so its circuit and its calls in
+        flight carry over instead of starting from nothing."""
         self._rng = rng or random.Random()
+        kept = {h.target: h for h in previous.deployments} if previous is not None else {}
         handles: dict[Deployment, DeploymentHandle] = {}
         self._routes: dict[str, ModelRoute] = {}
         for model in models:
@@ -81,20 +86,28 @@ class Router:
                 handle = handles.get(target)
                 if handle is None:
                     concurrency = resilience.concurrency
-                    handle = handles[target] = DeploymentHandle(
-                        target=target,
-                        provider=providers[settings.provider],
-                        breaker=CircuitBreaker(
-                            target.name, resilience.circuit_breaker, on_circuit_change
-                        ),
-                        limiter=ConcurrencyLimiter(
-                            target.name,
-                            settings.max_concurrency or concurrency.max_in_flight,
-                            concurrency.max_queue
-                            if settings.max_queue is None
-                            else settings.max_queue,
-                        ),
+                    max_in_flight = settings.max_concurrency or concurrency.max_in_flight
+                    max_queue = (
+                        concurrency.max_queue if settings.max_queue is None else settings.max_queue
                     )
+                    old = kept.get(target)
+                    if (
+                        old is not None
+                        and old.provider is providers[settings.provider]
+                        and old.breaker.settings == resilience.circuit_breaker
+                        and (old.limiter.max_in_flight, old.limiter.max_queue)
+                        == (max_in_flight, max_queue)
+                    ):
+                        handle = handles[target] = old
+                    else:
+                        handle = handles[target] = DeploymentHandle(
+                            target=target,
+                            provider=providers[settings.provider],
+                            breaker=CircuitBreaker(
+                                target.name, resilience.circuit_breaker, on_circuit_change
+                            ),
+                            limiter=ConcurrencyLimiter(target.name, max_in_flight, max_queue),
+                        )
                 weighted.append(WeightedDeployment(handle, settings.weight))
             self._routes[model.name] = ModelRoute(model, tuple(weighted))
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())

@@ -102,7 +102,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         route = state.router.resolve(request.model, caller)
         route = state.router.apply_rules(route, request)
         validate_for_model(request, route.model)
-        apply_caller_cap(request, caller.name, caller.max_output_tokens)
+        apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
             call.route = route
         screening = state.policy.screening(caller.name, route.name, call)

@@ -178,6 +178,25 @@ async def test_a_keys_output_cap_refuses_more_and_imposes_itself(
     assert simulator.stats.total_requests == 1
 
 
+async def test_a_keys_imposed_cap_never_exceeds_the_models_own(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(
+        auth={"keys": [{"name": "tester", "key": TEST_KEY, "max_output_tokens": 4096}]},
+        models=[
+            {
+                "name": "sim-gpt",
+                "provider": "simulator",
+                "upstream_model": "sim-gpt-1",
+                "max_output_tokens": 100,
+            }
+        ],
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        await client.chat(HELLO)  # sets no max_tokens
+    assert simulator.stats.received[-1].body["max_tokens"] == 100
+
+
 async def test_a_keys_concurrent_streams_are_capped(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:

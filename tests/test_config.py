@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.config import ConfigError, embedded_default, load_config, parse_config, with_listen
+from server.config import (
+    DEMO_KEY,
+    ConfigError,
+    embedded_default,
+    load_config,
+    parse_config,
+    with_listen,
+    with_sections,
+)
+
+SAME_DIGEST = "sha256:" + hashlib.sha256(b"same").hexdigest()
 
 
 def tree(**overrides: Any) -> dict[str, Any]:
@@ -60,6 +71,21 @@ def tree(**overrides: Any) -> dict[str, Any]:
             {"auth": {"keys": [{"name": "k", "key": "a"}, {"name": "k", "key": "b"}]}},
             "auth.keys[1].name: duplicate name 'k'",
         ),
+        (
+            {"auth": {"keys": [{"name": "a", "key": "same"}, {"name": "b", "key": "same"}]}},
+            "auth.keys[1]: key 'b' has the same secret as key 'a'",
+        ),
+        (
+            {
+                "auth": {
+                    "keys": [
+                        {"name": "a", "key": "same"},
+                        {"name": "b", "key_sha256": SAME_DIGEST},
+                    ]
+                }
+            },
+            "auth.keys[1]: key 'b' has the same secret as key 'a'",
+        ),
         ({"server": {"listen": "nowhere"}}, "server.listen: expected HOST:PORT"),
         ({"rate_limit": {"requests_per_minute": -1}}, "rate_limit.requests_per_minute"),
         ({"models": []}, "models: Tuple should have at least 1 item"),
@@ -102,6 +128,22 @@ def test_demo_key_may_only_listen_on_loopback() -> None:
     assert with_listen(config, "[::1]:5000").server.listen == "[::1]:5000"
     with pytest.raises(ConfigError, match=r"server\.listen: the demo key is enabled"):
         with_listen(config, "0.0.0.0:50051")
+
+
+def test_the_demo_key_given_by_its_hash_may_only_listen_on_loopback_too() -> None:
+    digest = "sha256:" + hashlib.sha256(DEMO_KEY.encode()).hexdigest()
+    keys = {"keys": [{"name": "demo", "key_sha256": digest}]}
+    with pytest.raises(ConfigError, match=r"server\.listen: the demo key is enabled"):
+        parse_config(tree(auth=keys, server={"listen": "0.0.0.0:50051"}), env={})
+
+
+def test_sections_kept_by_a_reload_are_checked_with_the_rest() -> None:
+    # A reload keeps the running `server` section: a file that adds the demo key must
+    # not slip it onto a public address the running server already listens on.
+    public = parse_config(tree(server={"listen": "0.0.0.0:50051"}), env={})
+    with_demo = embedded_default("http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match=r"server\.listen: the demo key is enabled"):
+        with_sections(with_demo, {"server": public.server})
 
 
 def test_yaml_file_errors_name_the_file(tmp_path: Path) -> None:

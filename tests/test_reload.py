@@ -11,12 +11,14 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from protos import ai_service_pb2_grpc
 from protos.ai_service_pb2 import ListModelsRequest
 from server.app import Gateway
 from server.config import load_config
+from server.resilience import Admission, CircuitState
 from server.simulator import Simulator, SimulatorConfig
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import gateway_argv, spawn, start_simulator, wait_serving
@@ -185,3 +187,70 @@ def _code(address: str, key: str) -> grpc.StatusCode:
         except grpc.RpcError as error:
             return error.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
+
+
+async def test_a_reload_keeps_the_live_state_of_unchanged_deployments(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    tree = config_tree(simulator.base_url)
+    path = write_config(tmp_path / "config.yaml", tree)
+    async with Gateway(load_config(path)) as gateway:
+        before = {handle.name: handle for handle in gateway.router.deployments}
+        breaker = before["simulator/sim-other-1"].breaker
+        for _ in range(gateway.config.resilience.circuit_breaker.consecutive_failures):
+            breaker.record(Admission.CALL, failed=True)
+        assert before["simulator/sim-other-1"].breaker.state is CircuitState.OPEN
+        write_config(path, revised(tree))  # a new key and a new model; the old ones unchanged
+        assert await gateway.reload(str(path))
+        after = {handle.name: handle for handle in gateway.router.deployments}
+        # Same handles: the open circuit stays open, calls in flight stay counted.
+        assert after["simulator/sim-gpt-1"] is before["simulator/sim-gpt-1"]
+        assert after["simulator/sim-other-1"].breaker.state is CircuitState.OPEN
+        limited = {**tree, "resilience": {"concurrency": {"max_in_flight": 3}}}
+        write_config(path, limited)
+        assert await gateway.reload(str(path))
+        renewed = {handle.name: handle for handle in gateway.router.deployments}
+        assert renewed["simulator/sim-gpt-1"] is not before["simulator/sim-gpt-1"]
+        assert renewed["simulator/sim-gpt-1"].limiter.max_in_flight == 3
+
+
+async def test_a_model_removed_by_a_reload_is_no_longer_reported_serving(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    tree = config_tree(simulator.base_url)
+    path = write_config(tmp_path / "config.yaml", tree)
+    async with (
+        Gateway(load_config(path)) as gateway,
+        grpc.aio.insecure_channel(gateway.address) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="sim-other")
+        assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+        write_config(path, {**tree, "models": tree["models"][:1]})
+        assert await gateway.reload(str(path))
+        status = (await health.Check(check)).status
+        assert status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+async def test_providers_a_reload_retired_are_closed_when_the_gateway_stops_first(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    tree = config_tree(simulator.base_url, server__shutdown_grace_seconds=30)
+    path = write_config(tmp_path / "config.yaml", tree)
+    gateway = Gateway(load_config(path))
+    await gateway.start()
+    retired = gateway.runtime.providers["simulator"] if gateway.runtime else None
+    assert retired is not None
+    closed: list[bool] = []
+    original = retired.aclose
+
+    async def recording_close() -> None:
+        closed.append(True)
+        await original()
+
+    retired.aclose = recording_close  # type: ignore[method-assign]
+    tree["providers"][0]["timeouts"] = {"read": 30}
+    write_config(path, tree)
+    assert await gateway.reload(str(path))
+    await gateway.stop(0)  # long before the retired pool's 30 s grace is over
+    assert closed == [True]

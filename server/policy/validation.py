@@ -62,12 +62,16 @@ def validate_for_model(request: ChatCompletionRequest, model: ModelSettings) -> 
         raise InvalidRequest("max_tokens", f"is {request.max_tokens}; {model.name} allows {cap}")
 
 
-def apply_caller_cap(request: ChatCompletionRequest, caller: str, cap: int | None) -> None:
-    """A key's output cap: refuse a larger max_tokens, and impose it where none was asked."""
+def apply_caller_cap(
+    request: ChatCompletionRequest, caller: str, cap: int | None, model: ModelSettings
+) -> None:
+    """A key's output cap: refuse a larger max_tokens, and impose it where none was asked
+    (no more than the model's own cap, which `validate_for_model` has already applied)."""
     if cap is None:
         return
     if not request.HasField("max_tokens"):
-        request.max_tokens = cap
+        model_cap = model.max_output_tokens
+        request.max_tokens = cap if model_cap is None else min(cap, model_cap)
     elif request.max_tokens > cap:
         raise InvalidRequest(
             "max_tokens", f"is {request.max_tokens}; key {caller!r} may ask for at most {cap}"

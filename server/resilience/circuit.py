@@ -53,6 +53,10 @@ class CircuitBreaker:
         self._probes_in_flight = 0
 
     @property
+    def settings(self) -> CircuitBreakerSettings:
+        return self._settings
+
+    @property
     def state(self) -> CircuitState:
         if self._state is CircuitState.OPEN and self._cooled_down():
             return CircuitState.HALF_OPEN
