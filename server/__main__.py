@@ -9,6 +9,13 @@ it runs what the YAML file declares.
 
 from __future__ import annotations
 
+import signal
+
+# A SIGHUP (a reload, perhaps passed on by the supervisor to a worker it just started)
+# must not kill the process while it is still importing; from the start of the gateway
+# on, `serve_until_signalled` handles it (and keeps one that came during the start).
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
 import argparse
 import asyncio
 import logging

@@ -254,3 +254,27 @@ async def test_providers_a_reload_retired_are_closed_when_the_gateway_stops_firs
     assert await gateway.reload(str(path))
     await gateway.stop(0)  # long before the retired pool's 30 s grace is over
     assert closed == [True]
+
+
+def test_a_sighup_while_the_gateway_starts_does_not_kill_it(tmp_path: Path) -> None:
+    simulator, sim_url = start_simulator(tmp_path)
+    gateway = None
+    try:
+        tree = config_tree(sim_url)
+        path = write_config(tmp_path / "config.yaml", tree)
+        address = f"127.0.0.1:{free_port()}"
+        gateway = spawn(
+            gateway_argv("--config", str(path), "--listen", address, "--workers", "1"),
+            tmp_path,
+            "gateway",
+        )
+        time.sleep(0.1)  # still importing: before this round, the signal killed it here
+        gateway.popen.send_signal(signal.SIGHUP)
+        wait_serving(address, gateway)
+        assert gateway.popen.poll() is None
+        gateway.popen.send_signal(signal.SIGTERM)
+        assert gateway.popen.wait(timeout=30) == 0
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        simulator.kill()
