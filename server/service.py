@@ -141,22 +141,25 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             with self._streams.hold(current_caller.get()):
                 route, screening = self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
+                # The budget bounds the waits on the upstream, never a `yield`: cancelled
+                # while grpc.aio writes a chunk, the call would end with no status at all.
                 with budget.bound(state.timers):
                     outcome = await state.completions.open_stream(
                         request, route, budget, current_caller.get()
                     )
-                    first, rest = outcome.value
-                    if call is not None:
-                        call.saw_first_token()
-                    chunk: ChatCompletionChunk | None = first
-                    async with contextlib.aclosing(rest):
-                        while chunk is not None:
-                            screening.chunk(chunk)
-                            chunk.sequence = delivered
-                            yield chunk
-                            delivered += 1
-                            chars += text_length(chunk)
-                            last = chunk
+                first, rest = outcome.value
+                if call is not None:
+                    call.saw_first_token()
+                chunk: ChatCompletionChunk | None = first
+                async with contextlib.aclosing(rest):
+                    while chunk is not None:
+                        screening.chunk(chunk)
+                        chunk.sequence = delivered
+                        yield chunk
+                        delivered += 1
+                        chars += text_length(chunk)
+                        last = chunk
+                        with budget.bound(state.timers):
                             chunk = await anext(rest, None)
                 screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)

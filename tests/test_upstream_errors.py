@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -132,6 +134,26 @@ async def test_stall_without_client_deadline_ends_at_the_default_deadline(
             await client.chat(HELLO)
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert caught.value.reason == "DEADLINE_EXCEEDED"
+
+
+async def test_a_stream_that_outlives_the_default_deadline_gets_a_status(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # The upstream streams as fast as it can and the caller reads along: the gateway's
+    # own deadline then nearly always falls while grpc.aio writes a chunk, which once
+    # ended the call with no status at all (the caller waited for ever).
+    gateway = await start_gateway(server={"listen": "127.0.0.1:0", "default_deadline_seconds": 0.5})
+    simulator.config.tokens_per_second = 30_000
+    endless = ChatCompletionRequest(
+        model="sim-gpt", messages=[Message(role="user", content="/tokens 100000 go")]
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=None) as client:
+        for _ in range(3):
+            with pytest.raises(AIServiceError) as caught:
+                async with asyncio.timeout(10):
+                    async for _chunk in client.stream_chat(endless):
+                        pass
+            assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 async def test_unreachable_upstream_is_unavailable(start_gateway: StartGateway) -> None:
