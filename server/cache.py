@@ -133,6 +133,9 @@ class SingleFlight(Generic[T]):
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
                 flight.task.cancel()
+                # Forgotten now, not when the task has unwound: a caller arriving
+                # meanwhile starts afresh instead of joining work being cancelled.
+                self._forget(key, flight)
 
     def _forget(self, key: str, flight: _Flight[T]) -> None:
         if self._flights.get(key) is flight:

@@ -18,6 +18,7 @@ import pytest
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from protos.ai_service_pb2 import RequestOptions
 from server.app import Gateway
+from server.cache import SingleFlight
 from server.simulator import FaultRule, Simulator
 from tests.conftest import TEST_KEY, StartGateway, free_port
 from tests.servers import RedisServer, redis_server
@@ -150,6 +151,26 @@ async def test_single_flight_survives_its_first_caller_leaving(
         answer = await follower
     assert answer.choices[0].message.content == "You said: hello"
     assert simulator.stats.total_requests == 1
+
+
+async def test_a_caller_arriving_as_the_last_one_leaves_gets_fresh_work() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+    runs = 0
+
+    async def work() -> int:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.05)
+        return runs
+
+    leaving = asyncio.ensure_future(flights.run("k", work))
+    await asyncio.sleep(0.01)
+    leaving.cancel()  # the only waiter goes: its work is cancelled ...
+    # ... and a caller that comes in the same loop turn must not join that work.
+    arriving = asyncio.ensure_future(flights.run("k", work))
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert await arriving == (2, False)
 
 
 async def _rpm_gateway(
