@@ -324,6 +324,24 @@ async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
         assert pool_of(client) == (1, 1)
 
 
+async def test_a_connection_pooled_with_reading_paused_reads_its_next_answer(
+    scripted: StartScripted,
+) -> None:
+    # One byte over the read-ahead limit: reading pauses as the answer's last byte lands.
+    big = b"x" * (256 * 1024 + 1)
+    base = await scripted(lambda n: answer(big if n == 1 else b"small"))
+    async with h1_client(base, timeouts={"read": 3}) as client:
+        async with client.post(f"{base}/a", b"{}", {}) as response:
+            for _ in range(500):  # the whole answer lands, unread
+                if response.connection.complete:
+                    break
+                await asyncio.sleep(0.01)
+            assert response.connection.complete and response.connection._paused
+        assert pool_of(client) == (1, 1)  # whole, so the connection is kept ...
+        async with asyncio.timeout(2):  # ... and reads again: not the 3 s read timeout
+            assert await _read_all(client, f"{base}/b") == b"small"
+
+
 async def test_an_upstream_that_never_accepts_times_out_connecting() -> None:
     # A listener that never accepts, its backlog already full: the kernel drops further
     # SYNs, so a connect hangs as it does towards a black-holed address.

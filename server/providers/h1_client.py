@@ -174,6 +174,9 @@ class _Connection(asyncio.Protocol):
         self._header_pairs.clear()
         self._chunks.clear()
         self._buffered = 0
+        # The last answer may have ended with reading paused (its reader left before
+        # taking a full buffer): this one must be read.
+        self._resume()
         self.status, self.headers = 0, {}
         self.headers_done = self.complete = False
         self.error = None
@@ -200,10 +203,13 @@ class _Connection(asyncio.Protocol):
         chunks = list(self._chunks)
         self._chunks.clear()
         self._buffered = 0
+        self._resume()
+        return chunks
+
+    def _resume(self) -> None:
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        return chunks
 
     def keep_alive(self) -> bool:
         return self.complete and not self.closed and self._reusable
