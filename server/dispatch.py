@@ -129,11 +129,13 @@ class Dispatcher:
             if last_error is not None:
                 await self._before_retry(last_error, handle in failed, attempts, budget, handle)
             attempts += 1
+            # The deployments this round tried: `handle`, and a second one if hedged.
+            tried = [handle]
             try:
                 hedge = route.model.hedge_after_ms
                 if hedge is not None and attempts < self._settings.max_attempts:
-                    value, winner, started = await self._hedged(
-                        handle,
+                    value, winner = await self._hedged(
+                        tried,
                         admission,
                         hedge / 1000,
                         candidates,
@@ -142,13 +144,14 @@ class Dispatcher:
                         attempt,
                         discard,
                     )
-                    attempts += started - 1
-                    return Outcome(value, winner, attempts)
+                    return Outcome(value, winner, attempts + len(tried) - 1)
                 return Outcome(await attempt(handle, admission), handle, attempts)
             except GatewayError as error:
+                # A lost hedge spent an attempt on each racer, and each of them failed.
+                attempts += len(tried) - 1
                 if not worth_another_attempt(error):
                     raise
-                (refused_key if isinstance(error, UpstreamAuth) else failed).add(handle)
+                (refused_key if isinstance(error, UpstreamAuth) else failed).update(tried)
                 last_error = error
                 log.info(
                     "attempt failed",
@@ -187,7 +190,7 @@ class Dispatcher:
 
     async def _hedged(
         self,
-        handle: DeploymentHandle,
+        tried: list[DeploymentHandle],
         admission: Admission,
         delay: float,
         candidates: list[DeploymentHandle],
@@ -195,8 +198,10 @@ class Dispatcher:
         refused_key: set[DeploymentHandle],
         attempt: Attempt[T],
         discard: Callable[[T], Awaitable[None]] | None,
-    ) -> tuple[T, DeploymentHandle, int]:
-        """Race a second deployment against a first that is slow to answer."""
+    ) -> tuple[T, DeploymentHandle]:
+        """Race a second deployment against a first (`tried[0]`) that is slow to answer;
+        the second is added to `tried` when it starts."""
+        handle = tried[0]
         racers: dict[asyncio.Task[T], DeploymentHandle] = {
             asyncio.ensure_future(attempt(handle, admission)): handle
         }
@@ -208,6 +213,7 @@ class Dispatcher:
                 if second is not None:
                     log.info("hedging", extra={"slow": handle.name, "second": second[0].name})
                     racers[asyncio.ensure_future(attempt(*second))] = second[0]
+                    tried.append(second[0])
             errors: list[BaseException] = []
             pending = set(racers)
             while pending:
@@ -216,7 +222,7 @@ class Dispatcher:
                     error = task.exception()
                     if error is None:
                         winner = task
-                        return task.result(), racers[task], len(racers)
+                        return task.result(), racers[task]
                     errors.append(error)
             raise errors[-1]
         finally:

@@ -353,6 +353,29 @@ async def test_hedging_answers_from_the_second_deployment_and_cancels_the_first(
     assert handles["simulator/ha-b"].limiter.in_flight == 0
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_a_lost_hedge_counts_an_attempt_per_racer(
+    start_gateway: StartGateway, simulator: Simulator, streamed: bool
+) -> None:
+    gateway = await start(
+        start_gateway,
+        simulator,
+        [ha_model(weight_a=1e6, hedge_after_ms=50)],
+        read_timeout=0.3,
+        retries={"max_attempts": 2},
+    )
+    simulator.add_fault(FaultRule("stall", model="ha-a", seconds=5))  # slow, then times out
+    simulator.add_fault(FaultRule("status", model="ha-b", status=503))  # the hedge fails fast
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        with pytest.raises(AIServiceError):
+            if streamed:
+                [c async for c in client.stream_chat(ask("ha"))]
+            else:
+                await client.chat(ask("ha"))
+    # Two attempts allowed, two racers ran: no third request to the failed hedge.
+    assert simulator.stats.total_requests == 2
+
+
 async def test_chaos_every_call_succeeds_and_retries_stay_within_budget(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
