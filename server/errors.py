@@ -21,6 +21,23 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 Trailers = tuple[tuple[str, str | bytes], ...]
 
+# Provider keys, which an upstream may echo in an error (its own or a proxy's): no
+# status leaves the gateway with one in it, whichever path made the message.
+_SECRETS: set[str] = set()
+
+
+def keep_secret(secret: str) -> None:
+    """Never let `secret` reach a caller in a status message or detail."""
+    if secret:
+        _SECRETS.add(secret)
+
+
+def scrub_secrets(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
 
 class GatewayError(Exception):
     """A refusal or failure with a gRPC status code and structured details."""
@@ -233,23 +250,21 @@ def to_rpc_status(
     error: GatewayError, extra: Trailers = ()
 ) -> tuple[grpc.StatusCode, str, Trailers]:
     """The (code, message, trailing metadata) that carry `error` to any gRPC client."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-    )
+    message = scrub_secrets(error.message)
+    metadata = {name: scrub_secrets(value) for name, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     details: Sequence[object] = [info, *error.details()]
     packed = []
     for detail in details:
         holder = any_pb2.Any()
         holder.Pack(detail)  # type: ignore[arg-type]
         packed.append(holder)
-    status = status_pb2.Status(
-        code=_CODE_NUMBERS[error.code], message=error.message, details=packed
-    )
+    status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=message, details=packed)
     trailers: Trailers = ((STATUS_DETAILS_KEY, status.SerializeToString()), *extra)
     if error.code is grpc.StatusCode.UNAVAILABLE and not error.client_may_retry:
         # gRPC's retry pushback: a negative value tells the client's policy not to retry.
         trailers = (*trailers, (RETRY_PUSHBACK_KEY, "-1"))
-    return error.code, error.message, trailers
+    return error.code, message, trailers
 
 
 async def abort(

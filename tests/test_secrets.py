@@ -8,7 +8,9 @@ import pytest
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from server.app import Gateway
+from server.errors import UpstreamUnavailable, keep_secret, to_rpc_status
 from server.observability.logging import JsonFormatter
+from server.providers.status_mapping import MAX_MESSAGE_CHARS
 from server.simulator import FaultRule, Simulator
 from tests.conftest import PROVIDER_SECRET, TEST_KEY
 
@@ -49,3 +51,28 @@ async def test_keys_never_reach_logs_or_errors(
         assert TEST_KEY not in text
         assert PROVIDER_SECRET not in text
     assert any("***" in e for e in errors)  # the 400's message was passed on, scrubbed
+
+
+async def test_a_provider_key_across_the_message_cut_leaves_no_prefix(
+    gateway: Gateway, simulator: Simulator
+) -> None:
+    # The upstream's message is cut to MAX_MESSAGE_CHARS: scrubbed first, or a key
+    # straddling the cut would survive as a prefix nothing recognises any more.
+    padding = "x" * (MAX_MESSAGE_CHARS - len(PROVIDER_SECRET) // 2)
+    simulator.add_fault(FaultRule("status", status=400, times=1, message=padding + PROVIDER_SECRET))
+    async with AsyncAIClient(gateway.address, TEST_KEY) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(HELLO)
+    assert PROVIDER_SECRET[: len(PROVIDER_SECRET) // 2] not in caught.value.message
+
+
+def test_no_status_carries_a_provider_key_whatever_made_its_message() -> None:
+    # Errors raised mid-stream, or from a 200 body, are built by the adapters without
+    # the key at hand: the one translation to a status scrubs every key it was given.
+    keep_secret("sk-registered-0123456789")
+    error = UpstreamUnavailable("upstream 'p' failed mid-stream: bad key sk-registered-0123456789")
+    error.metadata["cause"] = "sk-registered-0123456789"
+    _code, message, trailers = to_rpc_status(error)
+    assert "sk-registered" not in message
+    assert all(b"sk-registered" not in value for _, value in trailers if isinstance(value, bytes))
+    assert "***" in message

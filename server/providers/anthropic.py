@@ -148,9 +148,7 @@ class AnthropicProvider:
         await self._endpoint.aclose()
 
 
-def error_from_response(
-    response: UpstreamResponse, body: bytes, provider: str, secret: str | None
-) -> UpstreamError:
+def error_from_response(response: UpstreamResponse, body: bytes, provider: str) -> UpstreamError:
     """The gateway error for a non-200 answer: by status, except that an `overloaded_error`
     is UNAVAILABLE whatever its status (overload sometimes comes as a 429)."""
     error = error_from_status(
@@ -158,7 +156,6 @@ def error_from_response(
         body,
         retry_after=response.header("retry-after"),
         provider=provider,
-        secret=secret,
     )
     if error_type(body) == "overloaded_error" and not isinstance(error, UpstreamUnavailable):
         error = UpstreamUnavailable(error.message)

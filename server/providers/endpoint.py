@@ -13,24 +13,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from server.config import ProviderSettings
-from server.errors import UpstreamError
+from server.errors import UpstreamError, keep_secret
 from server.providers.base import parse_json_body
 from server.providers.http import HttpClient, UpstreamResponse, create_http_client
 from server.providers.status_mapping import error_from_status
 
-#: Turns a non-200 answer into the gateway's error (provider name and key for scrubbing).
-ErrorMapper = Callable[[UpstreamResponse, bytes, str, str | None], UpstreamError]
+#: Turns a non-200 answer into the gateway's error (given the provider's name).
+ErrorMapper = Callable[[UpstreamResponse, bytes, str], UpstreamError]
 
 
-def map_by_status(
-    response: UpstreamResponse, body: bytes, provider: str, secret: str | None
-) -> UpstreamError:
+def map_by_status(response: UpstreamResponse, body: bytes, provider: str) -> UpstreamError:
     return error_from_status(
-        response.status,
-        body,
-        retry_after=response.header("retry-after"),
-        provider=provider,
-        secret=secret,
+        response.status, body, retry_after=response.header("retry-after"), provider=provider
     )
 
 
@@ -60,6 +54,7 @@ class UpstreamEndpoint:
             **settings.headers,
         }
         if self._secret:
+            keep_secret(self._secret)  # whatever the upstream echoes, callers never see it
             headers.update(credentials(self._secret))
         self._headers = headers
         self._stream_headers = {**headers, "accept": stream_accept}
@@ -71,7 +66,7 @@ class UpstreamEndpoint:
         async with self._http.post(self.url, body, self._headers) as response:
             payload = await response.read()
             if response.status != 200:
-                raise self._map_error(response, payload, self.provider, self._secret)
+                raise self._map_error(response, payload, self.provider)
         return parse_json_body(payload, what)
 
     @contextlib.asynccontextmanager
@@ -80,7 +75,7 @@ class UpstreamEndpoint:
         async with self._http.post(self.url, body, self._stream_headers) as response:
             if response.status != 200:
                 payload = await response.read()
-                raise self._map_error(response, payload, self.provider, self._secret)
+                raise self._map_error(response, payload, self.provider)
             yield response
 
     async def aclose(self) -> None:

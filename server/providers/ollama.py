@@ -46,7 +46,7 @@ from server.providers.base import Deployment, parse_json_body
 from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_line_batches
 from server.providers.http import HttpClient
-from server.providers.status_mapping import message_in_error_payload
+from server.providers.status_mapping import caller_message, message_in_error_payload
 from server.providers.translation import (
     arguments_object,
     arguments_text,
@@ -214,7 +214,7 @@ def tool_calls_from_ollama(message: dict[str, Any]) -> list[ToolCall]:
 
 def response_from_ollama(payload: dict[str, Any]) -> ChatCompletionResponse:
     if "error" in payload:
-        raise ValueError(message_in_error_payload(payload))
+        raise ValueError(caller_message(message_in_error_payload(payload)))
     message = payload["message"]
     response = ChatCompletionResponse(
         id=new_id(),
@@ -249,7 +249,8 @@ class StreamTranslator:
     def feed(self, payload: dict[str, Any]) -> list[ChatCompletionChunk]:
         if "error" in payload:
             raise UpstreamUnavailable(
-                f"upstream {self.provider!r} failed mid-stream: {message_in_error_payload(payload)}"
+                f"upstream {self.provider!r} failed mid-stream: "
+                f"{caller_message(message_in_error_payload(payload))}"
             )
         chunks = []
         if not self.started:

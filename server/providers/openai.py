@@ -40,7 +40,7 @@ from server.providers.base import Deployment, parse_json_body
 from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_sse_batches
 from server.providers.http import HttpClient
-from server.providers.status_mapping import message_in_error_payload
+from server.providers.status_mapping import caller_message, message_in_error_payload
 from server.providers.translation import (
     TextRuns,
     function_parameters,
@@ -90,7 +90,7 @@ class OpenAIProvider:
                         # OpenAI reports a failure after the 200 as an error event.
                         raise UpstreamUnavailable(
                             f"upstream {self.name!r} failed mid-stream: "
-                            f"{message_in_error_payload(payload)}"
+                            f"{caller_message(message_in_error_payload(payload))}"
                         )
                     plain = _plain_text_delta(payload)
                     if plain is not None and finish is None:

@@ -1,8 +1,9 @@
 """Upstream HTTP error answers → the gateway's errors, for every provider at once.
 
 The table is DESIGN.md's "Error mapping". The upstream's own message is passed on
-(it tells the caller what was wrong with the request) with the provider key
-scrubbed out of it, and cut to a sane length.
+(it tells the caller what was wrong with the request) with every provider key
+scrubbed out of it and then cut to a sane length (`caller_message`: in that order, or
+a key across the cut would survive as a prefix).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from server.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
+    scrub_secrets,
 )
 
 MAX_MESSAGE_CHARS = 512
@@ -32,10 +34,9 @@ def error_from_status(
     *,
     retry_after: str | None,
     provider: str,
-    secret: str | None = None,
 ) -> UpstreamError:
     """The gateway error for an upstream answer with a non-2xx `status`."""
-    detail = scrub(upstream_message(body), secret)
+    detail = caller_message(upstream_message(body))
     message = f"upstream {provider!r} answered HTTP {status}: {detail}"
     if status in (400, 413, 422):
         return UpstreamInvalidRequest(message)
@@ -57,9 +58,14 @@ def upstream_message(body: bytes) -> str:
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        return _cut(text) or "(empty body)"
-    return _cut(message_in_error_payload(payload))
+        return body.decode("utf-8", "replace").strip() or "(empty body)"
+    return message_in_error_payload(payload)
+
+
+def caller_message(text: str) -> str:
+    """Upstream text fit to pass on: no provider key in it, and not too long."""
+    text = scrub_secrets(text)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
 
 
 def message_in_error_payload(payload: Any) -> str:
@@ -74,7 +80,7 @@ def message_in_error_payload(payload: Any) -> str:
             kind = error.get("type") or error.get("code")
             if isinstance(message, str):
                 return f"{message} ({kind})" if isinstance(kind, str) else message
-    return _cut(orjson.dumps(payload).decode())
+    return orjson.dumps(payload).decode()
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -90,13 +96,3 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
-
-
-def scrub(text: str, secret: str | None) -> str:
-    if secret and secret in text:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"

@@ -60,7 +60,9 @@ class _Bounded:
     def __enter__(self) -> None:
         remaining = self._budget.remaining()
         if remaining <= 0:
-            raise DeadlineExceeded("the call's deadline passed before the next wait for the upstream")
+            raise DeadlineExceeded(
+                "the call's deadline passed before the next wait for the upstream"
+            )
         task = asyncio.current_task(self._timers.loop)
         if task is None:
             raise RuntimeError("a budget bounds a task's work; no task is running")
