@@ -16,6 +16,7 @@ from tests.conftest import StartGateway
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "f", "parameters_json": "{}"}}
+DEEP_JSON = '{"a":' * 300 + "1" + "}" * 300
 
 
 def request(**fields: Any) -> ChatCompletionRequest:
@@ -60,6 +61,15 @@ BAD_REQUESTS = [
     (
         request(tools=[{"function": {"name": "f", "parameters_json": "[1]"}}]),
         "tools[0].function.parameters_json",
+    ),
+    (
+        # Valid JSON, but deeper than any schema needs and than orjson re-encodes.
+        request(tools=[{"function": {"name": "f", "parameters_json": DEEP_JSON}}]),
+        "tools[0].function.parameters_json",
+    ),
+    (
+        request(response_format={"type": "json_schema", "json_schema": DEEP_JSON}),
+        "response_format.json_schema",
     ),
     (request(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type"),
     (request(tool_choice={"mode": "sometimes"}), "tool_choice.mode"),

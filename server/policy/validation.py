@@ -31,6 +31,8 @@ Rule = Callable[[ChatCompletionRequest, Any, RequestLimits], None]
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+#: Deepest nesting of the JSON a request carries (tool parameters, arguments, schemas).
+MAX_JSON_NESTING = 64
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -202,6 +204,26 @@ def _check_json_object(path: str, text: str) -> None:
         raise InvalidRequest(path, f"is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise InvalidRequest(path, "must be a JSON object")
+    if _nesting(value) > MAX_JSON_NESTING:
+        # The adapters re-encode it for the upstream, and orjson writes no deeper than
+        # ~250 levels: refused here, by name, instead of failing there as INTERNAL.
+        raise InvalidRequest(path, f"is nested deeper than {MAX_JSON_NESTING} levels")
+
+
+def _nesting(value: object) -> int:
+    """How deep objects and arrays nest in a parsed JSON value (a scalar is 0)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 _FUNCTION_NAME_RULE = "must be 1-64 letters, digits, underscores or dashes"
