@@ -132,6 +132,15 @@ def test_a_json_response_format_is_refused_not_ignored() -> None:
     assert caught.value.field == "response_format.type"
 
 
+def test_a_temperature_above_anthropics_range_is_refused_before_any_call() -> None:
+    too_hot = ChatCompletionRequest(messages=[Message(role="user", content="hi")], temperature=1.5)
+    with pytest.raises(InvalidRequest) as caught:
+        request_body(too_hot, "m", 1024, stream=False)
+    assert caught.value.field == "temperature"
+    at_most = ChatCompletionRequest(messages=[Message(role="user", content="hi")], temperature=1)
+    assert request_body(at_most, "m", 1024, stream=False)["temperature"] == 1
+
+
 def test_documented_tool_use_response() -> None:
     response = response_from_anthropic(load_json("anthropic/tool_use_response.json"))
     assert response.id == "msg_01Aq9w938a90dw8q"

@@ -65,6 +65,8 @@ from server.providers.translation import (
 
 #: Used when neither the request nor the model's config says how many tokens to allow.
 FALLBACK_MAX_TOKENS = 1024
+#: Anthropic's temperature range is 0 to 1 (the Messages API reference).
+MAX_TEMPERATURE = 1.0
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -186,6 +188,12 @@ def request_body(
         raise InvalidRequest(
             "response_format.type",
             f"{request.response_format.type!r} is not supported by Anthropic models",
+        )
+    if request.HasField("temperature") and request.temperature > MAX_TEMPERATURE:
+        # The gateway takes OpenAI's 0-2; Anthropic's is 0-1: refused before a call.
+        raise InvalidRequest(
+            "temperature",
+            f"is {request.temperature:g}; Anthropic models take 0 to {MAX_TEMPERATURE:g}",
         )
     system, messages = messages_to_anthropic(request.messages)
     body: dict[str, Any] = {
