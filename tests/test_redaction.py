@@ -26,6 +26,10 @@ CASES = [
     ("card 4111-1111-1111-1111", ["CREDIT_CARD"]),
     ("card 378282246310005", ["CREDIT_CARD"]),
     ("order 1234567812345678 fails Luhn", []),
+    # A candidate failing its check hides neither another kind at its start nor a
+    # valid one of its own kind inside it.
+    ("call me at 0044 20 7946 0958", ["PHONE"]),
+    ("qty 3 4111 1111 1111 1111", ["CREDIT_CARD"]),
     ("ssn 123-45-6789", ["US_SSN"]),
     ("ssn 000-45-6789 is never issued", []),
     ("call +1 415-555-2671", ["PHONE"]),

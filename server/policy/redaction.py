@@ -59,16 +59,52 @@ class Redactor:
         self._pattern = re.compile(
             "|".join(f"(?P<{group}>{d.pattern})" for group, d in self._detectors.items())
         )
+        # Each alone, in the same order: for where the combined scan's first candidate
+        # fails its check but another kind starts at the same place.
+        self._each = [(re.compile(d.pattern), d) for d in self._detectors.values()]
+        self._own = {id(d): pattern for pattern, d in self._each}
 
     def find(self, text: str) -> list[Finding]:
         findings = []
-        for match in self._pattern.finditer(text):
+        at = 0
+        while (match := self._pattern.search(text, at)) is not None:
             group = match.lastgroup
             assert group is not None
             detector = self._detectors[group]
             if detector.check is None or detector.check(match.group()):
-                findings.append(Finding(detector.kind, match.start(), match.end()))
+                found: Finding | None = Finding(detector.kind, match.start(), match.end())
+            else:
+                # A candidate that only looked alike (a 14-digit run failing Luhn) must
+                # not hide what it overlaps: another kind at its start (that run is a
+                # phone number), or one of its own kind inside it (a card after `3 `).
+                found = self._other_kind_at(text, match.start(), detector)
+                found = found or self._own_kind_within(text, match, detector)
+            if found is None:
+                at = max(match.end(), match.start() + 1)
+                continue
+            findings.append(found)
+            at = max(found.end, found.start + 1)
         return findings
+
+    def _other_kind_at(self, text: str, start: int, failed: Detector) -> Finding | None:
+        for pattern, detector in self._each:
+            if detector is failed:
+                continue
+            match = pattern.match(text, start)
+            if match and (detector.check is None or detector.check(match.group())):
+                return Finding(detector.kind, start, match.end())
+        return None
+
+    def _own_kind_within(
+        self, text: str, failed: re.Match[str], detector: Detector
+    ) -> Finding | None:
+        pattern = self._own[id(detector)]
+        match = pattern.search(text, failed.start() + 1)
+        if match is None or match.start() >= failed.end():
+            return None
+        if detector.check is None or detector.check(match.group()):
+            return Finding(detector.kind, match.start(), match.end())
+        return None
 
     def redact(self, text: str, findings: Sequence[Finding] | None = None) -> str:
         findings = self.find(text) if findings is None else findings
