@@ -107,7 +107,7 @@ class Gateway:
         providers = {
             p.name: previous[p.name]
             if p.name in previous and kept_settings.get(p.name) == p
-            else create_provider(p, config.models)
+            else create_provider(p)
             for p in config.providers
         }
         resilience = config.resilience

@@ -76,7 +76,9 @@ class Dispatcher:
         def attempt(
             handle: DeploymentHandle, admission: Admission
         ) -> Awaitable[ChatCompletionResponse]:
-            return guarded_complete(handle, admission, request, budget)  # no coroutine of its own
+            default = self._router.default_max_tokens(route, handle)
+            # No coroutine of its own: the guarded attempt is awaited directly.
+            return guarded_complete(handle, admission, request, budget, default)
 
         return await self._run(route, budget, attempt, discard=None)
 
@@ -88,7 +90,8 @@ class Dispatcher:
         async def attempt(
             handle: DeploymentHandle, admission: Admission
         ) -> tuple[ChatCompletionChunk, ChunkStream]:
-            stream = guarded_stream(handle, admission, request, budget)
+            default = self._router.default_max_tokens(route, handle)
+            stream = guarded_stream(handle, admission, request, budget, default)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -318,6 +321,7 @@ async def guarded_complete(
     admission: Admission,
     request: ChatCompletionRequest,
     budget: Budget,
+    default_max_tokens: int | None = None,
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
     with ObservedAttempt(handle) as attempt:
@@ -326,7 +330,9 @@ async def guarded_complete(
         started = time.perf_counter()
         try:
             with _Verdict(handle, admission):
-                response = await handle.provider.complete(request, handle.target)
+                response = await handle.provider.complete(
+                    request, handle.target, default_max_tokens
+                )
         finally:
             if attempt is not None:
                 attempt.upstream_seconds = time.perf_counter() - started
@@ -341,13 +347,14 @@ async def guarded_stream(
     admission: Admission,
     request: ChatCompletionRequest,
     budget: Budget,
+    default_max_tokens: int | None = None,
 ) -> ChunkStream:
     """One streaming attempt; the slot is held until the stream ends or is closed."""
     with ObservedAttempt(handle) as attempt:
         if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
             await _wait_for_slot(handle, admission, budget)
         with _Verdict(handle, admission):
-            stream = handle.provider.stream(request, handle.target)
+            stream = handle.provider.stream(request, handle.target, default_max_tokens)
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()
                 async for chunk in chunks:

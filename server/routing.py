@@ -148,6 +148,17 @@ class Router:
             ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
         return ordered
 
+    def default_max_tokens(self, route: ModelRoute, handle: DeploymentHandle) -> int:
+        """The max_tokens `handle` is sent for `route` when the request sets none: that
+        of the model it serves for the call (`route`'s own, or the first fallback's
+        that uses it). Deployments are shared between models; their defaults are not."""
+        if not route.uses(handle):
+            for name in route.model.fallbacks:
+                fallback = self._routes[name]
+                if fallback.uses(handle):
+                    return fallback.model.effective_default_max_tokens
+        return route.model.effective_default_max_tokens
+
     def _balanced(self, route: ModelRoute) -> list[DeploymentHandle]:
         deployments = route.deployments
         if len(deployments) == 1:

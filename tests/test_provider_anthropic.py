@@ -6,6 +6,7 @@ import grpc
 import orjson
 import pytest
 
+from client import AsyncAIClient
 from protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -16,12 +17,11 @@ from protos.ai_service_pb2 import (
     ToolCall,
     ToolChoice,
 )
-from server.config import ModelSettings
 from server.errors import GatewayError, InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
-from server.providers import create_provider
 from server.providers.anthropic import AnthropicProvider, request_body, response_from_anthropic
 from server.providers.base import Deployment
-from server.simulator import Simulator, SimulatorConfig
+from server.simulator import FaultRule, Simulator
+from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
 
 DEPLOYMENT = Deployment("anthropic-docs", "claude-opus-4-1-20250805")
@@ -257,30 +257,40 @@ async def test_rate_limit_error_carries_retry_after() -> None:
     assert caught.value.retry_after == 12.0
 
 
-async def test_the_models_default_max_tokens_is_sent_when_the_request_has_none() -> None:
-    async with Simulator(SimulatorConfig()) as sim:
-        provider = create_provider(
-            settings("anthropic", base_url=sim.base_url),
-            [
-                ModelSettings(
-                    name="claude",
-                    provider="anthropic-docs",
-                    upstream_model="c-1",
-                    default_max_tokens=77,
-                ),
-                ModelSettings(
-                    name="capped",
-                    provider="anthropic-docs",
-                    upstream_model="c-2",
-                    max_output_tokens=10,
-                ),
-            ],
-        )
-        try:
-            request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
-            await provider.complete(request, Deployment("anthropic-docs", "c-1"))
-            assert sim.stats.received[-1].body["max_tokens"] == 77
-            await provider.complete(request, Deployment("anthropic-docs", "c-2"))
-            assert sim.stats.received[-1].body["max_tokens"] == 10  # capped by max_output_tokens
-        finally:
-            await provider.aclose()
+async def test_each_model_sends_its_own_default_max_tokens_on_a_shared_deployment(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # Two public models on one Anthropic deployment: each request that sets no
+    # max_tokens gets its own model's default (capped by its max_output_tokens).
+    shared = {"provider": "claude", "upstream_model": "claude-x"}
+    gateway = await start_gateway(
+        auth={"keys": [{"name": "tester", "key": TEST_KEY}]},
+        providers=[
+            {
+                "name": "claude",
+                "kind": "anthropic",
+                "base_url": simulator.base_url,
+                "api_key": PROVIDER_KEY_REF,
+            }
+        ],
+        models=[
+            {"name": "long", **shared, "default_max_tokens": 4000},
+            {"name": "short", **shared, "max_output_tokens": 100},
+            {
+                "name": "fallen",
+                "provider": "claude",
+                "upstream_model": "down",
+                "fallbacks": ["short"],
+            },
+        ],
+    )
+    simulator.add_fault(FaultRule("status", model="down", status=503))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        sent = {}
+        for model in ("long", "short", "fallen"):
+            await client.chat(
+                ChatCompletionRequest(model=model, messages=[Message(role="user", content="hi")])
+            )
+            sent[model] = simulator.stats.received[-1].body["max_tokens"]
+    # The fallback is served as `short`, so with short's default.
+    assert sent == {"long": 4000, "short": 100, "fallen": 100}

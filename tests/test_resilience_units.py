@@ -199,7 +199,9 @@ class _Provider:
         self.outcome: BaseException | None = None
         self.release = asyncio.Event()
 
-    async def complete(self, request: object, target: object) -> ChatCompletionResponse:
+    async def complete(
+        self, request: object, target: object, default_max_tokens: int | None = None
+    ) -> ChatCompletionResponse:
         if self.outcome is not None:
             raise self.outcome
         await self.release.wait()

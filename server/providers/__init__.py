@@ -8,9 +8,7 @@ share (`translation.py`) live once beside them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from server.config import ModelSettings, ProviderSettings
+from server.config import ProviderSettings
 from server.providers.anthropic import AnthropicProvider
 from server.providers.base import Deployment, Provider
 from server.providers.ollama import OllamaProvider
@@ -19,22 +17,12 @@ from server.providers.openai import OpenAIProvider
 __all__ = ["Deployment", "Provider", "create_provider"]
 
 
-def create_provider(settings: ProviderSettings, models: Iterable[ModelSettings] = ()) -> Provider:
-    """The adapter for a configured provider, with its own pooled HTTP client.
-
-    `models` are the configured models; those served by this provider give their
-    `default_max_tokens` (sent when a request sets none, where the API requires it).
-    """
+def create_provider(settings: ProviderSettings) -> Provider:
+    """The adapter for a configured provider, with its own pooled HTTP client."""
     if settings.kind == "openai":
         return OpenAIProvider(settings)
     if settings.kind == "anthropic":
-        defaults = {
-            target.upstream_model: model.effective_default_max_tokens
-            for model in models
-            for target in model.targets
-            if target.provider == settings.name
-        }
-        return AnthropicProvider(settings, default_max_tokens=defaults)
+        return AnthropicProvider(settings)
     if settings.kind == "ollama":
         return OllamaProvider(settings)
     raise ValueError(f"unknown provider kind {settings.kind!r}")  # config validation prevents it

@@ -30,7 +30,7 @@ clearer than the status: an `overloaded_error` is UNAVAILABLE whatever the statu
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import orjson
@@ -101,8 +101,6 @@ class AnthropicProvider:
         self,
         settings: ProviderSettings,
         http: HttpClient | None = None,
-        *,
-        default_max_tokens: Mapping[str, int] | None = None,
     ) -> None:
         self.name = settings.name
         self._endpoint = UpstreamEndpoint(
@@ -114,25 +112,24 @@ class AnthropicProvider:
             map_error=error_from_response,
             http=http,
         )
-        # upstream model → max_tokens sent when the request sets none (the API requires one).
-        self._default_max_tokens = dict(default_max_tokens or {})
-
-    def _body(self, request: ChatCompletionRequest, deployment: Deployment, stream: bool) -> bytes:
-        model = deployment.upstream_model
-        default = self._default_max_tokens.get(model, FALLBACK_MAX_TOKENS)
-        return orjson.dumps(request_body(request, model, default, stream=stream))
 
     async def complete(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,
     ) -> ChatCompletionResponse:
-        body = self._body(request, deployment, stream=False)
+        body = _body(request, deployment, default_max_tokens, stream=False)
         payload = await self._endpoint.fetch(body, "a message")
         return translate_failure(response_from_anthropic, payload)
 
     async def stream(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = self._body(request, deployment, stream=True)
+        body = _body(request, deployment, default_max_tokens, stream=True)
         async with self._endpoint.stream(body) as response:
             translator = StreamTranslator(self.name)
             async for events in iter_sse_batches(response.iter_bytes()):
@@ -148,6 +145,19 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()
+
+
+def _body(
+    request: ChatCompletionRequest,
+    deployment: Deployment,
+    default_max_tokens: int | None,
+    *,
+    stream: bool,
+) -> bytes:
+    # The API requires max_tokens: the request's, else the serving model's default.
+    default = FALLBACK_MAX_TOKENS if default_max_tokens is None else default_max_tokens
+    model = deployment.upstream_model
+    return orjson.dumps(request_body(request, model, default, stream=stream))
 
 
 def error_from_response(response: UpstreamResponse, body: bytes, provider: str) -> UpstreamError:

@@ -34,12 +34,21 @@ class Provider(Protocol):
     name: str
     kind: str
 
+    # `default_max_tokens`: the serving model's, sent when the request sets none where
+    # the API requires a max_tokens (Anthropic); None for the adapter's own fallback.
+
     async def complete(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,
     ) -> ChatCompletionResponse: ...
 
     def stream(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Chunks as they arrive; the last carries finish_reason and usage.
 

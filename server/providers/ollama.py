@@ -81,14 +81,20 @@ class OllamaProvider:
         )
 
     async def complete(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
         payload = await self._endpoint.fetch(body, "a chat answer")
         return translate_failure(response_from_ollama, payload)
 
     async def stream(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
         async with self._endpoint.stream(body) as response:

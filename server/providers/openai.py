@@ -64,14 +64,20 @@ class OpenAIProvider:
         )
 
     async def complete(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
         payload = await self._endpoint.fetch(body, "a completion")
         return translate_failure(response_from_openai, payload)
 
     async def stream(
-        self, request: ChatCompletionRequest, deployment: Deployment
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
         async with self._endpoint.stream(body) as response:
