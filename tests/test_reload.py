@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from server.config import load_config
 from server.resilience import Admission, CircuitState
 from server.simulator import Simulator, SimulatorConfig
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
-from tests.test_process import gateway_argv, spawn, start_simulator, wait_serving
+from tests.test_process import Process, gateway_argv, spawn, start_simulator, wait_serving
 
 NEW_KEY = "new-key-0123456789"
 
@@ -146,7 +148,11 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
     assert second.stats.total_requests == 1
 
 
-def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def gateway_process(
+    tmp_path: Path, workers: int
+) -> Iterator[tuple[Process, Path, dict[str, Any], str]]:
+    """`python -m server` on a config file (the process, the file, its tree, the address)."""
     simulator, sim_url = start_simulator(tmp_path)
     gateway = None
     try:
@@ -154,10 +160,21 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         path = write_config(tmp_path / "config.yaml", tree)
         address = f"127.0.0.1:{free_port()}"
         gateway = spawn(
-            gateway_argv("--config", str(path), "--listen", address, "--workers", "2"),
+            gateway_argv("--config", str(path), "--listen", address, "--workers", str(workers)),
             tmp_path,
             "gateway",
         )
+        yield gateway, path, tree, address
+        gateway.popen.send_signal(signal.SIGTERM)
+        assert gateway.popen.wait(timeout=30) == 0
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        simulator.kill()
+
+
+def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
+    with gateway_process(tmp_path, workers=2) as (gateway, path, tree, address):
         wait_serving(address, gateway)
         assert _code(address, TEST_KEY) is grpc.StatusCode.OK
         write_config(path, revised(tree))
@@ -169,12 +186,6 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         # Over many new connections (both workers): the old key is gone, the new one works.
         assert {_code(address, TEST_KEY) for _ in range(12)} == {grpc.StatusCode.UNAUTHENTICATED}
         assert _code(address, NEW_KEY) is grpc.StatusCode.OK
-        gateway.popen.send_signal(signal.SIGTERM)
-        assert gateway.popen.wait(timeout=30) == 0
-    finally:
-        if gateway is not None:
-            gateway.kill()
-        simulator.kill()
 
 
 def _code(address: str, key: str) -> grpc.StatusCode:
@@ -257,24 +268,8 @@ async def test_providers_a_reload_retired_are_closed_when_the_gateway_stops_firs
 
 
 def test_a_sighup_while_the_gateway_starts_does_not_kill_it(tmp_path: Path) -> None:
-    simulator, sim_url = start_simulator(tmp_path)
-    gateway = None
-    try:
-        tree = config_tree(sim_url)
-        path = write_config(tmp_path / "config.yaml", tree)
-        address = f"127.0.0.1:{free_port()}"
-        gateway = spawn(
-            gateway_argv("--config", str(path), "--listen", address, "--workers", "1"),
-            tmp_path,
-            "gateway",
-        )
+    with gateway_process(tmp_path, workers=1) as (gateway, _path, _tree, address):
         time.sleep(0.1)  # still importing: before this round, the signal killed it here
         gateway.popen.send_signal(signal.SIGHUP)
         wait_serving(address, gateway)
         assert gateway.popen.poll() is None
-        gateway.popen.send_signal(signal.SIGTERM)
-        assert gateway.popen.wait(timeout=30) == 0
-    finally:
-        if gateway is not None:
-            gateway.kill()
-        simulator.kill()
