@@ -250,9 +250,10 @@ class Gateway:
 
         async def close() -> None:
             await asyncio.sleep(after)
+            await asyncio.gather(*(p.aclose() for p in providers))
+            # Only now: a stop that cut the close short closes them again itself.
             for provider in providers:
                 self._retired.remove(provider)
-            await asyncio.gather(*(p.aclose() for p in providers))
 
         self._retired += providers
         if providers:

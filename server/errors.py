@@ -22,14 +22,19 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 Trailers = tuple[tuple[str, str | bytes], ...]
 
 # Provider keys, which an upstream may echo in an error (its own or a proxy's): no
-# status leaves the gateway with one in it, whichever path made the message.
-_SECRETS: set[str] = set()
+# status leaves the gateway with one in it, whichever path made the message. Longest
+# first, so a key that starts with another is replaced whole.
+_SECRETS: list[str] = []
+#: Shorter "keys" are placeholders (`EMPTY` for vLLM, `ollama`), not credentials; hiding
+#: them would garble every message that names, say, the provider `ollama`.
+MIN_SECRET_CHARS = 8
 
 
 def keep_secret(secret: str) -> None:
     """Never let `secret` reach a caller in a status message or detail."""
-    if secret:
-        _SECRETS.add(secret)
+    if len(secret) >= MIN_SECRET_CHARS and secret not in _SECRETS:
+        _SECRETS.append(secret)
+        _SECRETS.sort(key=len, reverse=True)
 
 
 def scrub_secrets(text: str) -> str:

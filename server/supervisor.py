@@ -88,7 +88,7 @@ class Supervisor:
                 worker.process.send_signal(signal.SIGHUP)
 
     def _spawn(self, slot: int, early_deaths: int = 0) -> _Worker:
-        process = subprocess.Popen(self._argv, env=self._env, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(self._argv, env=self._env, preexec_fn=_prepare_worker)
         log.info("worker started", extra={"slot": slot, "pid": process.pid})
         return _Worker(slot, process, early_deaths=early_deaths)
 
@@ -133,9 +133,16 @@ def _forget_metrics_of(pid: int, directory: str) -> None:
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
-def _die_with_parent() -> None:
-    """In the worker, before exec: SIGTERM it (a graceful drain) if the supervisor dies,
-    even by SIGKILL, so no worker is ever left orphaned holding the port."""
+def _prepare_worker() -> None:
+    """In the worker, before exec.
+
+    SIGHUP is ignored from the start (an ignored signal stays ignored across exec):
+    a reload passed on while the worker is still starting must not kill it, and the
+    worker reads the config file afresh anyway. The gateway handles SIGHUP once it runs.
+    Then the worker is SIGTERMed (a graceful drain) if the supervisor dies, even by
+    SIGKILL, so no worker is ever left orphaned holding the port.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if sys.platform != "linux":
         return
     import ctypes

@@ -30,6 +30,8 @@ CASES = [
     # valid one of its own kind inside it.
     ("call me at 0044 20 7946 0958", ["PHONE"]),
     ("qty 3 4111 1111 1111 1111", ["CREDIT_CARD"]),
+    ("qty 3 5 4111 1111 1111 1111", ["CREDIT_CARD"]),
+    ("card 4111 1111 1111 1111 7 items", ["CREDIT_CARD"]),
     ("ssn 123-45-6789", ["US_SSN"]),
     ("ssn 000-45-6789 is never issued", []),
     ("call +1 415-555-2671", ["PHONE"]),

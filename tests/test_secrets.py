@@ -76,3 +76,13 @@ def test_no_status_carries_a_provider_key_whatever_made_its_message() -> None:
     assert "sk-registered" not in message
     assert all(b"sk-registered" not in value for _, value in trailers if isinstance(value, bytes))
     assert "***" in message
+
+
+def test_a_key_that_starts_with_another_is_scrubbed_whole_and_placeholders_are_left() -> None:
+    keep_secret("sk-shared-prefix-01")
+    keep_secret("sk-shared-prefix-01-and-its-longer-tail")
+    keep_secret("ollama")  # a placeholder, not a credential: provider names stay readable
+    message = to_rpc_status(
+        UpstreamUnavailable("upstream 'ollama' echoed sk-shared-prefix-01-and-its-longer-tail")
+    )[1]
+    assert message == "upstream 'ollama' echoed ***"

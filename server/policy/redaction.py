@@ -51,6 +51,12 @@ class Finding:
     end: int
 
 
+#: A failed candidate is taken apart only if it is this short (cards, phones, IBANs
+#: are), and at most this many times per text: the scan stays linear on any input.
+_MAX_RESCAN_CHARS = 48
+_MAX_RESCANS = 64
+
+
 class Redactor:
     """The configured detectors, scanned in one pass where they can be combined."""
 
@@ -62,23 +68,23 @@ class Redactor:
         # Each alone, in the same order: for where the combined scan's first candidate
         # fails its check but another kind starts at the same place.
         self._each = [(re.compile(d.pattern), d) for d in self._detectors.values()]
-        self._own = {id(d): pattern for pattern, d in self._each}
 
     def find(self, text: str) -> list[Finding]:
         findings = []
+        rescans = _MAX_RESCANS
         at = 0
         while (match := self._pattern.search(text, at)) is not None:
             group = match.lastgroup
             assert group is not None
             detector = self._detectors[group]
+            found: Finding | None = None
             if detector.check is None or detector.check(match.group()):
-                found: Finding | None = Finding(detector.kind, match.start(), match.end())
-            else:
+                found = Finding(detector.kind, match.start(), match.end())
+            elif rescans > 0:
                 # A candidate that only looked alike (a 14-digit run failing Luhn) must
-                # not hide what it overlaps: another kind at its start (that run is a
-                # phone number), or one of its own kind inside it (a card after `3 `).
-                found = self._other_kind_at(text, match.start(), detector)
-                found = found or self._own_kind_within(text, match, detector)
+                # not hide what it overlaps: a phone number, or a card after `3 `.
+                rescans -= 1
+                found = self._within(text, match.start(), match.end(), detector)
             if found is None:
                 at = max(match.end(), match.start() + 1)
                 continue
@@ -86,24 +92,26 @@ class Redactor:
             at = max(found.end, found.start + 1)
         return findings
 
-    def _other_kind_at(self, text: str, start: int, failed: Detector) -> Finding | None:
-        for pattern, detector in self._each:
-            if detector is failed:
-                continue
-            match = pattern.match(text, start)
-            if match and (detector.check is None or detector.check(match.group())):
-                return Finding(detector.kind, start, match.end())
-        return None
-
-    def _own_kind_within(
-        self, text: str, failed: re.Match[str], detector: Detector
-    ) -> Finding | None:
-        pattern = self._own[id(detector)]
-        match = pattern.search(text, failed.start() + 1)
-        if match is None or match.start() >= failed.end():
+    def _within(self, text: str, start: int, end: int, failed: Detector) -> Finding | None:
+        """The earliest, then longest, valid finding inside a failed candidate's span,
+        tried between the span's word boundaries: of any kind where the span starts,
+        and further in of the failed kind only (the digits inside a bad IBAN are no
+        phone number)."""
+        if end - start > _MAX_RESCAN_CHARS:
             return None
-        if detector.check is None or detector.check(match.group()):
-            return Finding(detector.kind, match.start(), match.end())
+        span = range(start, end)
+        starts = [
+            p for p in span if p == start or (text[p - 1].isspace() and not text[p].isspace())
+        ]
+        ends = [q for q in reversed(span) if q > start and text[q].isspace()]
+        for first in starts:
+            for last in (end, *(q for q in ends if q > first)):
+                for pattern, detector in self._each:
+                    if first != start and detector is not failed:
+                        continue
+                    match = pattern.fullmatch(text, first, last)
+                    if match and (detector.check is None or detector.check(match.group())):
+                        return Finding(detector.kind, first, last)
         return None
 
     def redact(self, text: str, findings: Sequence[Finding] | None = None) -> str:

@@ -174,9 +174,6 @@ class _Connection(asyncio.Protocol):
         self._header_pairs.clear()
         self._chunks.clear()
         self._buffered = 0
-        # The last answer may have ended with reading paused (its reader left before
-        # taking a full buffer): this one must be read.
-        self._resume()
         self.status, self.headers = 0, {}
         self.headers_done = self.complete = False
         self.error = None
@@ -201,12 +198,14 @@ class _Connection(asyncio.Protocol):
 
     def take_chunks(self) -> list[bytes]:
         chunks = list(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        self._resume()
+        self.drop_unread()
         return chunks
 
-    def _resume(self) -> None:
+    def drop_unread(self) -> None:
+        """Forget what was read ahead and read on: a connection going back to the pool
+        must notice its upstream closing it, and read its next answer."""
+        self._chunks.clear()
+        self._buffered = 0
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -478,6 +477,9 @@ class H1Client:
 
     def _release(self, pool: _Pool, conn: _Connection) -> None:
         if conn.keep_alive() and not self._closed and len(pool.idle) < self._max_idle:
+            # The answer is whole, but its reader may have left before taking the last
+            # of it, with reading paused at the read-ahead limit.
+            conn.drop_unread()
             conn.idle_since = asyncio.get_running_loop().time()
             pool.idle.append(conn)
             pool.wake_one()
