@@ -111,6 +111,8 @@ class Router:
                 weighted.append(WeightedDeployment(handle, settings.weight))
             self._routes[model.name] = ModelRoute(model, tuple(weighted))
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
+        # Built once here, read on every attempt (see `default_max_tokens`).
+        self._max_tokens = {name: self._defaults_of(route) for name, route in self._routes.items()}
 
     @property
     def routes(self) -> tuple[ModelRoute, ...]:
@@ -152,12 +154,16 @@ class Router:
         """The max_tokens `handle` is sent for `route` when the request sets none: that
         of the model it serves for the call (`route`'s own, or the first fallback's
         that uses it). Deployments are shared between models; their defaults are not."""
-        if not route.uses(handle):
-            for name in route.model.fallbacks:
-                fallback = self._routes[name]
-                if fallback.uses(handle):
-                    return fallback.model.effective_default_max_tokens
-        return route.model.effective_default_max_tokens
+        return self._max_tokens[route.name][handle]
+
+    def _defaults_of(self, route: ModelRoute) -> dict[DeploymentHandle, int]:
+        """Every candidate of `route` → its default max_tokens for `route`'s calls."""
+        serving = (route, *(self._routes[name] for name in route.model.fallbacks))
+        defaults: dict[DeploymentHandle, int] = {}
+        for model_route in reversed(serving):  # the earlier model wins a shared deployment
+            for deployment in model_route.deployments:
+                defaults[deployment.handle] = model_route.model.effective_default_max_tokens
+        return defaults
 
     def _balanced(self, route: ModelRoute) -> list[DeploymentHandle]:
         deployments = route.deployments
