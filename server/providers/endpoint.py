@@ -46,16 +46,16 @@ class UpstreamEndpoint:
     ) -> None:
         self.provider = settings.name
         self.url = settings.base_url.rstrip("/") + path
-        self._secret = settings.api_key.get_secret_value() if settings.api_key else None
+        secret = settings.api_key.get_secret_value() if settings.api_key else None
         headers = {
             "content-type": "application/json",
             "accept": "application/json",
             **(extra_headers or {}),
             **settings.headers,
         }
-        if self._secret:
-            keep_secret(self._secret)  # whatever the upstream echoes, callers never see it
-            headers.update(credentials(self._secret))
+        if secret:
+            keep_secret(secret)  # whatever the upstream echoes, callers never see it
+            headers.update(credentials(secret))
         self._headers = headers
         self._stream_headers = {**headers, "accept": stream_accept}
         self._map_error = map_error
