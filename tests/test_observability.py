@@ -339,6 +339,42 @@ async def test_a_stream_refused_at_once_still_gets_its_request_id_and_its_status
     assert simulator.stats.total_requests == upstream_calls
 
 
+async def test_a_stream_cancelled_or_timed_out_mid_send_is_counted_as_such(
+    start_gateway: StartGateway,
+) -> None:
+    # From a zero-latency upstream the stream's task spends its time in grpc.aio's send,
+    # so that is where most cancels land: grpc then closes the stream at its `yield`.
+    gateway = await start_gateway(observability=METRICS_ON_ANY_PORT)
+    auth = ("authorization", f"Bearer {TEST_KEY}")
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        for _ in range(20):
+            stream = stub.StreamChatCompletion(ask("/tokens 5000"), metadata=(auth,))
+            await stream.read()
+            stream.cancel()
+        for _ in range(5):
+            stream = stub.StreamChatCompletion(
+                ask("/tokens 1000000"), metadata=(auth,), timeout=0.2
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                [chunk async for chunk in stream]
+            assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(100):
+            samples = await scrape(gateway)
+            if value(samples, "ai_gateway_calls_in_flight") == 0:
+                break
+            await asyncio.sleep(0.05)
+    ended = {
+        dict(labels)["code"]: count
+        for (name, labels), count in samples.items()
+        if name == "ai_gateway_requests_total"
+    }
+    # A stream may finish before its cancel arrives; none is lost or UNKNOWN.
+    assert set(ended) <= {"CANCELLED", "OK", "DEADLINE_EXCEEDED"}, ended
+    assert ended.get("CANCELLED", 0) + ended.get("OK", 0) == 20
+    assert ended["CANCELLED"] > 0 and ended["DEADLINE_EXCEEDED"] == 5
+
+
 async def test_a_stream_answered_at_once_waits_for_its_request_id_and_a_cancelled_one_ends(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:

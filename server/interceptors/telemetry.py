@@ -216,8 +216,13 @@ def _end(call: CallRecord, context: Context, error: BaseException | None) -> Non
     if error is None:
         call.end(grpc.StatusCode.OK, "")
         return
-    if isinstance(error, asyncio.CancelledError):
-        call.end(grpc.StatusCode.CANCELLED, "CANCELLED")
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        # The call was cancelled: while it waited (CancelledError), or while grpc.aio
+        # sent a stream's chunk, when grpc closes the stream at its `yield`. Past the
+        # deadline it is gRPC's deadline that ended it, and the caller saw that.
+        deadline_passed = context.time_remaining() == 0
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if deadline_passed else grpc.StatusCode.CANCELLED
+        call.end(code, code.name)
         return
     code = context.code()
     if not isinstance(code, grpc.StatusCode):
