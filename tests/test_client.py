@@ -167,7 +167,9 @@ class EchoService(ai_service_pb2_grpc.AIServiceServicer):
                 for sequence in range(1_000_000):
                     yield _chunk(sequence, "tick ")
                     await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):
+                # GeneratorExit: the cancel landed in grpc.aio's send of a chunk, and
+                # grpc closed this stream at its `yield`.
                 self.recorder.cancel_event(prompt).set()
                 raise
             return
