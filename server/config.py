@@ -225,6 +225,10 @@ class ProviderSettings(_Strict):
     pool: PoolSettings = Field(default_factory=PoolSettings)
     #: kind anthropic: the `anthropic-version` header sent with every call.
     anthropic_version: str = Field("2023-06-01", min_length=1)
+    #: kind openai: the request field that carries `max_tokens`. OpenAI deprecated
+    #: `max_tokens` and its reasoning models (o-series, gpt-5) refuse it; `max_tokens`
+    #: is for compatible servers that only know the old name.
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
 
     @model_validator(mode="before")
     @classmethod

@@ -18,7 +18,7 @@ def ask(text: str, **params: object) -> ChatCompletionRequest:
 
 
 def expected(request: ChatCompletionRequest) -> object:
-    return plan_reply(request_body(request, "sim-gpt-1", stream=False))
+    return plan_reply(request_body(request, "sim-gpt-1", "max_tokens", stream=False))
 
 
 async def test_unary_answer_arrives_intact_with_usage_and_serving_deployment(

@@ -69,6 +69,14 @@ def test_request_is_the_documented_tool_use_round_trip() -> None:
     assert body == load_json("anthropic/tool_use_request.json")
 
 
+def test_a_tool_choice_without_tools_is_left_out() -> None:
+    # Anthropic answers 400 to a `tool_choice` without `tools`, even `none`.
+    request = weather_conversation()
+    del request.tools[:]
+    request.tool_choice.mode = "none"
+    assert "tool_choice" not in request_body(request, "m", 1024, stream=False)
+
+
 def test_consecutive_same_role_messages_are_merged_tool_results_first() -> None:
     request = weather_conversation()
     request.messages.append(Message(role="user", content="And in Celsius?"))

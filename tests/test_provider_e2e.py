@@ -79,7 +79,7 @@ def ask(model: str, text: str, **params: Any) -> ChatCompletionRequest:
 
 def planned_prompt_tokens(request: ChatCompletionRequest) -> int:
     """What the simulator counts for this conversation, whatever the wire format."""
-    return plan_reply(request_body(request, "any", stream=False)).prompt_tokens
+    return plan_reply(request_body(request, "any", "max_tokens", stream=False)).prompt_tokens
 
 
 async def streamed(client: AsyncAIClient, request: ChatCompletionRequest) -> list[Any]:
@@ -270,11 +270,38 @@ async def test_each_provider_gets_its_own_wire_request(
     }
 
 
+@each_model
+async def test_a_tool_choice_without_tools_reaches_no_provider(
+    client: AsyncAIClient, simulator: Simulator, model: str
+) -> None:
+    # OpenAI and Anthropic answer 400 to one (the simulator too); without tools it means
+    # nothing, so it is left out.
+    response = await client.chat(ask(model, "hi", tool_choice=ToolChoice(mode="none")))
+    assert response.choices[0].message.content == "You said: hi"
+    assert "tool_choice" not in simulator.stats.received[-1].body
+
+
+async def test_a_reasoning_model_gets_max_completion_tokens(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # A key's output cap sets max_tokens on every call; OpenAI's reasoning models refuse
+    # the deprecated field (and the simulator does as they do).
+    tree = config_tree(simulator.base_url)
+    tree["models"] = [{"name": "reasoner", "provider": "simulator", "upstream_model": "gpt-5-mini"}]
+    tree["auth"]["keys"] = [{"name": "tester", "key": TEST_KEY, "max_output_tokens": 50}]
+    gateway = await start_gateway(parse_config(tree, env=TEST_ENV))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        response = await client.chat(ask("reasoner", "hi"))
+    assert response.choices[0].message.content == "You said: hi"
+    assert simulator.stats.received[-1].body["max_completion_tokens"] == 50
+
+
 # Each error class, through each provider: the simulator answers in the provider's own
 # error shape, the adapter and the shared mapping turn it into DESIGN.md's status.
 ERROR_CASES = [
     (FaultRule("status", status=400, message="bad thing"), "INVALID_ARGUMENT"),
     (FaultRule("status", status=401), "INTERNAL"),
+    (FaultRule("status", status=402), "INTERNAL"),  # Anthropic's billing_error
     (FaultRule("status", status=404), "NOT_FOUND"),
     (FaultRule("status", status=408), "DEADLINE_EXCEEDED"),
     (FaultRule("status", status=429, retry_after=7), "RESOURCE_EXHAUSTED"),

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
     ChatCompletionRequest,
     FunctionDefinition,
     Message,
@@ -58,7 +59,7 @@ def test_request_carries_tools_choice_stop_seed_and_response_format() -> None:
             type="json_schema", schema_name="weather", json_schema='{"type": "object"}', strict=True
         ),
     )
-    body = request_body(request, "gpt-4o-mini", stream=True)
+    body = request_body(request, "gpt-4o-mini", "max_completion_tokens", stream=True)
     assert body["messages"][1] == {
         "role": "assistant",
         "content": None,
@@ -153,3 +154,74 @@ async def test_a_text_event_with_a_field_of_the_wrong_type_is_the_upstreams_faul
     provider = OpenAIProvider(settings("openai"), RecordedHttp(_events(bad), piece=7))
     with pytest.raises(UpstreamUnavailable, match="unexpected body"):
         [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+
+
+def test_max_tokens_goes_out_under_the_field_the_provider_is_configured_with() -> None:
+    # OpenAI deprecated `max_tokens` and its reasoning models refuse it.
+    request = ChatCompletionRequest(messages=[Message(role="user", content="hi")], max_tokens=9)
+    default = settings("openai").max_tokens_field
+    assert request_body(request, "gpt-5-mini", default, stream=False)["max_completion_tokens"] == 9
+    legacy = settings("openai", max_tokens_field="max_tokens").max_tokens_field
+    body = request_body(request, "m", legacy, stream=False)
+    assert body["max_tokens"] == 9 and "max_completion_tokens" not in body
+
+
+def test_a_tool_choice_without_tools_is_left_out() -> None:
+    # OpenAI answers 400 to a `tool_choice` without `tools`, even "none" or "auto".
+    for mode in ("none", "auto"):
+        request = ChatCompletionRequest(
+            messages=[Message(role="user", content="hi")], tool_choice=ToolChoice(mode=mode)
+        )
+        assert "tool_choice" not in request_body(request, "m", "max_tokens", stream=False)
+
+
+async def _stream(*payloads: dict[str, object], done: bool = True) -> list[ChatCompletionChunk]:
+    body = b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in payloads)
+    http = RecordedHttp(body + (b"data: [DONE]\n\n" if done else b""), piece=4096)
+    provider = OpenAIProvider(settings("openai"), http)
+    return [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+
+
+async def test_done_without_a_finish_chunk_is_an_interrupted_stream() -> None:
+    with pytest.raises(UpstreamUnavailable, match=r"\[DONE\] without a finish_reason"):
+        await _stream(*TEXT_EVENTS)
+
+
+USAGE_EVENT = {
+    **TEXT_EVENTS[0],
+    "choices": [],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+}
+
+
+async def test_usage_is_kept_whatever_follows_it_and_empty_events_are_not_chunks() -> None:
+    # Azure opens with a `choices: []` event of prompt-filter results; an event after the
+    # usage one carries no usage of its own.
+    empty = {**TEXT_EVENTS[0], "choices": [], "prompt_filter_results": []}
+    chunks = await _stream(empty, *TEXT_EVENTS, FINISH_EVENT, USAGE_EVENT, empty)
+    assert all(chunk.choices for chunk in chunks)
+    assert "".join(c.choices[0].delta.content for c in chunks) == "Hello there!"
+    assert chunks[-1].usage.total_tokens == 6
+
+
+REFUSAL = "I'm sorry, I cannot help with that."
+
+
+def test_a_refusal_is_the_answer_and_ends_as_content_filter() -> None:
+    payload = load_json("openai/tool_calls_response.json")
+    payload["choices"][0].update(
+        message={"role": "assistant", "content": None, "refusal": REFUSAL},
+        finish_reason="stop",
+    )
+    choice = response_from_openai(payload).choices[0]
+    assert (choice.message.content, choice.finish_reason) == (REFUSAL, "content_filter")
+
+
+async def test_a_streamed_refusal_is_the_answer_and_ends_as_content_filter() -> None:
+    refusing = [
+        {**TEXT_EVENTS[0], "choices": [{"index": 0, "delta": {"refusal": piece}}]}
+        for piece in (REFUSAL[:10], REFUSAL[10:])
+    ]
+    chunks = await _stream(*refusing, FINISH_EVENT, USAGE_EVENT)
+    assert "".join(c.choices[0].delta.content for c in chunks) == REFUSAL
+    assert chunks[-1].choices[0].finish_reason == "content_filter"

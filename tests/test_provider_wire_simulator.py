@@ -154,6 +154,7 @@ async def test_anthropic_header_errors_in_its_error_shape(
             {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
             "top-level `system`",
         ),
+        (claude("hi", tool_choice={"type": "none"}), "only be specified while providing tools"),
     ],
 )
 async def test_anthropic_rejects_what_the_api_rejects(

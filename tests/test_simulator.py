@@ -220,6 +220,8 @@ async def test_stop_sequences_cut_before_the_first_match(client: httpx.AsyncClie
         (orjson.dumps({"model": "m", "messages": [{"role": "robot", "content": "x"}]}), None),
         (orjson.dumps(chat(temperature=2.5)), "temperature"),
         (orjson.dumps(chat(max_tokens=0)), "max_tokens"),
+        (orjson.dumps(chat(tool_choice="none")), "tool_choice"),
+        (orjson.dumps({**chat(max_tokens=5), "model": "gpt-5-mini"}), "max_tokens"),
     ],
 )
 async def test_bad_input_gets_400_in_openai_error_shape(

@@ -98,7 +98,7 @@ async def test_stream_cut_mid_way_delivers_what_arrived_then_unavailable_with_th
     with pytest.raises(AIServiceError) as caught:
         async for chunk in client.stream_chat(LONG):
             received.append(chunk)
-    plan = plan_reply(request_body(LONG, "sim-gpt-1", stream=False))
+    plan = plan_reply(request_body(LONG, "sim-gpt-1", "max_tokens", stream=False))
     text = "".join(c.choices[0].delta.content for c in received)
     assert text == "".join(plan.pieces()[:5])  # exactly what was sent, no duplicated prefix
     assert [c.sequence for c in received] == list(range(len(received)))

@@ -16,6 +16,12 @@ the bytes it carries, and the caller gets the same text no later (nothing ever
 waits for more to arrive). Tool-call deltas pass through addressed by `index`,
 with id, type and name on the first piece only, exactly as OpenAI streams them;
 the legacy `function_call` finish reason is reported as `tool_calls`.
+
+`max_tokens` goes out as the provider's `max_tokens_field` (`max_completion_tokens` by
+default: OpenAI deprecated `max_tokens`, and its reasoning models refuse it). A refusal
+(`refusal` in place of `content`) is the answer's text, ending `content_filter` as an
+Anthropic refusal does. A stream whose `[DONE]` comes before any finish reason was cut
+short: it fails rather than end quietly.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ _SAMPLING_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequen
 _DONE = b"[DONE]"
 # Finish reasons OpenAI-compatible servers send that the service names otherwise.
 _FINISH_REASONS = {"function_call": "tool_calls"}
+# A refusal ends with "stop"; reported as an Anthropic refusal is, so callers see one thing.
+_REFUSED = "content_filter"
 
 
 class OpenAIProvider:
@@ -59,6 +67,7 @@ class OpenAIProvider:
 
     def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
         self.name = settings.name
+        self._max_tokens_field = settings.max_tokens_field
         self._endpoint = UpstreamEndpoint(
             settings, "/chat/completions", stream_accept="text/event-stream", http=http
         )
@@ -69,7 +78,9 @@ class OpenAIProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
-        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
+        body = orjson.dumps(
+            request_body(request, deployment.upstream_model, self._max_tokens_field, stream=False)
+        )
         payload = await self._endpoint.fetch(body, "a completion")
         return translate_failure(response_from_openai, payload)
 
@@ -79,17 +90,24 @@ class OpenAIProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
+        body = orjson.dumps(
+            request_body(request, deployment.upstream_model, self._max_tokens_field, stream=True)
+        )
         async with self._endpoint.stream(body) as response:
             finish: ChatCompletionChunk | None = None
+            refused = False
             async for events in iter_sse_batches(response.iter_bytes()):
                 ready = TextRuns()
                 for event in events:
                     if event.data == _DONE:
+                        if finish is None:
+                            # The stream's contract: its last chunk carries the finish.
+                            raise UpstreamUnavailable(
+                                f"upstream {self.name!r} sent [DONE] without a finish_reason"
+                            )
                         for chunk in ready.take():
                             yield chunk
-                        if finish is not None:
-                            yield finish
+                        yield finish
                         return
                     payload = parse_json_body(event.data, "a stream event")
                     if "error" in payload:
@@ -108,12 +126,16 @@ class OpenAIProvider:
                             ready.add_text(chunk, index)
                         continue
                     chunk = translate_failure(chunk_from_openai, payload)
+                    refused = refused or _refuses(payload)
                     if finish is not None:
                         # The usage chunk after the finish chunk: merge, wait for [DONE].
-                        finish.usage.CopyFrom(chunk.usage)
+                        if chunk.HasField("usage"):
+                            finish.usage.CopyFrom(chunk.usage)
                     elif any(choice.finish_reason for choice in chunk.choices):
                         finish = chunk
-                    else:
+                        if refused:
+                            _mark_refusal(finish)
+                    elif chunk.choices:  # not an empty one, such as Azure's prompt filter
                         ready.add(chunk)
                 for chunk in ready.take():
                     yield chunk
@@ -126,7 +148,9 @@ class OpenAIProvider:
 # --- request: proto → OpenAI JSON ---------------------------------------------------
 
 
-def request_body(request: ChatCompletionRequest, model: str, *, stream: bool) -> dict[str, Any]:
+def request_body(
+    request: ChatCompletionRequest, model: str, max_tokens_field: str, *, stream: bool
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": [message_to_openai(message) for message in request.messages],
@@ -143,7 +167,7 @@ def request_body(request: ChatCompletionRequest, model: str, *, stream: bool) ->
             value if which == "mode" else {"type": "function", "function": {"name": value}}
         )
     if request.HasField("max_tokens"):
-        body["max_tokens"] = request.max_tokens
+        body[max_tokens_field] = request.max_tokens
     for field in _SAMPLING_FIELDS:
         if request.HasField(field):
             body[field] = getattr(request, field)
@@ -217,7 +241,10 @@ def response_from_openai(payload: dict[str, Any]) -> ChatCompletionResponse:
         out = response.choices.add(index=choice.get("index") or 0)
         out.finish_reason = finish_reason(choice.get("finish_reason"))
         out.message.role = message.get("role") or "assistant"
-        out.message.content = message.get("content") or ""
+        # A refusal (structured outputs) comes instead of content: it is the answer.
+        out.message.content = message.get("content") or message.get("refusal") or ""
+        if message.get("refusal") and out.finish_reason == "stop":
+            out.finish_reason = _REFUSED
         for call in message.get("tool_calls") or ():
             out.message.tool_calls.append(tool_call_from_openai(call))
     usage_into(response.usage, payload.get("usage"))
@@ -248,7 +275,7 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
         out = chunk.choices.add(index=choice.get("index") or 0)
         out.finish_reason = finish_reason(choice.get("finish_reason"))
         out.delta.role = delta.get("role") or ""
-        out.delta.content = delta.get("content") or ""
+        out.delta.content = delta.get("content") or delta.get("refusal") or ""
         for call in delta.get("tool_calls") or ():
             function = call.get("function") or {}
             piece = out.delta.tool_calls.add(
@@ -288,6 +315,19 @@ def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:
     ):
         return None
     return index, content
+
+
+def _refuses(payload: dict[str, Any]) -> bool:
+    """Whether a stream event carries refusal text."""
+    return any(
+        (choice.get("delta") or {}).get("refusal") for choice in payload.get("choices") or ()
+    )
+
+
+def _mark_refusal(finish: ChatCompletionChunk) -> None:
+    for choice in finish.choices:
+        if choice.finish_reason == "stop":
+            choice.finish_reason = _REFUSED
 
 
 def finish_reason(value: Any) -> str:

@@ -42,6 +42,8 @@ def error_from_status(
         return UpstreamInvalidRequest(message)
     if status in (401, 403):
         return UpstreamAuth(f"upstream {provider!r} refused the gateway's credentials ({status})")
+    if status == 402:  # Anthropic's billing_error: the gateway's account, as 401/403 are
+        return UpstreamAuth(f"upstream {provider!r} refused the gateway's account: {detail}")
     if status == 404:
         return UpstreamNotFound(message)
     if status == 408:

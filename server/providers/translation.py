@@ -52,8 +52,13 @@ def arguments_text(arguments: Any) -> str:
 
 
 def tool_choice_of(request: ChatCompletionRequest) -> tuple[str, str] | None:
-    """("mode", "auto"|"none"|"required") or ("function", name); None when unset."""
-    if not request.HasField("tool_choice"):
+    """("mode", "auto"|"none"|"required") or ("function", name); None when unset.
+
+    Also None without tools: OpenAI and Anthropic refuse a `tool_choice` without
+    `tools` (HTTP 400), and without tools `auto` and `none` mean what no choice means
+    (validation refuses `required` and a named function there).
+    """
+    if not request.tools or not request.HasField("tool_choice"):
         return None
     which = request.tool_choice.WhichOneof("choice")
     if which is None:

@@ -43,7 +43,9 @@ Deterministic answers (`plan_reply(request_json) -> ReplyPlan`)
 - `seed`, `temperature`, `n` and the rest are accepted and ignored (one choice, always).
 - Rejected with 400 in OpenAI's error shape: a body that is not a JSON object, missing
   `model`, missing/empty/non-list `messages`, an unknown role, temperature outside 0..2,
-  max_tokens < 1, a malformed `stop` or `tools`.
+  max_tokens < 1, a malformed `stop` or `tools`, `tool_choice` without `tools`, and
+  `max_tokens` (not `max_completion_tokens`) for a reasoning model (`o1`, `o3`, `o4`,
+  `gpt-5` names).
 - Streaming: a role chunk (`{"role": "assistant", "content": "", "refusal": null}`), one
   chunk per word with its following whitespace (the deltas concatenate to the unary text),
   a finish chunk with an empty delta, with `stream_options.include_usage` a usage chunk with

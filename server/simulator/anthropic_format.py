@@ -45,6 +45,7 @@ ERROR_TYPES: Final = {
 _FAULT_MESSAGES: Final = {
     400: "Invalid request (simulated).",
     401: "invalid x-api-key",
+    402: "Your credit balance is too low to access the Anthropic API (simulated).",
     403: "Your API key does not have permission to use the specified resource.",
     404: "Not found (simulated).",
     413: "Request exceeds the maximum allowed number of bytes.",
@@ -132,6 +133,8 @@ class AnthropicFormat:
             )
         ):
             raise _invalid("tools: each tool needs a name and an input_schema")
+        if "tool_choice" in body and not tools:
+            raise _invalid("tool_choice may only be specified while providing tools")
 
     def model_of(self, body: Any) -> str | None:
         model = body.get("model") if isinstance(body, dict) else None

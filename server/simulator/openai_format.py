@@ -53,6 +53,10 @@ _ID_PREFIX: Final = os.urandom(5).hex()
 _ids = itertools.count(1)
 
 
+# OpenAI's reasoning models refuse the deprecated `max_tokens`.
+_REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
 def _invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param, code)
 
@@ -141,6 +145,13 @@ class OpenAIFormat:
                     "temperature",
                     "decimal_above_max_value" if above else "decimal_below_min_value",
                 )
+        if "max_tokens" in body and body["model"].startswith(_REASONING_MODEL_PREFIXES):
+            raise _invalid(
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+                "max_tokens",
+                "unsupported_parameter",
+            )
         for name in ("max_tokens", "max_completion_tokens"):
             limit = body.get(name)
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
@@ -169,6 +180,12 @@ class OpenAIFormat:
             )
         ):
             raise _invalid("Invalid 'tools': each tool needs a function with a name.", "tools")
+        if "tool_choice" in body and not tools:
+            raise _invalid(
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+                "are specified.",
+                "tool_choice",
+            )
 
     def model_of(self, body: Any) -> str | None:
         model = body.get("model") if isinstance(body, dict) else None
