@@ -657,8 +657,24 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return parse_config(raw, env)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: that line may hold
+    a caller key, and this message is logged."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return type(error).__name__
+    parts = [
+        f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else text
+        for text, mark in (
+            (error.context, error.context_mark),
+            (error.problem, error.problem_mark),
+        )
+        if text
+    ]
+    return ", ".join(parts)
 
 
 def with_listen(config: GatewayConfig, listen: str) -> GatewayConfig:

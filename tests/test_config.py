@@ -155,6 +155,16 @@ def test_yaml_file_errors_name_the_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_yaml_error_names_the_place_without_quoting_the_line(tmp_path: Path) -> None:
+    # PyYAML quotes the offending line, which may hold a caller key; the message is logged.
+    bad = tmp_path / "keys.yaml"
+    bad.write_text('auth:\n  keys:\n    - name: prod\n      key: "caller-secret-0123\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert "caller-secret" not in str(caught.value)
+    assert "while scanning a quoted scalar (line 4, column 12)" in str(caught.value)
+
+
 def test_a_provider_key_written_into_the_config_is_refused() -> None:
     with pytest.raises(
         ConfigError, match=r"providers\[0\]\.api_key: give the key as an environment"
