@@ -239,6 +239,18 @@ class Internal(GatewayError):
     """An unexpected failure inside the gateway; the message never carries internals."""
 
 
+#: The most of a caller's own text an error quotes back: the status travels in trailing
+#: metadata, which gRPC caps (16 KiB by default), and it is logged and audited.
+MAX_QUOTED_CHARS = 64
+
+
+def quoted(value: str) -> str:
+    """`value` as an error message shows what the caller sent: repr, cut if long."""
+    if len(value) <= MAX_QUOTED_CHARS:
+        return repr(value)
+    return repr(value[:MAX_QUOTED_CHARS]) + f"… ({len(value)} characters)"
+
+
 def quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFailure:
     violation = error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)
     return error_details_pb2.QuotaFailure(violations=[violation])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from protos.ai_service_pb2 import ChatCompletionRequest
 from server.config import ModelSettings, ResilienceSettings
-from server.errors import ModelNotFound, PermissionDenied
+from server.errors import ModelNotFound, PermissionDenied, quoted
 from server.interceptors.auth import Caller
 from server.providers import Deployment, Provider
 from server.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
@@ -122,10 +122,12 @@ class Router:
         """The route for `model`, if it exists and `caller` may use it."""
         if not caller.may_use(model):
             # Checked first: a restricted key learns nothing about other models.
-            raise PermissionDenied(f"key {caller.name!r} may not use model {model!r}")
+            raise PermissionDenied(f"key {caller.name!r} may not use model {quoted(model)}")
         route = self._routes.get(model)
         if route is None:
-            raise ModelNotFound(f"model {model!r} is not served here; ListModels shows the choices")
+            raise ModelNotFound(
+                f"model {quoted(model)} is not served here; ListModels shows the choices"
+            )
         return route
 
     def apply_rules(self, route: ModelRoute, request: ChatCompletionRequest) -> ModelRoute:

@@ -37,7 +37,12 @@ from server.interceptors.auth import current_caller
 from server.observability.hooks import current_call, request_id_metadata
 from server.policy.redaction import RedactionPolicy, Screening
 from server.policy.streams import OpenStreams
-from server.policy.validation import apply_caller_cap, validate_for_model, validate_request
+from server.policy.validation import (
+    MAX_MODEL_CHARS,
+    apply_caller_cap,
+    validate_for_model,
+    validate_request,
+)
 from server.providers.translation import text_length
 from server.resilience import Budget
 from server.routing import DeploymentHandle, ModelRoute, Router
@@ -96,7 +101,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         """Everything that can refuse a call before it costs an upstream request; redaction."""
         call = current_call.get()
         if call is not None:
-            call.model_requested = request.model
+            call.model_requested = request.model[:MAX_MODEL_CHARS]  # before it is validated
         validate_request(request, state.limits)
         caller = current_caller.get()
         route = state.router.resolve(request.model, caller)

@@ -26,6 +26,7 @@ def request(**fields: Any) -> ChatCompletionRequest:
 
 BAD_REQUESTS = [
     (request(model=""), "model"),
+    (request(model="m" * 20_000), "model"),
     (request(messages=[]), "messages"),
     (request(messages=[USER, {"role": "robot", "content": "x"}]), "messages[1].role"),
     (request(messages=[{"role": "", "content": "x"}]), "messages[0].role"),
@@ -135,6 +136,24 @@ async def test_unknown_model_is_not_found_without_an_upstream_call(
         await client.chat(request(model="gpt-17"))
     assert caught.value.code is grpc.StatusCode.NOT_FOUND
     assert "gpt-17" in caught.value.message
+    assert simulator.stats.total_requests == 0
+
+
+async def test_a_callers_text_is_quoted_back_cut_short(
+    client: AsyncAIClient, simulator: Simulator
+) -> None:
+    # Errors travel in trailing metadata (16 KiB at most by default) and are logged.
+    long = "x" * 10_000
+    for bad, field in [
+        (request(model="m" * 256), "model"),
+        (request(messages=[{"role": long, "content": "x"}]), "messages[0].role"),
+        (request(tools=[TOOL], tool_choice={"function": long}), "tool_choice.function"),
+        (request(tool_choice={"mode": long}), "tool_choice.mode"),
+    ]:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(bad)
+        assert caught.value.message.startswith(field), caught.value
+        assert len(caught.value.message) < 200 and "characters)" in caught.value.message
     assert simulator.stats.total_requests == 0
 
 

@@ -23,7 +23,7 @@ from protos.ai_service_pb2 import (
     ToolChoice,
 )
 from server.config import ModelSettings, RequestLimits
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, quoted
 
 #: Checks one field the caller set: (the request, the field's value, the limits).
 Rule = Callable[[ChatCompletionRequest, Any, RequestLimits], None]
@@ -33,6 +33,9 @@ TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 #: Deepest nesting of the JSON a request carries (tool parameters, arguments, schemas).
 MAX_JSON_NESTING = 64
+#: Longest model name a request may carry: far above any real one, and it is echoed in
+#: errors, metrics and the audit log.
+MAX_MODEL_CHARS = 256
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -49,6 +52,10 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
         )
     if not request.model:
         raise InvalidRequest("model", "is required")
+    if len(request.model) > MAX_MODEL_CHARS:
+        raise InvalidRequest(
+            "model", f"is {len(request.model)} characters; the limit is {MAX_MODEL_CHARS}"
+        )
     if not request.messages:
         raise InvalidRequest("messages", "must hold at least one message")
     for field, value in request.ListFields():
@@ -94,7 +101,7 @@ def _check_messages(
 def _check_message(i: int, message: Message) -> None:
     role, calls = message.role, message.tool_calls
     if role not in ROLES:
-        shown = repr(role) if role else "empty"
+        shown = quoted(role) if role else "empty"
         raise InvalidRequest(f"messages[{i}].role", f"is {shown}; expected one of {_listed(ROLES)}")
     if role == "tool":
         if not message.tool_call_id:
@@ -146,7 +153,7 @@ def _check_response_format(
     if fmt.type not in RESPONSE_FORMATS:
         raise InvalidRequest(
             "response_format.type",
-            f"is {fmt.type!r}; expected one of {_listed(RESPONSE_FORMATS)}",
+            f"is {quoted(fmt.type)}; expected one of {_listed(RESPONSE_FORMATS)}",
         )
     if fmt.type == "json_schema":
         _check_json_object("response_format.json_schema", fmt.json_schema)
@@ -171,7 +178,9 @@ def _check_tools(
     for i, tool in enumerate(tools):
         path = f"tools[{i}]"
         if tool.type not in ("", "function"):
-            raise InvalidRequest(f"{path}.type", f"is {tool.type!r}; only 'function' is supported")
+            raise InvalidRequest(
+                f"{path}.type", f"is {quoted(tool.type)}; only 'function' is supported"
+            )
         function = tool.function
         if not _FUNCTION_NAME.fullmatch(function.name):
             raise InvalidRequest(f"{path}.function.name", _FUNCTION_NAME_RULE)
@@ -189,10 +198,13 @@ def _check_tool_choice(
     which = choice.WhichOneof("choice")
     if which == "mode" and choice.mode not in TOOL_CHOICE_MODES:
         raise InvalidRequest(
-            "tool_choice.mode", f"is {choice.mode!r}; expected one of {_listed(TOOL_CHOICE_MODES)}"
+            "tool_choice.mode",
+            f"is {quoted(choice.mode)}; expected one of {_listed(TOOL_CHOICE_MODES)}",
         )
     if which == "function" and choice.function not in names:
-        raise InvalidRequest("tool_choice.function", f"{choice.function!r} is not among tools")
+        raise InvalidRequest(
+            "tool_choice.function", f"{quoted(choice.function)} is not among tools"
+        )
     if which == "mode" and choice.mode == "required" and not names:
         raise InvalidRequest("tool_choice.mode", "is 'required' but no tools are given")
 
