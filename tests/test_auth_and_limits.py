@@ -174,7 +174,7 @@ async def test_a_keys_output_cap_refuses_more_and_imposes_itself(
         assert caught.value.field_violations[0][0] == "max_tokens"
         assert "at most 50" in caught.value.message
         await client.chat(HELLO)
-    assert simulator.stats.received[-1].body["max_tokens"] == 50
+    assert simulator.stats.received[-1].body["max_completion_tokens"] == 50
     assert simulator.stats.total_requests == 1
 
 
@@ -194,7 +194,7 @@ async def test_a_keys_imposed_cap_never_exceeds_the_models_own(
     )
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         await client.chat(HELLO)  # sets no max_tokens
-    assert simulator.stats.received[-1].body["max_tokens"] == 100
+    assert simulator.stats.received[-1].body["max_completion_tokens"] == 100
 
 
 async def test_a_keys_concurrent_streams_are_capped(

@@ -88,7 +88,7 @@ async def test_sampling_parameters_and_user_reach_the_upstream_exactly(
     assert body["user"] == "u-1"
     assert body["model"] == "sim-gpt-1"
     assert "metadata" not in body  # caller labels stay in the gateway
-    assert "max_tokens" not in body  # unset stays unset
+    assert "max_tokens" not in body and "max_completion_tokens" not in body  # unset stays unset
 
 
 WEATHER = Tool(
