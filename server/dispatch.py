@@ -93,11 +93,7 @@ class Dispatcher:
             default = self._router.default_max_tokens(route, handle)
             stream = guarded_stream(handle, admission, request, budget, default)
             try:
-                first = await anext(stream)
-            except StopAsyncIteration:
-                raise UpstreamUnavailable(
-                    f"{handle.name} ended the stream before any chunk"
-                ) from None
+                first = await anext(stream)  # an empty stream raises UpstreamUnavailable
             except BaseException:
                 await stream.aclose()
                 raise
@@ -357,7 +353,9 @@ async def guarded_stream(
             stream = handle.provider.stream(request, handle.target, default_max_tokens)
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()
+                empty = True
                 async for chunk in chunks:
+                    empty = False
                     stamp(chunk, handle)
                     if attempt is not None:
                         # Upstream time only: not the time the chunk spends with the caller.
@@ -366,3 +364,5 @@ async def guarded_stream(
                             attempt.took_usage(chunk.usage, chunk.model)
                     yield chunk
                     waiting = time.perf_counter()
+                if empty:  # a failure of the deployment: raised where the breaker sees it
+                    raise UpstreamUnavailable(f"{handle.name} ended the stream before any chunk")

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import pytest
 
-from protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse
+from protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+)
 from server.config import CircuitBreakerSettings, RetrySettings, parse_config
-from server.dispatch import guarded_complete
+from server.dispatch import guarded_complete, guarded_stream
 from server.errors import DeploymentBusy, UpstreamUnavailable
 from server.interceptors.auth import Caller
 from server.observability.hooks import CallRecord, current_call
@@ -207,6 +212,12 @@ class _Provider:
         await self.release.wait()
         return ChatCompletionResponse(model="m")
 
+    async def stream(
+        self, request: object, target: object, default_max_tokens: int | None = None
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        return  # an upstream stream that ends before its first chunk
+        yield
+
 
 async def test_an_attempt_reports_failure_success_and_cancellation_as_each_deserves() -> None:
     clock = Clock()
@@ -247,4 +258,24 @@ async def test_an_attempt_reports_failure_success_and_cancellation_as_each_deser
     await guarded_complete(handle, probe, request, budget)
     assert handle.breaker.state is CircuitState.CLOSED
     assert call.served_by is call.attempts[-1]
+    assert handle.limiter.in_flight == 0
+
+
+async def test_a_stream_that_ends_before_any_chunk_is_a_failed_attempt() -> None:
+    # A failure of the deployment: its circuit and the call's record must say so.
+    clock = Clock()
+    handle = DeploymentHandle(
+        Deployment("p", "m"),
+        _Provider(),  # type: ignore[arg-type]
+        breaker(clock, consecutive_failures=1),
+        ConcurrencyLimiter("p/m", 1, 0),
+    )
+    call = CallRecord((), "id", "StreamChatCompletion", streaming=True)
+    current_call.set(call)
+    stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), Budget(clock.now + 60))
+    with pytest.raises(UpstreamUnavailable, match="before any chunk"):
+        await anext(stream)
+    assert handle.breaker.state is CircuitState.OPEN
+    assert call.attempts[-1].error == "UPSTREAM_UNAVAILABLE"
+    assert call.served_by is None
     assert handle.limiter.in_flight == 0
