@@ -2,9 +2,11 @@
 
 Between the servicer and the dispatcher: a cacheable call is first looked up in
 the response cache, and identical cacheable calls in flight at once share one
-upstream call (single-flight); every upstream call reserves its estimated tokens
-from the caller's budget first and settles with the real usage after; a
-finished answer is stored for the next caller. A stream can be served from the
+upstream call (single-flight); every call that may reach the upstream reserves its
+estimated tokens from its caller's budget first and settles with the real usage
+after (a caller that shared another's flight is refunded, as a cache hit costs
+nothing; one cut short is charged its prompt); a finished answer is stored for the
+next caller. A stream can be served from the
 cache as a stream, and a finished stream fills the cache too.
 """
 
@@ -25,6 +27,7 @@ from protos.ai_service_pb2 import (
 from server.cache import ResponseCache, SingleFlight, cache_key, ttl_for
 from server.config import CacheSettings
 from server.dispatch import ChunkStream, Dispatcher, Outcome
+from server.errors import DeadlineExceeded, UpstreamTimeout
 from server.interceptors.auth import Caller
 from server.observability.hooks import note_cache_lookup
 from server.providers.translation import text_length
@@ -66,19 +69,34 @@ class Completions:
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
     ) -> Served[ChatCompletionResponse]:
         key = self._key(request)
-        if key is None:
-            outcome = await self._charged(request, route, budget, caller)
-            return Served(outcome.value, outcome.handle, outcome.attempts)
-        cached = await self._lookup(key)
-        if cached is not None:
-            return Served(cached, None, 0)
+        if key is not None:
+            cached = await self._lookup(key)
+            if cached is not None:
+                return Served(cached, None, 0)
+        # Each caller's own reservation, outside any shared flight: a refusal names the
+        # key that was refused, and a caller that shares another's answer is refunded.
+        reservation = await self._quota.reserve(caller, request, route.model)
+        used = 0
+        try:
+            if key is None:
+                outcome, shared = await self._dispatcher.complete(request, route, budget), False
+            else:
 
-        async def fetch_and_store() -> Outcome[ChatCompletionResponse]:
-            outcome = await self._charged(request, route, budget, caller)
-            await self._store(key, outcome.value, request)
-            return outcome
+                async def fetch_and_store() -> Outcome[ChatCompletionResponse]:
+                    outcome = await self._dispatcher.complete(request, route, budget)
+                    await self._store(key, outcome.value, request)
+                    return outcome
 
-        outcome, shared = await self.flights.run(key, fetch_and_store)
+                outcome, shared = await self.flights.run(key, fetch_and_store)
+            if not shared:
+                used = outcome.value.usage.total_tokens or (
+                    reservation.tokens if reservation else 0
+                )
+        except BaseException as error:
+            used = _cost_of_failure(error, reservation)
+            raise
+        finally:
+            await _settle_shielded(self._quota, reservation, used)
         response = outcome.value
         if shared:  # every waiter gets its own copy: redaction edits it in place
             response = ChatCompletionResponse()
@@ -97,26 +115,14 @@ class Completions:
         reservation = await self._quota.reserve(caller, request, route.model)
         try:
             outcome = await self._dispatcher.open_stream(request, route, budget)
-        except BaseException:
-            await _settle_shielded(self._quota, reservation, 0)
+        except BaseException as error:
+            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
             raise
         first, rest = outcome.value
         if reservation is None and key is None:  # nothing to settle or keep: no relay needed
             return Served((first, rest), outcome.handle, outcome.attempts)
         relayed = self._settled_stream(first, rest, reservation, key, request)
         return Served((await anext(relayed), relayed), outcome.handle, outcome.attempts)
-
-    async def _charged(
-        self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
-    ) -> Outcome[ChatCompletionResponse]:
-        reservation = await self._quota.reserve(caller, request, route.model)
-        used = 0
-        try:
-            outcome = await self._dispatcher.complete(request, route, budget)
-            used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
-            return outcome
-        finally:
-            await _settle_shielded(self._quota, reservation, used)
 
     async def _settled_stream(
         self,
@@ -162,6 +168,16 @@ class Completions:
             await self._cache.put(
                 key, response.SerializeToString(), ttl_for(request, self._settings)
             )
+
+
+def _cost_of_failure(error: BaseException, reservation: Reservation | None) -> int:
+    """The tokens a failed call is charged: its prompt when it was cut short while the
+    upstream had it (which has read it at least), else none."""
+    if reservation is not None and isinstance(
+        error, asyncio.CancelledError | DeadlineExceeded | UpstreamTimeout
+    ):
+        return reservation.prompt_estimate
+    return 0
 
 
 _settling: set[asyncio.Future[None]] = set()

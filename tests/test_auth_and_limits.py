@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -220,3 +221,59 @@ async def test_a_keys_concurrent_streams_are_capped(
         for stream in open_streams:
             [c async for c in stream]  # type: ignore[attr-defined]
         assert [c async for c in client.stream_chat(HELLO)]  # a slot is free again
+
+
+async def test_a_calls_token_reservation_is_its_own_even_in_a_shared_flight(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # A caller whose tokens are spent is refused, naming its own key, even when the same
+    # cacheable call is already in flight for another key (it would cost the upstream).
+    gateway = await start_gateway(
+        cache={"enabled": True},
+        auth={
+            "keys": [
+                {"name": "tester", "key": TEST_KEY},
+                {
+                    "name": "restricted",
+                    "key": RESTRICTED_KEY,
+                    "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": 10},
+                },
+            ]
+        },
+    )
+    cacheable = ChatCompletionRequest(
+        model="sim-gpt", messages=[Message(role="user", content="hello")], temperature=0
+    )
+    async with (
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as rich,
+        AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as poor,
+    ):
+        await poor.chat(HELLO)  # spends its 10 tokens (the answer's usage is more)
+        simulator.config.latency_ms = 300
+        leader = asyncio.ensure_future(rich.chat(cacheable))
+        await asyncio.sleep(0.1)  # its flight is waiting on the upstream
+        with pytest.raises(AIServiceError) as caught:
+            await poor.chat(cacheable)
+        assert (await leader).choices[0].message.content == "You said: hello"
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "for key 'restricted'" in caught.value.message
+
+
+async def test_a_call_cut_short_at_the_upstream_is_charged_its_prompt(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # The upstream has read the prompt of a call whose deadline ran out: a key that
+    # keeps timing out must still run out of tokens.
+    gateway = await start_gateway(rate_limit={"requests_per_minute": 0, "tokens_per_minute": 300})
+    simulator.config.latency_ms = 2000
+    prompt = ChatCompletionRequest(  # ~103 prompt tokens, ~108 reserved
+        model="sim-gpt", messages=[Message(role="user", content="x" * 400)], max_tokens=5
+    )
+    codes = []
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=0.3) as client:
+        for _ in range(4):
+            with pytest.raises(AIServiceError) as caught:
+                await client.chat(prompt)
+            codes.append(caught.value.code)
+    assert codes[:2] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes[2:]
