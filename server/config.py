@@ -118,6 +118,9 @@ class SharedStateSettings(_Strict):
     #: Rate limits in Redis are spent from local leases of this share of a bucket's
     #: burst (one Redis call per lease, not per call); 0 asks Redis on every call.
     lease_fraction: float = Field(0.01, ge=0, lt=1)
+    #: Redis connections per process; more concurrent Redis calls wait (within
+    #: `timeout_ms`) for one to be free.
+    max_connections: int = Field(100, gt=0)
     #: When Redis fails: `open` lets calls through unlimited and uncached, `closed`
     #: refuses them (UNAVAILABLE) until it is back.
     on_failure: Literal["open", "closed"] = "open"

@@ -17,6 +17,9 @@ from typing import TypeVar
 
 import grpc
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from server.config import SharedStateSettings
@@ -46,12 +49,22 @@ class SharedRedis:
         self.prefix = settings.key_prefix
         self.fail_open = settings.on_failure == "open"
         self._timeout = settings.timeout_ms / 1000
-        self.client = redis.Redis.from_url(
+        # A blocking pool: a burst beyond `max_connections` waits (within the timeout)
+        # for a free connection instead of failing at once as if Redis were down.
+        pool = redis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=settings.max_connections,
+            timeout=self._timeout,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
+            # A healthy Redis (or a proxy) closes idle connections and forgets them on a
+            # restart: the first command on such a pooled connection fails, so it is
+            # retried once on a fresh connection. Only connection errors: a timeout is a
+            # failed Redis. run() still bounds the whole call by the timeout.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             health_check_interval=0,
         )
+        self.client = redis.Redis.from_pool(pool)
         self._down_until = 0.0
         self.failures = 0
 

@@ -14,11 +14,14 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from protos.ai_service_pb2 import RequestOptions
 from server.app import Gateway
 from server.cache import SingleFlight
+from server.config import SharedStateSettings
+from server.shared_state import RedisUnavailable, SharedRedis
 from server.simulator import FaultRule, Simulator
 from tests.conftest import TEST_KEY, StartGateway, free_port
 from tests.servers import RedisServer, redis_server
@@ -232,3 +235,83 @@ async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
         await asyncio.sleep(1.2)
         assert (await client.chat(ask())).choices
     assert simulator.stats.total_requests == requests_before + 1
+
+
+async def test_connections_closed_by_a_healthy_redis_are_not_a_failure(
+    start_gateway: StartGateway, simulator: Simulator, redis: RedisServer
+) -> None:
+    # Redis's `timeout`, a proxy's idle timeout or a restart closes pooled connections;
+    # the next command on one must reconnect, not refuse calls as if Redis were down.
+    gateway = await _rpm_gateway(start_gateway, redis, "closed")
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
+        assert (await client.chat(ask())).choices
+        async with aioredis.Redis.from_url(redis.url) as admin:
+            killed = await admin.execute_command(
+                "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+            )
+        assert killed >= 1
+        for _ in range(3):
+            assert (await client.chat(ask())).choices
+    assert gateway.shared_redis is not None and gateway.shared_redis.failures == 0
+
+
+async def _burst(shared: SharedRedis, calls: int) -> list[object]:
+    return await asyncio.gather(
+        *(shared.run(lambda client: client.incr(shared.key("burst"))) for _ in range(calls)),
+        return_exceptions=True,
+    )
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(redis: RedisServer) -> None:
+    # More concurrent Redis calls than pooled connections (100 by default) while Redis
+    # stalls well within timeout_ms: the extras wait for a connection, none fails.
+    shared = SharedRedis(SharedStateSettings(backend="redis", redis_url=redis.url, timeout_ms=5000))
+    async with aioredis.Redis.from_url(redis.url) as admin:
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", "300", "ALL")
+            results = await _burst(shared, 150)
+        finally:
+            await shared.aclose()
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 151))
+    assert shared.failures == 0
+
+
+async def test_the_pool_is_bounded_by_max_connections(redis: RedisServer) -> None:
+    settings = SharedStateSettings(
+        backend="redis", redis_url=redis.url, timeout_ms=5000, max_connections=2
+    )
+    shared = SharedRedis(settings)
+    async with aioredis.Redis.from_url(redis.url) as admin:
+        try:
+            await admin.execute_command("CLIENT", "PAUSE", "200", "ALL")
+            results = await _burst(shared, 20)
+            clients = (await admin.info("clients"))["connected_clients"]
+        finally:
+            await shared.aclose()
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert clients <= 3  # the pool's two and this one
+    assert shared.failures == 0
+
+
+async def test_the_wait_for_a_free_connection_is_bounded_by_the_timeout(
+    redis: RedisServer,
+) -> None:
+    settings = SharedStateSettings(
+        backend="redis", redis_url=redis.url, timeout_ms=200, max_connections=1
+    )
+    shared = SharedRedis(settings)
+    async with aioredis.Redis.from_url(redis.url) as admin:
+        try:
+            await shared.run(lambda client: client.ping())  # connected before the stall
+            await admin.execute_command("CLIENT", "PAUSE", "5000", "ALL")
+            started = time.monotonic()
+            results = await _burst(shared, 3)
+            elapsed = time.monotonic() - started
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+            await shared.aclose()
+    # One call holds the only connection, the others queue for it: all fail within
+    # about timeout_ms (generous bound for a loaded machine), none waits for Redis.
+    assert all(isinstance(r, RedisUnavailable) for r in results)
+    assert elapsed < 3
