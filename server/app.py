@@ -274,6 +274,11 @@ class Gateway:
         await self.stop(0)
 
 
+#: What drains the gateway. A supervisor starts its workers with these blocked (see
+#: `server.supervisor`), so one sent while a worker is still starting is kept, not fatal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 async def serve_until_signalled(
     gateway: Gateway,
     config_path: str | None = None,
@@ -284,7 +289,10 @@ async def serve_until_signalled(
 
     The handlers are in place before the gateway starts: a SIGHUP during start-up (a
     supervisor passing one on to a worker it just started) waits for the start instead
-    of killing the process, and a SIGTERM stops it as soon as it has started.
+    of killing the process, and a SIGTERM stops it as soon as it has started. They stay
+    in place while it drains, and the process ignores all three once drained: a stop
+    signal sent again (a supervisor passing on the SIGTERM its whole process group got
+    already) cuts no call short and does not turn a clean exit into a killed one.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -305,9 +313,11 @@ async def serve_until_signalled(
         task.add_done_callback(reloads.discard)
         task.add_done_callback(lambda _: refreeze())
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    # A stop that came while a supervisor's worker was starting reaches `stop.set` now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         await gateway.start()
         started = True
@@ -317,10 +327,22 @@ async def serve_until_signalled(
             reload()
         freeze_long_lived()  # the process is built: from here on, calls make the garbage
         await stop.wait()
+        # Draining: SIGTERM or SIGINT again only sets `stop` again, and SIGHUP is moot.
+        loop.add_signal_handler(signal.SIGHUP, _reload_while_draining)
+        await gateway.stop()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-    await gateway.stop()
+        _ignore_signals(loop, (*STOP_SIGNALS, signal.SIGHUP))
+
+
+def _reload_while_draining() -> None:
+    log.info("SIGHUP ignored: draining")
+
+
+def _ignore_signals(loop: asyncio.AbstractEventLoop, signums: tuple[int, ...]) -> None:
+    """The process only exits from here on; their default action would kill it on the way."""
+    for signum in signums:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:

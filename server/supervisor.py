@@ -138,11 +138,16 @@ def _prepare_worker() -> None:
 
     SIGHUP is ignored from the start (an ignored signal stays ignored across exec):
     a reload passed on while the worker is still starting must not kill it, and the
-    worker reads the config file afresh anyway. The gateway handles SIGHUP once it runs.
+    worker reads the config file afresh anyway. SIGTERM and SIGINT are blocked (a
+    blocked signal stays blocked across exec, and pending): a stop sent while the worker
+    is still starting, by the supervisor or to the whole process group, must not kill
+    it either, yet must not be lost. The gateway handles all three once it runs, and
+    unblocks the two then (`serve_until_signalled`), so a pending stop drains it at once.
     Then the worker is SIGTERMed (a graceful drain) if the supervisor dies, even by
     SIGKILL, so no worker is ever left orphaned holding the port.
     """
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
     if sys.platform != "linux":
         return
     import ctypes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,17 @@ import pytest
 
 from protos import ai_service_pb2_grpc
 from protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import TEST_KEY, config_tree, free_port, write_config
-from tests.test_process import Process, Running, gateway_argv, spawn, start_simulator, wait_serving
+from tests.conftest import REPO, TEST_KEY, config_tree, free_port, write_config
+from tests.test_process import (
+    READY_TIMEOUT,
+    Process,
+    Running,
+    clean_env,
+    gateway_argv,
+    spawn,
+    start_simulator,
+    wait_serving,
+)
 
 
 @pytest.fixture
@@ -124,3 +134,100 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
     finally:
         supervisor.kill()
         simulator.kill()
+
+
+# --- stop signals at awkward moments --------------------------------------------------------
+
+AUTH = (("authorization", f"Bearer {TEST_KEY}"),)
+EXIT_TIMEOUT = 30.0  # seconds: a drain plus a cold worker start on a loaded 2-core machine
+
+
+def spawn_in_own_group(argv: list[str], logs: Path, name: str) -> Process:
+    """Like `spawn`, but a process group of its own: what a terminal or systemd signals whole."""
+    stdout_path, stderr_path = logs / f"{name}.out", logs / f"{name}.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        popen = subprocess.Popen(
+            argv, cwd=REPO, stdout=out, stderr=err, env=clean_env(), start_new_session=True
+        )
+    return Process(popen, stdout_path, stderr_path)
+
+
+def wait_logged(process: Process, text: str, count: int = 1) -> None:
+    """Poll the process's log until `text` appears `count` times."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while process.stderr().count(text) < count:
+        assert process.popen.poll() is None, f"exited early\n{process.output()}"
+        assert time.monotonic() < deadline, f"no {text!r} x{count}\n{process.output()}"
+        time.sleep(0.02)
+
+
+def exit_code(process: Process) -> int:
+    try:
+        return process.popen.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {EXIT_TIMEOUT}s after the stop\n{process.output()}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_sent_to_the_whole_group_drains_in_flight_calls(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C, systemd's KillMode=control-group: the workers get the signal, and then the
+    supervisor passes on a SIGTERM to them while they drain; that second one must not kill them.
+    """
+    simulator, sim_url = start_simulator(tmp_path, "--tokens-per-second", "20")
+    tree = config_tree(sim_url, server__shutdown_grace_seconds=20)
+    config = write_config(tmp_path / "config.yaml", tree)
+    address = f"127.0.0.1:{free_port()}"
+    argv = gateway_argv("--config", str(config), "--listen", address, "--workers", "2")
+    supervisor = spawn_in_own_group(argv, tmp_path, "gateway")
+    try:
+        wait_serving(address, supervisor)
+        request = ChatCompletionRequest(
+            model="sim-gpt", messages=[Message(role="user", content="/tokens 40")]
+        )  # 40 tokens at 20 tokens/s: about two seconds of stream
+        with grpc.insecure_channel(address) as channel:
+            stream = ai_service_pb2_grpc.AIServiceStub(channel).StreamChatCompletion(
+                request, metadata=AUTH, timeout=EXIT_TIMEOUT
+            )
+            chunks = [next(stream) for _ in range(3)]  # the call is in flight in a worker
+            os.killpg(supervisor.pid, signum)
+            chunks += list(stream)  # a killed worker fails this: UNAVAILABLE, Socket closed
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        assert chunks[-1].usage.completion_tokens == 40
+        assert exit_code(supervisor) == 0, supervisor.output()
+    finally:
+        if supervisor.popen.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.popen.wait(timeout=10)
+        simulator.kill()
+
+
+def test_sigterm_while_the_workers_start_waits_for_them_and_exits_0(tmp_path: Path) -> None:
+    """A worker still importing has no handler yet: the stop must wait for it, not kill it."""
+    tree = config_tree("http://127.0.0.1:9")  # no call is made
+    tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{free_port()}"}}
+    config = write_config(tmp_path / "config.yaml", tree)
+    address = f"127.0.0.1:{free_port()}"
+    supervisor = spawn(
+        gateway_argv("--config", str(config), "--listen", address, "--workers", "2"),
+        tmp_path,
+        "gateway",
+    )
+    try:
+        wait_logged(supervisor, "supervisor started")  # its workers are still importing
+        supervisor.popen.send_signal(signal.SIGTERM)
+        assert exit_code(supervisor) == 0, supervisor.output()
+    finally:
+        supervisor.kill()
+    assert supervisor.stderr().count("draining") == 2, supervisor.output()
+
+
+def test_sigterm_while_a_restarted_worker_starts_waits_for_it_and_exits_0(
+    two_workers: Running,
+) -> None:
+    supervisor = two_workers.process
+    workers, _ = serving_workers(two_workers.address, 1)
+    os.kill(int(workers.pop()), signal.SIGKILL)
+    wait_logged(supervisor, "worker started", count=3)  # its replacement is importing
+    supervisor.popen.send_signal(signal.SIGTERM)
+    assert exit_code(supervisor) == 0, supervisor.output()
+    assert supervisor.stderr().count("draining") == 2, supervisor.output()
