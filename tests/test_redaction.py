@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -11,7 +14,7 @@ from protos.ai_service_pb2 import ChatCompletionChunk
 from server.config import RedactionSettings
 from server.policy.redaction import StreamRedactor, redactor_for
 from server.simulator import Simulator
-from tests.conftest import TEST_KEY, StartGateway
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway
 
 REDACTOR = redactor_for(
     RedactionSettings(custom=[{"name": "EMPLOYEE_ID", "pattern": r"EMP-\d{6}"}])
@@ -158,3 +161,22 @@ async def test_answers_are_redacted_unary_and_streamed(
     assert unary.choices[0].message.content == expected
     assert len(chunks) > 4
     assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == expected
+
+
+async def test_the_audit_names_the_kinds_found_blocked_or_in_a_unary_answer(
+    start_gateway: StartGateway, simulator: Simulator, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    gateway = await start_gateway(
+        observability={"metrics": {"enabled": False}, "audit": {"path": str(audit)}},
+        redaction={"mode": "block", "keys": {"tester": "redact"}, "answers": True},
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        await client.chat(ask("call +1 415 555 2671 today"))  # the answer echoes it
+    async with AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as client:
+        with pytest.raises(AIServiceError):
+            await client.chat(ask(PROMPT))
+    await gateway.stop()  # the audit log is flushed
+    answered, blocked = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert answered["pii"] == ["PHONE"]
+    assert (blocked["reason"], blocked["pii"]) == ("SENSITIVE_DATA", ["CREDIT_CARD", "EMAIL"])

@@ -164,20 +164,24 @@ class Screening:
                 found.update(f.kind for f in findings)
                 if findings and self._mode == "redact":
                     message.content = self._redactor.redact(message.content, findings)
-            if found and self._mode == "block":
-                raise SensitiveDataBlocked(found)
         if self._call is not None:
-            self._call.pii |= found
-            if self._answer is not None:
-                text = "\n".join(f"{m.role}: {m.content}" for m in request.messages)
-                self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
+            self._call.pii |= found  # a blocked call's audit record says why, too
+        if found and self._mode == "block":
+            raise SensitiveDataBlocked(found)
+        if self._call is not None and self._answer is not None:
+            text = "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+            self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
 
     def answer(self, response: ChatCompletionResponse) -> None:
         for choice in response.choices:
             if self._answer is not None:
                 self._answer.append(choice.message.content)
             if self._redact_answers:
-                choice.message.content = self._redactor.redact(choice.message.content)
+                findings = self._redactor.find(choice.message.content)
+                if findings:
+                    choice.message.content = self._redactor.redact(choice.message.content, findings)
+                    if self._call is not None:  # as a stream's are (StreamRedactor.found)
+                        self._call.pii.update(f.kind for f in findings)
         self._finish()
 
     def chunk(self, chunk: ChatCompletionChunk) -> None:
