@@ -185,7 +185,13 @@ class Gateway:
         grace = self.config.server.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         log.info("draining", extra={"grace_seconds": grace})
-        await self._server.stop(grace)
+        # gRPC cancels what is left when the grace runs out: those calls are recorded
+        # as cut by the shutdown (what their callers see), not as cancelled by them.
+        cut = asyncio.get_running_loop().call_later(grace, self.observability.grace_ended)
+        try:
+            await self._server.stop(grace)
+        finally:
+            cut.cancel()
         self._server = None
         await self.model_health.close()
         await self._close_providers()

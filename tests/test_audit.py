@@ -163,3 +163,25 @@ def test_records_written_in_batches_rotate_by_size_and_all_survive_close(
     assert len(files) > 2  # 300 records of ~350 bytes do not fit in 4 KiB: rotated
     written = [record["request_id"] for file in files for record in read_audit(file)]
     assert sorted(written) == ids
+
+
+async def test_calls_cut_by_the_end_of_the_grace_are_recorded_as_the_caller_saw_them(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    tree = config_tree(simulator.base_url)
+    tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
+    simulator.config.latency_ms = 5000
+    gateway = Gateway(parse_config(tree, env=TEST_ENV))
+    await gateway.start()
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        unary = asyncio.ensure_future(client.chat(ask()))
+        streamed = asyncio.ensure_future(client.stream_chat(ask()).__anext__())
+        await asyncio.sleep(0.3)  # both wait on the upstream
+        await gateway.stop(0.2)
+        ended = await asyncio.gather(unary, streamed, return_exceptions=True)
+    assert [e.code.name if isinstance(e, AIServiceError) else e for e in ended] == [
+        "UNAVAILABLE"
+    ] * 2
+    records = read_audit(audit_path)
+    assert [(r["status"], r["reason"]) for r in records] == [("UNAVAILABLE", "SHUTDOWN")] * 2

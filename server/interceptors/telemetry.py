@@ -54,6 +54,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         # Handlers are static objects (refusals included), so this stays small; the
         # handler is kept beside its wrapper so that its id is never reused.
         self._observed: dict[int, tuple[Handler, Handler]] = {}
+        #: Set when a stopping server's grace has run out: the calls it cancels then
+        #: were cut by the shutdown (the caller sees UNAVAILABLE), not by their callers.
+        self.grace_ended = False
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -76,39 +79,39 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         call.streaming = handler.unary_stream is not None
         cached = self._observed.get(id(handler))
         if cached is None:
-            cached = self._observed[id(handler)] = (handler, _observing(handler))
+            cached = self._observed[id(handler)] = (handler, _observing(handler, self))
         return cached[1]
 
 
-def _observing(handler: Handler) -> Handler:
+def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
     # AIService's methods are all unary-request; the stubs type the aio behaviours
     # as the sync ones.
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _observed_stream(handler.unary_stream),  # type: ignore[arg-type]
+            _observed_stream(handler.unary_stream, interceptor),  # type: ignore[arg-type]
             handler.request_deserializer,
             handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
-        _observed_unary(handler.unary_unary),  # type: ignore[arg-type]
+        _observed_unary(handler.unary_unary, interceptor),  # type: ignore[arg-type]
         handler.request_deserializer,
         handler.response_serializer,
     )
 
 
 def _observed_unary(
-    behavior: Callable[[Any, Context], Awaitable[Any]],
+    behavior: Callable[[Any, Context], Awaitable[Any]], interceptor: TelemetryInterceptor
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
         call = _begin()
         try:
             response = await behavior(request, context)
         except BaseException as exc:
-            _end(call, context, exc)
+            _end(call, context, exc, interceptor)
             raise
         trailers = context.trailing_metadata() or ()
         context.set_trailing_metadata((*trailers, (REQUEST_ID_KEY, call.request_id)))
-        _end(call, context, None)
+        _end(call, context, None, interceptor)
         return response
 
     return unary
@@ -116,6 +119,7 @@ def _observed_unary(
 
 def _observed_stream(
     behavior: Callable[[Any, Context], AsyncGenerator[Any, None]],
+    interceptor: TelemetryInterceptor,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
         call = _begin()
@@ -133,9 +137,9 @@ def _observed_stream(
                 if isinstance(exc, Exception):  # grpc.aio sends a status after it
                     await early.sent()
             finally:  # even if the caller cancels while that send finishes
-                _end(call, context, exc)
+                _end(call, context, exc, interceptor)
             raise
-        _end(call, context, None)
+        _end(call, context, None, interceptor)
 
     return stream
 
@@ -212,14 +216,23 @@ def _begin() -> CallRecord:
     return call
 
 
-def _end(call: CallRecord, context: Context, error: BaseException | None) -> None:
+def _end(
+    call: CallRecord,
+    context: Context,
+    error: BaseException | None,
+    interceptor: TelemetryInterceptor,
+) -> None:
     if error is None:
         call.end(grpc.StatusCode.OK, "")
         return
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         # The call was cancelled: while it waited (CancelledError), or while grpc.aio
-        # sent a stream's chunk, when grpc closes the stream at its `yield`. Past the
-        # deadline it is gRPC's deadline that ended it, and the caller saw that.
+        # sent a stream's chunk, when grpc closes the stream at its `yield`. After a
+        # stopping server's grace it was the shutdown, and past the deadline gRPC's
+        # deadline: the caller saw that.
+        if interceptor.grace_ended:
+            call.end(grpc.StatusCode.UNAVAILABLE, "SHUTDOWN")
+            return
         deadline_passed = context.time_remaining() == 0
         code = grpc.StatusCode.DEADLINE_EXCEEDED if deadline_passed else grpc.StatusCode.CANCELLED
         call.end(code, code.name)

@@ -42,13 +42,20 @@ class Observability:
         self.observers: tuple[Observer, ...] = tuple(
             o for o in (self.metrics, self.tracing, self.audit) if o is not None
         )
+        self._telemetry: TelemetryInterceptor | None = None
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """First in the call order. With `server_spans: opentelemetry-grpc` the OTel
         interceptor wraps ours, so its server span is current while the call runs."""
         instrumentation = self.tracing.server_interceptor() if self.tracing is not None else None
         tracing = [instrumentation] if instrumentation is not None else []
-        return [*tracing, TelemetryInterceptor(self.observers)]
+        self._telemetry = TelemetryInterceptor(self.observers)
+        return [*tracing, self._telemetry]
+
+    def grace_ended(self) -> None:
+        """The stopping server's grace is over: the calls it cancels now were cut by it."""
+        if self._telemetry is not None:
+            self._telemetry.grace_ended = True
 
     async def start(
         self,
