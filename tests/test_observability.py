@@ -21,7 +21,7 @@ from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from protos import ai_service_pb2_grpc
 from server.app import Gateway
 from server.config import parse_config
-from server.observability.logging import JsonFormatter
+from server.observability.logging import JsonFormatter, TextFormatter
 from server.simulator import FaultRule, Simulator
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree
 
@@ -279,8 +279,12 @@ async def test_request_id_is_taken_or_made_returned_and_logged(
     lines = io.StringIO()
     handler = logging.StreamHandler(lines)
     handler.setFormatter(JsonFormatter())
+    text = io.StringIO()  # and `--log-format text`'s
+    text_handler = logging.StreamHandler(text)
+    text_handler.setFormatter(TextFormatter())
     dispatch_log = logging.getLogger("server.dispatch")
     dispatch_log.addHandler(handler)
+    dispatch_log.addHandler(text_handler)
     level = dispatch_log.level
     dispatch_log.setLevel(logging.INFO)
     simulator.add_fault(FaultRule("status", status=503, times=1))  # makes the gateway log
@@ -307,10 +311,14 @@ async def test_request_id_is_taken_or_made_returned_and_logged(
             assert ("x-request-id", "req-44") in list(caught.value.trailing_metadata())
     finally:
         dispatch_log.removeHandler(handler)
+        dispatch_log.removeHandler(text_handler)
         dispatch_log.setLevel(level)
     logged = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert [entry["message"] for entry in logged] == ["attempt failed"]
     assert logged[0]["request_id"] == "req-42"
+    (line,) = text.getvalue().splitlines()
+    assert "server.dispatch: attempt failed request_id=req-42 " in line
+    assert "reason=UPSTREAM_UNAVAILABLE" in line
 
 
 async def test_a_stream_refused_at_once_still_gets_its_request_id_and_its_status(
