@@ -408,3 +408,25 @@ async def test_a_stream_answered_at_once_waits_for_its_request_id_and_a_cancelle
                 break
             await asyncio.sleep(0.05)
     assert value(await scrape(gateway), "ai_gateway_calls_in_flight") == 0
+
+
+@pytest.mark.parametrize("method", ["ChatCompletion", "StreamChatCompletion"])
+async def test_bytes_that_are_no_request_get_invalid_argument_with_a_request_id(
+    start_gateway: StartGateway, simulator: Simulator, method: str
+) -> None:
+    gateway = await start_gateway(observability=METRICS_ON_ANY_PORT)
+    path = f"/ai_service.v1.AIService/{method}"
+    metadata = (("authorization", f"Bearer {TEST_KEY}"), ("x-request-id", "garbled"))
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        if method == "ChatCompletion":
+            call: Any = channel.unary_unary(path)(b"\xff\xff\xff", metadata=metadata)
+        else:
+            call = channel.unary_stream(path)(b"\xff\xff\xff", metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await (call if method == "ChatCompletion" else call.read())
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: cannot be decoded")
+    assert ("x-request-id", "garbled") in list(caught.value.trailing_metadata())
+    samples = await scrape(gateway)
+    assert value(samples, "ai_gateway_requests_total", code="INVALID_ARGUMENT") == 1
+    assert simulator.stats.total_requests == 0

@@ -21,12 +21,19 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from typing import Any, NoReturn, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from server.errors import STATUS_DETAILS_KEY
+from server.errors import STATUS_DETAILS_KEY, InvalidRequest, abort
 from server.interceptors.auth import Continuation, Metadata, current_caller
 from server.interceptors.rejection import Handler, is_guarded
-from server.observability.hooks import REQUEST_ID_KEY, CallRecord, Observer, current_call
+from server.observability.hooks import (
+    REQUEST_ID_KEY,
+    CallRecord,
+    Observer,
+    current_call,
+    request_id_metadata,
+)
 
 # A caller's id is echoed into logs and metadata: only a plain token is taken.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -85,27 +92,45 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
 def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
     # AIService's methods are all unary-request; the stubs type the aio behaviours
-    # as the sync ones.
+    # as the sync ones. The wrapper decodes the request itself, once the call has its
+    # record and request id: bytes that are no request get a status that says so.
+    decode = handler.request_deserializer
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _observed_stream(handler.unary_stream, interceptor),  # type: ignore[arg-type]
-            handler.request_deserializer,
+            _observed_stream(handler.unary_stream, interceptor, decode),  # type: ignore[arg-type]
+            None,
             handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
-        _observed_unary(handler.unary_unary, interceptor),  # type: ignore[arg-type]
-        handler.request_deserializer,
+        _observed_unary(handler.unary_unary, interceptor, decode),  # type: ignore[arg-type]
+        None,
         handler.response_serializer,
     )
 
 
+Decode = Callable[[bytes], Any] | None
+
+
+async def _decoded(request: Any, decode: Decode, context: Context) -> Any:
+    """The request message (`request` is its bytes when `decode` is set)."""
+    if decode is None:  # a refusing handler's: it takes the bytes
+        return request
+    try:
+        return decode(request)
+    except DecodeError as exc:
+        error = InvalidRequest("request", f"cannot be decoded ({exc})")
+        await abort(context, error, request_id_metadata())
+
+
 def _observed_unary(
-    behavior: Callable[[Any, Context], Awaitable[Any]], interceptor: TelemetryInterceptor
+    behavior: Callable[[Any, Context], Awaitable[Any]],
+    interceptor: TelemetryInterceptor,
+    decode: Decode,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
         call = _begin()
         try:
-            response = await behavior(request, context)
+            response = await behavior(await _decoded(request, decode, context), context)
         except BaseException as exc:
             _end(call, context, exc, interceptor)
             raise
@@ -120,11 +145,13 @@ def _observed_unary(
 def _observed_stream(
     behavior: Callable[[Any, Context], AsyncGenerator[Any, None]],
     interceptor: TelemetryInterceptor,
+    decode: Decode,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
         call = _begin()
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
         try:
+            request = await _decoded(request, decode, early.context)
             # Closed at once when the caller leaves, so the upstream stream is too.
             async with contextlib.aclosing(behavior(request, early.context)) as items:
                 async for item in items:
