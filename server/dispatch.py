@@ -35,7 +35,7 @@ from server.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from server.observability.hooks import ObservedAttempt
+from server.observability.hooks import ObservedAttempt, current_call
 from server.resilience import Admission, Budget, RetryBudget, backoff_delay
 from server.routing import DeploymentHandle, ModelRoute, Router
 
@@ -143,6 +143,9 @@ class Dispatcher:
                         attempt,
                         discard,
                     )
+                    call = current_call.get()
+                    if call is not None:
+                        call.hedge_won(winner)
                     return Outcome(value, winner, attempts + len(tried) - 1)
                 return Outcome(await attempt(handle, admission), handle, attempts)
             except GatewayError as error:

@@ -279,3 +279,24 @@ async def test_a_stream_that_ends_before_any_chunk_is_a_failed_attempt() -> None
     assert call.attempts[-1].error == "UPSTREAM_UNAVAILABLE"
     assert call.served_by is None
     assert handle.limiter.in_flight == 0
+
+
+def test_a_hedges_winner_is_who_served_whatever_order_the_racers_end_in() -> None:
+    # Both racers may succeed in one loop turn; the dispatcher's choice is the answer
+    # the caller got, so it is what the audit, metrics and span report.
+    clock = Clock()
+    first, second = (
+        DeploymentHandle(
+            Deployment("p", name),
+            _Provider(),  # type: ignore[arg-type]
+            breaker(clock),
+            ConcurrencyLimiter(f"p/{name}", 1, 0),
+        )
+        for name in ("a", "b")
+    )
+    call = CallRecord((), "id", "ChatCompletion", streaming=False)
+    slow, fast = call.attempt_started(first), call.attempt_started(second)
+    call.attempt_ended(fast, None)
+    call.hedge_won(second)
+    call.attempt_ended(slow, None)  # a loser that answered too
+    assert call.served_by is fast

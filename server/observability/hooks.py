@@ -65,13 +65,15 @@ class CallRecord:
     time: float = field(default_factory=time.time)
     #: The caller key's configured name ("" before authentication).
     key: str = ""
-    #: What the request asked for, verbatim (audit only: unbounded).
+    #: What the request asked for (audit only; cut at validation's model-name limit).
     model_requested: str = ""
     #: The public model that routed it ("" when refused before routing); metric label.
     route: ModelRoute | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     #: The attempt whose answer the caller got.
     served_by: AttemptRecord | None = None
+    #: A hedge's winner was chosen (`hedge_won`): later successes are not it.
+    _hedge_decided: bool = False
     first_token: float | None = None
     ended: float | None = None
     code: grpc.StatusCode = grpc.StatusCode.OK
@@ -121,9 +123,18 @@ class CallRecord:
     def attempt_ended(self, attempt: AttemptRecord, error: str | None) -> None:
         attempt.error = error
         if error is None:
-            self.served_by = attempt
+            if not self._hedge_decided:
+                self.served_by = attempt
+        elif self.served_by is attempt:  # a hedge's winning stream failed after all
+            self.served_by = None
         for observer in self.observers:
             observer.attempt_ended(self, attempt)
+
+    def hedge_won(self, handle: DeploymentHandle) -> None:
+        """The dispatcher chose `handle`'s answer: racers that succeeded too (in the same
+        loop turn, or a stream still open) do not say who served the call."""
+        self._hedge_decided = True
+        self.served_by = next(a for a in reversed(self.attempts) if a.handle is handle)
 
     def saw_first_token(self) -> None:
         if self.first_token is None:
