@@ -46,6 +46,12 @@ async def test_sse_events_are_the_same_whatever_the_piece_size(size: int) -> Non
     ]
 
 
+async def test_a_leading_byte_order_mark_is_dropped_as_the_spec_says() -> None:
+    assert await sse_events(b"\xef\xbb\xbf" + STREAM, 64) == await sse_events(STREAM, 64)
+    # Only at the very start: later it is data.
+    assert [e.data for e in await sse_events(b"data: \xef\xbb\xbfx\n\n", 64)] == [b"\xef\xbb\xbfx"]
+
+
 async def test_unterminated_last_line_and_event_still_arrive() -> None:
     assert await lines(b"a\nb\r\nc", 2) == [b"a", b"b", b"c"]
     assert [e.data for e in await sse_events(b"data: x", 3)] == [b"x"]

@@ -54,6 +54,9 @@ class LineSplitter:
         return [tail] if tail else []  # a last unterminated line still counts
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 class SSEEvent(NamedTuple):
     # A tuple, not a frozen dataclass: one is built per event of every stream.
     event: str
@@ -67,8 +70,14 @@ class SSEDecoder:
         self._lines = LineSplitter()
         self._event = ""
         self._data: list[bytes] = []
+        self._started = False
 
     def feed(self, piece: bytes) -> list[SSEEvent]:
+        if not self._started and piece:
+            # The spec drops one leading byte-order mark; kept, it would hide the first
+            # field's name. (A first read shorter than the mark is not worth handling.)
+            self._started = True
+            piece = piece.removeprefix(_BOM)
         return self._events(self._lines.feed(piece))
 
     def finish(self) -> list[SSEEvent]:
