@@ -150,49 +150,70 @@ class LeasedRateLimiter:
 
     Checking Redis on every call cost this gateway ~45% of its throughput (measured:
     bench/RESULTS.md). A lease is `lease_fraction` of a bucket's burst, so a replica
-    asks Redis once per lease instead of once per call, and the limit still holds
-    globally: a lease is already spent in Redis. The price is precision: up to one
-    lease per replica may sit unspent while another replica is refused. Small limits
-    get leases of one, which is the per-call behaviour, exactly.
+    asks Redis once per lease instead of once per call. A lease is already spent in
+    Redis, and it lapses once Redis would have refilled it (lease / rate seconds): a
+    lease held through a refill would add to a full bucket. So the limit holds across
+    replicas, give or take what refills while a lease is held. The price is precision:
+    up to one lease per replica may sit unspent while another replica is refused, and a
+    lapsed lease is lost. Small limits get leases of one, the per-call behaviour, exactly.
     """
 
     def __init__(self, shared: RateLimiter, lease_fraction: float) -> None:
         self._shared = shared
         self._fraction = lease_fraction
-        self._leases: dict[str, float] = {}
+        #: subject → (tokens held, monotonic time they lapse at)
+        self._leases: dict[str, tuple[float, float]] = {}
 
     def _lease(self, rule: RateRule) -> float:
         return max(1.0, float(math.floor(rule.burst * self._fraction)))
 
+    def _held(self, subject: str, now: float) -> float:
+        lease = self._leases.get(subject)
+        return lease[0] if lease is not None and now < lease[1] else 0.0
+
+    def _keep(self, subject: str, tokens: float, rule: RateRule, now: float) -> None:
+        """Hold `tokens` (all that is held now) until Redis would have refilled them."""
+        lapse = now + tokens / rule.per_second if rule.per_second > 0 else math.inf
+        self._leases[subject] = (tokens, lapse)
+
     async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
-        held = self._leases.get(subject, 0.0)
+        now = time.monotonic()
+        held = self._held(subject, now)
         if held >= amount:
-            self._leases[subject] = held - amount
+            self._keep(subject, held - amount, rule, now)
             return ALLOWED
+        # What is held goes toward this call: set aside before waiting on Redis, so a
+        # call taken meanwhile cannot count it too.
+        self._leases.pop(subject, None)
         missing = amount - held
         batch = max(self._lease(rule), missing)
         if batch > missing:
             decision = await self._shared.take(subject, batch, rule)
             if decision.allowed:
-                self._leases[subject] = self._leases.get(subject, 0.0) + batch - amount
+                self._give_back(subject, batch - missing, rule)
                 return ALLOWED
         # Not a whole lease left globally: take just what this call needs.
         decision = await self._shared.take(subject, missing, rule)
-        if decision.allowed:
-            self._leases[subject] = max(0.0, self._leases.get(subject, 0.0) - held)
+        if not decision.allowed:
+            self._give_back(subject, held, rule)
         return decision
 
+    def _give_back(self, subject: str, tokens: float, rule: RateRule) -> None:
+        now = time.monotonic()
+        self._keep(subject, self._held(subject, now) + tokens, rule, now)
+
     async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
-        held = self._leases.get(subject, 0.0)
+        now = time.monotonic()
+        held = self._held(subject, now)
         if amount <= 0:
             # A refund: keep up to one lease here, give the rest back to everyone.
             keep = min(-amount, max(0.0, self._lease(rule) - held))
-            self._leases[subject] = held + keep
+            self._keep(subject, held + keep, rule, now)
             if -amount > keep:
                 await self._shared.charge(subject, amount + keep, rule)
             return
         if held >= amount:
-            self._leases[subject] = held - amount
+            self._keep(subject, held - amount, rule, now)
             return
-        self._leases[subject] = 0.0
+        self._leases.pop(subject, None)
         await self._shared.charge(subject, amount - held, rule)

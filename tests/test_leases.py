@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,3 +62,32 @@ async def test_refunds_stay_local_up_to_a_lease_and_charges_spend_it_first(
     assert await tokens_left(shared, "tokens:k") == pytest.approx(after_take + 15, abs=0.5)
     await replica.charge("tokens:k", 5, RULE)  # spent from the local lease
     assert await tokens_left(shared, "tokens:k") == pytest.approx(after_take + 15, abs=0.5)
+
+
+async def test_calls_taken_at_once_never_count_the_same_held_tokens(shared: SharedRedis) -> None:
+    rule = RateRule(per_minute=1, burst=1000)  # next to no refill during the test
+    replica = LeasedRateLimiter(RedisRateLimiter(shared), lease_fraction=0.01)  # leases of 10
+    assert (await replica.take("tokens:k", 5, rule)).allowed  # holds 5 of its lease
+    assert (await RedisRateLimiter(shared).take("tokens:k", 984, rule)).allowed  # 6 left
+    # 5 held + 6 in Redis = 11: two calls of 8 at once cannot both be admitted.
+    first, second = await asyncio.gather(
+        replica.take("tokens:k", 8, rule), replica.take("tokens:k", 8, rule)
+    )
+    assert [first.allowed, second.allowed].count(True) == 1
+
+
+async def test_a_lease_lapses_once_redis_would_have_refilled_it(shared: SharedRedis) -> None:
+    # Held through a refill, a lease would add to a full bucket: the burst is all that
+    # may pass at once, whatever the replicas hold.
+    rule = RateRule(per_minute=6000, burst=100)  # full again within a second
+    replicas = [LeasedRateLimiter(RedisRateLimiter(shared), lease_fraction=0.1) for _ in range(3)]
+    for replica in replicas:  # each holds 9 unspent
+        assert (await replica.take("requests:k", 1, rule)).allowed
+    await asyncio.sleep(1.2)
+    allowed = 0
+    started = time.monotonic()
+    for i in range(200):
+        allowed += (await replicas[i % 3].take("requests:k", 1, rule)).allowed
+    # The burst, and what refills (100/s) while the 200 run; 27 more if leases held.
+    refilled = 100 * (time.monotonic() - started)
+    assert allowed <= 100 + refilled + 1, (allowed, refilled)
