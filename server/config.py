@@ -682,22 +682,16 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def with_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
     """`config` listening on `listen` instead, validated again (the demo-key rule depends on it)."""
-    tree = config.model_dump()
-    tree["server"]["listen"] = listen
-    try:
-        return GatewayConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    # Only the changed section goes back as a dict: the rest stay validated objects, so
+    # nothing is read again (a provider's api_key_file, once read, is beside its api_key).
+    return with_sections(config, {"server": {**config.server.model_dump(), "listen": listen}})
 
 
 def with_metrics_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
     """`config` serving /metrics on `listen` instead (`--metrics-listen`)."""
-    tree = config.model_dump()
-    tree["observability"]["metrics"].update(enabled=True, listen=listen)
-    try:
-        return GatewayConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    observability = config.observability.model_dump()
+    observability["metrics"].update(enabled=True, listen=listen)
+    return with_sections(config, {"observability": observability})
 
 
 def _describe(exc: ValidationError) -> str:

@@ -15,6 +15,7 @@ from server.config import (
     load_config,
     parse_config,
     with_listen,
+    with_metrics_listen,
     with_sections,
 )
 
@@ -186,3 +187,7 @@ def test_a_provider_key_can_come_from_a_file(tmp_path: Path) -> None:
     both = {**provider, "api_key": "${K}"}
     with pytest.raises(ConfigError, match="not both"):
         parse_config(tree(providers=[both]), env={"K": "x"})
+    # `--listen` and `--metrics-listen` change a validated config: the file is not read
+    # again, nor its key taken for a second one.
+    moved = with_metrics_listen(with_listen(config, "127.0.0.1:5001"), "127.0.0.1:9001")
+    assert moved.providers == config.providers and moved.server.listen == "127.0.0.1:5001"
