@@ -17,7 +17,10 @@ import orjson
 
 from server.observability.hooks import current_call
 
-_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",  # set on the record by a formatter that shows the time
+}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
