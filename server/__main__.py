@@ -12,9 +12,10 @@ from __future__ import annotations
 import signal
 
 # A SIGHUP (a reload, perhaps passed on by the supervisor to a worker it just started)
-# must not kill the process while it is still importing; from the start of the gateway
-# on, `serve_until_signalled` handles it (and keeps one that came during the start).
-signal.signal(signal.SIGHUP, signal.SIG_IGN)
+# must not kill the process while it is still importing, nor be lost if it comes after
+# the config was read: blocked, it waits until `serve_until_signalled` (or a
+# supervisor) handles it, and a reload pending from the start is applied once started.
+signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGHUP,))
 
 import argparse
 import asyncio

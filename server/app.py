@@ -283,6 +283,8 @@ class Gateway:
 #: What drains the gateway. A supervisor starts its workers with these blocked (see
 #: `server.supervisor`), so one sent while a worker is still starting is kept, not fatal.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Every signal the gateway handles; each may come before its handler is in place.
+HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
 
 
 async def serve_until_signalled(
@@ -322,8 +324,8 @@ async def serve_until_signalled(
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    # A stop that came while a supervisor's worker was starting reaches `stop.set` now.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    # A stop or a reload that came while the process was starting is handled now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     try:
         await gateway.start()
         started = True
@@ -337,7 +339,7 @@ async def serve_until_signalled(
         loop.add_signal_handler(signal.SIGHUP, _reload_while_draining)
         await gateway.stop()
     finally:
-        _ignore_signals(loop, (*STOP_SIGNALS, signal.SIGHUP))
+        _ignore_signals(loop, HANDLED_SIGNALS)
 
 
 def _reload_while_draining() -> None:

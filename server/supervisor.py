@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from server.app import HANDLED_SIGNALS
+
 log = logging.getLogger(__name__)
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -62,6 +64,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
         signal.signal(signal.SIGHUP, self._forward_reload)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # see server/__main__.py
         if not self._env.get(METRICS_DIR_VARIABLE):
             # Workers write their metrics here and whichever serves /metrics sums them all.
             self._metrics_dir = tempfile.mkdtemp(prefix="ai-service-metrics-")
@@ -136,18 +139,16 @@ def _forget_metrics_of(pid: int, directory: str) -> None:
 def _prepare_worker() -> None:
     """In the worker, before exec.
 
-    SIGHUP is ignored from the start (an ignored signal stays ignored across exec):
-    a reload passed on while the worker is still starting must not kill it, and the
-    worker reads the config file afresh anyway. SIGTERM and SIGINT are blocked (a
-    blocked signal stays blocked across exec, and pending): a stop sent while the worker
-    is still starting, by the supervisor or to the whole process group, must not kill
-    it either, yet must not be lost. The gateway handles all three once it runs, and
-    unblocks the two then (`serve_until_signalled`), so a pending stop drains it at once.
+    SIGHUP, SIGTERM and SIGINT are blocked (a blocked signal stays blocked across exec,
+    and pending): a reload or a stop sent while the worker is still starting, by the
+    supervisor or to the whole process group, must not kill it, yet must not be lost.
+    The gateway handles all three once it runs, and unblocks them then
+    (`serve_until_signalled`): a pending stop drains it at once, a pending reload
+    re-reads the config once it has started.
     Then the worker is SIGTERMed (a graceful drain) if the supervisor dies, even by
     SIGKILL, so no worker is ever left orphaned holding the port.
     """
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     if sys.platform != "linux":
         return
     import ctypes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -273,3 +274,40 @@ def test_a_sighup_while_the_gateway_starts_does_not_kill_it(tmp_path: Path) -> N
         gateway.popen.send_signal(signal.SIGHUP)
         wait_serving(address, gateway)
         assert gateway.popen.poll() is None
+
+
+def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Path) -> None:
+    # The process reads its provider key from a FIFO, so it stays between reading the
+    # config and handling signals until the test writes the key: a reload asked for
+    # then must not be lost (nor kill the process).
+    simulator, sim_url = start_simulator(tmp_path)
+    gateway = None
+    try:
+        fifo, key_file = tmp_path / "key.fifo", tmp_path / "key"
+        os.mkfifo(fifo)
+        key_file.write_text(PROVIDER_SECRET)
+        tree = config_tree(sim_url)
+        provider = {k: v for k, v in tree["providers"][0].items() if k != "api_key"}
+        tree["providers"] = [{**provider, "api_key_file": str(fifo)}]
+        path = write_config(tmp_path / "config.yaml", tree)
+        address = f"127.0.0.1:{free_port()}"
+        argv = gateway_argv("--config", str(path), "--listen", address, "--workers", "1")
+        gateway = spawn(argv, tmp_path, "gw")
+        with fifo.open("w") as writer:  # opens once the gateway is reading the config
+            revision = revised(tree)
+            revision["providers"] = [{**provider, "api_key_file": str(key_file)}]
+            write_config(path, revision)
+            gateway.popen.send_signal(signal.SIGHUP)
+            writer.write(PROVIDER_SECRET)
+        wait_serving(address, gateway)
+        deadline = time.monotonic() + 15
+        while _code(address, NEW_KEY) is not grpc.StatusCode.OK:
+            assert time.monotonic() < deadline, gateway.output()
+            time.sleep(0.1)
+        assert _code(address, TEST_KEY) is grpc.StatusCode.UNAUTHENTICATED
+        gateway.popen.send_signal(signal.SIGTERM)
+        assert gateway.popen.wait(timeout=30) == 0
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        simulator.kill()
