@@ -94,6 +94,10 @@ class Dispatcher:
             stream = guarded_stream(handle, admission, request, budget, default)
             try:
                 first = await anext(stream)  # an empty stream raises UpstreamUnavailable
+                if _role_only(first):
+                    # The role alone promises no answer: a failure right after it (an
+                    # overload event after Anthropic's message_start) still fails over.
+                    first = _with_role(first, await anext(stream, first))
             except BaseException:
                 await stream.aclose()
                 raise
@@ -229,6 +233,23 @@ class Dispatcher:
             raise errors[-1]
         finally:
             await _settle_losers(racers, winner, discard)
+
+
+def _role_only(chunk: ChatCompletionChunk) -> bool:
+    """A stream's opening chunk that carries nothing but the role."""
+    return not chunk.HasField("usage") and all(
+        not (choice.delta.content or choice.delta.tool_calls or choice.finish_reason)
+        for choice in chunk.choices
+    )
+
+
+def _with_role(opening: ChatCompletionChunk, chunk: ChatCompletionChunk) -> ChatCompletionChunk:
+    """`chunk`, the one after a role-only `opening`, carrying the role in its stead."""
+    roles = {choice.index: choice.delta.role for choice in opening.choices}
+    for choice in chunk.choices:
+        if not choice.delta.role:
+            choice.delta.role = roles.get(choice.index, "")
+    return chunk
 
 
 async def _settle_losers(

@@ -73,8 +73,10 @@ async def start(
         FaultRule("status", model="ha-a", status=500),
         FaultRule("reset", model="ha-a"),
         FaultRule("stall", model="ha-a", seconds=30),
+        # A stream cut after its role chunk has delivered nothing yet: it fails over.
+        FaultRule("cut", model="ha-a", after_chunks=1),
     ],
-    ids=["503", "500", "reset", "stall"],
+    ids=["503", "500", "reset", "stall", "cut-after-role"],
 )
 @pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
 async def test_failure_on_one_deployment_is_answered_by_the_other(
