@@ -358,13 +358,14 @@ async def test_cancelling_the_reading_task_cancels_the_stream(server: EchoServer
     cancelled = server.recorder.cancel_event("endless:task")
 
     async with AsyncAIClient(server.address, KEY) as client:
+        streaming = asyncio.Event()
 
         async def read_forever() -> None:
             async for _ in client.stream_chat(_request("endless:task")):
-                pass
+                streaming.set()
 
         task = asyncio.create_task(read_forever())
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(streaming.wait(), 10)  # the server is inside the stream
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -374,8 +375,11 @@ async def test_cancelling_the_reading_task_cancels_the_stream(server: EchoServer
 async def test_cancel_from_another_task_ends_the_stream_quietly(server: EchoServer) -> None:
     async with AsyncAIClient(server.address, KEY) as client:
         stream = client.stream_chat(_request("endless:other"))
-        asyncio.get_running_loop().call_later(0.1, stream.cancel)
-        chunks = [chunk async for chunk in stream]
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 1:  # cancelled from elsewhere while this task reads on
+                asyncio.get_running_loop().call_soon(stream.cancel)
     assert chunks
     assert await asyncio.to_thread(server.recorder.cancel_event("endless:other").wait, 5)
 
@@ -540,6 +544,9 @@ def test_cli_ctrl_c_mid_stream_exits_130_and_cancels_the_call(server: EchoServer
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal gives it, even when the tests run where SIGINT is ignored
+        # (a background job, nohup), which a child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None

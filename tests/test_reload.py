@@ -25,6 +25,7 @@ from server.resilience import Admission, CircuitState
 from server.simulator import Simulator, SimulatorConfig
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import Process, gateway_argv, spawn, start_simulator, wait_serving
+from tests.test_workers import serving_workers
 
 NEW_KEY = "new-key-0123456789"
 
@@ -177,6 +178,7 @@ def gateway_process(
 def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
     with gateway_process(tmp_path, workers=2) as (gateway, path, tree, address):
         wait_serving(address, gateway)
+        serving_workers(address, 2)  # both past their start, where a reload waits
         assert _code(address, TEST_KEY) is grpc.StatusCode.OK
         write_config(path, revised(tree))
         gateway.popen.send_signal(signal.SIGHUP)

@@ -254,14 +254,18 @@ async def test_concurrency_limit_queues_then_refuses(
         ],
         retries={"max_attempts": 1},
     )
-    simulator.config.latency_ms = 500
+    simulator.config.latency_ms = 2000
+    (limiter,) = (handle.limiter for handle in gateway.router.deployments)
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         held = [asyncio.create_task(client.chat(ask("narrow"))) for _ in range(3)]
-        await asyncio.sleep(0.2)  # two in flight, one waiting
+        deadline = time.monotonic() + 5
+        while (limiter.in_flight, limiter.queued) != (2, 1):  # two in flight, one waiting
+            assert time.monotonic() < deadline, (limiter.in_flight, limiter.queued)
+            await asyncio.sleep(0.01)
         started = time.monotonic()
         with pytest.raises(AIServiceError) as caught:
             await client.chat(ask("narrow"))
-        assert time.monotonic() - started < 0.3  # refused at once, not queued
+        assert time.monotonic() - started < 1.0  # refused at once, not queued
         answers = await asyncio.gather(*held)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.reason == "DEPLOYMENT_BUSY"

@@ -144,16 +144,24 @@ async def test_single_flight_survives_its_first_caller_leaving(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
     gateway = await start_gateway(cache={"enabled": True})
-    simulator.config.latency_ms = 300
+    simulator.config.latency_ms = 1000
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         leader = asyncio.create_task(client.chat(ask(temperature=0)))
-        await asyncio.sleep(0.1)
+        await _flight_with_waiters(gateway, 1)
         follower = asyncio.create_task(client.chat(ask(temperature=0)))
-        await asyncio.sleep(0.05)
+        await _flight_with_waiters(gateway, 2)
         leader.cancel()
         answer = await follower
     assert answer.choices[0].message.content == "You said: hello"
     assert simulator.stats.total_requests == 1
+
+
+async def _flight_with_waiters(gateway: Gateway, waiters: int) -> None:
+    deadline = time.monotonic() + 10
+    flights = gateway.completions.flights
+    while [flight.waiters for flight in flights._flights.values()] != [waiters]:
+        assert time.monotonic() < deadline, "the calls never met in one flight"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_caller_arriving_as_the_last_one_leaves_gets_fresh_work() -> None:
@@ -183,7 +191,8 @@ async def _rpm_gateway(
         rate_limit={"requests_per_minute": 1000},
         # No leases: every call asks Redis, so the policy shows on the very next call
         # (with leases a replica spends what it already holds first).
-        shared_state=shared(redis, on_failure=policy, lease_fraction=0),
+        # A second to answer: a loaded machine must not pass for a failing Redis.
+        shared_state=shared(redis, on_failure=policy, lease_fraction=0, timeout_ms=1000),
         cache={"enabled": True},
         observability={"metrics": {"listen": f"127.0.0.1:{metrics_port or free_port()}"}},
     )
@@ -212,9 +221,12 @@ async def test_redis_down_fail_open_serves_and_recovers(
         ]
         assert counted and counted[0] >= 1
         redis.start()
-        await asyncio.sleep(1.2)  # the gateway asks Redis again a second after a failure
-        await client.chat(ask(temperature=0))  # fills the cache again
-        assert (await client.chat(ask(temperature=0))).cached
+        # The gateway asks Redis again a second after a failure: then a call fills the
+        # cache again, and the next is answered from it.
+        deadline = time.monotonic() + 10
+        while not (await client.chat(ask(temperature=0))).cached:
+            assert time.monotonic() < deadline, "the cache never came back"
+            await asyncio.sleep(0.2)
 
 
 async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
@@ -232,9 +244,17 @@ async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
         assert caught.value.reason == "SHARED_STATE_UNAVAILABLE"
         requests_before = simulator.stats.total_requests
         redis.start()
-        await asyncio.sleep(1.2)
-        assert (await client.chat(ask())).choices
-    assert simulator.stats.total_requests == requests_before + 1
+        await asyncio.sleep(1.0)  # the gateway asks Redis again a second after a failure
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert (await client.chat(ask())).choices
+                break
+            except AIServiceError as error:  # refused until it has seen Redis back
+                assert error.reason == "SHARED_STATE_UNAVAILABLE"
+                assert time.monotonic() < deadline, "never recovered"
+                await asyncio.sleep(0.2)
+    assert simulator.stats.total_requests == requests_before + 1  # refusals cost nothing
 
 
 async def test_connections_closed_by_a_healthy_redis_are_not_a_failure(

@@ -276,7 +276,7 @@ async def test_latency_and_tokens_per_second_pace_the_stream(
         rest = [line async for line in lines]
     total = time.monotonic() - started
     assert first.startswith("data: ")
-    assert 0.09 <= first_at < 0.3
+    assert 0.09 <= first_at < 1.0  # the latency, and not the whole stream's pacing
     assert total >= 0.1 + 0.2 * 0.9  # 20 token gaps of 10 ms after the first
     assert rest[-2] == "data: [DONE]"
 
