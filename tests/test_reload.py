@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +153,15 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
 
 @contextlib.contextmanager
 def gateway_process(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, edit: Callable[[dict[str, Any]], None] = lambda tree: None
 ) -> Iterator[tuple[Process, Path, dict[str, Any], str]]:
-    """`python -m server` on a config file (the process, the file, its tree, the address)."""
+    """`python -m server` on a config file (the process, the file, its tree, the address);
+    `edit` changes the test config first."""
     simulator, sim_url = start_simulator(tmp_path)
     gateway = None
     try:
         tree = config_tree(sim_url)
+        edit(tree)
         path = write_config(tmp_path / "config.yaml", tree)
         address = f"127.0.0.1:{free_port()}"
         gateway = spawn(
@@ -282,22 +285,19 @@ def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Pa
     # The process reads its provider key from a FIFO, so it stays between reading the
     # config and handling signals until the test writes the key: a reload asked for
     # then must not be lost (nor kill the process).
-    simulator, sim_url = start_simulator(tmp_path)
-    gateway = None
-    try:
-        fifo, key_file = tmp_path / "key.fifo", tmp_path / "key"
-        os.mkfifo(fifo)
-        key_file.write_text(PROVIDER_SECRET)
-        tree = config_tree(sim_url)
+    fifo, key_file = tmp_path / "key.fifo", tmp_path / "key"
+    os.mkfifo(fifo)
+    key_file.write_text(PROVIDER_SECRET)
+
+    def key_from(source: Path, tree: dict[str, Any]) -> None:
         provider = {k: v for k, v in tree["providers"][0].items() if k != "api_key"}
-        tree["providers"] = [{**provider, "api_key_file": str(fifo)}]
-        path = write_config(tmp_path / "config.yaml", tree)
-        address = f"127.0.0.1:{free_port()}"
-        argv = gateway_argv("--config", str(path), "--listen", address, "--workers", "1")
-        gateway = spawn(argv, tmp_path, "gw")
+        tree["providers"] = [{**provider, "api_key_file": str(source)}]
+
+    with gateway_process(tmp_path, 1, functools.partial(key_from, fifo)) as running:
+        gateway, path, tree, address = running
         with fifo.open("w") as writer:  # opens once the gateway is reading the config
             revision = revised(tree)
-            revision["providers"] = [{**provider, "api_key_file": str(key_file)}]
+            key_from(key_file, revision)
             write_config(path, revision)
             gateway.popen.send_signal(signal.SIGHUP)
             writer.write(PROVIDER_SECRET)
@@ -307,9 +307,3 @@ def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Pa
             assert time.monotonic() < deadline, gateway.output()
             time.sleep(0.1)
         assert _code(address, TEST_KEY) is grpc.StatusCode.UNAUTHENTICATED
-        gateway.popen.send_signal(signal.SIGTERM)
-        assert gateway.popen.wait(timeout=30) == 0
-    finally:
-        if gateway is not None:
-            gateway.kill()
-        simulator.kill()

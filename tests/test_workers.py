@@ -28,21 +28,24 @@ from tests.test_process import (
 )
 
 
+def spawn_two_workers(tmp_path: Path, sim_url: str) -> tuple[Process, str, int]:
+    """`python -m server --workers 2` on the test config with metrics on: the supervisor,
+    its address and its metrics port."""
+    tree = config_tree(sim_url)
+    metrics_port = free_port()
+    tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
+    config = write_config(tmp_path / "config.yaml", tree)
+    address = f"127.0.0.1:{free_port()}"
+    argv = gateway_argv("--config", str(config), "--listen", address, "--workers", "2")
+    return spawn(argv, tmp_path, "gateway"), address, metrics_port
+
+
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[Running]:
     simulator, sim_url = start_simulator(tmp_path)
     gateway: Process | None = None
     try:
-        tree = config_tree(sim_url)
-        metrics_port = free_port()
-        tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
-        config = write_config(tmp_path / "config.yaml", tree)
-        address = f"127.0.0.1:{free_port()}"
-        gateway = spawn(
-            gateway_argv("--config", str(config), "--listen", address, "--workers", "2"),
-            tmp_path,
-            "gateway",
-        )
+        gateway, address, metrics_port = spawn_two_workers(tmp_path, sim_url)
         wait_serving(address, gateway)
         yield Running(address, gateway, metrics=f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
@@ -205,15 +208,7 @@ def test_a_stop_sent_to_the_whole_group_drains_in_flight_calls(tmp_path: Path, s
 
 def test_sigterm_while_the_workers_start_waits_for_them_and_exits_0(tmp_path: Path) -> None:
     """A worker still importing has no handler yet: the stop must wait for it, not kill it."""
-    tree = config_tree("http://127.0.0.1:9")  # no call is made
-    tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{free_port()}"}}
-    config = write_config(tmp_path / "config.yaml", tree)
-    address = f"127.0.0.1:{free_port()}"
-    supervisor = spawn(
-        gateway_argv("--config", str(config), "--listen", address, "--workers", "2"),
-        tmp_path,
-        "gateway",
-    )
+    supervisor, _, _ = spawn_two_workers(tmp_path, "http://127.0.0.1:9")  # no call is made
     try:
         wait_logged(supervisor, "supervisor started")  # its workers are still importing
         supervisor.popen.send_signal(signal.SIGTERM)
