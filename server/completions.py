@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,7 +29,7 @@ from server.config import CacheSettings
 from server.dispatch import ChunkStream, Dispatcher, Outcome
 from server.errors import DeadlineExceeded, UpstreamTimeout
 from server.interceptors.auth import Caller
-from server.observability.hooks import note_cache_lookup
+from server.observability.hooks import current_call, note_cache_lookup
 from server.providers.translation import text_length
 from server.quota import Reservation, TokenQuota, estimate_chars_as_tokens
 from server.resilience import Budget
@@ -73,30 +73,24 @@ class Completions:
             cached = await self._lookup(key)
             if cached is not None:
                 return Served(cached, None, 0)
-        # Each caller's own reservation, outside any shared flight: a refusal names the
-        # key that was refused, and a caller that shares another's answer is refunded.
+        # Each caller's own reservation, before any shared flight: a refusal names the
+        # key that was refused.
         reservation = await self._quota.reserve(caller, request, route.model)
-        used = 0
+        if key is None:
+            outcome = await self._charged(request, route, budget, reservation, None)
+            return Served(outcome.value, outcome.handle, outcome.attempts)
+        led = False
+
+        def lead() -> Awaitable[Outcome[ChatCompletionResponse]]:
+            nonlocal led
+            led = True  # this caller's reservation pays for the flight, settled by it
+            return self._charged(request, route, budget, reservation, key)
+
         try:
-            if key is None:
-                outcome, shared = await self._dispatcher.complete(request, route, budget), False
-            else:
-
-                async def fetch_and_store() -> Outcome[ChatCompletionResponse]:
-                    outcome = await self._dispatcher.complete(request, route, budget)
-                    await self._store(key, outcome.value, request)
-                    return outcome
-
-                outcome, shared = await self.flights.run(key, fetch_and_store)
-            if not shared:
-                used = outcome.value.usage.total_tokens or (
-                    reservation.tokens if reservation else 0
-                )
-        except BaseException as error:
-            used = _cost_of_failure(error, reservation)
-            raise
+            outcome, shared = await self.flights.run(key, lead)
         finally:
-            await _settle_shielded(self._quota, reservation, used)
+            if not led:  # it shared another's call, as a cache hit would: refunded
+                await _settle_shielded(self._quota, reservation, 0)
         response = outcome.value
         if shared:  # every waiter gets its own copy: redaction edits it in place
             response = ChatCompletionResponse()
@@ -161,6 +155,29 @@ class Completions:
         response.cached = True
         return response
 
+    async def _charged(
+        self,
+        request: ChatCompletionRequest,
+        route: ModelRoute,
+        budget: Budget,
+        reservation: Reservation | None,
+        key: str | None,
+    ) -> Outcome[ChatCompletionResponse]:
+        """The upstream's answer (stored under `key`), settling `reservation` with what it
+        used, whoever is still waiting for it (a flight outlives its first caller)."""
+        used = 0
+        try:
+            outcome = await self._dispatcher.complete(request, route, budget)
+            used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
+            if key is not None:
+                await self._store(key, outcome.value, request)
+            return outcome
+        except BaseException as error:
+            used = _cost_of_failure(error, reservation)
+            raise
+        finally:
+            await _settle_shielded(self._quota, reservation, used)
+
     async def _store(
         self, key: str, response: ChatCompletionResponse, request: ChatCompletionRequest
     ) -> None:
@@ -171,13 +188,15 @@ class Completions:
 
 
 def _cost_of_failure(error: BaseException, reservation: Reservation | None) -> int:
-    """The tokens a failed call is charged: its prompt when it was cut short while the
-    upstream had it (which has read it at least), else none."""
-    if reservation is not None and isinstance(
+    """The tokens a failed call is charged: its prompt when it was cut short (cancelled,
+    out of time) after its request went upstream, which has read it at least; else none."""
+    if reservation is None or not isinstance(
         error, asyncio.CancelledError | DeadlineExceeded | UpstreamTimeout
     ):
-        return reservation.prompt_estimate
-    return 0
+        return 0
+    call = current_call.get()
+    sent = call is not None and any(attempt.sent for attempt in call.attempts)
+    return reservation.prompt_estimate if sent else 0
 
 
 _settling: set[asyncio.Future[None]] = set()

@@ -347,6 +347,8 @@ async def guarded_complete(
     with ObservedAttempt(handle) as attempt:
         if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
             await _wait_for_slot(handle, admission, budget)
+        if attempt is not None:
+            attempt.sent = True
         started = time.perf_counter()
         try:
             with _Verdict(handle, admission):
@@ -373,6 +375,8 @@ async def guarded_stream(
     with ObservedAttempt(handle) as attempt:
         if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
             await _wait_for_slot(handle, admission, budget)
+        if attempt is not None:
+            attempt.sent = True
         with _Verdict(handle, admission):
             stream = handle.provider.stream(request, handle.target, default_max_tokens)
             async with contextlib.aclosing(stream) as chunks:

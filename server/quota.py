@@ -4,8 +4,11 @@ The estimate is the prompt's characters / 4 plus the most the call may generate
 (its max_tokens, or the model's default). It is taken from the caller's
 tokens-per-minute bucket before any upstream call (refused: RESOURCE_EXHAUSTED
 with RetryInfo); once the provider reports usage the difference is charged or
-refunded, and a call that failed before any usage is refunded whole. A stream
-cut short is settled from what it delivered.
+refunded. A call that failed is refunded whole, unless it was cut short (cancelled,
+out of time) after its request went upstream: that one pays its prompt. A stream
+cut short is settled from what it delivered. A caller that shared another's call
+(single flight) is refunded, as a cache hit costs nothing; the flight is paid by
+the caller that started it, whether or not it stayed.
 """
 
 from __future__ import annotations

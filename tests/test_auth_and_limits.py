@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 import pytest
@@ -277,3 +278,56 @@ async def test_a_call_cut_short_at_the_upstream_is_charged_its_prompt(
             codes.append(caught.value.code)
     assert codes[:2] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes[2:]
+
+
+async def test_a_call_that_never_left_the_gateway_costs_no_tokens(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # Out of time while queued for a busy deployment's slot: the upstream never saw it.
+    gateway = await start_gateway(
+        models=[
+            {
+                "name": "sim-gpt",
+                "deployments": [
+                    {
+                        "provider": "simulator",
+                        "upstream_model": "sim-gpt-1",
+                        "max_concurrency": 1,
+                        "max_queue": 10,
+                    }
+                ],
+            }
+        ],
+        auth={
+            "keys": [
+                {
+                    "name": "tester",
+                    "key": TEST_KEY,
+                    "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": 300},
+                },
+                {"name": "restricted", "key": RESTRICTED_KEY},
+            ]
+        },
+    )
+    simulator.config.latency_ms = 3000
+    prompt = ChatCompletionRequest(  # ~103 prompt tokens, ~108 reserved
+        model="sim-gpt", messages=[Message(role="user", content="x" * 400)], max_tokens=5
+    )
+    async with (
+        AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as other,
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=0.3) as queued,
+    ):
+        holder = asyncio.ensure_future(other.chat(HELLO))  # holds the only slot
+        (limiter,) = (handle.limiter for handle in gateway.router.deployments)
+        deadline = time.monotonic() + 10
+        while limiter.in_flight == 0:
+            assert time.monotonic() < deadline, "the first call never took its slot"
+            await asyncio.sleep(0.01)
+        codes = []
+        for _ in range(4):
+            with pytest.raises(AIServiceError) as caught:
+                await queued.chat(prompt)
+            codes.append(caught.value.code)
+        holder.cancel()
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 4
+    assert simulator.stats.total_requests == 1

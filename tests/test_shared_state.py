@@ -23,7 +23,7 @@ from server.cache import SingleFlight
 from server.config import SharedStateSettings
 from server.shared_state import RedisUnavailable, SharedRedis
 from server.simulator import FaultRule, Simulator
-from tests.conftest import TEST_KEY, StartGateway, free_port
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port
 from tests.servers import RedisServer, redis_server
 
 
@@ -335,3 +335,41 @@ async def test_the_wait_for_a_free_connection_is_bounded_by_the_timeout(
     # about timeout_ms (generous bound for a loaded machine), none waits for Redis.
     assert all(isinstance(r, RedisUnavailable) for r in results)
     assert elapsed < 3
+
+
+async def test_a_flight_is_paid_by_its_first_caller_even_if_it_leaves(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # The flight settles its first caller's reservation with what the upstream used,
+    # however long that caller stays; one that shared the answer pays nothing.
+    gateway = await start_gateway(
+        cache={"enabled": True},
+        auth={
+            "keys": [
+                {
+                    "name": "tester",
+                    "key": TEST_KEY,
+                    "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": 200},
+                },
+                {"name": "restricted", "key": RESTRICTED_KEY},
+            ]
+        },
+    )
+    simulator.config.latency_ms = 500
+    long_answer = ask("/tokens 100", temperature=0, max_tokens=150)  # reserves ~160
+    async with (
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as payer,
+        AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as sharer,
+    ):
+        leader = asyncio.create_task(payer.chat(long_answer))
+        await _flight_with_waiters(gateway, 1)
+        follower = asyncio.create_task(sharer.chat(long_answer))
+        await _flight_with_waiters(gateway, 2)
+        leader.cancel()
+        assert (await follower).usage.completion_tokens == 100
+        # The leader was charged the ~110 tokens used, not its prompt alone: another
+        # reservation of ~160 no longer fits in its 200.
+        with pytest.raises(AIServiceError) as caught:
+            await payer.chat(ask("/tokens 100", max_tokens=150))
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert simulator.stats.total_requests == 1

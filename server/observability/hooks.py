@@ -38,6 +38,8 @@ class AttemptRecord:
     #: Seconds spent waiting on the upstream (for a stream: not the time its
     #: chunks spent with the caller).
     upstream_seconds: float = 0.0
+    #: The request went upstream (past the wait for a concurrency slot).
+    sent: bool = False
     #: The gateway error's reason, or `CANCELLED`; None while it succeeded.
     error: str | None = None
     response_model: str = ""
