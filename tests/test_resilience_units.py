@@ -300,3 +300,19 @@ def test_a_hedges_winner_is_who_served_whatever_order_the_racers_end_in() -> Non
     call.hedge_won(second)
     call.attempt_ended(slow, None)  # a loser that answered too
     assert call.served_by is fast
+
+
+def test_a_deployment_that_races_itself_is_served_by_the_racer_that_answered() -> None:
+    clock = Clock()
+    only = DeploymentHandle(
+        Deployment("p", "m"),
+        _Provider(),  # type: ignore[arg-type]
+        breaker(clock),
+        ConcurrencyLimiter("p/m", 2, 0),
+    )
+    call = CallRecord((), "id", "ChatCompletion", streaming=False)
+    first, second = call.attempt_started(only), call.attempt_started(only)
+    call.attempt_ended(first, None)
+    call.attempt_ended(second, "CANCELLED")  # the loser, cancelled
+    call.hedge_won(only)
+    assert call.served_by is first

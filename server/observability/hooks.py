@@ -136,7 +136,11 @@ class CallRecord:
         """The dispatcher chose `handle`'s answer: racers that succeeded too (in the same
         loop turn, or a stream still open) do not say who served the call."""
         self._hedge_decided = True
-        self.served_by = next(a for a in reversed(self.attempts) if a.handle is handle)
+        # Not merely the handle's latest attempt: a deployment may race itself (the
+        # only one, or the only one closed), and its loser has ended CANCELLED by now.
+        self.served_by = next(
+            (a for a in reversed(self.attempts) if a.handle is handle and a.error is None), None
+        )
 
     def saw_first_token(self) -> None:
         if self.first_token is None:
