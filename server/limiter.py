@@ -167,20 +167,26 @@ class LeasedRateLimiter:
     def _lease(self, rule: RateRule) -> float:
         return max(1.0, float(math.floor(rule.burst * self._fraction)))
 
-    def _held(self, subject: str, now: float) -> float:
+    def _held(self, subject: str, now: float) -> tuple[float, float]:
+        """(tokens held, when they lapse); nothing once lapsed."""
         lease = self._leases.get(subject)
-        return lease[0] if lease is not None and now < lease[1] else 0.0
+        return lease if lease is not None and now < lease[1] else (0.0, math.inf)
 
-    def _keep(self, subject: str, tokens: float, rule: RateRule, now: float) -> None:
-        """Hold `tokens` (all that is held now) until Redis would have refilled them."""
-        lapse = now + tokens / rule.per_second if rule.per_second > 0 else math.inf
-        self._leases[subject] = (tokens, lapse)
+    def _hold(self, subject: str, tokens: float, lapse: float) -> None:
+        """Add `tokens`, which lapse at `lapse`, to what is held: all lapse with the oldest."""
+        held, held_lapse = self._held(subject, time.monotonic())
+        self._leases[subject] = (held + tokens, min(held_lapse, lapse))
+
+    @staticmethod
+    def _lapse(tokens: float, rule: RateRule, now: float) -> float:
+        """When Redis will have refilled `tokens` taken from it now."""
+        return now + tokens / rule.per_second if rule.per_second > 0 else math.inf
 
     async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
         now = time.monotonic()
-        held = self._held(subject, now)
+        held, lapse = self._held(subject, now)
         if held >= amount:
-            self._keep(subject, held - amount, rule, now)
+            self._leases[subject] = (held - amount, lapse)  # spending never extends it
             return ALLOWED
         # What is held goes toward this call: set aside before waiting on Redis, so a
         # call taken meanwhile cannot count it too.
@@ -190,30 +196,27 @@ class LeasedRateLimiter:
         if batch > missing:
             decision = await self._shared.take(subject, batch, rule)
             if decision.allowed:
-                self._give_back(subject, batch - missing, rule)
+                self._hold(subject, batch - missing, self._lapse(batch, rule, now))
                 return ALLOWED
         # Not a whole lease left globally: take just what this call needs.
         decision = await self._shared.take(subject, missing, rule)
-        if not decision.allowed:
-            self._give_back(subject, held, rule)
+        if not decision.allowed and held:
+            self._hold(subject, held, lapse)  # not spent after all
         return decision
-
-    def _give_back(self, subject: str, tokens: float, rule: RateRule) -> None:
-        now = time.monotonic()
-        self._keep(subject, self._held(subject, now) + tokens, rule, now)
 
     async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
         now = time.monotonic()
-        held = self._held(subject, now)
+        held, lapse = self._held(subject, now)
         if amount <= 0:
             # A refund: keep up to one lease here, give the rest back to everyone.
             keep = min(-amount, max(0.0, self._lease(rule) - held))
-            self._keep(subject, held + keep, rule, now)
+            if keep:
+                self._hold(subject, keep, self._lapse(keep, rule, now))
             if -amount > keep:
                 await self._shared.charge(subject, amount + keep, rule)
             return
         if held >= amount:
-            self._keep(subject, held - amount, rule, now)
+            self._leases[subject] = (held - amount, lapse)
             return
         self._leases.pop(subject, None)
         await self._shared.charge(subject, amount - held, rule)

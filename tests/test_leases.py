@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from server import limiter
 from server.config import SharedStateSettings
-from server.limiter import LeasedRateLimiter, RateRule, RedisRateLimiter
+from server.limiter import ALLOWED, Decision, LeasedRateLimiter, RateRule, RedisRateLimiter
 from server.shared_state import SharedRedis
 from tests.conftest import free_port
 from tests.servers import RedisServer, redis_server
@@ -91,3 +92,32 @@ async def test_a_lease_lapses_once_redis_would_have_refilled_it(shared: SharedRe
     # The burst, and what refills (100/s) while the 200 run; 27 more if leases held.
     refilled = 100 * (time.monotonic() - started)
     assert allowed <= 100 + refilled + 1, (allowed, refilled)
+
+
+class _Granting:
+    """A shared limiter that grants every take, and records when and how much."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.takes: list[tuple[float, float]] = []
+
+    async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
+        self.takes.append((self.clock[0], amount))
+        return ALLOWED
+
+    async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
+        pass
+
+
+async def test_spending_from_a_lease_never_extends_its_life(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(limiter.time, "monotonic", lambda: clock[0])
+    shared = _Granting(clock)
+    replica = LeasedRateLimiter(shared, lease_fraction=0.01)
+    rule = RateRule(per_minute=60, burst=1000)  # 1 token/s, leases of 10: each lasts 10 s
+    for second in (0, 9, 17, 24, 30, 35, 39):  # a call every few seconds
+        clock[0] = second
+        assert (await replica.take("k", 1, rule)).allowed
+    assert [at for at, _ in shared.takes] == [0, 17, 30]
