@@ -169,14 +169,21 @@ async def test_the_audit_names_the_kinds_found_blocked_or_in_a_unary_answer(
     audit = tmp_path / "audit.jsonl"
     gateway = await start_gateway(
         observability={"metrics": {"enabled": False}, "audit": {"path": str(audit)}},
-        redaction={"mode": "block", "keys": {"tester": "redact"}, "answers": True},
+        # A kind only the answer holds: the simulator's "You said: ..." echo.
+        redaction={
+            "mode": "block",
+            "keys": {"tester": "redact"},
+            "answers": True,
+            "custom": [{"name": "ECHO", "pattern": "You said"}],
+        },
     )
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        await client.chat(ask("call +1 415 555 2671 today"))  # the answer echoes it
+        answer = await client.chat(ask("hello"))
     async with AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as client:
         with pytest.raises(AIServiceError):
             await client.chat(ask(PROMPT))
     await gateway.stop()  # the audit log is flushed
+    assert answer.choices[0].message.content == "[REDACTED:ECHO]: hello"
     answered, blocked = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert answered["pii"] == ["PHONE"]
+    assert answered["pii"] == ["ECHO"]
     assert (blocked["reason"], blocked["pii"]) == ("SENSITIVE_DATA", ["CREDIT_CARD", "EMAIL"])
