@@ -668,7 +668,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     """What is wrong and where, without PyYAML's quote of the line: that line may hold
     a caller key, and this message is logged."""
     if not isinstance(error, yaml.MarkedYAMLError):
-        return type(error).__name__
+        # A ReaderError names a bad character by its code and position: no file text.
+        return " ".join(str(error).split())
     parts = [
         f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else text
         for text, mark in (

@@ -164,6 +164,9 @@ def test_a_yaml_error_names_the_place_without_quoting_the_line(tmp_path: Path) -
         load_config(bad)
     assert "caller-secret" not in str(caught.value)
     assert "while scanning a quoted scalar (line 4, column 12)" in str(caught.value)
+    bad.write_text("auth:\n  keys: \x01\n")  # a character YAML does not read
+    with pytest.raises(ConfigError, match=r"unacceptable character #x0001.*position 14"):
+        load_config(bad)
 
 
 def test_a_provider_key_written_into_the_config_is_refused() -> None:
