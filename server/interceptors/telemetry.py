@@ -111,15 +111,16 @@ def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
 Decode = Callable[[bytes], Any] | None
 
 
-async def _decoded(request: Any, decode: Decode, context: Context) -> Any:
-    """The request message (`request` is its bytes when `decode` is set)."""
+def _decoded(request: Any, decode: Decode) -> Any:
+    """The request message (`request` is its bytes when `decode` is set), or the
+    InvalidRequest to end the call with (returned: the usual path then needs no
+    coroutine to await, as aborting would)."""
     if decode is None:  # a refusing handler's: it takes the bytes
         return request
     try:
         return decode(request)
     except DecodeError as exc:
-        error = InvalidRequest("request", f"cannot be decoded ({exc})")
-        await abort(context, error, request_id_metadata())
+        return InvalidRequest("request", f"cannot be decoded ({exc})")
 
 
 def _observed_unary(
@@ -130,7 +131,10 @@ def _observed_unary(
     async def unary(request: Any, context: Context) -> Any:
         call = _begin()
         try:
-            response = await behavior(await _decoded(request, decode, context), context)
+            request = _decoded(request, decode)
+            if isinstance(request, InvalidRequest):
+                await abort(context, request, request_id_metadata())
+            response = await behavior(request, context)
         except BaseException as exc:
             _end(call, context, exc, interceptor)
             raise
@@ -151,7 +155,9 @@ def _observed_stream(
         call = _begin()
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
         try:
-            request = await _decoded(request, decode, early.context)
+            request = _decoded(request, decode)
+            if isinstance(request, InvalidRequest):
+                await abort(early.context, request, request_id_metadata())
             # Closed at once when the caller leaves, so the upstream stream is too.
             async with contextlib.aclosing(behavior(request, early.context)) as items:
                 async for item in items:
