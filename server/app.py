@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from protos import ai_service_pb2, ai_service_pb2_grpc
 from server.cache import MemoryCache, RedisCache, ResponseCache
-from server.completions import Completions
+from server.completions import Completions, settlements_done
 from server.config import ConfigError, GatewayConfig, ServerSettings, load_config, with_sections
 from server.dispatch import Dispatcher
 from server.heap import freeze_long_lived, refreeze
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+#: How long calls cut by a stop may take to unwind (settle their tokens, be recorded).
+CALLS_UNWIND_SECONDS = 5.0
 
 
 class Gateway:
@@ -193,6 +195,14 @@ class Gateway:
         finally:
             cut.cancel()
         self._server = None
+        # gRPC's stop returns before the calls it cut have unwound: their settlements
+        # (maybe with Redis) and records come first, then what they use is closed.
+        try:
+            async with asyncio.timeout(CALLS_UNWIND_SECONDS):
+                await self.observability.calls_ended()
+                await settlements_done()
+        except TimeoutError:
+            log.warning("calls still unwinding after the grace; closing anyway")
         await self.model_health.close()
         await self._close_providers()
         await self.observability.close()

@@ -202,6 +202,12 @@ def _cost_of_failure(error: BaseException, reservation: Reservation | None) -> i
 _settling: set[asyncio.Future[None]] = set()
 
 
+async def settlements_done() -> None:
+    """Until every settlement begun so far has reached the limiter (before it closes)."""
+    if _settling:
+        await asyncio.wait(set(_settling))
+
+
 async def _settle_shielded(quota: TokenQuota, reservation: Reservation | None, used: int) -> None:
     """Settle even when the call is being cancelled: the upstream may have spent the tokens."""
     if reservation is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
@@ -20,6 +21,7 @@ from server.config import parse_config
 from server.observability.logging import JsonFormatter
 from server.simulator import FaultRule, Simulator
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
+from tests.servers import redis_server
 from tests.test_process import gateway_argv, spawn, wait_serving
 
 
@@ -165,23 +167,40 @@ def test_records_written_in_batches_rotate_by_size_and_all_survive_close(
     assert sorted(written) == ids
 
 
-async def test_calls_cut_by_the_end_of_the_grace_are_recorded_as_the_caller_saw_them(
+async def test_calls_cut_by_the_end_of_the_grace_are_settled_and_recorded_as_seen(
     simulator: Simulator, tmp_path: Path
 ) -> None:
+    # gRPC's stop returns before the calls it cut have unwound; Redis answering slowly
+    # just then must not lose their token settlements or their audit records.
     audit_path = tmp_path / "audit.jsonl"
-    tree = config_tree(simulator.base_url)
-    tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
-    simulator.config.latency_ms = 5000
-    gateway = Gateway(parse_config(tree, env=TEST_ENV))
-    await gateway.start()
-    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        unary = asyncio.ensure_future(client.chat(ask()))
-        streamed = asyncio.ensure_future(client.stream_chat(ask()).__anext__())
-        await asyncio.sleep(0.3)  # both wait on the upstream
-        await gateway.stop(0.2)
-        ended = await asyncio.gather(unary, streamed, return_exceptions=True)
+    budget = 100_000
+    with redis_server(free_port(), tmp_path) as redis:
+        tree = config_tree(simulator.base_url)
+        tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
+        tree["rate_limit"] = {"requests_per_minute": 0, "tokens_per_minute": budget}
+        tree["shared_state"] = {
+            "backend": "redis",
+            "redis_url": redis.url,
+            "timeout_ms": 3000,
+            "lease_fraction": 0,
+        }
+        simulator.config.latency_ms = 5000
+        gateway = Gateway(parse_config(tree, env=TEST_ENV))
+        await gateway.start()
+        async with (
+            aioredis.Redis.from_url(redis.url) as admin,
+            AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
+        ):
+            unary = asyncio.ensure_future(client.chat(ask()))
+            streamed = asyncio.ensure_future(client.stream_chat(ask()).__anext__())
+            await asyncio.sleep(0.3)  # both wait on the upstream, ~1,000 tokens reserved each
+            await admin.execute_command("CLIENT", "PAUSE", "600", "WRITE")
+            await gateway.stop(0.2)
+            ended = await asyncio.gather(unary, streamed, return_exceptions=True)
+            left = float(await admin.hget("ai-service:limit:tokens:tester", "tokens"))
     assert [e.code.name if isinstance(e, AIServiceError) else e for e in ended] == [
         "UNAVAILABLE"
     ] * 2
     records = read_audit(audit_path)
     assert [(r["status"], r["reason"]) for r in records] == [("UNAVAILABLE", "SHUTDOWN")] * 2
+    assert left > budget - 100  # each was charged its prompt only, the rest refunded

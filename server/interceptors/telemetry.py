@@ -64,6 +64,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         #: Set when a stopping server's grace has run out: the calls it cancels then
         #: were cut by the shutdown (the caller sees UNAVAILABLE), not by their callers.
         self.grace_ended = False
+        #: AIService calls begun and not yet ended (their record not yet closed).
+        self.calls = 0
+        self._idle: asyncio.Event | None = None
+
+    async def calls_ended(self) -> None:
+        """Until no call is left (their records closed)."""
+        if self.calls:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -129,7 +138,7 @@ def _observed_unary(
     decode: Decode,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
-        call = _begin()
+        call = _begin(interceptor)
         try:
             request = _decoded(request, decode)
             if isinstance(request, InvalidRequest):
@@ -152,7 +161,7 @@ def _observed_stream(
     decode: Decode,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-        call = _begin()
+        call = _begin(interceptor)
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
         try:
             request = _decoded(request, decode)
@@ -239,7 +248,8 @@ def _failure_seen(sending: asyncio.Future[None]) -> None:
         sending.exception()
 
 
-def _begin() -> CallRecord:
+def _begin(interceptor: TelemetryInterceptor) -> CallRecord:
+    interceptor.calls += 1
     call = current_call.get()
     assert call is not None  # set by intercept_service, in this same task
     caller = current_caller.get(None)  # set by the auth interceptor, after this one
@@ -255,25 +265,34 @@ def _end(
     error: BaseException | None,
     interceptor: TelemetryInterceptor,
 ) -> None:
+    try:
+        call.end(*_outcome(context, error, interceptor))
+    finally:
+        interceptor.calls -= 1
+        if not interceptor.calls and interceptor._idle is not None:
+            interceptor._idle.set()
+
+
+def _outcome(
+    context: Context, error: BaseException | None, interceptor: TelemetryInterceptor
+) -> tuple[grpc.StatusCode, str]:
+    """The status the caller got, and its reason."""
     if error is None:
-        call.end(grpc.StatusCode.OK, "")
-        return
+        return grpc.StatusCode.OK, ""
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         # The call was cancelled: while it waited (CancelledError), or while grpc.aio
         # sent a stream's chunk, when grpc closes the stream at its `yield`. After a
         # stopping server's grace it was the shutdown, and past the deadline gRPC's
         # deadline: the caller saw that.
         if interceptor.grace_ended:
-            call.end(grpc.StatusCode.UNAVAILABLE, "SHUTDOWN")
-            return
+            return grpc.StatusCode.UNAVAILABLE, "SHUTDOWN"
         deadline_passed = context.time_remaining() == 0
         code = grpc.StatusCode.DEADLINE_EXCEEDED if deadline_passed else grpc.StatusCode.CANCELLED
-        call.end(code, code.name)
-        return
+        return code, code.name
     code = context.code()
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    call.end(code, _reason(context.trailing_metadata()))
+    return code, _reason(context.trailing_metadata())
 
 
 def _reason(trailers: Iterable[tuple[str, str | bytes]] | None) -> str:

@@ -52,6 +52,11 @@ class Observability:
         self._telemetry = TelemetryInterceptor(self.observers)
         return [*tracing, self._telemetry]
 
+    async def calls_ended(self) -> None:
+        """Until every call has ended and been recorded."""
+        if self._telemetry is not None:
+            await self._telemetry.calls_ended()
+
     def grace_ended(self) -> None:
         """The stopping server's grace is over: the calls it cancels now were cut by it."""
         if self._telemetry is not None:
@@ -80,7 +85,7 @@ class Observability:
             self._deployments.follow(deployments, providers)
 
     async def close(self) -> None:
-        """After the gRPC server stopped: every call has ended and been recorded."""
+        """After the gRPC server stopped and `calls_ended`: nothing is recorded after."""
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         loop = asyncio.get_running_loop()
