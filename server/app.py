@@ -17,7 +17,6 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -26,6 +25,7 @@ from server.cache import MemoryCache, RedisCache, ResponseCache
 from server.completions import Completions, settlements_done
 from server.config import ConfigError, GatewayConfig, ServerSettings, load_config, with_sections
 from server.dispatch import Dispatcher
+from server.health import DrainingHealthServicer
 from server.heap import freeze_long_lived, refreeze
 from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
 from server.interceptors.auth import KeyRing, rate_rule, token_rule
@@ -65,7 +65,7 @@ class Gateway:
         self.config = config
         self.observability = Observability(config.observability, span_exporter)
         self._reuse_port = reuse_port
-        self.health = HealthServicer()
+        self.health = DrainingHealthServicer()
         self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None

@@ -456,7 +456,9 @@ async def test_sigterm_drains_in_flight_streams(draining_gateway: Running) -> No
         # Health flips to NOT_SERVING (Watch is an in-flight call, so it sees the drain).
         update = await asyncio.wait_for(watch.read(), 10)
         assert update.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        watch.cancel()  # else the watch itself would hold the drain until the grace ends
+        # ... and then the watch ends, so that it does not hold the drain.
+        assert await asyncio.wait_for(watch.read(), 10) is grpc.aio.EOF
+        assert await watch.code() is grpc.StatusCode.OK
 
         # New calls are refused while the stream still runs. A call racing the signal may
         # still be accepted (it is then in flight and drained too), so poll for the refusal.
