@@ -106,6 +106,21 @@ async def client(gateway: Gateway) -> AsyncIterator[AsyncAIClient]:
         yield c
 
 
+def token_budgeted_keys(tokens_per_minute: int) -> dict[str, Any]:
+    """An `auth` section: the test key with a token budget (and no request limit), and
+    the restricted key with neither."""
+    return {
+        "keys": [
+            {
+                "name": "tester",
+                "key": TEST_KEY,
+                "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": tokens_per_minute},
+            },
+            {"name": "restricted", "key": RESTRICTED_KEY},
+        ]
+    }
+
+
 def write_config(path: Path, tree: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     return path

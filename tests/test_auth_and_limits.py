@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from server.app import Gateway
 from server.simulator import Simulator
-from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, token_budgeted_keys
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
 
@@ -298,16 +298,7 @@ async def test_a_call_that_never_left_the_gateway_costs_no_tokens(
                 ],
             }
         ],
-        auth={
-            "keys": [
-                {
-                    "name": "tester",
-                    "key": TEST_KEY,
-                    "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": 300},
-                },
-                {"name": "restricted", "key": RESTRICTED_KEY},
-            ]
-        },
+        auth=token_budgeted_keys(300),
     )
     simulator.config.latency_ms = 3000
     prompt = ChatCompletionRequest(  # ~103 prompt tokens, ~108 reserved

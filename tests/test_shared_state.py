@@ -23,7 +23,7 @@ from server.cache import SingleFlight
 from server.config import SharedStateSettings
 from server.shared_state import RedisUnavailable, SharedRedis
 from server.simulator import FaultRule, Simulator
-from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port, token_budgeted_keys
 from tests.servers import RedisServer, redis_server
 
 
@@ -344,16 +344,7 @@ async def test_a_flight_is_paid_by_its_first_caller_even_if_it_leaves(
     # however long that caller stays; one that shared the answer pays nothing.
     gateway = await start_gateway(
         cache={"enabled": True},
-        auth={
-            "keys": [
-                {
-                    "name": "tester",
-                    "key": TEST_KEY,
-                    "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": 200},
-                },
-                {"name": "restricted", "key": RESTRICTED_KEY},
-            ]
-        },
+        auth=token_budgeted_keys(200),
     )
     simulator.config.latency_ms = 500
     long_answer = ask("/tokens 100", temperature=0, max_tokens=150)  # reserves ~160
