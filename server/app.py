@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from protos import ai_service_pb2, ai_service_pb2_grpc
 from server.cache import MemoryCache, RedisCache, ResponseCache
-from server.completions import Completions, settlements_done
+from server.completions import Completions
 from server.config import ConfigError, GatewayConfig, ServerSettings, load_config, with_sections
 from server.dispatch import Dispatcher
 from server.health import DrainingHealthServicer
@@ -200,7 +200,8 @@ class Gateway:
         try:
             async with asyncio.timeout(CALLS_UNWIND_SECONDS):
                 await self.observability.calls_ended()
-                await settlements_done()
+                if self.runtime is not None:
+                    await self.runtime.completions.unwound()
         except TimeoutError:
             log.warning("calls still unwinding after the grace; closing anyway")
         await self.model_health.close()

@@ -117,6 +117,8 @@ class SingleFlight(Generic[T]):
 
     def __init__(self) -> None:
         self._flights: dict[str, _Flight[T]] = {}
+        #: Every flight's task until it is done (a cancelled one is forgotten at once).
+        self._running: set[asyncio.Task[T]] = set()
 
     async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """The work's result, and whether it was shared with an earlier caller."""
@@ -125,6 +127,8 @@ class SingleFlight(Generic[T]):
         if flight is None:
             flight = _Flight(asyncio.ensure_future(work()))
             self._flights[key] = flight
+            self._running.add(flight.task)
+            flight.task.add_done_callback(self._running.discard)
             flight.task.add_done_callback(lambda _: self._forget(key, flight))
         flight.waiters += 1
         try:
@@ -140,6 +144,11 @@ class SingleFlight(Generic[T]):
     def _forget(self, key: str, flight: _Flight[T]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
+
+    async def finished(self) -> None:
+        """Until every flight's task is done, those cancelled included."""
+        if self._running:
+            await asyncio.wait(set(self._running))
 
     def __len__(self) -> int:
         return len(self._flights)

@@ -5,8 +5,8 @@ the response cache, and identical cacheable calls in flight at once share one
 upstream call (single-flight); every call that may reach the upstream reserves its
 estimated tokens from its caller's budget first and settles with the real usage
 after (a caller that shared another's flight is refunded, as a cache hit costs
-nothing; one cut short is charged its prompt); a finished answer is stored for the
-next caller. A stream can be served from the
+nothing; one cut short after its request went upstream is charged its prompt); a
+finished answer is stored for the next caller. A stream can be served from the
 cache as a stream, and a finished stream fills the cache too.
 """
 
@@ -155,6 +155,13 @@ class Completions:
         response.cached = True
         return response
 
+    async def unwound(self) -> None:
+        """Until every flight has ended and every settlement reached the limiter: a
+        flight cut by a stop settles its tokens after the calls waiting on it ended."""
+        await self.flights.finished()
+        if _settling:
+            await asyncio.wait(set(_settling))
+
     async def _charged(
         self,
         request: ChatCompletionRequest,
@@ -165,18 +172,16 @@ class Completions:
     ) -> Outcome[ChatCompletionResponse]:
         """The upstream's answer (stored under `key`), settling `reservation` with what it
         used, whoever is still waiting for it (a flight outlives its first caller)."""
-        used = 0
         try:
             outcome = await self._dispatcher.complete(request, route, budget)
-            used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
-            if key is not None:
-                await self._store(key, outcome.value, request)
-            return outcome
         except BaseException as error:
-            used = _cost_of_failure(error, reservation)
+            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
             raise
-        finally:
-            await _settle_shielded(self._quota, reservation, used)
+        used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
+        await _settle_shielded(self._quota, reservation, used)  # before storing: it may wait
+        if key is not None:
+            await self._store(key, outcome.value, request)
+        return outcome
 
     async def _store(
         self, key: str, response: ChatCompletionResponse, request: ChatCompletionRequest
@@ -202,23 +207,15 @@ def _cost_of_failure(error: BaseException, reservation: Reservation | None) -> i
 _settling: set[asyncio.Future[None]] = set()
 
 
-async def settlements_done() -> None:
-    """Until every settlement begun so far has reached the limiter (before it closes)."""
-    if _settling:
-        await asyncio.wait(set(_settling))
-
-
 async def _settle_shielded(quota: TokenQuota, reservation: Reservation | None, used: int) -> None:
     """Settle even when the call is being cancelled: the upstream may have spent the tokens."""
     if reservation is None:
         return
     settling = asyncio.ensure_future(quota.settle(reservation, used))
-    try:
-        await asyncio.shield(settling)
-    except asyncio.CancelledError:
-        _settling.add(settling)  # keep it alive until done; the cancellation goes on
-        settling.add_done_callback(_settling.discard)
-        raise
+    # Kept until done: alive if this task is cancelled meanwhile, and known to a stop.
+    _settling.add(settling)
+    settling.add_done_callback(_settling.discard)
+    await asyncio.shield(settling)
 
 
 class _Assembler:
