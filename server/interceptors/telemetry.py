@@ -71,7 +71,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     async def calls_ended(self) -> None:
         """Until no call is left (their records closed)."""
         if self.calls:
-            self._idle = asyncio.Event()
+            if self._idle is None or self._idle.is_set():
+                self._idle = asyncio.Event()
             await self._idle.wait()
 
     async def intercept_service(
@@ -138,7 +139,8 @@ def _observed_unary(
     decode: Decode,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
-        call = _begin(interceptor)
+        call = _begin()
+        interceptor.calls += 1  # just before the `try` whose every way out ends it
         try:
             request = _decoded(request, decode)
             if isinstance(request, InvalidRequest):
@@ -161,8 +163,9 @@ def _observed_stream(
     decode: Decode,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-        call = _begin(interceptor)
+        call = _begin()
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
+        interceptor.calls += 1  # just before the `try` whose every way out ends it
         try:
             request = _decoded(request, decode)
             if isinstance(request, InvalidRequest):
@@ -248,8 +251,7 @@ def _failure_seen(sending: asyncio.Future[None]) -> None:
         sending.exception()
 
 
-def _begin(interceptor: TelemetryInterceptor) -> CallRecord:
-    interceptor.calls += 1
+def _begin() -> CallRecord:
     call = current_call.get()
     assert call is not None  # set by intercept_service, in this same task
     caller = current_caller.get(None)  # set by the auth interceptor, after this one
