@@ -14,6 +14,7 @@ from typing import Any
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -34,7 +35,9 @@ class _Watch:
     async def write(self, message: health_pb2.HealthCheckResponse) -> None:
         await self._context.write(message)
         self.last = message.status
-        if message.status == NOT_SERVING and self._health.draining:
+        # While draining no status changes any more (grpc's servicer ignores `set`):
+        # whatever is told now is final.
+        if self._health.draining and message.status != SERVING:
             raise _Told
 
     def __getattr__(self, name: str) -> Any:
