@@ -175,7 +175,7 @@ class LeasedRateLimiter:
     def _hold(self, subject: str, tokens: float, lapse: float) -> None:
         """Add `tokens`, which lapse at `lapse`, to what is held: all lapse with the oldest."""
         held, held_lapse = self._held(subject, time.monotonic())
-        self._leases[subject] = (held + tokens, min(held_lapse, lapse))
+        self._leases[subject] = (held + tokens, min(held_lapse, lapse) if held else lapse)
 
     @staticmethod
     def _lapse(tokens: float, rule: RateRule, now: float) -> float:
@@ -200,8 +200,8 @@ class LeasedRateLimiter:
                 return ALLOWED
         # Not a whole lease left globally: take just what this call needs.
         decision = await self._shared.take(subject, missing, rule)
-        if not decision.allowed and held:
-            self._hold(subject, held, lapse)  # not spent after all
+        if not decision.allowed and held and lapse > time.monotonic():
+            self._hold(subject, held, lapse)  # not spent after all (unless lapsed since)
         return decision
 
     async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
