@@ -95,6 +95,9 @@ class Completions:
         if shared:  # every waiter gets its own copy: redaction edits it in place
             response = ChatCompletionResponse()
             response.CopyFrom(outcome.value)
+            call = current_call.get()
+            if call is not None:
+                call.shared_from = outcome.handle
         return Served(response, outcome.handle, outcome.attempts)
 
     async def open_stream(

@@ -6,6 +6,7 @@ Redis-backed variants use a real redis-server on a free port (tests/servers.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -364,3 +365,32 @@ async def test_a_flight_is_paid_by_its_first_caller_even_if_it_leaves(
             await payer.chat(ask("/tokens 100", max_tokens=150))
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert simulator.stats.total_requests == 1
+
+
+async def test_a_call_that_shared_a_flight_is_audited_with_the_deployment_that_answered(
+    start_gateway: StartGateway, simulator: Simulator, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    gateway = await start_gateway(
+        cache={"enabled": True},
+        observability={"metrics": {"enabled": False}, "audit": {"path": str(audit)}},
+    )
+    simulator.config.latency_ms = 1000
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        first = asyncio.create_task(client.chat(ask(temperature=0)))
+        await _flight_with_waiters(gateway, 1)
+        second = asyncio.create_task(client.chat(ask(temperature=0)))
+        await _flight_with_waiters(gateway, 2)
+        answers = await asyncio.gather(first, second)
+    await gateway.stop()  # the audit log is flushed
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert (
+        {a.deployment for a in answers}
+        == {r["deployment"] for r in records}
+        == {"simulator/sim-gpt-1"}
+    )
+    # The one that shared made no attempt and spent nothing: tokens are counted once.
+    assert sorted((r["attempts"], r["output_tokens"] > 0) for r in records) == [
+        (0, False),
+        (1, True),
+    ]

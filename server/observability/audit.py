@@ -32,7 +32,7 @@ from server.observability.hooks import CallRecord, Observer
 
 def audit_entry(call: CallRecord) -> dict[str, Any]:
     served = call.served_by
-    handle = served.handle if served is not None else None
+    handle = served.handle if served is not None else call.shared_from
     entry: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(call.time))
         + f".{int(call.time % 1 * 1000):03d}Z",
@@ -41,9 +41,8 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         "key": call.key,
         "model_requested": call.model_requested,
         "model": call.model,
-        "model_served": (served.response_model or handle.target.upstream_model)
-        if served is not None and handle is not None
-        else "",
+        "model_served": (served.response_model if served is not None else "")
+        or (handle.target.upstream_model if handle is not None else ""),
         "provider": handle.target.provider if handle is not None else "",
         "deployment": handle.name if handle is not None else "",
         "status": call.code.name,

@@ -74,6 +74,9 @@ class CallRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     #: The attempt whose answer the caller got.
     served_by: AttemptRecord | None = None
+    #: The deployment whose answer a single flight shared with this call, which made
+    #: no attempt of its own (and spent no tokens).
+    shared_from: DeploymentHandle | None = None
     #: A hedge's winner was chosen (`hedge_won`): later successes are not it.
     _hedge_decided: bool = False
     first_token: float | None = None
