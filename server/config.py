@@ -44,10 +44,11 @@ class _Strict(BaseModel):
 class TLSSettings(_Strict):
     """TLS on the gRPC listener; with `client_ca_file`, mutual TLS (client certificates needed)."""
 
-    cert_file: str
-    key_file: str
+    cert_file: str = Field(min_length=1)
+    key_file: str = Field(min_length=1)
     #: CA bundle that client certificates must chain to; absent: no client certificates.
-    client_ca_file: str | None = None
+    #: (Empty is refused: `${CLIENT_CA:-}` unset must not turn mutual TLS off silently.)
+    client_ca_file: str | None = Field(None, min_length=1)
 
 
 class ServerSettings(_Strict):

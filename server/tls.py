@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
@@ -20,9 +21,32 @@ def server_credentials(settings: TLSSettings) -> grpc.ServerCredentials:
 
     key = read("key_file", settings.key_file)
     certificate = read("cert_file", settings.cert_file)
-    client_ca = read("client_ca_file", settings.client_ca_file) if settings.client_ca_file else None
+    client_ca = (
+        read("client_ca_file", settings.client_ca_file)
+        if settings.client_ca_file is not None
+        else None
+    )
+    _check_pem(settings)
     return grpc.ssl_server_credentials(
         [(key, certificate)],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def _check_pem(settings: TLSSettings) -> None:
+    """Refuse what gRPC would only report as a failure to bind the port."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"server.tls.key_file: not the key of cert_file, or not PEM ({exc.reason})"
+        ) from None
+    if settings.client_ca_file is not None:
+        try:
+            context.load_verify_locations(settings.client_ca_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"server.tls.client_ca_file: not a PEM CA bundle ({exc.reason})"
+            ) from None

@@ -140,3 +140,32 @@ def test_unreadable_certificate_is_a_config_error_naming_the_field(tmp_path: Pat
     settings = TLSSettings(cert_file=str(tmp_path / "missing.pem"), key_file=str(tmp_path / "k"))
     with pytest.raises(ConfigError, match=r"server\.tls\.key_file"):
         server_credentials(settings)
+
+
+def test_a_key_that_is_not_the_certificates_is_a_config_error_naming_the_field(
+    certs: Certificates, tmp_path: Path
+) -> None:
+    from server.config import TLSSettings
+    from server.tls import server_credentials
+
+    wrong_key = TLSSettings(cert_file=str(certs.server_cert), key_file=str(certs.client_key))
+    with pytest.raises(ConfigError, match=r"server\.tls\.key_file: not the key of cert_file"):
+        server_credentials(wrong_key)
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate")
+    bad_ca = TLSSettings(
+        cert_file=str(certs.server_cert),
+        key_file=str(certs.server_key),
+        client_ca_file=str(garbage),
+    )
+    with pytest.raises(ConfigError, match=r"server\.tls\.client_ca_file"):
+        server_credentials(bad_ca)
+
+
+def test_an_empty_client_ca_is_refused_rather_than_turning_mutual_tls_off(
+    certs: Certificates,
+) -> None:
+    tree = config_tree("http://127.0.0.1:9")
+    tree["server"]["tls"] = {**tls_settings(certs, mutual=False), "client_ca_file": ""}
+    with pytest.raises(ConfigError, match=r"server\.tls\.client_ca_file"):
+        parse_config(tree, env=TEST_ENV)
