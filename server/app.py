@@ -66,7 +66,7 @@ class Gateway:
         self.observability = Observability(config.observability, span_exporter)
         self._reuse_port = reuse_port
         self.health = DrainingHealthServicer()
-        self.model_health = ModelHealth(self.health, config.resilience.circuit_breaker.open_seconds)
+        self.model_health = ModelHealth(self.health)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
         self._auth = AuthInterceptor(*access(config))

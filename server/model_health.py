@@ -24,9 +24,8 @@ SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 class ModelHealth:
-    def __init__(self, health: HealthServicer, cool_down_seconds: float) -> None:
+    def __init__(self, health: HealthServicer) -> None:
         self._health = health
-        self._cool_down = cool_down_seconds
         self._router: Router | None = None
         self._published: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -40,9 +39,12 @@ class ModelHealth:
         self._schedule_refresh()
         if breaker.state is CircuitState.OPEN:
             loop = asyncio.get_running_loop()
-            # A little after the cool-down, when the circuit reads as half-open.
-            timer = loop.call_later(self._cool_down + 0.01, self._schedule_refresh)
-            self._timers.add(timer)
+            # A little after the cool-down, when the circuit reads as half-open: the
+            # breaker's own, which a reload may have changed.
+            cool_down = breaker.settings.open_seconds + 0.01
+            now = loop.time()
+            self._timers = {t for t in self._timers if t.when() > now}  # only pending ones
+            self._timers.add(loop.call_later(cool_down, self._schedule_refresh))
 
     def _schedule_refresh(self) -> None:
         task = asyncio.ensure_future(self.refresh())

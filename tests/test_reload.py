@@ -23,7 +23,7 @@ from protos.ai_service_pb2 import ListModelsRequest
 from server.app import Gateway
 from server.config import load_config
 from server.resilience import Admission, CircuitState
-from server.simulator import Simulator, SimulatorConfig
+from server.simulator import FaultRule, Simulator, SimulatorConfig
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import Process, gateway_argv, spawn, start_simulator, wait_serving
 from tests.test_workers import serving_workers
@@ -307,3 +307,32 @@ def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Pa
             assert time.monotonic() < deadline, gateway.output()
             time.sleep(0.1)
         assert _code(address, TEST_KEY) is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_model_health_follows_a_reloaded_circuit_cool_down(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    def breaker_opening_after(open_seconds: float) -> dict[str, Any]:
+        tree = config_tree(simulator.base_url)
+        tree["resilience"] = {
+            "circuit_breaker": {"consecutive_failures": 1, "open_seconds": open_seconds},
+            "retries": {"max_attempts": 1},
+        }
+        return tree
+
+    path = write_config(tmp_path / "config.yaml", breaker_opening_after(30))
+    async with Gateway(load_config(path)) as gateway:
+        write_config(path, breaker_opening_after(0.5))
+        assert await gateway.reload(str(path))
+        simulator.add_fault(FaultRule("status", status=500, model="sim-gpt-1", times=1))
+        async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+            with pytest.raises(AIServiceError):
+                await client.chat(ask())  # opens sim-gpt's only circuit
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            request = health_pb2.HealthCheckRequest(service="sim-gpt")
+            assert (await check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            deadline = time.monotonic() + 10  # half-open after 0.5 s, not the old 30 s
+            while (await check(request)).status != health_pb2.HealthCheckResponse.SERVING:
+                assert time.monotonic() < deadline, "health kept the old cool-down"
+                await asyncio.sleep(0.1)
