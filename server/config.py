@@ -279,10 +279,23 @@ class RoutingRule(_Strict):
     model: str
 
 
+#: Names the health service answers for already: a model of that name would overwrite
+#: their status with its own.
+_SERVICE_NAMES = frozenset(
+    {
+        "ai_service.v1.AIService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
 class ModelSettings(_Strict):
     """A public model name and the deployments that serve it."""
 
     name: str = Field(min_length=1)
+
     #: Short form for a single deployment: `provider` + `upstream_model`.
     provider: str | None = None
     upstream_model: str | None = Field(None, min_length=1)
@@ -307,6 +320,13 @@ class ModelSettings(_Strict):
     def effective_default_max_tokens(self) -> int:
         cap = self.max_output_tokens
         return self.default_max_tokens if cap is None else min(self.default_max_tokens, cap)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_service_name(cls, name: str) -> str:
+        if name in _SERVICE_NAMES:
+            raise ValueError(f"{name!r} is a gRPC service's name, which health reports on")
+        return name
 
     @model_validator(mode="after")
     def _one_way_to_deploy(self) -> ModelSettings:

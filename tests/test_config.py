@@ -194,3 +194,12 @@ def test_a_provider_key_can_come_from_a_file(tmp_path: Path) -> None:
     # again, nor its key taken for a second one.
     moved = with_metrics_listen(with_listen(config, "127.0.0.1:5001"), "127.0.0.1:9001")
     assert moved.providers == config.providers and moved.server.listen == "127.0.0.1:5001"
+
+
+def test_a_model_may_not_take_a_grpc_services_name() -> None:
+    # Health answers for the service under that name: a model's status would replace it.
+    model = {"name": "ai_service.v1.AIService", "provider": "p", "upstream_model": "m"}
+    with pytest.raises(ConfigError, match=r"models\[0\]\.name: .*gRPC service's name"):
+        parse_config(
+            tree(providers=[{"name": "p", "base_url": "http://x"}], models=[model]), env={}
+        )
