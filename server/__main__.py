@@ -19,6 +19,7 @@ signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGHUP,))
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -30,6 +31,7 @@ from server.config import (
     CONFIG_ENV_VAR,
     DEMO_KEY,
     ConfigError,
+    GatewayConfig,
     embedded_default,
     load_config,
     split_host_port,
@@ -75,14 +77,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _file_config(path: str, args: argparse.Namespace) -> GatewayConfig:
+    """The config file with the command line's --listen and --metrics-listen applied (at
+    start and on every reload, so that a reload sees no change the file did not make)."""
+    config = load_config(path)
+    if args.listen:
+        config = with_listen(config, args.listen)
+    if args.metrics_listen:
+        config = with_metrics_listen(config, args.metrics_listen)
+    return config
+
+
 async def run(args: argparse.Namespace) -> None:
     if args.config:
-        config = load_config(args.config)
-        if args.listen:
-            config = with_listen(config, args.listen)
-        if args.metrics_listen:
-            config = with_metrics_listen(config, args.metrics_listen)
-        await serve_until_signalled(Gateway(config, reuse_port=args.reuse_port), args.config)
+        load = functools.partial(_file_config, args=args)
+        gateway = Gateway(load(args.config), reuse_port=args.reuse_port, load=load)
+        await serve_until_signalled(gateway, args.config)
         return
 
     from server.simulator import Simulator, SimulatorConfig
@@ -122,9 +132,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     """Validate once here, then run `args.workers` workers on the same port."""
     grace = 30.0
     if args.config:
-        config = load_config(args.config)
-        if args.listen:
-            config = with_listen(config, args.listen)
+        config = _file_config(args.config, args)
         listen, grace = config.server.listen, config.server.shutdown_grace_seconds
     else:
         listen = args.listen or "127.0.0.1:50051"

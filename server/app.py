@@ -61,8 +61,11 @@ class Gateway:
         *,
         reuse_port: bool = False,
         span_exporter: SpanExporter | None = None,
+        load: Callable[[str], GatewayConfig] = load_config,
     ) -> None:
+        """`load` reads the config file on a reload (with what the command line set)."""
         self.config = config
+        self._load = load
         self.observability = Observability(config.observability, span_exporter)
         self._reuse_port = reuse_port
         self.health = DrainingHealthServicer()
@@ -228,7 +231,7 @@ class Gateway:
         shared state and observability need a restart: changes there are logged, not applied.
         """
         try:
-            loaded = await asyncio.to_thread(load_config, path)
+            loaded = await asyncio.to_thread(self._load, path)
             restart_only = {
                 name: getattr(self.config, name)
                 for name in RESTART_ONLY_SECTIONS

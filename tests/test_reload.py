@@ -336,3 +336,16 @@ async def test_model_health_follows_a_reloaded_circuit_cool_down(
             while (await check(request)).status != health_pb2.HealthCheckResponse.SERVING:
                 assert time.monotonic() < deadline, "health kept the old cool-down"
                 await asyncio.sleep(0.1)
+
+
+def test_a_reload_under_listen_sees_only_what_the_file_changed(tmp_path: Path) -> None:
+    # `--listen` overrides the file: a reload must apply it again, or every reload
+    # warns that the `server` section needs a restart, and a real one is lost in that.
+    with gateway_process(tmp_path, 1) as (gateway, _, _, address):
+        wait_serving(address, gateway)
+        gateway.popen.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "config reloaded" not in gateway.stderr():
+            assert time.monotonic() < deadline, gateway.output()
+            time.sleep(0.05)
+        assert "need a restart" not in gateway.stderr()
