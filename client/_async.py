@@ -39,7 +39,8 @@ class AsyncAIClient:
 
     Create it inside a running event loop and close it (`async with` or `close()`).
     Every method takes `timeout` (seconds; `None` for no deadline; by default the
-    client's `timeout`) and `metadata` (added to the call; keys given replace the
+    client's `timeout`, itself by default 60 s for a unary call and 600 s for a
+    stream) and `metadata` (added to the call; keys given replace the
     client's, e.g. another `authorization`). Failed calls raise `AIServiceError`.
 
     `service_config` is a gRPC service config as JSON text. By default (None) it is
@@ -54,7 +55,7 @@ class AsyncAIClient:
         api_key: str | None = None,
         *,
         tls: TLSOptions | None = None,
-        timeout: float | None = 60.0,
+        timeout: Timeout = DEFAULT,
         service_config: str | None = None,
         options: Sequence[ChannelOption] = (),
     ) -> None:
@@ -116,7 +117,7 @@ class AsyncAIClient:
         """
         call = self._stub.stream_chat(
             request,
-            timeout=self._defaults.timeout(timeout),
+            timeout=self._defaults.timeout(timeout, stream=True),
             metadata=self._defaults.metadata(metadata),
         )
         return AsyncChatStream(call)

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from client._service_config import DEFAULT_SERVICE_CONFIG
+from client._service_config import CHANNEL_SERVICE_CONFIG
 from client._tls import TLSOptions
 
 __all__ = ["ChannelOption", "ChannelSpec"]
@@ -42,8 +42,9 @@ class ChannelSpec:
     ) -> ChannelSpec:
         merged: list[ChannelOption] = [_USER_AGENT]
         if service_config is None:
-            # Retries of UNAVAILABLE and per-method deadlines (client/service_config.json).
-            service_config = DEFAULT_SERVICE_CONFIG
+            # Retries of UNAVAILABLE (client/service_config.json); its deadlines are
+            # applied per call (CallDefaults).
+            service_config = CHANNEL_SERVICE_CONFIG
         if service_config:  # "" opts out: no service config at all
             # gRPC rejects a bad service config only when the channel first connects,
             # with an obscure message; check the JSON here instead.

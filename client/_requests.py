@@ -11,6 +11,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
+from client._service_config import METHOD_DEADLINES
 from protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse, Message
 
 __all__ = [
@@ -36,6 +37,10 @@ class _Default(enum.Enum):
 #: "Use the client's default" for a per-call timeout; `None` already means "no deadline".
 DEFAULT = _Default.TOKEN
 Timeout: TypeAlias = float | _Default | None
+#: The deadlines of a client given none (client/service_config.json's): a unary call,
+#: and a stream (which lasts as long as the model writes).
+UNARY_DEADLINE_SECONDS = METHOD_DEADLINES["ChatCompletion"]
+STREAM_DEADLINE_SECONDS = METHOD_DEADLINES["StreamChatCompletion"]
 
 _AUTHORIZATION = "authorization"
 
@@ -43,7 +48,7 @@ _AUTHORIZATION = "authorization"
 class CallDefaults:
     """What every call carries unless the caller overrides it: the key and a deadline."""
 
-    def __init__(self, api_key: str | None, timeout: float | None) -> None:
+    def __init__(self, api_key: str | None, timeout: Timeout) -> None:
         self._metadata: tuple[tuple[str, str], ...] = (
             ((_AUTHORIZATION, f"Bearer {api_key}"),) if api_key else ()
         )
@@ -53,9 +58,12 @@ class CallDefaults:
         # Never show the key itself.
         return f"CallDefaults(api_key={'***' if self._metadata else None}, timeout={self._timeout})"
 
-    def timeout(self, override: Timeout) -> float | None:
-        """The deadline in seconds for one call."""
-        return self._timeout if override is DEFAULT else override
+    def timeout(self, override: Timeout, *, stream: bool = False) -> float | None:
+        """The deadline in seconds for one call (None: none at all)."""
+        chosen = self._timeout if override is DEFAULT else override
+        if chosen is DEFAULT:
+            return STREAM_DEADLINE_SECONDS if stream else UNARY_DEADLINE_SECONDS
+        return chosen
 
     def metadata(self, extra: MetadataLike | None) -> tuple[tuple[str, str], ...]:
         """The client's metadata with per-call `extra`; keys given in `extra` replace ours."""

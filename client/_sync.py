@@ -40,7 +40,8 @@ class AIClient:
     """A blocking client for the ai-service gateway; see `AsyncAIClient` for the details.
 
     Every method takes `timeout` (seconds; `None` for no deadline; by default the
-    client's `timeout`) and `metadata`. Failed calls raise `AIServiceError`.
+    client's `timeout`, itself by default 60 s for a unary call and 600 s for a
+    stream) and `metadata`. Failed calls raise `AIServiceError`.
     `service_config` None (the default) uses `client/service_config.json`; `""` none.
     """
 
@@ -50,7 +51,7 @@ class AIClient:
         api_key: str | None = None,
         *,
         tls: TLSOptions | None = None,
-        timeout: float | None = 60.0,
+        timeout: Timeout = DEFAULT,
         service_config: str | None = None,
         options: Sequence[ChannelOption] = (),
     ) -> None:
@@ -110,7 +111,7 @@ class AIClient:
         """
         call = self._stub.stream_chat(
             request,
-            timeout=self._defaults.timeout(timeout),
+            timeout=self._defaults.timeout(timeout, stream=True),
             metadata=self._defaults.metadata(metadata),
         )
         return ChatStream(call)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from client._errors import AIServiceError
-from client._requests import answer_text, build_chat_request
+from client._requests import DEFAULT, answer_text, build_chat_request
 from client._sync import AIClient
 from client._tls import TLSOptions
 from protos.ai_service_pb2 import ChatCompletionRequest, Usage
@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(
         addr=os.environ.get("AI_SERVICE_ADDR") or DEFAULT_ADDR,
         key=os.environ.get("AI_SERVICE_KEY") or None,
-        timeout=60.0,
+        timeout=DEFAULT,
         tls_ca=None,
         tls_cert=None,
         tls_key=None,
@@ -163,7 +163,12 @@ def _add_connection_options(parser: argparse.ArgumentParser, default: object = N
     add = parser.add_argument
     add("--addr", default=default, help=f"host:port (env AI_SERVICE_ADDR, default {DEFAULT_ADDR})")
     add("--key", default=default, help="API key (env AI_SERVICE_KEY; flags show in ps)")
-    add("--timeout", default=default, type=float, help="deadline per call, seconds (default 60)")
+    add(
+        "--timeout",
+        default=default,
+        type=float,
+        help="deadline per call, seconds (default 60; 600 for --stream)",
+    )
     add("--tls-ca", default=default, metavar="FILE", help="root certificates; enables TLS")
     add("--tls-cert", default=default, metavar="FILE", help="client certificate (mTLS)")
     add("--tls-key", default=default, metavar="FILE", help="client private key (mTLS)")

@@ -68,6 +68,8 @@ class Recorder:
     metadata: list[dict[str, str]] = field(default_factory=list)
     models: list[str] = field(default_factory=list)  # ChatCompletion's request.model
     cancelled: dict[str, threading.Event] = field(default_factory=dict)
+    #: Each call's time remaining, as the server saw it (None: no deadline).
+    deadlines: list[float | None] = field(default_factory=list)
 
     def cancel_event(self, name: str) -> threading.Event:
         return self.cancelled.setdefault(name, threading.Event())
@@ -82,6 +84,7 @@ class EchoService(ai_service_pb2_grpc.AIServiceServicer):
     async def _check(self, request: object, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
         metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
         self.recorder.metadata.append(metadata)
+        self.recorder.deadlines.append(context.time_remaining())
         if metadata.get("authorization") != f"Bearer {KEY}":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key")
 
@@ -392,6 +395,18 @@ async def test_missing_key_and_per_call_key_override(server: EchoServer) -> None
         assert str(caught.value) == "UNAUTHENTICATED: missing or unknown API key"
         models = await anonymous.list_models(metadata={"Authorization": f"Bearer {KEY}"})
     assert len(models) == 2
+
+
+async def test_deadlines_default_per_method_and_none_means_none(server: EchoServer) -> None:
+    seen = server.recorder.deadlines
+    async with AsyncAIClient(server.address, KEY) as client:
+        await client.chat(_request("hi"))
+        [chunk async for chunk in client.stream_chat(_request("hi"))]
+        await client.chat(_request("hi"), timeout=None)
+    unary, stream, unbounded = seen[-3:]
+    assert unary is not None and 55 < unary < 61
+    assert stream is not None and 590 < stream < 601  # a stream lasts as the model writes
+    assert unbounded is None  # no deadline at all, not the service config's
 
 
 async def test_per_call_timeout_is_a_deadline(server: EchoServer) -> None:
