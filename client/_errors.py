@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -66,7 +67,10 @@ class AIServiceError(Exception):
         err = cls(code, message)
         status = _rich_status(error)
         if status is not None:
-            err._apply_details(status)
+            try:
+                err._apply_details(status)
+            except DecodeError:  # a detail mangled on the way: the status line stands
+                err.args = (str(err),)
         return err
 
     def _apply_details(self, status: status_pb2.Status) -> None:
@@ -116,9 +120,9 @@ def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
         return None
     try:
         status: Any = rpc_status.from_call(error)
-    except ValueError:
-        # The trailer disagrees with the status line (a proxy rewrote one of them):
-        # the status line wins and the details are dropped rather than misreported.
+    except (ValueError, DecodeError):
+        # The trailer disagrees with the status line, or is not a status at all (a
+        # proxy rewrote one of them): the status line wins, the details are dropped.
         return None
     return status if isinstance(status, status_pb2.Status) else None
 

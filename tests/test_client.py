@@ -76,7 +76,8 @@ class Recorder:
 
 
 class EchoService(ai_service_pb2_grpc.AIServiceServicer):
-    """Answers `echo: <prompt>`; `rate-limit`, `bad`, `slow` and `endless:*` misbehave."""
+    """Answers `echo: <prompt>`; `rate-limit`, `bad`, `slow`, `mangled` and `endless:*`
+    misbehave."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
@@ -130,6 +131,12 @@ class EchoService(ai_service_pb2_grpc.AIServiceServicer):
             await context.abort_with_status(rpc_status.to_status(status))
         if prompt == "slow":
             await asyncio.sleep(5)
+        if prompt == "mangled":  # a details trailer a proxy garbled
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "upstream down",
+                (("grpc-status-details-bin", b"\x0a\xff\xff\xff"),),
+            )
 
     async def ChatCompletion(
         self,
@@ -335,6 +342,15 @@ async def test_rate_limit_decodes_retry_after_quota_and_reason(server: EchoServe
     assert error.domain == "ai-service"
     assert error.error_metadata == {"limit": "60"}
     assert str(error) == f"RESOURCE_EXHAUSTED: {RATE_LIMIT_MESSAGE} (retry after 1.2s)"
+
+
+async def test_a_mangled_details_trailer_still_gives_the_status_line(
+    server: EchoServer,
+) -> None:
+    async with AsyncAIClient(server.address, KEY) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(_request("mangled"))
+    assert str(caught.value) == "UNAVAILABLE: upstream down"
 
 
 async def test_error_before_the_first_chunk_raises_from_the_stream(server: EchoServer) -> None:
