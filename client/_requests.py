@@ -49,6 +49,12 @@ class CallDefaults:
     """What every call carries unless the caller overrides it: the key and a deadline."""
 
     def __init__(self, api_key: str | None, timeout: Timeout) -> None:
+        if api_key is not None:
+            # A key read from a file often ends in a newline; gRPC would refuse the
+            # header on every call with an obscure "invalid metadata".
+            api_key = api_key.strip()
+            if not api_key.isascii() or not api_key.isprintable():
+                raise ValueError("api_key: may hold only printable ASCII characters")
         self._metadata: tuple[tuple[str, str], ...] = (
             ((_AUTHORIZATION, f"Bearer {api_key}"),) if api_key else ()
         )

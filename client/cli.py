@@ -40,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
             return command(client, args)
     except AIServiceError as error:
         return _fail(str(error))
+    except BrokenPipeError:  # the reader left (`| head`): nothing more to say
+        # What is still buffered goes nowhere, not to an error at exit (Python's advice).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:  # a certificate file that cannot be read
-        return _fail(f"{error.strerror or error}: {error.filename}")
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}")
+    except ValueError as error:  # an API key that cannot be sent
+        return _fail(str(error))
     except KeyboardInterrupt:
         # The stream (if any) was cancelled on the way out; end the half-printed line.
         print(file=sys.stderr)
@@ -57,7 +64,10 @@ def _fail(message: str) -> int:
 
 
 def _chat(client: AIClient, args: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    # Bytes that are not UTF-8 (stdin, or an argument in another locale) would fail
+    # to encode for the request: they are replaced instead.
+    raw = sys.stdin.buffer.read() if args.prompt == "-" else os.fsencode(args.prompt)
+    prompt = raw.decode("utf-8", "replace")
     model = args.model or os.environ.get("AI_SERVICE_MODEL") or _first_model(client)
     if model is None:
         return _fail("the gateway lists no models for this key; pass --model")
@@ -85,15 +95,17 @@ def _chat(client: AIClient, args: argparse.Namespace) -> int:
 
 def _print_stream(client: AIClient, request: ChatCompletionRequest, out: TextIO) -> Usage | None:
     usage = None
-    with client.stream_chat(request) as stream:
-        for chunk in stream:
-            for choice in chunk.choices:
-                if choice.index == 0 and choice.delta.content:
-                    out.write(choice.delta.content)
-                    out.flush()  # show each token as it arrives, not at the end
-            if chunk.HasField("usage"):
-                usage = chunk.usage
-    out.write("\n")
+    try:
+        with client.stream_chat(request) as stream:
+            for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.index == 0 and choice.delta.content:
+                        out.write(choice.delta.content)
+                        out.flush()  # show each token as it arrives, not at the end
+                if chunk.HasField("usage"):
+                    usage = chunk.usage
+    finally:
+        out.write("\n")  # also after a failure: the error line starts a line of its own
     return usage
 
 

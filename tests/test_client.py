@@ -564,21 +564,42 @@ def test_cli_as_a_real_process(server: EchoServer) -> None:
     )
 
 
+def test_cli_takes_a_key_read_with_its_newline_and_a_prompt_that_is_not_utf8(
+    server: EchoServer,
+) -> None:
+    env = {**os.environ, "AI_SERVICE_KEY": f"{KEY}\n", "AI_SERVICE_MODEL": "echo-1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "client", "--addr", server.address, "chat", "-"],
+        cwd=REPO,
+        env=env,
+        input=b"caf\xe9 ok",
+        capture_output=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.decode() == "echo: caf\ufffd ok\n"
+
+
 def test_cli_ctrl_c_mid_stream_exits_130_and_cancels_the_call(server: EchoServer) -> None:
     env = {**os.environ, "AI_SERVICE_KEY": KEY, "AI_SERVICE_MODEL": "echo-1"}
     env["AI_SERVICE_ADDR"] = server.address
     cancelled = server.recorder.cancel_event("endless:cli")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "client", "chat", "--stream", "endless:cli"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # Ctrl-C as a terminal gives it, even when the tests run where SIGINT is ignored
-        # (a background job, nohup), which a child would inherit.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # Ctrl-C as a terminal gives it, even when the tests run where SIGINT is ignored (a
+    # background job, nohup), which a child would inherit; a handled signal is reset to
+    # its default in the child instead. (Not a preexec_fn: forking with gRPC's threads
+    # running is unsafe, and now and then the child died before exec.)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "client", "chat", "--stream", "endless:cli"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         assert process.stdout is not None
         assert process.stdout.read(5) == "tick "  # streaming has begun
