@@ -80,7 +80,7 @@ class Dispatcher:
             # No coroutine of its own: the guarded attempt is awaited directly.
             return guarded_complete(handle, admission, request, budget, default)
 
-        return await self._run(route, budget, attempt, discard=None)
+        return await self._run(request, route, budget, attempt, discard=None)
 
     async def open_stream(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget
@@ -106,16 +106,17 @@ class Dispatcher:
         async def discard(opened: tuple[ChatCompletionChunk, ChunkStream]) -> None:
             await opened[1].aclose()
 
-        return await self._run(route, budget, attempt, discard)
+        return await self._run(request, route, budget, attempt, discard)
 
     async def _run(
         self,
+        request: ChatCompletionRequest,
         route: ModelRoute,
         budget: Budget,
         attempt: Attempt[T],
         discard: Callable[[T], Awaitable[None]] | None,
     ) -> Outcome[T]:
-        candidates = self._router.candidates(route)
+        candidates = _servable(self._router.candidates(route), request)
         self.retry_budget.record_call()
         failed: set[DeploymentHandle] = set()
         refused_key: set[DeploymentHandle] = set()
@@ -270,6 +271,19 @@ async def _settle_losers(
             continue
         if discard is not None:
             await discard(value)
+
+
+def _servable(
+    candidates: list[DeploymentHandle], request: ChatCompletionRequest
+) -> list[DeploymentHandle]:
+    """The candidates whose provider's API can take `request`: a model (or its fallbacks)
+    may mix providers, and one refusing a request says nothing of the others."""
+    servable = [handle for handle in candidates if handle.provider.refusal(request) is None]
+    if servable or not candidates:
+        return servable
+    refusal = candidates[0].provider.refusal(request)
+    assert refusal is not None
+    raise refusal  # none can: why the model's first deployment cannot
 
 
 def _pick(

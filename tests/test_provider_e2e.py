@@ -370,3 +370,36 @@ async def test_stalled_upstream_ends_deadline_exceeded_at_the_client_deadline(
     with pytest.raises(AIServiceError) as caught:
         await client.chat(ask(model, "hello"), timeout=0.3)
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_request_one_provider_cannot_take_goes_to_a_deployment_that_can(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # A temperature above 1 is beyond Anthropic's range: a model mixing providers serves
+    # it from the OpenAI deployment every time, and a fallback to the Anthropic model
+    # is skipped rather than turning an outage into "your request is invalid".
+    tree = three_providers(simulator.base_url)
+    tree["models"] += [
+        {
+            "name": "mixed",
+            "deployments": [
+                {"provider": "claude-sim", "upstream_model": "sim-claude-1", "weight": 1e6},
+                {"provider": "simulator", "upstream_model": "sim-gpt-1"},
+            ],
+        },
+        {"name": "gpt-then-claude", "provider": "simulator", "upstream_model": "down-1"},
+    ]
+    tree["models"][-1]["fallbacks"] = ["sim-claude"]
+    gateway = await start_gateway(parse_config(tree, env=TEST_ENV))
+    simulator.add_fault(FaultRule("status", status=503, model="down-1"))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        for _ in range(5):
+            answer = await client.chat(ask("mixed", "hot", temperature=1.5))
+            assert answer.deployment == "simulator/sim-gpt-1"
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(ask("gpt-then-claude", "hot", temperature=1.5))
+        assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(AIServiceError) as caught:  # no deployment can: said plainly
+            await client.chat(ask("sim-claude", "hot", temperature=1.5))
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert simulator.stats.count(model="sim-claude-1") == 0

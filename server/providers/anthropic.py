@@ -143,6 +143,9 @@ class AnthropicProvider:
                     return
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without message_stop")
 
+    def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
+        return request_refusal(request)
+
     async def aclose(self) -> None:
         await self._endpoint.aclose()
 
@@ -191,20 +194,28 @@ def error_type(body: bytes) -> str | None:
 # --- request: proto → Anthropic JSON ---------------------------------------------------
 
 
-def request_body(
-    request: ChatCompletionRequest, model: str, default_max_tokens: int, *, stream: bool
-) -> dict[str, Any]:
+def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+    """What the Messages API cannot take, refused before a call."""
     if request.HasField("response_format") and request.response_format.type not in ("", "text"):
-        raise InvalidRequest(
+        return InvalidRequest(
             "response_format.type",
             f"{request.response_format.type!r} is not supported by Anthropic models",
         )
     if request.HasField("temperature") and request.temperature > MAX_TEMPERATURE:
-        # The gateway takes OpenAI's 0-2; Anthropic's is 0-1: refused before a call.
-        raise InvalidRequest(
+        # The gateway takes OpenAI's 0-2; Anthropic's is 0-1.
+        return InvalidRequest(
             "temperature",
             f"is {request.temperature:g}; Anthropic models take 0 to {MAX_TEMPERATURE:g}",
         )
+    return None
+
+
+def request_body(
+    request: ChatCompletionRequest, model: str, default_max_tokens: int, *, stream: bool
+) -> dict[str, Any]:
+    refusal = request_refusal(request)
+    if refusal is not None:
+        raise refusal
     system, messages = messages_to_anthropic(request.messages)
     body: dict[str, Any] = {
         "model": model,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
-from server.errors import UpstreamUnavailable
+from server.errors import InvalidRequest, UpstreamUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,11 @@ class Provider(Protocol):
         Ends only after the provider's own end-of-stream marker: a stream that
         stops without it raises `UpstreamUnavailable`, never ends quietly.
         """
+        ...
+
+    def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
+        """Why this provider's API cannot take `request`, if it cannot: asked before a
+        deployment is chosen, so that another deployment (or a fallback) may serve it."""
         ...
 
     async def aclose(self) -> None: ...

@@ -41,7 +41,7 @@ from protos.ai_service_pb2 import (
     ToolCall,
 )
 from server.config import ProviderSettings
-from server.errors import UpstreamUnavailable
+from server.errors import InvalidRequest, UpstreamUnavailable
 from server.providers.base import Deployment, parse_json_body
 from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_line_batches
@@ -110,6 +110,9 @@ class OllamaProvider:
                 if translator.done:
                     return
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without done: true")
+
+    def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
+        return None  # what Ollama has no field for is dropped (see the module's docstring)
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()

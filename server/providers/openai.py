@@ -41,7 +41,7 @@ from protos.ai_service_pb2 import (
     Usage,
 )
 from server.config import ProviderSettings
-from server.errors import UpstreamUnavailable
+from server.errors import InvalidRequest, UpstreamUnavailable
 from server.providers.base import Deployment, parse_json_body
 from server.providers.endpoint import UpstreamEndpoint
 from server.providers.framing import iter_sse_batches
@@ -140,6 +140,9 @@ class OpenAIProvider:
                 for chunk in ready.take():
                     yield chunk
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
+
+    def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
+        return None  # the gateway's own validation is OpenAI's
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()
