@@ -116,7 +116,7 @@ class Dispatcher:
         attempt: Attempt[T],
         discard: Callable[[T], Awaitable[None]] | None,
     ) -> Outcome[T]:
-        candidates = _servable(self._router.candidates(route), request)
+        candidates = self._servable(route, request)
         self.retry_budget.record_call()
         failed: set[DeploymentHandle] = set()
         refused_key: set[DeploymentHandle] = set()
@@ -171,6 +171,26 @@ class Dispatcher:
                 )
         assert last_error is not None
         raise last_error
+
+    def _servable(
+        self, route: ModelRoute, request: ChatCompletionRequest
+    ) -> list[DeploymentHandle]:
+        """The candidates that can take `request`: their provider's API can (a model or its
+        fallbacks may mix providers), and their model's cap allows its max_tokens (a
+        fallback's may be lower). A request none can take is refused as the first cannot."""
+        candidates = self._router.candidates(route)
+        wanted = request.max_tokens if request.HasField("max_tokens") else None
+        servable = [
+            handle
+            for handle in candidates
+            if handle.provider.refusal(request) is None
+            and (wanted is None or _within(self._router.output_cap(route, handle), wanted))
+        ]
+        if servable or not candidates:
+            return servable
+        refusal = candidates[0].provider.refusal(request)
+        assert refusal is not None  # the route's own model allows its max_tokens (validated)
+        raise refusal
 
     async def _before_retry(
         self,
@@ -273,17 +293,8 @@ async def _settle_losers(
             await discard(value)
 
 
-def _servable(
-    candidates: list[DeploymentHandle], request: ChatCompletionRequest
-) -> list[DeploymentHandle]:
-    """The candidates whose provider's API can take `request`: a model (or its fallbacks)
-    may mix providers, and one refusing a request says nothing of the others."""
-    servable = [handle for handle in candidates if handle.provider.refusal(request) is None]
-    if servable or not candidates:
-        return servable
-    refusal = candidates[0].provider.refusal(request)
-    assert refusal is not None
-    raise refusal  # none can: why the model's first deployment cannot
+def _within(cap: int | None, wanted: int) -> bool:
+    return cap is None or wanted <= cap
 
 
 def _pick(

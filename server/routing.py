@@ -111,8 +111,8 @@ class Router:
                 weighted.append(WeightedDeployment(handle, settings.weight))
             self._routes[model.name] = ModelRoute(model, tuple(weighted))
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
-        # Built once here, read on every attempt (see `default_max_tokens`).
-        self._max_tokens = {name: self._defaults_of(route) for name, route in self._routes.items()}
+        # Built once here, read on every call (`default_max_tokens`, `output_cap`).
+        self._serving = {name: self._serving_of(route) for name, route in self._routes.items()}
 
     @property
     def routes(self) -> tuple[ModelRoute, ...]:
@@ -156,16 +156,21 @@ class Router:
         """The max_tokens `handle` is sent for `route` when the request sets none: that
         of the model it serves for the call (`route`'s own, or the first fallback's
         that uses it). Deployments are shared between models; their defaults are not."""
-        return self._max_tokens[route.name][handle]
+        return self._serving[route.name][handle].effective_default_max_tokens
 
-    def _defaults_of(self, route: ModelRoute) -> dict[DeploymentHandle, int]:
-        """Every candidate of `route` → its default max_tokens for `route`'s calls."""
+    def output_cap(self, route: ModelRoute, handle: DeploymentHandle) -> int | None:
+        """The most max_tokens `handle` may be asked for on `route`'s calls: the cap of
+        the model it serves for them (a fallback's own applies when it serves)."""
+        return self._serving[route.name][handle].max_output_tokens
+
+    def _serving_of(self, route: ModelRoute) -> dict[DeploymentHandle, ModelSettings]:
+        """Every candidate of `route` → the model it serves `route`'s calls as."""
         serving = (route, *(self._routes[name] for name in route.model.fallbacks))
-        defaults: dict[DeploymentHandle, int] = {}
+        models: dict[DeploymentHandle, ModelSettings] = {}
         for model_route in reversed(serving):  # the earlier model wins a shared deployment
             for deployment in model_route.deployments:
-                defaults[deployment.handle] = model_route.model.effective_default_max_tokens
-        return defaults
+                models[deployment.handle] = model_route.model
+        return models
 
     def _balanced(self, route: ModelRoute) -> list[DeploymentHandle]:
         deployments = route.deployments

@@ -402,3 +402,27 @@ async def test_chaos_every_call_succeeds_and_retries_stay_within_budget(
     assert budget.denied == 0
     assert 0 < budget.retries <= 0.2 * calls + 10  # the ratio plus the initial allowance
     assert simulator.stats.total_requests == calls + budget.retries
+
+
+async def test_a_fallback_is_not_asked_for_more_than_its_own_cap(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start(
+        start_gateway,
+        simulator,
+        [
+            single("big", "big-1", fallbacks=["capped"]),
+            single("capped", "capped-1", max_output_tokens=50),
+        ],
+        retries={"max_attempts": 2},
+    )
+    simulator.add_fault(FaultRule("status", model="big-1", status=503))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        asked = ask("big")
+        asked.max_tokens = 500  # within big's (no cap), above capped's
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(asked)
+        assert caught.value.code is grpc.StatusCode.UNAVAILABLE  # big's outage, not capped
+        asked.max_tokens = 40
+        assert (await client.chat(asked)).deployment == "simulator/capped-1"
+    assert simulator.stats.count(model="capped-1") == 1
