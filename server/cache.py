@@ -79,8 +79,9 @@ class RedisCache:
             await self._shared.run(lambda client: client.set(name, value, px=milliseconds))
 
 
-def cache_key(request: ChatCompletionRequest, settings: CacheSettings) -> str | None:
-    """The canonical key of a cacheable request, or None when it must not be cached."""
+def cache_key(request: ChatCompletionRequest, settings: CacheSettings, route: str) -> str | None:
+    """The canonical key of a cacheable request on the route with fingerprint `route`,
+    or None when it must not be cached."""
     if request.options.bypass_cache:
         return None
     deterministic = (request.HasField("temperature") and request.temperature == 0) or (
@@ -95,7 +96,7 @@ def cache_key(request: ChatCompletionRequest, settings: CacheSettings) -> str | 
     canonical.ClearField("metadata")
     canonical.ClearField("options")
     digest = hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
-    return f"{request.model}:{digest}"
+    return f"{request.model}:{route}:{digest}"
 
 
 def ttl_for(request: ChatCompletionRequest, settings: CacheSettings) -> float:

@@ -60,15 +60,15 @@ class Completions:
         self._settings = settings
         self.flights: SingleFlight[Outcome[ChatCompletionResponse]] = SingleFlight()
 
-    def _key(self, request: ChatCompletionRequest) -> str | None:
+    def _key(self, request: ChatCompletionRequest, route: ModelRoute) -> str | None:
         if self._cache is None:
             return None
-        return cache_key(request, self._settings)
+        return cache_key(request, self._settings, route.fingerprint)
 
     async def complete(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
     ) -> Served[ChatCompletionResponse]:
-        key = self._key(request)
+        key = self._key(request, route)
         if key is not None:
             cached = await self._lookup(key)
             if cached is not None:
@@ -103,7 +103,7 @@ class Completions:
     async def open_stream(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
     ) -> Served[tuple[ChatCompletionChunk, ChunkStream]]:
-        key = self._key(request)
+        key = self._key(request, route)
         if key is not None:
             cached = await self._lookup(key)
             if cached is not None:

@@ -12,6 +12,7 @@ shared by every model that uses it.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class WeightedDeployment:
 class ModelRoute:
     model: ModelSettings
     deployments: tuple[WeightedDeployment, ...]
+    #: What a cached answer of this route depends on (its model's and its fallbacks'
+    #: settings): a reload that repoints the model starts its answers afresh.
+    fingerprint: str = ""
 
     @property
     def name(self) -> str:
@@ -79,7 +83,8 @@ class Router:
         kept = {h.target: h for h in previous.deployments} if previous is not None else {}
         handles: dict[Deployment, DeploymentHandle] = {}
         self._routes: dict[str, ModelRoute] = {}
-        for model in models:
+        by_name = {model.name: model for model in models}
+        for model in by_name.values():
             weighted = []
             for settings in model.targets:
                 target = Deployment(settings.provider, settings.upstream_model)
@@ -109,7 +114,11 @@ class Router:
                             limiter=ConcurrencyLimiter(target.name, max_in_flight, max_queue),
                         )
                 weighted.append(WeightedDeployment(handle, settings.weight))
-            self._routes[model.name] = ModelRoute(model, tuple(weighted))
+            serving = (model, *(by_name[name] for name in model.fallbacks))
+            fingerprint = hashlib.sha256(
+                "\n".join(m.model_dump_json() for m in serving).encode()
+            ).hexdigest()[:16]
+            self._routes[model.name] = ModelRoute(model, tuple(weighted), fingerprint)
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
         # Built once here, read on every call (`default_max_tokens`, `output_cap`).
         self._serving = {name: self._serving_of(route) for name, route in self._routes.items()}

@@ -349,3 +349,22 @@ def test_a_reload_under_listen_sees_only_what_the_file_changed(tmp_path: Path) -
             assert time.monotonic() < deadline, gateway.output()
             time.sleep(0.05)
         assert "need a restart" not in gateway.stderr()
+
+
+async def test_a_reload_that_repoints_a_model_does_not_serve_its_old_cached_answers(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    tree = config_tree(simulator.base_url)
+    tree["cache"] = {"enabled": True}
+    path = write_config(tmp_path / "config.yaml", tree)
+    cacheable = ask()
+    cacheable.temperature = 0
+    gateway = Gateway(load_config(path))
+    async with gateway, AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        await client.chat(cacheable)
+        assert (await client.chat(cacheable)).cached
+        tree["models"][0]["upstream_model"] = "sim-gpt-2"  # sim-gpt moves
+        write_config(path, tree)
+        assert await gateway.reload(str(path))
+        moved = await client.chat(cacheable)
+    assert not moved.cached and moved.deployment == "simulator/sim-gpt-2"
