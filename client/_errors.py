@@ -19,6 +19,8 @@ from grpc_status import rpc_status
 
 __all__ = ["AIServiceError", "translate_rpc_errors"]
 
+REQUEST_ID_KEY = "x-request-id"
+
 
 class AIServiceError(Exception):
     """A call to the gateway failed.
@@ -32,6 +34,8 @@ class AIServiceError(Exception):
         reason: the `google.rpc.ErrorInfo` reason, e.g. `"UPSTREAM_AUTH"`.
         domain: the `google.rpc.ErrorInfo` domain.
         error_metadata: the `google.rpc.ErrorInfo` metadata.
+        request_id: the gateway's id for the call (`x-request-id`), to quote to its
+            operators; None if the server sent none.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class AIServiceError(Exception):
         reason: str | None = None,
         domain: str | None = None,
         error_metadata: dict[str, str] | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.code = code
         self.message = message
@@ -54,7 +59,12 @@ class AIServiceError(Exception):
         self.reason = reason
         self.domain = domain
         self.error_metadata = error_metadata or {}
+        self.request_id = request_id
         super().__init__(str(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (a process pool, multiprocessing) with every attribute, not only args.
+        return (type(self), (self.code, self.message), self.__dict__)
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> AIServiceError:
@@ -64,7 +74,7 @@ class AIServiceError(Exception):
         code = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
         details_fn = getattr(error, "details", None)
         message = (details_fn() if callable(details_fn) else None) or ""
-        err = cls(code, message)
+        err = cls(code, message, request_id=_request_id(error))
         status = _rich_status(error)
         if status is not None:
             try:
@@ -104,8 +114,8 @@ class AIServiceError(Exception):
             # Servers often repeat the violation in the message; say it once.
             if description not in self.message:
                 extras.append(f"{field}: {description}")
-        if self.retry_after is not None:
-            extras.append(f"retry after {self.retry_after:.3g}s")
+        if self.retry_after is not None and "retry after" not in self.message:
+            extras.append(f"retry after {self.retry_after:.2f}".rstrip("0").rstrip(".") + "s")
         line = f"{self.code.name}: {self.message or self.code.name.lower()}"
         if extras:
             line += f" ({'; '.join(extras)})"
@@ -113,6 +123,18 @@ class AIServiceError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.name}, {self.message!r})"
+
+
+def _request_id(error: grpc.RpcError) -> str | None:
+    """`x-request-id` from the trailers (a unary call, a refusal) or the headers (a stream)."""
+    for name in ("trailing_metadata", "initial_metadata"):
+        read = getattr(error, name, None)
+        if not callable(read):
+            continue
+        for key, value in read() or ():
+            if key == REQUEST_ID_KEY and isinstance(value, str):
+                return value
+    return None
 
 
 def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:

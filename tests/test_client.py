@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -610,3 +611,22 @@ def test_cli_ctrl_c_mid_stream_exits_130_and_cancels_the_call(server: EchoServer
     assert process.returncode == 130
     assert "Traceback" not in err
     assert cancelled.wait(5)
+
+
+def test_an_error_survives_pickling_whole() -> None:
+    # A process pool sends errors back pickled.
+    error = AIServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "slow down",
+        retry_after=3600,
+        reason="RATE_LIMITED",
+        request_id="r-1",
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.code, copy.retry_after, copy.reason, copy.request_id) == (
+        error.code,
+        3600,
+        "RATE_LIMITED",
+        "r-1",
+    )
+    assert str(copy) == str(error) == "RESOURCE_EXHAUSTED: slow down (retry after 3600s)"

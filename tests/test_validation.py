@@ -185,3 +185,15 @@ async def test_temperature_zero_is_valid_and_sent(
 ) -> None:
     await client.chat(request(temperature=0))
     assert simulator.stats.received[-1].body["temperature"] == 0
+
+
+async def test_a_refusal_names_its_request_id_unary_and_streamed(client: AsyncAIClient) -> None:
+    bad = request(temperature=9)
+    for streamed in (False, True):
+        metadata = {"x-request-id": f"bad-{streamed}"}
+        with pytest.raises(AIServiceError) as caught:
+            if streamed:
+                [c async for c in client.stream_chat(bad, metadata=metadata)]
+            else:
+                await client.chat(bad, metadata=metadata)
+        assert caught.value.request_id == f"bad-{streamed}"
