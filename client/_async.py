@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,7 +12,7 @@ import grpc
 import grpc.aio
 
 from client._channel import ChannelOption, ChannelSpec
-from client._errors import translate_rpc_errors
+from client._errors import AIServiceError, translate_rpc_errors
 from client._requests import (
     DEFAULT,
     CallDefaults,
@@ -68,6 +68,7 @@ class AsyncAIClient:
             )
         self._stub = AsyncStub.on(self._channel)
         self._defaults = CallDefaults(api_key, timeout)
+        self._closed = False
         self.target = target
 
     def __repr__(self) -> str:
@@ -85,8 +86,22 @@ class AsyncAIClient:
         await self.close()
 
     async def close(self, grace: float | None = None) -> None:
-        """Close the channel; calls still running get `grace` seconds, then are cancelled."""
+        """Close the channel; calls still running get `grace` seconds, then are cancelled
+        (they raise `AIServiceError` CANCELLED)."""
+        self._closed = True
         await self._channel.close(grace)
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """`translate_rpc_errors`; and a call cut by `close()` raises AIServiceError
+        CANCELLED, not a CancelledError its task never got (it would confuse a TaskGroup)."""
+        try:
+            with translate_rpc_errors():
+                yield
+        except asyncio.CancelledError:
+            if self._closed and not _task_cancelled():
+                raise AIServiceError(grpc.StatusCode.CANCELLED, "the client was closed") from None
+            raise
 
     async def chat(
         self,
@@ -96,7 +111,7 @@ class AsyncAIClient:
         metadata: MetadataLike | None = None,
     ) -> ChatCompletionResponse:
         """One chat completion, returned when the model has finished."""
-        with translate_rpc_errors():
+        with self._translated():
             return await self._stub.chat(
                 request,
                 timeout=self._defaults.timeout(timeout),
@@ -120,7 +135,7 @@ class AsyncAIClient:
             timeout=self._defaults.timeout(timeout, stream=True),
             metadata=self._defaults.metadata(metadata),
         )
-        return AsyncChatStream(call)
+        return AsyncChatStream(call, self)
 
     async def list_models(
         self,
@@ -129,7 +144,7 @@ class AsyncAIClient:
         metadata: MetadataLike | None = None,
     ) -> list[Model]:
         """The models the key may use."""
-        with translate_rpc_errors():
+        with self._translated():
             response = await self._stub.list_models(
                 ListModelsRequest(),
                 timeout=self._defaults.timeout(timeout),
@@ -149,7 +164,7 @@ class AsyncAIClient:
         `service` "" asks about the server as a whole; an unknown service raises
         `AIServiceError` with code `NOT_FOUND`.
         """
-        with translate_rpc_errors():
+        with self._translated():
             response = await self._stub.health_check(
                 health_request(service),
                 timeout=self._defaults.timeout(timeout),
@@ -184,12 +199,15 @@ class AsyncChatStream:
     """
 
     def __init__(
-        self, call: grpc.aio.UnaryStreamCall[ChatCompletionRequest, ChatCompletionChunk]
+        self,
+        call: grpc.aio.UnaryStreamCall[ChatCompletionRequest, ChatCompletionChunk],
+        client: AsyncAIClient,
     ) -> None:
         # read() rather than the call's own async iterator: that one is an async
         # generator, which would keep the call alive after a `break` until the loop
         # gets round to finalizing it.
         self._call = call
+        self._client = client
         self._cancelled = False
 
     def __aiter__(self) -> Self:
@@ -199,11 +217,10 @@ class AsyncChatStream:
         if self._cancelled:
             raise StopAsyncIteration
         try:
-            with translate_rpc_errors():
+            with self._client._translated():
                 chunk = await self._call.read()
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._cancelled and task is not None and not task.cancelling():
+            if self._cancelled and not _task_cancelled():
                 # cancel() was called from elsewhere while this read waited: that ends
                 # the stream; it is not this task being cancelled.
                 raise StopAsyncIteration from None
@@ -246,3 +263,9 @@ class AsyncChatStream:
         with contextlib.suppress(Exception):
             if call is not None and not call.done():
                 call.cancel()
+
+
+def _task_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not merely a call in it)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

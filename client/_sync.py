@@ -14,7 +14,7 @@ from typing import Any, Protocol, Self
 import grpc
 
 from client._channel import ChannelOption, ChannelSpec
-from client._errors import translate_rpc_errors
+from client._errors import AIServiceError, translate_rpc_errors
 from client._requests import (
     DEFAULT,
     CallDefaults,
@@ -182,6 +182,13 @@ class ChatStream:
             with translate_rpc_errors():
                 return next(self._call)
         except StopIteration:
+            raise
+        except AIServiceError as error:
+            if self._cancelled and error.code is grpc.StatusCode.CANCELLED:
+                # cancel() from another thread while this read waited ends the stream,
+                # as it does for the async client.
+                raise StopIteration from None
+            self.cancel()
             raise
         except BaseException:
             # Ctrl-C or an error mid-stream: stop the server generating for nobody.

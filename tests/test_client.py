@@ -404,6 +404,27 @@ async def test_cancel_from_another_task_ends_the_stream_quietly(server: EchoServ
     assert await asyncio.to_thread(server.recorder.cancel_event("endless:other").wait, 5)
 
 
+async def test_closing_the_client_ends_its_calls_with_an_aiservice_error(
+    server: EchoServer,
+) -> None:
+    # Not a CancelledError: the tasks reading were not cancelled, and a TaskGroup or
+    # gather would take that for their own cancellation.
+    client = AsyncAIClient(server.address, KEY)
+
+    async def read() -> None:
+        async for _ in client.stream_chat(_request("endless:closed")):
+            pass
+
+    reading = asyncio.create_task(read())
+    asking = asyncio.create_task(client.chat(_request("slow")))
+    await asyncio.sleep(0.3)
+    await client.close()
+    for task in (reading, asking):
+        with pytest.raises(AIServiceError) as caught:
+            await task
+        assert caught.value.code is grpc.StatusCode.CANCELLED
+
+
 async def test_missing_key_and_per_call_key_override(server: EchoServer) -> None:
     async with AsyncAIClient(server.address) as anonymous:
         with pytest.raises(AIServiceError) as caught:
@@ -465,6 +486,18 @@ def test_leaving_a_sync_stream_cancels_it_at_the_server(server: EchoServer) -> N
                 if chunk.sequence == 2:
                     break
         assert cancelled.wait(5)
+
+
+def test_a_sync_stream_cancelled_from_another_thread_ends_quietly(server: EchoServer) -> None:
+    with AIClient(server.address, KEY) as client:
+        stream = client.stream_chat(_request("endless:thread"))
+        chunks = []
+        for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 1:  # cancelled elsewhere while this thread reads on
+                threading.Timer(0.05, stream.cancel).start()
+    assert chunks
+    assert server.recorder.cancel_event("endless:thread").wait(5)
 
 
 def test_tls_channel_with_a_private_root(server: EchoServer) -> None:
