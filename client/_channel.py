@@ -57,6 +57,7 @@ class ChannelSpec:
         if tls is not None:
             credentials = tls.credentials()
             merged += tls.channel_options()
-        # The caller's options come last, so they win over ours.
-        merged += options
-        return cls(target=target, credentials=credentials, options=tuple(merged))
+        # The caller's options replace ours of the same name (gRPC would keep the first).
+        by_name = dict(merged)
+        by_name.update(options)
+        return cls(target=target, credentials=credentials, options=tuple(by_name.items()))

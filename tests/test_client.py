@@ -42,6 +42,7 @@ from client import (
     TLSOptions,
     build_chat_request,
 )
+from client._channel import ChannelSpec
 from client.cli import main
 from protos import ai_service_pb2, ai_service_pb2_grpc
 
@@ -663,3 +664,14 @@ def test_an_error_survives_pickling_whole() -> None:
         "r-1",
     )
     assert str(copy) == str(error) == "RESOURCE_EXHAUSTED: slow down (retry after 3600s)"
+
+
+def test_a_callers_channel_options_replace_the_clients_own() -> None:
+    # gRPC keeps the first of two options with one name: the caller's must replace ours.
+    mine = ("grpc.primary_user_agent", "mine/1.0")
+    no_retries = ("grpc.service_config", '{"methodConfig": []}')
+    spec = ChannelSpec.build("x:1", tls=None, service_config=None, options=[mine, no_retries])
+    options = dict(spec.options)
+    assert len(options) == len(spec.options)
+    assert options["grpc.primary_user_agent"] == "mine/1.0"
+    assert options["grpc.service_config"] == '{"methodConfig": []}'
