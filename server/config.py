@@ -518,6 +518,7 @@ class GatewayConfig(_Strict):
         models = {m.name for m in self.models}
         for i, model in enumerate(self.models):
             _check_model_references(f"models[{i}]", model, providers, models)
+        deployment_limits(self.models)  # refuses two limits for one deployment
         for i, key in enumerate(self.auth.keys):
             for name in key.models:
                 if name not in models:
@@ -558,6 +559,35 @@ def _require_distinct_secrets(keys: Sequence[CallerKey]) -> None:
                 f"auth.keys[{i}]: key {key.name!r} has the same secret as key {seen!r}; "
                 f"each key needs its own"
             )
+
+
+def deployment_limits(
+    models: Sequence[ModelSettings],
+) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+    """Each deployment (provider, upstream model) → its max_concurrency and max_queue,
+    from whichever model sets them (None: the resilience defaults). Models may share a
+    deployment, which has one limit: two models setting two values are refused."""
+    limits: dict[tuple[str, str], tuple[int | None, int | None]] = {}
+    for i, model in enumerate(models):
+        for j, target in enumerate(model.targets):
+            key = (target.provider, target.upstream_model)
+            known = limits.get(key, (None, None))
+            merged = []
+            for name, have, wanted in zip(
+                ("max_concurrency", "max_queue"),
+                known,
+                (target.max_concurrency, target.max_queue),
+                strict=True,
+            ):
+                if have is not None and wanted is not None and have != wanted:
+                    raise ValueError(
+                        f"models[{i}].deployments[{j}].{name}: {target.provider}/"
+                        f"{target.upstream_model} is another model's deployment too, with "
+                        f"{name} {have}; a deployment has one limit"
+                    )
+                merged.append(wanted if wanted is not None else have)
+            limits[key] = (merged[0], merged[1])
+    return limits
 
 
 def _check_model_references(

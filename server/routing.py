@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from protos.ai_service_pb2 import ChatCompletionRequest
-from server.config import ModelSettings, ResilienceSettings
+from server.config import ModelSettings, ResilienceSettings, deployment_limits
 from server.errors import ModelNotFound, PermissionDenied, quoted
 from server.interceptors.auth import Caller
 from server.providers import Deployment, Provider
@@ -84,6 +84,8 @@ class Router:
         handles: dict[Deployment, DeploymentHandle] = {}
         self._routes: dict[str, ModelRoute] = {}
         by_name = {model.name: model for model in models}
+        # A deployment's limits, from whichever model sets them (they may share it).
+        limits = deployment_limits(tuple(by_name.values()))
         for model in by_name.values():
             weighted = []
             for settings in model.targets:
@@ -91,10 +93,9 @@ class Router:
                 handle = handles.get(target)
                 if handle is None:
                     concurrency = resilience.concurrency
-                    max_in_flight = settings.max_concurrency or concurrency.max_in_flight
-                    max_queue = (
-                        concurrency.max_queue if settings.max_queue is None else settings.max_queue
-                    )
+                    set_in_flight, set_queue = limits[(target.provider, target.upstream_model)]
+                    max_in_flight = set_in_flight or concurrency.max_in_flight
+                    max_queue = concurrency.max_queue if set_queue is None else set_queue
                     old = kept.get(target)
                     if (
                         old is not None

@@ -203,3 +203,20 @@ def test_a_model_may_not_take_a_grpc_services_name() -> None:
         parse_config(
             tree(providers=[{"name": "p", "base_url": "http://x"}], models=[model]), env={}
         )
+
+
+def test_a_shared_deployment_takes_the_limit_a_model_sets_and_refuses_two() -> None:
+    from server.config import deployment_limits
+
+    def model(name: str, **limits: int) -> dict[str, Any]:
+        return {"name": name, "deployments": [{"provider": "p", "upstream_model": "m", **limits}]}
+
+    provider = [{"name": "p", "base_url": "http://x"}]
+    config = parse_config(
+        tree(providers=provider, models=[model("plain"), model("strict", max_concurrency=2)]),
+        env={},
+    )
+    assert deployment_limits(config.models) == {("p", "m"): (2, None)}  # whoever comes first
+    two = [model("a", max_concurrency=2), model("b", max_concurrency=3)]
+    with pytest.raises(ConfigError, match=r"models\[1\]\.deployments\[0\]\.max_concurrency"):
+        parse_config(tree(providers=provider, models=two), env={})
