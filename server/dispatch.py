@@ -34,6 +34,7 @@ from server.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
+    quoted,
 )
 from server.observability.hooks import ObservedAttempt, current_call
 from server.resilience import Admission, Budget, RetryBudget, backoff_delay
@@ -126,8 +127,8 @@ class Dispatcher:
             picked = _pick(candidates, failed, refused_key)
             if picked is None:
                 raise last_error or NoHealthyDeployment(
-                    f"every deployment of model {route.name!r} (and its fallbacks) has its "
-                    f"circuit open; retry later"
+                    f"every deployment of model {quoted(request.model)} (and its fallbacks) "
+                    f"has its circuit open; retry later"
                 )
             handle, admission = picked
             if last_error is not None:

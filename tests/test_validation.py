@@ -197,3 +197,35 @@ async def test_a_refusal_names_its_request_id_unary_and_streamed(client: AsyncAI
             else:
                 await client.chat(bad, metadata=metadata)
         assert caught.value.request_id == f"bad-{streamed}"
+
+
+async def test_a_rule_never_names_the_model_it_routed_to(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # The restricted key may name sim-gpt only; its long prompts go to a capped model.
+    from tests.conftest import RESTRICTED_KEY
+
+    gateway = await start_gateway(
+        models=[
+            {
+                "name": "sim-gpt",
+                "provider": "simulator",
+                "upstream_model": "sim-gpt-1",
+                "rules": [{"min_prompt_chars": 10, "model": "secret-long"}],
+            },
+            {
+                "name": "secret-long",
+                "provider": "simulator",
+                "upstream_model": "long-1",
+                "max_output_tokens": 20,
+            },
+        ]
+    )
+    async with AsyncAIClient(gateway.address, RESTRICTED_KEY) as client:
+        with pytest.raises(AIServiceError) as caught:
+            await client.chat(
+                request(messages=[{"role": "user", "content": "x" * 50}], max_tokens=30)
+            )
+    assert "secret" not in caught.value.message
+    assert caught.value.field_violations[0][0] == "max_tokens"
+    assert simulator.stats.total_requests == 0

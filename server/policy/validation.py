@@ -68,7 +68,11 @@ def validate_for_model(request: ChatCompletionRequest, model: ModelSettings) -> 
     """Checks against the resolved model's own limits."""
     cap = model.max_output_tokens
     if cap is not None and request.HasField("max_tokens") and request.max_tokens > cap:
-        raise InvalidRequest("max_tokens", f"is {request.max_tokens}; {model.name} allows {cap}")
+        # Named as the caller named it: a content rule may have routed the call to a
+        # model the caller's key may not name, whose name must not leak.
+        raise InvalidRequest(
+            "max_tokens", f"is {request.max_tokens}; {quoted(request.model)} allows {cap}"
+        )
 
 
 def apply_caller_cap(
