@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos.ai_service_pb2 import RequestOptions
+from protos.ai_service_pb2 import ChatCompletionResponse, RequestOptions
 from server.app import Gateway
 from server.cache import SingleFlight
 from server.config import SharedStateSettings
@@ -147,14 +147,24 @@ async def test_single_flight_survives_its_first_caller_leaving(
     gateway = await start_gateway(cache={"enabled": True})
     simulator.config.latency_ms = 1000
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        leader = asyncio.create_task(client.chat(ask(temperature=0)))
-        await _flight_with_waiters(gateway, 1)
-        follower = asyncio.create_task(client.chat(ask(temperature=0)))
-        await _flight_with_waiters(gateway, 2)
+        leader, follower = await _in_one_flight(
+            gateway, client.chat(ask(temperature=0)), client.chat(ask(temperature=0))
+        )
         leader.cancel()
         answer = await follower
     assert answer.choices[0].message.content == "You said: hello"
     assert simulator.stats.total_requests == 1
+
+
+async def _in_one_flight(
+    gateway: Gateway, *calls: Coroutine[Any, Any, ChatCompletionResponse]
+) -> list[asyncio.Task[ChatCompletionResponse]]:
+    """Start `calls` one after the other, each once the ones before wait in one flight."""
+    tasks = []
+    for waiting, call in enumerate(calls, 1):
+        tasks.append(asyncio.create_task(call))
+        await _flight_with_waiters(gateway, waiting)
+    return tasks
 
 
 async def _flight_with_waiters(gateway: Gateway, waiters: int) -> None:
@@ -353,10 +363,9 @@ async def test_a_flight_is_paid_by_its_first_caller_even_if_it_leaves(
         AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as payer,
         AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as sharer,
     ):
-        leader = asyncio.create_task(payer.chat(long_answer))
-        await _flight_with_waiters(gateway, 1)
-        follower = asyncio.create_task(sharer.chat(long_answer))
-        await _flight_with_waiters(gateway, 2)
+        leader, follower = await _in_one_flight(
+            gateway, payer.chat(long_answer), sharer.chat(long_answer)
+        )
         leader.cancel()
         assert (await follower).usage.completion_tokens == 100
         # The leader was charged the ~110 tokens used, not its prompt alone: another
@@ -377,11 +386,10 @@ async def test_a_call_that_shared_a_flight_is_audited_with_the_deployment_that_a
     )
     simulator.config.latency_ms = 1000
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        first = asyncio.create_task(client.chat(ask(temperature=0)))
-        await _flight_with_waiters(gateway, 1)
-        second = asyncio.create_task(client.chat(ask(temperature=0)))
-        await _flight_with_waiters(gateway, 2)
-        answers = await asyncio.gather(first, second)
+        calls = await _in_one_flight(
+            gateway, client.chat(ask(temperature=0)), client.chat(ask(temperature=0))
+        )
+        answers = await asyncio.gather(*calls)
     await gateway.stop()  # the audit log is flushed
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert (

@@ -13,6 +13,7 @@ from server.app import Gateway
 from server.policy import validation
 from server.simulator import Simulator
 from tests.conftest import StartGateway
+from tests.test_resilience import single
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "f", "parameters_json": "{}"}}
@@ -161,14 +162,7 @@ async def test_max_tokens_above_the_models_cap_is_refused(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
     gateway: Gateway = await start_gateway(
-        models=[
-            {
-                "name": "sim-gpt",
-                "provider": "simulator",
-                "upstream_model": "sim-gpt-1",
-                "max_output_tokens": 100,
-            }
-        ]
+        models=[single("sim-gpt", "sim-gpt-1", max_output_tokens=100)]
     )
     from tests.conftest import TEST_KEY
 
@@ -207,18 +201,10 @@ async def test_a_rule_never_names_the_model_it_routed_to(
 
     gateway = await start_gateway(
         models=[
-            {
-                "name": "sim-gpt",
-                "provider": "simulator",
-                "upstream_model": "sim-gpt-1",
-                "rules": [{"min_prompt_chars": 10, "model": "secret-long"}],
-            },
-            {
-                "name": "secret-long",
-                "provider": "simulator",
-                "upstream_model": "long-1",
-                "max_output_tokens": 20,
-            },
+            single(
+                "sim-gpt", "sim-gpt-1", rules=[{"min_prompt_chars": 10, "model": "secret-long"}]
+            ),
+            single("secret-long", "long-1", max_output_tokens=20),
         ]
     )
     async with AsyncAIClient(gateway.address, RESTRICTED_KEY) as client:
