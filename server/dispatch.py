@@ -29,6 +29,7 @@ from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, Ch
 from server.config import RetrySettings
 from server.errors import (
     GatewayError,
+    InvalidRequest,
     NoHealthyDeployment,
     UpstreamAuth,
     UpstreamRateLimited,
@@ -189,9 +190,13 @@ class Dispatcher:
         ]
         if servable or not candidates:
             return servable
-        refusal = candidates[0].provider.refusal(request)
-        assert refusal is not None  # the route's own model allows its max_tokens (validated)
-        raise refusal
+        for handle in candidates:  # the first reason one cannot take it
+            refusal = handle.provider.refusal(request)
+            if refusal is not None:
+                raise refusal
+        raise InvalidRequest(
+            "max_tokens", f"is {wanted}; no deployment {quoted(request.model)} may use allows it"
+        )
 
     async def _before_retry(
         self,

@@ -38,15 +38,18 @@ def _check_pem(settings: TLSSettings) -> None:
     """Refuse what gRPC would only report as a failure to bind the port."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(settings.cert_file, settings.key_file)
+        context.load_verify_locations(cafile=settings.cert_file)  # a PEM certificate?
+    except ssl.SSLError as exc:
+        raise ConfigError(f"server.tls.cert_file: not a PEM certificate ({exc})") from None
+    try:
+        # An empty password: an encrypted key is refused, not asked for at a terminal.
+        context.load_cert_chain(settings.cert_file, settings.key_file, password=b"")
     except ssl.SSLError as exc:
         raise ConfigError(
-            f"server.tls.key_file: not the key of cert_file, or not PEM ({exc.reason})"
+            f"server.tls.key_file: not the unencrypted PEM key of cert_file ({exc})"
         ) from None
     if settings.client_ca_file is not None:
         try:
             context.load_verify_locations(settings.client_ca_file)
         except ssl.SSLError as exc:
-            raise ConfigError(
-                f"server.tls.client_ca_file: not a PEM CA bundle ({exc.reason})"
-            ) from None
+            raise ConfigError(f"server.tls.client_ca_file: not a PEM CA bundle ({exc})") from None

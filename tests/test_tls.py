@@ -149,8 +149,11 @@ def test_a_key_that_is_not_the_certificates_is_a_config_error_naming_the_field(
     from server.tls import server_credentials
 
     wrong_key = TLSSettings(cert_file=str(certs.server_cert), key_file=str(certs.client_key))
-    with pytest.raises(ConfigError, match=r"server\.tls\.key_file: not the key of cert_file"):
+    with pytest.raises(ConfigError, match=r"server\.tls\.key_file: not the unencrypted PEM key"):
         server_credentials(wrong_key)
+    not_a_cert = TLSSettings(cert_file=str(certs.server_key), key_file=str(certs.server_key))
+    with pytest.raises(ConfigError, match=r"server\.tls\.cert_file: not a PEM certificate"):
+        server_credentials(not_a_cert)
     garbage = tmp_path / "ca.pem"
     garbage.write_text("not a certificate")
     bad_ca = TLSSettings(
