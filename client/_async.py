@@ -59,6 +59,8 @@ class AsyncAIClient:
         service_config: str | None = None,
         options: Sequence[ChannelOption] = (),
     ) -> None:
+        # First: a key that cannot be sent is refused before a channel is opened.
+        self._defaults = CallDefaults(api_key, timeout)
         spec = ChannelSpec.build(target, tls=tls, service_config=service_config, options=options)
         if spec.credentials is None:
             self._channel = grpc.aio.insecure_channel(spec.target, options=spec.options)
@@ -67,7 +69,6 @@ class AsyncAIClient:
                 spec.target, spec.credentials, options=spec.options
             )
         self._stub = AsyncStub.on(self._channel)
-        self._defaults = CallDefaults(api_key, timeout)
         self._closed = False
         self.target = target
 
@@ -100,7 +101,7 @@ class AsyncAIClient:
                 yield
         except asyncio.CancelledError:
             if self._closed and not _task_cancelled():
-                raise AIServiceError(grpc.StatusCode.CANCELLED, "the client was closed") from None
+                raise _closed_error() from None
             raise
 
     async def chat(
@@ -217,13 +218,16 @@ class AsyncChatStream:
         if self._cancelled:
             raise StopAsyncIteration
         try:
-            with self._client._translated():
+            with translate_rpc_errors():
                 chunk = await self._call.read()
         except asyncio.CancelledError:
-            if self._cancelled and not _task_cancelled():
-                # cancel() was called from elsewhere while this read waited: that ends
-                # the stream; it is not this task being cancelled.
-                raise StopAsyncIteration from None
+            if not _task_cancelled():  # the call was, not this task
+                if self._cancelled:
+                    # cancel() was called from elsewhere while this read waited: that
+                    # ends the stream.
+                    raise StopAsyncIteration from None
+                if self._client._closed:
+                    raise _closed_error() from None
             self.cancel()
             raise
         except BaseException:
@@ -263,6 +267,10 @@ class AsyncChatStream:
         with contextlib.suppress(Exception):
             if call is not None and not call.done():
                 call.cancel()
+
+
+def _closed_error() -> AIServiceError:
+    return AIServiceError(grpc.StatusCode.CANCELLED, "the client was closed")
 
 
 def _task_cancelled() -> bool:

@@ -66,6 +66,10 @@ class AIServiceError(Exception):
         # Pickled (a process pool, multiprocessing) with every attribute, not only args.
         return (type(self), (self.code, self.message), self.__dict__)
 
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.__dict__.update(state or {})
+        self.args = (str(self),)
+
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> AIServiceError:
         """Build from a failed sync (`grpc.RpcError`) or async (`grpc.aio.AioRpcError`) call."""
@@ -79,8 +83,8 @@ class AIServiceError(Exception):
         if status is not None:
             try:
                 err._apply_details(status)
-            except DecodeError:  # a detail mangled on the way: the status line stands
-                err.args = (str(err),)
+            except DecodeError:  # a detail mangled on the way: the status line alone
+                err = cls(code, message, request_id=err.request_id)
         return err
 
     def _apply_details(self, status: status_pb2.Status) -> None:

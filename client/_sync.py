@@ -55,13 +55,14 @@ class AIClient:
         service_config: str | None = None,
         options: Sequence[ChannelOption] = (),
     ) -> None:
+        # First: a key that cannot be sent is refused before a channel is opened.
+        self._defaults = CallDefaults(api_key, timeout)
         spec = ChannelSpec.build(target, tls=tls, service_config=service_config, options=options)
         if spec.credentials is None:
             self._channel = grpc.insecure_channel(spec.target, options=spec.options)
         else:
             self._channel = grpc.secure_channel(spec.target, spec.credentials, options=spec.options)
         self._stub = SyncStub.on(self._channel)
-        self._defaults = CallDefaults(api_key, timeout)
         self.target = target
 
     def __repr__(self) -> str:

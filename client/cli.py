@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         tls = _tls_options(args, parser)
         with AIClient(args.addr, args.key, tls=tls, timeout=args.timeout) as client:
             command: Callable[[AIClient, argparse.Namespace], int] = args.command
-            return command(client, args)
+            code = command(client, args)
+            sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
+            return code
     except AIServiceError as error:
         return _fail(str(error))
     except BrokenPipeError:  # the reader left (`| head`): nothing more to say
@@ -49,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{error.strerror or error}{where}")
     except ValueError as error:  # an API key that cannot be sent
         return _fail(str(error))
-    except KeyboardInterrupt:
-        # The stream (if any) was cancelled on the way out; end the half-printed line.
-        print(file=sys.stderr)
+    except KeyboardInterrupt:  # a stream was cancelled on the way out, its line ended
         return 130
 
 
@@ -66,8 +66,10 @@ def _fail(message: str) -> int:
 def _chat(client: AIClient, args: argparse.Namespace) -> int:
     # Bytes that are not UTF-8 (stdin, or an argument in another locale) would fail
     # to encode for the request: they are replaced instead.
-    raw = sys.stdin.buffer.read() if args.prompt == "-" else os.fsencode(args.prompt)
-    prompt = raw.decode("utf-8", "replace")
+    if args.prompt == "-":
+        prompt = sys.stdin.buffer.read().decode("utf-8", "replace")
+    else:  # undecodable bytes reach Python as lone surrogates: only those are replaced
+        prompt = args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     model = args.model or os.environ.get("AI_SERVICE_MODEL") or _first_model(client)
     if model is None:
         return _fail("the gateway lists no models for this key; pass --model")
@@ -95,6 +97,7 @@ def _chat(client: AIClient, args: argparse.Namespace) -> int:
 
 def _print_stream(client: AIClient, request: ChatCompletionRequest, out: TextIO) -> Usage | None:
     usage = None
+    printed = False
     try:
         with client.stream_chat(request) as stream:
             for chunk in stream:
@@ -102,10 +105,14 @@ def _print_stream(client: AIClient, request: ChatCompletionRequest, out: TextIO)
                     if choice.index == 0 and choice.delta.content:
                         out.write(choice.delta.content)
                         out.flush()  # show each token as it arrives, not at the end
+                        printed = True
                 if chunk.HasField("usage"):
                     usage = chunk.usage
-    finally:
-        out.write("\n")  # also after a failure: the error line starts a line of its own
+    except BaseException:
+        if printed:  # end the half-printed line: an error line starts a line of its own
+            out.write("\n")
+        raise
+    out.write("\n")
     return usage
 
 

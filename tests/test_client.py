@@ -664,6 +664,7 @@ def test_an_error_survives_pickling_whole() -> None:
         "r-1",
     )
     assert str(copy) == str(error) == "RESOURCE_EXHAUSTED: slow down (retry after 3600s)"
+    assert copy.args == error.args
 
 
 def test_a_callers_channel_options_replace_the_clients_own() -> None:
