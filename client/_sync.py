@@ -184,14 +184,15 @@ class ChatStream:
                 return next(self._call)
         except StopIteration:
             raise
-        except AIServiceError as error:
-            if self._cancelled and error.code is grpc.StatusCode.CANCELLED:
+        except BaseException as error:
+            if (
+                self._cancelled
+                and isinstance(error, AIServiceError)
+                and error.code is grpc.StatusCode.CANCELLED
+            ):
                 # cancel() from another thread while this read waited ends the stream,
                 # as it does for the async client.
                 raise StopIteration from None
-            self.cancel()
-            raise
-        except BaseException:
             # Ctrl-C or an error mid-stream: stop the server generating for nobody.
             self.cancel()
             raise

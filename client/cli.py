@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             code = command(client, args)
             sys.stdout.flush()  # here, where a closed pipe is handled, not at exit
             return code
-    except AIServiceError as error:
+    except (AIServiceError, ValueError) as error:  # a failed call; a key that cannot be sent
         return _fail(str(error))
     except BrokenPipeError:  # the reader left (`| head`): nothing more to say
         # What is still buffered goes nowhere, not to an error at exit (Python's advice).
@@ -49,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a certificate file that cannot be read
         where = f": {error.filename}" if error.filename else ""
         return _fail(f"{error.strerror or error}{where}")
-    except ValueError as error:  # an API key that cannot be sent
-        return _fail(str(error))
     except KeyboardInterrupt:  # a stream was cancelled on the way out, its line ended
         return 130
 

@@ -97,12 +97,26 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def spawn(argv: Sequence[str], logs: Path, name: str, env: dict[str, str] | None = None) -> Process:
+def spawn(
+    argv: Sequence[str],
+    logs: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    *,
+    new_session: bool = False,
+) -> Process:
+    """`argv` with its output in `logs`; `new_session`: a process group of its own, as a
+    terminal or systemd signals whole."""
     logs.mkdir(parents=True, exist_ok=True)
     stdout_path, stderr_path = logs / f"{name}.out", logs / f"{name}.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         popen = subprocess.Popen(
-            list(argv), cwd=REPO, stdout=out, stderr=err, env=env or clean_env()
+            list(argv),
+            cwd=REPO,
+            stdout=out,
+            stderr=err,
+            env=env or clean_env(),
+            start_new_session=new_session,
         )
     return Process(popen, stdout_path, stderr_path)
 
@@ -123,6 +137,15 @@ def run_gateway_to_exit(
         text=True,
         timeout=EXIT_TIMEOUT,
     )
+
+
+def wait_logged(process: Process, text: str, count: int = 1) -> None:
+    """Poll the process's log until `text` appears `count` times."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while process.stderr().count(text) < count:
+        assert process.popen.poll() is None, f"exited early\n{process.output()}"
+        assert time.monotonic() < deadline, f"no {text!r} x{count}\n{process.output()}"
+        time.sleep(0.02)
 
 
 def wait_serving(address: str, process: Process, timeout: float = READY_TIMEOUT) -> None:

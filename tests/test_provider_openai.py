@@ -175,10 +175,8 @@ def test_a_tool_choice_without_tools_is_left_out() -> None:
         assert "tool_choice" not in request_body(request, "m", "max_tokens", stream=False)
 
 
-async def _stream(*payloads: dict[str, object], done: bool = True) -> list[ChatCompletionChunk]:
-    body = b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in payloads)
-    http = RecordedHttp(body + (b"data: [DONE]\n\n" if done else b""), piece=4096)
-    provider = OpenAIProvider(settings("openai"), http)
+async def _stream(*payloads: dict[str, object]) -> list[ChatCompletionChunk]:
+    provider = OpenAIProvider(settings("openai"), RecordedHttp(_events(*payloads), piece=4096))
     return [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
 
 

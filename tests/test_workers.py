@@ -15,15 +15,16 @@ import pytest
 
 from protos import ai_service_pb2_grpc
 from protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import REPO, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import (
-    READY_TIMEOUT,
+    GRACE_SECONDS,
+    STREAM_PROMPT,
     Process,
     Running,
-    clean_env,
     gateway_argv,
     spawn,
     start_simulator,
+    wait_logged,
     wait_serving,
 )
 
@@ -144,33 +145,14 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
 # --- stop signals at awkward moments --------------------------------------------------------
 
 AUTH = (("authorization", f"Bearer {TEST_KEY}"),)
-EXIT_TIMEOUT = 30.0  # seconds: a drain plus a cold worker start on a loaded 2-core machine
-
-
-def spawn_in_own_group(argv: list[str], logs: Path, name: str) -> Process:
-    """Like `spawn`, but a process group of its own: what a terminal or systemd signals whole."""
-    stdout_path, stderr_path = logs / f"{name}.out", logs / f"{name}.err"
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        popen = subprocess.Popen(
-            argv, cwd=REPO, stdout=out, stderr=err, env=clean_env(), start_new_session=True
-        )
-    return Process(popen, stdout_path, stderr_path)
-
-
-def wait_logged(process: Process, text: str, count: int = 1) -> None:
-    """Poll the process's log until `text` appears `count` times."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while process.stderr().count(text) < count:
-        assert process.popen.poll() is None, f"exited early\n{process.output()}"
-        assert time.monotonic() < deadline, f"no {text!r} x{count}\n{process.output()}"
-        time.sleep(0.02)
+DRAIN_EXIT_TIMEOUT = 30.0  # seconds: a drain plus a cold worker start, loaded 2 cores
 
 
 def exit_code(process: Process) -> int:
     try:
-        return process.popen.wait(timeout=EXIT_TIMEOUT)
+        return process.popen.wait(timeout=DRAIN_EXIT_TIMEOUT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running {EXIT_TIMEOUT}s after the stop\n{process.output()}")
+        pytest.fail(f"still running {DRAIN_EXIT_TIMEOUT}s after the stop\n{process.output()}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -179,19 +161,19 @@ def test_a_stop_sent_to_the_whole_group_drains_in_flight_calls(tmp_path: Path, s
     supervisor passes on a SIGTERM to them while they drain; that second one must not kill them.
     """
     simulator, sim_url = start_simulator(tmp_path, "--tokens-per-second", "20")
-    tree = config_tree(sim_url, server__shutdown_grace_seconds=20)
+    tree = config_tree(sim_url, server__shutdown_grace_seconds=GRACE_SECONDS)
     config = write_config(tmp_path / "config.yaml", tree)
     address = f"127.0.0.1:{free_port()}"
     argv = gateway_argv("--config", str(config), "--listen", address, "--workers", "2")
-    supervisor = spawn_in_own_group(argv, tmp_path, "gateway")
+    supervisor = spawn(argv, tmp_path, "gateway", new_session=True)
     try:
         wait_serving(address, supervisor)
         request = ChatCompletionRequest(
-            model="sim-gpt", messages=[Message(role="user", content="/tokens 40")]
-        )  # 40 tokens at 20 tokens/s: about two seconds of stream
+            model="sim-gpt", messages=[Message(role="user", content=STREAM_PROMPT)]
+        )
         with grpc.insecure_channel(address) as channel:
             stream = ai_service_pb2_grpc.AIServiceStub(channel).StreamChatCompletion(
-                request, metadata=AUTH, timeout=EXIT_TIMEOUT
+                request, metadata=AUTH, timeout=DRAIN_EXIT_TIMEOUT
             )
             chunks = [next(stream) for _ in range(3)]  # the call is in flight in a worker
             os.killpg(supervisor.pid, signum)
