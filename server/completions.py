@@ -215,10 +215,14 @@ async def _settle_shielded(quota: TokenQuota, reservation: Reservation | None, u
     if reservation is None:
         return
     settling = asyncio.ensure_future(quota.settle(reservation, used))
-    # Kept until done: alive if this task is cancelled meanwhile, and known to a stop.
-    _settling.add(settling)
-    settling.add_done_callback(_settling.discard)
-    await asyncio.shield(settling)
+    try:
+        await asyncio.shield(settling)
+    except asyncio.CancelledError:
+        # Kept alive until done, and known to a stop (`unwound`): the cancellation goes
+        # on. One not cancelled ends before its call or flight, which a stop awaits.
+        _settling.add(settling)
+        settling.add_done_callback(_settling.discard)
+        raise
 
 
 class _Assembler:
