@@ -181,6 +181,8 @@ class Dispatcher:
         fallbacks may mix providers), and their model's cap allows its max_tokens (a
         fallback's may be lower). A request none can take is refused as the first cannot."""
         candidates = self._router.candidates(route)
+        if not self._router.may_narrow(route):  # the usual case: nothing to ask
+            return candidates
         wanted = request.max_tokens if request.HasField("max_tokens") else None
         servable = [
             handle

@@ -52,7 +52,7 @@ class ModelRoute:
     deployments: tuple[WeightedDeployment, ...]
     #: What a cached answer of this route depends on (its model's and its fallbacks'
     #: settings): a reload that repoints the model starts its answers afresh.
-    fingerprint: str = ""
+    fingerprint: str
 
     @property
     def name(self) -> str:
@@ -123,6 +123,13 @@ class Router:
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
         # Built once here, read on every call (`default_max_tokens`, `output_cap`).
         self._serving = {name: self._serving_of(route) for name, route in self._routes.items()}
+        self._narrows = {
+            name: any(
+                handle.provider.refuses_requests or model.max_output_tokens is not None
+                for handle, model in serving.items()
+            )
+            for name, serving in self._serving.items()
+        }
 
     @property
     def routes(self) -> tuple[ModelRoute, ...]:
@@ -167,6 +174,11 @@ class Router:
         of the model it serves for the call (`route`'s own, or the first fallback's
         that uses it). Deployments are shared between models; their defaults are not."""
         return self._serving[route.name][handle].effective_default_max_tokens
+
+    def may_narrow(self, route: ModelRoute) -> bool:
+        """Whether some candidate of `route` may be unable to take a request: its
+        provider refuses some, or its model caps max_tokens (else all can take any)."""
+        return self._narrows[route.name]
 
     def output_cap(self, route: ModelRoute, handle: DeploymentHandle) -> int | None:
         """The most max_tokens `handle` may be asked for on `route`'s calls: the cap of

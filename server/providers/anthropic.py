@@ -96,6 +96,7 @@ _TOOL_CHOICE_MODES = {"auto": "auto", "required": "any", "none": "none"}
 
 class AnthropicProvider:
     kind = "anthropic"
+    refuses_requests = True
 
     def __init__(
         self,

@@ -33,6 +33,8 @@ class Deployment:
 class Provider(Protocol):
     name: str
     kind: str
+    #: Whether `refusal` can ever refuse (the router skips asking when none can).
+    refuses_requests: bool
 
     # `default_max_tokens`: the serving model's, sent when the request sets none where
     # the API requires a max_tokens (Anthropic); None for the adapter's own fallback.

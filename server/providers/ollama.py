@@ -72,6 +72,7 @@ _OPTIONS = (
 
 class OllamaProvider:
     kind = "ollama"
+    refuses_requests = False
 
     def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
         self.name = settings.name

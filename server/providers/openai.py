@@ -64,6 +64,7 @@ _REFUSED = "content_filter"
 
 class OpenAIProvider:
     kind = "openai"
+    refuses_requests = False
 
     def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
         self.name = settings.name
