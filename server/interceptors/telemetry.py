@@ -68,6 +68,14 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         self.calls = 0
         self._idle: asyncio.Event | None = None
 
+    def call_began(self) -> None:
+        self.calls += 1
+
+    def call_ended(self) -> None:
+        self.calls -= 1
+        if not self.calls and self._idle is not None:
+            self._idle.set()
+
     async def calls_ended(self) -> None:
         """Until no call is left (their records closed)."""
         if self.calls:
@@ -140,7 +148,7 @@ def _observed_unary(
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(request: Any, context: Context) -> Any:
         call = _begin()
-        interceptor.calls += 1  # just before the `try` whose every way out ends it
+        interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
             request = _decoded(request, decode)
             if isinstance(request, InvalidRequest):
@@ -165,7 +173,7 @@ def _observed_stream(
     async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
         call = _begin()
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
-        interceptor.calls += 1  # just before the `try` whose every way out ends it
+        interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
             request = _decoded(request, decode)
             if isinstance(request, InvalidRequest):
@@ -270,9 +278,7 @@ def _end(
     try:
         call.end(*_outcome(context, error, interceptor))
     finally:
-        interceptor.calls -= 1
-        if not interceptor.calls and interceptor._idle is not None:
-            interceptor._idle.set()
+        interceptor.call_ended()
 
 
 def _outcome(
