@@ -20,10 +20,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from protos import ai_service_pb2, ai_service_pb2_grpc
+from protos import ai_service_pb2_grpc
 from server.cache import MemoryCache, RedisCache, ResponseCache
 from server.completions import Completions
-from server.config import ConfigError, GatewayConfig, ServerSettings, load_config, with_sections
+from server.config import (
+    HEALTH_SERVICE_NAME,
+    SERVICE_NAME,
+    ConfigError,
+    GatewayConfig,
+    ServerSettings,
+    load_config,
+    with_sections,
+)
 from server.dispatch import Dispatcher
 from server.health import DrainingHealthServicer
 from server.heap import freeze_long_lived, refreeze
@@ -46,8 +54,6 @@ from server.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name
-HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: How long calls cut by a stop may take to unwind (settle their tokens, be recorded).
 CALLS_UNWIND_SECONDS = 5.0
 

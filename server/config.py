@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from protos import ai_service_pb2
 
 DEMO_KEY = "demo-key"
 _DEMO_DIGEST = hashlib.sha256(DEMO_KEY.encode()).digest()
@@ -279,13 +283,15 @@ class RoutingRule(_Strict):
     model: str
 
 
+SERVICE_NAME = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: Names the health service answers for already: a model of that name would overwrite
 #: their status with its own.
 _SERVICE_NAMES = frozenset(
     {
-        "ai_service.v1.AIService",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
+        SERVICE_NAME,
+        HEALTH_SERVICE_NAME,
+        reflection.SERVICE_NAME,
         "grpc.reflection.v1.ServerReflection",
     }
 )

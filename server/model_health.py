@@ -15,11 +15,10 @@ import contextlib
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from server.health import NOT_SERVING, SERVING
 from server.resilience import CircuitBreaker, CircuitState
 from server.routing import Router
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
