@@ -78,14 +78,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _file_config(path: str, args: argparse.Namespace) -> GatewayConfig:
-    """The config file with the command line's --listen and --metrics-listen applied (at
-    start and on every reload, so that a reload sees no change the file did not make)."""
+    """The config file with the command line's flags applied (at start and on every
+    reload, so that a reload sees no change the file did not make)."""
     config = load_config(path)
     if args.listen:
         config = with_listen(config, args.listen)
-    if args.metrics_listen:
-        config = with_metrics_listen(config, args.metrics_listen)
-    return config
+    return _with_metrics_flag(config, args)
+
+
+def _with_metrics_flag(config: GatewayConfig, args: argparse.Namespace) -> GatewayConfig:
+    return with_metrics_listen(config, args.metrics_listen) if args.metrics_listen else config
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -99,8 +101,7 @@ async def run(args: argparse.Namespace) -> None:
 
     async with Simulator(SimulatorConfig(latency_ms=20, tokens_per_second=50)) as simulator:
         config = embedded_default(simulator.base_url, listen=args.listen or "127.0.0.1:50051")
-        if args.metrics_listen:
-            config = with_metrics_listen(config, args.metrics_listen)
+        config = _with_metrics_flag(config, args)
         gateway = Gateway(config, reuse_port=args.reuse_port)
         await serve_until_signalled(
             gateway,
