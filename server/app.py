@@ -79,9 +79,8 @@ class Gateway:
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
         self._auth = AuthInterceptor(*access(config))
-        self._closing: set[asyncio.Task[None]] = set()
-        #: Providers a reload retired and that are not closed yet.
-        self._retired: list[Provider] = []
+        #: Closes of providers a reload retired, each with its providers, until done.
+        self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
@@ -219,10 +218,11 @@ class Gateway:
         log.info("stopped")
 
     async def _close_providers(self) -> None:
+        # Retired providers not closed yet are closed here, now.
+        providers = [provider for retired in self._closing.values() for provider in retired]
         for task in self._closing:
-            task.cancel()  # the providers they were to close are closed here, now
-        providers = [*self._retired]
-        self._retired.clear()
+            task.cancel()
+        self._closing.clear()
         if self.runtime is not None:
             providers += self.runtime.providers.values()
         await asyncio.gather(*(p.aclose() for p in providers))
@@ -277,15 +277,12 @@ class Gateway:
         async def close() -> None:
             await asyncio.sleep(after)
             await asyncio.gather(*(p.aclose() for p in providers))
-            # Only now: a stop that cut the close short closes them again itself.
-            for provider in providers:
-                self._retired.remove(provider)
 
-        self._retired += providers
         if providers:
+            # Forgotten only once done: a stop that cuts the close short closes them itself.
             task = asyncio.ensure_future(close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._closing[task] = providers
+            task.add_done_callback(lambda done: self._closing.pop(done, None))
 
     async def __aenter__(self) -> Gateway:
         await self.start()
