@@ -12,21 +12,28 @@
 # SIGTERM drains: in-flight calls get server.shutdown_grace_seconds (default 30 s) to
 # finish, so give `docker stop -t` / Kubernetes terminationGracePeriodSeconds a bit more.
 
-# --- build: install the package (runtime dependencies only) into a virtualenv -------------
-FROM python:3.11-slim AS build
+# --- build: install the locked runtime dependencies, then the package, into a virtualenv --
+FROM python:3.11-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/ai-service
 WORKDIR /src
+# The lock first, so the dependency layer is rebuilt only when the lock changes. Every
+# package is pinned with its hashes; --no-deps because the lock is complete.
+COPY requirements/build.txt requirements/runtime.txt requirements/
+RUN /opt/ai-service/bin/pip install --require-hashes --no-deps -r requirements/build.txt \
+    && /opt/ai-service/bin/pip install --require-hashes --no-deps --no-build-isolation \
+       -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY server/ server/
 COPY client/ client/
-RUN /opt/ai-service/bin/pip install .
+RUN /opt/ai-service/bin/pip install --no-deps --no-build-isolation . \
+    && /opt/ai-service/bin/pip check
 
 # --- run: the virtualenv alone, as an unprivileged user -----------------------------------
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 ENV PATH=/opt/ai-service/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -8,12 +8,19 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install run simulator test lint format typecheck proto bench soak grpc-core overload hotpath clean
+.PHONY: install lock run simulator test lint format typecheck proto bench soak grpc-core overload hotpath clean
 
-$(BIN)/ai-service: pyproject.toml
+# Every Python package comes from the lock in requirements/ (exact versions, with hashes),
+# installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
+# tests passed with. pyproject.toml keeps compatible ranges for installs elsewhere.
+LOCK_ARGS := --quiet --require-hashes --no-deps --no-build-isolation
+
+$(BIN)/ai-service: pyproject.toml requirements/build.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/build.txt
+	$(BIN)/pip install $(LOCK_ARGS) -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
 install: $(BIN)/ai-service
@@ -39,11 +46,25 @@ format: install
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
 
-proto: install          ## regenerate the stubs beside protos/ai_service.proto
+proto: install          ## regenerate the stubs beside protos/ai_service.proto (locked grpcio-tools)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/ai_service.proto
 
+# `make lock` re-resolves every dependency to the newest versions pyproject.toml allows,
+# writes the lock files, installs them and regenerates the stubs with the new grpcio-tools.
+# The widest set (bench) is resolved first; the others are held to its versions, so the
+# runtime image, the test venv and the bench venv agree.
+UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --no-header --universal
+
+lock: install           ## refresh requirements/*.txt, reinstall, regenerate the stubs
+	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
+	$(UV_COMPILE) pyproject.toml --extra dev --extra bench -c requirements/build.txt -o requirements/bench.txt
+	$(UV_COMPILE) pyproject.toml --extra dev -c requirements/bench.txt -o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml -c requirements/bench.txt -o requirements/runtime.txt
+	rm -f $(BIN)/ai-service
+	$(MAKE) install proto
+
 bench: install          ## the benchmark (writes bench/RESULTS.md); ARGS="--quick" or "--peers litellm"
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install $(LOCK_ARGS) -r requirements/bench.txt
 	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	$(PY) -m bench $(ARGS)
 
