@@ -26,10 +26,10 @@ $(BIN)/ai-service: pyproject.toml requirements/build.txt requirements/dev.txt
 install: $(BIN)/ai-service
 
 run: install            ## the gateway on its embedded default (built-in simulator, demo key)
-	$(PY) -m server $(ARGS)
+	$(PY) -m ai_service $(ARGS)
 
 simulator: install      ## the upstream simulator alone on 127.0.0.1:8080
-	$(PY) -m server.simulator $(ARGS)
+	$(PY) -m ai_service.simulator $(ARGS)
 
 test: install           ## every test, lint and type check
 	$(BIN)/ruff check $(CODE)
@@ -46,8 +46,15 @@ format: install
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
 
+# The stubs are generated as the `ai_service_protos` package (the name they are installed
+# under), into a scratch folder, then copied beside the .proto.
+PROTOC := $(PY) -m grpc_tools.protoc -Iai_service_protos=protos \
+	--python_out=build/proto --pyi_out=build/proto --grpc_python_out=build/proto
+
 proto: install          ## regenerate the stubs beside protos/ai_service.proto (locked grpcio-tools)
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/ai_service.proto
+	rm -rf build/proto && mkdir -p build/proto
+	$(PROTOC) ai_service_protos/ai_service.proto
+	cp build/proto/ai_service_protos/ai_service_pb2* protos/
 
 # `make lock` re-resolves every dependency to the newest versions pyproject.toml allows,
 # writes the lock files, installs them and regenerates the stubs with the new grpcio-tools.

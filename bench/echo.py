@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from protos import ai_service_pb2 as pb
-from protos import ai_service_pb2_grpc as pb_grpc
+from ai_service_protos import ai_service_pb2 as pb
+from ai_service_protos import ai_service_pb2_grpc as pb_grpc
 
 
 class EchoService(pb_grpc.AIServiceServicer):  # type: ignore[misc]

@@ -19,13 +19,13 @@ from typing import Any
 
 import grpc
 
+from ai_service.config import ProviderSettings
+from ai_service.providers.base import Deployment
+from ai_service.providers.openai import OpenAIProvider
+from ai_service_protos import ai_service_pb2 as pb
+from ai_service_protos import ai_service_pb2_grpc as pb_grpc
 from bench.echo import serve
 from bench.stack import UPSTREAM_MODEL
-from protos import ai_service_pb2 as pb
-from protos import ai_service_pb2_grpc as pb_grpc
-from server.config import ProviderSettings
-from server.providers.base import Deployment
-from server.providers.openai import OpenAIProvider
 
 
 class ForwardingService(pb_grpc.AIServiceServicer):  # type: ignore[misc]

@@ -10,8 +10,8 @@ import asyncio
 import time
 from collections import Counter
 
+from ai_service_client import AIServiceError, AsyncAIClient
 from bench.stack import chat_request
-from client import AIServiceError, AsyncAIClient
 
 
 async def sample_statuses(

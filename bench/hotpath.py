@@ -29,19 +29,20 @@ import grpc
 import orjson
 import uvloop
 
+from ai_service.calls.record import CallRecord, current_call
+from ai_service.config import CallerKey, GatewayConfig, parse_config
+from ai_service.identity.callers import current_caller
+from ai_service.identity.keyring import access
+from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
+from ai_service.interceptors.telemetry import TelemetryInterceptor
+from ai_service.pipeline.dispatch import guarded_complete
+from ai_service.pipeline.service import AIService, ServiceState
+from ai_service.providers.openai import OpenAIProvider
+from ai_service.resilience import Budget
+from ai_service.runtime.gateway import Gateway
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
 from bench import report, stack
 from bench.__main__ import written_by
-from protos.ai_service_pb2 import ChatCompletionRequest
-from server.app import Gateway, access
-from server.config import CallerKey, GatewayConfig, parse_config
-from server.dispatch import guarded_complete
-from server.interceptors import AuthInterceptor, RateLimitInterceptor
-from server.interceptors.auth import current_caller
-from server.interceptors.telemetry import TelemetryInterceptor
-from server.observability.hooks import CallRecord, current_call
-from server.providers.openai import OpenAIProvider
-from server.resilience import Budget
-from server.service import AIService, ServiceState
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: Touched between two cold calls: more than this machine's caches hold.
@@ -172,7 +173,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     for provider in runtime.providers.values():
         assert isinstance(provider, OpenAIProvider)
         provider._endpoint._http = _CannedClient()  # the seam, answered from memory
-    service = AIService(ServiceState.build(gateway.config, runtime.router, runtime.completions))
+    service = AIService(ServiceState.build(gateway.config, runtime.router, runtime.answers))
     state = service.state
     request = stack.chat_request()
     auth = AuthInterceptor(*access(gateway.config))
@@ -213,11 +214,11 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
 
     async def dispatch() -> object:
         record.attempts.clear()
-        return await runtime.dispatcher.complete(request, route, budget)
+        return await runtime.dispatcher.dispatch(request, route, budget)
 
     async def completions() -> object:
         record.attempts.clear()
-        return await runtime.completions.complete(request, route, budget, caller)
+        return await runtime.answers.answer(request, route, budget, caller)
 
     async def bound() -> None:
         with Budget.for_call(None, state.default_deadline).bound(state.timers):

@@ -15,9 +15,9 @@ import time
 
 import orjson
 
+from ai_service.config import ProviderSettings
+from ai_service.providers.http import create_http_client
 from bench.stack import openai_body
-from server.config import ProviderSettings
-from server.providers.http import create_http_client
 
 HEADERS = {"content-type": "application/json", "accept": "application/json"}
 

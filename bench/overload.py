@@ -29,12 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ai_service_client import AsyncAIClient
 from bench import h2load, procs, report, stack
 from bench.__main__ import written_by
 from bench.grpc_check import sample_statuses
 from bench.h2load import Percentiles
 from bench.sections import GRPC_CLIENTS, GRPC_STREAMS
-from client import AsyncAIClient
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: Label → server.max_pending_calls (1000 is the gateway's default, and gRPC core's).

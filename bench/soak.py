@@ -29,10 +29,10 @@ from pathlib import Path
 import grpc
 import orjson
 
+from ai_service_protos import ai_service_pb2_grpc as pb_grpc
 from bench import procs, report, stack
 from bench.__main__ import git_head, utc_now
 from bench.procs import cpu_seconds, rss_bytes
-from protos import ai_service_pb2_grpc as pb_grpc
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: The upstream: 5 ms to first byte, 200 tokens/s, so a 20-token stream lasts ~100 ms.

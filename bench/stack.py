@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from ai_service_protos import ai_service_pb2 as pb
 from bench.h2load import GRPC_HEADERS, Load, grpc_frame
 from bench.procs import LOOPBACK, PYTHON, free_port, running, wait_listeners
-from protos import ai_service_pb2 as pb
 
 BENCH_KEY = "bench-key-0123456789abcdef"
 MODEL = "sim-gpt"
@@ -48,7 +48,7 @@ def simulator(
     workdir: Path, *, latency_ms: float = 0.0, tokens_per_second: float = 0.0
 ) -> Iterator[Endpoint]:
     port = free_port()
-    argv = [PYTHON, "-m", "server.simulator", "--listen", f"{LOOPBACK}:{port}"]
+    argv = [PYTHON, "-m", "ai_service.simulator", "--listen", f"{LOOPBACK}:{port}"]
     argv += ["--latency-ms", f"{latency_ms:g}", "--tokens-per-second", f"{tokens_per_second:g}"]
     with running(argv, port=port, log=workdir / "simulator.log") as proc:
         yield Endpoint("simulator", port, proc.pid)
@@ -152,7 +152,7 @@ def gateway(
     port = free_port()
     config = workdir / f"{name}.yaml"
     config.write_text(yaml.safe_dump(_with_ports(tree, port)), encoding="utf-8")
-    argv = [PYTHON, "-m", "server", "--config", str(config), "--log-level", "warning"]
+    argv = [PYTHON, "-m", "ai_service", "--config", str(config), "--log-level", "warning"]
     argv += ["--workers", str(workers)]
     with running(argv, port=port, log=workdir / f"{name}.log", env=env) as proc:
         # The port answers as soon as one worker listens: wait for all of them.

@@ -35,8 +35,8 @@ import aiohttp
 import grpc
 import orjson
 
+from ai_service_protos import ai_service_pb2_grpc as pb_grpc
 from bench.stack import BENCH_KEY, chat_request, openai_body
-from protos import ai_service_pb2_grpc as pb_grpc
 
 STREAMS_PER_CHANNEL = 500
 RAMP_BATCH = 250

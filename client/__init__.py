@@ -14,12 +14,12 @@ re-exported here, so `protos` need not be imported.
 
 from __future__ import annotations
 
-from client._async import AsyncAIClient, AsyncChatStream
-from client._errors import AIServiceError
-from client._requests import DEFAULT, answer_text, build_chat_request
-from client._sync import AIClient, ChatStream
-from client._tls import TLSOptions
-from protos.ai_service_pb2 import (
+from ai_service_client._async import AsyncAIClient, AsyncChatStream
+from ai_service_client._errors import AIServiceError
+from ai_service_client._requests import DEFAULT, answer_text, build_chat_request
+from ai_service_client._sync import AIClient, ChatStream
+from ai_service_client._tls import TLSOptions
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,

@@ -1,10 +1,10 @@
-"""`python -m client`: the same as the `ai-client` command."""
+"""`python -m ai_service_client`: the same as the `ai-client` command."""
 
 from __future__ import annotations
 
 import sys
 
-from client.cli import main
+from ai_service_client.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

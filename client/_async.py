@@ -11,9 +11,9 @@ from typing import Any, Self
 import grpc
 import grpc.aio
 
-from client._channel import ChannelOption, ChannelSpec
-from client._errors import AIServiceError, translate_rpc_errors
-from client._requests import (
+from ai_service_client._channel import ChannelOption, ChannelSpec
+from ai_service_client._errors import AIServiceError, translate_rpc_errors
+from ai_service_client._requests import (
     DEFAULT,
     CallDefaults,
     MetadataLike,
@@ -21,9 +21,9 @@ from client._requests import (
     answer_text,
     build_chat_request,
 )
-from client._stubs import AsyncStub, health_request, status_name
-from client._tls import TLSOptions
-from protos.ai_service_pb2 import (
+from ai_service_client._stubs import AsyncStub, health_request, status_name
+from ai_service_client._tls import TLSOptions
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,

@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 
-from client._service_config import CHANNEL_SERVICE_CONFIG
-from client._tls import TLSOptions
+from ai_service_client._service_config import CHANNEL_SERVICE_CONFIG
+from ai_service_client._tls import TLSOptions
 
 __all__ = ["ChannelOption", "ChannelSpec"]
 

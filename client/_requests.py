@@ -11,8 +11,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
-from client._service_config import METHOD_DEADLINES
-from protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse, Message
+from ai_service_client._service_config import METHOD_DEADLINES
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse, Message
 
 __all__ = [
     "DEFAULT",

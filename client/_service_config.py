@@ -24,7 +24,7 @@ SERVICE_CONFIG_FILE = "service_config.json"
 
 #: The JSON text of `client/service_config.json`.
 DEFAULT_SERVICE_CONFIG: str = (
-    resources.files(__package__ or "client").joinpath(SERVICE_CONFIG_FILE).read_text("utf-8")
+    resources.files(__package__).joinpath(SERVICE_CONFIG_FILE).read_text("utf-8")
 )
 
 _METHOD_CONFIG: list[dict[str, Any]] = json.loads(DEFAULT_SERVICE_CONFIG)["methodConfig"]

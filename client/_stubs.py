@@ -15,8 +15,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2
 
-from protos import ai_service_pb2
-from protos.ai_service_pb2 import (
+from ai_service_protos import ai_service_pb2
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,

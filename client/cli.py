@@ -18,11 +18,11 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from client._errors import AIServiceError
-from client._requests import DEFAULT, answer_text, build_chat_request
-from client._sync import AIClient
-from client._tls import TLSOptions
-from protos.ai_service_pb2 import ChatCompletionRequest, Usage
+from ai_service_client._errors import AIServiceError
+from ai_service_client._requests import DEFAULT, answer_text, build_chat_request
+from ai_service_client._sync import AIClient
+from ai_service_client._tls import TLSOptions
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Usage
 
 __all__ = ["main"]
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import ai_service_pb2 as protos_dot_ai__service__pb2
+from ai_service_protos import ai_service_pb2 as ai__service__protos_dot_ai__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/ai_service_pb2_grpc.py depends on'
+        + ' but the generated code in ai_service_protos/ai_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,18 +37,18 @@ class AIServiceStub:
         """
         self.ChatCompletion = channel.unary_unary(
                 '/ai_service.v1.AIService/ChatCompletion',
-                request_serializer=protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
-                response_deserializer=protos_dot_ai__service__pb2.ChatCompletionResponse.FromString,
+                request_serializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionResponse.FromString,
                 _registered_method=True)
         self.StreamChatCompletion = channel.unary_stream(
                 '/ai_service.v1.AIService/StreamChatCompletion',
-                request_serializer=protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
-                response_deserializer=protos_dot_ai__service__pb2.ChatCompletionChunk.FromString,
+                request_serializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionChunk.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/ai_service.v1.AIService/ListModels',
-                request_serializer=protos_dot_ai__service__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=protos_dot_ai__service__pb2.ListModelsResponse.FromString,
+                request_serializer=ai__service__protos_dot_ai__service__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
 
 
@@ -83,18 +83,18 @@ def add_AIServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ChatCompletion': grpc.unary_unary_rpc_method_handler(
                     servicer.ChatCompletion,
-                    request_deserializer=protos_dot_ai__service__pb2.ChatCompletionRequest.FromString,
-                    response_serializer=protos_dot_ai__service__pb2.ChatCompletionResponse.SerializeToString,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionResponse.SerializeToString,
             ),
             'StreamChatCompletion': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamChatCompletion,
-                    request_deserializer=protos_dot_ai__service__pb2.ChatCompletionRequest.FromString,
-                    response_serializer=protos_dot_ai__service__pb2.ChatCompletionChunk.SerializeToString,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.ChatCompletionChunk.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=protos_dot_ai__service__pb2.ListModelsRequest.FromString,
-                    response_serializer=protos_dot_ai__service__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.ListModelsRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -123,8 +123,8 @@ class AIService:
             request,
             target,
             '/ai_service.v1.AIService/ChatCompletion',
-            protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
-            protos_dot_ai__service__pb2.ChatCompletionResponse.FromString,
+            ai__service__protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.ChatCompletionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -150,8 +150,8 @@ class AIService:
             request,
             target,
             '/ai_service.v1.AIService/StreamChatCompletion',
-            protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
-            protos_dot_ai__service__pb2.ChatCompletionChunk.FromString,
+            ai__service__protos_dot_ai__service__pb2.ChatCompletionRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.ChatCompletionChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -177,8 +177,8 @@ class AIService:
             request,
             target,
             '/ai_service.v1.AIService/ListModels',
-            protos_dot_ai__service__pb2.ListModelsRequest.SerializeToString,
-            protos_dot_ai__service__pb2.ListModelsResponse.FromString,
+            ai__service__protos_dot_ai__service__pb2.ListModelsRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,1 +1,1 @@
-"""ai-service: a gRPC inference gateway in front of LLM provider APIs."""
+"""ai-service: a gRPC inference gateway (installed as the `ai_service` package)."""

@@ -1,4 +1,4 @@
-"""`python -m server`: run the gateway.
+"""`python -m ai_service`: run the gateway.
 
 With no config it runs the embedded default: the built-in upstream simulator in
 the same process and one model per provider kind backed by it (`sim-gpt`,
@@ -26,8 +26,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from server.app import Gateway, serve_until_signalled
-from server.config import (
+from ai_service.config import (
     CONFIG_ENV_VAR,
     DEMO_KEY,
     ConfigError,
@@ -38,10 +37,12 @@ from server.config import (
     with_listen,
     with_metrics_listen,
 )
-from server.observability.logging import configure_logging
-from server.supervisor import Supervisor
+from ai_service.observability.logging import configure_logging
+from ai_service.runtime.gateway import Gateway
+from ai_service.runtime.signals import serve_until_signalled
+from ai_service.runtime.supervisor import Supervisor
 
-log = logging.getLogger("server")
+log = logging.getLogger("ai_service")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,7 +98,7 @@ async def run(args: argparse.Namespace) -> None:
         await serve_until_signalled(gateway, args.config)
         return
 
-    from server.simulator import Simulator, SimulatorConfig
+    from ai_service.simulator import Simulator, SimulatorConfig
 
     async with Simulator(SimulatorConfig(latency_ms=20, tokens_per_second=50)) as simulator:
         config = embedded_default(simulator.base_url, listen=args.listen or "127.0.0.1:50051")

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from client import AsyncAIClient
-from server.app import Gateway
-from server.config import GatewayConfig, parse_config
-from server.simulator import Simulator, SimulatorConfig
+from ai_service.config import GatewayConfig, parse_config
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import Simulator, SimulatorConfig
+from ai_service_client import AsyncAIClient
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "test-key-0123456789"

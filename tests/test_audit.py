@@ -15,11 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.app import Gateway
-from server.config import parse_config
-from server.observability.logging import JsonFormatter
-from server.simulator import FaultRule, Simulator
+from ai_service.config import parse_config
+from ai_service.observability.logging import JsonFormatter
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
 from tests.servers import redis_server
 from tests.test_process import gateway_argv, spawn, wait_serving
@@ -150,9 +150,9 @@ async def test_audit_records_survive_sigterm_mid_traffic(
 def test_records_written_in_batches_rotate_by_size_and_all_survive_close(
     tmp_path: Path,
 ) -> None:
-    from server.config import AuditSettings
-    from server.observability.audit import AuditLog
-    from server.observability.hooks import CallRecord
+    from ai_service.calls.record import CallRecord
+    from ai_service.config import AuditSettings
+    from ai_service.observability.audit import AuditLog
 
     path = tmp_path / "audit.jsonl"
     audit = AuditLog(AuditSettings(path=str(path), max_bytes=4096, backup_count=100))

@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.app import Gateway
-from server.simulator import Simulator
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, token_budgeted_keys
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])

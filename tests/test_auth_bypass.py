@@ -13,10 +13,10 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from protos import ai_service_pb2_grpc
-from protos.ai_service_pb2 import ChatCompletionRequest, ListModelsRequest, Message
-from server.app import Gateway
-from server.simulator import Simulator
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import Simulator
+from ai_service_protos import ai_service_pb2_grpc
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ListModelsRequest, Message
 from tests.conftest import RESTRICTED_KEY, TEST_KEY
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])

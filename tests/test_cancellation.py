@@ -15,10 +15,10 @@ import time
 import orjson
 import pytest
 
-from client import AsyncAIClient, ChatCompletionRequest, Message
-from server.config import ProviderSettings
-from server.providers.http import create_http_client
-from server.simulator import Simulator
+from ai_service.config import ProviderSettings
+from ai_service.providers.http import create_http_client
+from ai_service.simulator import Simulator
+from ai_service_client import AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_KEY_REF, PROVIDER_SECRET, TEST_KEY, StartGateway
 
 SLOW = ChatCompletionRequest(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from client import AsyncAIClient, ChatCompletionRequest, Message
-from protos.ai_service_pb2 import FunctionDefinition, Tool, ToolCall, ToolChoice
-from server.providers.openai import request_body
-from server.simulator import Simulator, plan_reply
+from ai_service.providers.openai import request_body
+from ai_service.simulator import Simulator, plan_reply
+from ai_service_client import AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos.ai_service_pb2 import FunctionDefinition, Tool, ToolCall, ToolChoice
 
 
 def ask(text: str, **params: object) -> ChatCompletionRequest:
@@ -164,7 +164,7 @@ async def test_stream_trailers_carry_finish_reason_usage_and_the_serving_deploym
 ) -> None:
     import grpc
 
-    from protos import ai_service_pb2_grpc
+    from ai_service_protos import ai_service_pb2_grpc
     from tests.conftest import TEST_KEY
 
     address = gateway.address  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_status import rpc_status
 
-from client import (
+from ai_service_client import (
     AIClient,
     AIServiceError,
     AsyncAIClient,
@@ -42,9 +42,9 @@ from client import (
     TLSOptions,
     build_chat_request,
 )
-from client._channel import ChannelSpec
-from client.cli import main
-from protos import ai_service_pb2, ai_service_pb2_grpc
+from ai_service_client._channel import ChannelSpec
+from ai_service_client.cli import main
+from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
 
 KEY = "test-key"
 MODELS = [("echo-1", "openai"), ("echo-2", "anthropic")]
@@ -578,7 +578,7 @@ def test_cli_usage_errors_exit_2(cli_env: EchoServer, capsys: pytest.CaptureFixt
 def test_cli_as_a_real_process(server: EchoServer) -> None:
     env = {**os.environ, "AI_SERVICE_KEY": KEY, "AI_SERVICE_MODEL": "echo-1"}
     env.pop("AI_SERVICE_ADDR", None)
-    command = [sys.executable, "-m", "client", "--addr", server.address]
+    command = [sys.executable, "-m", "ai_service_client", "--addr", server.address]
 
     done = subprocess.run(
         [*command, "chat", "--stream", "streamed words"],
@@ -604,7 +604,7 @@ def test_cli_takes_a_key_read_with_its_newline_and_a_prompt_that_is_not_utf8(
 ) -> None:
     env = {**os.environ, "AI_SERVICE_KEY": f"{KEY}\n", "AI_SERVICE_MODEL": "echo-1"}
     done = subprocess.run(
-        [sys.executable, "-m", "client", "--addr", server.address, "chat", "-"],
+        [sys.executable, "-m", "ai_service_client", "--addr", server.address, "chat", "-"],
         cwd=REPO,
         env=env,
         input=b"caf\xe9 ok",
@@ -626,7 +626,7 @@ def test_cli_ctrl_c_mid_stream_exits_130_and_cancels_the_call(server: EchoServer
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "client", "chat", "--stream", "endless:cli"],
+            [sys.executable, "-m", "ai_service_client", "chat", "--stream", "endless:cli"],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

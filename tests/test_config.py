@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.config import (
+from ai_service.config import (
     DEMO_KEY,
     ConfigError,
     embedded_default,
@@ -206,7 +206,7 @@ def test_a_model_may_not_take_a_grpc_services_name() -> None:
 
 
 def test_a_shared_deployment_takes_the_limit_a_model_sets_and_refuses_two() -> None:
-    from server.config import deployment_limits
+    from ai_service.config import deployment_limits
 
     def model(name: str, **limits: int) -> dict[str, Any]:
         return {"name": name, "deployments": [{"provider": "p", "upstream_model": "m", **limits}]}

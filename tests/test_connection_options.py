@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos import ai_service_pb2, ai_service_pb2_grpc
-from server.simulator import Simulator
+from ai_service.simulator import Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
 from tests.conftest import TEST_KEY, StartGateway
 
 LONG = ChatCompletionRequest(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from server.config import ConfigError, GatewayConfig, load_config
+from ai_service.config import ConfigError, GatewayConfig, load_config
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "config.yaml"

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server.errors import UpstreamUnavailable
-from server.providers import framing
-from server.providers.framing import SSEEvent, iter_line_batches, iter_sse_batches
+from ai_service.errors import UpstreamUnavailable
+from ai_service.providers import framing
+from ai_service.providers.framing import SSEEvent, iter_line_batches, iter_sse_batches
 
 
 async def pieces(body: bytes, size: int) -> AsyncIterator[bytes]:

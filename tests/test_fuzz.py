@@ -25,11 +25,11 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protos import ai_service_pb2_grpc
-from protos.ai_service_pb2 import ChatCompletionRequest
-from server.app import Gateway
-from server.config import parse_config
-from server.simulator import Simulator, SimulatorConfig
+from ai_service.config import parse_config
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import Simulator, SimulatorConfig
+from ai_service_protos import ai_service_pb2_grpc
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
 from tests.conftest import TEST_ENV, TEST_KEY, config_tree
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The gateway's own HTTP/1.1 client (`server/providers/h1_client.py`), against real servers.
+"""The gateway's own HTTP/1.1 client (`server/providers/http/h1.py`), against real servers.
 
 The simulator covers the ordinary exchanges; a scripted upstream (a real TCP server
 that answers each request with bytes given by the test) covers the HTTP/1.1 shapes
@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from server.config import ProviderSettings
-from server.errors import UpstreamTimeout, UpstreamUnavailable
-from server.providers.h1_client import H1Client
-from server.simulator import Simulator
+from ai_service.config import ProviderSettings
+from ai_service.errors import UpstreamTimeout, UpstreamUnavailable
+from ai_service.providers.http.h1 import H1Client
+from ai_service.simulator import Simulator
 from tests.certs import make_certificates
 from tests.conftest import PROVIDER_SECRET
 

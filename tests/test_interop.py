@@ -29,11 +29,11 @@ import grpc
 import grpc.aio
 import pytest
 
-from client import AIServiceError, AsyncAIClient, build_chat_request
-from client._service_config import DEFAULT_SERVICE_CONFIG
-from protos import ai_service_pb2, ai_service_pb2_grpc
-from server.app import Gateway
-from server.simulator import plan_reply
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import plan_reply
+from ai_service_client import AIServiceError, AsyncAIClient, build_chat_request
+from ai_service_client._service_config import DEFAULT_SERVICE_CONFIG
+from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
 from tests.conftest import REPO, TEST_KEY
 
 NODE_DIR = REPO / "client" / "examples" / "node"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from server import limiter
-from server.config import SharedStateSettings
-from server.limiter import ALLOWED, Decision, LeasedRateLimiter, RateRule, RedisRateLimiter
-from server.shared_state import SharedRedis
+from ai_service.config import SharedStateSettings
+from ai_service.limits import buckets as limiter
+from ai_service.limits.buckets import ALLOWED, Decision, LeasedRateLimiter, RedisRateLimiter
+from ai_service.limits.rules import RateRule
+from ai_service.limits.shared_state import SharedRedis
 from tests.conftest import free_port
 from tests.servers import RedisServer, redis_server
 

@@ -17,12 +17,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos import ai_service_pb2_grpc
-from server.app import Gateway
-from server.config import parse_config
-from server.observability.logging import JsonFormatter, TextFormatter
-from server.simulator import FaultRule, Simulator
+from ai_service.config import parse_config
+from ai_service.observability.logging import JsonFormatter, TextFormatter
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos import ai_service_pb2_grpc
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree
 
 METRICS_ON_ANY_PORT = {"metrics": {"listen": "127.0.0.1:0"}}
@@ -282,7 +282,7 @@ async def test_request_id_is_taken_or_made_returned_and_logged(
     text = io.StringIO()  # and `--log-format text`'s
     text_handler = logging.StreamHandler(text)
     text_handler.setFormatter(TextFormatter())
-    dispatch_log = logging.getLogger("server.dispatch")
+    dispatch_log = logging.getLogger("ai_service.pipeline.dispatch")
     dispatch_log.addHandler(handler)
     dispatch_log.addHandler(text_handler)
     level = dispatch_log.level
@@ -317,7 +317,7 @@ async def test_request_id_is_taken_or_made_returned_and_logged(
     assert [entry["message"] for entry in logged] == ["attempt failed"]
     assert logged[0]["request_id"] == "req-42"
     (line,) = text.getvalue().splitlines()
-    assert "server.dispatch: attempt failed request_id=req-42 " in line
+    assert "ai_service.pipeline.dispatch: attempt failed request_id=req-42 " in line
     assert "reason=UPSTREAM_UNAVAILABLE" in line
 
 

@@ -1,4 +1,4 @@
-"""The gateway as a real process: `python -m server`, grpcurl, the `ai-client` command.
+"""The gateway as a real process: `python -m ai_service`, grpcurl, the `ai-client` command.
 
 Every process runs on a free loopback port, is waited for through its gRPC health
 Check (bounded), and is killed in teardown whatever the test did. The grpcurl
@@ -26,8 +26,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionChunk, build_chat_request
-from server.simulator import plan_reply
+from ai_service.simulator import plan_reply
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionChunk, build_chat_request
 from tests.conftest import PROVIDER_SECRET, REPO, TEST_KEY, config_tree, free_port, write_config
 
 VENV_BIN = Path(sys.executable).parent
@@ -122,7 +122,7 @@ def spawn(
 
 
 def gateway_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server", "--log-format", "text", *args]
+    return [sys.executable, "-m", "ai_service", "--log-format", "text", *args]
 
 
 def run_gateway_to_exit(
@@ -191,7 +191,7 @@ def start_simulator(directory: Path, *args: str) -> tuple[Process, str]:
         [
             sys.executable,
             "-m",
-            "server.simulator",
+            "ai_service.simulator",
             "--listen",
             f"127.0.0.1:{port}",
             "--api-key",

@@ -1,8 +1,9 @@
 """The committed stubs beside protos/ai_service.proto are what `make proto` generates from it.
 
-The proto is regenerated into a temporary directory with the Makefile's command (run
-from the repo root, so the generated imports say `protos.…` as the committed ones do)
-and every generated file is compared byte for byte with its committed twin.
+The proto is regenerated into a temporary directory with the Makefile's command (the
+folder `protos` mapped to the package name `ai_service_protos`, so the generated imports
+say `ai_service_protos.…` as the committed ones do) and every generated file is compared
+byte for byte with its committed twin.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ def generate(out: Path) -> dict[str, bytes]:
             sys.executable,
             "-m",
             "grpc_tools.protoc",
-            "-I.",
+            "-Iai_service_protos=protos",
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
-            PROTO,
+            "ai_service_protos/ai_service.proto",
         ],
         cwd=REPO,
         capture_output=True,
@@ -37,9 +38,9 @@ def generate(out: Path) -> dict[str, bytes]:
     )
     assert result.returncode == 0, f"grpc_tools.protoc failed:\n{result.stderr}"
     return {
-        path.relative_to(out).as_posix(): path.read_bytes()
+        f"protos/{path.name}": path.read_bytes()
         for pattern in STUB_PATTERNS
-        for path in (out / "protos").glob(pattern)
+        for path in (out / "ai_service_protos").glob(pattern)
     }
 
 

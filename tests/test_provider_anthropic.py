@@ -6,8 +6,12 @@ import grpc
 import orjson
 import pytest
 
-from client import AsyncAIClient
-from protos.ai_service_pb2 import (
+from ai_service.errors import GatewayError, InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
+from ai_service.providers.anthropic import AnthropicProvider, request_body, response_from_anthropic
+from ai_service.providers.base import Deployment
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AsyncAIClient
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     FunctionDefinition,
@@ -17,10 +21,6 @@ from protos.ai_service_pb2 import (
     ToolCall,
     ToolChoice,
 )
-from server.errors import GatewayError, InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
-from server.providers.anthropic import AnthropicProvider, request_body, response_from_anthropic
-from server.providers.base import Deployment
-from server.simulator import FaultRule, Simulator
 from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
 

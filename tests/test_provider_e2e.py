@@ -10,12 +10,12 @@ import grpc
 import orjson
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos.ai_service_pb2 import FunctionDefinition, Tool, ToolCall, ToolChoice
-from server.app import Gateway
-from server.config import parse_config
-from server.providers.openai import request_body
-from server.simulator import FaultRule, Simulator, plan_reply
+from ai_service.config import parse_config
+from ai_service.providers.openai import request_body
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator, plan_reply
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos.ai_service_pb2 import FunctionDefinition, Tool, ToolCall, ToolChoice
 from tests.conftest import (
     PROVIDER_KEY_REF,
     PROVIDER_SECRET,

@@ -7,7 +7,15 @@ from typing import Any
 import orjson
 import pytest
 
-from protos.ai_service_pb2 import (
+from ai_service.errors import UpstreamNotFound, UpstreamUnavailable
+from ai_service.providers.base import Deployment
+from ai_service.providers.ollama import (
+    OllamaProvider,
+    created_seconds,
+    request_body,
+    response_from_ollama,
+)
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     FunctionDefinition,
@@ -16,14 +24,6 @@ from protos.ai_service_pb2 import (
     Tool,
     ToolCall,
     ToolChoice,
-)
-from server.errors import UpstreamNotFound, UpstreamUnavailable
-from server.providers.base import Deployment
-from server.providers.ollama import (
-    OllamaProvider,
-    created_seconds,
-    request_body,
-    response_from_ollama,
 )
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from protos.ai_service_pb2 import (
+from ai_service.errors import UpstreamUnavailable
+from ai_service.providers.base import Deployment
+from ai_service.providers.openai import (
+    OpenAIProvider,
+    chunk_from_openai,
+    request_body,
+    response_from_openai,
+)
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     FunctionDefinition,
@@ -15,14 +23,6 @@ from protos.ai_service_pb2 import (
     Tool,
     ToolCall,
     ToolChoice,
-)
-from server.errors import UpstreamUnavailable
-from server.providers.base import Deployment
-from server.providers.openai import (
-    OpenAIProvider,
-    chunk_from_openai,
-    request_body,
-    response_from_openai,
 )
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
 

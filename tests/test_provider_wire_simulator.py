@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from server.simulator import FaultRule, Simulator, SimulatorConfig
+from ai_service.simulator import FaultRule, Simulator, SimulatorConfig
 
 KEY = "sim-key"
 ANTHROPIC = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}

@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos.ai_service_pb2 import ChatCompletionChunk
-from server.config import RedactionSettings
-from server.policy.redaction import StreamRedactor, redactor_for
-from server.simulator import Simulator
+from ai_service.config import RedactionSettings
+from ai_service.policy.redaction import StreamRedactor, redactor_for
+from ai_service.simulator import Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos.ai_service_pb2 import ChatCompletionChunk
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway
 
 REDACTOR = redactor_for(

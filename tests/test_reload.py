@@ -17,13 +17,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos import ai_service_pb2_grpc
-from protos.ai_service_pb2 import ListModelsRequest
-from server.app import Gateway
-from server.config import load_config
-from server.resilience import Admission, CircuitState
-from server.simulator import FaultRule, Simulator, SimulatorConfig
+from ai_service.config import load_config
+from ai_service.resilience import Admission, CircuitState
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator, SimulatorConfig
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos import ai_service_pb2_grpc
+from ai_service_protos.ai_service_pb2 import ListModelsRequest
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import (
     Process,
@@ -162,7 +162,7 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
 def gateway_process(
     tmp_path: Path, workers: int, edit: Callable[[dict[str, Any]], None] = lambda tree: None
 ) -> Iterator[tuple[Process, Path, dict[str, Any], str]]:
-    """`python -m server` on a config file (the process, the file, its tree, the address);
+    """`python -m ai_service` on a config file (the process, the file, its tree, the address);
     `edit` changes the test config first."""
     simulator, sim_url = start_simulator(tmp_path)
     gateway = None

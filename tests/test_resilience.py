@@ -14,10 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.app import Gateway
-from server.resilience import CircuitState
-from server.simulator import FaultRule, Simulator
+from ai_service.resilience import CircuitState
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway
 
 

@@ -9,19 +9,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from protos.ai_service_pb2 import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-)
-from server.config import CircuitBreakerSettings, RetrySettings, parse_config
-from server.dispatch import guarded_complete, guarded_stream
-from server.errors import DeploymentBusy, UpstreamUnavailable
-from server.interceptors.auth import Caller
-from server.observability.hooks import CallRecord, current_call
-from server.providers import create_provider
-from server.providers.base import Deployment
-from server.resilience import (
+from ai_service.calls.record import CallRecord, current_call
+from ai_service.config import CircuitBreakerSettings, RetrySettings, parse_config
+from ai_service.errors import DeploymentBusy, UpstreamUnavailable
+from ai_service.identity.callers import Caller
+from ai_service.pipeline.dispatch import guarded_complete, guarded_stream
+from ai_service.providers import create_provider
+from ai_service.providers.base import Deployment
+from ai_service.resilience import (
     Admission,
     Budget,
     CircuitBreaker,
@@ -30,7 +25,12 @@ from server.resilience import (
     RetryBudget,
     backoff_delay,
 )
-from server.routing import DeploymentHandle, Router
+from ai_service.routing.router import DeploymentHandle, Router
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+)
 
 
 class Clock:

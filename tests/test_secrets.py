@@ -6,12 +6,12 @@ import logging
 
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.app import Gateway
-from server.errors import UpstreamUnavailable, keep_secret, to_rpc_status
-from server.observability.logging import JsonFormatter
-from server.providers.status_mapping import MAX_MESSAGE_CHARS
-from server.simulator import FaultRule, Simulator
+from ai_service.errors import UpstreamUnavailable, keep_secret, to_rpc_status
+from ai_service.observability.logging import JsonFormatter
+from ai_service.providers.status_mapping import MAX_MESSAGE_CHARS
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_SECRET, TEST_KEY
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])

@@ -17,13 +17,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from protos.ai_service_pb2 import ChatCompletionResponse, RequestOptions
-from server.app import Gateway
-from server.cache import SingleFlight
-from server.config import SharedStateSettings
-from server.shared_state import RedisUnavailable, SharedRedis
-from server.simulator import FaultRule, Simulator
+from ai_service.config import SharedStateSettings
+from ai_service.limits.shared_state import RedisUnavailable, SharedRedis
+from ai_service.pipeline.cache import SingleFlight
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos.ai_service_pb2 import ChatCompletionResponse, RequestOptions
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port, token_budgeted_keys
 from tests.servers import RedisServer, redis_server
 
@@ -138,7 +138,7 @@ async def test_identical_concurrent_calls_share_one_upstream_call(
         answers = await asyncio.gather(*(client.chat(ask(temperature=0)) for _ in range(10)))
     assert {a.choices[0].message.content for a in answers} == {"You said: hello"}
     assert simulator.stats.total_requests == 1
-    assert len(gateway.completions.flights) == 0  # nothing left in flight
+    assert len(gateway.answers.flights) == 0  # nothing left in flight
 
 
 async def test_single_flight_survives_its_first_caller_leaving(
@@ -169,7 +169,7 @@ async def _in_one_flight(
 
 async def _flight_with_waiters(gateway: Gateway, waiters: int) -> None:
     deadline = time.monotonic() + 10
-    flights = gateway.completions.flights
+    flights = gateway.answers.flights
     while [flight.waiters for flight in flights._flights.values()] != [waiters]:
         assert time.monotonic() < deadline, "the calls never met in one flight"
         await asyncio.sleep(0.01)

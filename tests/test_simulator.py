@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from server.simulator import FaultRule, Simulator, SimulatorConfig, plan_reply
+from ai_service.simulator import FaultRule, Simulator, SimulatorConfig, plan_reply
 
 CHAT = "/v1/chat/completions"
 WEATHER_TOOL = {

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.timers import Timers
+from ai_service.timers import Timers
 
 
 async def test_timeouts_run_in_time_order_and_cancelled_ones_never_run() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, TLSOptions
-from server.app import Gateway
-from server.config import ConfigError, parse_config
+from ai_service.config import ConfigError, parse_config
+from ai_service.runtime.gateway import Gateway
+from ai_service_client import AIServiceError, AsyncAIClient, TLSOptions
 from tests.certs import Certificates, make_certificates
 from tests.conftest import REPO, TEST_ENV, TEST_KEY, StartGateway, config_tree
 
@@ -88,7 +88,7 @@ async def test_grpcurl_and_ai_client_speak_mutual_tls(
         [
             sys.executable,
             "-m",
-            "client",
+            "ai_service_client",
             "--addr",
             gateway.address,
             "--key",
@@ -134,8 +134,8 @@ def test_demo_key_off_loopback_needs_tls_and_the_explicit_flag(certs: Certificat
 
 
 def test_unreadable_certificate_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
-    from server.config import TLSSettings
-    from server.tls import server_credentials
+    from ai_service.config import TLSSettings
+    from ai_service.runtime.tls import server_credentials
 
     settings = TLSSettings(cert_file=str(tmp_path / "missing.pem"), key_file=str(tmp_path / "k"))
     with pytest.raises(ConfigError, match=r"server\.tls\.key_file"):
@@ -145,8 +145,8 @@ def test_unreadable_certificate_is_a_config_error_naming_the_field(tmp_path: Pat
 def test_a_key_that_is_not_the_certificates_is_a_config_error_naming_the_field(
     certs: Certificates, tmp_path: Path
 ) -> None:
-    from server.config import TLSSettings
-    from server.tls import server_credentials
+    from ai_service.config import TLSSettings
+    from ai_service.runtime.tls import server_credentials
 
     wrong_key = TLSSettings(cert_file=str(certs.server_cert), key_file=str(certs.client_key))
     with pytest.raises(ConfigError, match=r"server\.tls\.key_file: not the unencrypted PEM key"):

@@ -7,9 +7,9 @@ import asyncio
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.providers.openai import request_body
-from server.simulator import FaultRule, Simulator, plan_reply
+from ai_service.providers.openai import request_body
+from ai_service.simulator import FaultRule, Simulator, plan_reply
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, StartGateway
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
@@ -157,7 +157,7 @@ async def test_a_stream_that_outlives_the_default_deadline_gets_a_status(
 
 
 async def test_unreachable_upstream_is_unavailable(start_gateway: StartGateway) -> None:
-    from server.config import parse_config
+    from ai_service.config import parse_config
     from tests.conftest import config_tree, free_port
 
     dead = f"http://127.0.0.1:{free_port()}"

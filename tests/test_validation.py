@@ -8,10 +8,10 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest
-from server.app import Gateway
-from server.policy import validation
-from server.simulator import Simulator
+from ai_service.policy import validation
+from ai_service.runtime.gateway import Gateway
+from ai_service.simulator import Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest
 from tests.conftest import StartGateway
 from tests.test_resilience import single
 

@@ -13,8 +13,8 @@ import grpc
 import httpx
 import pytest
 
-from protos import ai_service_pb2_grpc
-from protos.ai_service_pb2 import ChatCompletionRequest, Message
+from ai_service_protos import ai_service_pb2_grpc
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, config_tree, free_port, write_config
 from tests.test_process import (
     GRACE_SECONDS,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from server.interceptors.auth import AuthInterceptor, Caller, current_caller
-from server.interceptors.rate_limit import RateLimitInterceptor
+from ai_service.identity.callers import Caller, current_caller
+from ai_service.interceptors.auth import AuthInterceptor
+from ai_service.interceptors.rate_limit import RateLimitInterceptor
 
 __all__ = ["AuthInterceptor", "Caller", "RateLimitInterceptor", "current_caller"]

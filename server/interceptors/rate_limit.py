@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import grpc
 
-from server.errors import GatewayError, RateLimited
-from server.interceptors.auth import Caller, Continuation, current_caller
-from server.interceptors.rejection import Handler, is_guarded, rejecting_handler
-from server.limiter import RateLimiter
+from ai_service.errors import GatewayError, RateLimited
+from ai_service.identity.callers import Caller, current_caller
+from ai_service.interceptors.auth import Continuation
+from ai_service.interceptors.rejection import Handler, is_guarded, rejecting_handler
+from ai_service.limits.buckets import RateLimiter
 
 
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from protos import ai_service_pb2
-from server.errors import GatewayError, Trailers, to_rpc_status
-from server.observability.hooks import request_id_metadata
+from ai_service.calls.record import request_id_metadata
+from ai_service.errors import GatewayError, Trailers, to_rpc_status
+from ai_service_protos import ai_service_pb2
 
 if TYPE_CHECKING:  # the stubs make the handler generic; the runtime class is not
     Handler = grpc.RpcMethodHandler[Any, Any]

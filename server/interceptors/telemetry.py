@@ -24,16 +24,18 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from server.errors import STATUS_DETAILS_KEY, InvalidRequest, abort
-from server.interceptors.auth import Continuation, Metadata, current_caller
-from server.interceptors.rejection import Handler, is_guarded
-from server.observability.hooks import (
+from ai_service.calls.record import (
     REQUEST_ID_KEY,
     CallRecord,
     Observer,
     current_call,
     request_id_metadata,
 )
+from ai_service.errors import STATUS_DETAILS_KEY, InvalidRequest, abort
+from ai_service.identity.callers import current_caller
+from ai_service.identity.keyring import Metadata
+from ai_service.interceptors.auth import Continuation
+from ai_service.interceptors.rejection import Handler, is_guarded
 
 # A caller's id is echoed into logs and metadata: only a plain token is taken.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")

@@ -1,1 +1,2 @@
-"""What operators see: logs now; metrics, traces and the audit log beside them."""
+"""Observers of calls: Prometheus metrics, OpenTelemetry traces, the audit log, logging,
+and `sinks`, which builds them from the config."""

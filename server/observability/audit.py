@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from server.config import AuditSettings
-from server.observability.hooks import CallRecord, Observer
+from ai_service.calls.record import CallRecord, Observer
+from ai_service.config import AuditSettings
 
 
 def audit_entry(call: CallRecord) -> dict[str, Any]:

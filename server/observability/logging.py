@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from server.observability.hooks import current_call
+from ai_service.calls.record import current_call
 
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",

@@ -39,11 +39,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from server.config import MetricsSettings, ProviderSettings, split_host_port
-from server.observability.hooks import AttemptRecord, CallRecord, Observer
-from server.resilience import CircuitState
-from server.routing import DeploymentHandle
-from server.shared_state import SharedRedis
+from ai_service.calls.record import AttemptRecord, CallRecord, Observer
+from ai_service.config import MetricsSettings, ProviderSettings, split_host_port
+from ai_service.limits.shared_state import SharedRedis
+from ai_service.resilience import CircuitState
+from ai_service.routing.router import DeploymentHandle
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from protos import ai_service_pb2
-from server.config import TracingSettings
-from server.observability.hooks import AttemptRecord, CallRecord, Observer
-from server.observability.propagation import upstream_span
+from ai_service.calls.record import AttemptRecord, CallRecord, Observer
+from ai_service.config import TracingSettings
+from ai_service.providers.http.propagation import upstream_span
+from ai_service_protos import ai_service_pb2
 
 _OPERATION = "chat"
 _SERVICE = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name

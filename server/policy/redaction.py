@@ -22,11 +22,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
-from server.config import RedactionMode, RedactionSettings
-from server.errors import GatewayError
-from server.observability.hooks import CallRecord
-from server.policy.detectors import BUILTIN, Detector
+from ai_service.calls.record import CallRecord
+from ai_service.config import RedactionMode, RedactionSettings
+from ai_service.errors import GatewayError
+from ai_service.policy.detectors import BUILTIN, Detector
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+)
 
 
 class SensitiveDataBlocked(GatewayError):

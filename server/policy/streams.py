@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from server.errors import TooManyStreams
-from server.interceptors.auth import Caller
+from ai_service.errors import TooManyStreams
+from ai_service.identity.callers import Caller
 
 
 class OpenStreams:

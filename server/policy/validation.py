@@ -15,15 +15,15 @@ from typing import Any
 
 import orjson
 
-from protos.ai_service_pb2 import (
+from ai_service.config import ModelSettings, RequestLimits
+from ai_service.errors import InvalidRequest, quoted
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
     Message,
     ResponseFormat,
     Tool,
     ToolChoice,
 )
-from server.config import ModelSettings, RequestLimits
-from server.errors import InvalidRequest, quoted
 
 #: Checks one field the caller set: (the request, the field's value, the limits).
 Rule = Callable[[ChatCompletionRequest, Any, RequestLimits], None]

@@ -8,11 +8,11 @@ share (`translation.py`) live once beside them.
 
 from __future__ import annotations
 
-from server.config import ProviderSettings
-from server.providers.anthropic import AnthropicProvider
-from server.providers.base import Deployment, Provider
-from server.providers.ollama import OllamaProvider
-from server.providers.openai import OpenAIProvider
+from ai_service.config import ProviderSettings
+from ai_service.providers.anthropic import AnthropicProvider
+from ai_service.providers.base import Deployment, Provider
+from ai_service.providers.ollama import OllamaProvider
+from ai_service.providers.openai import OpenAIProvider
 
 __all__ = ["Deployment", "Provider", "create_provider"]
 

@@ -35,22 +35,14 @@ from typing import Any
 
 import orjson
 
-from protos.ai_service_pb2 import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    FunctionDefinition,
-    Message,
-    ToolCall,
-)
-from server.config import ProviderSettings
-from server.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
-from server.providers.base import Deployment, parse_json_body
-from server.providers.endpoint import UpstreamEndpoint
-from server.providers.framing import iter_sse_batches
-from server.providers.http import HttpClient, UpstreamResponse
-from server.providers.status_mapping import error_from_status
-from server.providers.translation import (
+from ai_service.config import ProviderSettings
+from ai_service.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
+from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.endpoint import UpstreamEndpoint
+from ai_service.providers.framing import iter_sse_batches
+from ai_service.providers.http import HttpClient, UpstreamResponse
+from ai_service.providers.status_mapping import error_from_status
+from ai_service.providers.translation import (
     EMPTY_OBJECT_SCHEMA,
     arguments_object,
     arguments_text,
@@ -61,6 +53,14 @@ from server.providers.translation import (
     text_chunk,
     tool_choice_of,
     translate_failure,
+)
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    FunctionDefinition,
+    Message,
+    ToolCall,
 )
 
 #: Used when neither the request nor the model's config says how many tokens to allow.

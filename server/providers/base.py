@@ -14,8 +14,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
-from server.errors import InvalidRequest, UpstreamUnavailable
+from ai_service.errors import InvalidRequest, UpstreamUnavailable
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+)
 
 
 @dataclass(frozen=True, slots=True)

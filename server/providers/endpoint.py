@@ -12,11 +12,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from server.config import ProviderSettings
-from server.errors import UpstreamError, keep_secret
-from server.providers.base import parse_json_body
-from server.providers.http import HttpClient, UpstreamResponse, create_http_client
-from server.providers.status_mapping import error_from_status
+from ai_service.config import ProviderSettings
+from ai_service.errors import UpstreamError, keep_secret
+from ai_service.providers.base import parse_json_body
+from ai_service.providers.http import HttpClient, UpstreamResponse, create_http_client
+from ai_service.providers.status_mapping import error_from_status
 
 #: Turns a non-200 answer into the gateway's error (given the provider's name).
 ErrorMapper = Callable[[UpstreamResponse, bytes, str], UpstreamError]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
-from server.errors import UpstreamUnavailable
+from ai_service.errors import UpstreamUnavailable
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 

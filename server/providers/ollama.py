@@ -33,21 +33,14 @@ from typing import Any
 
 import orjson
 
-from protos.ai_service_pb2 import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    Message,
-    ToolCall,
-)
-from server.config import ProviderSettings
-from server.errors import InvalidRequest, UpstreamUnavailable
-from server.providers.base import Deployment, parse_json_body
-from server.providers.endpoint import UpstreamEndpoint
-from server.providers.framing import iter_line_batches
-from server.providers.http import HttpClient
-from server.providers.status_mapping import caller_message, message_in_error_payload
-from server.providers.translation import (
+from ai_service.config import ProviderSettings
+from ai_service.errors import InvalidRequest, UpstreamUnavailable
+from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.endpoint import UpstreamEndpoint
+from ai_service.providers.framing import iter_line_batches
+from ai_service.providers.http import HttpClient
+from ai_service.providers.status_mapping import caller_message, message_in_error_payload
+from ai_service.providers.translation import (
     arguments_object,
     arguments_text,
     coalesce,
@@ -57,6 +50,13 @@ from server.providers.translation import (
     text_chunk,
     tool_choice_of,
     translate_failure,
+)
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Message,
+    ToolCall,
 )
 
 # The service's sampling fields and the Modelfile parameter each becomes.

@@ -31,7 +31,20 @@ from typing import Any
 
 import orjson
 
-from protos.ai_service_pb2 import (
+from ai_service.config import ProviderSettings
+from ai_service.errors import InvalidRequest, UpstreamUnavailable
+from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.endpoint import UpstreamEndpoint
+from ai_service.providers.framing import iter_sse_batches
+from ai_service.providers.http import HttpClient
+from ai_service.providers.status_mapping import caller_message, message_in_error_payload
+from ai_service.providers.translation import (
+    TextRuns,
+    function_parameters,
+    tool_choice_of,
+    translate_failure,
+)
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -39,19 +52,6 @@ from protos.ai_service_pb2 import (
     Message,
     ToolCall,
     Usage,
-)
-from server.config import ProviderSettings
-from server.errors import InvalidRequest, UpstreamUnavailable
-from server.providers.base import Deployment, parse_json_body
-from server.providers.endpoint import UpstreamEndpoint
-from server.providers.framing import iter_sse_batches
-from server.providers.http import HttpClient
-from server.providers.status_mapping import caller_message, message_in_error_payload
-from server.providers.translation import (
-    TextRuns,
-    function_parameters,
-    tool_choice_of,
-    translate_failure,
 )
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from server.errors import (
+from ai_service.errors import (
     UpstreamAuth,
     UpstreamError,
     UpstreamInvalidRequest,

@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 import orjson
 from google.protobuf import json_format
 
-from protos.ai_service_pb2 import (
+from ai_service.errors import UpstreamUnavailable
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     FunctionDefinition,
     ToolCall,
     Usage,
 )
-from server.errors import UpstreamUnavailable
 
 _T = TypeVar("_T")
 

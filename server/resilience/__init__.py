@@ -6,10 +6,10 @@ Each module holds one mechanism as a small object with no I/O of its own;
 
 from __future__ import annotations
 
-from server.resilience.budget import Budget
-from server.resilience.circuit import Admission, CircuitBreaker, CircuitState
-from server.resilience.concurrency import ConcurrencyLimiter
-from server.resilience.retry import RetryBudget, backoff_delay
+from ai_service.resilience.budget import Budget
+from ai_service.resilience.circuit import Admission, CircuitBreaker, CircuitState
+from ai_service.resilience.concurrency import ConcurrencyLimiter
+from ai_service.resilience.retry import RetryBudget, backoff_delay
 
 __all__ = [
     "Admission",

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from server.errors import DeadlineExceeded
-from server.timers import Timer, Timers
+from ai_service.errors import DeadlineExceeded
+from ai_service.timers import Timer, Timers
 
 
 @dataclass(frozen=True, slots=True)

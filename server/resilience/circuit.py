@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from server.config import CircuitBreakerSettings
+from ai_service.config import CircuitBreakerSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from server.errors import DeploymentBusy
-from server.resilience.budget import Budget
+from ai_service.errors import DeploymentBusy
+from ai_service.resilience.budget import Budget
 
 
 class ConcurrencyLimiter:

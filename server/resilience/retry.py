@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 
-from server.config import RetrySettings
+from ai_service.config import RetrySettings
 
 
 def backoff_delay(retry: int, settings: RetrySettings, rng: random.Random | None = None) -> float:

@@ -1,4 +1,4 @@
-"""`python -m server.simulator` / `ai-simulator`: run the upstream simulator alone.
+"""`python -m ai_service.simulator` / `ai-simulator`: run the upstream simulator alone.
 
 `--workers N` forks N processes that each bind the port with SO_REUSEPORT (the kernel
 spreads connections across them); each has its own stats and faults, so the control API

@@ -25,9 +25,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
-from server.config import RetrySettings
-from server.errors import (
+from ai_service.calls.record import ObservedAttempt, current_call
+from ai_service.config import RetrySettings
+from ai_service.errors import (
     GatewayError,
     InvalidRequest,
     NoHealthyDeployment,
@@ -37,9 +37,13 @@ from server.errors import (
     UpstreamUnavailable,
     quoted,
 )
-from server.observability.hooks import ObservedAttempt, current_call
-from server.resilience import Admission, Budget, RetryBudget, backoff_delay
-from server.routing import DeploymentHandle, ModelRoute, Router
+from ai_service.resilience import Admission, Budget, RetryBudget, backoff_delay
+from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class Dispatcher:
         self._settings = settings
         self.retry_budget = RetryBudget(settings)
 
-    async def complete(
+    async def dispatch(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget
     ) -> Outcome[ChatCompletionResponse]:
         def attempt(
@@ -84,7 +88,7 @@ class Dispatcher:
 
         return await self._run(request, route, budget, attempt, discard=None)
 
-    async def open_stream(
+    async def dispatch_stream(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget
     ) -> Outcome[tuple[ChatCompletionChunk, ChunkStream]]:
         """The first chunk and the rest of the stream, from the first deployment to answer."""

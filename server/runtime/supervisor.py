@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-from server.app import HANDLED_SIGNALS
+from ai_service.runtime.signals import HANDLED_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Supervisor:
         self._argv = [
             sys.executable,
             "-m",
-            "server",
+            "ai_service",
             *worker_argv,
             "--workers",
             "1",

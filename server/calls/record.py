@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from server.errors import GatewayError
+from ai_service.errors import GatewayError
 
 if TYPE_CHECKING:
-    from protos.ai_service_pb2 import Usage
-    from server.routing import DeploymentHandle, ModelRoute
+    from ai_service.routing.router import DeploymentHandle, ModelRoute
+    from ai_service_protos.ai_service_pb2 import Usage
 
 
 @dataclass(slots=True)

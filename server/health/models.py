@@ -15,9 +15,9 @@ import contextlib
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from server.health import NOT_SERVING, SERVING
-from server.resilience import CircuitBreaker, CircuitState
-from server.routing import Router
+from ai_service.health.servicer import NOT_SERVING, SERVING
+from ai_service.resilience import CircuitBreaker, CircuitState
+from ai_service.routing.router import Router
 
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 

@@ -16,19 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.shared_state import RedisUnavailable, SharedRedis
-
-
-@dataclass(frozen=True, slots=True)
-class RateRule:
-    """`per_minute` sustained, up to `burst` at once."""
-
-    per_minute: int
-    burst: int
-
-    @property
-    def per_second(self) -> float:
-        return self.per_minute / 60.0
+from ai_service.limits.rules import RateRule
+from ai_service.limits.shared_state import RedisUnavailable, SharedRedis
 
 
 @dataclass(frozen=True, slots=True)

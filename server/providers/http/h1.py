@@ -37,10 +37,10 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from server.config import ProviderSettings
-from server.errors import UpstreamTimeout, UpstreamUnavailable
-from server.observability.propagation import trace_headers
-from server.timers import Timers
+from ai_service.config import ProviderSettings
+from ai_service.errors import UpstreamTimeout, UpstreamUnavailable
+from ai_service.providers.http.propagation import trace_headers
+from ai_service.timers import Timers
 
 #: Stop reading from the socket while this much body is buffered and unread.
 _HIGH_WATER = 256 * 1024

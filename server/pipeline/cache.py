@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from protos.ai_service_pb2 import ChatCompletionRequest
-from server.config import CacheSettings
-from server.shared_state import RedisUnavailable, SharedRedis
+from ai_service.config import CacheSettings
+from ai_service.limits.shared_state import RedisUnavailable, SharedRedis
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
 
 T = TypeVar("T")
 

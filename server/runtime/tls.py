@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 
-from server.config import ConfigError, TLSSettings
+from ai_service.config import ConfigError, TLSSettings
 
 
 def server_credentials(settings: TLSSettings) -> grpc.ServerCredentials:

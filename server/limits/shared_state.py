@@ -22,8 +22,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from server.config import SharedStateSettings
-from server.errors import GatewayError
+from ai_service.config import SharedStateSettings
+from ai_service.errors import GatewayError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,10 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from protos import ai_service_pb2_grpc
-from server.cache import MemoryCache, RedisCache, ResponseCache
-from server.completions import Completions
-from server.config import (
+from ai_service.config import (
     HEALTH_SERVICE_NAME,
     SERVICE_NAME,
     ConfigError,
@@ -32,25 +28,27 @@ from server.config import (
     load_config,
     with_sections,
 )
-from server.dispatch import Dispatcher
-from server.health import DrainingHealthServicer
-from server.heap import freeze_long_lived, refreeze
-from server.interceptors import AuthInterceptor, Caller, RateLimitInterceptor
-from server.interceptors.auth import KeyRing, rate_rule, token_rule
-from server.limiter import (
+from ai_service.health.models import ModelHealth
+from ai_service.health.servicer import DrainingHealthServicer
+from ai_service.identity.keyring import access
+from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
+from ai_service.limits.buckets import (
     InMemoryRateLimiter,
     LeasedRateLimiter,
     RateLimiter,
     RedisRateLimiter,
 )
-from server.model_health import ModelHealth
-from server.observability.telemetry import Observability
-from server.providers import Provider, create_provider
-from server.quota import TokenQuota
-from server.routing import Router
-from server.service import AIService, ServiceState
-from server.shared_state import SharedRedis
-from server.tls import server_credentials
+from ai_service.limits.shared_state import SharedRedis
+from ai_service.limits.token_quota import TokenQuota
+from ai_service.observability.sinks import Observability
+from ai_service.pipeline.answers import Answers
+from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
+from ai_service.pipeline.dispatch import Dispatcher
+from ai_service.pipeline.service import AIService, ServiceState
+from ai_service.providers import Provider, create_provider
+from ai_service.routing.router import Router
+from ai_service.runtime.tls import server_credentials
+from ai_service_protos import ai_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +129,8 @@ class Gateway:
         dispatcher = Dispatcher(router, resilience.retries)
         if self._cache is None or config.cache != self.config.cache:
             self._cache = self._response_cache(config)
-        completions = Completions(dispatcher, TokenQuota(self.limiter), self._cache, config.cache)
-        return Runtime(config, providers, router, dispatcher, completions)
+        answers = Answers(dispatcher, TokenQuota(self.limiter), self._cache, config.cache)
+        return Runtime(config, providers, router, dispatcher, answers)
 
     @property
     def router(self) -> Router:
@@ -145,15 +143,15 @@ class Gateway:
         return self.runtime.dispatcher
 
     @property
-    def completions(self) -> Completions:
+    def answers(self) -> Answers:
         assert self.runtime is not None
-        return self.runtime.completions
+        return self.runtime.answers
 
     async def start(self) -> None:
         settings = self.config.server
         runtime = self.runtime = self._build_runtime(self.config)
         router = runtime.router
-        self._service = AIService(ServiceState.build(self.config, router, runtime.completions))
+        self._service = AIService(ServiceState.build(self.config, router, runtime.answers))
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
@@ -209,7 +207,7 @@ class Gateway:
             async with asyncio.timeout(CALLS_UNWIND_SECONDS):
                 await self.observability.calls_ended()
                 if self.runtime is not None:
-                    await self.runtime.completions.unwound()
+                    await self.runtime.answers.unwound()
         except TimeoutError:
             log.warning("calls still unwinding after the grace; closing anyway")
         await self.model_health.close()
@@ -257,7 +255,7 @@ class Gateway:
         old = self.runtime
         runtime = self._build_runtime(config)
         self._auth.replace(*access(config))
-        self._service.state = ServiceState.build(config, runtime.router, runtime.completions)
+        self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router.deployments, config.providers)
         await self.model_health.attach(runtime.router)
@@ -297,79 +295,6 @@ class Gateway:
         await self.stop(0)
 
 
-#: What drains the gateway. A supervisor starts its workers with these blocked (see
-#: `server.supervisor`), so one sent while a worker is still starting is kept, not fatal.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-#: Every signal the gateway handles; each may come before its handler is in place.
-HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
-
-
-async def serve_until_signalled(
-    gateway: Gateway,
-    config_path: str | None = None,
-    on_started: Callable[[], None] | None = None,
-) -> None:
-    """Start `gateway` and run until SIGTERM or SIGINT, then drain and return; SIGHUP
-    reloads `config_path`.
-
-    The handlers are in place before the gateway starts: a SIGHUP during start-up (a
-    supervisor passing one on to a worker it just started) waits for the start instead
-    of killing the process, and a SIGTERM stops it as soon as it has started. They stay
-    in place while it drains, and the process ignores all three once drained: a stop
-    signal sent again (a supervisor passing on the SIGTERM its whole process group got
-    already) cuts no call short and does not turn a clean exit into a killed one.
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
-    started = False
-    reload_waiting = False
-
-    def reload() -> None:
-        nonlocal reload_waiting
-        if config_path is None:
-            log.warning("SIGHUP ignored: the embedded default has no config file to reload")
-            return
-        if not started:
-            reload_waiting = True
-            return
-        task = asyncio.ensure_future(gateway.reload(config_path))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-        task.add_done_callback(lambda _: refreeze())
-
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    # A stop or a reload that came while the process was starting is handled now.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-    try:
-        await gateway.start()
-        started = True
-        if on_started is not None:
-            on_started()
-        if reload_waiting:
-            reload()
-        freeze_long_lived()  # the process is built: from here on, calls make the garbage
-        await stop.wait()
-        # Draining: SIGTERM or SIGINT again only sets `stop` again, and SIGHUP is moot.
-        loop.add_signal_handler(signal.SIGHUP, _reload_while_draining)
-        await gateway.stop()
-    finally:
-        _ignore_signals(loop, HANDLED_SIGNALS)
-
-
-def _reload_while_draining() -> None:
-    log.info("SIGHUP ignored: draining")
-
-
-def _ignore_signals(loop: asyncio.AbstractEventLoop, signums: tuple[int, ...]) -> None:
-    """The process only exits from here on; their default action would kill it on the way."""
-    for signum in signums:
-        loop.remove_signal_handler(signum)
-        signal.signal(signum, signal.SIG_IGN)
-
-
 def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """Keepalive, connection-age and backlog options for life behind a load balancer."""
     options = [
@@ -394,18 +319,6 @@ def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return options
 
 
-def access(config: GatewayConfig) -> tuple[KeyRing | None, Caller]:
-    """Who may call under `config`: the key ring (None with auth off) and the anonymous caller."""
-    keyring = KeyRing(config.auth, config.rate_limit) if config.auth.enabled else None
-    anonymous = Caller(
-        "anonymous",
-        frozenset(),
-        rate_rule(config.rate_limit),
-        token_rule(config.rate_limit),
-    )
-    return keyring, anonymous
-
-
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What one configuration builds: the providers, their routes and the call pipeline."""
@@ -414,7 +327,7 @@ class Runtime:
     providers: dict[str, Provider]
     router: Router
     dispatcher: Dispatcher
-    completions: Completions
+    answers: Answers
 
 
 #: Config sections a reload cannot change in a running process.

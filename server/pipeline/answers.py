@@ -18,22 +18,22 @@ from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from protos.ai_service_pb2 import (
+from ai_service.calls.record import current_call, note_cache_lookup
+from ai_service.config import CacheSettings
+from ai_service.errors import DeadlineExceeded, UpstreamTimeout
+from ai_service.identity.callers import Caller
+from ai_service.limits.token_quota import Reservation, TokenQuota, estimate_chars_as_tokens
+from ai_service.pipeline.cache import ResponseCache, SingleFlight, cache_key, ttl_for
+from ai_service.pipeline.dispatch import ChunkStream, Dispatcher, Outcome
+from ai_service.providers.translation import text_length
+from ai_service.resilience import Budget
+from ai_service.routing.router import DeploymentHandle, ModelRoute
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     Usage,
 )
-from server.cache import ResponseCache, SingleFlight, cache_key, ttl_for
-from server.config import CacheSettings
-from server.dispatch import ChunkStream, Dispatcher, Outcome
-from server.errors import DeadlineExceeded, UpstreamTimeout
-from server.interceptors.auth import Caller
-from server.observability.hooks import current_call, note_cache_lookup
-from server.providers.translation import text_length
-from server.quota import Reservation, TokenQuota, estimate_chars_as_tokens
-from server.resilience import Budget
-from server.routing import DeploymentHandle, ModelRoute
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class Served(Generic[T]):
     attempts: int
 
 
-class Completions:
+class Answers:
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -65,7 +65,7 @@ class Completions:
             return None
         return cache_key(request, self._settings, route.fingerprint)
 
-    async def complete(
+    async def answer(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
     ) -> Served[ChatCompletionResponse]:
         key = self._key(request, route)
@@ -75,7 +75,7 @@ class Completions:
                 return Served(cached, None, 0)
         # Each caller's own reservation, before any shared flight: a refusal names the
         # key that was refused.
-        reservation = await self._quota.reserve(caller, request, route.model)
+        reservation = await self._quota.reserve(caller.name, caller.tokens, request, route.model)
         if key is None:
             outcome = await self._charged(request, route, budget, reservation, None)
             return Served(outcome.value, outcome.handle, outcome.attempts)
@@ -100,7 +100,7 @@ class Completions:
                 call.shared_from = outcome.handle
         return Served(response, outcome.handle, outcome.attempts)
 
-    async def open_stream(
+    async def answer_stream(
         self, request: ChatCompletionRequest, route: ModelRoute, budget: Budget, caller: Caller
     ) -> Served[tuple[ChatCompletionChunk, ChunkStream]]:
         key = self._key(request, route)
@@ -109,9 +109,9 @@ class Completions:
             if cached is not None:
                 chunks = replay(cached)
                 return Served((await anext(chunks), chunks), None, 0)
-        reservation = await self._quota.reserve(caller, request, route.model)
+        reservation = await self._quota.reserve(caller.name, caller.tokens, request, route.model)
         try:
-            outcome = await self._dispatcher.open_stream(request, route, budget)
+            outcome = await self._dispatcher.dispatch_stream(request, route, budget)
         except BaseException as error:
             await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
             raise
@@ -176,7 +176,7 @@ class Completions:
         """The upstream's answer (stored under `key`), settling `reservation` with what it
         used, whoever is still waiting for it (a flight outlives its first caller)."""
         try:
-            outcome = await self._dispatcher.complete(request, route, budget)
+            outcome = await self._dispatcher.dispatch(request, route, budget)
         except BaseException as error:
             await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
             raise

@@ -21,8 +21,25 @@ from typing import Any
 
 import grpc
 
-from protos import ai_service_pb2_grpc
-from protos.ai_service_pb2 import (
+from ai_service.calls.record import current_call, request_id_metadata
+from ai_service.config import GatewayConfig, RequestLimits
+from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
+from ai_service.identity.callers import current_caller
+from ai_service.pipeline.answers import Answers
+from ai_service.policy.redaction import RedactionPolicy, Screening
+from ai_service.policy.streams import OpenStreams
+from ai_service.policy.validation import (
+    MAX_MODEL_CHARS,
+    apply_caller_cap,
+    validate_for_model,
+    validate_request,
+)
+from ai_service.providers.translation import text_length
+from ai_service.resilience import Budget
+from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
+from ai_service.timers import Timers
+from ai_service_protos import ai_service_pb2_grpc
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -30,23 +47,6 @@ from protos.ai_service_pb2 import (
     ListModelsResponse,
     Model,
 )
-from server.completions import Completions
-from server.config import GatewayConfig, RequestLimits
-from server.errors import GatewayError, Internal, StreamInterrupted, abort
-from server.interceptors.auth import current_caller
-from server.observability.hooks import current_call, request_id_metadata
-from server.policy.redaction import RedactionPolicy, Screening
-from server.policy.streams import OpenStreams
-from server.policy.validation import (
-    MAX_MODEL_CHARS,
-    apply_caller_cap,
-    validate_for_model,
-    validate_request,
-)
-from server.providers.translation import text_length
-from server.resilience import Budget
-from server.routing import DeploymentHandle, ModelRoute, Router
-from server.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +69,21 @@ class ServiceState:
     limits: RequestLimits
     default_deadline: float
     router: Router
-    completions: Completions
+    answers: Answers
     policy: RedactionPolicy
     #: The deadlines of calls, on the serving loop's shared timer: a state serves the
     #: calls of the loop it was built on.
     timers: Timers
 
     @classmethod
-    def build(cls, config: GatewayConfig, router: Router, completions: Completions) -> ServiceState:
+    def build(cls, config: GatewayConfig, router: Router, answers: Answers) -> ServiceState:
         """Called on the serving loop (at start and on a reload)."""
         audit = config.observability.audit
         return cls(
             limits=config.limits,
             default_deadline=config.server.default_deadline_seconds,
             router=router,
-            completions=completions,
+            answers=answers,
             policy=RedactionPolicy(
                 config.redaction, keep_text=audit.path is not None and audit.include_prompts
             ),
@@ -122,9 +122,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             route, screening = self._admit(state, request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             with budget.bound(state.timers):
-                outcome = await state.completions.complete(
-                    request, route, budget, current_caller.get()
-                )
+                outcome = await state.answers.answer(request, route, budget, current_caller.get())
         except GatewayError as error:
             await abort(context, error, request_id_metadata())
         except Exception:
@@ -149,7 +147,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 # The budget bounds the waits on the upstream, never a `yield`: cancelled
                 # while grpc.aio writes a chunk, the call would end with no status at all.
                 with budget.bound(state.timers):
-                    outcome = await state.completions.open_stream(
+                    outcome = await state.answers.answer_stream(
                         request, route, budget, current_caller.get()
                     )
                 first, rest = outcome.value

@@ -17,12 +17,12 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from protos.ai_service_pb2 import ChatCompletionRequest
-from server.config import ModelSettings, ResilienceSettings, deployment_limits
-from server.errors import ModelNotFound, PermissionDenied, quoted
-from server.interceptors.auth import Caller
-from server.providers import Deployment, Provider
-from server.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
+from ai_service.config import ModelSettings, ResilienceSettings, deployment_limits
+from ai_service.errors import ModelNotFound, PermissionDenied, quoted
+from ai_service.identity.callers import Caller
+from ai_service.providers import Deployment, Provider
+from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
 
 
 @dataclass(eq=False, slots=True)

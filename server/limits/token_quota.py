@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from protos.ai_service_pb2 import ChatCompletionRequest
-from server.config import ModelSettings
-from server.errors import RateLimited
-from server.interceptors.auth import Caller
-from server.limiter import RateLimiter, RateRule
+from ai_service.config import ModelSettings
+from ai_service.errors import RateLimited
+from ai_service.limits.buckets import RateLimiter
+from ai_service.limits.rules import RateRule
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
 
 CHARS_PER_TOKEN = 4
 
@@ -50,9 +50,9 @@ class TokenQuota:
         self._limiter = limiter
 
     async def reserve(
-        self, caller: Caller, request: ChatCompletionRequest, model: ModelSettings
+        self, key: str, rule: RateRule | None, request: ChatCompletionRequest, model: ModelSettings
     ) -> Reservation | None:
-        rule = caller.tokens
+        """Reserve the call's estimated tokens from key `key`'s bucket under `rule`."""
         if rule is None:
             return None
         prompt = estimate_prompt_tokens(request)
@@ -64,15 +64,15 @@ class TokenQuota:
         # A call larger than the burst could never pass: reserve what the bucket can
         # hold and let the settlement charge the rest.
         tokens = min(prompt + completion, rule.burst)
-        subject = f"tokens:{caller.name}"
+        subject = f"tokens:{key}"
         decision = await self._limiter.take(subject, tokens, rule)
         if not decision.allowed:
             raise RateLimited(
                 f"token limit of {rule.per_minute} tokens/minute exceeded for key "
-                f"{caller.name!r} (this call reserves ~{tokens}); retry after "
+                f"{key!r} (this call reserves ~{tokens}); retry after "
                 f"{decision.retry_after:.2f}s",
                 retry_after=decision.retry_after,
-                subject=f"key:{caller.name}",
+                subject=f"key:{key}",
                 quota=f"{rule.per_minute} tokens per minute",
             )
         return Reservation(subject, rule, tokens, prompt)

@@ -10,20 +10,20 @@ from collections.abc import Iterable
 import grpc
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from server.config import ObservabilitySettings, ProviderSettings
-from server.interceptors.telemetry import TelemetryInterceptor
-from server.observability.audit import AuditLog
-from server.observability.hooks import Observer
-from server.observability.metrics import (
+from ai_service.calls.record import Observer
+from ai_service.config import ObservabilitySettings, ProviderSettings
+from ai_service.interceptors.telemetry import TelemetryInterceptor
+from ai_service.limits.shared_state import SharedRedis
+from ai_service.observability.audit import AuditLog
+from ai_service.observability.metrics import (
     DeploymentCollector,
     Metrics,
     MetricsServer,
     SharedStateCollector,
     registries,
 )
-from server.observability.tracing import Tracing
-from server.routing import DeploymentHandle
-from server.shared_state import SharedRedis
+from ai_service.observability.tracing import Tracing
+from ai_service.routing.router import DeploymentHandle
 
 
 class Observability:

@@ -35,9 +35,9 @@ import aiohttp
 import httpx
 import httpx2
 
-from server.config import ProviderSettings
-from server.errors import UpstreamTimeout, UpstreamUnavailable
-from server.observability.propagation import with_trace_headers
+from ai_service.config import ProviderSettings
+from ai_service.errors import UpstreamTimeout, UpstreamUnavailable
+from ai_service.providers.http.propagation import with_trace_headers
 
 
 class UpstreamResponse(Protocol):
@@ -73,7 +73,7 @@ class HttpClient(Protocol):
 
 def create_http_client(settings: ProviderSettings) -> HttpClient:
     if settings.http_client == "h1":
-        from server.providers.h1_client import H1Client
+        from ai_service.providers.http.h1 import H1Client
 
         return H1Client(settings)
     if settings.http_client == "httpx":

@@ -1,0 +1,99 @@
+"""The gateway's configuration: one typed object, validated once at start.
+
+Loaded from YAML with `${ENV}` / `${ENV:-default}` interpolation (so provider keys stay
+out of the file); every error names the path of the bad field, e.g.
+`models[2].provider: unknown provider 'opneai'`. Nothing else in the gateway reads the
+environment. One module per part of the file (`server`, `callers`, `providers`, `models`,
+…), `loading` for files and the environment, `embedded` for the no-config default.
+"""
+
+from __future__ import annotations
+
+from ai_service.config.base import ConfigError, StrictSettings
+from ai_service.config.callers import DEMO_KEY, AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.embedded import embedded_default
+from ai_service.config.gateway import GatewayConfig
+from ai_service.config.loading import (
+    CONFIG_ENV_VAR,
+    interpolate_env,
+    load_config,
+    parse_config,
+    with_sections,
+)
+from ai_service.config.models import (
+    DeploymentSettings,
+    ModelSettings,
+    RoutingRule,
+    deployment_limits,
+)
+from ai_service.config.network import is_loopback, split_host_port
+from ai_service.config.observability import (
+    AuditSettings,
+    MetricsSettings,
+    ObservabilitySettings,
+    TracingSettings,
+)
+from ai_service.config.overrides import with_listen, with_metrics_listen
+from ai_service.config.policy import (
+    BuiltinDetector,
+    CustomDetector,
+    RedactionMode,
+    RedactionSettings,
+    RequestLimits,
+)
+from ai_service.config.providers import PoolSettings, ProviderSettings, Timeouts
+from ai_service.config.resilience import (
+    CircuitBreakerSettings,
+    ConcurrencySettings,
+    ResilienceSettings,
+    RetrySettings,
+)
+from ai_service.config.server import ServerSettings, TLSSettings
+from ai_service.config.services import HEALTH_SERVICE_NAME, SERVICE_NAME
+from ai_service.config.state import CacheSettings, SharedStateSettings
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEMO_KEY",
+    "HEALTH_SERVICE_NAME",
+    "SERVICE_NAME",
+    "AuditSettings",
+    "AuthSettings",
+    "BuiltinDetector",
+    "CacheSettings",
+    "CallerKey",
+    "CircuitBreakerSettings",
+    "ConcurrencySettings",
+    "ConfigError",
+    "CustomDetector",
+    "DeploymentSettings",
+    "GatewayConfig",
+    "MetricsSettings",
+    "ModelSettings",
+    "ObservabilitySettings",
+    "PoolSettings",
+    "ProviderSettings",
+    "RateLimitSettings",
+    "RedactionMode",
+    "RedactionSettings",
+    "RequestLimits",
+    "ResilienceSettings",
+    "RetrySettings",
+    "RoutingRule",
+    "ServerSettings",
+    "SharedStateSettings",
+    "StrictSettings",
+    "TLSSettings",
+    "Timeouts",
+    "TracingSettings",
+    "deployment_limits",
+    "embedded_default",
+    "interpolate_env",
+    "is_loopback",
+    "load_config",
+    "parse_config",
+    "split_host_port",
+    "with_listen",
+    "with_metrics_listen",
+    "with_sections",
+]

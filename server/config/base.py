@@ -1,0 +1,14 @@
+"""What every settings model shares: strict parsing, and the one error a bad config raises."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the field."""
+
+
+class StrictSettings(BaseModel):
+    # Unknown keys are typos until proven otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True)

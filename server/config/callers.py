@@ -1,0 +1,73 @@
+"""Who may call: caller keys, the demo key, and the default rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from pydantic import Field, SecretStr, model_validator
+
+from ai_service.config.base import StrictSettings
+
+DEMO_KEY = "demo-key"
+
+_DEMO_DIGEST = hashlib.sha256(DEMO_KEY.encode()).digest()
+
+
+class RateLimitSettings(StrictSettings):
+    #: Sustained requests per minute per key; 0 switches the limit off.
+    requests_per_minute: int = Field(600, ge=0)
+    #: Requests a key may send at once before the rate applies (default: a minute's worth).
+    burst: int | None = Field(None, gt=0)
+    #: Sustained tokens (prompt + completion) per minute per key; 0 switches it off.
+    tokens_per_minute: int = Field(0, ge=0)
+    #: Tokens a key may spend at once (default: a minute's worth).
+    token_burst: int | None = Field(None, gt=0)
+
+
+class CallerKey(StrictSettings):
+    """One caller credential: a name (what logs and metrics show) and the secret or its hash."""
+
+    name: str = Field(min_length=1)
+    #: The key itself (usually `${ENV}`); or give `key_sha256` and keep the file harmless.
+    key: SecretStr | None = None
+    #: `sha256:<hex>` of the key.
+    key_sha256: str | None = None
+    #: Models this key may use; empty means all.
+    models: tuple[str, ...] = ()
+    #: Overrides the default rate limit for this key.
+    rate_limit: RateLimitSettings | None = None
+    #: The most max_tokens this key may ask for (a call that sets none gets this cap).
+    max_output_tokens: int | None = Field(None, gt=0)
+    #: Streams this key may hold open at once (per gateway process).
+    max_concurrent_streams: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_secret(self) -> CallerKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of 'key' or 'key_sha256'")
+        if self.key is not None and not self.key.get_secret_value():
+            raise ValueError("key is empty (is its environment variable set?)")
+        if self.key_sha256 is not None and not re.fullmatch(
+            r"sha256:[0-9a-f]{64}", self.key_sha256
+        ):
+            raise ValueError("key_sha256 must be 'sha256:' followed by 64 lowercase hex digits")
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        if self.key is not None:
+            return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+        assert self.key_sha256 is not None
+        return bytes.fromhex(self.key_sha256.removeprefix("sha256:"))
+
+    @property
+    def is_demo(self) -> bool:
+        # By digest: the demo key given as its hash is still the demo key.
+        return self.digest == _DEMO_DIGEST
+
+
+class AuthSettings(StrictSettings):
+    #: Off only for local experiments: every call is then accepted as 'anonymous'.
+    enabled: bool = True
+    keys: tuple[CallerKey, ...] = ()

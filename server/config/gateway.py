@@ -1,0 +1,110 @@
+"""The whole configuration, and the checks that span its sections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field, model_validator
+
+from ai_service.config.base import StrictSettings
+from ai_service.config.callers import AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.models import ModelSettings, deployment_limits
+from ai_service.config.network import is_loopback
+from ai_service.config.observability import ObservabilitySettings
+from ai_service.config.policy import RedactionSettings, RequestLimits
+from ai_service.config.providers import ProviderSettings
+from ai_service.config.resilience import ResilienceSettings
+from ai_service.config.server import ServerSettings
+from ai_service.config.state import CacheSettings, SharedStateSettings
+
+
+class GatewayConfig(StrictSettings):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
+    shared_state: SharedStateSettings = Field(default_factory=SharedStateSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    providers: tuple[ProviderSettings, ...] = Field(min_length=1)
+    models: tuple[ModelSettings, ...] = Field(min_length=1)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> GatewayConfig:
+        _require_unique("providers", [p.name for p in self.providers])
+        _require_unique("models", [m.name for m in self.models])
+        _require_unique("auth.keys", [k.name for k in self.auth.keys])
+        _require_distinct_secrets(self.auth.keys)
+        providers = {p.name for p in self.providers}
+        models = {m.name for m in self.models}
+        for i, model in enumerate(self.models):
+            _check_model_references(f"models[{i}]", model, providers, models)
+        deployment_limits(self.models)  # refuses two limits for one deployment
+        for i, key in enumerate(self.auth.keys):
+            for name in key.models:
+                if name not in models:
+                    raise ValueError(f"auth.keys[{i}].models: unknown model {name!r}")
+        if self.auth.enabled and not self.auth.keys:
+            raise ValueError("auth.keys: auth is enabled but no key is configured")
+        exposed = not is_loopback(self.server.host)
+        explicitly_allowed = self.server.tls is not None and self.server.allow_demo_key_off_loopback
+        if any(k.is_demo for k in self.auth.keys) and exposed and not explicitly_allowed:
+            raise ValueError(
+                f"server.listen: the demo key is enabled, so only a loopback address may be "
+                f"bound, not {self.server.host!r}; remove the demo key to listen publicly "
+                f"(or, with server.tls, set server.allow_demo_key_off_loopback)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _redaction_names_resolve(self) -> GatewayConfig:
+        models = {m.name for m in self.models}
+        for name in self.redaction.models:
+            if name not in models:
+                raise ValueError(f"redaction.models: unknown model {name!r}")
+        keys = {k.name for k in self.auth.keys}
+        for name in self.redaction.keys:
+            if name not in keys:
+                raise ValueError(f"redaction.keys: unknown key {name!r}")
+        return self
+
+
+def _require_distinct_secrets(keys: Sequence[CallerKey]) -> None:
+    # A key is looked up by its digest: two entries with one secret would leave one of
+    # them (and its restrictions) silently unused.
+    first: dict[bytes, str] = {}
+    for i, key in enumerate(keys):
+        seen = first.setdefault(key.digest, key.name)
+        if seen != key.name:
+            raise ValueError(
+                f"auth.keys[{i}]: key {key.name!r} has the same secret as key {seen!r}; "
+                f"each key needs its own"
+            )
+
+
+def _check_model_references(
+    path: str, model: ModelSettings, providers: set[str], models: set[str]
+) -> None:
+    if model.provider is not None and model.provider not in providers:
+        raise ValueError(f"{path}.provider: unknown provider {model.provider!r}")
+    for j, deployment in enumerate(model.deployments):
+        if deployment.provider not in providers:
+            raise ValueError(
+                f"{path}.deployments[{j}].provider: unknown provider {deployment.provider!r}"
+            )
+    for j, fallback in enumerate(model.fallbacks):
+        if fallback not in models:
+            raise ValueError(f"{path}.fallbacks[{j}]: unknown model {fallback!r}")
+    for j, rule in enumerate(model.rules):
+        if rule.model not in models:
+            raise ValueError(f"{path}.rules[{j}].model: unknown model {rule.model!r}")
+
+
+def _require_unique(path: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{path}[{i}].name: duplicate name {name!r}")
+        seen.add(name)

@@ -1,0 +1,1 @@
+"""gRPC health: the servicer that drains, and the health of each public model."""

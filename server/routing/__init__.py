@@ -1,0 +1,1 @@
+"""Routing: a public model name → the deployments that may serve a call, in order."""
