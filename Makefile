@@ -31,16 +31,14 @@ run: install            ## the gateway on its embedded default (built-in simulat
 simulator: install      ## the upstream simulator alone on 127.0.0.1:8080
 	$(PY) -m ai_service.simulator $(ARGS)
 
-test: install           ## every test, lint and type check
-	$(BIN)/ruff check $(CODE)
-	$(BIN)/ruff format --check $(CODE)
-	$(BIN)/mypy
+test: lint              ## every test, after lint, type check and the import contracts
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install           ## ruff, mypy --strict, and the layers' import contracts
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: install
 	$(BIN)/ruff format $(CODE)
@@ -56,11 +54,14 @@ proto: install          ## regenerate the stubs beside protos/ai_service.proto (
 	$(PROTOC) ai_service_protos/ai_service.proto
 	cp build/proto/ai_service_protos/ai_service_pb2* protos/
 
-# `make lock` re-resolves every dependency to the newest versions pyproject.toml allows,
-# writes the lock files, installs them and regenerates the stubs with the new grpcio-tools.
+# `make lock` resolves pyproject.toml's dependencies into the lock files, keeping the
+# versions already locked (so adding a dependency moves nothing else), installs them and
+# regenerates the stubs; `make lock UPGRADE=1` moves everything to the newest versions
+# pyproject.toml allows (grpcio-tools included).
 # The widest set (bench) is resolved first; the others are held to its versions, so the
 # runtime image, the test venv and the bench venv agree.
-UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --no-header --universal
+UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --no-header \
+	--universal $(if $(UPGRADE),--upgrade)
 
 lock: install           ## refresh requirements/*.txt, reinstall, regenerate the stubs
 	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
