@@ -108,6 +108,7 @@ def test_config_map_holds_a_config_the_gateway_accepts() -> None:
     metrics_host, metrics_port = split_host_port(config.observability.metrics.listen)
     assert config.observability.metrics.enabled and not is_loopback(metrics_host)
     assert metrics_port == PORTS["metrics"]
+    assert POD["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
     assert config.observability.audit.path is None, "the root filesystem is read-only"
 
 
