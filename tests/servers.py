@@ -1,12 +1,14 @@
 """Real servers the scale-out tests need: redis-server and nginx, on free loopback ports.
 
 Each runs in the test's temporary directory and is stopped afterwards. When the
-binary is missing the test is skipped, unless AI_SERVICE_REQUIRE_SERVERS=1 (set by
-.ci/run, which installs them) turns that into a failure.
+binary (or a tool a test needs, `require_module`) is missing the test is skipped, unless
+AI_SERVICE_REQUIRE_SERVERS=1 (set by .ci/run, which installs them) turns that into a
+failure.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -15,6 +17,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -26,11 +30,23 @@ def require(binary: str) -> str:
         f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
     )
     if path is None:
-        message = f"{binary} is not installed (.ci/run installs it: apt-get install {binary})"
-        if os.environ.get("AI_SERVICE_REQUIRE_SERVERS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{binary} is not installed (.ci/run installs it: apt-get install {binary})")
     return path
+
+
+def require_module(name: str) -> ModuleType:
+    """The Python package `name` (a test tool from the lock), imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"the Python package {name} is not installed (make install installs the lock)")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip for want of `message`'s tool, or fail where the tools must all be there."""
+    if os.environ.get("AI_SERVICE_REQUIRE_SERVERS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 15) -> None:
