@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from server.app import CALLS_UNWIND_SECONDS
-from server.config import ConfigError, GatewayConfig, is_loopback, parse_config, split_host_port
+from ai_service.config import ConfigError, GatewayConfig, is_loopback, parse_config, split_host_port
+from ai_service.runtime.gateway import CALLS_UNWIND_SECONDS
 from tests.conftest import REPO
 from tests.servers import require_module
 
