@@ -1,21 +1,44 @@
 """A typed Python client for the ai-service gateway, async and sync.
 
-    async with AsyncAIClient("127.0.0.1:50051", api_key="...") as client:
-        print(await client.ask("Hello!", model="gpt-4o-mini"))
+    with AIClient("127.0.0.1:50051", api_key="...") as ai:
+        response = ai.chat.completions.create(
+            model="sim-gpt", messages=[{"role": "user", "content": "Hello!"}]
+        )
+        print(response.choices[0].message.content)
 
-    with AIClient("127.0.0.1:50051", api_key="...") as client:
-        for chunk in client.stream_chat(build_chat_request("Hi", model="gpt-4o-mini")):
+    async with AsyncAIClient("127.0.0.1:50051", api_key="...") as ai:
+        stream = await ai.chat.completions.create(
+            model="sim-gpt", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        async for chunk in stream:
             print(chunk.choices[0].delta.content, end="", flush=True)
 
+Beside that OpenAI-style face, `chat(request)`, `stream_chat(request)`, `ask(prompt)`
+and `list_models()` take and return the proto messages directly.
+
 Failed calls raise `AIServiceError`, which carries the status code and the decoded
-rich details (retry delay, field violations, quota, reason). The proto messages are
-re-exported here, so `protos` need not be imported.
+rich details (retry delay, field violations, quota, reason), as the subclass for its
+status (`RateLimitError`, `BadRequestError`, `StreamInterruptedError`, ...). The proto
+messages are re-exported here, so `protos` need not be imported.
 """
 
 from __future__ import annotations
 
 from ai_service_client._async import AsyncAIClient, AsyncChatStream
-from ai_service_client._errors import AIServiceError
+from ai_service_client._errors import (
+    AIServiceError,
+    AuthenticationError,
+    BadRequestError,
+    CallCancelledError,
+    DeadlineExceededError,
+    InternalError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    StreamInterruptedError,
+    UnavailableError,
+)
+from ai_service_client._params import ChatParams, MessageParam
 from ai_service_client._requests import DEFAULT, answer_text, build_chat_request
 from ai_service_client._sync import AIClient, ChatStream
 from ai_service_client._tls import TLSOptions
@@ -46,25 +69,37 @@ __all__ = [
     "AIServiceError",
     "AsyncAIClient",
     "AsyncChatStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallCancelledError",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatCompletionResponse",
+    "ChatParams",
     "ChatStream",
     "Choice",
     "ChunkChoice",
+    "DeadlineExceededError",
     "Delta",
     "FunctionCall",
     "FunctionDefinition",
+    "InternalError",
     "ListModelsResponse",
     "Message",
+    "MessageParam",
     "Model",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
     "RequestOptions",
     "ResponseFormat",
+    "StreamInterruptedError",
     "TLSOptions",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
     "ToolChoice",
+    "UnavailableError",
     "Usage",
     "answer_text",
     "build_chat_request",

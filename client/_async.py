@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,7 +12,7 @@ import grpc
 import grpc.aio
 
 from ai_service_client._channel import ChannelOption, ChannelSpec
-from ai_service_client._errors import AIServiceError, translate_rpc_errors
+from ai_service_client._errors import AIServiceError, error_for, translate_rpc_errors
 from ai_service_client._requests import (
     DEFAULT,
     CallDefaults,
@@ -21,6 +21,7 @@ from ai_service_client._requests import (
     answer_text,
     build_chat_request,
 )
+from ai_service_client._resources import Chat, Models
 from ai_service_client._stubs import AsyncStub, health_request, status_name
 from ai_service_client._tls import TLSOptions
 from ai_service_protos.ai_service_pb2 import (
@@ -41,7 +42,8 @@ class AsyncAIClient:
     Every method takes `timeout` (seconds; `None` for no deadline; by default the
     client's `timeout`, itself by default 60 s for a unary call and 600 s for a
     stream) and `metadata` (added to the call; keys given replace the
-    client's, e.g. another `authorization`). Failed calls raise `AIServiceError`.
+    client's, e.g. another `authorization`). Failed calls raise `AIServiceError`, as
+    the subclass for their status (`RateLimitError`, `BadRequestError`, ...).
 
     `service_config` is a gRPC service config as JSON text. By default (None) it is
     `client/service_config.json`: gRPC itself retries UNAVAILABLE (up to 3 attempts,
@@ -104,14 +106,28 @@ class AsyncAIClient:
                 raise _closed_error() from None
             raise
 
-    async def chat(
+    @property
+    def chat(
+        self,
+    ) -> Chat[Coroutine[Any, Any, ChatCompletionResponse], Coroutine[Any, Any, AsyncChatStream]]:
+        """`await chat(request)`: one completion of a built `ChatCompletionRequest`.
+        `await chat.completions.create(model=..., messages=[...], stream=..., ...)`: the
+        same from OpenAI-style arguments (see `Answers.create`); with `stream=True`
+        it gives an `AsyncChatStream` to read with `async for`."""
+        return Chat(self._chat, self._open_stream)
+
+    @property
+    def models(self) -> Models[Coroutine[Any, Any, list[Model]]]:
+        """`await models.list()`: the models the key may use (the same as `list_models()`)."""
+        return Models(self.list_models)
+
+    async def _chat(
         self,
         request: ChatCompletionRequest,
         *,
         timeout: Timeout = DEFAULT,  # noqa: ASYNC109 (a gRPC deadline, sent to the server)
         metadata: MetadataLike | None = None,
     ) -> ChatCompletionResponse:
-        """One chat completion, returned when the model has finished."""
         with self._translated():
             return await self._stub.chat(
                 request,
@@ -137,6 +153,16 @@ class AsyncAIClient:
             metadata=self._defaults.metadata(metadata),
         )
         return AsyncChatStream(call, self)
+
+    async def _open_stream(
+        self,
+        request: ChatCompletionRequest,
+        *,
+        timeout: Timeout = DEFAULT,  # noqa: ASYNC109 (a gRPC deadline, sent to the server)
+        metadata: MetadataLike | None = None,
+    ) -> AsyncChatStream:
+        # Awaited, as OpenAI's async client has `await create(..., stream=True)`.
+        return self.stream_chat(request, timeout=timeout, metadata=metadata)
 
     async def list_models(
         self,
@@ -188,7 +214,7 @@ class AsyncAIClient:
         `params` are further `ChatCompletionRequest` fields (`max_tokens`, `temperature`, ...).
         """
         request = build_chat_request(prompt, model=model, system=system, **params)
-        response = await self.chat(request, timeout=timeout, metadata=metadata)
+        response = await self._chat(request, timeout=timeout, metadata=metadata)
         return answer_text(response)
 
 
@@ -270,7 +296,7 @@ class AsyncChatStream:
 
 
 def _closed_error() -> AIServiceError:
-    return AIServiceError(grpc.StatusCode.CANCELLED, "the client was closed")
+    return error_for(grpc.StatusCode.CANCELLED, "the client was closed")
 
 
 def _task_cancelled() -> bool:

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
+from ai_service_client._params import chat_request
 from ai_service_client._service_config import METHOD_DEADLINES
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse, Message
 
@@ -89,15 +90,12 @@ def build_chat_request(
     """A one-turn request: an optional system message, then `prompt` as the user message.
 
     `params` are `ChatCompletionRequest` fields (`max_tokens=256`, `temperature=0.2`,
-    `stop=["\\n"]`, ...); `None` values are left unset so the server default applies.
+    `stop=["\\n"]`, `tools=[...]`, ...), read as `chat.completions.create` reads them;
+    `None` values are left unset so the server default applies.
     """
     messages = [Message(role="system", content=system)] if system else []
     messages.append(Message(role="user", content=prompt))
-    fields = {name: value for name, value in params.items() if value is not None}
-    try:
-        return ChatCompletionRequest(model=model, messages=messages, **fields)
-    except ValueError as error:  # protobuf's message for an unknown field
-        raise TypeError(f"bad chat request parameter: {error}") from None
+    return chat_request(model, messages, **params)
 
 
 def answer_text(response: ChatCompletionResponse) -> str:

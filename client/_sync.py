@@ -23,6 +23,7 @@ from ai_service_client._requests import (
     answer_text,
     build_chat_request,
 )
+from ai_service_client._resources import Chat, Models
 from ai_service_client._stubs import SyncStub, health_request, status_name
 from ai_service_client._tls import TLSOptions
 from ai_service_protos.ai_service_pb2 import (
@@ -41,7 +42,8 @@ class AIClient:
 
     Every method takes `timeout` (seconds; `None` for no deadline; by default the
     client's `timeout`, itself by default 60 s for a unary call and 600 s for a
-    stream) and `metadata`. Failed calls raise `AIServiceError`.
+    stream) and `metadata`. Failed calls raise `AIServiceError` (a subclass per status:
+    `RateLimitError`, `BadRequestError`, ...).
     `service_config` None (the default) uses `client/service_config.json`; `""` none.
     """
 
@@ -83,14 +85,25 @@ class AIClient:
         """Close the channel; calls still running are cancelled."""
         self._channel.close()
 
-    def chat(
+    @property
+    def chat(self) -> Chat[ChatCompletionResponse, ChatStream]:
+        """`chat(request)`: one completion of a built `ChatCompletionRequest`.
+        `chat.completions.create(model=..., messages=[...], stream=..., ...)`: the same
+        from OpenAI-style arguments (see `Answers.create`)."""
+        return Chat(self._chat, self.stream_chat)
+
+    @property
+    def models(self) -> Models[list[Model]]:
+        """`models.list()`: the models the key may use (the same as `list_models()`)."""
+        return Models(self.list_models)
+
+    def _chat(
         self,
         request: ChatCompletionRequest,
         *,
         timeout: Timeout = DEFAULT,
         metadata: MetadataLike | None = None,
     ) -> ChatCompletionResponse:
-        """One chat completion, returned when the model has finished."""
         with translate_rpc_errors():
             return self._stub.chat(
                 request,
@@ -157,7 +170,7 @@ class AIClient:
     ) -> str:
         """Send `prompt` as one user message and return the answer's text."""
         request = build_chat_request(prompt, model=model, system=system, **params)
-        return answer_text(self.chat(request, timeout=timeout, metadata=metadata))
+        return answer_text(self._chat(request, timeout=timeout, metadata=metadata))
 
 
 class _StreamCall(Protocol):
