@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install lock run simulator test lint format typecheck proto bench soak grpc-core overload hotpath clean
+.PHONY: install lock run simulator test test-fast lint format typecheck proto bench soak grpc-core overload hotpath clean
 
 # Every Python package comes from the lock in requirements/ (exact versions, with hashes),
 # installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
@@ -33,6 +33,9 @@ simulator: install      ## the upstream simulator alone on 127.0.0.1:8080
 
 test: lint              ## every test, after lint, type check and the import contracts
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install      ## the unit tier alone: pure logic, no network, a few seconds
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: install           ## ruff, mypy --strict, and the layers' import contracts
 	$(BIN)/ruff check $(CODE)

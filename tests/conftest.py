@@ -124,3 +124,8 @@ def token_budgeted_keys(tokens_per_minute: int) -> dict[str, Any]:
 def write_config(path: Path, tree: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     return path
+
+
+def single(name: str, upstream: str, **extra: Any) -> dict[str, Any]:
+    """A model served by one deployment on the `simulator` provider."""
+    return {"name": name, "provider": "simulator", "upstream_model": upstream, **extra}

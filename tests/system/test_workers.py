@@ -16,12 +16,13 @@ import pytest
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, config_tree, free_port, write_config
-from tests.test_process import (
+from tests.processes import (
     GRACE_SECONDS,
     STREAM_PROMPT,
     Process,
     Running,
     gateway_argv,
+    serving_workers,
     spawn,
     start_simulator,
     wait_logged,
@@ -67,31 +68,6 @@ def requests_counted(metrics_url: str) -> int:
 
 
 REQUEST = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hi")])
-
-
-def serving_workers(address: str, want: int, seconds: float = 20) -> tuple[set[str], int]:
-    """The worker PIDs seen answering, and the calls answered, asking until `want` are
-    seen (or `seconds` have passed: a loaded machine may start a worker late)."""
-    workers: set[str] = set()
-    answered = 0
-    deadline = time.monotonic() + seconds
-    # Each new channel is a new connection; the kernel spreads them over the workers.
-    while time.monotonic() < deadline:
-        with grpc.insecure_channel(address) as channel:
-            stub = ai_service_pb2_grpc.AIServiceStub(channel)
-            try:
-                response, call = stub.ChatCompletion.with_call(
-                    REQUEST, metadata=(("authorization", f"Bearer {TEST_KEY}"),), timeout=10
-                )
-            except grpc.RpcError:
-                time.sleep(0.1)  # a connection to a worker that is going away
-                continue
-            assert response.choices[0].message.content == "You said: hi"
-            workers.add(dict(call.trailing_metadata())["x-ai-worker"])
-            answered += 1
-        if len(workers) >= want:
-            break
-    return workers, answered
 
 
 def test_two_workers_both_serve_are_restarted_and_sigterm_drains_both(

@@ -21,8 +21,8 @@ from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
+from tests.processes import gateway_argv, spawn, wait_serving
 from tests.servers import redis_server
-from tests.test_process import gateway_argv, spawn, wait_serving
 
 
 def ask(text: str = "hello") -> ChatCompletionRequest:

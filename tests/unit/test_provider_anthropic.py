@@ -9,8 +9,6 @@ import pytest
 from ai_service.errors import GatewayError, InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
 from ai_service.providers.anthropic import AnthropicProvider, request_body, response_from_anthropic
 from ai_service.providers.base import Deployment
-from ai_service.simulator import FaultRule, Simulator
-from ai_service_client import AsyncAIClient
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -21,7 +19,6 @@ from ai_service_protos.ai_service_pb2 import (
     ToolCall,
     ToolChoice,
 )
-from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
 
 DEPLOYMENT = Deployment("anthropic-docs", "claude-opus-4-1-20250805")
@@ -263,42 +260,3 @@ async def test_rate_limit_error_carries_retry_after() -> None:
         await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.retry_after == 12.0
-
-
-async def test_each_model_sends_its_own_default_max_tokens_on_a_shared_deployment(
-    start_gateway: StartGateway, simulator: Simulator
-) -> None:
-    # Two public models on one Anthropic deployment: each request that sets no
-    # max_tokens gets its own model's default (capped by its max_output_tokens).
-    shared = {"provider": "claude", "upstream_model": "claude-x"}
-    gateway = await start_gateway(
-        auth={"keys": [{"name": "tester", "key": TEST_KEY}]},
-        providers=[
-            {
-                "name": "claude",
-                "kind": "anthropic",
-                "base_url": simulator.base_url,
-                "api_key": PROVIDER_KEY_REF,
-            }
-        ],
-        models=[
-            {"name": "long", **shared, "default_max_tokens": 4000},
-            {"name": "short", **shared, "max_output_tokens": 100},
-            {
-                "name": "fallen",
-                "provider": "claude",
-                "upstream_model": "down",
-                "fallbacks": ["short"],
-            },
-        ],
-    )
-    simulator.add_fault(FaultRule("status", model="down", status=503))
-    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        sent = {}
-        for model in ("long", "short", "fallen"):
-            await client.chat(
-                ChatCompletionRequest(model=model, messages=[Message(role="user", content="hi")])
-            )
-            sent[model] = simulator.stats.received[-1].body["max_tokens"]
-    # The fallback is served as `short`, so with short's default.
-    assert sent == {"long": 4000, "short": 100, "fallen": 100}

@@ -12,8 +12,7 @@ from ai_service.policy import validation
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest
-from tests.conftest import StartGateway
-from tests.test_resilience import single
+from tests.conftest import StartGateway, single
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "f", "parameters_json": "{}"}}

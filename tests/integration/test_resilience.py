@@ -18,7 +18,7 @@ from ai_service.resilience import CircuitState
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway
+from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway, single
 
 
 def ask(model: str, text: str = "hello") -> ChatCompletionRequest:
@@ -45,10 +45,6 @@ def ha_model(name: str = "ha", weight_a: float = 1.0, **extra: Any) -> dict[str,
         ],
         **extra,
     }
-
-
-def single(name: str, upstream: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "provider": "simulator", "upstream_model": upstream, **extra}
 
 
 async def start(

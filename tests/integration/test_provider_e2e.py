@@ -403,3 +403,42 @@ async def test_a_request_one_provider_cannot_take_goes_to_a_deployment_that_can(
             await client.chat(ask("sim-claude", "hot", temperature=1.5))
         assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert simulator.stats.count(model="sim-claude-1") == 0
+
+
+async def test_each_model_sends_its_own_default_max_tokens_on_a_shared_deployment(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # Two public models on one Anthropic deployment: each request that sets no
+    # max_tokens gets its own model's default (capped by its max_output_tokens).
+    shared = {"provider": "claude", "upstream_model": "claude-x"}
+    gateway = await start_gateway(
+        auth={"keys": [{"name": "tester", "key": TEST_KEY}]},
+        providers=[
+            {
+                "name": "claude",
+                "kind": "anthropic",
+                "base_url": simulator.base_url,
+                "api_key": PROVIDER_KEY_REF,
+            }
+        ],
+        models=[
+            {"name": "long", **shared, "default_max_tokens": 4000},
+            {"name": "short", **shared, "max_output_tokens": 100},
+            {
+                "name": "fallen",
+                "provider": "claude",
+                "upstream_model": "down",
+                "fallbacks": ["short"],
+            },
+        ],
+    )
+    simulator.add_fault(FaultRule("status", model="down", status=503))
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        sent = {}
+        for model in ("long", "short", "fallen"):
+            await client.chat(
+                ChatCompletionRequest(model=model, messages=[Message(role="user", content="hi")])
+            )
+            sent[model] = simulator.stats.received[-1].body["max_tokens"]
+    # The fallback is served as `short`, so with short's default.
+    assert sent == {"long": 4000, "short": 100, "fallen": 100}

@@ -8,9 +8,10 @@ byte for byte with its committed twin.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from importlib import resources
 from pathlib import Path
+
+from grpc_tools import protoc
 
 from tests.conftest import REPO
 
@@ -20,23 +21,19 @@ STUB_PATTERNS = ("ai_service_pb2*.py", "ai_service_pb2*.pyi")
 
 def generate(out: Path) -> dict[str, bytes]:
     """Run the Makefile's `proto` command with outputs in `out`; return path → content."""
-    result = subprocess.run(
+    # protoc in this process (grpc_tools' own entry point), as `make proto` runs it.
+    status = protoc.main(
         [
-            sys.executable,
-            "-m",
             "grpc_tools.protoc",
-            "-Iai_service_protos=protos",
+            f"-Iai_service_protos={REPO / 'protos'}",
+            f"-I{resources.files('grpc_tools') / '_proto'}",
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
             "ai_service_protos/ai_service.proto",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        ]
     )
-    assert result.returncode == 0, f"grpc_tools.protoc failed:\n{result.stderr}"
+    assert status == 0, "grpc_tools.protoc failed (its errors are above)"
     return {
         f"protos/{path.name}": path.read_bytes()
         for pattern in STUB_PATTERNS

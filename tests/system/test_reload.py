@@ -25,15 +25,15 @@ from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionReque
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ListModelsRequest
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
-from tests.test_process import (
+from tests.processes import (
     Process,
     gateway_argv,
+    serving_workers,
     spawn,
     start_simulator,
     wait_logged,
     wait_serving,
 )
-from tests.test_workers import serving_workers
 
 NEW_KEY = "new-key-0123456789"
 

@@ -16,8 +16,8 @@ import pytest
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, config_tree, free_port, write_config
+from tests.processes import Process, gateway_argv, spawn, start_simulator, wait_serving
 from tests.servers import nginx_in_front, redis_server
-from tests.test_process import Process, gateway_argv, spawn, start_simulator, wait_serving
 
 RPM = 30
 TPM = 120

@@ -13,28 +13,34 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ai_service.simulator import plan_reply
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionChunk, build_chat_request
-from tests.conftest import PROVIDER_SECRET, REPO, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import REPO, TEST_KEY, config_tree, free_port, write_config
+from tests.processes import (
+    GRACE_SECONDS,
+    STREAM_PROMPT,
+    VENV_BIN,
+    Process,
+    Running,
+    clean_env,
+    gateway_argv,
+    run_gateway_to_exit,
+    spawn,
+    start_simulator,
+    wait_serving,
+)
 
-VENV_BIN = Path(sys.executable).parent
 GRPCURL = VENV_BIN / "grpcurl"
 AI_CLIENT = VENV_BIN / "ai-client"
-READY_TIMEOUT = 20.0  # seconds: a cold start on a loaded 2-core machine
-EXIT_TIMEOUT = 20.0
 README_ADDRESS = "127.0.0.1:50051"  # the address in the README's commands
 
 # The README's commands, verbatim; README_ADDRESS is replaced by the test's address.
@@ -56,166 +62,6 @@ GRPCURL_CHAT_NO_KEY = (
     f"grpcurl -plaintext -d '{HELLO}' 127.0.0.1:50051 ai_service.v1.AIService/ChatCompletion"
 )
 GRPCURL_HEALTH = "grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check"
-
-# Variables that would change what the gateway or ai-client do when unset in a test.
-_AMBIENT_VARIABLES = ("AI_SERVICE_CONFIG", "AI_SERVICE_ADDR", "AI_SERVICE_KEY", "AI_SERVICE_MODEL")
-
-
-# --- processes ----------------------------------------------------------------------------
-
-
-@dataclass
-class Process:
-    """A child process whose stdout and stderr go to files (no pipe can fill up and block it)."""
-
-    popen: subprocess.Popen[bytes]
-    stdout_path: Path
-    stderr_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def output(self) -> str:
-        return f"--- stdout ---\n{self.stdout()}\n--- stderr ---\n{self.stderr()}"
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=10)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _AMBIENT_VARIABLES}
-    env.update(extra)
-    return env
-
-
-def spawn(
-    argv: Sequence[str],
-    logs: Path,
-    name: str,
-    env: dict[str, str] | None = None,
-    *,
-    new_session: bool = False,
-) -> Process:
-    """`argv` with its output in `logs`; `new_session`: a process group of its own, as a
-    terminal or systemd signals whole."""
-    logs.mkdir(parents=True, exist_ok=True)
-    stdout_path, stderr_path = logs / f"{name}.out", logs / f"{name}.err"
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        popen = subprocess.Popen(
-            list(argv),
-            cwd=REPO,
-            stdout=out,
-            stderr=err,
-            env=env or clean_env(),
-            start_new_session=new_session,
-        )
-    return Process(popen, stdout_path, stderr_path)
-
-
-def gateway_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ai_service", "--log-format", "text", *args]
-
-
-def run_gateway_to_exit(
-    *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a gateway that is expected to refuse to start; return how it ended."""
-    return subprocess.run(
-        gateway_argv(*args),
-        cwd=REPO,
-        env=env or clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT,
-    )
-
-
-def wait_logged(process: Process, text: str, count: int = 1) -> None:
-    """Poll the process's log until `text` appears `count` times."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while process.stderr().count(text) < count:
-        assert process.popen.poll() is None, f"exited early\n{process.output()}"
-        assert time.monotonic() < deadline, f"no {text!r} x{count}\n{process.output()}"
-        time.sleep(0.02)
-
-
-def wait_serving(address: str, process: Process, timeout: float = READY_TIMEOUT) -> None:
-    """Poll grpc.health.v1 Check until SERVING; fail early if the process exits."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    with grpc.insecure_channel(address) as channel:
-        check = health_pb2_grpc.HealthStub(channel).Check
-        while True:
-            if process.popen.poll() is not None:
-                pytest.fail(f"exited {process.popen.returncode} before serving\n{process.output()}")
-            try:
-                response = check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                last = response
-            except grpc.RpcError as error:
-                last = error
-            if time.monotonic() > deadline:
-                pytest.fail(f"{address} not SERVING after {timeout}s ({last})\n{process.output()}")
-            time.sleep(0.1)
-
-
-def wait_http(url: str, process: Process, timeout: float = READY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.popen.poll() is not None:
-            pytest.fail(f"exited {process.popen.returncode} before serving\n{process.output()}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url} not answering after {timeout}s\n{process.output()}")
-        time.sleep(0.1)
-
-
-def start_simulator(directory: Path, *args: str) -> tuple[Process, str]:
-    """The upstream simulator as its own process (with the tests' provider key); its URL."""
-    port = free_port()
-    process = spawn(
-        [
-            sys.executable,
-            "-m",
-            "ai_service.simulator",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--api-key",
-            PROVIDER_SECRET,
-            *args,
-        ],
-        directory,
-        "simulator",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/_sim/stats", process)
-    except BaseException:
-        process.kill()
-        raise
-    return process, url
-
-
-@dataclass
-class Running:
-    address: str
-    process: Process
-    #: The /metrics URL, when the test configured one.
-    metrics: str | None = None
 
 
 @pytest.fixture(scope="module")
@@ -420,9 +266,6 @@ def test_missing_environment_variable_names_it(tmp_path: Path) -> None:
 
 
 # --- SIGTERM drains -----------------------------------------------------------------------
-
-STREAM_PROMPT = "/tokens 40"  # 40 tokens at 20 tokens/s: about two seconds of stream
-GRACE_SECONDS = 20
 
 
 @pytest.fixture

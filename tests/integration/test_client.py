@@ -48,7 +48,7 @@ from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
 
 KEY = "test-key"
 MODELS = [("echo-1", "openai"), ("echo-2", "anthropic")]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- the test server ----------------------------------------------------------------------
