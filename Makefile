@@ -62,15 +62,19 @@ proto: install          ## regenerate the stubs beside protos/ai_service.proto (
 # regenerates the stubs; `make lock UPGRADE=1` moves everything to the newest versions
 # pyproject.toml allows (grpcio-tools included).
 # The widest set (bench) is resolved first; the others are held to its versions, so the
-# runtime image, the test venv and the bench venv agree.
+# runtime image (runtime.txt), the test venv (dev.txt), the bench venv and a client-only
+# install (client.txt) agree.
 UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --no-header \
 	--universal $(if $(UPGRADE),--upgrade)
 
 lock: install           ## refresh requirements/*.txt, reinstall, regenerate the stubs
 	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
-	$(UV_COMPILE) pyproject.toml --extra dev --extra bench -c requirements/build.txt -o requirements/bench.txt
-	$(UV_COMPILE) pyproject.toml --extra dev -c requirements/bench.txt -o requirements/dev.txt
-	$(UV_COMPILE) pyproject.toml -c requirements/bench.txt -o requirements/runtime.txt
+	$(UV_COMPILE) pyproject.toml --extra gateway --extra dev --extra bench -c requirements/build.txt \
+		-o requirements/bench.txt
+	$(UV_COMPILE) pyproject.toml --extra gateway --extra dev -c requirements/bench.txt \
+		-o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml --extra gateway -c requirements/bench.txt -o requirements/runtime.txt
+	$(UV_COMPILE) pyproject.toml -c requirements/bench.txt -o requirements/client.txt
 	rm -f $(BIN)/ai-service
 	$(MAKE) install proto
 

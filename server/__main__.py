@@ -20,11 +20,20 @@ signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGHUP,))
 import argparse
 import asyncio
 import functools
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
+
+#: What the gateway needs beyond a client-only install (`pip install ai-service`).
+_GATEWAY_MODULES = ("pydantic", "yaml", "aiohttp", "httptools", "prometheus_client", "redis")
+if _missing := [name for name in _GATEWAY_MODULES if importlib.util.find_spec(name) is None]:
+    sys.exit(
+        f"ai-service: the gateway needs its extra (missing: {', '.join(_missing)}): "
+        "pip install 'ai-service[gateway]'"
+    )
 
 from ai_service.config import (
     CONFIG_ENV_VAR,
