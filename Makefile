@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install lock run simulator test test-fast lint format typecheck proto bench soak grpc-core overload hotpath clean
+.PHONY: install lock run simulator test test-fast lint format typecheck proto bench soak grpc-core overload hotpath dashboard-preview clean
 
 # Every Python package comes from the lock in requirements/ (exact versions, with hashes),
 # installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
@@ -94,6 +94,11 @@ overload: install       ## above saturation: what callers get at 2x the gateway'
 
 hotpath: install        ## each piece of a unary call in-process, with hot and cold caches (µs)
 	$(PY) -m bench.hotpath $(ARGS)
+
+dashboard-preview: install  ## the Grafana dashboard's main panels, drawn from a real run, as docs/images/dashboard-preview.png
+	$(BIN)/pip install $(LOCK_ARGS) -r requirements/bench.txt
+	command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus; }
+	$(PY) -m bench.dashboard_preview $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
