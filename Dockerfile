@@ -1,8 +1,11 @@
 # ai-service: the gRPC inference gateway.
 #
 #   docker build -t ai-service .
-#   docker run --rm -p 50051:50051 -e OPENAI_API_KEY \
-#     -v "$PWD/examples/config.yaml:/etc/ai-service/config.yaml:ro" ai-service
+#   docker run --rm -p 50051:50051 -e OPENAI_API_KEY -e AI_SERVICE_KEY \
+#     -v "$PWD/examples/openai.yaml:/etc/ai-service/config.yaml:ro" ai-service
+#
+# `docker run ... ai-service check --config /etc/ai-service/config.yaml` says what a start
+# would refuse (exit 2) without starting.
 #
 # The container needs a config (mounted at /etc/ai-service/config.yaml, or pass
 # `--config PATH`): the embedded default (`ai-service` with no config: built-in
@@ -35,11 +38,15 @@ RUN /opt/ai-service/bin/pip install --no-deps --no-build-isolation . \
 # --- run: the virtualenv alone, as an unprivileged user -----------------------------------
 FROM python:3.11-slim-bookworm
 
+# AI_SERVICE_LISTEN: examples/openai.yaml listens there (loopback outside a container).
 ENV PATH=/opt/ai-service/bin:$PATH \
+    AI_SERVICE_LISTEN=0.0.0.0:50051 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# /var/log/ai-service is where examples/config.yaml writes its audit log.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ai-service \
-    && mkdir -p /etc/ai-service
+    && mkdir -p /etc/ai-service /var/log/ai-service \
+    && chown ai-service /var/log/ai-service
 COPY --from=build /opt/ai-service /opt/ai-service
 
 USER ai-service

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import TextIO
 
 from ai_service_client._errors import AIServiceError
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ai-client", description="Talk to the ai-service gateway."
     )
+    parser.add_argument("--version", action="version", version=f"ai-client {_version()}")
     _add_connection_options(parser)
     parser.set_defaults(
         addr=os.environ.get("AI_SERVICE_ADDR") or DEFAULT_ADDR,
@@ -211,3 +213,10 @@ def _tls_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> T
         client_key_path=args.tls_key,
         server_name_override=args.tls_server_name,
     )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ai-service")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"

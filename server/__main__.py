@@ -35,6 +35,7 @@ if _missing := [name for name in _GATEWAY_MODULES if importlib.util.find_spec(na
         "pip install 'ai-service[gateway]'"
     )
 
+from ai_service import __version__
 from ai_service.config import (
     CONFIG_ENV_VAR,
     DEMO_KEY,
@@ -47,7 +48,9 @@ from ai_service.config import (
     with_metrics_listen,
 )
 from ai_service.observability.logging import configure_logging
+from ai_service.runtime.cpus import usable_cpus
 from ai_service.runtime.gateway import Gateway
+from ai_service.runtime.preflight import problems, require_startable
 from ai_service.runtime.signals import serve_until_signalled
 from ai_service.runtime.supervisor import Supervisor
 
@@ -55,7 +58,12 @@ log = logging.getLogger("ai_service")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ai-service", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ai-service",
+        description=__doc__.split("\n")[0],
+        epilog="`ai-service check --config FILE` checks a config without starting.",
+    )
+    parser.add_argument("--version", action="version", version=f"ai-service {__version__}")
     parser.add_argument(
         "--config",
         default=os.environ.get(CONFIG_ENV_VAR),
@@ -74,14 +82,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=int,
-        help="gateway processes sharing the port (default: one per core with --config, "
-        "one for the embedded demo default)",
+        help="gateway processes sharing the port (default: one per CPU this process may use "
+        "- its affinity and cgroup quota - with --config, one for the embedded demo default)",
     )
     # Set by the supervisor for its workers: share the port on purpose.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workers is None:
-        args.workers = (os.cpu_count() or 1) if args.config else 1
+        args.workers = usable_cpus() if args.config else 1
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     return args
@@ -103,7 +111,9 @@ def _with_metrics_flag(config: GatewayConfig, args: argparse.Namespace) -> Gatew
 async def run(args: argparse.Namespace) -> None:
     if args.config:
         load = functools.partial(_file_config, args=args)
-        gateway = Gateway(load(args.config), reuse_port=args.reuse_port, load=load)
+        config = load(args.config)
+        require_startable(config)
+        gateway = Gateway(config, reuse_port=args.reuse_port, load=load)
         await serve_until_signalled(gateway, args.config)
         return
 
@@ -144,6 +154,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     grace = 30.0
     if args.config:
         config = _file_config(args.config, args)
+        require_startable(config)  # once here, not in every worker restarted in a loop
         listen, grace = config.server.listen, config.server.shutdown_grace_seconds
     else:
         listen = args.listen or "127.0.0.1:50051"
@@ -165,8 +176,40 @@ def _without_workers_flag(argv: list[str]) -> list[str]:
     return kept
 
 
+def check(argv: list[str]) -> int:
+    """`ai-service check --config FILE`: 0 when the config would start, else 2 and why."""
+    parser = argparse.ArgumentParser(
+        prog="ai-service check",
+        description="Check a config file as a start would, without starting: its YAML, "
+        "environment variables, every field, TLS files, the audit path.",
+    )
+    parser.add_argument("--config", default=os.environ.get(CONFIG_ENV_VAR), required=False)
+    parser.add_argument("--listen", help="as for a start: checked with this address")
+    parser.add_argument("--metrics-listen", help="as for a start")
+    args = parser.parse_args(argv)
+    if not args.config:
+        parser.error(f"--config FILE is required (or set {CONFIG_ENV_VAR})")
+    try:
+        config = _file_config(args.config, args)
+    except ConfigError as exc:
+        found = list(exc.problems)
+    else:
+        found = problems(config)
+    if found:
+        for problem in found:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: OK ({len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.auth.keys)} caller keys, listening on {config.server.listen})"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        return check(argv[1:])
     args = parse_args(argv)
     configure_logging(args.log_level, json=args.log_format == "json")
     try:

@@ -6,7 +6,11 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names the field."""
+    """The configuration cannot be used: one or more problems, each naming its field."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class StrictSettings(BaseModel):

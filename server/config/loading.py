@@ -20,12 +20,21 @@ CONFIG_ENV_VAR = "AI_SERVICE_CONFIG"
 _ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
-def interpolate_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace `${NAME}` and `${NAME:-default}` in every string of a parsed YAML tree."""
+def interpolate_env(value: Any, env: Mapping[str, str]) -> Any:
+    """Replace `${NAME}` and `${NAME:-default}` in every string of a parsed YAML tree;
+    every variable that is unset (and has no default) is named in one ConfigError."""
+    unset: list[str] = []
+    tree = _interpolate(value, env, "", unset)
+    if unset:
+        raise ConfigError(*unset)
+    return tree
+
+
+def _interpolate(value: Any, env: Mapping[str, str], path: str, unset: list[str]) -> Any:
     if isinstance(value, dict):
-        return {k: interpolate_env(v, env, _join(path, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, env, _join(path, str(k)), unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, f"{path}[{i}]", unset) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -35,7 +44,8 @@ def interpolate_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set")
+        unset.append(f"{path or '<root>'}: environment variable {name} is not set")
+        return ""
 
     return _ENV_REF.sub(substitute, value)
 
@@ -53,7 +63,7 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     try:
         return GatewayConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(*_describe(exc)) from None
 
 
 def with_sections(config: GatewayConfig, sections: Mapping[str, Any]) -> GatewayConfig:
@@ -63,7 +73,7 @@ def with_sections(config: GatewayConfig, sections: Mapping[str, Any]) -> Gateway
     try:
         return GatewayConfig.model_validate({**fields, **sections})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(*_describe(exc)) from None
 
 
 _WHOLE_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
@@ -110,7 +120,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return ", ".join(parts)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         location = "".join(
@@ -118,4 +128,4 @@ def _describe(exc: ValidationError) -> str:
         ).lstrip(".")
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{location}: {message}" if location else message)
-    return "; ".join(lines)
+    return lines

@@ -13,19 +13,24 @@ from ai_service.config import ConfigError, TLSSettings
 def server_credentials(settings: TLSSettings) -> grpc.ServerCredentials:
     """TLS credentials from the configured files; client certificates required with a CA."""
 
+    unreadable: list[str] = []
+
     def read(field: str, path: str) -> bytes:
         try:
             return Path(path).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"server.tls.{field}: cannot read {path}: {exc.strerror}") from None
+            unreadable.append(f"server.tls.{field}: cannot read {path}: {exc.strerror}")
+            return b""
 
-    key = read("key_file", settings.key_file)
     certificate = read("cert_file", settings.cert_file)
+    key = read("key_file", settings.key_file)
     client_ca = (
         read("client_ca_file", settings.client_ca_file)
         if settings.client_ca_file is not None
         else None
     )
+    if unreadable:  # every file that cannot be read, named at once
+        raise ConfigError(*unreadable)
     _check_pem(settings)
     return grpc.ssl_server_credentials(
         [(key, certificate)],

@@ -15,6 +15,7 @@ from ai_service.runtime.gateway import Gateway
 from ai_service_client import AIServiceError, AsyncAIClient, TLSOptions
 from tests.certs import Certificates, make_certificates
 from tests.conftest import REPO, TEST_ENV, TEST_KEY, StartGateway, config_tree
+from tests.unit.test_check_command import SIMULATOR, run_check
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +173,23 @@ def test_an_empty_client_ca_is_refused_rather_than_turning_mutual_tls_off(
     tree["server"]["tls"] = {**tls_settings(certs, mutual=False), "client_ca_file": ""}
     with pytest.raises(ConfigError, match=r"server\.tls\.client_ca_file"):
         parse_config(tree, env=TEST_ENV)
+
+
+def test_check_reads_the_tls_files_and_matches_key_to_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = make_certificates(tmp_path)
+    tree = config_tree(SIMULATOR)
+    tree["server"]["tls"] = {
+        "cert_file": str(certs.server_cert),
+        "key_file": str(tmp_path / "absent.key"),
+    }
+    code, output = run_check(tmp_path, tree, capsys)
+    assert code == 2
+    assert "server.tls.key_file: cannot read" in output
+    tree["server"]["tls"] = {"cert_file": str(certs.server_cert), "key_file": str(certs.client_key)}
+    code, output = run_check(tmp_path, tree, capsys)
+    assert code == 2
+    assert "server.tls.key_file: not the unencrypted PEM key of cert_file" in output
+    tree["server"]["tls"] = {"cert_file": str(certs.server_cert), "key_file": str(certs.server_key)}
+    assert run_check(tmp_path, tree, capsys)[0] == 0

@@ -1,4 +1,5 @@
-"""examples/config.yaml is a config the gateway accepts, and it shows every setting."""
+"""examples/config.yaml is a config the gateway accepts, and it shows every setting;
+examples/openai.yaml is the short one. Neither gives a secret a default."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from ai_service.config import ConfigError, GatewayConfig, load_config
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "config.yaml"
-ENV = {"OPENAI_API_KEY": "sk-example"}
+MINIMAL = REPO / "examples" / "openai.yaml"
+ENV = {
+    "OPENAI_API_KEY": "sk-example",
+    "ANTHROPIC_API_KEY": "sk-ant-example",
+    "AI_SERVICE_OPS_KEY": "4c2b9f0e7a1d38e6b5a9c0d1f2e3a4b5",
+}
+SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_SERVICE_OPS_KEY")
 
 
 def test_example_config_loads() -> None:
@@ -29,9 +36,27 @@ def test_example_config_loads() -> None:
     assert [k.models for k in config.auth.keys if k.name == "batch-jobs"] == [("local-llama",)]
 
 
-def test_example_config_needs_the_openai_key() -> None:
-    with pytest.raises(ConfigError, match=r"providers\[0\]\.api_key: .*OPENAI_API_KEY"):
+@pytest.mark.parametrize("secret", SECRETS)
+def test_example_config_gives_no_secret_a_default(secret: str) -> None:
+    env = {name: value for name, value in ENV.items() if name != secret}
+    with pytest.raises(ConfigError, match=rf"environment variable {secret} is not set"):
+        load_config(EXAMPLE, env=env)
+
+
+def test_every_unset_variable_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as refused:
         load_config(EXAMPLE, env={})
+    assert all(name in str(refused.value) for name in SECRETS)
+
+
+def test_minimal_example_is_short_and_needs_its_two_secrets() -> None:
+    assert len(MINIMAL.read_text(encoding="utf-8").splitlines()) <= 20
+    config = load_config(
+        MINIMAL, env={"OPENAI_API_KEY": "sk-x", "AI_SERVICE_KEY": ENV["AI_SERVICE_OPS_KEY"]}
+    )
+    assert [m.name for m in config.models] == ["gpt-4o-mini", "gpt-4o"]
+    with pytest.raises(ConfigError, match="AI_SERVICE_KEY is not set"):
+        load_config(MINIMAL, env={"OPENAI_API_KEY": "sk-x"})
 
 
 def _model_class(annotation: Any) -> type[BaseModel] | None:

@@ -1,0 +1,52 @@
+"""What a start would refuse, found without starting: `ai-service check` and the
+supervisor (before it forks) run it on a loaded config, and so does every start.
+
+Loading the file already checked its YAML, its `${ENV}` references and every field. This
+adds what needs the machine: TLS files readable, PEM and matching their keys; the audit
+log's folder writable by this user. Each problem names its field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ai_service.config import ConfigError, GatewayConfig
+from ai_service.runtime.tls import server_credentials
+
+
+def problems(config: GatewayConfig) -> list[str]:
+    """Every problem found, each naming its field; empty when the config can start."""
+    found: list[str] = []
+    if config.server.tls is not None:
+        try:
+            server_credentials(config.server.tls)
+        except ConfigError as error:
+            found.extend(error.problems)
+    audit = config.observability.audit.path
+    if audit is not None and (problem := _unwritable(Path(audit))) is not None:
+        found.append(f"observability.audit.path: {problem}")
+    return found
+
+
+def require_startable(config: GatewayConfig) -> None:
+    """Raise ConfigError listing every problem, if any."""
+    if found := problems(config):
+        raise ConfigError(*found)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why this process could not append to `path` (creating its folders), or None."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"{path} is not writable by this user"
+    # The nearest folder that exists must let this user create what is missing below it.
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {folder} is not writable by this user"
+    return None
