@@ -8,6 +8,7 @@ a key across the cut would survive as a prefix).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import time
 from typing import Any
@@ -97,4 +98,6 @@ def parse_retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # an asctime date names no zone: HTTP dates are all UTC
+        when = when.replace(tzinfo=datetime.UTC)
     return max(when.timestamp() - time.time(), 0.0)
