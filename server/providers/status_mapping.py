@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import math
 import time
 from typing import Any
 
@@ -91,9 +92,11 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # float() also takes `inf` and `nan`, which are no delay
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
