@@ -256,8 +256,13 @@ def quota_failure(subject: str, description: str) -> error_details_pb2.QuotaFail
     return error_details_pb2.QuotaFailure(violations=[violation])
 
 
+#: The longest delay a google.protobuf.Duration holds (10,000 years); an upstream's
+#: Retry-After may be any number of digits.
+MAX_RETRY_DELAY_SECONDS = 315_576_000_000
+
+
 def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
-    seconds = max(seconds, 0.0)
+    seconds = min(max(seconds, 0.0), MAX_RETRY_DELAY_SECONDS)
     whole = math.floor(seconds)
     delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
     return error_details_pb2.RetryInfo(retry_delay=delay)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,11 +52,12 @@ class _Bucket:
 class InMemoryRateLimiter:
     """Token buckets in this process: exact here, invisible to other processes."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._buckets: dict[str, _Bucket] = {}
+        self._clock = clock  # a test's own clock drives refills without waiting
 
     def _bucket(self, subject: str, rule: RateRule) -> _Bucket:
-        now = time.monotonic()
+        now = self._clock()
         bucket = self._buckets.get(subject)
         if bucket is None:
             bucket = self._buckets[subject] = _Bucket(float(rule.burst), now)

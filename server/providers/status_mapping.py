@@ -8,7 +8,9 @@ a key across the cut would survive as a prefix).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import math
 import time
 from typing import Any
 
@@ -90,11 +92,15 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # float() also takes `inf` and `nan`, which are no delay
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # an asctime date names no zone: HTTP dates are all UTC
+        when = when.replace(tzinfo=datetime.UTC)
     return max(when.timestamp() - time.time(), 0.0)

@@ -186,7 +186,7 @@ class Simulator:
         malformed act later)."""
         if fault.kind == "status":
             error = fmt.fault_error(fault.status, fault.message)
-            return error_response(fmt, error, fault.retry_after)
+            return error_response(fmt, error, fault.retry_after, as_date=fault.retry_after_date)
         if fault.kind == "reset":
             reset_connection(request)
             return web.Response()  # never sent: the connection is gone

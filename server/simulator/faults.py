@@ -4,7 +4,8 @@ A rule matches by path and/or model (both optional), fires for the next `times` 
 requests (None = forever) with an optional `probability`, and has one kind:
 
 - `status`: answer `status` with the format's error body; `retry_after` adds the
-  `retry-after` (whole seconds, rounded up) and `retry-after-ms` headers.
+  `retry-after` (whole seconds, rounded up) and `retry-after-ms` headers, or with
+  `retry_after_date` a `retry-after` HTTP date (RFC 9110) that many seconds ahead.
 - `reset`: drop the connection (TCP RST) without an answer.
 - `stall`: send nothing for `seconds` (None = until the client leaves), then close.
 - `cut`: stream `after_chunks` events, then close the connection without `[DONE]`
@@ -41,6 +42,7 @@ class FaultRule:
     status: int = 500
     message: str | None = None
     retry_after: float | None = None
+    retry_after_date: bool = False
     seconds: float | None = None
     after_chunks: int = 1
 

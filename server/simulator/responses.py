@@ -4,6 +4,7 @@ connection-level misbehaviours (reset, stall, cut) that fault rules ask for."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
 import socket
 import struct
@@ -23,10 +24,14 @@ def json_response(body: bytes, status: int = 200) -> web.Response:
 
 
 def error_response(
-    fmt: WireFormat, error: ApiError, retry_after: float | None = None
+    fmt: WireFormat, error: ApiError, retry_after: float | None = None, *, as_date: bool = False
 ) -> web.Response:
     response = json_response(fmt.error_body(error), error.status)
-    if retry_after is not None:
+    if retry_after is not None and as_date:
+        # HTTP dates have whole seconds: rounded up, never sooner than asked.
+        at = math.ceil(time.time() + retry_after)
+        response.headers["retry-after"] = email.utils.formatdate(at, usegmt=True)
+    elif retry_after is not None:
         # `retry-after` is whole seconds by HTTP; OpenAI's SDK also reads `retry-after-ms`.
         response.headers["retry-after"] = str(math.ceil(retry_after))
         response.headers["retry-after-ms"] = str(round(retry_after * 1000))
