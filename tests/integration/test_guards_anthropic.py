@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from client import AsyncAIClient, ChatCompletionRequest, Message
-from server.config import parse_config
-from server.simulator import Simulator
+from ai_service.config import parse_config
+from ai_service.simulator import Simulator
+from ai_service_client import AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_KEY_REF, TEST_ENV, TEST_KEY, StartGateway, config_tree
 
 

@@ -10,12 +10,13 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.errors import DeploymentBusy
-from server.limiter import InMemoryRateLimiter, RateRule
-from server.resilience import Budget
-from server.resilience.concurrency import ConcurrencyLimiter
-from server.simulator import Simulator
+from ai_service.errors import DeploymentBusy
+from ai_service.limits.buckets import InMemoryRateLimiter
+from ai_service.limits.rules import RateRule
+from ai_service.resilience import Budget
+from ai_service.resilience.concurrency import ConcurrencyLimiter
+from ai_service.simulator import Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, StartGateway
 
 # Waits for a state, failing the test if it never comes (not a timing assertion).

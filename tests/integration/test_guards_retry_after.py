@@ -12,9 +12,9 @@ import aiohttp
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.providers.status_mapping import parse_retry_after
-from server.simulator import FaultRule, Simulator
+from ai_service.providers.status_mapping import parse_retry_after
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, StartGateway
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.simulator import Simulator
+from ai_service.simulator import Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, StartGateway
 
 EMAIL = "alice@example.com"

@@ -24,9 +24,9 @@ from typing import Any
 import grpc
 import pytest
 
-from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from server.config import parse_config
-from server.simulator import FaultRule, Simulator
+from ai_service.config import parse_config
+from ai_service.simulator import FaultRule, Simulator
+from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree
 
 # Waits for a state, failing the test if it never comes (not a timing assertion).

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from client import AsyncAIClient, ChatCompletionRequest, Message
-from protos.ai_service_pb2 import (
+from ai_service.config import CacheSettings
+from ai_service.pipeline.cache import cache_key
+from ai_service.simulator import Simulator
+from ai_service_client import AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     FunctionDefinition,
     RequestOptions,
@@ -23,9 +26,6 @@ from protos.ai_service_pb2 import (
     ToolCall,
     ToolChoice,
 )
-from server.cache import cache_key
-from server.config import CacheSettings
-from server.simulator import Simulator
 from tests.conftest import TEST_KEY, StartGateway
 
 SETTINGS = CacheSettings(enabled=True)
