@@ -3,7 +3,7 @@
 Anything on the data path raises a `GatewayError` subclass; the servicer and the
 interceptors turn it into a status with google.rpc details through `to_rpc_status`
 and nothing else, so every client sees the same codes and detail types
-(DESIGN.md, "Error mapping").
+(docs/errors.md lists them).
 """
 
 from __future__ import annotations

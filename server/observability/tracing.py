@@ -1,16 +1,18 @@
-"""OpenTelemetry traces: a server span per AIService call, a client span per upstream attempt.
+"""OpenTelemetry traces: a server span per AIService call, a client span per upstream
+attempt.
 
 The server span continues a caller's `traceparent` and follows the RPC conventions
 (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`). By default this
-observer makes it from the call record the telemetry interceptor keeps anyway: the
-OTel grpc aio instrumentation (`server_spans: opentelemetry-grpc`) adds an interceptor
-that rebuilds handlers and wraps the servicer context on every call, and measured
-here it cost ~250 µs per call even with nothing sampled (bench section 4). Health
-and reflection get no span either way (the instrumentation breaks health's `Watch`,
-FACTS.md). Each upstream attempt is a child span named after the GenAI conventions
-(`chat <model>`, `gen_ai.*` attributes), so retries, hedges and fallbacks show as
-siblings, and its context travels upstream as `traceparent` (`propagation.py`). Only
-built when tracing is on: off, there is no interceptor and no observer at all.
+observer makes it from the call record the telemetry interceptor keeps anyway: the OTel
+grpc aio instrumentation (`server_spans: opentelemetry-grpc`) adds an interceptor that
+rebuilds handlers and wraps the servicer context on every call, and measured here it
+cost ~250 µs per call even with nothing sampled (bench section 4). Health and reflection
+get no span either way (the instrumentation breaks health's `Watch`, a handler that
+writes through its context rather than yielding). Each upstream attempt is a child span
+named after the GenAI conventions (`chat <model>`, `gen_ai.*` attributes), so retries,
+hedges and fallbacks show as siblings, and its context travels upstream as `traceparent`
+(`propagation.py`). Only built when tracing is on: off, there is no interceptor and no
+observer at all.
 """
 
 from __future__ import annotations

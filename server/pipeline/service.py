@@ -1,7 +1,7 @@
 """The AIService servicer: validate, route, dispatch, translate the outcome.
 
 Every failure leaves through `errors.abort`, so callers see the status codes and
-details of DESIGN.md's error mapping and nothing internal. A stream has a
+details docs/errors.md lists and nothing internal. A stream has a
 defined ending: gap-free sequence numbers, finish_reason and usage on the last
 chunk and in the trailing metadata, and a failure after chunks were delivered
 ends UNAVAILABLE saying how many: never a silent truncation that looks like

@@ -1,6 +1,6 @@
 """Upstream HTTP error answers → the gateway's errors, for every provider at once.
 
-The table is DESIGN.md's "Error mapping". The upstream's own message is passed on
+The table is the one docs/errors.md shows. The upstream's own message is passed on
 (it tells the caller what was wrong with the request) with every provider key
 scrubbed out of it and then cut to a sane length (`caller_message`: in that order, or
 a key across the cut would survive as a prefix).

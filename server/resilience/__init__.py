@@ -1,7 +1,7 @@
 """Resilience of upstream calls: deadline budget, retries, circuit breakers, concurrency limits.
 
 Each module holds one mechanism as a small object with no I/O of its own;
-`server/dispatch.py` combines them around the provider calls.
+`server/pipeline/dispatch.py` combines them around the provider calls.
 """
 
 from __future__ import annotations

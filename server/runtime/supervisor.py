@@ -1,12 +1,12 @@
 """`--workers N`: N gateway processes sharing one port, supervised.
 
-Each worker is a fresh interpreter (`python -m server … --workers 1 --reuse-port`),
-so no gRPC object ever crosses a fork (FACTS.md), and each has its own event loop
-and upstream connection pools; the kernel spreads connections over them with
-SO_REUSEPORT. The supervisor creates no gRPC object. It restarts a worker that
-dies, gives up when one keeps dying at start, passes SIGHUP on (every worker
-reloads its config), and on SIGTERM/SIGINT passes the signal on so every worker
-drains, then exits 0 when they all did.
+Each worker is a fresh interpreter (`python -m ai_service … --workers 1 --reuse-port`),
+so no gRPC object ever crosses a fork (gRPC objects do not survive one), and each has
+its own event loop and upstream connection pools; the kernel spreads connections over
+them with SO_REUSEPORT. The supervisor creates no gRPC object. It restarts a worker that
+dies, gives up when one keeps dying at start, passes SIGHUP on (every worker reloads its
+config), and on SIGTERM/SIGINT passes the signal on so every worker drains, then exits 0
+when they all did.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """No way around authentication: every RPC, every credential trick.
 
-Health and reflection are deliberately open (load balancers and grpcurl need them,
-FACTS.md); reflection describes only the public contract.
+Health and reflection are deliberately open (load balancers and grpcurl need them);
+reflection describes only the public contract.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cancelled calls close their upstream exchange and leak nothing from the pool.
 
 httpcore loses pool slots when a request is cancelled while waiting for a
-connection (encode/httpcore#1093, FACTS.md); a gateway cancels all day. These
+connection (encode/httpcore#1093); a gateway cancels all day. These
 tests cancel thousands of streams at random moments under pool contention, for
 each HTTP client behind the seam, and then require the pool to serve again.
 """

@@ -297,7 +297,7 @@ async def test_a_reasoning_model_gets_max_completion_tokens(
 
 
 # Each error class, through each provider: the simulator answers in the provider's own
-# error shape, the adapter and the shared mapping turn it into DESIGN.md's status.
+# error shape, the adapter and the shared mapping turn it into the status docs/errors.md lists.
 ERROR_CASES = [
     (FaultRule("status", status=400, message="bad thing"), "INVALID_ARGUMENT"),
     (FaultRule("status", status=401), "INTERNAL"),

@@ -1,4 +1,4 @@
-"""Upstream failures reach the caller as DESIGN.md's error mapping says, never as silence."""
+"""Upstream failures reach the caller as docs/errors.md's mapping says, never as silence."""
 
 from __future__ import annotations
 

@@ -282,7 +282,8 @@ async def test_providers_a_reload_retired_are_closed_when_the_gateway_stops_firs
 
 def test_a_sighup_while_the_gateway_starts_does_not_kill_it(tmp_path: Path) -> None:
     with gateway_process(tmp_path, workers=1) as (gateway, _path, _tree, address):
-        time.sleep(0.1)  # still importing: before this round, the signal killed it here
+        # Still importing: unless SIGHUP is blocked from the first line, it kills it here.
+        time.sleep(0.1)
         gateway.popen.send_signal(signal.SIGHUP)
         wait_serving(address, gateway)
         assert gateway.popen.poll() is None
