@@ -13,7 +13,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import Simulator
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AIServiceError,
+    AsyncAIClient,
+    AuthenticationError,
+    ChatCompletionRequest,
+    Message,
+)
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, token_budgeted_keys
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
@@ -157,7 +163,7 @@ async def test_keys_may_be_configured_as_sha256_digests(start_gateway: StartGate
         auth={"keys": [{"name": "hashed", "key_sha256": f"sha256:{digest}"}]}
     )
     assert await call(gateway, "hashed-secret-key")
-    with pytest.raises(AIServiceError):
+    with pytest.raises(AuthenticationError):
         await call(gateway, f"sha256:{digest}")  # the digest itself is no key
 
 

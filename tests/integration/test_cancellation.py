@@ -18,7 +18,7 @@ import pytest
 from ai_service.config import ProviderSettings
 from ai_service.providers.http import create_http_client
 from ai_service.simulator import Simulator
-from ai_service_client import AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import AsyncAIClient, ChatCompletionRequest, DeadlineExceededError, Message
 from tests.conftest import PROVIDER_KEY_REF, PROVIDER_SECRET, TEST_KEY, StartGateway
 
 SLOW = ChatCompletionRequest(
@@ -150,7 +150,7 @@ async def test_client_deadline_mid_stream_closes_the_upstream(
     client: AsyncAIClient, simulator: Simulator
 ) -> None:
     simulator.config.tokens_per_second = 20
-    with pytest.raises(Exception):  # noqa: B017 - DEADLINE_EXCEEDED, shape checked elsewhere
+    with pytest.raises(DeadlineExceededError):
         async for _ in client.stream_chat(SLOW, timeout=0.3):
             pass
     for _ in range(100):

@@ -12,7 +12,12 @@ import grpc
 import pytest
 
 from ai_service.simulator import Simulator
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AsyncAIClient,
+    ChatCompletionRequest,
+    Message,
+    UnavailableError,
+)
 from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
 from tests.conftest import TEST_KEY, StartGateway
 
@@ -52,7 +57,7 @@ async def test_a_grace_shorter_than_the_stream_cuts_it(
         }
     )
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        with pytest.raises(AIServiceError):
+        with pytest.raises(UnavailableError):
             [c async for c in client.stream_chat(LONG)]
 
 

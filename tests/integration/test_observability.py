@@ -21,7 +21,14 @@ from ai_service.config import parse_config
 from ai_service.observability.logging import JsonFormatter, TextFormatter
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AIServiceError,
+    AsyncAIClient,
+    AuthenticationError,
+    ChatCompletionRequest,
+    Message,
+    NotFoundError,
+)
 from ai_service_protos import ai_service_pb2_grpc
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree
 
@@ -70,7 +77,7 @@ async def test_metrics_count_known_traffic_exactly(
             chunks = [c async for c in client.stream_chat(ask("/tokens 5"))]
             input_tokens += chunks[-1].usage.prompt_tokens
             output_tokens += chunks[-1].usage.completion_tokens
-        with pytest.raises(AIServiceError):
+        with pytest.raises(NotFoundError):
             await client.chat(ask(model="no-such-model"))
         # One upstream 503: the call succeeds on its second attempt.
         simulator.add_fault(FaultRule("status", status=503, times=1))
@@ -78,7 +85,7 @@ async def test_metrics_count_known_traffic_exactly(
         input_tokens += response.usage.prompt_tokens
         output_tokens += response.usage.completion_tokens
     async with AsyncAIClient(gateway.address, "wrong-key") as stranger:
-        with pytest.raises(AIServiceError):
+        with pytest.raises(AuthenticationError):
             await stranger.chat(ask())
 
     m = await scrape(gateway)
@@ -252,7 +259,7 @@ async def test_a_refused_call_has_an_error_server_span_with_its_grpc_code(
         Gateway(config, span_exporter=exporter) as gateway,
         AsyncAIClient(gateway.address, "not-a-key-0123456789", timeout=10) as client,
     ):
-        with pytest.raises(AIServiceError):
+        with pytest.raises(AuthenticationError):
             await client.chat(ask())
     [server] = exporter.get_finished_spans()
     assert server.kind is SpanKind.SERVER

@@ -99,8 +99,9 @@ async def test_the_audit_names_the_kinds_found_blocked_or_in_a_unary_answer(
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         answer = await client.chat(ask("hello"))
     async with AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as client:
-        with pytest.raises(AIServiceError):
+        with pytest.raises(AIServiceError) as refused:
             await client.chat(ask(PROMPT))
+    assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
     await gateway.stop()  # the audit log is flushed
     assert answer.choices[0].message.content == "[REDACTED:ECHO]: hello"
     answered, blocked = [json.loads(line) for line in audit.read_text().splitlines()]

@@ -17,7 +17,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ai_service.resilience import CircuitState
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AIServiceError,
+    AsyncAIClient,
+    ChatCompletionRequest,
+    DeadlineExceededError,
+    Message,
+    UnavailableError,
+)
 from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway, single
 
 
@@ -212,7 +219,7 @@ async def test_model_health_follows_the_circuits(
 
         simulator.add_fault(FaultRule("status", model="frag", status=503))
         async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-            with pytest.raises(AIServiceError):
+            with pytest.raises(UnavailableError):
                 await client.chat(ask("fragile"))  # three attempts: the circuit opens
             seen.append((await asyncio.wait_for(watch.read(), 2)).status)
             assert await status("fragile") == not_serving
@@ -369,7 +376,7 @@ async def test_a_lost_hedge_counts_an_attempt_per_racer(
     simulator.add_fault(FaultRule("stall", model="ha-a", seconds=5))  # slow, then times out
     simulator.add_fault(FaultRule("status", model="ha-b", status=503))  # the hedge fails fast
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        with pytest.raises(AIServiceError):
+        with pytest.raises(DeadlineExceededError):
             if streamed:
                 [c async for c in client.stream_chat(ask("ha"))]
             else:

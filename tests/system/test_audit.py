@@ -19,7 +19,14 @@ from ai_service.config import parse_config
 from ai_service.observability.logging import JsonFormatter
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AIServiceError,
+    AsyncAIClient,
+    AuthenticationError,
+    ChatCompletionRequest,
+    InternalError,
+    Message,
+)
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
 from tests.processes import gateway_argv, spawn, wait_serving
 from tests.servers import redis_server
@@ -59,10 +66,10 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
                 simulator.add_fault(
                     FaultRule("status", status=401, message=f"Incorrect key {PROVIDER_SECRET}")
                 )
-                with pytest.raises(AIServiceError):
+                with pytest.raises(InternalError):
                     await client.chat(ask())
             async with AsyncAIClient(gateway.address, TEST_KEY + "-wrong") as wrong:
-                with pytest.raises(AIServiceError):
+                with pytest.raises(AuthenticationError):
                     await wrong.chat(ask())
     finally:
         root.removeHandler(handler)

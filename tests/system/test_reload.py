@@ -21,7 +21,14 @@ from ai_service.config import load_config
 from ai_service.resilience import Admission, CircuitState
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator, SimulatorConfig
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AIServiceError,
+    AsyncAIClient,
+    AuthenticationError,
+    ChatCompletionRequest,
+    Message,
+    UnavailableError,
+)
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ListModelsRequest
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
@@ -117,7 +124,7 @@ async def test_an_invalid_config_is_rejected_and_the_old_one_stays(
         async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
             assert (await client.chat(ask())).choices  # the old keys still work
         async with AsyncAIClient(gateway.address, NEW_KEY, timeout=10) as newcomer:
-            with pytest.raises(AIServiceError):
+            with pytest.raises(AuthenticationError):
                 await newcomer.chat(ask())
 
 
@@ -334,7 +341,7 @@ async def test_model_health_follows_a_reloaded_circuit_cool_down(
         assert await gateway.reload(str(path))
         simulator.add_fault(FaultRule("status", status=500, model="sim-gpt-1", times=1))
         async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-            with pytest.raises(AIServiceError):
+            with pytest.raises(UnavailableError):
                 await client.chat(ask())  # opens sim-gpt's only circuit
         async with grpc.aio.insecure_channel(gateway.address) as channel:
             check = health_pb2_grpc.HealthStub(channel).Check

@@ -22,7 +22,13 @@ from ai_service.limits.shared_state import RedisUnavailable, SharedRedis
 from ai_service.pipeline.cache import SingleFlight
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
-from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_client import (
+    AIServiceError,
+    AsyncAIClient,
+    ChatCompletionRequest,
+    Message,
+    UnavailableError,
+)
 from ai_service_protos.ai_service_pb2 import ChatCompletionResponse, RequestOptions
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port, token_budgeted_keys
 from tests.servers import RedisServer, redis_server
@@ -119,7 +125,7 @@ async def test_errors_are_never_cached_and_a_finished_stream_fills_the_cache(
     # No gRPC-level retry either (the client's default service config would retry).
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10, service_config="") as client:
         simulator.add_fault(FaultRule("status", status=500, times=1))
-        with pytest.raises(AIServiceError):
+        with pytest.raises(UnavailableError):
             await client.chat(ask(temperature=0))
         streamed = [c async for c in client.stream_chat(ask(temperature=0))]
         cached = await client.chat(ask(temperature=0))
