@@ -12,9 +12,11 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+import ssl
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from grpc_health.v1 import health_pb2
@@ -25,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -208,6 +211,177 @@ class PoolSettings(_Strict):
     keepalive_expiry_seconds: float = Field(30.0, ge=0)
 
 
+# --- egress: how the gateway reaches its upstreams (proxy, TLS) ------------------------
+
+
+class UpstreamTLSSettings(_Strict):
+    """TLS towards https upstreams: whom to trust and what to show; TLS 1.2 at least.
+
+    A provider's own block overrides the top-level one in pairs: `ca_file` and `verify`
+    together (whom to trust), `cert_file` and `key_file` together (what to show).
+    """
+
+    #: CA bundle (PEM) that upstream certificates must chain to, in place of the system's
+    #: trust store: a company's private CA, or the CA of a TLS-inspecting proxy.
+    ca_file: str | None = Field(None, min_length=1)
+    #: false accepts any certificate for any name (a WARNING is logged at start): only for
+    #: an upstream whose certificate cannot be fixed. Default true.
+    verify: bool | None = None
+    #: Client certificate (PEM) shown to upstreams that require one (mutual TLS) ...
+    cert_file: str | None = Field(None, min_length=1)
+    #: ... and its private key, unless it is in cert_file.
+    key_file: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _usable(self) -> UpstreamTLSSettings:
+        if self.verify is False and self.ca_file is not None:
+            raise ValueError("ca_file: has no use with verify: false (nothing is checked)")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file: given without cert_file")
+        self.context()  # refuses unreadable or mismatched files now, not at the first call
+        return self
+
+    @property
+    def trust_set(self) -> bool:
+        return self.ca_file is not None or self.verify is not None
+
+    @property
+    def identity_set(self) -> bool:
+        return self.cert_file is not None
+
+    def context(self) -> ssl.SSLContext:
+        """The client-side SSL context these settings describe (a new one per call)."""
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.ca_file is not None:
+            _load("ca_file", self.ca_file, lambda: context.load_verify_locations(self.ca_file))
+        if self.cert_file is not None:
+            cert, key = self.cert_file, self.key_file
+            _load("cert_file", cert, lambda: context.load_cert_chain(cert, key))
+        return context
+
+
+def _load(field: str, path: str, load: Callable[[], None]) -> None:
+    try:
+        load()
+    except ssl.SSLError as exc:
+        raise ValueError(f"{field}: cannot use {path}: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
+
+
+#: `proxy: direct`: no proxy for this provider, whatever the defaults or environment say.
+DIRECT = "direct"
+
+
+class EgressSettings(_Strict):
+    """How the gateway reaches upstreams. The top-level `egress` block is every provider's
+    default; a provider's own `egress` overrides it setting by setting."""
+
+    #: The HTTP proxy upstream connections go through, `http://[user:password@]host:port`
+    #: (give credentials as `${ENV}`): https upstreams are tunnelled with CONNECT, http
+    #: ones forwarded. `direct`: no proxy. Unset: the environment's, if trust_env.
+    proxy: SecretStr | None = None
+    #: Take the proxy from HTTPS_PROXY / HTTP_PROXY (for https / http upstreams) and
+    #: NO_PROXY, or their lowercase forms, when `proxy` is unset. Default true.
+    trust_env: bool | None = None
+    tls: UpstreamTLSSettings = Field(default_factory=UpstreamTLSSettings)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_is_http(cls, proxy: SecretStr | None) -> SecretStr | None:
+        if proxy is not None and not proxy.get_secret_value():
+            raise ValueError(f"is empty (is its environment variable set?); '{DIRECT}' means none")
+        if proxy is not None and proxy.get_secret_value() != DIRECT:
+            proxy_address(proxy.get_secret_value())
+        return proxy
+
+    @property
+    def proxy_url(self) -> str | None:
+        """The proxy to use (credentials included), or None to connect directly."""
+        url = self.proxy.get_secret_value() if self.proxy is not None else None
+        return None if url in (None, DIRECT) else url
+
+
+def proxy_address(url: str) -> tuple[str, int]:
+    """(host, port) of an `http://` proxy URL; the errors never quote the URL, which may
+    hold credentials."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http":
+        raise ValueError(
+            f"a {parts.scheme}:// proxy is not supported; give http://host:port "
+            f"(https upstreams are still encrypted end to end, tunnelled with CONNECT)"
+        )
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError("the proxy URL's port is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ValueError("the proxy URL names no host")
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError("the proxy URL has a path: give http://[user:password@]host:port")
+    return parts.hostname, port
+
+
+def _environment_proxy(base_url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy the environment gives for `base_url`, as curl and other HTTP tools read it
+    (the lowercase name first), or None when none is set or NO_PROXY exempts the host."""
+    scheme = urlsplit(base_url).scheme
+    name = f"{scheme}_proxy"
+    proxy = env.get(name) or env.get(name.upper())
+    if not proxy:
+        return None
+    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    if _exempt(urlsplit(base_url), no_proxy):
+        return None
+    try:
+        proxy_address(proxy)
+    except ValueError as exc:
+        source = name if env.get(name) else name.upper()
+        raise ValueError(
+            f"{source} from the environment: {exc} (or set trust_env: false)"
+        ) from None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _exempt(url: SplitResult, no_proxy: str) -> bool:
+    """Whether NO_PROXY (`*`, or host names, domain suffixes and host:port, by commas)
+    names the host of `url`."""
+    host = (url.hostname or "").lower()
+    address = f"{host}:{url.port}" if url.port else host
+    for entry in no_proxy.lower().split(","):
+        name = entry.strip().removeprefix("*").lstrip(".")
+        if entry.strip() == "*" or name in (host, address) or host.endswith(f".{name}"):
+            return True
+    return False
+
+
+def effective_egress(
+    own: EgressSettings, defaults: EgressSettings, base_url: str, env: Mapping[str, str] | None
+) -> EgressSettings:
+    """A provider's egress with the defaults filled in and the proxy decided (`direct` when
+    there is none); `env` None leaves an unset proxy unset (no environment to ask)."""
+    trust_env = own.trust_env if own.trust_env is not None else defaults.trust_env
+    trust_env = trust_env is not False
+    proxy = own.proxy if own.proxy is not None else defaults.proxy
+    if proxy is None and env is not None:
+        found = _environment_proxy(base_url, env) if trust_env else None
+        proxy = SecretStr(found or DIRECT)
+    mine, theirs = own.tls, defaults.tls
+    trust = mine if mine.trust_set else theirs
+    identity = mine if mine.identity_set else theirs
+    tls = UpstreamTLSSettings.model_construct(  # both halves were validated already
+        ca_file=trust.ca_file,
+        verify=trust.verify,
+        cert_file=identity.cert_file,
+        key_file=identity.key_file,
+    )
+    return EgressSettings.model_construct(proxy=proxy, trust_env=trust_env, tls=tls)
+
+
 class ProviderSettings(_Strict):
     """One upstream API endpoint, reached through one shared connection pool."""
 
@@ -237,6 +411,8 @@ class ProviderSettings(_Strict):
     #: `max_tokens` and its reasoning models (o-series, gpt-5) refuse it; `max_tokens`
     #: is for compatible servers that only know the old name.
     max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    #: Proxy and TLS towards this upstream, over the top-level `egress` defaults.
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -513,6 +689,8 @@ class GatewayConfig(_Strict):
     models: tuple[ModelSettings, ...] = Field(min_length=1)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    #: Proxy and TLS towards upstreams: every provider's defaults.
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
@@ -552,6 +730,26 @@ class GatewayConfig(_Strict):
             if name not in keys:
                 raise ValueError(f"redaction.keys: unknown key {name!r}")
         return self
+
+    @model_validator(mode="after")
+    def _egress_resolves(self, info: ValidationInfo) -> GatewayConfig:
+        """Each provider's egress, defaults filled in and its proxy decided (from the
+        environment given to `parse_config`, if trust_env)."""
+        env = info.context.get("env") if isinstance(info.context, dict) else None
+        providers = []
+        for i, provider in enumerate(self.providers):
+            path = f"providers[{i}].egress"
+            own = provider.egress
+            if (own.tls.trust_set or own.tls.identity_set) and provider.base_url.startswith(
+                "http://"
+            ):
+                raise ValueError(f"{path}.tls: base_url is http://, where no TLS is used")
+            try:
+                egress = effective_egress(own, self.egress, provider.base_url, env)
+            except ValueError as exc:
+                raise ValueError(f"{path}.proxy: {exc}") from None
+            providers.append(provider.model_copy(update={"egress": egress}))
+        return self.model_copy(update={"providers": tuple(providers)})
 
 
 def _require_distinct_secrets(keys: Sequence[CallerKey]) -> None:
@@ -677,9 +875,11 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     if not isinstance(raw, dict):
         raise ConfigError("<root>: the configuration must be a mapping")
     _refuse_literal_provider_keys(raw)
-    tree = interpolate_env(raw, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    tree = interpolate_env(raw, env)
     try:
-        return GatewayConfig.model_validate(tree)
+        # The environment also decides the providers' proxies (egress.trust_env).
+        return GatewayConfig.model_validate(tree, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 
