@@ -15,6 +15,7 @@ from typing import Any
 from server.config import ProviderSettings
 from server.errors import UpstreamError, keep_secret
 from server.providers.base import parse_json_body
+from server.providers.egress import upstream_headers
 from server.providers.http import HttpClient, UpstreamResponse, create_http_client
 from server.providers.status_mapping import error_from_status
 
@@ -47,12 +48,12 @@ class UpstreamEndpoint:
         self.provider = settings.name
         self.url = settings.base_url.rstrip("/") + path
         secret = settings.api_key.get_secret_value() if settings.api_key else None
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            **(extra_headers or {}),
-            **settings.headers,
-        }
+        # User-Agent and Accept-Encoding: gzip, unless the provider's headers say otherwise.
+        headers = upstream_headers(
+            {"content-type": "application/json", "accept": "application/json"},
+            extra_headers or {},
+            settings.headers,
+        )
         if secret:
             keep_secret(secret)  # whatever the upstream echoes, callers never see it
             headers.update(credentials(secret))

@@ -38,6 +38,13 @@ import httpx2
 from server.config import ProviderSettings
 from server.errors import UpstreamTimeout, UpstreamUnavailable
 from server.observability.propagation import with_trace_headers
+from server.providers.egress import (
+    Egress,
+    check_proxy_answer,
+    egress_of,
+    proxy_refused,
+    unreachable,
+)
 
 
 class UpstreamResponse(Protocol):
@@ -87,11 +94,18 @@ def create_http_client(settings: ProviderSettings) -> HttpClient:
 
 
 @contextlib.contextmanager
-def _httpx_errors(library: ModuleType, url: str) -> Iterator[None]:
+def _httpx_errors(library: ModuleType, egress: Egress, url: str) -> Iterator[None]:
     try:
         yield
     except library.TimeoutException as exc:
         raise UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {url}") from exc
+    except library.ProxyError as exc:  # the proxy's answer to CONNECT: "407 Proxy Auth..."
+        code, _, reason = str(exc).partition(" ")
+        if not code.isdigit():
+            raise unreachable(egress, url, exc) from exc
+        raise proxy_refused(egress, url, int(code), reason) from exc
+    except library.ConnectError as exc:  # refused, unresolvable, TLS verdicts
+        raise unreachable(egress, url, exc) from exc
     except library.HTTPError as exc:
         raise UpstreamUnavailable(
             f"upstream connection failed ({type(exc).__name__}) at {url}"
@@ -99,8 +113,9 @@ def _httpx_errors(library: ModuleType, url: str) -> Iterator[None]:
 
 
 class _HttpxResponse:
-    def __init__(self, library: ModuleType, response: Any) -> None:
+    def __init__(self, library: ModuleType, egress: Egress, response: Any) -> None:
         self._library = library
+        self._egress = egress
         self._response = response
         self._url = str(response.request.url)
 
@@ -114,13 +129,13 @@ class _HttpxResponse:
         return value
 
     async def read(self) -> bytes:
-        with _httpx_errors(self._library, self._url):
+        with _httpx_errors(self._library, self._egress, self._url):
             body: bytes = await self._response.aread()
             return body
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        with _httpx_errors(self._library, self._url):
-            async for piece in self._response.aiter_raw():
+        with _httpx_errors(self._library, self._egress, self._url):
+            async for piece in self._response.aiter_bytes():  # decoded (gzip), unlike _raw
                 yield piece
 
 
@@ -130,7 +145,16 @@ class HttpxClient:
     def __init__(self, settings: ProviderSettings, library: ModuleType = httpx) -> None:
         timeouts, pool = settings.timeouts, settings.pool
         self._library = library
+        self._egress = egress = egress_of(settings)
+        proxy = egress.proxy
         self._client = library.AsyncClient(
+            proxy=None
+            if proxy is None
+            else library.Proxy(
+                proxy.url,
+                auth=None if proxy.username is None else (proxy.username, proxy.password or ""),
+            ),
+            verify=egress.tls,
             timeout=library.Timeout(
                 connect=timeouts.connect,
                 read=timeouts.read,
@@ -142,8 +166,8 @@ class HttpxClient:
                 max_keepalive_connections=pool.max_keepalive_connections,
                 keepalive_expiry=pool.keepalive_expiry_seconds,
             ),
-            # The gateway's own upstream settings are the only truth: no proxies
-            # or certificates picked up from the environment behind our back.
+            # The config already read the environment (egress.trust_env): nothing more
+            # is picked up from it behind the settings' back.
             trust_env=False,
         )
 
@@ -154,10 +178,11 @@ class HttpxClient:
         request = self._client.build_request(
             "POST", url, content=body, headers=with_trace_headers(headers)
         )
-        with _httpx_errors(self._library, url):
+        with _httpx_errors(self._library, self._egress, url):
             response = await self._client.send(request, stream=True)
         try:
-            yield _HttpxResponse(self._library, response)
+            check_proxy_answer(self._egress, url, response.status_code, response.reason_phrase)
+            yield _HttpxResponse(self._library, self._egress, response)
         finally:
             await response.aclose()
 
@@ -169,11 +194,15 @@ class HttpxClient:
 
 
 @contextlib.contextmanager
-def _aiohttp_errors(url: str) -> Iterator[None]:
+def _aiohttp_errors(egress: Egress, url: str) -> Iterator[None]:
     try:
         yield
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {url}") from exc
+    except aiohttp.ClientHttpProxyError as exc:  # the proxy's answer to CONNECT
+        raise proxy_refused(egress, url, exc.status, exc.message) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, unresolvable, TLS verdicts
+        raise unreachable(egress, url, exc) from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailable(
             f"upstream connection failed ({type(exc).__name__}) at {url}"
@@ -181,8 +210,9 @@ def _aiohttp_errors(url: str) -> Iterator[None]:
 
 
 class _AiohttpResponse:
-    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, egress: Egress, url: str) -> None:
         self._response = response
+        self._egress = egress
         self._url = url
 
     @property
@@ -193,11 +223,11 @@ class _AiohttpResponse:
         return self._response.headers.get(name)
 
     async def read(self) -> bytes:
-        with _aiohttp_errors(self._url):
+        with _aiohttp_errors(self._egress, self._url):
             return await self._response.read()
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        with _aiohttp_errors(self._url):
+        with _aiohttp_errors(self._egress, self._url):
             async for piece in self._response.content.iter_any():
                 yield piece
 
@@ -205,6 +235,7 @@ class _AiohttpResponse:
 class AiohttpClient:
     def __init__(self, settings: ProviderSettings) -> None:
         self._settings = settings
+        self._egress = egress_of(settings)
         self._session: aiohttp.ClientSession | None = None
         timeouts = settings.timeouts
         self._timeout = aiohttp.ClientTimeout(
@@ -222,11 +253,17 @@ class AiohttpClient:
                 limit=pool.max_connections,
                 keepalive_timeout=pool.keepalive_expiry_seconds or None,
                 enable_cleanup_closed=False,
+                ssl=self._egress.tls,
             )
+            proxy = self._egress.proxy
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
-                trust_env=False,
+                proxy=None if proxy is None else proxy.url,
+                proxy_auth=None
+                if proxy is None or proxy.username is None
+                else aiohttp.BasicAuth(proxy.username, proxy.password or ""),
+                trust_env=False,  # the config read the environment already (egress.trust_env)
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
@@ -236,12 +273,13 @@ class AiohttpClient:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
-        with _aiohttp_errors(url):
+        with _aiohttp_errors(self._egress, url):
             response = await self._session_now().post(
                 url, data=body, headers=dict(with_trace_headers(headers))
             )
         try:
-            yield _AiohttpResponse(response, url)
+            check_proxy_answer(self._egress, url, response.status, response.reason or "")
+            yield _AiohttpResponse(response, self._egress, url)
         finally:
             response.release()
 
