@@ -10,8 +10,10 @@ terms, and reports a connection it could not make through `unreachable` or
 from __future__ import annotations
 
 import base64
+import errno
 import importlib.metadata
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Mapping
@@ -95,7 +97,8 @@ def egress_of(settings: ProviderSettings) -> Egress:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         username = unquote(parts.username) if parts.username is not None else None
         password = unquote(parts.password) if parts.password is not None else None
-        for secret in (parts.username, parts.password, username, password, parts.netloc):
+        userinfo = parts.netloc.rpartition("@")[0]
+        for secret in (userinfo, parts.username, parts.password, username, password):
             if secret:
                 keep_secret(secret)
         proxy = Proxy(host, port, username, password)
@@ -124,9 +127,9 @@ def proxy_refused(egress: Egress, url: str, status: int, reason: str) -> Upstrea
     """The error (logged as a WARNING) for a proxy that refused to forward or tunnel."""
     assert egress.proxy is not None
     where = f"proxy {egress.proxy.address}"
-    if status == 407:
+    if status in (401, 407):  # 401: what some proxies (tinyproxy) answer wrong credentials
         given = "wrong" if egress.proxy.username is not None else "missing"
-        cause = f"{where} requires authentication (407 {reason}): credentials {given}"
+        cause = f"{where} requires authentication ({status} {reason}): credentials {given}"
     else:
         cause = f"{where} refused the connection: {status} {reason}".rstrip()
     return _failed(egress, url, cause)
@@ -144,20 +147,24 @@ def describe(error: BaseException, proxy: Proxy | None) -> str:
     chain = list(_causes(error))
     # aiohttp's own exceptions subclass the ssl ones without their details: skip those.
     for found in chain:
-        if isinstance(found, ssl.SSLCertVerificationError) and found.verify_message:
-            return f"TLS certificate verify failed: {found.verify_message}"
+        verdict = getattr(found, "verify_message", None)
+        if isinstance(found, ssl.SSLCertVerificationError) and verdict:
+            return f"TLS certificate verify failed: {verdict}"
     for found in chain:
-        if isinstance(found, ssl.SSLError) and found.reason:
-            return f"TLS failed: {found.reason}"
+        reason = getattr(found, "reason", None)
+        if isinstance(found, ssl.SSLError) and reason:
+            return f"TLS failed: {reason}"
     # A socket error with a proxy in use: every TCP connection goes to the proxy.
     to = f"proxy {proxy.address}" if proxy is not None else "upstream"
     for found in chain:
-        if isinstance(found, ConnectionRefusedError):
-            return f"{to} refused the connection (connection refused)"
         if isinstance(found, socket.gaierror):
             return f"{to} host name did not resolve ({found.strerror})"
-        if isinstance(found, OSError) and found.strerror:
-            return f"{to}: {found.strerror}"
+        if isinstance(found, ConnectionRefusedError) or (
+            isinstance(found, OSError) and found.errno == errno.ECONNREFUSED
+        ):
+            return f"{to} refused the connection (connection refused)"
+        if isinstance(found, OSError) and found.errno:
+            return f"{to}: {os.strerror(found.errno).lower()}"
     return scrub_secrets(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
 
 

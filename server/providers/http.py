@@ -237,6 +237,14 @@ class AiohttpClient:
         self._settings = settings
         self._egress = egress_of(settings)
         self._session: aiohttp.ClientSession | None = None
+        # Proxy credentials: aiohttp sends `proxy_headers` with a CONNECT only, so a
+        # forwarded (http) request carries its Proxy-Authorization itself.
+        proxy = self._egress.proxy
+        credentials = proxy.authorization if proxy is not None else None
+        authorization = {"proxy-authorization": credentials} if credentials else {}
+        tunnelled = settings.base_url.startswith("https://")
+        self._proxy_headers = authorization if tunnelled else None
+        self._request_headers = {} if tunnelled else authorization
         timeouts = settings.timeouts
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # the call's deadline bounds the whole exchange, not the client
@@ -260,9 +268,6 @@ class AiohttpClient:
                 connector=connector,
                 timeout=self._timeout,
                 proxy=None if proxy is None else proxy.url,
-                proxy_auth=None
-                if proxy is None or proxy.username is None
-                else aiohttp.BasicAuth(proxy.username, proxy.password or ""),
                 trust_env=False,  # the config read the environment already (egress.trust_env)
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
@@ -275,7 +280,10 @@ class AiohttpClient:
     ) -> AsyncIterator[UpstreamResponse]:
         with _aiohttp_errors(self._egress, url):
             response = await self._session_now().post(
-                url, data=body, headers=dict(with_trace_headers(headers))
+                url,
+                data=body,
+                headers={**with_trace_headers(headers), **self._request_headers},
+                proxy_headers=self._proxy_headers,
             )
         try:
             check_proxy_answer(self._egress, url, response.status, response.reason or "")
