@@ -17,9 +17,11 @@ import orjson
 
 from bench.stack import openai_body
 from server.config import ProviderSettings
+from server.providers.egress import upstream_headers
 from server.providers.http import create_http_client
 
-HEADERS = {"content-type": "application/json", "accept": "application/json"}
+# What an adapter sends (User-Agent and Accept-Encoding: gzip included).
+HEADERS = upstream_headers({"content-type": "application/json", "accept": "application/json"})
 
 
 async def measure(url: str, client_name: str, requests: int, concurrency: int) -> dict[str, float]:

@@ -2,25 +2,32 @@
 
 Adapters see `HttpClient.post(...)` returning an `UpstreamResponse` (status,
 headers, body bytes or a byte stream) and the gateway's own errors; which library
-moves the bytes is a per-provider setting (`http_client`):
+moves the bytes is a per-provider setting (`http_client`). Every client does all of
+egress the same way (`egress.py`: an HTTP proxy with CONNECT and Basic auth, the
+environment's proxy unless `trust_env: false`, a private CA, client certificates,
+TLS 1.2 at least; gzip asked for and decoded, unary and streamed), and all four pass
+one conformance suite (tests/test_egress.py), so none is refused a setting:
 
 * `h1` (the default) — the gateway's own HTTP/1.1 client (`h1_client.py`): asyncio
-  protocols, the llhttp parser, a LIFO keep-alive pool. ~27 µs CPU per small request
-  at concurrency 64 against aiohttp's ~76 µs measured side by side, and a unary call
-  through the whole gateway went from ~1,650 to ~2,800 RPS with it (bench/RESULTS.md).
-* `aiohttp` — measured here at ~0.09 ms CPU per small request at concurrency 50
-  against httpx's 2.3 ms (FACTS.md), and it survived 13,760 random cancels under
-  pool contention with its pool intact.
+  protocols, the llhttp parser, a LIFO keep-alive pool, CONNECT tunnels through
+  `loop.start_tls`. The cheapest: ~36 µs CPU per small request against aiohttp's ~97,
+  httpx2's ~630 and httpx's ~9,000, measured side by side (bench/RESULTS.md, "The
+  default HTTP client"); a unary call through the whole gateway went from ~1,650 to
+  ~2,800 RPS with it.
+* `aiohttp` — the fastest library client, and it survived 13,760 random cancels
+  under pool contention with its pool intact.
 * `httpx2` — the product card's httpx interface in its maintained fork, which
-  fixed the pool-slot leak on cancelled requests (encode/httpcore#1093); ~0.75 ms.
+  fixed the pool-slot leak on cancelled requests (encode/httpcore#1093).
 * `httpx` — the card's own client, kept for comparison in benchmarks. It still
-  has #1093, and the workaround of shielding each send (FACTS.md) was measured
-  worse here: cancelled calls still reach the upstream and queue ahead of live
-  ones, so a storm of cancels ends in pool timeouts (after ~1,300 cancels with
-  10 connections, where aiohttp and httpx2 passed 12,000+). Not for production.
+  has #1093, and the workaround of shielding each send was measured worse here:
+  cancelled calls still reach the upstream and queue ahead of live ones, so a storm
+  of cancels ends in pool timeouts (after ~1,300 cancels with 10 connections, where
+  aiohttp and httpx2 passed 12,000+). Not for production.
 
 Each library's exceptions become `UpstreamTimeout` / `UpstreamUnavailable` in
-exactly one place (`_httpx_errors`, `_aiohttp_errors`; `h1` raises them itself).
+exactly one place (`_httpx_errors`, `_aiohttp_errors`; `h1` raises them itself); a
+connection that could not be made (refused, TLS verdict, proxy refusal) is worded
+and logged by `egress.unreachable` / `egress.proxy_refused` for all of them.
 """
 
 from __future__ import annotations
