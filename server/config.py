@@ -260,15 +260,30 @@ class UpstreamTLSSettings(_Strict):
             _load("ca_file", self.ca_file, lambda: context.load_verify_locations(self.ca_file))
         if self.cert_file is not None:
             cert, key = self.cert_file, self.key_file
-            _load("cert_file", cert, lambda: context.load_cert_chain(cert, key))
+
+            def load_identity() -> None:
+                # An encrypted key is refused, never asked for on a terminal.
+                context.load_cert_chain(cert, key, password=_no_password)
+
+            _load("cert_file", cert, load_identity)
         return context
+
+
+def _no_password() -> str:
+    return ""
 
 
 def _load(field: str, path: str, load: Callable[[], None]) -> None:
     try:
         load()
     except ssl.SSLError as exc:
-        raise ValueError(f"{field}: cannot use {path}: {exc.reason or exc}") from None
+        # OpenSSL says no more than "PEM lib" for, among others, an encrypted key.
+        why = exc.reason or "PEM lib"
+        if why == "PEM lib":
+            why = "not a PEM certificate" + (
+                " and unencrypted private key" if field == "cert_file" else ""
+            )
+        raise ValueError(f"{field}: cannot use {path}: {why}") from None
     except OSError as exc:
         raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
 

@@ -92,3 +92,10 @@ def issue(
         str(extensions),
     )
     return cert, key
+
+
+def encrypted(key: Path, password: str) -> Path:
+    """A copy of the private key `key`, encrypted with `password`."""
+    copy = key.with_name(f"{key.stem}-encrypted.key")
+    _openssl("pkey", "-in", str(key), "-aes128", "-passout", f"pass:{password}", "-out", str(copy))
+    return copy

@@ -13,6 +13,7 @@ checked last.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import re
 import time
@@ -31,7 +32,7 @@ from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from server.app import Gateway
 from server.config import ConfigError, parse_config
 from server.simulator import Simulator
-from tests.certs import Certificates, issue, make_certificates
+from tests.certs import Certificates, encrypted, issue, make_certificates
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree, free_port
 from tests.servers import Tinyproxy, require, running, tinyproxy
 
@@ -39,6 +40,7 @@ CLIENTS = ["h1", "aiohttp", "httpx2", "httpx"]
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
 ANSWER = "You said: hello"
 PROXY_USER, PROXY_PASSWORD = "gateway-user", "proxy-pass-do-not-leak"
+VERSION = importlib.metadata.version("ai-service")
 
 by_client = pytest.mark.parametrize("http_client", CLIENTS)
 unary_and_stream = pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
@@ -350,6 +352,21 @@ async def test_without_a_client_certificate_the_upstream_refuses(
     # nginx answers "400 No required SSL certificate was sent": a refusal of the request.
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
     assert [e["status"] for e in front.log(front.mutual)] == ["400"]
+
+
+@by_client
+@pytest.mark.parametrize("own", [None, "corp-gateway/2"], ids=["default", "provider's"])
+async def test_every_request_names_the_gateway_and_asks_for_gzip(
+    start_gateway: StartGateway, simulator: Simulator, http_client: str, own: str | None
+) -> None:
+    tree = config_tree(simulator.base_url)
+    tree["providers"][0].update(http_client=http_client, headers={"User-Agent": own} if own else {})
+    gateway = await start_gateway(parse_config(tree, env=TEST_ENV))
+    for streamed in (False, True):
+        assert await ask(gateway, streamed) == ANSWER
+        headers = simulator.stats.received[-1].headers
+        assert headers.getall("user-agent") == [own or f"ai-service/{VERSION}"]
+        assert headers["accept-encoding"] == "gzip"
 
 
 # -- keep-alive and HTTP/1.x bodies ----------------------------------------------------
@@ -693,6 +710,11 @@ def provider_tree(egress: dict[str, Any], base_url: str = "https://upstream.exam
             {},
             "providers[0].egress.tls: cert_file: cannot use",
         ),
+        (
+            {"tls": {"cert_file": "{cert}", "key_file": "{encrypted_key}"}},
+            {},
+            "providers[0].egress.tls: cert_file: cannot use",
+        ),
         ({"tls": {"verfy": False}}, {}, "providers[0].egress.tls.verfy: Extra inputs"),
     ],
 )
@@ -704,6 +726,7 @@ def test_egress_settings_that_cannot_work_are_refused_at_load(
         "key": str(pki.trusted.client_key),
         "cert": str(pki.trusted.client_cert),
         "other_key": str(pki.untrusted.client_key),
+        "encrypted_key": str(encrypted(pki.trusted.client_key, "a passphrase")),
     }
     tls = {
         k: v.format(**files) if isinstance(v, str) else v for k, v in egress.get("tls", {}).items()
