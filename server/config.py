@@ -386,6 +386,8 @@ def effective_egress(
         found = _environment_proxy(base_url, env) if trust_env else None
         proxy = SecretStr(found or DIRECT)
     mine, theirs = own.tls, defaults.tls
+    if urlsplit(base_url).scheme != "https":
+        theirs = UpstreamTLSSettings()  # no TLS to use them on
     trust = mine if mine.trust_set else theirs
     identity = mine if mine.identity_set else theirs
     tls = UpstreamTLSSettings.model_construct(  # both halves were validated already

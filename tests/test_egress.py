@@ -30,7 +30,7 @@ import pytest
 
 from client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from server.app import Gateway
-from server.config import ConfigError, parse_config
+from server.config import ConfigError, parse_config, with_listen
 from server.simulator import Simulator
 from tests.certs import Certificates, encrypted, issue, make_certificates
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree, free_port
@@ -744,7 +744,10 @@ def test_tls_settings_on_a_plain_http_provider_are_refused_not_ignored(pki: Pki)
         parse_config(tree, env=TEST_ENV)
     tree = provider_tree({}, "http://upstream.example")
     tree["egress"] = {"tls": {"ca_file": str(pki.trusted.ca)}}  # defaults: for https ones
-    assert parse_config(tree, env=TEST_ENV).providers[0].egress.tls.ca_file is not None
+    config = parse_config(tree, env=TEST_ENV)
+    assert config.providers[0].egress.tls.ca_file is None
+    # Checked again as a whole (as a reload or --listen does), it still holds.
+    assert with_listen(config, "127.0.0.1:0").providers == config.providers
 
 
 def test_a_provider_overrides_the_defaults_in_pairs(pki: Pki) -> None:
@@ -757,7 +760,9 @@ def test_a_provider_overrides_the_defaults_in_pairs(pki: Pki) -> None:
             "key_file": str(pki.trusted.client_key),
         },
     }
-    egress = parse_config(tree, env=TEST_ENV).providers[0].egress
+    config = parse_config(tree, env=TEST_ENV)
+    assert with_listen(config, "127.0.0.1:0").providers == config.providers  # idempotent
+    egress = config.providers[0].egress
     assert egress.proxy_url == "http://proxy:3128"
     assert egress.tls.verify is False and egress.tls.ca_file is None  # trust: the provider's
     assert egress.tls.cert_file == str(pki.trusted.client_cert)  # identity: the defaults'
