@@ -385,8 +385,9 @@ async def test_calls_go_on_when_the_upstream_closes_after_n_requests(
         assert await ask(gateway, streamed) == ANSWER
     served = front.log(front.https)
     assert [e["status"] for e in served] == ["200"] * 7
-    per_connection = [int(e["requests"]) for e in served]
-    assert max(per_connection) == 3  # nginx's keepalive_requests: then it closed
+    # nginx's keepalive_requests: no connection served more than 3, so 7 calls took 3 or
+    # more (a slow moment may let the 1 s idle close come first).
+    assert max(int(e["requests"]) for e in served) <= 3
     assert len({e["connection"] for e in served}) >= 3
 
 
