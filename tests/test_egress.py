@@ -85,6 +85,12 @@ class Front:
                 entries.append(entry)
         return entries
 
+    async def served(self, base_url: str, count: int) -> list[dict[str, str]]:
+        """The log of `base_url` once it holds `count` requests: nginx writes a request's
+        line after its last byte went out, so a caller may be a moment ahead of it."""
+        await wait_for(lambda: len(self.log(base_url)) >= count, f"{count} requests logged")
+        return self.log(base_url)
+
     def active_connections(self) -> int:
         with urllib.request.urlopen(f"{self.http}/nginx-status", timeout=5) as answer:
             status: str = answer.read().decode()
@@ -266,7 +272,7 @@ async def test_a_private_ca_is_trusted_and_gzip_chunked_answers_are_decoded(
         egress={"tls": {"ca_file": str(pki.trusted.ca)}},
     )
     assert await ask(gateway, streamed) == ANSWER
-    (served,) = front.log(front.https)
+    (served,) = await front.served(front.https, 1)
     assert served["status"] == "200"
     assert served["gzip"] != "-"  # nginx compressed the answer ...
     assert served["chunked"] == "chunked"  # ... so it had no length
@@ -338,7 +344,7 @@ async def test_a_client_certificate_is_shown_to_an_upstream_that_requires_one(
     }
     gateway = await gateway_to(start_gateway, front.mutual, http_client, egress={"tls": tls})
     assert await ask(gateway, streamed) == ANSWER
-    assert [e["status"] for e in front.log(front.mutual)] == ["200"]
+    assert [e["status"] for e in await front.served(front.mutual, 1)] == ["200"]
 
 
 @by_client
@@ -351,7 +357,7 @@ async def test_without_a_client_certificate_the_upstream_refuses(
     error = await refused(gateway)
     # nginx answers "400 No required SSL certificate was sent": a refusal of the request.
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert [e["status"] for e in front.log(front.mutual)] == ["400"]
+    assert [e["status"] for e in await front.served(front.mutual, 1)] == ["400"]
 
 
 @by_client
@@ -383,7 +389,7 @@ async def test_calls_go_on_when_the_upstream_closes_after_n_requests(
     # end marker to the end of the body, which not every client does.
     for streamed in (False,) * 6 + (True,):
         assert await ask(gateway, streamed) == ANSWER
-    served = front.log(front.https)
+    served = await front.served(front.https, 7)
     assert [e["status"] for e in served] == ["200"] * 7
     # nginx's keepalive_requests: no connection served more than 3, so 7 calls took 3 or
     # more (a slow moment may let the 1 s idle close come first).
@@ -402,7 +408,7 @@ async def test_calls_go_on_after_the_upstream_closed_an_idle_connection(
     # nginx's keepalive_timeout: only the status request's own connection stays.
     await wait_for(lambda: front.active_connections() == 1, "nginx to close the idle connection")
     assert await ask(gateway, streamed=True) == ANSWER
-    first, second = front.log(front.https)
+    first, second = await front.served(front.https, 2)
     assert first["connection"] != second["connection"]
 
 
@@ -475,7 +481,7 @@ async def test_https_goes_through_a_proxy_tunnel(
     assert await ask(gateway, streamed) == ANSWER
     authority = front.https.removeprefix("https://")
     assert f"CONNECT {authority} HTTP/1.1" in proxy.requests()
-    assert len(front.log(front.https)) == 1
+    assert len(await front.served(front.https, 1)) == 1
 
 
 @by_client

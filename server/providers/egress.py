@@ -136,8 +136,9 @@ def proxy_refused(egress: Egress, url: str, status: int, reason: str) -> Upstrea
 
 
 def check_proxy_answer(egress: Egress, url: str, status: int, reason: str) -> None:
-    """A forwarded request's 407 is the proxy's answer, not the upstream's."""
-    if status == 407 and egress.proxy is not None:
+    """A forwarded (http) request's 407 is the proxy's answer, not the upstream's. (Over
+    a CONNECT tunnel only the upstream answers: the proxy refused the tunnel, if at all.)"""
+    if status == 407 and egress.proxy is not None and url.startswith("http://"):
         raise proxy_refused(egress, url, status, reason or "Proxy Authentication Required")
 
 
