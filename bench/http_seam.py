@@ -16,10 +16,12 @@ import time
 import orjson
 
 from ai_service.config import ProviderSettings
+from ai_service.providers.egress import upstream_headers
 from ai_service.providers.http import create_http_client
 from bench.stack import openai_body
 
-HEADERS = {"content-type": "application/json", "accept": "application/json"}
+# What an adapter sends (User-Agent and Accept-Encoding: gzip included).
+HEADERS = upstream_headers({"content-type": "application/json", "accept": "application/json"})
 
 
 async def measure(url: str, client_name: str, requests: int, concurrency: int) -> dict[str, float]:

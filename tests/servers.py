@@ -1,4 +1,4 @@
-"""Real servers the scale-out tests need: redis-server and nginx, on free loopback ports.
+"""Real servers the tests need: redis-server, nginx and tinyproxy, on free loopback ports.
 
 Each runs in the test's temporary directory and is stopped afterwards. When the
 binary (or a tool a test needs, `require_module`) is missing the test is skipped, unless
@@ -120,14 +120,67 @@ def nginx_in_front(port: int, upstreams: Sequence[str], directory: Path) -> Iter
         text = text.replace("${" + name + "}", value)
     config = directory / "nginx.conf"
     config.write_text(text, encoding="utf-8")
-    process = subprocess.Popen(
+    with running(
         [binary, "-c", str(config), "-p", str(directory), "-e", str(directory / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, process, "nginx")
+        port,
+        "nginx",
+    ):
         yield f"127.0.0.1:{port}"
+
+
+@contextmanager
+def running(argv: Sequence[str], port: int, what: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` running until the block ends, once it listens on `port`."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, process, what)
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+class Tinyproxy:
+    """A running tinyproxy (an HTTP forward proxy) and what its log says it was asked."""
+
+    def __init__(self, port: int, log: Path, auth: tuple[str, str] | None) -> None:
+        self.port = port
+        self.log = log
+        self.auth = auth
+
+    def url(self, auth: tuple[str, str] | None = None) -> str:
+        """The proxy's URL, with `auth` (default: none) as its credentials."""
+        credentials = f"{auth[0]}:{auth[1]}@" if auth else ""
+        return f"http://{credentials}127.0.0.1:{self.port}"
+
+    def requests(self) -> list[str]:
+        """Each request line the proxy received so far, e.g. `CONNECT 127.0.0.1:443 HTTP/1.1`."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return [line.split("): ", 1)[1] for line in text.splitlines() if "Request (file" in line]
+
+
+@contextmanager
+def tinyproxy(
+    port: int, directory: Path, auth: tuple[str, str] | None = None
+) -> Iterator[Tinyproxy]:
+    """tinyproxy on 127.0.0.1:`port`: CONNECT to any port, Basic auth if `auth` is given."""
+    binary = require("tinyproxy")
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "tinyproxy.log"
+    lines = [
+        f"Port {port}",
+        "Listen 127.0.0.1",
+        "Timeout 30",
+        f'LogFile "{log}"',
+        "LogLevel Connect",  # one line per connection and per request line
+        f'PidFile "{directory / "tinyproxy.pid"}"',
+        "MaxClients 100",
+        "Allow 127.0.0.1",
+        "DisableViaHeader Yes",
+    ]
+    if auth is not None:
+        lines.append(f"BasicAuth {auth[0]} {auth[1]}")
+    config = directory / "tinyproxy.conf"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with running([binary, "-d", "-c", str(config)], port, "tinyproxy"):
+        yield Tinyproxy(port, log, auth)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ai_service.config.base import ConfigError, StrictSettings
 from ai_service.config.callers import DEMO_KEY, AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.egress import DIRECT, EgressSettings, UpstreamTLSSettings, proxy_address
 from ai_service.config.embedded import embedded_default
 from ai_service.config.gateway import GatewayConfig
 from ai_service.config.loading import (
@@ -55,6 +56,7 @@ from ai_service.config.state import CacheSettings, SharedStateSettings
 __all__ = [
     "CONFIG_ENV_VAR",
     "DEMO_KEY",
+    "DIRECT",
     "HEALTH_SERVICE_NAME",
     "SERVICE_NAME",
     "AuditSettings",
@@ -67,6 +69,7 @@ __all__ = [
     "ConfigError",
     "CustomDetector",
     "DeploymentSettings",
+    "EgressSettings",
     "GatewayConfig",
     "MetricsSettings",
     "ModelSettings",
@@ -86,12 +89,14 @@ __all__ = [
     "TLSSettings",
     "Timeouts",
     "TracingSettings",
+    "UpstreamTLSSettings",
     "deployment_limits",
     "embedded_default",
     "interpolate_env",
     "is_loopback",
     "load_config",
     "parse_config",
+    "proxy_address",
     "split_host_port",
     "with_listen",
     "with_metrics_listen",

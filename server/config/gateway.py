@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from ai_service.config.base import StrictSettings
 from ai_service.config.callers import AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.egress import EgressSettings, effective_egress
 from ai_service.config.models import ModelSettings, deployment_limits
 from ai_service.config.network import is_loopback
 from ai_service.config.observability import ObservabilitySettings
@@ -30,6 +31,8 @@ class GatewayConfig(StrictSettings):
     models: tuple[ModelSettings, ...] = Field(min_length=1)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    #: Proxy and TLS towards upstreams: every provider's defaults.
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
@@ -69,6 +72,26 @@ class GatewayConfig(StrictSettings):
             if name not in keys:
                 raise ValueError(f"redaction.keys: unknown key {name!r}")
         return self
+
+    @model_validator(mode="after")
+    def _egress_resolves(self, info: ValidationInfo) -> GatewayConfig:
+        """Each provider's egress, defaults filled in and its proxy decided (from the
+        environment given to `parse_config`, if trust_env)."""
+        env = info.context.get("env") if isinstance(info.context, dict) else None
+        providers = []
+        for i, provider in enumerate(self.providers):
+            path = f"providers[{i}].egress"
+            own = provider.egress
+            if (own.tls.trust_set or own.tls.identity_set) and provider.base_url.startswith(
+                "http://"
+            ):
+                raise ValueError(f"{path}.tls: base_url is http://, where no TLS is used")
+            try:
+                egress = effective_egress(own, self.egress, provider.base_url, env)
+            except ValueError as exc:
+                raise ValueError(f"{path}.proxy: {exc}") from None
+            providers.append(provider.model_copy(update={"egress": egress}))
+        return self.model_copy(update={"providers": tuple(providers)})
 
 
 def _require_distinct_secrets(keys: Sequence[CallerKey]) -> None:

@@ -59,9 +59,11 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     if not isinstance(raw, dict):
         raise ConfigError("<root>: the configuration must be a mapping")
     _refuse_literal_provider_keys(raw)
-    tree = interpolate_env(raw, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    tree = interpolate_env(raw, env)
     try:
-        return GatewayConfig.model_validate(tree)
+        # The environment also decides the providers' proxies (egress.trust_env).
+        return GatewayConfig.model_validate(tree, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(*_describe(exc)) from None
 

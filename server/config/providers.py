@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from ai_service.config.base import StrictSettings
+from ai_service.config.egress import EgressSettings
 
 
 class Timeouts(StrictSettings):
@@ -58,6 +59,8 @@ class ProviderSettings(StrictSettings):
     #: `max_tokens` and its reasoning models (o-series, gpt-5) refuse it; `max_tokens`
     #: is for compatible servers that only know the old name.
     max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    #: Proxy and TLS towards this upstream, over the top-level `egress` defaults.
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 from ai_service.config import ProviderSettings
 from ai_service.errors import UpstreamError, keep_secret
 from ai_service.providers.base import parse_json_body
+from ai_service.providers.egress import upstream_headers
 from ai_service.providers.http import HttpClient, UpstreamResponse, create_http_client
 from ai_service.providers.status_mapping import error_from_status
 
@@ -47,12 +48,12 @@ class UpstreamEndpoint:
         self.provider = settings.name
         self.url = settings.base_url.rstrip("/") + path
         secret = settings.api_key.get_secret_value() if settings.api_key else None
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            **(extra_headers or {}),
-            **settings.headers,
-        }
+        # User-Agent and Accept-Encoding: gzip, unless the provider's headers say otherwise.
+        headers = upstream_headers(
+            {"content-type": "application/json", "accept": "application/json"},
+            extra_headers or {},
+            settings.headers,
+        )
         if secret:
             keep_secret(secret)  # whatever the upstream echoes, callers never see it
             headers.update(credentials(secret))

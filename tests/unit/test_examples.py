@@ -91,7 +91,14 @@ def _missing_fields(model: type[BaseModel], nodes: list[Any], path: str) -> list
 
 # Settings the example can only show in a comment: a live value would make the example
 # depend on a file that exists only where it is deployed.
-SHOWN_IN_COMMENTS = {"providers.api_key_file": "# api_key_file: "}
+SHOWN_IN_COMMENTS = {
+    "providers.api_key_file": "# api_key_file: ",
+    "egress.proxy": "# proxy: ",
+    "egress.tls.ca_file": "# ca_file: ",
+    "egress.tls.cert_file": "# cert_file: ",
+    "egress.tls.key_file": "# key_file: ",
+    "providers.egress.tls": "# tls: ",
+}
 
 
 def test_example_config_shows_every_setting() -> None:

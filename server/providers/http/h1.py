@@ -18,6 +18,9 @@ Safety rules, each one tested:
   answer or the next piece of it) apply as configured. `.write` has nothing to bound:
   the request goes to the kernel in one write, and an upstream that stops reading it
   shows up as read silence.
+* Through an HTTP proxy (`egress.proxy`), an http upstream's requests are forwarded
+  (absolute-form request line) and an https upstream's connections are tunnelled:
+  CONNECT, then TLS with the upstream over the tunnel (`loop.start_tls`), end to end.
 * Nothing is retried here, not even on a reused connection that closed before
   answering: once the request is written the upstream may have acted on it, and
   whether to try again is the dispatcher's decision. An idle connection the upstream
@@ -39,6 +42,15 @@ import httptools
 
 from ai_service.config import ProviderSettings
 from ai_service.errors import UpstreamTimeout, UpstreamUnavailable
+from ai_service.providers.egress import (
+    Egress,
+    Proxy,
+    check_proxy_answer,
+    describe,
+    egress_of,
+    proxy_refused,
+    unreachable,
+)
 from ai_service.providers.http.propagation import trace_headers
 from ai_service.timers import Timers
 
@@ -55,16 +67,48 @@ class _Origin:
     tls: bool
 
 
-def _route(url: str) -> tuple[_Origin, bytes]:
-    """The origin of `url`, and its request line and Host header, encoded once per URL."""
+def _route(url: str, proxy: Proxy | None) -> tuple[_Origin, bytes]:
+    """The origin of `url`, and its request line and Host header, encoded once per URL;
+    through a proxy, an http URL's request line names it whole (the proxy forwards it)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UpstreamUnavailable(f"not an http(s) URL: {url}")
     tls = parts.scheme == "https"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc.rpartition("@")[2]
-    head = f"POST {target} HTTP/1.1\r\nhost: {host_header}\r\n".encode("ascii")
-    return _Origin(parts.hostname, parts.port or (443 if tls else 80), tls), head
+    head = f"host: {host_header}\r\n"
+    if proxy is not None and not tls:
+        target = f"http://{host_header}{target}"
+        if proxy.authorization is not None:
+            head += f"proxy-authorization: {proxy.authorization}\r\n"
+    request_line = f"POST {target} HTTP/1.1\r\n"
+    origin = _Origin(parts.hostname, parts.port or (443 if tls else 80), tls)
+    return origin, (request_line + head).encode("ascii")
+
+
+class _ProxyAnswer(asyncio.Protocol):
+    """The proxy's answer to CONNECT: its status line, once the head has arrived."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.head: asyncio.Future[tuple[int, str]] = loop.create_future()
+        self._buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\r\n\r\n" in self._buffer and not self.head.done():
+            status_line = self._buffer.split(b"\r\n", 1)[0].decode("latin-1")
+            version, _, rest = status_line.partition(" ")
+            code, _, reason = rest.partition(" ")
+            if version.startswith("HTTP/1.") and code.isdigit():
+                self.head.set_result((int(code), reason.strip()))
+            else:
+                self.head.set_exception(ConnectionError("the proxy answered CONNECT with no HTTP"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_exception(
+                exc or ConnectionResetError("the proxy closed the connection before answering")
+            )
 
 
 def _header_block(headers: Mapping[str, str]) -> bytes:
@@ -104,6 +148,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Also called by hand with the TLS transport of a tunnel (see H1Client._tunnel).
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
@@ -122,7 +167,8 @@ class _Connection(asyncio.Protocol):
         if self.headers_done and not self.complete and self._delimited_by_close():
             self.complete = True  # a body that ends where the connection ends
         elif not self.complete:
-            self._fail(UpstreamUnavailable("upstream closed the connection mid-response"))
+            why = f": {describe(exc, None)}" if isinstance(exc, ssl.SSLError) else ""
+            self._fail(UpstreamUnavailable(f"upstream closed the connection mid-response{why}"))
         self._wake()
 
     # -- httptools callbacks ----------------------------------------------------
@@ -381,7 +427,7 @@ class H1Client:
         self._pools: dict[_Origin, _Pool] = {}
         self._routes: dict[str, tuple[_Pool, bytes]] = {}
         self._header_blocks: dict[int, tuple[Mapping[str, str], bytes]] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._egress: Egress = egress_of(settings)
         self._closed = False
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> _Exchange:
@@ -412,6 +458,7 @@ class H1Client:
             conn.send(request)
             while not conn.headers_done:
                 await conn.wait(self._read_timeout, url)
+            check_proxy_answer(self._egress, url, conn.status, "")
         except BaseException:  # failures, timeouts, cancellation: the connection is done
             self._discard(pool, conn)
             raise
@@ -420,7 +467,7 @@ class H1Client:
     # -- the pool ---------------------------------------------------------------
 
     def _route(self, url: str) -> tuple[_Pool, bytes]:
-        origin, head = _route(url)
+        origin, head = _route(url, self._egress.proxy)
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool(origin, self._max_open)
@@ -457,23 +504,56 @@ class H1Client:
 
     async def _connect(self, origin: _Origin, url: str) -> _Connection:
         loop = asyncio.get_running_loop()
-        tls = self._tls_context() if origin.tls else None
+        proxy, tls = self._egress.proxy, self._egress.tls if origin.tls else None
         try:
             async with asyncio.timeout(self._connect_timeout):
+                if proxy is not None and tls is not None:
+                    return await self._tunnel(loop, proxy, origin, tls, url)
+                host, port = (proxy.host, proxy.port) if proxy else (origin.host, origin.port)
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop),
-                    origin.host,
-                    origin.port,
+                    host,
+                    port,
                     ssl=tls,
                     server_hostname=origin.host if tls else None,
                 )
+                return conn
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream timed out (connect) at {url}") from exc
         except OSError as exc:  # refused, unreachable, TLS failures (ssl.SSLError)
-            raise UpstreamUnavailable(
-                f"upstream connection failed ({type(exc).__name__}) at {url}"
-            ) from exc
-        return conn
+            raise unreachable(self._egress, url, exc) from exc
+
+    async def _tunnel(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        proxy: Proxy,
+        origin: _Origin,
+        tls: ssl.SSLContext,
+        url: str,
+    ) -> _Connection:
+        """A connection to `origin` through a CONNECT tunnel, TLS end to end inside it."""
+        transport, answer = await loop.create_connection(
+            lambda: _ProxyAnswer(loop), proxy.host, proxy.port
+        )
+        try:
+            authority = f"[{origin.host}]" if ":" in origin.host else origin.host
+            authority += f":{origin.port}"
+            request = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n"
+            if proxy.authorization is not None:
+                request += f"proxy-authorization: {proxy.authorization}\r\n"
+            transport.write(request.encode("ascii") + b"\r\n")
+            status, reason = await answer.head
+            if status != 200:
+                raise proxy_refused(self._egress, url, status, reason)
+            conn = _Connection(loop)
+            secured = await loop.start_tls(transport, conn, tls, server_hostname=origin.host)
+            if secured is None:  # only when the loop closes under us
+                raise ConnectionResetError("the tunnel closed during the TLS handshake")
+            conn.connection_made(secured)
+            return conn
+        except BaseException:
+            transport.abort()
+            raise
 
     def _release(self, pool: _Pool, conn: _Connection) -> None:
         if conn.keep_alive() and not self._closed and len(pool.idle) < self._max_idle:
@@ -501,8 +581,3 @@ class H1Client:
         block = _header_block(headers)
         self._header_blocks[id(headers)] = (headers, block)
         return block
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
