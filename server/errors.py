@@ -37,6 +37,13 @@ def keep_secret(secret: str) -> None:
         _SECRETS.sort(key=len, reverse=True)
 
 
+def forget_secret(secret: str) -> None:
+    """Stop scrubbing `secret`: a rotated access token, which no upstream can echo any more
+    (the list is checked on every message, so it must not grow with each renewal)."""
+    if secret in _SECRETS:
+        _SECRETS.remove(secret)
+
+
 def scrub_secrets(text: str) -> str:
     for secret in _SECRETS:
         if secret in text:

@@ -104,7 +104,13 @@ class AnthropicProvider:
         http: HttpClient | None = None,
     ) -> None:
         self.name = settings.name
-        self._endpoint = UpstreamEndpoint(
+        self._endpoint = self._messages_endpoint(settings, http)
+
+    def _messages_endpoint(
+        self, settings: ProviderSettings, http: HttpClient | None
+    ) -> UpstreamEndpoint:
+        """Where messages go (Claude elsewhere, on Vertex AI, overrides it)."""
+        return UpstreamEndpoint(
             settings,
             "/v1/messages",
             stream_accept="text/event-stream",
@@ -114,14 +120,25 @@ class AnthropicProvider:
             http=http,
         )
 
+    def _wire(
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None,
+        *,
+        stream: bool,
+    ) -> tuple[bytes, str | None]:
+        """The body, and the URL when it is not the endpoint's."""
+        return _body(request, deployment, default_max_tokens, stream=stream), None
+
     async def complete(
         self,
         request: ChatCompletionRequest,
         deployment: Deployment,
         default_max_tokens: int | None = None,
     ) -> ChatCompletionResponse:
-        body = _body(request, deployment, default_max_tokens, stream=False)
-        payload = await self._endpoint.fetch(body, "a message")
+        body, url = self._wire(request, deployment, default_max_tokens, stream=False)
+        payload = await self._endpoint.fetch(body, "a message", url)
         return translate_failure(response_from_anthropic, payload)
 
     async def stream(
@@ -130,8 +147,8 @@ class AnthropicProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = _body(request, deployment, default_max_tokens, stream=True)
-        async with self._endpoint.stream(body) as response:
+        body, url = self._wire(request, deployment, default_max_tokens, stream=True)
+        async with self._endpoint.stream(body, url) as response:
             translator = StreamTranslator(self.name)
             async for events in iter_sse_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []

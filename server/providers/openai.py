@@ -69,9 +69,19 @@ class OpenAIProvider:
     def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
         self.name = settings.name
         self._max_tokens_field = settings.max_tokens_field
-        self._endpoint = UpstreamEndpoint(
+        self._endpoint = self._chat_endpoint(settings, http)
+
+    def _chat_endpoint(
+        self, settings: ProviderSettings, http: HttpClient | None
+    ) -> UpstreamEndpoint:
+        """Where chat completions go (OpenAI-shaped servers elsewhere override it)."""
+        return UpstreamEndpoint(
             settings, "/chat/completions", stream_accept="text/event-stream", http=http
         )
+
+    def _chat_url(self, deployment: Deployment) -> str | None:
+        """The deployment's own URL, where the API puts it in the path; None: the endpoint's."""
+        return None
 
     async def complete(
         self,
@@ -82,7 +92,7 @@ class OpenAIProvider:
         body = orjson.dumps(
             request_body(request, deployment.upstream_model, self._max_tokens_field, stream=False)
         )
-        payload = await self._endpoint.fetch(body, "a completion")
+        payload = await self._endpoint.fetch(body, "a completion", self._chat_url(deployment))
         return translate_failure(response_from_openai, payload)
 
     async def stream(
@@ -94,7 +104,7 @@ class OpenAIProvider:
         body = orjson.dumps(
             request_body(request, deployment.upstream_model, self._max_tokens_field, stream=True)
         )
-        async with self._endpoint.stream(body) as response:
+        async with self._endpoint.stream(body, self._chat_url(deployment)) as response:
             finish: ChatCompletionChunk | None = None
             refused = False
             async for events in iter_sse_batches(response.iter_bytes()):

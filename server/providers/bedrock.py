@@ -1,0 +1,441 @@
+"""The AWS Bedrock adapter: the Converse and ConverseStream APIs, SigV4-signed.
+
+`base_url` is the region's runtime host, `https://bedrock-runtime.{region}.amazonaws.com`;
+the adapter posts to `/model/{modelId}/converse` and `/converse-stream` (the model id
+percent-encoded, as botocore sends it). Follows the bedrock-runtime API reference
+(https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html,
+API_runtime_ConverseStream.html; the same shapes as botocore's service model):
+
+- request: `messages` (`user`/`assistant`, alternating, from `user`) of content blocks
+  (`text`, `toolUse{toolUseId,name,input}`, `toolResult{toolUseId,content,status}`),
+  `system` blocks, `inferenceConfig` (`maxTokens`, `temperature` and `topP` 0..1,
+  `stopSequences`), `toolConfig` (`tools[].toolSpec{name,description,inputSchema.json}`,
+  `toolChoice` `auto`/`any`/`tool`);
+- answer: `output.message.content`, `stopReason`, `usage` (`inputTokens`,
+  `outputTokens`, `totalTokens`, `cacheReadInputTokens`, `cacheWriteInputTokens`);
+- stream: AWS event-stream frames (eventstream.py, botocore's CRC-checked parser):
+  `messageStart`, `contentBlockStart` (a tool use's id and name), `contentBlockDelta`
+  (text; a piece of a tool's input JSON), `contentBlockStop`, `messageStop` (the stop
+  reason), `metadata` (usage, the last event); a failure after the 200 is an exception
+  frame whose `:exception-type` (`throttlingException`, `modelStreamErrorException`,
+  `validationException`, `internalServerException`, `serviceUnavailableException`, …)
+  is mapped as its HTTP status would be (docs/errors.md), a model's own failure as
+  UNAVAILABLE;
+- errors: the status, the exception's name in `x-amzn-ErrorType`, `{"message": ...}`.
+
+Auth: SigV4 (credentials/aws.py), or a Bedrock API key as `Authorization: Bearer` when
+`api_key` is set. What Converse has no field for: `seed`, the penalties, `user` and `name`
+are dropped (best effort by the contract); `response_format` other than text and a
+temperature above 1 are refused. A tool result goes back as text. `tool_choice` `none`
+sends no tools, unless the conversation already holds tool calls: Converse then requires
+the tools, and cannot be told not to call them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from botocore.eventstream import EventStreamMessage
+
+from ai_service.config import ProviderSettings
+from ai_service.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
+from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.credentials.aws import SigV4
+from ai_service.providers.endpoint import UpstreamEndpoint
+from ai_service.providers.eventstream import iter_event_batches
+from ai_service.providers.http import HttpClient, UpstreamResponse
+from ai_service.providers.status_mapping import error_from_status
+from ai_service.providers.translation import (
+    EMPTY_OBJECT_SCHEMA,
+    arguments_object,
+    arguments_text,
+    coalesce,
+    finish_chunk,
+    function_parameters,
+    new_id,
+    text_chunk,
+    tool_choice_of,
+    translate_failure,
+)
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Message,
+    ToolCall,
+    Usage,
+)
+
+#: Converse's temperature and top_p range is 0 to 1 (InferenceConfiguration).
+MAX_TEMPERATURE = 1.0
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+#: Stop reasons that say the model failed to produce a usable answer.
+FAILED_STOP_REASONS = frozenset({"malformed_model_output", "malformed_tool_use"})
+#: The HTTP status each error stands for, by its exception name (the operation's shape
+#: name, and the stream's lowerCamel member); a model's own failure (424) as a 503.
+ERROR_STATUS = {
+    "validationexception": 400,
+    "accessdeniedexception": 403,
+    "unrecognizedclientexception": 403,
+    "invalidsignatureexception": 403,
+    "expiredtokenexception": 403,
+    "resourcenotfoundexception": 404,
+    "modeltimeoutexception": 408,
+    "servicequotaexceededexception": 429,
+    "throttlingexception": 429,
+    "modelnotreadyexception": 503,
+    "modelerrorexception": 503,
+    "modelstreamerrorexception": 503,
+    "internalserverexception": 500,
+    "serviceunavailableexception": 503,
+}
+_TOOL_CHOICES: dict[str, dict[str, Any]] = {"auto": {"auto": {}}, "required": {"any": {}}}
+
+
+class BedrockProvider:
+    kind = "bedrock"
+    refuses_requests = True
+
+    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+        self.name = settings.name
+        self._models_url = f"{settings.base_url.rstrip('/')}/model/"
+        self._endpoint = UpstreamEndpoint(
+            settings,
+            "",
+            stream_accept="application/vnd.amazon.eventstream",
+            # A Bedrock API key is a bearer; without one, every request is signed.
+            auth=None if settings.api_key is not None else SigV4(settings),
+            map_error=error_from_response,
+            http=http,
+        )
+
+    def _url(self, deployment: Deployment, operation: str) -> str:
+        return f"{self._models_url}{quote(deployment.upstream_model, safe='')}/{operation}"
+
+    async def complete(
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,  # the API needs none
+    ) -> ChatCompletionResponse:
+        body = orjson.dumps(request_body(request))
+        url = self._url(deployment, "converse")
+        payload = await self._endpoint.fetch(body, "a Converse answer", url)
+        return translate_failure(response_from_bedrock, payload, deployment.upstream_model)
+
+    async def stream(
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None = None,  # the API needs none
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        body = orjson.dumps(request_body(request))
+        url = self._url(deployment, "converse-stream")
+        async with self._endpoint.stream(body, url) as response:
+            translator = StreamTranslator(self.name, deployment.upstream_model)
+            async for frames in iter_event_batches(response.iter_bytes()):
+                ready: list[ChatCompletionChunk] = []
+                for frame in frames:
+                    ready += translator.feed(frame)
+                for chunk in coalesce(ready):
+                    yield chunk
+                if translator.done:
+                    return
+        yield translator.last_chunk()  # the body ended after messageStop, with no metadata
+
+    def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
+        return request_refusal(request)
+
+    async def aclose(self) -> None:
+        await self._endpoint.aclose()
+
+
+# --- request: proto → Converse JSON ---------------------------------------------------
+
+
+def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+    """What Converse cannot take, refused before a call."""
+    if request.HasField("response_format") and request.response_format.type not in ("", "text"):
+        return InvalidRequest(
+            "response_format.type",
+            f"{request.response_format.type!r} is not supported by Bedrock's Converse API",
+        )
+    for field in ("temperature", "top_p"):
+        if request.HasField(field) and getattr(request, field) > MAX_TEMPERATURE:
+            return InvalidRequest(
+                field,
+                f"is {getattr(request, field):g}; Bedrock's Converse API takes 0 to "
+                f"{MAX_TEMPERATURE:g}",
+            )
+    first = next((m for m in request.messages if m.role != "system"), None)
+    if first is not None and first.role == "assistant":
+        return InvalidRequest(
+            "messages", "Bedrock's Converse API needs the conversation to start with a user message"
+        )
+    return None
+
+
+def request_body(request: ChatCompletionRequest) -> dict[str, Any]:
+    refusal = request_refusal(request)
+    if refusal is not None:
+        raise refusal
+    system, messages = messages_to_bedrock(request.messages)
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = [{"text": text} for text in system]
+    inference: dict[str, Any] = {}
+    if request.HasField("max_tokens"):
+        inference["maxTokens"] = request.max_tokens
+    if request.HasField("temperature"):
+        inference["temperature"] = request.temperature
+    if request.HasField("top_p"):
+        inference["topP"] = request.top_p
+    if request.stop:
+        inference["stopSequences"] = list(request.stop)
+    if inference:
+        body["inferenceConfig"] = inference
+    tool_config = tool_config_of(request, messages)
+    if tool_config is not None:
+        body["toolConfig"] = tool_config
+    return body
+
+
+def tool_config_of(
+    request: ChatCompletionRequest, messages: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    if not request.tools:
+        return None
+    choice = tool_choice_of(request)
+    holds_tools = any(
+        "toolUse" in block or "toolResult" in block
+        for message in messages
+        for block in message["content"]
+    )
+    if choice == ("mode", "none") and not holds_tools:
+        return None  # no tools offered: none can be called
+    tools = []
+    for tool in request.tools:
+        function = tool.function
+        spec: dict[str, Any] = {"name": function.name}
+        if function.description:
+            spec["description"] = function.description
+        spec["inputSchema"] = {"json": function_parameters(function) or EMPTY_OBJECT_SCHEMA}
+        tools.append({"toolSpec": spec})
+    config: dict[str, Any] = {"tools": tools}
+    if choice is not None and choice[0] == "function":
+        config["toolChoice"] = {"tool": {"name": choice[1]}}
+    elif choice is not None and choice[1] in _TOOL_CHOICES:
+        config["toolChoice"] = _TOOL_CHOICES[choice[1]]
+    return config
+
+
+def messages_to_bedrock(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system texts, alternating user/assistant messages of content blocks)."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            system.append(message.content)
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = content_blocks(message)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += blocks
+        else:
+            out.append({"role": role, "content": blocks})
+    return system, out
+
+
+def content_blocks(message: Message) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        result = {"toolUseId": message.tool_call_id, "content": [{"text": message.content}]}
+        return [{"toolResult": result}]
+    blocks: list[dict[str, Any]] = []
+    if message.content or message.role != "assistant":
+        blocks.append({"text": message.content})
+    for call in message.tool_calls:
+        blocks.append(
+            {
+                "toolUse": {
+                    "toolUseId": call.id,
+                    "name": call.function.name,
+                    "input": arguments_object(call),
+                }
+            }
+        )
+    return blocks
+
+
+# --- response: Converse JSON → proto ---------------------------------------------------
+
+
+def finish_reason(stop_reason: Any) -> str:
+    if stop_reason in FAILED_STOP_REASONS:
+        raise UpstreamUnavailable(f"the model failed to answer (stopReason {stop_reason})")
+    return STOP_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def usage_into(usage: Usage, counts: dict[str, Any] | None) -> None:
+    """Converse's counts; tokens read from or written to the prompt cache are prompt tokens."""
+    if not counts:
+        return
+    usage.prompt_tokens = (
+        int(counts.get("inputTokens") or 0)
+        + int(counts.get("cacheReadInputTokens") or 0)
+        + int(counts.get("cacheWriteInputTokens") or 0)
+    )
+    usage.completion_tokens = int(counts.get("outputTokens") or 0)
+    usage.total_tokens = int(
+        counts.get("totalTokens") or usage.prompt_tokens + usage.completion_tokens
+    )
+
+
+def response_from_bedrock(payload: dict[str, Any], model: str) -> ChatCompletionResponse:
+    response = ChatCompletionResponse(id=new_id("bedrock-"), model=model)
+    choice = response.choices.add(index=0)
+    choice.message.role = "assistant"
+    for block in payload["output"]["message"]["content"]:
+        if "text" in block:
+            choice.message.content += block["text"]
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            call = ToolCall(id=use["toolUseId"], type="function")
+            call.function.name = use["name"]
+            call.function.arguments = arguments_text(use.get("input"))
+            choice.message.tool_calls.append(call)
+        # reasoning and other blocks have no place in the service's message
+    choice.finish_reason = finish_reason(payload.get("stopReason"))
+    usage_into(response.usage, payload.get("usage"))
+    return response
+
+
+class StreamTranslator:
+    """ConverseStream frames → chunks; `metadata` (after `messageStop`) is the last one."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.template = ChatCompletionChunk(id=new_id("bedrock-"), model=model)
+        self.finish: str | None = None
+        self.done = False
+        # content block index → [tool call index, whether any input arrived]
+        self._tools: dict[int, list[int]] = {}
+
+    def feed(self, frame: EventStreamMessage) -> list[ChatCompletionChunk]:
+        headers = frame.headers
+        kind = headers.get(":message-type")
+        if kind == "exception":
+            payload = _json_or_text(frame.payload)
+            raise stream_exception(self.provider, str(headers.get(":exception-type")), payload)
+        if kind == "error":
+            raise UpstreamUnavailable(
+                f"upstream {self.provider!r} failed mid-stream: "
+                f"{headers.get(':error-code')}: {headers.get(':error-message')}"
+            )
+        event = str(headers.get(":event-type"))
+        payload = parse_json_body(frame.payload, f"a {event} event")
+        return translate_failure(self._event, payload, event)
+
+    def _event(self, payload: dict[str, Any], event: str) -> list[ChatCompletionChunk]:
+        if event == "messageStart":
+            return [text_chunk(self.template, "", role="assistant")]
+        if event == "contentBlockStart":
+            use = (payload.get("start") or {}).get("toolUse")
+            if use is None:
+                return []
+            index = len(self._tools)
+            self._tools[payload["contentBlockIndex"]] = [index, 0]
+            return [self._tool_piece(index, "", use["toolUseId"], use["name"])]
+        if event == "contentBlockDelta":
+            delta = payload["delta"]
+            if isinstance(delta.get("text"), str):
+                return [text_chunk(self.template, delta["text"])]
+            if "toolUse" in delta:
+                tool = self._tools[payload["contentBlockIndex"]]
+                piece = delta["toolUse"].get("input") or ""
+                tool[1] = tool[1] or bool(piece)
+                return [self._tool_piece(tool[0], piece)] if piece else []
+            return []  # reasoning, citations: not part of the service's message
+        if event == "contentBlockStop":
+            started = self._tools.get(payload["contentBlockIndex"])
+            if started is not None and not started[1]:
+                return [self._tool_piece(started[0], "{}")]  # as the unary answer's `input: {}`
+            return []
+        if event == "messageStop":
+            self.finish = finish_reason(payload.get("stopReason"))
+            return []
+        if event == "metadata":
+            if self.finish is None:
+                raise ValueError("metadata before messageStop")
+            self.done = True
+            usage = Usage()
+            usage_into(usage, payload.get("usage"))
+            return [
+                finish_chunk(
+                    self.template, self.finish, usage.prompt_tokens, usage.completion_tokens
+                )
+            ]
+        return []  # event types added later
+
+    def last_chunk(self) -> ChatCompletionChunk:
+        if self.finish is None:
+            raise UpstreamUnavailable(
+                f"upstream {self.provider!r} ended the stream without messageStop"
+            )
+        return finish_chunk(self.template, self.finish, 0, 0)
+
+    def _tool_piece(
+        self, index: int, arguments: str, call_id: str = "", name: str = ""
+    ) -> ChatCompletionChunk:
+        chunk = text_chunk(self.template, "")
+        piece = chunk.choices[0].delta.tool_calls.add(
+            index=index, id=call_id, type="function" if call_id else ""
+        )
+        piece.function.name = name
+        piece.function.arguments = arguments
+        return chunk
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def _json_or_text(payload: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {"message": payload.decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"message": str(value)}
+
+
+def _error(provider: str, name: str, status: int, payload: dict[str, Any]) -> UpstreamError:
+    message = payload.get("message") or payload.get("Message") or "(no message)"
+    status = ERROR_STATUS.get(name.lower(), status)
+    body = orjson.dumps({"message": str(message), "type": name or str(status)})
+    return error_from_status(status, body, retry_after=None, provider=provider)
+
+
+def error_from_response(response: UpstreamResponse, body: bytes, provider: str) -> UpstreamError:
+    """By the exception `x-amzn-ErrorType` names, else by status."""
+    name = (response.header("x-amzn-errortype") or "").split(":")[0].split("#")[-1]
+    error = _error(provider, name, response.status, _json_or_text(body))
+    request_id = response.header("x-amzn-requestid")
+    if request_id:
+        error.metadata["upstream_request_id"] = request_id  # what AWS support asks for
+    return error
+
+
+def stream_exception(provider: str, name: str, payload: dict[str, Any]) -> UpstreamError:
+    """An exception frame after the 200, classified as its HTTP status would be."""
+    return _error(provider, name, 500, payload)
