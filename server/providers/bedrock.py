@@ -419,17 +419,21 @@ def _json_or_text(payload: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"message": str(value)}
 
 
-def _error(provider: str, name: str, status: int, payload: dict[str, Any]) -> UpstreamError:
+def _error(
+    provider: str, name: str, status: int, payload: dict[str, Any], retry_after: str | None = None
+) -> UpstreamError:
     message = payload.get("message") or payload.get("Message") or "(no message)"
     status = ERROR_STATUS.get(name.lower(), status)
     body = orjson.dumps({"message": str(message), "type": name or str(status)})
-    return error_from_status(status, body, retry_after=None, provider=provider)
+    return error_from_status(status, body, retry_after=retry_after, provider=provider)
 
 
 def error_from_response(response: UpstreamResponse, body: bytes, provider: str) -> UpstreamError:
     """By the exception `x-amzn-ErrorType` names, else by status."""
     name = (response.header("x-amzn-errortype") or "").split(":")[0].split("#")[-1]
-    error = _error(provider, name, response.status, _json_or_text(body))
+    error = _error(
+        provider, name, response.status, _json_or_text(body), response.header("retry-after")
+    )
     request_id = response.header("x-amzn-requestid")
     if request_id:
         error.metadata["upstream_request_id"] = request_id  # what AWS support asks for

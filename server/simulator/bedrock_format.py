@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 #: The exception each status stands for: (the operation's error shape, the stream's member).
 EXCEPTIONS: Final = {
     400: ("ValidationException", "validationException"),
+    401: ("UnrecognizedClientException", None),
     403: ("AccessDeniedException", None),
     404: ("ResourceNotFoundException", None),
     408: ("ModelTimeoutException", None),
@@ -316,11 +317,11 @@ class Converse:
         return orjson.dumps({"message": error.message})
 
     def error_headers(self, error: ApiError) -> dict[str, str]:
-        name = error.code or EXCEPTIONS.get(error.status, ("InternalServerException", None))[0]
-        return {
-            "x-amzn-ErrorType": f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/",
-            "x-amzn-RequestId": f"{_ID_PREFIX}-{next(_ids):012x}",
-        }
+        headers = {"x-amzn-RequestId": f"{_ID_PREFIX}-{next(_ids):012x}"}
+        if error.code is not None:
+            kind = f"{error.code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+            headers["x-amzn-ErrorType"] = kind
+        return headers
 
     def error_event(self, error: ApiError) -> bytes:
         member = EXCEPTIONS.get(error.status, (None, None))[1] or "internalServerException"
@@ -337,7 +338,7 @@ class Converse:
         )
 
     def fault_error(self, status: int, message: str | None) -> ApiError:
-        name = EXCEPTIONS.get(status, ("InternalServerException", None))[0]
+        name = EXCEPTIONS[status][0] if status in EXCEPTIONS else None
         return ApiError(
             status, message or _FAULT_MESSAGES.get(status, f"Simulated error {status}."), code=name
         )

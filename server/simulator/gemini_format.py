@@ -446,6 +446,10 @@ class VertexClaude(AnthropicFormat):
     def stream_events(self, body: Any, plan: ReplyPlan) -> list[StreamEvent]:
         return super().stream_events(self._with_model(body), plan)
 
+    def error_event(self, error: ApiError) -> bytes:
+        """Anthropic's `error` event, as a stream reports a failure after the 200."""
+        return b"event: error\ndata: " + self.error_body(error) + b"\n\n"
+
 
 def field(message: Any, name: str) -> Any:
     """A field of a proto-JSON object: the API reads lowerCamelCase and snake_case alike."""

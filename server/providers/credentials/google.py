@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,8 @@ import requests
 from google.auth.credentials import Credentials as GoogleCredentials
 from google.auth.transport import Request as GoogleRequest
 from google.auth.transport.requests import Request as RequestsRequest
+from google.oauth2 import credentials as user_credentials
+from google.oauth2 import service_account
 
 from ai_service.config import ProviderSettings
 from ai_service.providers.credentials.tokens import CredentialError, Token
@@ -83,7 +86,7 @@ class GoogleTokenSource:
             credentials.refresh(self._request)  # type: ignore[no-untyped-call]
         except google.auth.exceptions.GoogleAuthError as exc:
             raise CredentialError(f"{type(exc).__name__}: {exc}") from None
-        except OSError as exc:  # an unreadable credentials file, a socket error
+        except (OSError, ValueError) as exc:  # an unreadable or invalid file, a socket error
             raise CredentialError(f"{type(exc).__name__}: {exc}") from None
         token = credentials.token
         if not isinstance(token, str):
@@ -96,11 +99,27 @@ class GoogleTokenSource:
 
     def _load(self) -> GoogleCredentials:
         loaded: GoogleCredentials
-        if self._file is not None:
-            loaded, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-                self._file, scopes=self._scopes
-            )
-        else:
+        if self._file is None:
             loaded, _ = google.auth.default(scopes=self._scopes, request=self._request)
+        else:
+            loaded = self._from_file(self._file)
         self._credentials = loaded
         return loaded
+
+    def _from_file(self, path: str) -> GoogleCredentials:
+        """The file's credentials: the two common types by their own loaders, any other
+        (external account, impersonation) by google-auth's generic one."""
+        with open(path, encoding="utf-8") as file:
+            kind = json.load(file).get("type")
+        if kind == "service_account":
+            return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call,no-any-return]
+                path, scopes=self._scopes
+            )
+        if kind == "authorized_user":
+            return user_credentials.Credentials.from_authorized_user_file(  # type: ignore[no-untyped-call,no-any-return]
+                path, self._scopes
+            )
+        loaded, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+            path, scopes=self._scopes
+        )
+        return loaded  # type: ignore[no-any-return]
