@@ -70,7 +70,7 @@ class Simulator:
         # Formats whose URL carries the model (or deployment) and the method.
         self.azure = AzureFormat(self.credentials, self.config)
         self.gemini = GeminiFormat(self.credentials, self.config)
-        self.bedrock = BedrockFormat(self.config)
+        self.bedrock = BedrockFormat(self.credentials, self.config)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._host = "127.0.0.1"

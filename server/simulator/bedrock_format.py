@@ -21,8 +21,9 @@ and https://docs.aws.amazon.com/bedrock/latest/userguide/conversation-inference.
   lowerCamel `:exception-type`: `throttlingException`, `modelStreamErrorException`, …).
 - Errors: the status, the exception's name in `x-amzn-ErrorType`, and `{"message": ...}`.
 - Auth: every request signed with Signature Version 4 (service `bedrock`), checked with
-  the simulator's `api_key` as the secret access key (any access key id); or a Bedrock
-  API key, `Authorization: Bearer <api_key>`.
+  the simulator's `api_key` as the secret access key (any access key id), or with
+  temporary credentials its STS endpoint issued (and their session token), until they
+  expire; or a Bedrock API key, `Authorization: Bearer <api_key>`.
 
 `/filter prompt` (filters.py) is stopped as a guardrail stops it (`stopReason:
 guardrail_intervened`, the guardrail's canned text); `/filter answer` ends
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from .config import SimulatorConfig
+from .credentials import IssuedCredentials
 from .eventstream import event_frame, exception_frame
 from .filters import filter_asked, filtered_answer
 from .openai_format import ARGUMENT_PIECE_CHARS
@@ -97,14 +99,15 @@ class BedrockFormat:
 
     routes: tuple[str, ...] = ("/model/{model}/converse", "/model/{model}/converse-stream")
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, credentials: IssuedCredentials, config: SimulatorConfig) -> None:
+        self.credentials = credentials
         self.config = config
-        self.errors = Converse(config, "", stream=False, signed=None)
+        self.errors = Converse(credentials, "", stream=False, signed=None)
 
     def bind(self, request: web.Request, raw_body: bytes) -> Converse:
         signed = (request.method, request.raw_path, request.headers, raw_body)
         return Converse(
-            self.config,
+            self.credentials,
             request.match_info["model"],
             stream=request.path.endswith("/converse-stream"),
             signed=signed,
@@ -119,13 +122,13 @@ class Converse:
 
     def __init__(
         self,
-        config: SimulatorConfig,
+        credentials: IssuedCredentials,
         model: str,
         *,
         stream: bool,
         signed: tuple[str, str, Mapping[str, str], bytes] | None,
     ) -> None:
-        self.config = config
+        self.credentials = credentials
         self.model = model
         self.stream = stream
         self.signed = signed
@@ -147,14 +150,14 @@ class Converse:
             )
         assert self.signed is not None
         method, raw_path, signed_headers, body = self.signed
-        problem = verify(
-            method,
-            raw_path,
-            signed_headers,
-            body,
-            service="bedrock",
-            key_for=lambda key_id: SigningKey(api_key),
-        )
+
+        def key_for(key_id: str) -> SigningKey:
+            issued = self.credentials.aws_key(key_id)  # temporary credentials from STS
+            if issued is not None:
+                return SigningKey(*issued)
+            return SigningKey(api_key)
+
+        problem = verify(method, raw_path, signed_headers, body, service="bedrock", key_for=key_for)
         if problem is None:
             return None
         return ApiError(403, problem.message, code=problem.code)

@@ -15,8 +15,15 @@ Token endpoints, each in its issuer's wire format:
   `{"access_token", "expires_in", "token_type": "Bearer"}`, or `{"error":
   "invalid_grant", "error_description"}` with 400.
 
-Issued tokens live `token_lifetime_seconds`; the APIs accept them (`Authorization:
-Bearer`) until then. `status` fault rules apply to these paths too, answered in the
+- `POST /sts` (an STS endpoint, the `endpoint_url` of botocore's STS client):
+  `Action=AssumeRoleWithWebIdentity` with a `WebIdentityToken` and a `RoleArn`
+  (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html),
+  answered in STS's XML with temporary credentials (an access key id, a secret, a session
+  token and their `Expiration`), which Bedrock then accepts in SigV4 signatures.
+
+Issued tokens and AWS credentials live `token_lifetime_seconds`; the APIs accept them
+(`Authorization: Bearer`, a signature with the key and its `X-Amz-Security-Token`) until
+then. `status` fault rules apply to these paths too, answered in the
 issuer's error shape. Issued tokens are counted in `issued`, by issuer.
 """
 
@@ -31,6 +38,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 import orjson
 from aiohttp import web
@@ -44,10 +52,11 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 class IssuedCredentials:
-    """Bearer tokens the token endpoints issued, with their expiry."""
+    """Bearer tokens and AWS credentials the token endpoints issued, with their expiry."""
 
     def __init__(self) -> None:
         self._tokens: dict[str, float] = {}
+        self._aws: dict[str, tuple[str, str, float]] = {}  # key id → (secret, token, expiry)
         self.issued: Counter[str] = Counter()
         self._lock = threading.Lock()  # a test may read from another thread
 
@@ -61,6 +70,23 @@ class IssuedCredentials:
             self._tokens[token] = now + lifetime
             self.issued[issuer] += 1
         return token
+
+    def issue_aws(self, lifetime: float) -> tuple[str, str, str, float]:
+        """(access key id, secret, session token, expiry as time.time())."""
+        key_id = "ASIASIM" + secrets.token_hex(6).upper()
+        secret, token = secrets.token_urlsafe(30), secrets.token_urlsafe(60)
+        expiry = time.time() + lifetime
+        with self._lock:
+            self._aws[key_id] = (secret, token, expiry)
+            self.issued["sts"] += 1
+        return key_id, secret, token, expiry
+
+    def aws_key(self, key_id: str) -> tuple[str, str] | None:
+        """(secret, session token) of unexpired credentials STS issued under `key_id`."""
+        found = self._aws.get(key_id)
+        if found is None or found[2] < time.time():
+            return None
+        return found[0], found[1]
 
     def bearer_problem(self, headers: Mapping[str, str]) -> str | None:
         """None when `Authorization` carries an unexpired token issued here; else why not:
@@ -76,6 +102,7 @@ class IssuedCredentials:
     def reset(self) -> None:
         with self._lock:
             self._tokens.clear()
+            self._aws.clear()
             self.issued.clear()
 
 
@@ -96,6 +123,8 @@ class TokenEndpoints:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self.entra)
         app.router.add_post("/token", self.google)
+        app.router.add_post("/sts", self.sts)
+        app.router.add_post("/sts/", self.sts)
 
     def _lifetime(self) -> float:
         return self.sim.config.token_lifetime_seconds
@@ -163,6 +192,37 @@ class TokenEndpoints:
             )
         )
 
+    async def sts(self, request: web.Request) -> web.Response:
+        form = _form(await request.read())
+        self.sim.stats.record(request.method, request.path, None, request.headers, form)
+        status = self._fault(request)
+        if status is not None:
+            return _sts_error(status, "ServiceUnavailable", f"simulated error {status}")
+        if form.get("Action") != "AssumeRoleWithWebIdentity":
+            return _sts_error(
+                400, "InvalidAction", f"Could not find operation {form.get('Action')}"
+            )
+        if not form.get("WebIdentityToken") or not form.get("RoleArn"):
+            return _sts_error(400, "ValidationError", "WebIdentityToken and RoleArn are required")
+        key_id, secret, token, expiry = self.sim.credentials.issue_aws(self._lifetime())
+        expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))
+        role = escape(form["RoleArn"])
+        body = (
+            '<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<AssumeRoleWithWebIdentityResult>"
+            "<SubjectFromWebIdentityToken>simulator</SubjectFromWebIdentityToken>"
+            f"<AssumedRoleUser><Arn>{role}/simulator</Arn>"
+            "<AssumedRoleId>AROASIMULATOR:simulator</AssumedRoleId></AssumedRoleUser>"
+            f"<Credentials><AccessKeyId>{key_id}</AccessKeyId>"
+            f"<SecretAccessKey>{secret}</SecretAccessKey><SessionToken>{token}</SessionToken>"
+            f"<Expiration>{expiration}</Expiration></Credentials>"
+            "<Provider>simulator</Provider><Audience>sts.amazonaws.com</Audience>"
+            "</AssumeRoleWithWebIdentityResult>"
+            f"<ResponseMetadata><RequestId>{secrets.token_hex(8)}</RequestId></ResponseMetadata>"
+            "</AssumeRoleWithWebIdentityResponse>"
+        )
+        return web.Response(body=body.encode(), content_type="text/xml")
+
     def _assertion_problem(self, assertion: str) -> str | None:
         try:
             head, claims_part, signature = assertion.split(".")
@@ -203,6 +263,15 @@ def _rs256_valid(pem: str, message: bytes, signature: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+def _sts_error(status: int, code: str, message: str) -> web.Response:
+    body = (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{escape(message)}</Message>"
+        f"</Error><RequestId>{secrets.token_hex(8)}</RequestId></ErrorResponse>"
+    )
+    return web.Response(body=body.encode(), status=status, content_type="text/xml")
 
 
 def _oauth_error(status: int, error: str, description: str) -> web.Response:
