@@ -157,6 +157,34 @@ def test_grpcurl_unary_and_stream_agree(embedded: Running) -> None:
     assert all("usage" not in chunk for chunk in chunks[:-1])
 
 
+EMBEDDED_MODELS = [
+    ("sim-gpt", "openai"),
+    ("sim-claude", "anthropic"),
+    ("sim-llama", "ollama"),
+    ("sim-azure", "azure_openai"),
+    ("sim-gemini", "gemini"),
+    ("sim-bedrock", "bedrock"),
+]
+
+
+@pytest.mark.parametrize(("model", "kind"), EMBEDDED_MODELS)
+def test_grpcurl_every_provider_kind_answers_unary_and_streamed_alike(
+    embedded: Running, model: str, kind: str
+) -> None:
+    unary = json.loads(ok(grpcurl(GRPCURL_CHAT.replace("sim-gpt", model), embedded.address)))
+    assert unary["choices"][0]["message"]["content"] == "You said: hello"
+    assert unary["deployment"].endswith(f"/{model}-1")
+    chunks = json_documents(ok(grpcurl(GRPCURL_STREAM.replace("sim-gpt", model), embedded.address)))
+    text = "".join(
+        choice.get("delta", {}).get("content", "")
+        for chunk in chunks
+        for choice in chunk.get("choices", [])
+    )
+    assert text == "You said: hello"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"] == unary["usage"]
+
+
 def test_grpcurl_without_a_key_is_unauthenticated(embedded: Running) -> None:
     result = grpcurl(GRPCURL_CHAT_NO_KEY, embedded.address)
     assert result.returncode == 64 + grpc.StatusCode.UNAUTHENTICATED.value[0], result.stderr
@@ -191,13 +219,9 @@ def test_ai_client_commands(embedded: Running) -> None:
     assert ok(ai_client(address, "--key", "demo-key", "chat", "hi")) == "You said: hi\n"
     assert ok(ai_client(address, "--key", "demo-key", "chat", "hi", "--stream")) == "You said: hi\n"
     models = ok(ai_client(address, "--key", "demo-key", "models")).splitlines()
-    assert [line.split() for line in models] == [
-        ["sim-gpt", "openai"],
-        ["sim-claude", "anthropic"],
-        ["sim-llama", "ollama"],
-    ]
-    # One client, three wire formats: only the model name changes.
-    for model in ("sim-claude", "sim-llama"):
+    assert [line.split() for line in models] == [list(pair) for pair in EMBEDDED_MODELS]
+    # One client, six wire formats: only the model name changes.
+    for model, _ in EMBEDDED_MODELS[1:]:
         chat = ("--key", "demo-key", "chat", "hi", "--model", model)
         assert ok(ai_client(address, *chat)) == "You said: hi\n"
         assert ok(ai_client(address, *chat, "--stream")) == "You said: hi\n"
