@@ -82,6 +82,7 @@ class RefreshingToken:
         self._source = source
         self._header = header
         self._held: _Held | None = None
+        self._value: str | None = None  # the token last obtained, until replaced
         self._renewal: asyncio.Task[_Held] | None = None
         self._failure: UpstreamUnavailable | None = None
         self._quiet_until = 0.0
@@ -145,8 +146,8 @@ class RefreshingToken:
             renew_at=started + lifetime - ahead,
             stale_at=started + lifetime - margin,
         )
-        previous, self._held = self._held, held
+        self._held, previous, self._value = held, self._value, held.value
         self._failure, self._quiet_until = None, 0.0
-        if previous is not None and previous.value != held.value:
-            forget_secret(previous.value)
+        if previous is not None and previous != held.value:
+            forget_secret(previous)  # no upstream can echo a token no longer sent
         return held
