@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install lock run simulator test test-fast coverage lint format typecheck proto bench soak grpc-core overload hotpath dashboard-preview clean
+.PHONY: install lock run simulator test test-fast coverage mutate lint format typecheck proto bench soak grpc-core overload hotpath dashboard-preview clean
 
 # Every Python package comes from the lock in requirements/ (exact versions, with hashes),
 # installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
@@ -36,6 +36,9 @@ test: lint              ## every test, after lint, type check and the import con
 
 test-fast: install      ## the unit tier alone: pure logic, no network, a few seconds
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+mutate: install         ## mutation testing of the core modules against the unit tier (slow; see CONTRIBUTING.md)
+	$(PY) -m tests.mutate $(ARGS)
 
 coverage: install       ## every test under coverage, child processes included; report by module
 	rm -rf build/coverage && mkdir -p build/coverage

@@ -2,7 +2,8 @@
 
 One module per provider kind (`openai.py`, `anthropic.py`, `ollama.py`), each holding
 only its translation and error mapping; framing (`framing.py`), HTTP error mapping
-(`status_mapping.py`), the HTTP seam (`http.py`) and the translation pieces they
+(`status_mapping.py`), the HTTP clients behind one seam (`http/`), the egress settings they
+share (`egress.py`) and the translation pieces they
 share (`translation.py`) live once beside them.
 """
 
