@@ -20,7 +20,9 @@ from ai_service.config.loading import (
     parse_config,
     with_sections,
 )
+from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import (
+    Capabilities,
     DeploymentSettings,
     ModelSettings,
     RoutingRule,
@@ -62,12 +64,14 @@ __all__ = [
     "BuiltinDetector",
     "CacheSettings",
     "CallerKey",
+    "Capabilities",
     "CircuitBreakerSettings",
     "ConcurrencySettings",
     "ConfigError",
     "CustomDetector",
     "DeploymentSettings",
     "GatewayConfig",
+    "MediaFetchSettings",
     "MetricsSettings",
     "ModelSettings",
     "ObservabilitySettings",

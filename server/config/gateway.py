@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from ai_service.config.base import StrictSettings
 from ai_service.config.callers import AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import ModelSettings, deployment_limits
 from ai_service.config.network import is_loopback
 from ai_service.config.observability import ObservabilitySettings
@@ -30,6 +31,7 @@ class GatewayConfig(StrictSettings):
     models: tuple[ModelSettings, ...] = Field(min_length=1)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    media_fetch: MediaFetchSettings = Field(default_factory=MediaFetchSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:

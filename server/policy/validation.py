@@ -17,9 +17,12 @@ import orjson
 
 from ai_service.config import ModelSettings, RequestLimits
 from ai_service.errors import InvalidRequest, quoted
+from ai_service.policy.parts import check_cache_control, check_parts, check_reasoning_blocks
+from ai_service.providers.content import EFFORTS, MIN_BUDGET_TOKENS, media_size
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
     Message,
+    ReasoningConfig,
     ResponseFormat,
     Tool,
     ToolChoice,
@@ -28,7 +31,7 @@ from ai_service_protos.ai_service_pb2 import (
 #: Checks one field the caller set: (the request, the field's value, the limits).
 Rule = Callable[[ChatCompletionRequest, Any, RequestLimits], None]
 
-ROLES = frozenset({"system", "user", "assistant", "tool"})
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 #: Deepest nesting of the JSON a request carries (tool parameters, arguments, schemas).
@@ -47,9 +50,12 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
     """
     size = request.ByteSize()
     if size > limits.max_request_bytes:
-        raise InvalidRequest(
-            "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
-        )
+        # Images, documents and audio have their own limit (max_media_bytes).
+        size -= sum(media_size(part) for message in request.messages for part in message.parts)
+        if size > limits.max_request_bytes:
+            raise InvalidRequest(
+                "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
+            )
     if not request.model:
         raise InvalidRequest("model", "is required")
     if len(request.model) > MAX_MODEL_CHARS:
@@ -98,8 +104,11 @@ def _check_messages(
         raise InvalidRequest(
             "messages", f"has {len(messages)} messages; at most {limits.max_messages}"
         )
+    parts = media = 0
     for i, message in enumerate(messages):
         _check_message(i, message)
+        if message.parts:
+            parts, media = check_parts(i, message, limits, parts, media)
 
 
 def _check_message(i: int, message: Message) -> None:
@@ -112,8 +121,12 @@ def _check_message(i: int, message: Message) -> None:
             raise InvalidRequest(f"messages[{i}].tool_call_id", "is required for role 'tool'")
     elif message.tool_call_id:
         raise InvalidRequest(f"messages[{i}].tool_call_id", "is only allowed for role 'tool'")
+    if message.reasoning:
+        check_reasoning_blocks(i, message)
+    if message.HasField("cache_control"):
+        check_cache_control(f"messages[{i}].cache_control", message.cache_control)
     if not calls:
-        if not message.content and role != "tool":
+        if not message.content and not message.parts and role != "tool":
             # A tool may legitimately return nothing; anyone else must say something.
             raise InvalidRequest(f"messages[{i}].content", "is empty")
         return
@@ -193,6 +206,8 @@ def _check_tools(
         names.add(function.name)
         if function.WhichOneof("parameters") == "parameters_json":
             _check_json_object(f"{path}.function.parameters_json", function.parameters_json)
+        if tool.HasField("cache_control"):
+            check_cache_control(f"{path}.cache_control", tool.cache_control)
 
 
 def _check_tool_choice(
@@ -211,6 +226,25 @@ def _check_tool_choice(
         )
     if which == "mode" and choice.mode == "required" and not names:
         raise InvalidRequest("tool_choice.mode", "is 'required' but no tools are given")
+
+
+def _check_reasoning(
+    request: ChatCompletionRequest, setting: ReasoningConfig, limits: RequestLimits
+) -> None:
+    which = setting.WhichOneof("setting")
+    if which == "effort" and setting.effort not in EFFORTS:
+        raise InvalidRequest(
+            "reasoning.effort", f"is {quoted(setting.effort)}; expected one of {_listed(EFFORTS)}"
+        )
+    if which == "budget_tokens" and setting.budget_tokens < MIN_BUDGET_TOKENS:
+        raise InvalidRequest(
+            "reasoning.budget_tokens",
+            f"is {setting.budget_tokens}; must be at least {MIN_BUDGET_TOKENS}",
+        )
+    if which == "off" and not setting.off:
+        raise InvalidRequest(
+            "reasoning.off", "is false; to reason, set effort or budget_tokens instead"
+        )
 
 
 def _check_json_object(path: str, text: str) -> None:
@@ -262,4 +296,5 @@ _RULES: dict[str, Rule] = {
     "presence_penalty": _within("presence_penalty", -2.0, 2.0),
     "frequency_penalty": _within("frequency_penalty", -2.0, 2.0),
     "response_format": _check_response_format,
+    "reasoning": _check_reasoning,
 }
