@@ -249,6 +249,13 @@ class _Assembler:
                 response.choices.add(index=len(response.choices)).message.role = "assistant"
             choice = response.choices[piece.index]
             choice.message.content += piece.delta.content
+            for thought in piece.delta.reasoning:
+                while len(choice.message.reasoning) <= thought.index:
+                    choice.message.reasoning.add()
+                block = choice.message.reasoning[thought.index]
+                block.text += thought.text
+                block.signature += thought.signature
+                block.redacted_data += thought.redacted_data
             for delta in piece.delta.tool_calls:
                 while len(choice.message.tool_calls) <= delta.index:
                     choice.message.tool_calls.add()
@@ -273,6 +280,13 @@ async def replay(response: ChatCompletionResponse) -> ChunkStream:
         piece = chunk.choices.add(index=choice.index)
         piece.delta.role = "assistant"
         piece.delta.content = choice.message.content
+        for i, block in enumerate(choice.message.reasoning):
+            piece.delta.reasoning.add(
+                index=i,
+                text=block.text,
+                signature=block.signature,
+                redacted_data=block.redacted_data,
+            )
         for i, call in enumerate(choice.message.tool_calls):
             delta = piece.delta.tool_calls.add(index=i, id=call.id, type=call.type)
             delta.function.CopyFrom(call.function)

@@ -271,7 +271,12 @@ class Dispatcher:
 def _role_only(chunk: ChatCompletionChunk) -> bool:
     """A stream's opening chunk that carries nothing but the role."""
     return not chunk.HasField("usage") and all(
-        not (choice.delta.content or choice.delta.tool_calls or choice.finish_reason)
+        not (
+            choice.delta.content
+            or choice.delta.tool_calls
+            or choice.delta.reasoning
+            or choice.finish_reason
+        )
         for choice in chunk.choices
     )
 

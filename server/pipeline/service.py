@@ -199,11 +199,16 @@ def _outcome_metadata(
 def _ending_metadata(last: ChatCompletionChunk) -> tuple[tuple[str, str], ...]:
     finish = ",".join(choice.finish_reason for choice in last.choices if choice.finish_reason)
     usage = last.usage
-    return (
-        (FINISH_REASON_KEY, finish),
-        (
-            USAGE_KEY,
-            f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
-            f"total={usage.total_tokens}",
-        ),
+    text = (
+        f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
+        f"total={usage.total_tokens}"
     )
+    # The details only when the provider reported any: a plain call's line is unchanged.
+    for name, value in (
+        ("cached", usage.cached_tokens),
+        ("cache_write", usage.cache_write_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    ):
+        if value:
+            text += f",{name}={value}"
+    return ((FINISH_REASON_KEY, finish), (USAGE_KEY, text))
