@@ -32,6 +32,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
     Usage,
 )
 
@@ -147,6 +149,24 @@ class Answers:
             await _settle_shielded(self._quota, reservation, used)
         if finished and key is not None:
             await self._store(key, answer.response(), request)
+
+    async def embed(
+        self, request: EmbedRequest, route: ModelRoute, budget: Budget, caller: Caller
+    ) -> Served[EmbedResponse]:
+        """Embeddings, paid for from the caller's token budget like a completion (the
+        inputs' estimate reserved first, the reported usage settled after)."""
+        chars = sum(len(text) for text in request.inputs)
+        reservation = await self._quota.reserve_estimate(
+            caller.name, caller.tokens, estimate_chars_as_tokens(chars), 0
+        )
+        try:
+            outcome = await self._dispatcher.dispatch_embed(request, route, budget)
+        except BaseException as error:
+            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
+            raise
+        used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
+        await _settle_shielded(self._quota, reservation, used)
+        return Served(outcome.value, outcome.handle, outcome.attempts)
 
     async def _lookup(self, key: str) -> ChatCompletionResponse | None:
         assert self._cache is not None

@@ -31,6 +31,7 @@ from ai_service.policy.streams import OpenStreams
 from ai_service.policy.validation import (
     MAX_MODEL_CHARS,
     apply_caller_cap,
+    validate_embed,
     validate_for_model,
     validate_request,
 )
@@ -43,6 +44,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
     ListModelsRequest,
     ListModelsResponse,
     Model,
@@ -175,6 +178,28 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             log.exception("StreamChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
 
+    async def Embed(self, request: EmbedRequest, context: Context) -> EmbedResponse:
+        state = self.state
+        call = current_call.get()
+        try:
+            if call is not None:
+                call.model_requested = request.model[:MAX_MODEL_CHARS]
+            validate_embed(request, state.limits)
+            caller = current_caller.get()
+            route = state.router.resolve(request.model, caller)
+            if call is not None:
+                call.route = route
+            budget = Budget.for_call(context.time_remaining(), state.default_deadline)
+            with budget.bound(state.timers):
+                outcome = await state.answers.embed(request, route, budget, caller)
+        except GatewayError as error:
+            await abort(context, error, request_id_metadata())
+        except Exception:
+            log.exception("Embed failed unexpectedly")
+            await abort(context, Internal("internal error in the gateway"), request_id_metadata())
+        context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
+        return outcome.value
+
     async def ListModels(self, request: ListModelsRequest, context: Context) -> ListModelsResponse:
         routes = self.state.router.visible_to(current_caller.get())
         return ListModelsResponse(
@@ -183,6 +208,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                     id=route.name,
                     provider=route.deployments[0].handle.provider.kind,
                     deployments=[d.handle.name for d in route.deployments],
+                    capabilities=self.state.router.capabilities(route),
                 )
                 for route in routes
             ]

@@ -152,8 +152,8 @@ def _text_target(chunk: ChatCompletionChunk) -> int | None:
     if len(chunk.choices) != 1 or chunk.HasField("usage"):
         return None
     choice = chunk.choices[0]
-    if choice.finish_reason or choice.delta.tool_calls:
-        return None
+    if choice.finish_reason or choice.delta.tool_calls or choice.delta.reasoning:
+        return None  # text after reasoning starts a chunk of its own
     return choice.index
 
 

@@ -195,6 +195,9 @@ def test_ai_client_commands(embedded: Running) -> None:
         ["sim-gpt", "openai"],
         ["sim-claude", "anthropic"],
         ["sim-llama", "ollama"],
+        ["sim-llava", "ollama"],
+        ["sim-embed", "openai"],
+        ["sim-minilm", "ollama"],
     ]
     # One client, three wire formats: only the model name changes.
     for model in ("sim-claude", "sim-llama"):
