@@ -77,9 +77,10 @@ def test_parts_developer_role_and_effort_are_the_references_shapes() -> None:
 def test_reasoning_setting_is_an_effort(setting: ReasoningConfig, effort: str) -> None:
     request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
     request.reasoning.CopyFrom(setting)
-    assert request_body(request, "o4-mini", "max_completion_tokens", stream=False)[
-        "reasoning_effort"
-    ] == effort
+    assert (
+        request_body(request, "o4-mini", "max_completion_tokens", stream=False)["reasoning_effort"]
+        == effort
+    )
 
 
 def test_usage_details_are_read() -> None:
