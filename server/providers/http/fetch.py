@@ -54,10 +54,11 @@ def forbidden_reason(address: IPAddress, settings: MediaFetchSettings) -> str | 
     for flag, name in (
         (address.is_loopback, "loopback"),
         (address.is_link_local, "link-local (cloud metadata)"),
-        (address.is_private or address in _SHARED, "private"),
-        (address.is_multicast, "multicast"),
         (address.is_unspecified, "unspecified"),
-        (address.is_reserved or not address.is_global, "reserved"),
+        (address.is_multicast, "multicast"),
+        (address.is_reserved, "reserved"),
+        (address.is_private or address in _SHARED, "private"),
+        (not address.is_global, "non-public"),
     ):
         if flag:
             return f"{address} is a {name} address"
