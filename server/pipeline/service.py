@@ -35,6 +35,7 @@ from ai_service.policy.validation import (
     validate_for_model,
     validate_request,
 )
+from ai_service.providers.content import part_summaries
 from ai_service.providers.translation import text_length
 from ai_service.resilience import Budget
 from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
@@ -113,6 +114,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
             call.route = route
+            if any(message.parts for message in request.messages):
+                call.parts = part_summaries(request)
         screening = state.policy.screening(caller.name, route.name, call)
         screening.prompt(request)
         return route, screening

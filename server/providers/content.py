@@ -147,3 +147,23 @@ def media_size(part: ContentPart) -> int:
     if kind == "audio":
         return len(part.audio.data)
     return 0
+
+
+def part_summaries(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """What the audit log keeps of the request's media: where, what kind, how big."""
+    summaries: list[dict[str, Any]] = []
+    for i, message in enumerate(request.messages):
+        for j, part in media_parts(message):
+            kind = part.WhichOneof("kind")
+            source = getattr(part, kind or "")
+            summary: dict[str, Any] = {"message": i, "part": j, "kind": kind}
+            if kind == "audio":
+                summary["format"] = part.audio.format
+            elif source.media_type:
+                summary["media_type"] = source.media_type
+            if kind != "audio" and source.WhichOneof("source") == "url":
+                summary["source"] = "url"
+            else:
+                summary["bytes"] = media_size(part)
+            summaries.append(summary)
+    return summaries

@@ -6,8 +6,10 @@ a model lacks, and Embed."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,6 +36,7 @@ from ai_service_protos.ai_service_pb2 import (
     RequestOptions,
     Tool,
 )
+from tests.integration.test_observability import scrape, value
 
 # The smallest real PNG: a 1x1 transparent pixel.
 PNG = base64.b64decode(
@@ -531,3 +534,47 @@ async def test_embed_fails_over_like_chat(sim: Simulator) -> None:
         response = await ai.embed(EmbedRequest(model="sim-embed", inputs=["x"]))
     assert len(response.embeddings) == 1
     assert len([r for r in sim.stats.received if r.path == "/v1/embeddings"]) == 2
+
+
+# --- audit and metrics -----------------------------------------------------------------
+
+
+async def test_audit_and_metrics_record_part_kinds_sizes_and_token_details(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    config = with_sections(
+        embedded(sim),
+        {
+            "observability": {
+                "metrics": {"enabled": True, "listen": "127.0.0.1:0"},
+                "audit": {"path": str(audit), "include_prompts": True},
+            }
+        },
+    )
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        async with AsyncAIClient(gateway.address, DEMO_KEY, timeout=10) as ai:
+            await ai.chat(
+                ask(
+                    "sim-gpt",
+                    "look",
+                    image_part(),
+                    ContentPart(image=ImagePart(url="https://example.com/secret?token=abc")),
+                    reasoning=ReasoningConfig(effort="low"),
+                )
+            )
+        samples = await scrape(gateway)
+    finally:
+        await gateway.stop()  # the audit log is flushed
+    (record,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert record["parts"] == [
+        {"message": 0, "part": 0, "kind": "image", "media_type": "image/png", "bytes": len(PNG)},
+        {"message": 0, "part": 1, "kind": "image", "source": "url"},
+    ]
+    assert record["reasoning_tokens"] == 9
+    text = audit.read_text()
+    assert base64.b64encode(PNG).decode()[:16] not in text and "token=abc" not in text
+    assert value(samples, "gen_ai_client_token_usage_sum", gen_ai_token_type="reasoning") == 9
+    assert value(samples, "gen_ai_client_token_usage_count", gen_ai_token_type="cache_read") == 0
