@@ -16,9 +16,16 @@ SOAK_HEADING = "## Soak"
 GRPC_CORE_HEADING = "## gRPC core options"
 OVERLOAD_HEADING = "## Overload"
 HOTPATH_HEADING = "## Hot path, piece by piece"
+MEDIA_HEADING = "## Content: a 1 MiB image"
 #: Sections written by tools that run apart from `python -m bench` (bench.soak,
 #: bench.grpc_core, bench.overload, bench.hotpath): a full run keeps them as they are.
-KEPT_HEADINGS = (HOTPATH_HEADING, OVERLOAD_HEADING, GRPC_CORE_HEADING, SOAK_HEADING)
+KEPT_HEADINGS = (
+    HOTPATH_HEADING,
+    OVERLOAD_HEADING,
+    GRPC_CORE_HEADING,
+    SOAK_HEADING,
+    MEDIA_HEADING,
+)
 
 
 @dataclass(frozen=True)

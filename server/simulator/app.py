@@ -38,6 +38,7 @@ from .stats import SimulatorStats
 from .wire import ApiError, WireFormat
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive"}
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _parse_body(raw: bytes) -> Any:
@@ -75,7 +76,9 @@ class Simulator:
     # -- lifecycle --------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application()
+        # Images and documents travel inside the JSON (base64): bodies far above aiohttp's
+        # 1 MiB default, as the real APIs take them (OpenAI: 20 MB per image).
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         formats: tuple[WireFormat, ...] = (
             self.openai,
             self.anthropic,
