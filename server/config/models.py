@@ -37,7 +37,9 @@ class Capabilities(StrictSettings):
     """What a model takes and gives. Unset: what its provider's API can carry (OpenAI:
     all but embeddings; Anthropic: no audio and no embeddings; Ollama: no documents, no
     audio and no prompt caching); a value here only narrows that (a `true` the API
-    cannot carry stays false). Embeddings are off unless set: chat models do not embed.
+    cannot carry stays false). Embeddings are off unless set: chat models do not embed;
+    and a model with `embeddings: true` is an embedding model, whose chat capabilities
+    are off unless set.
     A request that needs what a model lacks skips its deployments, or is refused
     INVALID_ARGUMENT naming the field that needs it."""
 
@@ -54,7 +56,9 @@ class Capabilities(StrictSettings):
     def allows(self, name: str) -> bool:
         """Whether the configuration lets the model have capability `name`."""
         value = getattr(self, name)
-        return True if value is None else bool(value)
+        if value is None:  # unset: on for a chat model, off for an embedding model
+            return name != "embeddings" and not self.embeddings
+        return bool(value)
 
 
 class ModelSettings(StrictSettings):
