@@ -578,3 +578,14 @@ async def test_audit_and_metrics_record_part_kinds_sizes_and_token_details(
     assert base64.b64encode(PNG).decode()[:16] not in text and "token=abc" not in text
     assert value(samples, "gen_ai_client_token_usage_sum", gen_ai_token_type="reasoning") == 9
     assert value(samples, "gen_ai_client_token_usage_count", gen_ai_token_type="cache_read") == 0
+
+
+async def test_a_cached_answer_keeps_its_reasoning_unary_and_replayed(ai: AsyncAIClient) -> None:
+    request = ask("sim-claude", "think", seed=7, reasoning=ReasoningConfig(effort="low"))
+    streamed_first = [chunk async for chunk in ai.stream_chat(request)]
+    _, blocks = streamed(streamed_first)
+    cached = await ai.chat(request)
+    assert cached.cached
+    assert list(cached.choices[0].message.reasoning) == blocks
+    replayed = [chunk async for chunk in ai.stream_chat(request)]
+    assert replayed[0].cached and streamed(replayed)[1] == blocks
