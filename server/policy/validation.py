@@ -21,6 +21,7 @@ from ai_service.policy.parts import check_cache_control, check_parts, check_reas
 from ai_service.providers.content import EFFORTS, MIN_BUDGET_TOKENS, media_size
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
+    EmbedRequest,
     Message,
     ReasoningConfig,
     ResponseFormat,
@@ -68,6 +69,46 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
         rule = _RULES.get(field.name)
         if rule is not None:
             rule(request, value, limits)
+
+
+EMBED_ENCODINGS = frozenset({"", "float", "base64"})
+
+
+def validate_embed(request: EmbedRequest, limits: RequestLimits) -> None:
+    """Shape and range checks of an Embed call; every empty input is named at once."""
+    size = request.ByteSize()
+    if size > limits.max_request_bytes:
+        raise InvalidRequest(
+            "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
+        )
+    if not request.model:
+        raise InvalidRequest("model", "is required")
+    if len(request.model) > MAX_MODEL_CHARS:
+        raise InvalidRequest(
+            "model", f"is {len(request.model)} characters; the limit is {MAX_MODEL_CHARS}"
+        )
+    if not request.inputs:
+        raise InvalidRequest("inputs", "must hold at least one text")
+    if len(request.inputs) > limits.max_embed_inputs:
+        raise InvalidRequest(
+            "inputs", f"has {len(request.inputs)} texts; at most {limits.max_embed_inputs}"
+        )
+    empty = [(f"inputs[{i}]", "is empty") for i, text in enumerate(request.inputs) if not text]
+    if empty:
+        (field, description), *more = empty
+        raise InvalidRequest(field, description, more=more)
+    if request.HasField("dimensions") and request.dimensions < 1:
+        raise InvalidRequest("dimensions", f"is {request.dimensions}; must be at least 1")
+    if request.encoding_format not in EMBED_ENCODINGS:
+        raise InvalidRequest(
+            "encoding_format", f"is {quoted(request.encoding_format)}; expected float or base64"
+        )
+    if len(request.metadata) > limits.max_metadata_entries:
+        raise InvalidRequest(
+            "metadata",
+            f"has {len(request.metadata)} entries; at most {limits.max_metadata_entries} "
+            f"are allowed",
+        )
 
 
 def validate_for_model(request: ChatCompletionRequest, model: ModelSettings) -> None:
@@ -125,6 +166,11 @@ def _check_message(i: int, message: Message) -> None:
         check_reasoning_blocks(i, message)
     if message.HasField("cache_control"):
         check_cache_control(f"messages[{i}].cache_control", message.cache_control)
+        if not message.content:  # nothing to put the mark after: it would be lost
+            raise InvalidRequest(
+                f"messages[{i}].cache_control",
+                "marks the message's content, which is empty; mark one of its parts instead",
+            )
     if not calls:
         if not message.content and not message.parts and role != "tool":
             # A tool may legitimately return nothing; anyone else must say something.

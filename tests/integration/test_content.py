@@ -589,3 +589,18 @@ async def test_a_cached_answer_keeps_its_reasoning_unary_and_replayed(ai: AsyncA
     assert list(cached.choices[0].message.reasoning) == blocks
     replayed = [chunk async for chunk in ai.stream_chat(request)]
     assert replayed[0].cached and streamed(replayed)[1] == blocks
+
+
+async def test_a_cache_mark_on_an_empty_content_is_refused_not_lost(ai: AsyncAIClient) -> None:
+    request = ChatCompletionRequest(
+        model="sim-claude",
+        messages=[
+            Message(
+                role="user",
+                parts=[ContentPart(text="hello")],
+                cache_control=CacheControl(),
+            )
+        ],
+    )
+    error = await refused(ai.chat(request))
+    assert error.field_violations[0][0] == "messages[0].cache_control"
