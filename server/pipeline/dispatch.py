@@ -38,11 +38,14 @@ from ai_service.errors import (
     quoted,
 )
 from ai_service.resilience import Admission, Budget, RetryBudget, backoff_delay
+from ai_service.routing.capabilities import needs_of
 from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -114,15 +117,35 @@ class Dispatcher:
 
         return await self._run(request, route, budget, attempt, discard)
 
+    async def dispatch_embed(
+        self, request: EmbedRequest, route: ModelRoute, budget: Budget
+    ) -> Outcome[EmbedResponse]:
+        """Embeddings from the first deployment to answer, among those that embed."""
+        candidates = self._router.embedders(route)
+        if not candidates:
+            raise embed_refusal(request, route)
+
+        def attempt(handle: DeploymentHandle, admission: Admission) -> Awaitable[EmbedResponse]:
+            return guarded_unary(
+                handle, admission, budget, lambda: handle.provider.embed(request, handle.target)
+            )
+
+        return await self._run(request, route, budget, attempt, None, candidates)
+
     async def _run(
         self,
-        request: ChatCompletionRequest,
+        request: ChatCompletionRequest | EmbedRequest,
         route: ModelRoute,
         budget: Budget,
         attempt: Attempt[T],
         discard: Callable[[T], Awaitable[None]] | None,
+        servable: list[DeploymentHandle] | None = None,
     ) -> Outcome[T]:
-        candidates = self._servable(route, request)
+        """`servable`: the candidates, when the caller chose them (else `_servable`)."""
+        candidates = servable
+        if candidates is None:
+            assert isinstance(request, ChatCompletionRequest)
+            candidates = self._servable(route, request)
         self.retry_budget.record_call()
         failed: set[DeploymentHandle] = set()
         refused_key: set[DeploymentHandle] = set()
@@ -188,16 +211,17 @@ class Dispatcher:
         if not self._router.may_narrow(route):  # the usual case: nothing to ask
             return candidates
         wanted = request.max_tokens if request.HasField("max_tokens") else None
+        needs = needs_of(request)
         servable = [
             handle
             for handle in candidates
-            if handle.provider.refusal(request) is None
+            if self._router.refusal(route, handle, request, needs) is None
             and (wanted is None or _within(self._router.output_cap(route, handle), wanted))
         ]
         if servable or not candidates:
             return servable
         for handle in candidates:  # the first reason one cannot take it
-            refusal = handle.provider.refusal(request)
+            refusal = self._router.refusal(route, handle, request, needs)
             if refusal is not None:
                 raise refusal
         raise InvalidRequest(
@@ -268,10 +292,30 @@ class Dispatcher:
             await _settle_losers(racers, winner, discard)
 
 
+def embed_refusal(request: EmbedRequest, route: ModelRoute) -> InvalidRequest:
+    """Why no deployment of `route` may embed: said plainly for a provider with no
+    embeddings API at all (Anthropic), else the model is not an embedding model."""
+    kinds = {d.handle.provider.kind for d in route.deployments}
+    if all("embeddings" not in d.handle.provider.carries for d in route.deployments):
+        names = ", ".join(sorted(kinds))
+        return InvalidRequest(
+            "model",
+            f"model {quoted(request.model)} is served by {names}, which has no embeddings API",
+        )
+    return InvalidRequest(
+        "model", f"model {quoted(request.model)} is not an embedding model (see ListModels)"
+    )
+
+
 def _role_only(chunk: ChatCompletionChunk) -> bool:
     """A stream's opening chunk that carries nothing but the role."""
     return not chunk.HasField("usage") and all(
-        not (choice.delta.content or choice.delta.tool_calls or choice.finish_reason)
+        not (
+            choice.delta.content
+            or choice.delta.tool_calls
+            or choice.delta.reasoning
+            or choice.finish_reason
+        )
         for choice in chunk.choices
     )
 
@@ -367,7 +411,9 @@ class _Verdict:
             self._handle.limiter.release()
 
 
-def stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
+def stamp(
+    message: ChatCompletionResponse | ChatCompletionChunk | EmbedResponse, handle: DeploymentHandle
+) -> None:
     """Name the deployment that served the answer (a cached answer keeps the first one)."""
     message.provider = handle.target.provider
     message.deployment = handle.name
@@ -381,6 +427,25 @@ async def guarded_complete(
     default_max_tokens: int | None = None,
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
+    return await guarded_unary(
+        handle,
+        admission,
+        budget,
+        lambda: handle.provider.complete(request, handle.target, default_max_tokens),
+    )
+
+
+Answer = TypeVar("Answer", ChatCompletionResponse, EmbedResponse)
+
+
+async def guarded_unary(
+    handle: DeploymentHandle,
+    admission: Admission,
+    budget: Budget,
+    send: Callable[[], Awaitable[Answer]],
+) -> Answer:
+    """One unary attempt of any kind (`send`), holding a concurrency slot and reporting
+    to the breaker."""
     with ObservedAttempt(handle) as attempt:
         if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
             await _wait_for_slot(handle, admission, budget)
@@ -389,9 +454,7 @@ async def guarded_complete(
         started = time.perf_counter()
         try:
             with _Verdict(handle, admission):
-                response = await handle.provider.complete(
-                    request, handle.target, default_max_tokens
-                )
+                response = await send()
         finally:
             if attempt is not None:
                 attempt.upstream_seconds = time.perf_counter() - started

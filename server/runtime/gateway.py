@@ -45,7 +45,7 @@ from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
 from ai_service.pipeline.service import AIService, ServiceState
-from ai_service.providers import Provider, create_provider
+from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
 from ai_service.runtime.tls import server_credentials
 from ai_service_protos import ai_service_pb2_grpc
@@ -77,6 +77,8 @@ class Gateway:
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
         self._auth = AuthInterceptor(*access(config))
+        #: Fetches URL parts for providers that take only bytes; one for every provider.
+        self.media = MediaFetcher(config.media_fetch)
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
@@ -112,10 +114,11 @@ class Gateway:
         """Providers, routes and the call pipeline for `config`; unchanged providers are kept."""
         previous = self.runtime.providers if self.runtime is not None else {}
         kept_settings = {p.name: p for p in self.config.providers} if self.runtime else {}
+        self.media.configure(config.media_fetch)
         providers = {
             p.name: previous[p.name]
             if p.name in previous and kept_settings.get(p.name) == p
-            else create_provider(p)
+            else create_provider(p, self.media)
             for p in config.providers
         }
         resilience = config.resilience
@@ -223,7 +226,7 @@ class Gateway:
         self._closing.clear()
         if self.runtime is not None:
             providers += self.runtime.providers.values()
-        await asyncio.gather(*(p.aclose() for p in providers))
+        await asyncio.gather(*(p.aclose() for p in providers), self.media.aclose())
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
 
