@@ -37,6 +37,8 @@ OPEN_KEY = "open-key-0123456789"
 # A key whose burst is large enough for leases (of 3, the default 1 %).
 PRECISE_KEY = "precise-key-0123456789"
 PRECISE = RateRule(per_minute=6000, burst=300)
+PRECISE_TOKENS_KEY = "precise-tokens-key-0123456789"
+PRECISE_TOKENS = RateRule(per_minute=30_000, burst=3000)
 
 
 @dataclass
@@ -70,6 +72,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                     "rate_limit": {
                         "requests_per_minute": PRECISE.per_minute,
                         "burst": PRECISE.burst,
+                    },
+                },
+                {
+                    "name": "precise-tokens",
+                    "key": PRECISE_TOKENS_KEY,
+                    "rate_limit": {
+                        "requests_per_minute": 0,
+                        "tokens_per_minute": PRECISE_TOKENS.per_minute,
+                        "token_burst": PRECISE_TOKENS.burst,
                     },
                 },
             ]
@@ -187,3 +198,37 @@ async def test_a_leased_request_limit_is_exact_to_a_percent_across_replicas(
             await shared.aclose()
         last_call = await paced(200, 5, ask)  # 1,000 calls for a limit of about 800
     assert_within_a_percent(served, PRECISE, opened, last_call)
+
+
+async def test_a_leased_token_limit_is_exact_to_a_percent_across_replicas(
+    cluster: Cluster,
+) -> None:
+    """The same for a token budget: each call reserves its estimate and is refunded (or
+    charged) the difference with what it used, on whichever replica served it."""
+    metadata = (("authorization", f"Bearer {PRECISE_TOKENS_KEY}"),)
+    used = 0
+    async with grpc.aio.insecure_channel(cluster.front) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+
+        async def ask(i: int) -> None:
+            nonlocal used
+            request = ChatCompletionRequest(
+                model="sim-gpt",
+                messages=[Message(role="user", content=f"precise tokens {i}")],
+                max_tokens=5,
+            )
+            try:
+                response = await stub.ChatCompletion(request, metadata=metadata, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return
+            used += response.usage.total_tokens
+
+        shared = SharedRedis(SharedStateSettings(backend="redis", redis_url=cluster.redis_url))
+        try:
+            opened = await open_bucket(shared, "tokens:precise-tokens", PRECISE_TOKENS)
+        finally:
+            await shared.aclose()
+        last_call = await paced(200, 5, ask)  # about 10,000 tokens for a limit of 5,500
+    # Unusable: what is left under one reservation (~15), the refunds of calls in flight.
+    assert_within_a_percent(used, PRECISE_TOKENS, opened, last_call, spare=15 + 5 * 10)
