@@ -310,7 +310,8 @@ def registries() -> tuple[CollectorRegistry, CollectorRegistry]:
 
 
 class SharedStateCollector(Collector):
-    """Failed Redis calls (limits and cache then follow `shared_state.on_failure`)."""
+    """Failed Redis calls, and whether Redis is treated as down (limits and cache then
+    follow `shared_state.on_failure` for every call)."""
 
     def __init__(self, shared: SharedRedis) -> None:
         self._shared = shared
@@ -322,3 +323,9 @@ class SharedStateCollector(Collector):
         )
         failures.add_metric((), self._shared.failures)
         yield failures
+        mode = GaugeMetricFamily(
+            "ai_gateway_shared_state_failure_mode",
+            "1 while Redis is treated as down: on_failure applies to every call without asking it.",
+        )
+        mode.add_metric((), float(self._shared.failure_mode))
+        yield mode

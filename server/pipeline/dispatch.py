@@ -154,10 +154,7 @@ class Dispatcher:
         while attempts < self._settings.max_attempts:
             picked = _pick(candidates, failed, refused_key)
             if picked is None:
-                raise last_error or NoHealthyDeployment(
-                    f"every deployment of model {quoted(request.model)} (and its fallbacks) "
-                    f"has its circuit open; retry later"
-                )
+                raise last_error or _nothing_to_ask(request.model, candidates)
             handle, admission = picked
             if last_error is not None:
                 await self._before_retry(last_error, handle in failed, attempts, budget, handle)
@@ -358,7 +355,9 @@ def _pick(
     failed: set[DeploymentHandle],
     refused_key: set[DeploymentHandle],
 ) -> tuple[DeploymentHandle, Admission] | None:
-    """The best deployment that admits a call: fresh ones first, then ones that failed."""
+    """The best deployment that admits a call: fresh ones first, then ones that failed.
+    One cooling down after a 429 is skipped, unless this call met that 429 itself (it
+    waits out the Retry-After before it asks again)."""
     pools: tuple[list[DeploymentHandle], ...] = (candidates,)  # the first attempt: all fresh
     if failed or refused_key:
         pools = (
@@ -367,10 +366,29 @@ def _pick(
         )
     for pool in pools:
         for handle in pool:
+            if handle.cooldown.remaining() and handle not in failed:
+                continue
             admission = handle.breaker.admit()
             if admission is not None:
                 return handle, admission
     return None
+
+
+def _nothing_to_ask(model: str, candidates: list[DeploymentHandle]) -> GatewayError:
+    """Why a call found no deployment to ask: every circuit open (what health says as
+    NOT_SERVING), or those that admit calls cooling down after a 429 (for how long)."""
+    cooling = [h.cooldown.remaining() for h in candidates if h.breaker.allows()]
+    if cooling and all(cooling):
+        wait = min(cooling)
+        return UpstreamRateLimited(
+            f"every deployment of model {quoted(model)} (and its fallbacks) that "
+            f"could take the call is rate-limited upstream; retry after {wait:.2f}s",
+            retry_after=wait,
+        )
+    return NoHealthyDeployment(
+        f"every deployment of model {quoted(model)} (and its fallbacks) "
+        f"has its circuit open; retry later"
+    )
 
 
 async def _wait_for_slot(handle: DeploymentHandle, admission: Admission, budget: Budget) -> None:
@@ -384,7 +402,8 @@ async def _wait_for_slot(handle: DeploymentHandle, admission: Admission, budget:
 
 
 class _Verdict:
-    """Report how the attempt went to the breaker, and give its slot back.
+    """Report how the attempt went to the breaker, and give its slot back; a 429 that
+    says when to come back cools the deployment down until then.
 
     A class rather than a generator context manager: it is entered on every call.
     """
@@ -395,8 +414,16 @@ class _Verdict:
         self._handle = handle
         self._admission = admission
 
-    def __enter__(self) -> None:
-        pass
+    def __enter__(self) -> _Verdict:
+        return self
+
+    def answered(self) -> None:
+        """A probe's stream has begun to answer: the deployment works, so its circuit
+        closes now rather than when the stream (maybe minutes long) ends; the end of
+        the stream is then recorded as an ordinary call's."""
+        if self._admission is Admission.PROBE:
+            self._handle.breaker.record(Admission.PROBE, failed=False)
+            self._admission = Admission.CALL
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         breaker = self._handle.breaker
@@ -405,6 +432,8 @@ class _Verdict:
                 breaker.record(self._admission, failed=False)
             elif isinstance(exc, GatewayError):
                 breaker.record(self._admission, failed=counts_against_deployment(exc))
+                if isinstance(exc, UpstreamRateLimited) and exc.retry_after:
+                    self._handle.cooldown.start(exc.retry_after)
             else:  # cancelled: says nothing about the deployment
                 breaker.abandon(self._admission)
         finally:
@@ -477,12 +506,16 @@ async def guarded_stream(
             await _wait_for_slot(handle, admission, budget)
         if attempt is not None:
             attempt.sent = True
-        with _Verdict(handle, admission):
+        with _Verdict(handle, admission) as verdict:
             stream = handle.provider.stream(request, handle.target, default_max_tokens)
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()
                 empty = True
+                probing = admission is Admission.PROBE
                 async for chunk in chunks:
+                    if probing and not _role_only(chunk):  # the role alone promises nothing
+                        verdict.answered()
+                        probing = False
                     empty = False
                     stamp(chunk, handle)
                     if attempt is not None:

@@ -4,7 +4,8 @@ A model has one or more deployments (provider + upstream model + weight) and an
 ordered list of fallback models. For each call the router orders the candidates:
 the model's own deployments by its balancing policy (weighted random, or least
 outstanding requests), then each fallback's; deployments whose circuit is open
-go last, to be skipped while they stay open. Content rules (e.g. long prompts to
+go last, to be skipped while they stay open (as are deployments cooling down after
+a 429, until their Retry-After passes). Content rules (e.g. long prompts to
 a long-context model) may first swap the model. Each deployment's circuit
 breaker and concurrency limiter live here, one per (provider, upstream model),
 shared by every model that uses it.
@@ -21,7 +22,7 @@ from ai_service.config import ModelSettings, ResilienceSettings, deployment_limi
 from ai_service.errors import InvalidRequest, ModelNotFound, PermissionDenied, quoted
 from ai_service.identity.callers import Caller
 from ai_service.providers import Deployment, Provider
-from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
+from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter, Cooldown
 from ai_service.routing import capabilities
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ModelCapabilities
 
@@ -36,6 +37,8 @@ class DeploymentHandle:
     limiter: ConcurrencyLimiter
     #: `target.name`, built once: every answer and every chunk is stamped with it.
     name: str = field(init=False)
+    #: Set by an upstream 429's Retry-After: the deployment is skipped until it passes.
+    cooldown: Cooldown = field(default_factory=Cooldown)
 
     def __post_init__(self) -> None:
         self.name = self.target.name
@@ -58,10 +61,6 @@ class ModelRoute:
     @property
     def name(self) -> str:
         return self.model.name
-
-    def is_healthy(self) -> bool:
-        """Serving while at least one deployment's circuit is not open."""
-        return any(d.handle.breaker.state is not CircuitState.OPEN for d in self.deployments)
 
     def uses(self, handle: DeploymentHandle) -> bool:
         return any(d.handle is handle for d in self.deployments)
@@ -181,6 +180,12 @@ class Router:
             # Open circuits last: they are skipped while open, tried if they cool down.
             ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
         return ordered
+
+    def can_serve(self, route: ModelRoute) -> bool:
+        """Whether a call to `route` would find a deployment to take it now: one of its
+        own or of its fallbacks whose circuit admits a call. Health says SERVING
+        exactly then, and the dispatcher refuses for want of a deployment only otherwise."""
+        return any(handle.breaker.allows() for handle in self._serving[route.name])
 
     def default_max_tokens(self, route: ModelRoute, handle: DeploymentHandle) -> int:
         """The max_tokens `handle` is sent for `route` when the request sets none: that

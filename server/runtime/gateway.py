@@ -32,12 +32,8 @@ from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
 from ai_service.identity.keyring import access
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
-from ai_service.limits.buckets import (
-    InMemoryRateLimiter,
-    LeasedRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from ai_service.limits.backends import build_limiter
+from ai_service.limits.buckets import RateLimiter
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.limits.token_quota import TokenQuota
 from ai_service.observability.sinks import Observability
@@ -84,11 +80,7 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
-        self.limiter: RateLimiter = InMemoryRateLimiter()
-        if self.shared_redis is not None:
-            self.limiter = RedisRateLimiter(self.shared_redis)
-            if shared.lease_fraction > 0:
-                self.limiter = LeasedRateLimiter(self.limiter, shared.lease_fraction)
+        self.limiter: RateLimiter = build_limiter(shared, self.shared_redis)
         self.port = 0
 
     @property
@@ -227,6 +219,7 @@ class Gateway:
         if self.runtime is not None:
             providers += self.runtime.providers.values()
         await asyncio.gather(*(p.aclose() for p in providers), self.media.aclose())
+        await self.limiter.aclose()  # gives back what it holds of shared buckets
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
 
