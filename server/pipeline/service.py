@@ -105,7 +105,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         validate_request(request, state.limits)
         caller = current_caller.get()
         route = state.router.resolve(request.model, caller)
-        route = state.router.apply_rules(route, request)
+        route = state.router.apply_rules(route, request, caller)
         validate_for_model(request, route.model)
         apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
