@@ -27,6 +27,7 @@ from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.answers import Answers
 from ai_service.policy.redaction import RedactionPolicy, Screening
+from ai_service.policy.reflection import ReflectionGuard, scrub_answer
 from ai_service.policy.streams import OpenStreams
 from ai_service.policy.validation import (
     MAX_MODEL_CHARS,
@@ -129,6 +130,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             log.exception("ChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
         response: ChatCompletionResponse = outcome.value
+        scrub_answer(response)
         screening.answer(response)
         context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
         return response
@@ -154,8 +156,10 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 if call is not None:
                     call.saw_first_token()
                 chunk: ChatCompletionChunk | None = first
+                guard = ReflectionGuard()
                 async with contextlib.aclosing(rest):
                     while chunk is not None:
+                        guard.chunk(chunk)
                         screening.chunk(chunk)
                         chunk.sequence = delivered
                         yield chunk
