@@ -98,7 +98,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         self._streams = OpenStreams()
 
     @staticmethod
-    def _admit(state: ServiceState, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
+    async def _admit(
+        state: ServiceState, request: ChatCompletionRequest
+    ) -> tuple[ModelRoute, Screening]:
         """Everything that can refuse a call before it costs an upstream request; redaction."""
         call = current_call.get()
         if call is not None:
@@ -112,7 +114,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         if call is not None:
             call.route = route
         screening = state.policy.screening(caller.name, route.name, call)
-        screening.prompt(request)
+        await screening.prompt(request)
         return route, screening
 
     async def ChatCompletion(
@@ -120,7 +122,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     ) -> ChatCompletionResponse:
         state = self.state
         try:
-            route, screening = self._admit(state, request)
+            route, screening = await self._admit(state, request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             with budget.bound(state.timers):
                 outcome = await state.answers.answer(request, route, budget, current_caller.get())
@@ -131,7 +133,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
         response: ChatCompletionResponse = outcome.value
         scrub_answer(response)
-        screening.answer(response)
+        await screening.answer(response)
         context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
         return response
 
@@ -144,7 +146,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         state = self.state
         try:
             with self._streams.hold(current_caller.get()):
-                route, screening = self._admit(state, request)
+                route, screening = await self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
                 # The budget bounds the waits on the upstream, never a `yield`: cancelled
                 # while grpc.aio writes a chunk, the call would end with no status at all.
@@ -160,7 +162,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 async with contextlib.aclosing(rest):
                     while chunk is not None:
                         guard.chunk(chunk)
-                        screening.chunk(chunk)
+                        await screening.chunk(chunk)
                         chunk.sequence = delivered
                         yield chunk
                         delivered += 1
@@ -168,7 +170,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         last = chunk
                         with budget.bound(state.timers):
                             chunk = await anext(rest, None)
-                screening.stream_ended()
+                await screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)
                 context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
         except GatewayError as error:
