@@ -3,6 +3,7 @@ received), redacted answers unary and streamed, and what the audit log names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway
+from tests.integration.test_observability import scrape, value
 
 
 def ask(text: str, model: str = "sim-gpt", stream: bool = False) -> ChatCompletionRequest:
@@ -106,3 +108,36 @@ async def test_the_audit_names_the_kinds_found_blocked_or_in_a_unary_answer(
     answered, blocked = [json.loads(line) for line in audit.read_text().splitlines()]
     assert answered["pii"] == ["ECHO"]
     assert (blocked["reason"], blocked["pii"]) == ("SENSITIVE_DATA", ["CREDIT_CARD", "EMAIL"])
+
+
+async def test_a_small_call_is_served_while_a_large_prompt_is_being_scanned(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    """A long prompt is scanned a slice at a time, the event loop serving other calls in
+    between: a small call sent while a large one is being scanned is answered before the
+    large one has even gone upstream."""
+    gateway = await start_gateway(
+        redaction={"mode": "redact"}, observability={"metrics": {"listen": "127.0.0.1:0"}}
+    )
+    # Within the limits (1 MiB a request, the simulator's too), in a system message: the
+    # simulator echoes the user's, and the answer stays short.
+    large = ChatCompletionRequest(
+        model="sim-other",
+        messages=[
+            Message(role="system", content="lorem ipsum dolor sit amet " * (900_000 // 27)),
+            Message(role="user", content="summarise"),
+        ],
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=60) as client:
+        large_call = asyncio.ensure_future(client.chat(large))
+        # The gateway is serving the large call (its scan holds it before any upstream).
+        while (
+            not large_call.done() and value(await scrape(gateway), "ai_gateway_calls_in_flight") < 1
+        ):
+            await asyncio.sleep(0.001)
+        small = await client.chat(ask("hello"))
+        large_upstream_before_small_answered = simulator.stats.count(model="sim-other-1")
+        answer = await large_call
+    assert small.choices[0].message.content == "You said: hello"
+    assert large_upstream_before_small_answered == 0
+    assert answer.choices[0].message.content == "You said: summarise"
