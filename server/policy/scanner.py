@@ -10,12 +10,19 @@ match is taken only where the slice holds everything a match there could span, s
 slices that overlap by that much find exactly what one search of the whole text
 would. `find_steps` yields between slices; `find_async` lets the event loop serve
 other calls there, `find` runs them all at once (short texts, threads).
+
+Long texts are scanned one at a time per event loop (first come, first served), each
+slice followed by a turn of the loop: with six long scans interleaved, every turn of
+the loop would run six slices, and a small call, which needs a dozen turns, would
+wait for all of them at each (bench/RESULTS.md, "Redaction stall"). Short texts are
+scanned at once, in no queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +37,20 @@ _LOOKAHEAD_CHARS = 8
 #: are), and at most this many times per text: the scan stays linear on any input.
 _MAX_RESCAN_CHARS = 48
 _MAX_RESCANS = 64
+
+
+_LANES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _lane() -> asyncio.Lock:
+    """The running loop's one lane for long scans (a lock belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    lane = _LANES.get(loop)
+    if lane is None:
+        lane = _LANES[loop] = asyncio.Lock()
+    return lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +97,15 @@ class Redactor:
         """Every finding in `text`, letting the event loop run between slices."""
         if len(text) <= SCAN_SLICE:
             return self.find(text)
-        steps = self.find_steps(text)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                findings: list[Finding] = done.value
-                return findings
-            await asyncio.sleep(0)
+        async with _lane():
+            steps = self.find_steps(text)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    findings: list[Finding] = done.value
+                    return findings
+                await asyncio.sleep(0)
 
     def find_steps(self, original: str) -> Generator[None, None, list[Finding]]:
         """Every finding in `original`; yields between slices of the work."""
