@@ -113,7 +113,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
             call.route = route
-        screening = state.policy.screening(caller.name, route.name, call)
+        # Every model that may serve the call binds it, its fallbacks' too.
+        reachable = [model.name for model in state.router.reachable(route)]
+        screening = state.policy.screening(caller.name, reachable, call)
         await screening.prompt(request)
         return route, screening
 

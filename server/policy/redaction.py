@@ -2,11 +2,18 @@
 
 Modes (`redaction.mode`, overridden per model, and per key above that):
 
-* `redact` — matches become `[REDACTED:EMAIL]` before the upstream sees the prompt;
+* `redact` — matches become `[REDACTED:EMAIL]` before the upstream sees the prompt
+  (`REDACTED_EMAIL` in an identifier, such as a function's name);
 * `block` — the call fails FAILED_PRECONDITION naming the kinds found;
 * `log-only` — the call goes on untouched; the audit log notes the kinds found
   and, if it keeps prompts, keeps them redacted;
 * `off` — no scan at all.
+
+What is screened is everything the upstream receives (`fields.py`): message contents
+and names, tool definitions and schemas, earlier tool calls' arguments, `stop`,
+`user` and a response's JSON schema. A call may reach several models (its fallbacks
+may serve it): the strictest mode among them applies, before any byte goes
+upstream.
 
 With `answers: true`, answers of calls in `redact` or `block` mode are redacted
 too; a streamed answer holds back `stream_window_chars` so a match split across
@@ -17,13 +24,14 @@ text, whatever the mode. Patterns are compiled once, at start.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 
 from ai_service.calls.record import CallRecord
 from ai_service.config import RedactionMode, RedactionSettings
 from ai_service.errors import GatewayError
+from ai_service.policy import fields
 from ai_service.policy.detectors import BUILTIN, Detector
 from ai_service.policy.scanner import Finding, Redactor
 from ai_service_protos.ai_service_pb2 import (
@@ -54,6 +62,14 @@ def redactor_for(settings: RedactionSettings) -> Redactor:
     return Redactor(detectors)
 
 
+_TEXT_TEMPLATE = "[REDACTED:{}]"
+#: In an identifier (a function's name, a call's id), where brackets are not allowed.
+_NAME_TEMPLATE = "REDACTED_{}"
+
+#: The modes from the least strict to the strictest.
+_STRICTNESS: tuple[RedactionMode, ...] = ("off", "log-only", "redact", "block")
+
+
 class Screening:
     """The policy applied to one call: its prompt at admission, then its answer."""
 
@@ -77,14 +93,10 @@ class Screening:
         self._stream: StreamRedactor | None = None
 
     async def prompt(self, request: ChatCompletionRequest) -> None:
-        """Block, redact or note what the prompt holds; keep it for the audit log."""
+        """Block, redact or note what the request holds; keep it for the audit log."""
         found: set[str] = set()
         if self._mode != "off":
-            for message in request.messages:
-                findings = await self._redactor.find_async(message.content)
-                found.update(f.kind for f in findings)
-                if findings and self._mode == "redact":
-                    message.content = self._redactor.redact(message.content, findings)
+            found = await self._screen(request, redact=self._mode == "redact")
         if self._call is not None:
             self._call.pii |= found  # a blocked call's audit record says why, too
         if found and self._mode == "block":
@@ -94,6 +106,35 @@ class Screening:
             if self._mode != "redact":
                 text = self._redactor.redact(text, await self._redactor.find_async(text))
             self._call.prompt = text
+
+    async def _screen(self, request: ChatCompletionRequest, *, redact: bool) -> set[str]:
+        """The kinds found in every text the upstream receives; redacted if asked."""
+        texts = list(fields.upstream_texts(request))
+        values = [fields.parsed(t) if t.shape in ("json", "value") else None for t in texts]
+        units: list[list[str]] = [
+            fields.leaves(value) if value is not None else [text.get()]
+            for text, value in zip(texts, values, strict=True)
+        ]
+        findings = await self._redactor.find_each([unit for group in units for unit in group])
+        found = {f.kind for each in findings for f in each}
+        if not (found and redact):
+            return found
+        at = 0
+        for text, value, group in zip(texts, values, units, strict=True):
+            pieces = findings[at : at + len(group)]
+            at += len(group)
+            if not any(pieces):
+                continue
+            template = _NAME_TEMPLATE if text.shape == "name" else _TEXT_TEMPLATE
+            redacted = [
+                self._redactor.redact(unit, piece, template)
+                for unit, piece in zip(group, pieces, strict=True)
+            ]
+            if value is None:
+                text.set(redacted[0])
+            else:
+                fields.store(text, fields.rebuilt(value, redacted))
+        return found
 
     async def answer(self, response: ChatCompletionResponse) -> None:
         for choice in response.choices:
@@ -204,8 +245,14 @@ class RedactionPolicy:
         settings = self._settings
         return settings.keys.get(key) or settings.models.get(model) or settings.mode
 
-    def screening(self, key: str, model: str, call: CallRecord | None) -> Screening:
-        mode = self.mode_for(key, model)
+    def strictest_mode(self, key: str, models: Sequence[str]) -> RedactionMode:
+        """The strictest mode among every model a call may reach (the key's own mode,
+        where it has one, is every model's)."""
+        return max((self.mode_for(key, model) for model in models), key=_STRICTNESS.index)
+
+    def screening(self, key: str, models: Sequence[str], call: CallRecord | None) -> Screening:
+        """The screening of a call by `key` that may be served by any of `models`."""
+        mode = self.strictest_mode(key, models)
         if mode == "off" and not self._keep_text:
             return self._unscreened
         return Screening(

@@ -107,6 +107,29 @@ class Redactor:
                     return findings
                 await asyncio.sleep(0)
 
+    async def find_each(self, texts: Sequence[str]) -> list[list[Finding]]:
+        """Every finding in each of `texts`, letting the event loop run between slices of
+        the work (many short texts count as one long one)."""
+        if sum(map(len, texts)) <= SCAN_SLICE:
+            return [self.find(text) for text in texts]
+        async with _lane():
+            results = []
+            spent = 0
+            for text in texts:
+                steps = self.find_steps(text)
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        results.append(done.value)
+                        break
+                    await asyncio.sleep(0)
+                spent += len(text)
+                if spent >= SCAN_SLICE:
+                    spent = 0
+                    await asyncio.sleep(0)
+            return results
+
     def find_steps(self, original: str) -> Generator[None, None, list[Finding]]:
         """Every finding in `original`; yields between slices of the work."""
         folded = yield from folded_steps(original)
