@@ -29,6 +29,7 @@ from dataclasses import dataclass
 #: hiding them would garble every message that names, say, the provider `ollama`.
 MIN_SECRET_CHARS = 8
 MASK = "***"
+_SHORT_RUN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,12 @@ class SecretRegistry:
     def __init__(self) -> None:
         self._forms: set[str] = set()
         self._anchors: tuple[_Anchor, ...] = ()
+        #: Every run of a form up to `_SHORT_RUN` long: most streamed chunks end in
+        #: one, and a set answers at once (`partial_tail`).
+        self._short_runs: frozenset[str] = frozenset()
+        self._longest = 0
+        #: The shortest run of any form that is scrubbed: a shorter text holds none.
+        self._least = 0
         self._lock = threading.Lock()
 
     def add(self, secret: str) -> None:
@@ -55,16 +62,25 @@ class SecretRegistry:
             return
         with self._lock:
             anchors = list(self._anchors)
+            short = set(self._short_runs)
             for form in _forms(secret):
                 if len(form) >= MIN_SECRET_CHARS and form not in self._forms:
                     self._forms.add(form)
                     anchors += _anchors(form)
+                    short.update(
+                        form[at : at + size]
+                        for size in range(1, _SHORT_RUN + 1)
+                        for at in range(len(form) - size + 1)
+                    )
+                    self._longest = max(self._longest, len(form))
+            self._short_runs = frozenset(short)
+            self._least = min(anchor.least for anchor in anchors) if anchors else 0
             self._anchors = tuple(anchors)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where `text` holds a secret, in any of its forms: sorted, merged spans."""
         anchors = self._anchors
-        if not anchors or len(text) < MIN_SECRET_CHARS:
+        if not anchors or len(text) < self._least:
             return []
         low = _lower(text)
         found = []
@@ -84,11 +100,17 @@ class SecretRegistry:
     def partial_tail(self, text: str) -> int:
         """How many characters at the end of `text` could be the start of a secret
         (a run of a form) that continues in text not yet seen: a stream holds them back."""
-        forms = self._forms
-        if not forms:
+        short = self._short_runs
+        if not short or not text:
             return 0
-        low = _lower(text[-max(map(len, forms)) :])
+        low = text[-_SHORT_RUN:].lower()  # most texts end in no more than this
         kept = 0
+        while kept < len(low) and low[len(low) - kept - 1 :] in short:
+            kept += 1
+        if kept < _SHORT_RUN:
+            return kept
+        low = _lower(text[-self._longest :])
+        forms = tuple(self._forms)
         while kept < len(low) and any(low[len(low) - kept - 1 :] in form for form in forms):
             kept += 1
         return kept

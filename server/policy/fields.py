@@ -125,9 +125,7 @@ def _walk(value: Any, found: list[str] | None, texts: Iterator[str] | None) -> A
         return original if new == text else new
 
     if isinstance(value, dict):
-        return {
-            leaf(key, key): _walk(item, found, texts) for key, item in value.items()
-        }
+        return {leaf(key, key): _walk(item, found, texts) for key, item in value.items()}
     if isinstance(value, list):
         return [_walk(item, found, texts) for item in value]
     if isinstance(value, str):

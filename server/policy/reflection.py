@@ -29,17 +29,27 @@ class ReflectionGuard:
     def __init__(self) -> None:
         #: (choice index, tool call index or -1 for the text) → text held back.
         self._held: dict[tuple[int, int], str] = {}
+        #: A stream's id and model repeat on every chunk: each is scrubbed once.
+        self._scrubbed: dict[str, str] = {}
 
     def chunk(self, chunk: ChatCompletionChunk) -> None:
-        chunk.id = SECRETS.scrub(chunk.id)
-        chunk.model = SECRETS.scrub(chunk.model)
+        for name in ("id", "model"):
+            value = getattr(chunk, name)
+            scrubbed = self._once(value)
+            if scrubbed is not value:
+                setattr(chunk, name, scrubbed)
         last = chunk.HasField("usage") or any(c.finish_reason for c in chunk.choices)
         for choice in chunk.choices:
             delta = choice.delta
-            delta.content = self._pass((choice.index, -1), delta.content, last)
-            for call in delta.tool_calls:
-                arguments = call.function.arguments
-                call.function.arguments = self._pass((choice.index, call.index), arguments, last)
+            content = delta.content
+            passed = self._pass((choice.index, -1), content, last)
+            if passed != content:
+                delta.content = passed
+            if delta.tool_calls:
+                for call in delta.tool_calls:
+                    arguments = call.function.arguments
+                    key = (choice.index, call.index)
+                    call.function.arguments = self._pass(key, arguments, last)
         if last and self._held:  # the stream ends: what is held goes out, scrubbed
             for (index, slot), text in sorted(self._held.items()):
                 found = [c for c in chunk.choices if c.index == index]
@@ -50,6 +60,14 @@ class ReflectionGuard:
                     call = choice.delta.tool_calls.add(index=slot)
                     call.function.arguments = SECRETS.scrub(text)
             self._held.clear()
+
+    def _once(self, text: str) -> str:
+        """`text` scrubbed; `text` itself when nothing in it is secret."""
+        scrubbed = self._scrubbed.get(text)
+        if scrubbed is None:
+            scrubbed = SECRETS.scrub(text)
+            self._scrubbed[text] = text if scrubbed == text else scrubbed
+        return text if scrubbed == text else scrubbed
 
     def _pass(self, key: tuple[int, int], text: str, last: bool) -> str:
         held = self._held.pop(key, "")
@@ -63,4 +81,5 @@ class ReflectionGuard:
                 cut = start
         if cut < len(text):
             self._held[key] = text[cut:]
-        return masked(text[:cut], [span for span in spans if span[1] <= cut])
+            text = text[:cut]
+        return masked(text, [span for span in spans if span[1] <= cut]) if spans else text
