@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 FOLD_SLICE = 8192
 
 _REMOVED_CATEGORIES = frozenset({"Cf", "Mn"})
+#: Characters whose form is kept: a text of every code point there is must not grow the
+#: table to a hundred megabytes (past this, forms are worked out each time instead).
+_MAX_KEPT = 100_000
 
 
 class _FoldTable(dict[int, str]):
@@ -41,9 +44,10 @@ class _FoldTable(dict[int, str]):
             for c in unicodedata.normalize("NFKC", char)
             if unicodedata.category(c) not in _REMOVED_CATEGORIES
         )
-        self[code] = folded
-        if folded != char:
-            self.changing.append(char)
+        if len(self) < _MAX_KEPT:
+            self[code] = folded
+            if folded != char:
+                self.changing.append(char)
         return folded
 
 
