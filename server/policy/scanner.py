@@ -80,8 +80,6 @@ class Redactor:
             )
             + _LOOKAHEAD_CHARS
         )
-        #: Characters searched so far (what a test of the scan's linearity counts).
-        self.scanned = 0
 
     def find(self, text: str) -> list[Finding]:
         """Every finding in `text`, at once."""
@@ -142,7 +140,6 @@ class Redactor:
         while at < size:
             end = min(size, at + SCAN_SLICE)
             match = self._pattern.search(text, at, end)
-            self.scanned += (match.end() if match else end) - at
             spent += (match.end() if match else end) - at
             if match is None or (end < size and match.start() > end - self.reach):
                 if end == size:
