@@ -15,33 +15,16 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+# Where statuses have always found them; the registry lives in ai_service.secrecy.
+from ai_service.secrecy import MIN_SECRET_CHARS as MIN_SECRET_CHARS
+from ai_service.secrecy import keep_secret as keep_secret
+from ai_service.secrecy import scrub_secrets as scrub_secrets
+
 ERROR_DOMAIN = "ai-service.v1"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 Trailers = tuple[tuple[str, str | bytes], ...]
-
-# Provider keys, which an upstream may echo in an error (its own or a proxy's): no
-# status leaves the gateway with one in it, whichever path made the message. Longest
-# first, so a key that starts with another is replaced whole.
-_SECRETS: list[str] = []
-#: Shorter "keys" are placeholders (`EMPTY` for vLLM, `ollama`), not credentials; hiding
-#: them would garble every message that names, say, the provider `ollama`.
-MIN_SECRET_CHARS = 8
-
-
-def keep_secret(secret: str) -> None:
-    """Never let `secret` reach a caller in a status message or detail."""
-    if len(secret) >= MIN_SECRET_CHARS and secret not in _SECRETS:
-        _SECRETS.append(secret)
-        _SECRETS.sort(key=len, reverse=True)
-
-
-def scrub_secrets(text: str) -> str:
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
 
 
 class GatewayError(Exception):

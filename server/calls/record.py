@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ai_service.errors import GatewayError
+from ai_service.errors import GatewayError, scrub_secrets
 
 if TYPE_CHECKING:
     from ai_service.routing.router import DeploymentHandle, ModelRoute
@@ -54,7 +54,8 @@ class AttemptRecord:
     span: Any = None
 
     def took_usage(self, usage: Usage, model: str) -> None:
-        self.response_model = model
+        # The upstream names it: spans and the audit record carry it.
+        self.response_model = scrub_secrets(model)
         self.input_tokens = usage.prompt_tokens
         self.output_tokens = usage.completion_tokens
         self.cached_tokens = usage.cached_tokens

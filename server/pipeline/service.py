@@ -27,6 +27,7 @@ from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.answers import Answers
 from ai_service.policy.redaction import RedactionPolicy, Screening
+from ai_service.policy.reflection import ReflectionGuard, scrub_answer
 from ai_service.policy.streams import OpenStreams
 from ai_service.policy.validation import (
     MAX_MODEL_CHARS,
@@ -101,7 +102,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         self._streams = OpenStreams()
 
     @staticmethod
-    def _admit(state: ServiceState, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
+    async def _admit(
+        state: ServiceState, request: ChatCompletionRequest
+    ) -> tuple[ModelRoute, Screening]:
         """Everything that can refuse a call before it costs an upstream request; redaction."""
         call = current_call.get()
         if call is not None:
@@ -109,15 +112,17 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         validate_request(request, state.limits)
         caller = current_caller.get()
         route = state.router.resolve(request.model, caller)
-        route = state.router.apply_rules(route, request)
+        route = state.router.apply_rules(route, request, caller)
         validate_for_model(request, route.model)
         apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
             call.route = route
             if any(message.parts for message in request.messages):
                 call.parts = part_summaries(request)
-        screening = state.policy.screening(caller.name, route.name, call)
-        screening.prompt(request)
+        # Every model that may serve the call binds it, its fallbacks' too.
+        reachable = [model.name for model in state.router.reachable(route)]
+        screening = state.policy.screening(caller.name, reachable, call)
+        await screening.prompt(request)
         return route, screening
 
     async def ChatCompletion(
@@ -125,7 +130,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     ) -> ChatCompletionResponse:
         state = self.state
         try:
-            route, screening = self._admit(state, request)
+            route, screening = await self._admit(state, request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             with budget.bound(state.timers):
                 outcome = await state.answers.answer(request, route, budget, current_caller.get())
@@ -135,7 +140,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             log.exception("ChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
         response: ChatCompletionResponse = outcome.value
-        screening.answer(response)
+        scrub_answer(response)
+        await screening.answer(response)
         context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
         return response
 
@@ -148,7 +154,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         state = self.state
         try:
             with self._streams.hold(current_caller.get()):
-                route, screening = self._admit(state, request)
+                route, screening = await self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
                 # The budget bounds the waits on the upstream, never a `yield`: cancelled
                 # while grpc.aio writes a chunk, the call would end with no status at all.
@@ -160,9 +166,11 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 if call is not None:
                     call.saw_first_token()
                 chunk: ChatCompletionChunk | None = first
+                guard = ReflectionGuard()
                 async with contextlib.aclosing(rest):
                     while chunk is not None:
-                        screening.chunk(chunk)
+                        guard.chunk(chunk)
+                        await screening.chunk(chunk)
                         chunk.sequence = delivered
                         yield chunk
                         delivered += 1
@@ -170,7 +178,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         last = chunk
                         with budget.bound(state.timers):
                             chunk = await anext(rest, None)
-                screening.stream_ended()
+                await screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)
                 context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
         except GatewayError as error:

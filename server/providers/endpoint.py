@@ -54,8 +54,12 @@ class UpstreamEndpoint:
             extra_headers or {},
             settings.headers,
         )
+        # Whatever the upstream echoes, callers never see them: the key, and every
+        # configured header's value (an organisation token, an `api-key`).
+        for value in settings.headers.values():
+            keep_secret(value)
         if secret:
-            keep_secret(secret)  # whatever the upstream echoes, callers never see it
+            keep_secret(secret)
             headers.update(credentials(secret))
         self._headers = headers
         self._stream_headers = {**headers, "accept": stream_accept}

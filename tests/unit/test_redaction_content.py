@@ -22,7 +22,7 @@ IMAGE = f"\x89PNG mail {EMAIL}".encode()
 
 def screening(mode: RedactionMode, *, answers: bool = False) -> Screening:
     policy = RedactionPolicy(RedactionSettings(mode=mode, answers=answers), keep_text=False)
-    return policy.screening("k", "m", None)
+    return policy.screening("k", ["m"], None)
 
 
 def request() -> ChatCompletionRequest:
@@ -50,9 +50,11 @@ def request() -> ChatCompletionRequest:
     )
 
 
-def test_text_parts_and_unsigned_reasoning_are_redacted_bytes_and_signed_text_are_not() -> None:
+async def test_text_parts_and_unsigned_reasoning_are_redacted_bytes_and_signed_text_are_not() -> (
+    None
+):
     sent = request()
-    screening("redact").prompt(sent)
+    await screening("redact").prompt(sent)
     user, assistant = sent.messages[0], sent.messages[1]
     assert user.parts[0].text == "write to [REDACTED:EMAIL]"
     assert user.parts[1].image.data == IMAGE
@@ -60,12 +62,12 @@ def test_text_parts_and_unsigned_reasoning_are_redacted_bytes_and_signed_text_ar
     assert assistant.reasoning[1].text == f"signed {EMAIL}"  # its signature covers it
 
 
-def test_block_mode_finds_a_text_part() -> None:
+async def test_block_mode_finds_a_text_part() -> None:
     with pytest.raises(SensitiveDataBlocked):
-        screening("block").prompt(request())
+        await screening("block").prompt(request())
 
 
-def test_an_email_only_in_image_bytes_is_not_found() -> None:
+async def test_an_email_only_in_image_bytes_is_not_found() -> None:
     only_bytes = ChatCompletionRequest(
         messages=[
             Message(
@@ -74,16 +76,16 @@ def test_an_email_only_in_image_bytes_is_not_found() -> None:
             )
         ]
     )
-    screening("block").prompt(only_bytes)
+    await screening("block").prompt(only_bytes)
 
 
-def test_answer_reasoning_is_redacted_unless_signed() -> None:
+async def test_answer_reasoning_is_redacted_unless_signed() -> None:
     response = ChatCompletionResponse()
     message = response.choices.add().message
     message.content = f"mail {EMAIL}"
     message.reasoning.add(text=f"found {EMAIL}")
     message.reasoning.add(text=f"signed {EMAIL}", signature="sig")
-    screening("redact", answers=True).answer(response)
+    await screening("redact", answers=True).answer(response)
     assert message.content == "mail [REDACTED:EMAIL]"
     assert message.reasoning[0].text == "found [REDACTED:EMAIL]"
     assert message.reasoning[1].text == f"signed {EMAIL}"
