@@ -15,40 +15,16 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+# Where statuses have always found them; the registry lives in ai_service.secrecy.
+from ai_service.secrecy import MIN_SECRET_CHARS as MIN_SECRET_CHARS
+from ai_service.secrecy import keep_secret as keep_secret
+from ai_service.secrecy import scrub_secrets as scrub_secrets
+
 ERROR_DOMAIN = "ai-service.v1"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 Trailers = tuple[tuple[str, str | bytes], ...]
-
-# Provider keys, which an upstream may echo in an error (its own or a proxy's): no
-# status leaves the gateway with one in it, whichever path made the message. Longest
-# first, so a key that starts with another is replaced whole.
-_SECRETS: list[str] = []
-#: Shorter "keys" are placeholders (`EMPTY` for vLLM, `ollama`), not credentials; hiding
-#: them would garble every message that names, say, the provider `ollama`.
-MIN_SECRET_CHARS = 8
-
-
-def keep_secret(secret: str) -> None:
-    """Never let `secret` reach a caller in a status message or detail."""
-    if len(secret) >= MIN_SECRET_CHARS and secret not in _SECRETS:
-        _SECRETS.append(secret)
-        _SECRETS.sort(key=len, reverse=True)
-
-
-def forget_secret(secret: str) -> None:
-    """Stop scrubbing `secret`: a rotated access token, which no upstream can echo any more
-    (the list is checked on every message, so it must not grow with each renewal)."""
-    if secret in _SECRETS:
-        _SECRETS.remove(secret)
-
-
-def scrub_secrets(text: str) -> str:
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
 
 
 class GatewayError(Exception):
@@ -79,16 +55,23 @@ class InvalidRequest(GatewayError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_REQUEST"
 
-    def __init__(self, field: str, description: str) -> None:
-        super().__init__(f"{field}: {description}")
+    def __init__(
+        self, field: str, description: str, *, more: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """`more`: further (field, description) violations of the same request, each
+        reported in the BadRequest (a batch's bad items, all at once)."""
+        also = f" (and {len(more)} more)" if more else ""
+        super().__init__(f"{field}: {description}{also}")
         self.field = field
         self.description = description
+        self.more = tuple(more)
 
     def details(self) -> list[object]:
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=self.field, description=self.description
-        )
-        return [error_details_pb2.BadRequest(field_violations=[violation])]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            for field, description in ((self.field, self.description), *self.more)
+        ]
+        return [error_details_pb2.BadRequest(field_violations=violations)]
 
 
 class Unauthenticated(GatewayError):

@@ -162,3 +162,25 @@ def cloud_models() -> list[dict[str, Any]]:
         {"name": name, "provider": model.provider, "upstream_model": model.upstream}
         for name, model in CLOUD_MODELS.items()
     ]
+
+
+#: Embedding models on the cloud providers: public name → (provider, upstream model).
+EMBEDDING_MODELS = {
+    "sim-azure-embed": ("azure", "sim-embedding-deployment"),
+    "sim-gemini-embed": ("gemini", "gemini-embedding-001"),
+    "sim-vertex-embed": ("vertex", "text-embedding-005"),
+    "sim-titan-embed": ("bedrock", "amazon.titan-embed-text-v2:0"),
+    "sim-cohere-embed": ("bedrock", "cohere.embed-english-v3"),
+}
+
+
+def embedding_models() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "provider": provider,
+            "upstream_model": upstream,
+            "capabilities": {"embeddings": True},
+        }
+        for name, (provider, upstream) in EMBEDDING_MODELS.items()
+    ]

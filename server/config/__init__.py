@@ -21,7 +21,9 @@ from ai_service.config.loading import (
     parse_config,
     with_sections,
 )
+from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import (
+    Capabilities,
     DeploymentSettings,
     ModelSettings,
     RoutingRule,
@@ -64,6 +66,7 @@ __all__ = [
     "BuiltinDetector",
     "CacheSettings",
     "CallerKey",
+    "Capabilities",
     "CircuitBreakerSettings",
     "ConcurrencySettings",
     "ConfigError",
@@ -71,6 +74,7 @@ __all__ = [
     "DeploymentSettings",
     "EgressSettings",
     "GatewayConfig",
+    "MediaFetchSettings",
     "MetricsSettings",
     "ModelSettings",
     "ObservabilitySettings",

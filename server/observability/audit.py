@@ -4,7 +4,8 @@ Each record says who (the key's configured *name*), what (model asked for and
 served, provider, deployment), how it ended (status, reason, tokens, latency,
 cache hit, PII kinds found) and, only with `include_prompts`, the prompt and
 answer as redacted by the policy. No key, provider key or bearer token is in any
-field: the call record never holds one.
+field: the call record never holds one, and the writer scrubs every record of the
+configured secrets all the same (a prompt or an answer may quote one).
 
 The event loop only serialises the record and enqueues it. A writer thread appends
 what has queued up in one write through a `RotatingFileHandler` (size-based
@@ -28,6 +29,7 @@ import orjson
 
 from ai_service.calls.record import CallRecord, Observer
 from ai_service.config import AuditSettings
+from ai_service.errors import scrub_secrets
 
 
 def audit_entry(call: CallRecord) -> dict[str, Any]:
@@ -54,6 +56,12 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         "cache_hit": bool(call.cache_hit),
         "pii": sorted(call.pii),
     }
+    if served is not None:  # the details only when the provider reported them
+        for name in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
+            if getattr(served, name):
+                entry[name] = getattr(served, name)
+    if call.parts:
+        entry["parts"] = call.parts  # kinds and sizes, never the bytes
     if call.prompt is not None:
         entry["prompt"] = call.prompt
     if call.answer is not None:
@@ -105,7 +113,8 @@ class AuditLog(Observer):
                     lines.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            records = [line for line in lines if isinstance(line, str)]
+            # Scrubbed here, off the event loop: a record may hold a long prompt.
+            records = [scrub_secrets(line) for line in lines if isinstance(line, str)]
             stopping = len(records) < len(lines)
             for group in self._groups(records):
                 # One record of many lines: the handler checks rotation once, writes once.

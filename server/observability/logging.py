@@ -3,7 +3,9 @@
 A line logged while an AIService call is served carries its `request_id` (the one
 returned to the caller in `x-request-id`). Log records carry only what the code
 puts in them; callers' and providers' keys are never passed to a logger (see
-server/interceptors/auth.py), so a line can be shipped anywhere.
+server/interceptors/auth.py), and every finished line is scrubbed of the configured
+secrets all the same (an exception's text may quote an upstream), so a line can be
+shipped anywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import orjson
 
 from ai_service.calls.record import current_call
+from ai_service.errors import scrub_secrets
 
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -47,7 +50,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return scrub_secrets(orjson.dumps(entry, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -60,6 +63,9 @@ class TextFormatter(logging.Formatter):
         line = super().formatMessage(record)
         fields = " ".join(f"{key}={value}" for key, value in _fields(record).items())
         return f"{line} {fields}" if fields else line
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_secrets(super().format(record))
 
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:

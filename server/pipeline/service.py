@@ -27,13 +27,16 @@ from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.answers import Answers
 from ai_service.policy.redaction import RedactionPolicy, Screening
+from ai_service.policy.reflection import ReflectionGuard, scrub_answer
 from ai_service.policy.streams import OpenStreams
 from ai_service.policy.validation import (
     MAX_MODEL_CHARS,
     apply_caller_cap,
+    validate_embed,
     validate_for_model,
     validate_request,
 )
+from ai_service.providers.content import part_summaries
 from ai_service.providers.translation import text_length
 from ai_service.resilience import Budget
 from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
@@ -43,6 +46,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
     ListModelsRequest,
     ListModelsResponse,
     Model,
@@ -97,7 +102,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         self._streams = OpenStreams()
 
     @staticmethod
-    def _admit(state: ServiceState, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
+    async def _admit(
+        state: ServiceState, request: ChatCompletionRequest
+    ) -> tuple[ModelRoute, Screening]:
         """Everything that can refuse a call before it costs an upstream request; redaction."""
         call = current_call.get()
         if call is not None:
@@ -105,13 +112,17 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         validate_request(request, state.limits)
         caller = current_caller.get()
         route = state.router.resolve(request.model, caller)
-        route = state.router.apply_rules(route, request)
+        route = state.router.apply_rules(route, request, caller)
         validate_for_model(request, route.model)
         apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
             call.route = route
-        screening = state.policy.screening(caller.name, route.name, call)
-        screening.prompt(request)
+            if any(message.parts for message in request.messages):
+                call.parts = part_summaries(request)
+        # Every model that may serve the call binds it, its fallbacks' too.
+        reachable = [model.name for model in state.router.reachable(route)]
+        screening = state.policy.screening(caller.name, reachable, call)
+        await screening.prompt(request)
         return route, screening
 
     async def ChatCompletion(
@@ -119,7 +130,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     ) -> ChatCompletionResponse:
         state = self.state
         try:
-            route, screening = self._admit(state, request)
+            route, screening = await self._admit(state, request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             with budget.bound(state.timers):
                 outcome = await state.answers.answer(request, route, budget, current_caller.get())
@@ -129,7 +140,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             log.exception("ChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
         response: ChatCompletionResponse = outcome.value
-        screening.answer(response)
+        scrub_answer(response)
+        await screening.answer(response)
         context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
         return response
 
@@ -142,7 +154,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         state = self.state
         try:
             with self._streams.hold(current_caller.get()):
-                route, screening = self._admit(state, request)
+                route, screening = await self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
                 # The budget bounds the waits on the upstream, never a `yield`: cancelled
                 # while grpc.aio writes a chunk, the call would end with no status at all.
@@ -154,9 +166,11 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 if call is not None:
                     call.saw_first_token()
                 chunk: ChatCompletionChunk | None = first
+                guard = ReflectionGuard()
                 async with contextlib.aclosing(rest):
                     while chunk is not None:
-                        screening.chunk(chunk)
+                        guard.chunk(chunk)
+                        await screening.chunk(chunk)
                         chunk.sequence = delivered
                         yield chunk
                         delivered += 1
@@ -164,7 +178,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         last = chunk
                         with budget.bound(state.timers):
                             chunk = await anext(rest, None)
-                screening.stream_ended()
+                await screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)
                 context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
         except GatewayError as error:
@@ -175,6 +189,28 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             log.exception("StreamChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
 
+    async def Embed(self, request: EmbedRequest, context: Context) -> EmbedResponse:
+        state = self.state
+        call = current_call.get()
+        try:
+            if call is not None:
+                call.model_requested = request.model[:MAX_MODEL_CHARS]
+            validate_embed(request, state.limits)
+            caller = current_caller.get()
+            route = state.router.resolve(request.model, caller)
+            if call is not None:
+                call.route = route
+            budget = Budget.for_call(context.time_remaining(), state.default_deadline)
+            with budget.bound(state.timers):
+                outcome = await state.answers.embed(request, route, budget, caller)
+        except GatewayError as error:
+            await abort(context, error, request_id_metadata())
+        except Exception:
+            log.exception("Embed failed unexpectedly")
+            await abort(context, Internal("internal error in the gateway"), request_id_metadata())
+        context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
+        return outcome.value
+
     async def ListModels(self, request: ListModelsRequest, context: Context) -> ListModelsResponse:
         routes = self.state.router.visible_to(current_caller.get())
         return ListModelsResponse(
@@ -183,6 +219,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                     id=route.name,
                     provider=route.deployments[0].handle.provider.kind,
                     deployments=[d.handle.name for d in route.deployments],
+                    capabilities=self.state.router.capabilities(route),
                 )
                 for route in routes
             ]
@@ -199,11 +236,16 @@ def _outcome_metadata(
 def _ending_metadata(last: ChatCompletionChunk) -> tuple[tuple[str, str], ...]:
     finish = ",".join(choice.finish_reason for choice in last.choices if choice.finish_reason)
     usage = last.usage
-    return (
-        (FINISH_REASON_KEY, finish),
-        (
-            USAGE_KEY,
-            f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
-            f"total={usage.total_tokens}",
-        ),
+    text = (
+        f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
+        f"total={usage.total_tokens}"
     )
+    # The details only when the provider reported any: a plain call's line is unchanged.
+    for name, value in (
+        ("cached", usage.cached_tokens),
+        ("cache_write", usage.cache_write_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    ):
+        if value:
+            text += f",{name}={value}"
+    return ((FINISH_REASON_KEY, finish), (USAGE_KEY, text))

@@ -2,11 +2,18 @@
 
 Modes (`redaction.mode`, overridden per model, and per key above that):
 
-* `redact` — matches become `[REDACTED:EMAIL]` before the upstream sees the prompt;
+* `redact` — matches become `[REDACTED:EMAIL]` before the upstream sees the prompt
+  (`REDACTED_EMAIL` in an identifier, such as a function's name);
 * `block` — the call fails FAILED_PRECONDITION naming the kinds found;
 * `log-only` — the call goes on untouched; the audit log notes the kinds found
   and, if it keeps prompts, keeps them redacted;
 * `off` — no scan at all.
+
+What is screened is everything the upstream receives (`fields.py`): message contents
+and names, tool definitions and schemas, earlier tool calls' arguments, `stop`,
+`user` and a response's JSON schema. A call may reach several models (its fallbacks
+may serve it): the strictest mode among them applies, before any byte goes
+upstream.
 
 With `answers: true`, answers of calls in `redact` or `block` mode are redacted
 too; a streamed answer holds back `stream_window_chars` so a match split across
@@ -18,14 +25,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import grpc
 
 from ai_service.calls.record import CallRecord
 from ai_service.config import RedactionMode, RedactionSettings
 from ai_service.errors import GatewayError
+from ai_service.policy import fields
 from ai_service.policy.detectors import BUILTIN, Detector
+from ai_service.policy.scanner import Finding, Redactor
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -48,93 +56,18 @@ class SensitiveDataBlocked(GatewayError):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    kind: str
-    start: int
-    end: int
-
-
-#: A failed candidate is taken apart only if it is this short (cards, phones, IBANs
-#: are), and at most this many times per text: the scan stays linear on any input.
-_MAX_RESCAN_CHARS = 48
-_MAX_RESCANS = 64
-
-
-class Redactor:
-    """The configured detectors, scanned in one pass where they can be combined."""
-
-    def __init__(self, detectors: Sequence[Detector]) -> None:
-        self._detectors = {f"d{i}": detector for i, detector in enumerate(detectors)}
-        self._pattern = re.compile(
-            "|".join(f"(?P<{group}>{d.pattern})" for group, d in self._detectors.items())
-        )
-        # Each alone, in the same order: for where the combined scan's first candidate
-        # fails its check but another kind starts at the same place.
-        self._each = [(re.compile(d.pattern), d) for d in self._detectors.values()]
-
-    def find(self, text: str) -> list[Finding]:
-        findings = []
-        rescans = _MAX_RESCANS
-        at = 0
-        while (match := self._pattern.search(text, at)) is not None:
-            group = match.lastgroup
-            assert group is not None
-            detector = self._detectors[group]
-            found: Finding | None = None
-            if detector.check is None or detector.check(match.group()):
-                found = Finding(detector.kind, match.start(), match.end())
-            elif rescans > 0:
-                # A candidate that only looked alike (a 14-digit run failing Luhn) must
-                # not hide what it overlaps: a phone number, or a card after `3 `.
-                rescans -= 1
-                found = self._within(text, match.start(), match.end(), detector)
-            if found is None:
-                at = max(match.end(), match.start() + 1)
-                continue
-            findings.append(found)
-            at = max(found.end, found.start + 1)
-        return findings
-
-    def _within(self, text: str, start: int, end: int, failed: Detector) -> Finding | None:
-        """The earliest, then longest, valid finding inside a failed candidate's span,
-        tried between the span's word boundaries: of any kind where the span starts,
-        and further in of the failed kind only (the digits inside a bad IBAN are no
-        phone number)."""
-        if end - start > _MAX_RESCAN_CHARS:
-            return None
-        span = range(start, end)
-        starts = [
-            p for p in span if p == start or (text[p - 1].isspace() and not text[p].isspace())
-        ]
-        ends = [q for q in reversed(span) if q > start and text[q].isspace()]
-        for first in starts:
-            for last in (end, *(q for q in ends if q > first)):
-                for pattern, detector in self._each:
-                    if first != start and detector is not failed:
-                        continue
-                    match = pattern.fullmatch(text, first, last)
-                    if match and (detector.check is None or detector.check(match.group())):
-                        return Finding(detector.kind, first, last)
-        return None
-
-    def redact(self, text: str, findings: Sequence[Finding] | None = None) -> str:
-        findings = self.find(text) if findings is None else findings
-        if not findings:
-            return text
-        pieces: list[str] = []
-        at = 0
-        for found in findings:
-            pieces += (text[at : found.start], f"[REDACTED:{found.kind}]")
-            at = found.end
-        pieces.append(text[at:])
-        return "".join(pieces)
-
-
 def redactor_for(settings: RedactionSettings) -> Redactor:
     detectors = [BUILTIN[name] for name in BUILTIN if name in settings.detectors]
     detectors += [Detector(custom.name, f"(?:{custom.pattern})") for custom in settings.custom]
     return Redactor(detectors)
+
+
+_TEXT_TEMPLATE = "[REDACTED:{}]"
+#: In an identifier (a function's name, a call's id), where brackets are not allowed.
+_NAME_TEMPLATE = "REDACTED_{}"
+
+#: The modes from the least strict to the strictest.
+_STRICTNESS: tuple[RedactionMode, ...] = ("off", "log-only", "redact", "block")
 
 
 class Screening:
@@ -159,85 +92,148 @@ class Screening:
         self._answer: list[str] | None = [] if keep_text and call is not None else None
         self._stream: StreamRedactor | None = None
 
-    def prompt(self, request: ChatCompletionRequest) -> None:
-        """Block, redact or note what the prompt holds; keep it for the audit log."""
+    async def prompt(self, request: ChatCompletionRequest) -> None:
+        """Block, redact or note what the request holds; keep it for the audit log."""
         found: set[str] = set()
         if self._mode != "off":
-            for message in request.messages:
-                findings = self._redactor.find(message.content)
-                found.update(f.kind for f in findings)
-                if findings and self._mode == "redact":
-                    message.content = self._redactor.redact(message.content, findings)
+            found = await self._screen(request, redact=self._mode == "redact")
         if self._call is not None:
             self._call.pii |= found  # a blocked call's audit record says why, too
         if found and self._mode == "block":
             raise SensitiveDataBlocked(found)
         if self._call is not None and self._answer is not None:
-            text = "\n".join(f"{m.role}: {m.content}" for m in request.messages)
-            self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
+            text = "\n".join(f"{m.role}: {fields.message_text(m)}" for m in request.messages)
+            if self._mode != "redact":
+                text = self._redactor.redact(text, await self._redactor.find_async(text))
+            self._call.prompt = text
 
-    def answer(self, response: ChatCompletionResponse) -> None:
-        for choice in response.choices:
-            if self._answer is not None:
-                self._answer.append(choice.message.content)
-            if self._redact_answers:
-                findings = self._redactor.find(choice.message.content)
-                if findings:
-                    choice.message.content = self._redactor.redact(choice.message.content, findings)
-                    if self._call is not None:  # as a stream's are (StreamRedactor.found)
-                        self._call.pii.update(f.kind for f in findings)
-        self._finish()
+    async def _screen(self, request: ChatCompletionRequest, *, redact: bool) -> set[str]:
+        """The kinds found in every text the upstream receives; redacted if asked."""
+        texts = list(fields.upstream_texts(request))
+        values = [fields.parsed(t) if t.shape in ("json", "value") else None for t in texts]
+        units: list[list[str]] = [
+            fields.leaves(value) if value is not None else [text.get()]
+            for text, value in zip(texts, values, strict=True)
+        ]
+        findings = await self._redactor.find_each([unit for group in units for unit in group])
+        found = {f.kind for each in findings for f in each}
+        if not (found and redact):
+            return found
+        at = 0
+        for text, value, group in zip(texts, values, units, strict=True):
+            pieces = findings[at : at + len(group)]
+            at += len(group)
+            if not any(pieces):
+                continue
+            template = _NAME_TEMPLATE if text.shape == "name" else _TEXT_TEMPLATE
+            redacted = [
+                self._redactor.redact(unit, piece, template)
+                for unit, piece in zip(group, pieces, strict=True)
+            ]
+            if not text.editable:  # a signature covers it: screened, never rewritten
+                continue
+            if value is None:
+                text.set(redacted[0])
+            else:
+                fields.store(text, fields.rebuilt(value, redacted))
+        return found
 
-    def chunk(self, chunk: ChatCompletionChunk) -> None:
+    async def answer(self, response: ChatCompletionResponse) -> None:
+        if self._answer is not None:
+            self._answer.extend(choice.message.content for choice in response.choices)
+        if self._redact_answers:
+            for text in fields.answer_texts(response):  # content and reasoning
+                findings = await self._redactor.find_async(text.get())
+                if not findings:
+                    continue
+                if text.editable:
+                    text.set(self._redactor.redact(text.get(), findings))
+                if self._call is not None:  # as a stream's are (StreamRedactor.found)
+                    self._call.pii.update(f.kind for f in findings)
+        await self._finish()
+
+    async def chunk(self, chunk: ChatCompletionChunk) -> None:
         if self._redact_answers:
             if self._stream is None:
                 self._stream = StreamRedactor(self._redactor, self._window)
-            self._stream.apply(chunk)
+            await self._stream.apply(chunk)
         if self._answer is not None:  # on every chunk: nothing to do unless text is kept
             for choice in chunk.choices:
                 self._answer.append(choice.delta.content)
 
-    def stream_ended(self) -> None:
-        self._finish()
+    async def stream_ended(self) -> None:
+        await self._finish()
 
-    def _finish(self) -> None:
+    async def _finish(self) -> None:
         if self._call is None:
             return
         if self._stream is not None:
             self._call.pii |= self._stream.found
         if self._answer is not None:
-            self._call.answer = self._redactor.redact("".join(self._answer))
+            text = "".join(self._answer)
+            self._call.answer = self._redactor.redact(text, await self._redactor.find_async(text))
 
 
 class StreamRedactor:
-    """Redacts a streamed answer, holding back a window of text per choice.
+    """Redacts a streamed answer, holding back text per choice until it is safe to send.
 
-    Text is released once `window` more characters have arrived after it, so an
-    entity split across chunks is whole when scanned; a match that straddles the
-    release point is held back entire. The chunk that carries a finish reason
-    releases everything.
+    Text is held until at least `window` more characters have arrived after it (the
+    longest entity with spaces in it that is caught across chunks), and a trailing run
+    without whitespace is held whole (an address or a token longer than the window
+    is not released by its start), up to the longest entity a detector finds; a
+    finding that straddles the release point is held back entire. The chunk that
+    carries a finish reason releases everything.
+
+    The held text is scanned again only once it has grown by as much as was held
+    after the last scan (and by a window at least): a match that keeps growing is
+    rescanned at doubling lengths, so the whole stream costs a few scans of each
+    character, never one per chunk.
     """
 
     def __init__(self, redactor: Redactor, window: int) -> None:
         self._redactor = redactor
         self._window = window
         self._held: dict[int, str] = {}
+        #: Per choice: the length its held text must reach before it is scanned again.
+        self._due: dict[int, int] = {}
         self.found: set[str] = set()
 
-    def apply(self, chunk: ChatCompletionChunk) -> None:
+    async def apply(self, chunk: ChatCompletionChunk) -> None:
         for choice in chunk.choices:
-            text = self._held.pop(choice.index, "") + choice.delta.content
-            findings = self._redactor.find(text)
-            cut = len(text) if choice.finish_reason else len(text) - self._window
-            for found in findings:
-                if found.start < cut < found.end:
-                    cut = found.start
-            cut = max(cut, 0)
+            for piece in choice.delta.reasoning:
+                # Reasoning pieces are scanned as they come, not held back: whether a
+                # block is signed (and so may not change) is known only at its end.
+                self.found.update(f.kind for f in await self._redactor.find_async(piece.text))
+            index = choice.index
+            text = self._held.pop(index, "") + choice.delta.content
+            if not choice.finish_reason and len(text) < self._due.get(index, 0):
+                self._held[index] = text
+                choice.delta.content = ""
+                continue
+            findings = await self._redactor.find_async(text)
+            cut = len(text) if choice.finish_reason else self._release_point(text, findings)
             released = [f for f in findings if f.end <= cut]
             self.found.update(f.kind for f in released)
-            if cut < len(text):
-                self._held[choice.index] = text[cut:]
+            rest = len(text) - cut
+            if rest:
+                self._held[index] = text[cut:]
+                self._due[index] = rest + max(rest, self._window)
             choice.delta.content = self._redactor.redact(text[:cut], released)
+
+    def _release_point(self, text: str, findings: list[Finding]) -> int:
+        cut = len(text) - self._window
+        # None when the run is longer than any entity: it is not held for being one.
+        run = _TRAILING_RUN.search(text, max(len(text) - self._redactor.reach, 0))
+        if run is not None:
+            cut = min(cut, run.start())
+        for found in findings:
+            if found.start < cut < found.end:
+                cut = found.start
+        return max(cut, 0)
+
+
+#: The characters after the last whitespace (tried only where a run starts).
+_TRAILING_RUN = re.compile(r"(?<!\S)\S*+\Z")
 
 
 class RedactionPolicy:
@@ -257,8 +253,14 @@ class RedactionPolicy:
         settings = self._settings
         return settings.keys.get(key) or settings.models.get(model) or settings.mode
 
-    def screening(self, key: str, model: str, call: CallRecord | None) -> Screening:
-        mode = self.mode_for(key, model)
+    def strictest_mode(self, key: str, models: Sequence[str]) -> RedactionMode:
+        """The strictest mode among every model a call may reach (the key's own mode,
+        where it has one, is every model's)."""
+        return max((self.mode_for(key, model) for model in models), key=_STRICTNESS.index)
+
+    def screening(self, key: str, models: Sequence[str], call: CallRecord | None) -> Screening:
+        """The screening of a call by `key` that may be served by any of `models`."""
+        mode = self.strictest_mode(key, models)
         if mode == "off" and not self._keep_text:
             return self._unscreened
         return Screening(

@@ -36,7 +36,7 @@ from ai_service.providers.credentials import Credentials
 from ai_service.providers.credentials.entra import EntraTokenSource
 from ai_service.providers.credentials.tokens import RefreshingToken
 from ai_service.providers.endpoint import UpstreamEndpoint, bearer, map_by_status
-from ai_service.providers.http import HttpClient, UpstreamResponse, create_http_client
+from ai_service.providers.http import HttpClient, UpstreamResponse
 from ai_service.providers.openai import OpenAIProvider
 from ai_service.providers.status_mapping import caller_message
 
@@ -46,15 +46,12 @@ _CONTENT_FILTER_CODES = frozenset({"content_filter", "ResponsibleAIPolicyViolati
 class AzureOpenAIProvider(OpenAIProvider):
     kind = "azure_openai"
 
-    def _chat_endpoint(
-        self, settings: ProviderSettings, http: HttpClient | None
-    ) -> UpstreamEndpoint:
+    def _chat_endpoint(self, settings: ProviderSettings, http: HttpClient) -> UpstreamEndpoint:
         azure = settings.azure_openai
         version = azure.api_version if azure is not None else AZURE_DEFAULT_API_VERSION
         self._v1 = version == "v1"
         self._origin = settings.base_url.rstrip("/")
         self._query = f"?api-version={quote(version, safe='')}"
-        http = http or create_http_client(settings)
         return UpstreamEndpoint(
             settings,
             "/openai/v1/chat/completions",
@@ -65,11 +62,24 @@ class AzureOpenAIProvider(OpenAIProvider):
             http=http,
         )
 
-    def _chat_url(self, deployment: Deployment) -> str | None:
+    def _embeddings_endpoint(
+        self, settings: ProviderSettings, http: HttpClient
+    ) -> UpstreamEndpoint:
+        return UpstreamEndpoint(
+            settings,
+            "/openai/v1/embeddings",
+            stream_accept="application/json",
+            credentials=lambda key: {"api-key": key},
+            auth=self._endpoint.auth,  # one key or token for both
+            map_error=error_from_response,
+            http=http,
+        )
+
+    def _url(self, deployment: Deployment, path: str) -> str | None:
         if self._v1:
             return None  # the body's model names the deployment
         name = quote(deployment.upstream_model, safe="")
-        return f"{self._origin}/openai/deployments/{name}/chat/completions{self._query}"
+        return f"{self._origin}/openai/deployments/{name}{path}{self._query}"
 
 
 def entra_credentials(settings: ProviderSettings, http: HttpClient) -> Credentials | None:

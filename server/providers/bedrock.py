@@ -33,7 +33,10 @@ the tools, and cannot be told not to call them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+import asyncio
+import itertools
+import re
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -42,11 +45,16 @@ from botocore.eventstream import EventStreamMessage
 
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
+from ai_service.providers.anthropic import FALLBACK_MAX_TOKENS, thinking_of, thinking_refusal
 from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.content import b64, cache_marks
 from ai_service.providers.credentials.aws import SigV4
+from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
 from ai_service.providers.eventstream import iter_event_batches
 from ai_service.providers.http import HttpClient, UpstreamResponse
+from ai_service.providers.http.fetch import MediaFetcher
+from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import error_from_status
 from ai_service.providers.translation import (
     EMPTY_OBJECT_SCHEMA,
@@ -55,16 +63,23 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
+    keeps_reasoning_text,
     new_id,
+    set_usage,
     text_chunk,
     tool_choice_of,
     translate_failure,
 )
 from ai_service_protos.ai_service_pb2 import (
+    CacheControl,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ContentPart,
+    EmbedRequest,
+    EmbedResponse,
     Message,
+    ReasoningBlock,
     ToolCall,
     Usage,
 )
@@ -106,9 +121,18 @@ _TOOL_CHOICES: dict[str, dict[str, Any]] = {"auto": {"auto": {}}, "required": {"
 class BedrockProvider:
     kind = "bedrock"
     refuses_requests = True
+    carries = frozenset(
+        {"vision", "documents", "reasoning", "tools", "prompt_caching", "embeddings"}
+    )
 
-    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        http: HttpClient | None = None,
+        media: MediaFetcher | None = None,
+    ) -> None:
         self.name = settings.name
+        self._media = media or MediaFetcher()
         self._models_url = f"{settings.base_url.rstrip('/')}/model/"
         self._endpoint = UpstreamEndpoint(
             settings,
@@ -123,27 +147,40 @@ class BedrockProvider:
     def _url(self, deployment: Deployment, operation: str) -> str:
         return f"{self._models_url}{quote(deployment.upstream_model, safe='')}/{operation}"
 
+    async def _body(
+        self, request: ChatCompletionRequest, deployment: Deployment, default_max_tokens: int | None
+    ) -> bytes:
+        # Converse takes media as bytes (or from S3): a URL part is fetched first.
+        request = await with_bytes(request, _any_url, self._media)
+        return orjson.dumps(request_body(request, deployment.upstream_model, default_max_tokens))
+
     async def complete(
         self,
         request: ChatCompletionRequest,
         deployment: Deployment,
-        default_max_tokens: int | None = None,  # the API needs none
+        default_max_tokens: int | None = None,
     ) -> ChatCompletionResponse:
-        body = orjson.dumps(request_body(request))
+        body = await self._body(request, deployment, default_max_tokens)
         url = self._url(deployment, "converse")
         payload = await self._endpoint.fetch(body, "a Converse answer", url)
-        return translate_failure(response_from_bedrock, payload, deployment.upstream_model)
+        response = translate_failure(response_from_bedrock, payload, deployment.upstream_model)
+        if not keeps_reasoning_text(request):
+            for block in response.choices[0].message.reasoning:
+                block.text = ""  # the signatures stay: the next turn needs them
+        return response
 
     async def stream(
         self,
         request: ChatCompletionRequest,
         deployment: Deployment,
-        default_max_tokens: int | None = None,  # the API needs none
+        default_max_tokens: int | None = None,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = orjson.dumps(request_body(request))
+        body = await self._body(request, deployment, default_max_tokens)
         url = self._url(deployment, "converse-stream")
         async with self._endpoint.stream(body, url) as response:
-            translator = StreamTranslator(self.name, deployment.upstream_model)
+            translator = StreamTranslator(
+                self.name, deployment.upstream_model, keeps_reasoning_text(request)
+            )
             async for frames in iter_event_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
                 for frame in frames:
@@ -157,11 +194,108 @@ class BedrockProvider:
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
         return request_refusal(request)
 
+    async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
+        family = embedding_family(deployment.upstream_model, request)
+        url = self._url(deployment, "invoke")
+        response = EmbedResponse(model=deployment.upstream_model)
+        as_bytes = wants_bytes(request)
+        if family == "titan":  # one text per call
+            bodies = [titan_body(request, text) for text in request.inputs]
+            answers = await asyncio.gather(
+                *(self._endpoint.fetch(orjson.dumps(body), "an embedding", url) for body in bodies)
+            )
+            embeddings = [
+                translate_failure(_titan_vector, answer, i, as_bytes)
+                for i, answer in enumerate(answers)
+            ]
+            tokens = sum(int(answer.get("inputTextTokenCount") or 0) for answer in answers)
+            set_usage(response.usage, tokens, 0)
+        else:  # cohere: up to 96 texts per call
+            texts = list(request.inputs)
+            batches = [texts[at : at + COHERE_BATCH] for at in range(0, len(texts), COHERE_BATCH)]
+            answers = await asyncio.gather(
+                *(
+                    self._endpoint.fetch(orjson.dumps(cohere_body(batch)), "embeddings", url)
+                    for batch in batches
+                )
+            )
+            embeddings = []
+            for number, answer in enumerate(answers):
+                vectors = translate_failure(_cohere_vectors, answer)
+                embeddings += [
+                    embedding_from(number * COHERE_BATCH + i, vector, as_bytes)
+                    for i, vector in enumerate(vectors)
+                ]
+        return complete(response, embeddings, len(request.inputs), self.name)
+
     async def aclose(self) -> None:
         await self._endpoint.aclose()
 
 
+def _any_url(part: ContentPart) -> bool:
+    return True
+
+
+# --- embeddings: InvokeModel with each family's documented body -------------------------------
+
+#: Texts one Cohere Embed call takes (the model's parameters page).
+COHERE_BATCH = 96
+
+
+def embedding_family(model: str, request: EmbedRequest) -> str:
+    """ "titan" or "cohere": the families whose InvokeModel bodies are documented
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-titan-embed-text.html,
+    .../model-parameters-embed.html); others are refused naming the model."""
+    if "titan-embed" in model:
+        return "titan"
+    if "cohere.embed" in model:
+        if request.HasField("dimensions"):
+            raise InvalidRequest("dimensions", "Cohere Embed on Bedrock takes no dimensions")
+        return "cohere"
+    raise InvalidRequest(
+        "model",
+        f"Bedrock model {model!r} has no embedding body the gateway knows "
+        f"(Amazon Titan Text Embeddings and Cohere Embed do)",
+    )
+
+
+def titan_body(request: EmbedRequest, text: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"inputText": text}
+    if request.HasField("dimensions"):
+        body["dimensions"] = request.dimensions  # 256, 512 or 1024 (v2)
+    return body
+
+
+def cohere_body(texts: list[str]) -> dict[str, Any]:
+    return {"texts": texts, "input_type": "search_document", "embedding_types": ["float"]}
+
+
+def _titan_vector(payload: dict[str, Any], index: int, as_bytes: bool) -> Any:
+    return embedding_from(index, payload["embedding"], as_bytes)
+
+
+def _cohere_vectors(payload: dict[str, Any]) -> list[Any]:
+    embeddings = payload["embeddings"]
+    vectors = embeddings["float"] if isinstance(embeddings, dict) else embeddings
+    if not isinstance(vectors, list):
+        raise ValueError("embeddings is not a list")
+    return vectors
+
+
 # --- request: proto → Converse JSON ---------------------------------------------------
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+_DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/plain": "txt"}
+#: Cache points one request may carry (the prompt-caching guide).
+MAX_CACHE_POINTS = 4
+#: What a document's name may hold (DocumentBlock.name); anything else becomes "-".
+_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9\s\-\(\)\[\]]")
 
 
 def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
@@ -178,25 +312,63 @@ def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
                 f"is {getattr(request, field):g}; Bedrock's Converse API takes 0 to "
                 f"{MAX_TEMPERATURE:g}",
             )
-    first = next((m for m in request.messages if m.role != "system"), None)
+    first = next((m for m in request.messages if m.role not in _SYSTEM_ROLES), None)
     if first is not None and first.role == "assistant":
         return InvalidRequest(
             "messages", "Bedrock's Converse API needs the conversation to start with a user message"
         )
+    return _content_refusal(request) or thinking_refusal(request)
+
+
+def _content_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+    for i, message in enumerate(request.messages):
+        for j, part in enumerate(message.parts):
+            path = f"messages[{i}].parts[{j}]"
+            kind = part.WhichOneof("kind")
+            if kind == "audio":
+                return InvalidRequest(f"{path}.audio", "Bedrock's Converse API takes no audio")
+            if kind == "image" and part.image.detail not in ("", "auto"):
+                return InvalidRequest(f"{path}.image.detail", "Bedrock takes no detail setting")
+        for j, block in enumerate(message.reasoning):
+            if block.text and not block.signature:
+                return InvalidRequest(
+                    f"messages[{i}].reasoning[{j}].signature",
+                    "is required by Bedrock: reasoning from another provider cannot be sent "
+                    "back to it",
+                )
+    marks = list(cache_marks(request))
+    if len(marks) > MAX_CACHE_POINTS:
+        return InvalidRequest(
+            marks[MAX_CACHE_POINTS], f"Bedrock takes at most {MAX_CACHE_POINTS} cache points"
+        )
     return None
 
 
-def request_body(request: ChatCompletionRequest) -> dict[str, Any]:
+def request_body(
+    request: ChatCompletionRequest, model: str = "", default_max_tokens: int | None = None
+) -> dict[str, Any]:
     refusal = request_refusal(request)
     if refusal is not None:
         raise refusal
     system, messages = messages_to_bedrock(request.messages)
     body: dict[str, Any] = {"messages": messages}
     if system:
-        body["system"] = [{"text": text} for text in system]
+        body["system"] = system
     inference: dict[str, Any] = {}
+    thinking = thinking_of(request)
+    if thinking is not None:
+        if "anthropic" not in model and "claude" not in model:
+            raise InvalidRequest(
+                "reasoning",
+                f"goes to Bedrock as Claude's thinking; {model!r} is not a Claude model",
+            )
+        body["additionalModelRequestFields"] = {"thinking": thinking}
     if request.HasField("max_tokens"):
         inference["maxTokens"] = request.max_tokens
+    elif thinking is not None and "budget_tokens" in thinking:
+        # Thinking counts toward maxTokens: the model's default is the answer's, budget beside.
+        default = FALLBACK_MAX_TOKENS if default_max_tokens is None else default_max_tokens
+        inference["maxTokens"] = default + thinking["budget_tokens"]
     if request.HasField("temperature"):
         inference["temperature"] = request.temperature
     if request.HasField("top_p"):
@@ -224,7 +396,7 @@ def tool_config_of(
     )
     if choice == ("mode", "none") and not holds_tools:
         return None  # no tools offered: none can be called
-    tools = []
+    tools: list[dict[str, Any]] = []
     for tool in request.tools:
         function = tool.function
         spec: dict[str, Any] = {"name": function.name}
@@ -232,6 +404,8 @@ def tool_config_of(
             spec["description"] = function.description
         spec["inputSchema"] = {"json": function_parameters(function) or EMPTY_OBJECT_SCHEMA}
         tools.append({"toolSpec": spec})
+        if tool.HasField("cache_control"):
+            tools.append(cache_point(tool.cache_control))
     config: dict[str, Any] = {"tools": tools}
     if choice is not None and choice[0] == "function":
         config["toolChoice"] = {"tool": {"name": choice[1]}}
@@ -240,16 +414,27 @@ def tool_config_of(
     return config
 
 
-def messages_to_bedrock(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, alternating user/assistant messages of content blocks)."""
-    system: list[str] = []
+def cache_point(mark: CacheControl) -> dict[str, Any]:
+    """A cache mark as a `cachePoint` block, after what it marks."""
+    point: dict[str, Any] = {"type": "default"}
+    if mark.ttl:
+        point["ttl"] = mark.ttl
+    return {"cachePoint": point}
+
+
+def messages_to_bedrock(
+    messages: Sequence[Message],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, alternating user/assistant messages of content blocks)."""
+    system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
+    documents = itertools.count(1)  # names for unnamed documents, unique in the request
     for message in messages:
-        if message.role == "system":
-            system.append(message.content)
+        if message.role in _SYSTEM_ROLES:
+            system += text_blocks(message)
             continue
         role = "assistant" if message.role == "assistant" else "user"
-        blocks = content_blocks(message)
+        blocks = content_blocks(message, documents)
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -259,13 +444,71 @@ def messages_to_bedrock(messages: Sequence[Message]) -> tuple[list[str], list[di
     return system, out
 
 
-def content_blocks(message: Message) -> list[dict[str, Any]]:
-    if message.role == "tool":
-        result = {"toolUseId": message.tool_call_id, "content": [{"text": message.content}]}
-        return [{"toolResult": result}]
+def _marked(blocks: list[dict[str, Any]], holder: Message | ContentPart) -> list[dict[str, Any]]:
+    if holder.HasField("cache_control"):
+        blocks.append(cache_point(holder.cache_control))
+    return blocks
+
+
+def text_blocks(message: Message) -> list[dict[str, Any]]:
+    """A system message's text: its content (with its cache point), then its text parts."""
     blocks: list[dict[str, Any]] = []
-    if message.content or message.role != "assistant":
-        blocks.append({"text": message.content})
+    if message.content or not message.parts:
+        blocks += _marked([{"text": message.content}], message)
+    for part in message.parts:
+        blocks += _marked([{"text": part.text}], part)
+    return blocks
+
+
+def part_blocks(part: ContentPart, documents: Iterator[int]) -> list[dict[str, Any]]:
+    """A content part as its content block (bytes base64 in JSON), then its cache point."""
+    kind = part.WhichOneof("kind")
+    block: dict[str, Any]
+    if kind == "image":
+        image = part.image
+        source = {"bytes": b64(image.data)}
+        block = {"image": {"format": _IMAGE_FORMATS[image.media_type], "source": source}}
+    elif kind == "document":
+        document = part.document
+        name = _NAME_CHARACTERS.sub("-", document.name).strip() or f"document-{next(documents)}"
+        block = {
+            "document": {
+                "format": _DOCUMENT_FORMATS[document.media_type],
+                "name": " ".join(name.split())[:200],  # no two whitespace in a row
+                "source": {"bytes": b64(document.data)},
+            }
+        }
+    else:
+        block = {"text": part.text}
+    return _marked([block], part)
+
+
+def reasoning_blocks(message: Message) -> list[dict[str, Any]]:
+    """The message's reasoning, back first in its turn as it came, unmodified."""
+    return [
+        {"reasoningContent": {"redactedContent": block.redacted_data}}
+        if block.redacted_data
+        else {
+            "reasoningContent": {
+                "reasoningText": {"text": block.text, "signature": block.signature}
+            }
+        }
+        for block in message.reasoning
+    ]
+
+
+def content_blocks(message: Message, documents: Iterator[int]) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        text = message.content + "".join(
+            p.text for p in message.parts if p.WhichOneof("kind") == "text"
+        )
+        result = {"toolUseId": message.tool_call_id, "content": [{"text": text}]}
+        return _marked([{"toolResult": result}], message)
+    blocks = reasoning_blocks(message)
+    if message.content or (message.role != "assistant" and not message.parts):
+        blocks += _marked([{"text": message.content}], message)
+    for part in message.parts:
+        blocks += part_blocks(part, documents)
     for call in message.tool_calls:
         blocks.append(
             {
@@ -301,6 +544,8 @@ def usage_into(usage: Usage, counts: dict[str, Any] | None) -> None:
     usage.total_tokens = int(
         counts.get("totalTokens") or usage.prompt_tokens + usage.completion_tokens
     )
+    usage.cached_tokens = int(counts.get("cacheReadInputTokens") or 0)
+    usage.cache_write_tokens = int(counts.get("cacheWriteInputTokens") or 0)
 
 
 def response_from_bedrock(payload: dict[str, Any], model: str) -> ChatCompletionResponse:
@@ -316,22 +561,35 @@ def response_from_bedrock(payload: dict[str, Any], model: str) -> ChatCompletion
             call.function.name = use["name"]
             call.function.arguments = arguments_text(use.get("input"))
             choice.message.tool_calls.append(call)
-        # reasoning and other blocks have no place in the service's message
+        elif "reasoningContent" in block:
+            choice.message.reasoning.append(reasoning_block(block["reasoningContent"]))
+        # citations and other blocks have no place in the service's message
     choice.finish_reason = finish_reason(payload.get("stopReason"))
     usage_into(response.usage, payload.get("usage"))
     return response
 
 
+def reasoning_block(content: dict[str, Any]) -> ReasoningBlock:
+    """A `reasoningContent` block: signed text, or redacted data (base64, kept as sent)."""
+    if "redactedContent" in content:
+        return ReasoningBlock(redacted_data=content["redactedContent"])
+    text = content["reasoningText"]
+    return ReasoningBlock(text=text["text"], signature=text.get("signature") or "")
+
+
 class StreamTranslator:
     """ConverseStream frames → chunks; `metadata` (after `messageStop`) is the last one."""
 
-    def __init__(self, provider: str, model: str) -> None:
+    def __init__(self, provider: str, model: str, keep_reasoning: bool = True) -> None:
         self.provider = provider
         self.template = ChatCompletionChunk(id=new_id("bedrock-"), model=model)
+        self.keep_reasoning = keep_reasoning
         self.finish: str | None = None
         self.done = False
         # content block index → [tool call index, whether any input arrived]
         self._tools: dict[int, list[int]] = {}
+        # content block index → reasoning block index
+        self._reasoning: dict[int, int] = {}
 
     def feed(self, frame: EventStreamMessage) -> list[ChatCompletionChunk]:
         headers = frame.headers
@@ -367,7 +625,11 @@ class StreamTranslator:
                 piece = delta["toolUse"].get("input") or ""
                 tool[1] = tool[1] or bool(piece)
                 return [self._tool_piece(tool[0], piece)] if piece else []
-            return []  # reasoning, citations: not part of the service's message
+            if "reasoningContent" in delta:
+                return self._reasoning_piece(
+                    payload["contentBlockIndex"], delta["reasoningContent"]
+                )
+            return []  # citations: not part of the service's message
         if event == "contentBlockStop":
             started = self._tools.get(payload["contentBlockIndex"])
             if started is not None and not started[1]:
@@ -380,14 +642,22 @@ class StreamTranslator:
             if self.finish is None:
                 raise ValueError("metadata before messageStop")
             self.done = True
-            usage = Usage()
-            usage_into(usage, payload.get("usage"))
-            return [
-                finish_chunk(
-                    self.template, self.finish, usage.prompt_tokens, usage.completion_tokens
-                )
-            ]
+            last = finish_chunk(self.template, self.finish, 0, 0)
+            usage_into(last.usage, payload.get("usage"))
+            return [last]
         return []  # event types added later
+
+    def _reasoning_piece(self, block: int, delta: dict[str, Any]) -> list[ChatCompletionChunk]:
+        index = self._reasoning.setdefault(block, len(self._reasoning))
+        text = delta.get("text") or ""
+        chunk = text_chunk(self.template, "")
+        chunk.choices[0].delta.reasoning.add(
+            index=index,
+            text=text if self.keep_reasoning else "",
+            signature=delta.get("signature") or "",
+            redacted_data=delta.get("redactedContent") or "",
+        )
+        return [chunk]
 
     def last_chunk(self) -> ChatCompletionChunk:
         if self.finish is None:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ai_service.config import ProviderSettings
-from ai_service.errors import UpstreamError
+from ai_service.errors import UpstreamError, keep_secret
 from ai_service.providers.base import parse_json_body
 from ai_service.providers.credentials import Credentials, OutgoingRequest
 from ai_service.providers.credentials.static import StaticKey
@@ -68,6 +68,10 @@ class UpstreamEndpoint:
             settings.headers,
             auth.static_headers,
         )
+        # Whatever the upstream echoes, callers never see them: every configured header's
+        # value (an organisation token, an `api-key`); the credentials keep their own.
+        for value in settings.headers.values():
+            keep_secret(value)
         self._headers = headers
         self._stream_headers = {**headers, "accept": stream_accept}
         self._map_error = map_error

@@ -49,11 +49,15 @@ from ai_service.errors import (
     UpstreamUnavailable,
 )
 from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.content import b64, budget_of, is_off, reasoning_of, reasoning_on
 from ai_service.providers.credentials import Credentials
+from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
 from ai_service.providers.framing import iter_sse_batches
 from ai_service.providers.gemini_schema import gemini_schema
 from ai_service.providers.http import HttpClient, UpstreamResponse
+from ai_service.providers.http.fetch import MediaFetcher
+from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import error_from_status
 from ai_service.providers.translation import (
     arguments_object,
@@ -61,6 +65,7 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
+    keeps_reasoning_text,
     new_id,
     text_chunk,
     tool_choice_of,
@@ -70,7 +75,11 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ContentPart,
+    EmbedRequest,
+    EmbedResponse,
     Message,
+    ReasoningBlock,
     ToolCall,
     Usage,
 )
@@ -110,9 +119,16 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)s")
 class GeminiProvider:
     kind = "gemini"
     refuses_requests = True
+    carries = frozenset({"vision", "documents", "audio_input", "reasoning", "tools", "embeddings"})
 
-    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        http: HttpClient | None = None,
+        media: MediaFetcher | None = None,
+    ) -> None:
         self.name = settings.name
+        self._media = media or MediaFetcher()
         self._models_url = self._models(settings)
         self._endpoint = UpstreamEndpoint(
             settings,
@@ -135,16 +151,25 @@ class GeminiProvider:
     def _url(self, deployment: Deployment, method: str) -> str:
         return f"{self._models_url}{quote(deployment.upstream_model, safe='')}:{method}"
 
+    async def _body(self, request: ChatCompletionRequest) -> bytes:
+        # Media go inline: `fileData` takes only the Files API's (or Cloud Storage) URIs.
+        request = await with_bytes(request, _any_url, self._media)
+        return orjson.dumps(request_body(request))
+
     async def complete(
         self,
         request: ChatCompletionRequest,
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
-        body = orjson.dumps(request_body(request))
+        body = await self._body(request)
         url = self._url(deployment, "generateContent")
         payload = await self._endpoint.fetch(body, "a generateContent answer", url)
-        return translate_failure(response_from_gemini, payload, deployment.upstream_model)
+        response = translate_failure(response_from_gemini, payload, deployment.upstream_model)
+        if not keeps_reasoning_text(request):
+            for block in response.choices[0].message.reasoning:
+                block.text = ""  # the signatures stay: the next turn needs them
+        return response
 
     async def stream(
         self,
@@ -152,10 +177,12 @@ class GeminiProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = orjson.dumps(request_body(request))
+        body = await self._body(request)
         url = self._url(deployment, "streamGenerateContent") + "?alt=sse"
         async with self._endpoint.stream(body, url) as response:
-            translator = StreamTranslator(self.name, deployment.upstream_model)
+            translator = StreamTranslator(
+                self.name, deployment.upstream_model, keeps_reasoning_text(request)
+            )
             async for events in iter_sse_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
                 for event in events:
@@ -166,27 +193,97 @@ class GeminiProvider:
         yield translator.last_chunk()
 
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
-        try:
-            request_body(request)
-        except InvalidRequest as refused:
-            return refused
-        return None
+        return request_refusal(request)
+
+    async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
+        body = orjson.dumps(self._embed_body(request, deployment))
+        url = self._url(deployment, self._embed_method)
+        payload = await self._endpoint.fetch(body, "embeddings", url)
+        return translate_failure(self._embeddings_from, payload, request, deployment, self.name)
+
+    _embed_method = "batchEmbedContents"
+
+    def _embed_body(self, request: EmbedRequest, deployment: Deployment) -> dict[str, Any]:
+        """batchEmbedContents: one request per input, each naming the model."""
+        model = f"models/{deployment.upstream_model}"
+        requests = []
+        for text in request.inputs:
+            one: dict[str, Any] = {"model": model, "content": {"parts": [{"text": text}]}}
+            if request.HasField("dimensions"):
+                one["outputDimensionality"] = request.dimensions
+            requests.append(one)
+        return {"requests": requests}
+
+    @staticmethod
+    def _embeddings_from(
+        payload: dict[str, Any], request: EmbedRequest, deployment: Deployment, provider: str
+    ) -> EmbedResponse:
+        # The Gemini API reports no token counts for embeddings: usage stays 0.
+        response = EmbedResponse(model=deployment.upstream_model)
+        as_bytes = wants_bytes(request)
+        embeddings = [
+            embedding_from(i, item["values"], as_bytes)
+            for i, item in enumerate(payload["embeddings"])
+        ]
+        return complete(response, embeddings, len(request.inputs), provider)
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()
 
 
+def _any_url(part: ContentPart) -> bool:
+    return True
+
+
 # --- request: proto → Gemini JSON ---------------------------------------------------
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+    """What Gemini cannot take, refused before a call, naming the field."""
+    try:
+        _check(request)
+    except InvalidRequest as refused:
+        return refused
+    return None
+
+
+def _check(request: ChatCompletionRequest) -> None:
+    if len(request.stop) > MAX_STOP_SEQUENCES:
+        raise InvalidRequest("stop", f"Gemini takes at most {MAX_STOP_SEQUENCES} stop sequences")
+    _function_names(request.messages)  # every tool result names an earlier call
+    for i in range(len(request.tools)):
+        declaration(request, i)
+    _response_schema(request)
+    for i, message in enumerate(request.messages):
+        for j, part in enumerate(message.parts):
+            if part.WhichOneof("kind") != "image":
+                continue
+            if part.image.detail not in ("", "auto"):
+                raise InvalidRequest(
+                    f"messages[{i}].parts[{j}].image.detail", "Gemini takes no detail setting"
+                )
+            if part.image.media_type == "image/gif":
+                raise InvalidRequest(
+                    f"messages[{i}].parts[{j}].image.media_type",
+                    "Gemini takes PNG, JPEG and WebP images, not GIF",
+                )
+        for j, block in enumerate(message.reasoning):
+            if block.redacted_data:
+                raise InvalidRequest(
+                    f"messages[{i}].reasoning[{j}].redacted_data",
+                    "is another provider's redacted reasoning; Gemini cannot take it back",
+                )
 
 
 def request_body(request: ChatCompletionRequest) -> dict[str, Any]:
     """The generateContent body; InvalidRequest naming the field for what Gemini cannot take."""
-    if len(request.stop) > MAX_STOP_SEQUENCES:
-        raise InvalidRequest("stop", f"Gemini takes at most {MAX_STOP_SEQUENCES} stop sequences")
+    _check(request)
     system, contents = contents_from(request.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:
-        body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
+        body["systemInstruction"] = {"parts": system}
     if request.tools:
         body["tools"] = [
             {"functionDeclarations": [declaration(request, i) for i in range(len(request.tools))]}
@@ -207,48 +304,83 @@ def request_body(request: ChatCompletionRequest) -> dict[str, Any]:
         config["stopSequences"] = list(request.stop)
     if request.HasField("response_format") and request.response_format.type not in ("", "text"):
         config["responseMimeType"] = "application/json"
-        fmt = request.response_format
-        if fmt.type == "json_schema" and fmt.json_schema:
-            config["responseSchema"] = gemini_schema(
-                orjson.loads(fmt.json_schema), "response_format.json_schema"
-            )
+        schema = _response_schema(request)
+        if schema is not None:
+            config["responseSchema"] = schema
+    thinking = thinking_config(request)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     if config:
         body["generationConfig"] = config
     return body
 
 
-def contents_from(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, contents): turns of one role merged, tool results named by function."""
-    names: dict[str, str] = {}  # tool call id → function name
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
+def _response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    fmt = request.response_format
+    if not request.HasField("response_format") or fmt.type != "json_schema" or not fmt.json_schema:
+        return None
+    return gemini_schema(orjson.loads(fmt.json_schema), "response_format.json_schema")
+
+
+def thinking_config(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The reasoning setting as `thinkingConfig`: a budget (an effort mapped to 1024, 4096
+    or 16384 tokens, as for Anthropic), 0 for off, and whether thoughts come back."""
+    setting = reasoning_of(request)
+    if setting is None:
+        return None
+    config: dict[str, Any] = {}
+    if is_off(setting):
+        config["thinkingBudget"] = 0
+    else:
+        budget = budget_of(setting)
+        if budget is not None:
+            config["thinkingBudget"] = budget
+    if setting.HasField("include_text"):
+        config["includeThoughts"] = setting.include_text
+    elif reasoning_on(request):
+        config["includeThoughts"] = True  # the reasoning text is asked for by default
+    return config or None
+
+
+def _function_names(messages: Sequence[Message]) -> dict[int, str]:
+    """The function each tool result answers (Gemini names it), by message index."""
+    calls: dict[str, str] = {}
+    answered: dict[int, str] = {}
     for i, message in enumerate(messages):
-        if message.role == "system":
-            system.append(message.content)
-            continue
+        for call in message.tool_calls:
+            calls[call.id] = call.function.name
         if message.role == "tool":
-            name = names.get(message.tool_call_id)
+            name = calls.get(message.tool_call_id)
             if name is None:
                 raise InvalidRequest(
                     f"messages[{i}].tool_call_id",
                     f"{message.tool_call_id!r} answers no tool call of an earlier assistant "
                     f"message; Gemini needs the function's name",
                 )
+            answered[i] = name
+    return answered
+
+
+def contents_from(
+    messages: Sequence[Message],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system instruction parts, contents): turns of one role merged, tool results named
+    by function."""
+    names = _function_names(messages)
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        if message.role in _SYSTEM_ROLES:
+            system += user_parts(message)
+            continue
+        if message.role == "tool":
             role = "user"
-            parts: list[dict[str, Any]] = [
-                {"functionResponse": {"name": name, "response": tool_response(message)}}
-            ]
+            response = {"name": names[i], "response": tool_response(message)}
+            parts: list[dict[str, Any]] = [{"functionResponse": response}]
         elif message.role == "assistant":
-            role = "model"
-            parts = [{"text": message.content}] if message.content else []
-            for call in message.tool_calls:
-                parts.append(
-                    {"functionCall": {"name": call.function.name, "args": arguments_object(call)}}
-                )
-                names[call.id] = call.function.name
+            role, parts = "model", model_parts(message)
         else:
-            role = "user"
-            parts = [{"text": message.content}]
+            role, parts = "user", user_parts(message)
         if not parts:
             continue
         if contents and contents[-1]["role"] == role:
@@ -258,13 +390,62 @@ def contents_from(messages: Sequence[Message]) -> tuple[list[str], list[dict[str
     return system, contents
 
 
+def user_parts(message: Message) -> list[dict[str, Any]]:
+    """The message's content, then its parts: text, and media inline with their type."""
+    parts: list[dict[str, Any]] = []
+    if message.content or not message.parts:
+        parts.append({"text": message.content})
+    for part in message.parts:
+        kind = part.WhichOneof("kind")
+        if kind == "text":
+            parts.append({"text": part.text})
+        elif kind == "image":
+            parts.append(_inline(part.image.media_type, part.image.data))
+        elif kind == "document":
+            parts.append(_inline(part.document.media_type, part.document.data))
+        elif kind == "audio":
+            parts.append(_inline(f"audio/{part.audio.format}", part.audio.data))
+    return parts
+
+
+def _inline(media_type: str, data: bytes) -> dict[str, Any]:
+    return {"inlineData": {"mimeType": media_type, "data": b64(data)}}
+
+
+def model_parts(message: Message) -> list[dict[str, Any]]:
+    """An assistant turn as Gemini sent it: its thoughts (with their signatures), its text,
+    its function calls. A signature that came on a text or function-call part goes back
+    on the first function call, else on the text, as Gemini checks it there."""
+    parts: list[dict[str, Any]] = []
+    loose: list[str] = []  # signatures of parts that were not thoughts
+    for block in message.reasoning:
+        if block.text:
+            thought: dict[str, Any] = {"text": block.text, "thought": True}
+            if block.signature:
+                thought["thoughtSignature"] = block.signature
+            parts.append(thought)
+        elif block.signature:
+            loose.append(block.signature)
+    answer: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
+    calls: list[dict[str, Any]] = [
+        {"functionCall": {"name": call.function.name, "args": arguments_object(call)}}
+        for call in message.tool_calls
+    ]
+    for part, signature in zip(calls or answer, loose, strict=False):
+        part["thoughtSignature"] = signature
+    return parts + answer + calls
+
+
 def tool_response(message: Message) -> dict[str, Any]:
     """A tool result as the object `functionResponse.response` must be."""
+    text = message.content + "".join(
+        p.text for p in message.parts if p.WhichOneof("kind") == "text"
+    )
     try:
-        value = orjson.loads(message.content)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return {"result": message.content}
-    return value if isinstance(value, dict) else {"result": message.content}
+        return {"result": text}
+    return value if isinstance(value, dict) else {"result": text}
 
 
 def declaration(request: ChatCompletionRequest, index: int) -> dict[str, Any]:
@@ -315,8 +496,13 @@ def response_from_gemini(payload: dict[str, Any], model: str) -> ChatCompletionR
     else:
         candidate = candidates[0]
         for part in (candidate.get("content") or {}).get("parts") or ():
+            signature = part.get("thoughtSignature") or ""
             if part.get("thought"):
-                continue  # reasoning summaries have no place in the service's message
+                block = ReasoningBlock(text=part.get("text") or "", signature=signature)
+                choice.message.reasoning.append(block)
+                continue
+            if signature:  # a signature on an answer part: kept, to go back next turn
+                choice.message.reasoning.append(ReasoningBlock(signature=signature))
             if "text" in part:
                 choice.message.content += part["text"]
             elif "functionCall" in part:
@@ -329,31 +515,41 @@ def response_from_gemini(payload: dict[str, Any], model: str) -> ChatCompletionR
 
 
 def usage_into(usage: Usage, metadata: dict[str, Any] | None) -> None:
-    """Gemini's counts: thoughts count as completion tokens (as OpenAI counts reasoning),
-    the tool-use prompt as prompt tokens; absent counts are zero (proto3 JSON)."""
+    """Gemini's counts: thoughts count as completion tokens (as OpenAI counts reasoning), and
+    are its reasoning tokens; the tool-use prompt counts as prompt tokens; tokens read from
+    the (implicit or explicit) context cache are its cached tokens; absent counts are zero
+    (proto3 JSON)."""
     if not metadata:
         return
+    thoughts = int(metadata.get("thoughtsTokenCount") or 0)
     usage.prompt_tokens = int(metadata.get("promptTokenCount") or 0) + int(
         metadata.get("toolUsePromptTokenCount") or 0
     )
-    usage.completion_tokens = int(metadata.get("candidatesTokenCount") or 0) + int(
-        metadata.get("thoughtsTokenCount") or 0
-    )
+    usage.completion_tokens = int(metadata.get("candidatesTokenCount") or 0) + thoughts
     usage.total_tokens = int(
         metadata.get("totalTokenCount") or usage.prompt_tokens + usage.completion_tokens
     )
+    usage.cached_tokens = int(metadata.get("cachedContentTokenCount") or 0)
+    usage.reasoning_tokens = thoughts
 
 
 class StreamTranslator:
-    """Gemini stream responses → chunks; the last chunk waits for the end of the body."""
+    """Gemini stream responses → chunks; the last chunk waits for the end of the body.
 
-    def __init__(self, provider: str, model: str) -> None:
+    Thought parts become reasoning deltas: consecutive pieces of thought text make one
+    block, which a signature closes; a signature on an answer part is a block of its own,
+    as in the unary answer."""
+
+    def __init__(self, provider: str, model: str, keep_reasoning: bool = True) -> None:
         self.provider = provider
         self.template = ChatCompletionChunk(model=model)
+        self.keep_reasoning = keep_reasoning
         self.started = False
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
         self.tool_calls = 0
+        self.blocks = 0  # reasoning blocks so far
+        self.open_thought = False  # the last block is thought text awaiting more
 
     def feed(self, payload: dict[str, Any]) -> list[ChatCompletionChunk]:
         if "error" in payload:
@@ -373,22 +569,43 @@ class StreamTranslator:
             return chunks
         candidate = candidates[0]
         for part in (candidate.get("content") or {}).get("parts") or ():
-            if part.get("thought"):
-                continue
-            if part.get("text"):
-                chunks.append(text_chunk(self.template, part["text"]))
-            elif "functionCall" in part:
-                call = tool_call_from_gemini(part["functionCall"])
-                chunk = text_chunk(self.template, "")
-                piece = chunk.choices[0].delta.tool_calls.add(
-                    index=self.tool_calls, id=call.id, type="function"
-                )
-                piece.function.CopyFrom(call.function)
-                self.tool_calls += 1
-                chunks.append(chunk)
+            chunks += self._part(part)
         if candidate.get("finishReason"):
             self.finish = finish_reason(candidate["finishReason"], self.tool_calls > 0)
         return chunks
+
+    def _part(self, part: dict[str, Any]) -> list[ChatCompletionChunk]:
+        chunks = []
+        signature = part.get("thoughtSignature") or ""
+        if part.get("thought"):
+            text = (part.get("text") or "") if self.keep_reasoning else ""
+            if not self.open_thought:
+                self.blocks += 1
+            chunks.append(self._reasoning(text, signature))
+            self.open_thought = not signature
+            return chunks
+        if self.open_thought or signature:
+            self.open_thought = False
+        if signature:
+            self.blocks += 1
+            chunks.append(self._reasoning("", signature))
+        if part.get("text"):
+            chunks.append(text_chunk(self.template, part["text"]))
+        elif "functionCall" in part:
+            call = tool_call_from_gemini(part["functionCall"])
+            chunk = text_chunk(self.template, "")
+            piece = chunk.choices[0].delta.tool_calls.add(
+                index=self.tool_calls, id=call.id, type="function"
+            )
+            piece.function.CopyFrom(call.function)
+            self.tool_calls += 1
+            chunks.append(chunk)
+        return chunks
+
+    def _reasoning(self, text: str, signature: str) -> ChatCompletionChunk:
+        chunk = text_chunk(self.template, "")
+        chunk.choices[0].delta.reasoning.add(index=self.blocks - 1, text=text, signature=signature)
+        return chunk
 
     def last_chunk(self) -> ChatCompletionChunk:
         """The finish reason and usage, once the body has ended."""
@@ -396,11 +613,9 @@ class StreamTranslator:
             raise UpstreamUnavailable(
                 f"upstream {self.provider!r} ended the stream without a finishReason"
             )
-        usage = Usage()
-        usage_into(usage, self.usage)
-        return finish_chunk(
-            self.template, self.finish, usage.prompt_tokens, usage.completion_tokens
-        )
+        last = finish_chunk(self.template, self.finish, 0, 0)
+        usage_into(last.usage, self.usage)
+        return last
 
 
 # --- errors ---------------------------------------------------------------------------------

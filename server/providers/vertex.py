@@ -20,6 +20,7 @@ credentials/tokens.py).
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -36,18 +37,21 @@ from ai_service.providers.base import Deployment, Provider
 from ai_service.providers.credentials import Credentials
 from ai_service.providers.credentials.google import GoogleTokenSource
 from ai_service.providers.credentials.tokens import RefreshingToken
+from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint, bearer
 from ai_service.providers.gemini import GeminiProvider
 from ai_service.providers.http import HttpClient
-from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
+from ai_service.providers.http.fetch import MediaFetcher
+from ai_service.providers.translation import set_usage
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, EmbedRequest, EmbedResponse
 
 
-def vertex_provider(settings: ProviderSettings) -> Provider:
+def vertex_provider(settings: ProviderSettings, media: MediaFetcher | None = None) -> Provider:
     """The adapter for the provider's publisher: Gemini or Claude."""
     assert settings.vertex is not None  # config validation requires the block
     if settings.vertex.publisher == "anthropic":
-        return VertexClaudeProvider(settings)
-    return VertexProvider(settings)
+        return VertexClaudeProvider(settings, media=media)
+    return VertexProvider(settings, media=media)
 
 
 def models_url(settings: ProviderSettings, vertex: VertexSettings) -> str:
@@ -64,6 +68,8 @@ def oauth_token(settings: ProviderSettings) -> Credentials:
 
 class VertexProvider(GeminiProvider):
     kind = "vertex"
+    #: Text embeddings on Vertex are the `predict` method (instances and predictions).
+    _embed_method = "predict"
 
     def _models(self, settings: ProviderSettings) -> str:
         assert settings.vertex is not None
@@ -71,6 +77,26 @@ class VertexProvider(GeminiProvider):
 
     def _auth(self, settings: ProviderSettings) -> Credentials | None:
         return oauth_token(settings)
+
+    def _embed_body(self, request: EmbedRequest, deployment: Deployment) -> dict[str, Any]:
+        body: dict[str, Any] = {"instances": [{"content": text} for text in request.inputs]}
+        if request.HasField("dimensions"):
+            body["parameters"] = {"outputDimensionality": request.dimensions}
+        return body
+
+    @staticmethod
+    def _embeddings_from(
+        payload: dict[str, Any], request: EmbedRequest, deployment: Deployment, provider: str
+    ) -> EmbedResponse:
+        response = EmbedResponse(model=deployment.upstream_model)
+        as_bytes = wants_bytes(request)
+        embeddings, tokens = [], 0
+        for i, prediction in enumerate(payload["predictions"]):
+            found = prediction["embeddings"]
+            embeddings.append(embedding_from(i, found["values"], as_bytes))
+            tokens += int((found.get("statistics") or {}).get("token_count") or 0)
+        set_usage(response.usage, tokens, 0)
+        return complete(response, embeddings, len(request.inputs), provider)
 
 
 class VertexClaudeProvider(AnthropicProvider):

@@ -4,8 +4,12 @@ A model has one or more deployments (provider + upstream model + weight) and an
 ordered list of fallback models. For each call the router orders the candidates:
 the model's own deployments by its balancing policy (weighted random, or least
 outstanding requests), then each fallback's; deployments whose circuit is open
-go last, to be skipped while they stay open. Content rules (e.g. long prompts to
-a long-context model) may first swap the model. Each deployment's circuit
+go last, to be skipped while they stay open (as are deployments cooling down after
+a 429, until their Retry-After passes). Content rules (e.g. long prompts to
+a long-context model) may first swap the model. A key's `models` list binds all of
+it: a rule whose model the key may not use is passed over, and its calls see the
+route without the fallbacks it may not use (so no attempt, hedge or cached answer
+comes from one). Each deployment's circuit
 breaker and concurrency limiter live here, one per (provider, upstream model),
 shared by every model that uses it.
 """
@@ -18,11 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ai_service.config import ModelSettings, ResilienceSettings, deployment_limits
-from ai_service.errors import ModelNotFound, PermissionDenied, quoted
+from ai_service.errors import InvalidRequest, ModelNotFound, PermissionDenied, quoted
 from ai_service.identity.callers import Caller
 from ai_service.providers import Deployment, Provider
-from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
-from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
+from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter, Cooldown
+from ai_service.routing import capabilities
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ModelCapabilities
 
 
 @dataclass(eq=False, slots=True)
@@ -35,6 +40,8 @@ class DeploymentHandle:
     limiter: ConcurrencyLimiter
     #: `target.name`, built once: every answer and every chunk is stamped with it.
     name: str = field(init=False)
+    #: Set by an upstream 429's Retry-After: the deployment is skipped until it passes.
+    cooldown: Cooldown = field(default_factory=Cooldown)
 
     def __post_init__(self) -> None:
         self.name = self.target.name
@@ -51,16 +58,16 @@ class ModelRoute:
     model: ModelSettings
     deployments: tuple[WeightedDeployment, ...]
     #: What a cached answer of this route depends on (its model's and its fallbacks'
-    #: settings): a reload that repoints the model starts its answers afresh.
+    #: settings): a reload that repoints the model starts its answers afresh, and a key
+    #: that may not use some fallback never shares the answers one of them gave.
     fingerprint: str
+    #: The fallbacks this route may reach: the model's own, less those the caller's key
+    #: may not use (`Router.resolve` and `apply_rules` hand out only such views).
+    fallbacks: tuple[str, ...]
 
     @property
     def name(self) -> str:
         return self.model.name
-
-    def is_healthy(self) -> bool:
-        """Serving while at least one deployment's circuit is not open."""
-        return any(d.handle.breaker.state is not CircuitState.OPEN for d in self.deployments)
 
     def uses(self, handle: DeploymentHandle) -> bool:
         return any(d.handle is handle for d in self.deployments)
@@ -115,28 +122,28 @@ class Router:
                             limiter=ConcurrencyLimiter(target.name, max_in_flight, max_queue),
                         )
                 weighted.append(WeightedDeployment(handle, settings.weight))
-            serving = (model, *(by_name[name] for name in model.fallbacks))
-            fingerprint = hashlib.sha256(
-                "\n".join(m.model_dump_json() for m in serving).encode()
-            ).hexdigest()[:16]
-            self._routes[model.name] = ModelRoute(model, tuple(weighted), fingerprint)
+            self._routes[model.name] = _route(model, tuple(weighted), model.fallbacks, by_name)
+        self._by_name = by_name
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
-        # Built once here, read on every call (`default_max_tokens`, `output_cap`).
-        self._serving = {name: self._serving_of(route) for name, route in self._routes.items()}
-        self._narrows = {
-            name: any(
-                handle.provider.refuses_requests or model.max_output_tokens is not None
-                for handle, model in serving.items()
-            )
-            for name, serving in self._serving.items()
-        }
+        # Built once per route (and per restricted view, when first asked for), read on
+        # every call (`default_max_tokens`, `output_cap`, `may_narrow`).
+        self._serving: dict[tuple[str, tuple[str, ...]], dict[DeploymentHandle, ModelSettings]] = {}
+        self._narrows: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._views: dict[tuple[str, tuple[str, ...]], ModelRoute] = {}
+        # Each candidate's capabilities as the model it serves a route's calls as.
+        self._capabilities: dict[
+            tuple[str, tuple[str, ...]], dict[DeploymentHandle, dict[str, bool]]
+        ] = {}
+        for route in self._routes.values():
+            self._register(route)
 
     @property
     def routes(self) -> tuple[ModelRoute, ...]:
         return tuple(self._routes.values())
 
     def resolve(self, model: str, caller: Caller) -> ModelRoute:
-        """The route for `model`, if it exists and `caller` may use it."""
+        """The route for `model`, if it exists and `caller` may use it, as `caller` may
+        take it: without the fallbacks its key may not use."""
         if not caller.may_use(model):
             # Checked first: a restricted key learns nothing about other models.
             raise PermissionDenied(f"key {caller.name!r} may not use model {quoted(model)}")
@@ -145,22 +152,30 @@ class Router:
             raise ModelNotFound(
                 f"model {quoted(model)} is not served here; ListModels shows the choices"
             )
-        return route
+        return self._view(route, caller)
 
-    def apply_rules(self, route: ModelRoute, request: ChatCompletionRequest) -> ModelRoute:
-        """The model the content rules pick for this request (the configured owner's choice)."""
+    def apply_rules(
+        self, route: ModelRoute, request: ChatCompletionRequest, caller: Caller
+    ) -> ModelRoute:
+        """The model the content rules pick for this request (the configured owner's
+        choice), among those `caller` may use: a rule whose model its key may not use is
+        passed over, as if the prompt did not match it."""
         if not route.model.rules:
             return route
         prompt_chars = sum(len(message.content) for message in request.messages)
         for rule in route.model.rules:
-            if prompt_chars >= rule.min_prompt_chars:
-                return self._routes[rule.model]
+            if prompt_chars >= rule.min_prompt_chars and caller.may_use(rule.model):
+                return self._view(self._routes[rule.model], caller)
         return route
+
+    def reachable(self, route: ModelRoute) -> tuple[ModelSettings, ...]:
+        """Every model whose deployments may serve a call on `route`."""
+        return (route.model, *(self._by_name[name] for name in route.fallbacks))
 
     def candidates(self, route: ModelRoute) -> list[DeploymentHandle]:
         """Every deployment that may serve the call, best first, each once."""
         ordered = self._balanced(route)
-        for name in route.model.fallbacks:
+        for name in route.fallbacks:
             for handle in self._balanced(self._routes[name]):
                 if handle not in ordered:
                     ordered.append(handle)
@@ -169,25 +184,85 @@ class Router:
             ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
         return ordered
 
+    def can_serve(self, route: ModelRoute) -> bool:
+        """Whether a call to `route` would find a deployment to take it now: one of its
+        own or of its fallbacks whose circuit admits a call. Health says SERVING
+        exactly then, and the dispatcher refuses for want of a deployment only otherwise."""
+        return any(handle.breaker.allows() for handle in self._serving[_key(route)])
+
     def default_max_tokens(self, route: ModelRoute, handle: DeploymentHandle) -> int:
         """The max_tokens `handle` is sent for `route` when the request sets none: that
         of the model it serves for the call (`route`'s own, or the first fallback's
         that uses it). Deployments are shared between models; their defaults are not."""
-        return self._serving[route.name][handle].effective_default_max_tokens
+        return self._serving[_key(route)][handle].effective_default_max_tokens
 
     def may_narrow(self, route: ModelRoute) -> bool:
         """Whether some candidate of `route` may be unable to take a request: its
         provider refuses some, or its model caps max_tokens (else all can take any)."""
-        return self._narrows[route.name]
+        return self._narrows[_key(route)]
 
     def output_cap(self, route: ModelRoute, handle: DeploymentHandle) -> int | None:
         """The most max_tokens `handle` may be asked for on `route`'s calls: the cap of
         the model it serves for them (a fallback's own applies when it serves)."""
-        return self._serving[route.name][handle].max_output_tokens
+        return self._serving[_key(route)][handle].max_output_tokens
+
+    def _view(self, route: ModelRoute, caller: Caller) -> ModelRoute:
+        """`route` less the fallbacks `caller` may not use (`route` itself when it may use
+        them all: every unrestricted key). Views are built once and kept."""
+        fallbacks = tuple(name for name in route.fallbacks if caller.may_use(name))
+        if fallbacks == route.fallbacks:
+            return route
+        view = self._views.get((route.name, fallbacks))
+        if view is None:
+            view = _route(route.model, route.deployments, fallbacks, self._by_name)
+            self._register(view)
+        return view
+
+    def _register(self, route: ModelRoute) -> None:
+        key = _key(route)
+        self._views[key] = route
+        serving = self._serving[key] = self._serving_of(route)
+        able = self._capabilities[key] = {
+            handle: capabilities.capabilities_of(model, handle.provider.carries)
+            for handle, model in serving.items()
+        }
+        self._narrows[key] = any(
+            handle.provider.refuses_requests
+            or model.max_output_tokens is not None
+            or not all(able[handle][c] for c in capabilities.CHAT_CAPABILITIES)
+            for handle, model in serving.items()
+        )
+
+    def refusal(
+        self,
+        route: ModelRoute,
+        handle: DeploymentHandle,
+        request: ChatCompletionRequest,
+        needs: dict[str, str],
+    ) -> InvalidRequest | None:
+        """Why `handle` cannot take `request` on `route`'s calls: the model it serves them
+        as lacks a capability the request `needs` (`capabilities.needs_of`), or its
+        provider's API cannot take the request; None when it can."""
+        # Named as the caller named it (a content rule may have picked another model).
+        able = self._capabilities[_key(route)][handle]
+        lacking = capabilities.refusal(needs, able, request.model)
+        return lacking or handle.provider.refusal(request)
+
+    def capabilities(self, route: ModelRoute) -> ModelCapabilities:
+        """What `route`'s model has on at least one of its own deployments (the router
+        skips the others for a call that needs it), for ListModels."""
+        own = [self._capabilities[_key(route)][d.handle] for d in route.deployments]
+        merged = {name: any(c[name] for c in own) for name in own[0]}
+        return capabilities.as_proto(merged, route.model)
+
+    def embedders(self, route: ModelRoute) -> list[DeploymentHandle]:
+        """`route`'s candidates (fallbacks included) that may serve an Embed call."""
+        able = self._capabilities[_key(route)]
+        return [handle for handle in self.candidates(route) if able[handle]["embeddings"]]
 
     def _serving_of(self, route: ModelRoute) -> dict[DeploymentHandle, ModelSettings]:
         """Every candidate of `route` → the model it serves `route`'s calls as."""
-        serving = (route, *(self._routes[name] for name in route.model.fallbacks))
+        serving = (route, *(self._routes[name] for name in route.fallbacks))
         models: dict[DeploymentHandle, ModelSettings] = {}
         for model_route in reversed(serving):  # the earlier model wins a shared deployment
             for deployment in model_route.deployments:
@@ -215,6 +290,23 @@ class Router:
 
     def visible_to(self, caller: Caller) -> list[ModelRoute]:
         return [route for name, route in self._routes.items() if caller.may_use(name)]
+
+
+def _key(route: ModelRoute) -> tuple[str, tuple[str, ...]]:
+    return route.name, route.fallbacks
+
+
+def _route(
+    model: ModelSettings,
+    deployments: tuple[WeightedDeployment, ...],
+    fallbacks: tuple[str, ...],
+    by_name: Mapping[str, ModelSettings],
+) -> ModelRoute:
+    serving = (model, *(by_name[name] for name in fallbacks))
+    fingerprint = hashlib.sha256(
+        "\n".join(m.model_dump_json() for m in serving).encode()
+    ).hexdigest()[:16]
+    return ModelRoute(model, deployments, fingerprint, fallbacks)
 
 
 def _outstanding(deployment: WeightedDeployment) -> int:

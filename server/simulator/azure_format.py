@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from .config import SimulatorConfig
+from .content import PromptCache
 from .credentials import IssuedCredentials
+from .embeddings_format import OpenAIEmbeddingsFormat
 from .filters import filter_asked, filtered_answer
 from .openai_format import OpenAIFormat
-from .planner import ReplyPlan, plan_reply
+from .planner import ReplyPlan
 from .wire import ApiError, StreamEvent
 
 if TYPE_CHECKING:
@@ -78,29 +80,39 @@ class AzureFormat:
     routes: tuple[str, ...] = (
         "/openai/deployments/{deployment}/chat/completions",
         "/openai/v1/chat/completions",
+        "/openai/deployments/{deployment}/embeddings",
+        "/openai/v1/embeddings",
     )
 
-    def __init__(self, credentials: IssuedCredentials, config: SimulatorConfig) -> None:
+    def __init__(
+        self, credentials: IssuedCredentials, config: SimulatorConfig, cache: PromptCache
+    ) -> None:
         self.credentials = credentials
         self.config = config
-        self.errors = AzureChat(credentials, None, config.system_fingerprint)
+        self.cache = cache
+        self.errors = AzureChat(credentials, None, config.system_fingerprint, cache)
 
-    def bind(self, request: web.Request, raw_body: bytes) -> AzureChat | ApiError:
+    def bind(self, request: web.Request, raw_body: bytes) -> AzureChat | AzureEmbeddings | ApiError:
         deployment = request.match_info.get("deployment")
         if deployment is not None and not request.query.get("api-version"):
             return ApiError(404, "Resource not found", code="404")
-        return AzureChat(self.credentials, deployment, self.config.system_fingerprint)
+        fingerprint = self.config.system_fingerprint
+        if request.path.endswith("/embeddings"):
+            return AzureEmbeddings(self.credentials, deployment, fingerprint, self.cache)
+        return AzureChat(self.credentials, deployment, fingerprint, self.cache)
 
 
-class AzureChat(OpenAIFormat):
-    """One request's view: OpenAI's format, for `deployment` (None: the v1 URL)."""
-
-    path = "/openai/v1/chat/completions"
+class _Azure(OpenAIFormat):
+    """What Azure's endpoints share: its auth, the deployment in the URL, its error shape."""
 
     def __init__(
-        self, credentials: IssuedCredentials, deployment: str | None, fingerprint: str
+        self,
+        credentials: IssuedCredentials,
+        deployment: str | None,
+        fingerprint: str,
+        cache: PromptCache,
     ) -> None:
-        super().__init__(fingerprint)
+        super().__init__(fingerprint, cache)
         self.credentials = credentials
         self.deployment = deployment
 
@@ -111,47 +123,14 @@ class AzureChat(OpenAIFormat):
             return None
         return ApiError(401, _BAD_TOKEN, code="401")
 
-    def validate(self, body: Any) -> None:
+    def _with_model(self, body: Any) -> Any:
+        """The body as OpenAI's format reads it: the deployment names the model."""
         if self.deployment is not None and isinstance(body, dict) and not body.get("model"):
-            body = {**body, "model": self.deployment}  # the deployment names the model
-        super().validate(body)
-        if filter_asked(body) == "prompt":
-            raise ApiError(400, _FILTER_MESSAGE, param="prompt", code="content_filter")
+            return {**body, "model": self.deployment}
+        return body
 
     def model_of(self, body: Any) -> str | None:
         return self.deployment if self.deployment is not None else super().model_of(body)
-
-    def plan(self, body: Any) -> ReplyPlan:
-        plan = plan_reply(body)
-        return filtered_answer(plan) if filter_asked(body) == "answer" else plan
-
-    def _envelope(self, body: Any, kind: str) -> dict[str, Any]:
-        return super()._envelope({"model": self.model_of(body)}, kind)
-
-    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
-        completion = orjson.loads(super().unary_body(body, plan))
-        completion["prompt_filter_results"] = [
-            {"prompt_index": 0, "content_filter_results": _PROMPT_RESULTS}
-        ]
-        for choice in completion["choices"]:
-            choice["content_filter_results"] = _choice_results(plan)
-        return orjson.dumps(completion)
-
-    def stream_events(self, body: Any, plan: ReplyPlan) -> list[StreamEvent]:
-        opening = {
-            "choices": [],
-            "created": 0,
-            "id": "",
-            "model": "",
-            "object": "",
-            "prompt_filter_results": [
-                {"prompt_index": 0, "content_filter_results": _PROMPT_RESULTS}
-            ],
-        }
-        events = super().stream_events(body, plan)
-        if plan.finish_reason == "content_filter":
-            events = [_with_results(event, _FILTERED_ANSWER) for event in events]
-        return [StreamEvent(b"data: " + orjson.dumps(opening) + b"\n\n"), *events]
 
     def error_body(self, error: ApiError) -> bytes:
         detail: dict[str, Any] = {"code": error.code or str(error.status), "message": error.message}
@@ -177,6 +156,59 @@ class AzureChat(OpenAIFormat):
             "deployment within the last 5 minutes, please wait a moment and try again.",
             code="DeploymentNotFound",
         )
+
+
+class AzureEmbeddings(_Azure, OpenAIEmbeddingsFormat):
+    """Embeddings at the deployment (or v1) URL: OpenAI's body and answer."""
+
+    path = "/openai/v1/embeddings"
+
+    def validate(self, body: Any) -> None:
+        super().validate(self._with_model(body))
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
+        return super().unary_body(self._with_model(body), plan)
+
+
+class AzureChat(_Azure):
+    """One request's view: OpenAI's format, for `deployment` (None: the v1 URL)."""
+
+    path = "/openai/v1/chat/completions"
+
+    def validate(self, body: Any) -> None:
+        body = self._with_model(body)
+        super().validate(body)
+        if filter_asked(body) == "prompt":
+            raise ApiError(400, _FILTER_MESSAGE, param="prompt", code="content_filter")
+
+    def plan(self, body: Any) -> ReplyPlan:
+        plan = super().plan(self._with_model(body))
+        return filtered_answer(plan) if filter_asked(body) == "answer" else plan
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
+        completion = orjson.loads(super().unary_body(self._with_model(body), plan))
+        completion["prompt_filter_results"] = [
+            {"prompt_index": 0, "content_filter_results": _PROMPT_RESULTS}
+        ]
+        for choice in completion["choices"]:
+            choice["content_filter_results"] = _choice_results(plan)
+        return orjson.dumps(completion)
+
+    def stream_events(self, body: Any, plan: ReplyPlan) -> list[StreamEvent]:
+        opening = {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [
+                {"prompt_index": 0, "content_filter_results": _PROMPT_RESULTS}
+            ],
+        }
+        events = super().stream_events(self._with_model(body), plan)
+        if plan.finish_reason == "content_filter":
+            events = [_with_results(event, _FILTERED_ANSWER) for event in events]
+        return [StreamEvent(b"data: " + orjson.dumps(opening) + b"\n\n"), *events]
 
 
 def _choice_results(plan: ReplyPlan) -> dict[str, Any]:

@@ -33,19 +33,33 @@ guardrail_intervened`, the guardrail's canned text); `/filter answer` ends
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import itertools
+import json
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from .config import SimulatorConfig
+from .content import (
+    PromptCache,
+    effort_of_budget,
+    embedding,
+    redact,
+    redacted_ok,
+    sign,
+    signature_ok,
+)
 from .credentials import IssuedCredentials
 from .eventstream import event_frame, exception_frame
 from .filters import filter_asked, filtered_answer
 from .openai_format import ARGUMENT_PIECE_CHARS
-from .planner import ReplyPlan, plan_reply
+from .planner import ReplyPlan, count_words, plan_reply
 from .sigv4 import SigningKey, verify
 from .wire import ApiError, StreamEvent, pieces
 
@@ -75,6 +89,26 @@ _FAULT_MESSAGES: Final = {
     503: "The service is unavailable. Please try again later (simulated).",
 }
 _STOP_REASONS: Final = {"length": "max_tokens", "tool_calls": "tool_use"}
+_IMAGE_FORMATS: Final = frozenset({"png", "jpeg", "gif", "webp"})
+_DOCUMENT_TYPES: Final = {
+    "pdf": "application/pdf",
+    "txt": "text/plain",
+    "md": "text/markdown",
+    "html": "text/html",
+    "csv": "text/csv",
+    "doc": "application/msword",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xls": "application/vnd.ms-excel",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_DOCUMENT_NAME: Final = re.compile(r"(?!.*\s\s)[A-Za-z0-9\s\-\(\)\[\]]{1,200}")
+MAX_CACHE_POINTS: Final = 4
+COHERE_TEXTS: Final = 96
+COHERE_INPUT_TYPES: Final = frozenset(
+    {"search_document", "search_query", "classification", "clustering", "image"}
+)
+TITAN_DIMENSIONS: Final = 1024
+MIN_THINKING_BUDGET: Final = 1024
 _BLOCK_KINDS: Final = frozenset(
     {"text", "image", "document", "video", "audio", "toolUse", "toolResult", "guardContent",
      "cachePoint", "reasoningContent", "citationsContent", "searchResult"}
@@ -97,17 +131,26 @@ def _constraint(what: str, constraint: str) -> ApiError:
 class BedrockFormat:
     """The Converse routes; each request is served by a `Converse` for its model."""
 
-    routes: tuple[str, ...] = ("/model/{model}/converse", "/model/{model}/converse-stream")
+    routes: tuple[str, ...] = (
+        "/model/{model}/converse",
+        "/model/{model}/converse-stream",
+        "/model/{model}/invoke",
+    )
 
-    def __init__(self, credentials: IssuedCredentials, config: SimulatorConfig) -> None:
+    def __init__(
+        self, credentials: IssuedCredentials, config: SimulatorConfig, cache: PromptCache
+    ) -> None:
         self.credentials = credentials
         self.config = config
-        self.errors = Converse(credentials, "", stream=False, signed=None)
+        self.cache = cache
+        self.errors = Converse(credentials, cache, "", stream=False, signed=None)
 
     def bind(self, request: web.Request, raw_body: bytes) -> Converse:
         signed = (request.method, request.raw_path, request.headers, raw_body)
-        return Converse(
+        kind = Invoke if request.path.endswith("/invoke") else Converse
+        return kind(
             self.credentials,
+            self.cache,
             request.match_info["model"],
             stream=request.path.endswith("/converse-stream"),
             signed=signed,
@@ -123,12 +166,14 @@ class Converse:
     def __init__(
         self,
         credentials: IssuedCredentials,
+        cache: PromptCache,
         model: str,
         *,
         stream: bool,
         signed: tuple[str, str, Mapping[str, str], bytes] | None,
     ) -> None:
         self.credentials = credentials
+        self.cache = cache
         self.model = model
         self.stream = stream
         self.signed = signed
@@ -199,6 +244,11 @@ class Converse:
                         f"exactly one member."
                     )
                 uses_tools = uses_tools or "toolUse" in block or "toolResult" in block
+                _check_block(f"messages.{i}.content", role, block)
+        points = sum(1 for block in _blocks_in_order(body) if "cachePoint" in block)
+        if points > MAX_CACHE_POINTS:
+            raise _invalid(f"The maximum number of cache points is {MAX_CACHE_POINTS}.")
+        _check_thinking(body)
         tools = (body.get("toolConfig") or {}).get("tools")
         if uses_tools and not tools:
             raise _invalid(
@@ -229,7 +279,27 @@ class Converse:
     def plan(self, body: Any) -> ReplyPlan:
         request = to_planner(body)
         plan = plan_reply(request)
-        return filtered_answer(plan) if filter_asked(request) == "answer" else plan
+        if filter_asked(request) == "answer":
+            return filtered_answer(plan)
+        read, write = self._cache(body, plan.prompt_tokens)
+        return dataclasses.replace(plan, cached_tokens=read, cache_write_tokens=write)
+
+    def _cache(self, body: dict[str, Any], prompt_tokens: int) -> tuple[int, int]:
+        """(tokens read, tokens written) for the prefixes the request's cache points end."""
+        blocks = _blocks_in_order(body)
+        prefixes = [blocks[:i] for i, block in enumerate(blocks) if "cachePoint" in block]
+        if not prefixes:
+            return 0, 0
+        read = 0
+        for prefix in reversed(prefixes):  # the longest prefix seen before is read
+            if self.cache.seen("bedrock", self.model, prefix):
+                read = _prefix_tokens(prefix)
+                break
+        for prefix in prefixes:
+            self.cache.seen("bedrock", self.model, prefix)
+        read = min(read, prompt_tokens)
+        write = min(max(_prefix_tokens(prefixes[-1]) - read, 0), prompt_tokens - read)
+        return read, write
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -237,14 +307,18 @@ class Converse:
         return filter_asked(to_planner(body)) == "prompt"
 
     def _usage(self, plan: ReplyPlan) -> dict[str, int]:
-        return {
-            "inputTokens": plan.prompt_tokens,
+        usage = {
+            "inputTokens": plan.prompt_tokens - plan.cached_tokens - plan.cache_write_tokens,
             "outputTokens": plan.completion_tokens,
             "totalTokens": plan.total_tokens,
         }
+        if plan.cached_tokens or plan.cache_write_tokens:
+            usage["cacheReadInputTokens"] = plan.cached_tokens
+            usage["cacheWriteInputTokens"] = plan.cache_write_tokens
+        return usage
 
     def _blocks(self, plan: ReplyPlan) -> list[dict[str, Any]]:
-        blocks: list[dict[str, Any]] = []
+        blocks: list[dict[str, Any]] = _reasoning_blocks(plan)
         if plan.text:
             blocks.append({"text": plan.text})
         blocks += [
@@ -278,11 +352,35 @@ class Converse:
         contentBlockStart, then its input in pieces), messageStop, metadata."""
         events = [StreamEvent(event_frame("messageStart", {"role": "assistant"}))]
         reason = stop_reason(plan)
+        first = 0  # the content block index of the answer, after the reasoning blocks
+        if not self._guarded(body):
+            for block in _reasoning_blocks(plan):
+                content = block["reasoningContent"]
+                if "redactedContent" in content:  # whole, in one delta
+                    deltas = [{"redactedContent": content["redactedContent"]}]
+                else:
+                    deltas = [{"text": piece} for piece in plan.reasoning_pieces()]
+                    deltas.append({"signature": content["reasoningText"]["signature"]})
+                events += [
+                    StreamEvent(
+                        event_frame(
+                            "contentBlockDelta",
+                            {"contentBlockIndex": first, "delta": {"reasoningContent": delta}},
+                        ),
+                        "text" in delta,
+                    )
+                    for delta in deltas
+                ]
+                events.append(
+                    StreamEvent(event_frame("contentBlockStop", {"contentBlockIndex": first}))
+                )
+                first += 1
         if self._guarded(body):
             events += _text_block(0, [GUARDRAIL_TEXT])
             reason = "guardrail_intervened"
         elif plan.tool_calls:
-            for index, call in enumerate(plan.tool_calls):
+            for offset, call in enumerate(plan.tool_calls):
+                index = first + offset
                 start = {"toolUse": {"toolUseId": tool_use_id(call.id), "name": call.name}}
                 events.append(
                     StreamEvent(
@@ -305,7 +403,7 @@ class Converse:
                     StreamEvent(event_frame("contentBlockStop", {"contentBlockIndex": index}))
                 )
         elif plan.text:
-            events += _text_block(0, plan.pieces())
+            events += _text_block(first, plan.pieces())
         events.append(StreamEvent(event_frame("messageStop", {"stopReason": reason})))
         metadata = {
             "usage": self._usage(plan),
@@ -357,6 +455,58 @@ class Converse:
         return bytes(frame)
 
 
+class Invoke(Converse):
+    """InvokeModel for the embedding families whose bodies are documented: Amazon Titan Text
+    Embeddings (`{"inputText", "dimensions"}` → `{"embedding", "inputTextTokenCount"}`; one
+    text per call; dimensions 256, 512 or 1024) and Cohere Embed (`{"texts", "input_type",
+    "embedding_types"}` → `{"id", "texts", "embeddings": {"float": [...]}, "response_type":
+    "embeddings_by_type"}`; up to 96 texts); any other model's body is refused 400."""
+
+    def validate(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise _invalid("Malformed input request, please reformat your input and try again.")
+        if "titan-embed" in self.model:
+            if not isinstance(body.get("inputText"), str) or not body["inputText"]:
+                raise _invalid("Malformed input request: #: required key [inputText] not found")
+            if body.get("dimensions") not in (None, 256, 512, 1024):
+                raise _invalid("Malformed input request: #/dimensions: 256, 512 or 1024")
+        elif "cohere.embed" in self.model:
+            texts = body.get("texts")
+            if not isinstance(texts, list) or not 0 < len(texts) <= COHERE_TEXTS:
+                raise _invalid("Malformed input request: #/texts: 1 to 96 texts expected")
+            if body.get("input_type") not in COHERE_INPUT_TYPES:
+                raise _invalid("Malformed input request: #: required key [input_type] not found")
+        else:
+            raise _invalid(f"The model {self.model} does not support this invocation (simulated).")
+
+    def wants_stream(self, body: Any) -> bool:
+        return False
+
+    def plan(self, body: Any) -> ReplyPlan:
+        return ReplyPlan(None, (), "stop", 0, 0)
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
+        if "titan-embed" in self.model:
+            text = body["inputText"]
+            vector = embedding(self.model, text, body.get("dimensions") or TITAN_DIMENSIONS)
+            return orjson.dumps(
+                {
+                    "embedding": vector,
+                    "inputTextTokenCount": count_words(text),
+                    "embeddingsByType": {"float": vector},
+                }
+            )
+        vectors = [embedding(self.model, text) for text in body["texts"]]
+        return orjson.dumps(
+            {
+                "id": f"{_ID_PREFIX}-{next(_ids):012x}",
+                "texts": body["texts"],
+                "embeddings": {"float": vectors},
+                "response_type": "embeddings_by_type",
+            }
+        )
+
+
 def _text_block(index: int, texts: list[str]) -> list[StreamEvent]:
     events = [
         StreamEvent(
@@ -402,6 +552,9 @@ def to_planner(body: dict[str, Any]) -> dict[str, Any]:
         request["max_tokens"] = config["maxTokens"]
     if config.get("stopSequences"):
         request["stop"] = config["stopSequences"]
+    thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        request["reasoning"] = effort_of_budget(int(thinking.get("budget_tokens") or 0))
     tool_config = body.get("toolConfig") or {}
     specs = [tool["toolSpec"] for tool in tool_config.get("tools") or () if "toolSpec" in tool]
     if specs:
@@ -417,10 +570,13 @@ def _split(role: str, content: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    media: list[dict[str, Any]] = []
     for block in content:
         if not isinstance(block, dict):
             continue
-        if "toolResult" in block:
+        if "image" in block or "document" in block:
+            media.append(_as_openai_part(block))
+        elif "toolResult" in block:
             out.append({"role": "tool", "content": _result_text(block["toolResult"])})
         elif "toolUse" in block:
             use = block["toolUse"]
@@ -430,12 +586,123 @@ def _split(role: str, content: Any) -> list[dict[str, Any]]:
             )
         elif isinstance(block.get("text"), str):
             text.append(block["text"])
-    if text or calls:
-        message: dict[str, Any] = {"role": role, "content": " ".join(text)}
+    if text or calls or media:
+        said = " ".join(text)
+        parts = [{"type": "text", "text": said}] if said else []
+        message: dict[str, Any] = {"role": role, "content": parts + media if media else said}
         if calls:
             message["tool_calls"] = calls
         out.append(message)
     return out
+
+
+def _as_openai_part(block: dict[str, Any]) -> dict[str, Any]:
+    """An image or document block as the planner's (OpenAI's) part, for its description."""
+    if "image" in block:
+        image = block["image"]
+        url = f"data:image/{image['format']};base64,{image['source']['bytes']}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    document = block["document"]
+    media = _DOCUMENT_TYPES.get(document["format"], "application/octet-stream")
+    file = {"file_data": f"data:{media};base64,{document['source']['bytes']}"}
+    return {"type": "file", "file": {**file, "filename": document["name"]}}
+
+
+# -- content blocks, reasoning and cache points ----------------------------------------------
+
+
+def _check_block(path: str, role: str, block: dict[str, Any]) -> None:
+    """What Converse refuses in a content block (ImageBlock, DocumentBlock,
+    ReasoningContentBlock, CachePointBlock)."""
+    if "image" in block:
+        image = block["image"] if isinstance(block["image"], dict) else {}
+        if image.get("format") not in _IMAGE_FORMATS or not _is_base64(
+            (image.get("source") or {}).get("bytes")
+        ):
+            raise _constraint(
+                f"Value at '{path}.image'", f"format in {sorted(_IMAGE_FORMATS)}, bytes"
+            )
+    if "document" in block:
+        document = block["document"] if isinstance(block["document"], dict) else {}
+        name = document.get("name")
+        if not isinstance(name, str) or not _DOCUMENT_NAME.fullmatch(name):
+            raise _invalid(
+                "The document file name can only contain alphanumeric characters, whitespace "
+                "characters, hyphens, parentheses, and square brackets. The name can't contain "
+                "more than one consecutive whitespace character."
+            )
+        if document.get("format") not in _DOCUMENT_TYPES or not _is_base64(
+            (document.get("source") or {}).get("bytes")
+        ):
+            raise _constraint(f"Value at '{path}.document'", "format and bytes")
+    if "reasoningContent" in block:
+        if role != "assistant":
+            raise _invalid("Reasoning content can only be sent in assistant messages.")
+        content = block["reasoningContent"]
+        if "redactedContent" in content:
+            if not redacted_ok(content["redactedContent"]):
+                raise _invalid("The redacted reasoning content is invalid.")
+        else:
+            text = content.get("reasoningText") or {}
+            if not signature_ok(text.get("text"), text.get("signature")):
+                raise _invalid("The signature of the reasoning text is invalid.")
+    if "cachePoint" in block and (block["cachePoint"] or {}).get("type") != "default":
+        raise _constraint(f"Value at '{path}.cachePoint.type'", "Member must be 'default'")
+
+
+def _is_base64(value: Any) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _check_thinking(body: dict[str, Any]) -> None:
+    thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
+        raise _invalid(
+            f"thinking.budget_tokens: Input should be greater than or equal to "
+            f"{MIN_THINKING_BUDGET}"
+        )
+    limit = (body.get("inferenceConfig") or {}).get("maxTokens")
+    if isinstance(limit, int) and budget >= limit:
+        raise _invalid("`max_tokens` must be greater than `thinking.budget_tokens`.")
+
+
+def _reasoning_blocks(plan: ReplyPlan) -> list[dict[str, Any]]:
+    """The answer's reasoning as Converse's blocks: redacted first (when asked), then signed."""
+    if plan.reasoning is None:
+        return []
+    blocks: list[dict[str, Any]] = []
+    if plan.redacted:
+        blocks.append({"reasoningContent": {"redactedContent": redact(plan.reasoning)}})
+    signed = {"text": plan.reasoning, "signature": sign(plan.reasoning)}
+    return [*blocks, {"reasoningContent": {"reasoningText": signed}}]
+
+
+def _blocks_in_order(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tools, then system, then messages' blocks: the order a cached prefix runs in."""
+    tools = (body.get("toolConfig") or {}).get("tools") or []
+    blocks = [b for b in tools if isinstance(b, dict)]
+    blocks += [b for b in body.get("system") or () if isinstance(b, dict)]
+    for message in body.get("messages") or ():
+        blocks += [b for b in message.get("content") or () if isinstance(b, dict)]
+    return blocks
+
+
+def _prefix_tokens(blocks: list[dict[str, Any]]) -> int:
+    """The simulator's token count of a prefix: words of its text, tools as JSON."""
+    total = 0
+    for block in blocks:
+        if "toolSpec" in block:
+            total += count_words(json.dumps(_function_tool(block["toolSpec"])))
+        elif isinstance(block.get("text"), str):
+            total += count_words(block["text"])
+    return total
 
 
 def _result_text(result: dict[str, Any]) -> str:

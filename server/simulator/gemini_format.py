@@ -40,6 +40,9 @@ declarations' schemas with their types in lower case.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import itertools
 import os
 import re
@@ -51,9 +54,11 @@ import orjson
 
 from .anthropic_format import AnthropicFormat
 from .config import SimulatorConfig
+from .content import PromptCache, effort_of_budget, embedding, sign
 from .credentials import IssuedCredentials
 from .filters import filter_asked, filtered_answer
-from .planner import ReplyPlan, plan_reply
+from .openai_format import CACHE_MIN_TOKENS, CACHE_STEP_TOKENS
+from .planner import ReplyPlan, count_prompt_tokens, count_words, plan_reply
 from .wire import ApiError, StreamEvent
 
 if TYPE_CHECKING:
@@ -83,6 +88,15 @@ STATUS_NAMES: Final = {
     504: "DEADLINE_EXCEEDED",
 }
 MAX_STOP_SEQUENCES: Final = 5
+#: The inline media the models take (https://ai.google.dev/gemini-api/docs/vision,
+#: .../document-processing, .../audio).
+INLINE_TYPES: Final = frozenset(
+    {
+        "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",
+        "application/pdf", "text/plain",
+        "audio/wav", "audio/mp3", "audio/aiff", "audio/aac", "audio/ogg", "audio/flac",
+    }
+)  # fmt: skip
 _FAULT_MESSAGES: Final = {
     400: "Request contains an invalid argument. (simulated)",
     403: "The caller does not have permission (simulated)",
@@ -118,10 +132,13 @@ class GeminiFormat:
         "models/{target}",
     )
 
-    def __init__(self, credentials: IssuedCredentials, config: SimulatorConfig) -> None:
+    def __init__(
+        self, credentials: IssuedCredentials, config: SimulatorConfig, cache: PromptCache
+    ) -> None:
         self.credentials = credentials
         self.config = config
-        self.errors = GeminiCall(credentials, "", "", vertex=False, sse=True, key=None)
+        self.cache = cache
+        self.errors = GeminiCall(credentials, cache, "", "", vertex=False, sse=True, key=None)
 
     def bind(self, request: web.Request, raw_body: bytes) -> GeminiCall | VertexClaude | ApiError:
         model, _, method = request.match_info["target"].rpartition(":")
@@ -129,11 +146,23 @@ class GeminiFormat:
         if "/publishers/anthropic/" in request.path:
             if method not in ("rawPredict", "streamRawPredict"):
                 return ApiError(404, f"Method {method!r} is not served for Claude models.")
-            return VertexClaude(self.credentials, model)
+            return VertexClaude(self.credentials, model, self.cache)
+        if method in _EMBED_METHODS[vertex] and model:
+            embed = GeminiEmbed if method != "predict" else VertexPredict
+            return embed(
+                self.credentials,
+                self.cache,
+                model,
+                method,
+                vertex=vertex,
+                sse=False,
+                key=request.query.get("key"),
+            )
         if method not in ("generateContent", "streamGenerateContent") or not model:
             return ApiError(404, f"Method {method!r} not found for models/{model}.")
         return GeminiCall(
             self.credentials,
+            self.cache,
             model,
             method,
             vertex=vertex,
@@ -151,6 +180,7 @@ class GeminiCall:
     def __init__(
         self,
         credentials: IssuedCredentials,
+        cache: PromptCache,
         model: str,
         method: str,
         *,
@@ -159,6 +189,7 @@ class GeminiCall:
         key: str | None,
     ) -> None:
         self.credentials = credentials
+        self.cache = cache
         self.model = model
         self.method = method
         self.vertex = vertex
@@ -220,6 +251,8 @@ class GeminiCall:
                         f"* GenerateContentRequest.contents[{i}].parts[{j}].data: required "
                         f"oneof field 'data' must have one initialized field\n"
                     )
+                _check_inline(field(part, "inlineData"))
+        _check_signatures(body)
         for i, tool in enumerate(body.get("tools") or ()):
             for j, declaration in enumerate(field(tool, "functionDeclarations") or ()):
                 if not isinstance(declaration, dict) or not declaration.get("name"):
@@ -263,14 +296,29 @@ class GeminiCall:
     def plan(self, body: Any) -> ReplyPlan:
         request = to_planner(body)
         plan = plan_reply(request)
-        return filtered_answer(plan) if filter_asked(request) == "answer" else plan
+        if filter_asked(request) == "answer":
+            return filtered_answer(plan)
+        return dataclasses.replace(plan, cached_tokens=self._cached(request))
+
+    def _cached(self, request: dict[str, Any]) -> int:
+        """Implicit caching: the prompt's prefix, when seen before and long enough."""
+        prefix, tools = request["messages"][:-1], request.get("tools") or ()
+        tokens = count_prompt_tokens(prefix, tools)
+        if tokens < CACHE_MIN_TOKENS or not self.cache.seen("gemini", self.model, prefix, tools):
+            return 0
+        return tokens - tokens % CACHE_STEP_TOKENS
 
     # -- answers ----------------------------------------------------------------------------
 
     def _usage(self, plan: ReplyPlan, final: bool = True) -> dict[str, Any]:
         usage: dict[str, Any] = {"promptTokenCount": plan.prompt_tokens}
-        if final and plan.completion_tokens:
-            usage["candidatesTokenCount"] = plan.completion_tokens
+        answer = plan.completion_tokens - plan.reasoning_tokens  # thoughts are counted apart
+        if final and answer:
+            usage["candidatesTokenCount"] = answer
+        if plan.cached_tokens:
+            usage["cachedContentTokenCount"] = plan.cached_tokens
+        if final and plan.reasoning_tokens:
+            usage["thoughtsTokenCount"] = plan.reasoning_tokens
         usage["totalTokenCount"] = plan.total_tokens if final else plan.prompt_tokens
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": plan.prompt_tokens}]
         if self.vertex:
@@ -301,13 +349,7 @@ class GeminiCall:
                 "usageMetadata": self._usage(plan, final=False),
                 **self._envelope(body, response_id),
             }
-        parts: list[dict[str, Any]] = []
-        if plan.text:
-            parts.append({"text": plan.text})
-        parts += [
-            {"functionCall": {"name": call.name, "args": orjson.loads(call.arguments)}}
-            for call in plan.tool_calls
-        ]
+        parts = _thought_parts(body, plan) + _answer_parts(body, plan)
         return {
             "candidates": [self._candidate(parts, finish_reason(plan))],
             "usageMetadata": self._usage(plan),
@@ -326,21 +368,28 @@ class GeminiCall:
             return self._framed([answer])
         envelope = self._envelope(body, response_id)
         partial = self._usage(plan, final=False)
+
+        def chunk(parts: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "candidates": [self._candidate(parts, None)],
+                "usageMetadata": partial,
+                **envelope,
+            }
+
         chunks: list[dict[str, Any]] = []
+        thoughts = _thought_parts(body, plan)
+        if thoughts:  # the summary word by word, its signature on the last piece
+            pieces = plan.reasoning_pieces()
+            chunks += [chunk([{"text": piece, "thought": True}]) for piece in pieces[:-1]]
+            chunks.append(chunk([{**thoughts[0], "text": pieces[-1]}]))
+        answer_parts = _answer_parts(body, plan)
         if plan.tool_calls:
-            parts = answer["candidates"][0]["content"]["parts"]
-            chunks.append(
-                {"candidates": [self._candidate(parts, None)], "usageMetadata": partial, **envelope}
-            )
+            chunks.append(chunk(answer_parts))
         else:
-            chunks += [
-                {
-                    "candidates": [self._candidate([{"text": piece}], None)],
-                    "usageMetadata": partial,
-                    **envelope,
-                }
-                for piece in plan.pieces()
-            ]
+            pieces = plan.pieces()
+            chunks += [chunk([{"text": piece}]) for piece in pieces[:-1]]
+            if pieces:  # the last piece carries the answer part's signature, if any
+                chunks.append(chunk([{**answer_parts[0], "text": pieces[-1]}]))
         last = self._candidate(
             [] if plan.finish_reason == "content_filter" else [{"text": ""}], finish_reason(plan)
         )
@@ -407,11 +456,89 @@ class GeminiCall:
         return b'data: {"candidates": [{"content": {"parts": [{"text": "\r\n\r\n'
 
 
+_EMBED_METHODS: Final = {
+    False: frozenset({"embedContent", "batchEmbedContents"}),
+    True: frozenset({"predict"}),
+}
+
+
+class GeminiEmbed(GeminiCall):
+    """`:embedContent` (one `content`) and `:batchEmbedContents` (`requests`, each naming the
+    model as `models/{model}`): `{"embedding": {"values"}}` or `{"embeddings": [...]}`, with
+    `outputDimensionality`; no token counts (https://ai.google.dev/api/embeddings)."""
+
+    def _requests(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(body.get("requests") or ()) if self.method == "batchEmbedContents" else [body]
+
+    def validate(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise _invalid("Invalid JSON payload received. Expected an object.")
+        requests = self._requests(body)
+        if not requests:
+            raise _invalid("* BatchEmbedContentsRequest.requests: requests is not specified\n")
+        for i, one in enumerate(requests):
+            model = one.get("model") if self.method == "batchEmbedContents" else None
+            if model is not None and model != f"models/{self.model}":
+                raise _invalid(
+                    f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be the "
+                    f"one of the request, models/{self.model}\n"
+                )
+            if not _text(field(one, "content") and field(one, "content").get("parts")):
+                raise _invalid("* EmbedContentRequest.content: contents is not specified\n")
+
+    def wants_stream(self, body: Any) -> bool:
+        return False
+
+    def plan(self, body: Any) -> ReplyPlan:
+        return ReplyPlan(None, (), "stop", 0, 0)
+
+    def _vector(self, one: dict[str, Any]) -> list[float]:
+        size = field(one, "outputDimensionality")
+        return embedding(self.model, _text(one["content"]["parts"]), size or None)
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
+        vectors = [{"values": self._vector(one)} for one in self._requests(body)]
+        if self.method == "embedContent":
+            return orjson.dumps({"embedding": vectors[0]})
+        return orjson.dumps({"embeddings": vectors})
+
+
+class VertexPredict(GeminiEmbed):
+    """Vertex's `:predict` for text embeddings: `instances` of `{"content"}` and
+    `parameters.outputDimensionality`; each prediction's `embeddings` has its `values` and
+    `statistics` (`token_count`, `truncated`)."""
+
+    def validate(self, body: Any) -> None:
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise _invalid("instances must be a non-empty list")
+        for instance in instances:
+            if not isinstance(instance, dict) or not isinstance(instance.get("content"), str):
+                raise _invalid("each instance needs its content")
+
+    def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
+        size = field(body.get("parameters") or {}, "outputDimensionality")
+        predictions = [
+            {
+                "embeddings": {
+                    "values": embedding(self.model, instance["content"], size or None),
+                    "statistics": {
+                        "token_count": count_words(instance["content"]),
+                        "truncated": False,
+                    },
+                }
+            }
+            for instance in body["instances"]
+        ]
+        return orjson.dumps({"predictions": predictions, "metadata": {"billableCharacterCount": 0}})
+
+
 class VertexClaude(AnthropicFormat):
     """Claude on Vertex: the Messages API's body, model in the URL, `anthropic_version` in
     the body, an OAuth bearer token."""
 
-    def __init__(self, credentials: IssuedCredentials, model: str) -> None:
+    def __init__(self, credentials: IssuedCredentials, model: str, cache: PromptCache) -> None:
+        super().__init__(cache)
         self.credentials = credentials
         self.model = model
 
@@ -525,6 +652,10 @@ def to_planner(body: dict[str, Any]) -> dict[str, Any]:
     ]
     if functions:
         request["tools"] = [_function_tool(declaration) for declaration in functions]
+    thinking = field(config, "thinkingConfig") or {}
+    budget = field(thinking, "thinkingBudget")
+    if isinstance(budget, int) and budget != 0:
+        request["reasoning"] = effort_of_budget(budget) if budget > 0 else "medium"
     calling = field(field(body, "toolConfig"), "functionCallingConfig") or {}
     allowed: list[str] = field(calling, "allowedFunctionNames") or []
     if calling.get("mode") == "NONE":
@@ -548,6 +679,11 @@ def _split(content: dict[str, Any]) -> list[dict[str, Any]]:
     role = "assistant" if content.get("role") == "model" else "user"
     out: list[dict[str, Any]] = []
     calls = []
+    media = [
+        _as_openai_part(field(part, "inlineData"))
+        for part in content.get("parts") or ()
+        if field(part, "inlineData") is not None
+    ]
     for part in content.get("parts") or ():
         if field(part, "functionResponse") is not None:
             response = field(part, "functionResponse").get("response")
@@ -559,12 +695,115 @@ def _split(content: dict[str, Any]) -> list[dict[str, Any]]:
                 {"type": "function", "function": {"name": call.get("name"), "arguments": arguments}}
             )
     text = _text(content.get("parts"))
-    if text or calls:
-        message: dict[str, Any] = {"role": role, "content": text}
+    if text or calls or media:
+        said: Any = text
+        if media:  # text and media as OpenAI's parts, for the planner's description
+            said = ([{"type": "text", "text": text}] if text else []) + media
+        message: dict[str, Any] = {"role": role, "content": said}
         if calls:
             message["tool_calls"] = calls
         out.append(message)
     return out
+
+
+def _as_openai_part(inline: dict[str, Any]) -> dict[str, Any]:
+    """Inline data as the planner's (OpenAI's) part, for its description."""
+    mime, data = str(field(inline, "mimeType")), str(inline.get("data"))
+    if mime.startswith("image/"):
+        return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+    if mime.startswith("audio/"):
+        return {"type": "input_audio", "input_audio": {"data": data, "format": mime[6:]}}
+    return {"type": "file", "file": {"file_data": f"data:{mime};base64,{data}"}}
+
+
+def _check_inline(inline: Any) -> None:
+    if inline is None:
+        return
+    mime = field(inline, "mimeType")
+    if mime not in INLINE_TYPES:
+        raise _invalid(f"Unsupported MIME type: {mime}")
+    try:
+        base64.b64decode(str(inline.get("data")), validate=True)
+    except binascii.Error:
+        raise _invalid(
+            "Invalid value at 'inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+        ) from None
+
+
+# -- thoughts and their signatures -----------------------------------------------------------
+
+
+def _thinking_on(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(reasoning on, thought summaries asked for) of a request."""
+    thinking = field(field(body, "generationConfig"), "thinkingConfig") or {}
+    budget = field(thinking, "thinkingBudget")
+    on = isinstance(budget, int) and budget != 0
+    return on, on and field(thinking, "includeThoughts") is True
+
+
+def call_signature(name: Any, args: Any) -> str:
+    """The signature the simulated model puts on a function call it made with thinking on."""
+    return sign(f"functionCall\0{name}\0{orjson.dumps(args or {}).decode()}")
+
+
+def _thought_parts(body: dict[str, Any], plan: ReplyPlan) -> list[dict[str, Any]]:
+    """The thought summary (when asked for), signed."""
+    on, summaries = _thinking_on(body)
+    if not (on and summaries and plan.reasoning):
+        return []
+    return [{"text": plan.reasoning, "thought": True, "thoughtSignature": sign(plan.reasoning)}]
+
+
+def _answer_parts(body: dict[str, Any], plan: ReplyPlan) -> list[dict[str, Any]]:
+    """The answer's parts; with thinking on the first function call (else the text) carries
+    a signature, as Gemini 3 answers."""
+    on, _ = _thinking_on(body)
+    parts: list[dict[str, Any]] = []
+    if plan.text:
+        parts.append({"text": plan.text})
+    for call in plan.tool_calls:
+        args = orjson.loads(call.arguments)
+        parts.append({"functionCall": {"name": call.name, "args": args}})
+    if on and parts:
+        first = parts[-len(plan.tool_calls)] if plan.tool_calls else parts[0]
+        if "functionCall" in first:
+            call = first["functionCall"]
+            first["thoughtSignature"] = call_signature(call["name"], call["args"])
+        else:
+            first["thoughtSignature"] = sign(first["text"])
+    return parts
+
+
+def _check_signatures(body: dict[str, Any]) -> None:
+    """With thinking on, the function calls of the turn being answered must come back with
+    the signature the model gave the first of them; any signature sent must be one it made."""
+    contents = body.get("contents") or []
+    for content in contents:
+        for part in content.get("parts") or ():
+            signature = field(part, "thoughtSignature")
+            if signature is None:
+                continue
+            call = field(part, "functionCall")
+            made = (
+                call_signature(call.get("name"), call.get("args"))
+                if call is not None
+                else sign(str(part.get("text")))
+            )
+            if signature != made:
+                raise _invalid("Corrupted thought signature.")
+    if not _thinking_on(body)[0] or not contents or contents[-1].get("role") != "user":
+        return
+    answered = contents[-1].get("parts") or []
+    if not any(field(p, "functionResponse") is not None for p in answered):
+        return
+    model_turn = contents[-2] if len(contents) > 1 else {}
+    calls = [p for p in model_turn.get("parts") or () if field(p, "functionCall") is not None]
+    if calls and field(calls[0], "thoughtSignature") is None:
+        raise _invalid(
+            "Function call is missing a thought_signature in functionCall parts. This is "
+            "required for tools to work correctly, and missing thought_signature may lead to "
+            "degraded model performance."
+        )
 
 
 def _response_text(response: Any) -> str:

@@ -324,6 +324,19 @@ async def test_a_large_body_read_slowly_pauses_the_socket_and_arrives_whole(
         assert pool_of(client) == (1, 1)
 
 
+async def test_a_body_above_the_read_ahead_limit_is_read_whole_at_once(
+    scripted: StartScripted,
+) -> None:
+    # A unary answer (an echo of a long prompt) larger than what is read ahead: `read()`
+    # must take what arrived as it arrives, or reading stays paused until the timeout.
+    big = bytes(range(256)) * 4096  # 1 MiB
+    base = await scripted(lambda n: answer(big))
+    async with h1_client(base, timeouts={"read": 5}) as client:
+        async with client.post(f"{base}/a", b"{}", {}) as response:
+            assert await response.read() == big
+        assert pool_of(client) == (1, 1)
+
+
 async def test_a_connection_pooled_with_reading_paused_reads_its_next_answer(
     scripted: StartScripted,
 ) -> None:

@@ -3,15 +3,19 @@ received), redacted answers unary and streamed, and what the audit log names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, single
+from tests.integration.test_observability import scrape, value
 
 
 def ask(text: str, model: str = "sim-gpt", stream: bool = False) -> ChatCompletionRequest:
@@ -107,3 +111,138 @@ async def test_the_audit_names_the_kinds_found_blocked_or_in_a_unary_answer(
     answered, blocked = [json.loads(line) for line in audit.read_text().splitlines()]
     assert answered["pii"] == ["ECHO"]
     assert (blocked["reason"], blocked["pii"]) == ("SENSITIVE_DATA", ["CREDIT_CARD", "EMAIL"])
+
+
+async def test_a_small_call_is_served_while_a_large_prompt_is_being_scanned(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    """A long prompt is scanned a slice at a time, the event loop serving other calls in
+    between: a small call sent while a large one is being scanned is answered before the
+    large one has even gone upstream."""
+    gateway = await start_gateway(
+        redaction={"mode": "redact"}, observability={"metrics": {"listen": "127.0.0.1:0"}}
+    )
+    # Within the limits (1 MiB a request, the simulator's too), in a system message: the
+    # simulator echoes the user's, and the answer stays short.
+    large = ChatCompletionRequest(
+        model="sim-other",
+        messages=[
+            Message(role="system", content="lorem ipsum dolor sit amet " * (900_000 // 27)),
+            Message(role="user", content="summarise"),
+        ],
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=60) as client:
+        large_call = asyncio.ensure_future(client.chat(large))
+        # The gateway is serving the large call (its scan holds it before any upstream).
+        for _ in range(10_000):
+            if large_call.done() or value(await scrape(gateway), "ai_gateway_calls_in_flight"):
+                break
+            await asyncio.sleep(0.001)
+        small = await client.chat(ask("hello"))
+        large_upstream_before_small_answered = simulator.stats.count(model="sim-other-1")
+        answer = await large_call
+    assert small.choices[0].message.content == "You said: hello"
+    assert large_upstream_before_small_answered == 0
+    assert answer.choices[0].message.content == "You said: summarise"
+
+
+EMAIL = "alice@example.com"
+#: Each text field the upstream receives besides message contents, holding an address.
+FIELDS: dict[str, dict[str, Any]] = {
+    "tool description": {
+        "tools": [{"function": {"name": "mail", "description": f"writes to {EMAIL}"}}]
+    },
+    "tool parameters": {
+        "tools": [
+            {
+                "function": {
+                    "name": "mail",
+                    "parameters_json": json.dumps({"type": "object", "default": EMAIL}),
+                }
+            }
+        ]
+    },
+    "tool parameters as a struct": {
+        "tools": [{"function": {"name": "mail", "parameters_struct": {"example": EMAIL}}}]
+    },
+    "tool-call arguments, escaped": {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "function": {
+                            "name": "mail",
+                            "arguments": '{"to": "alice\\u0040example.com"}',
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
+        ]
+    },
+    "user": {"user": EMAIL},
+    "stop": {"stop": [EMAIL]},
+    "json_schema": {
+        "response_format": {
+            "type": "json_schema",
+            "schema_name": "answer",
+            "json_schema": json.dumps({"type": "object", "description": f"ask {EMAIL}"}),
+        }
+    },
+    "message name": {
+        "messages": [{"role": "user", "content": "hi", "name": "alice_4111111111111111"}]
+    },
+}
+
+
+def with_field(fields: dict[str, Any]) -> ChatCompletionRequest:
+    request = ChatCompletionRequest(model="sim-gpt")
+    json_format.ParseDict({"messages": [{"role": "user", "content": "hi"}], **fields}, request)
+    return request
+
+
+@pytest.mark.parametrize("field", list(FIELDS))
+async def test_block_mode_sees_every_field_that_goes_upstream(
+    start_gateway: StartGateway, simulator: Simulator, field: str
+) -> None:
+    gateway = await start_gateway(redaction={"mode": "block"})
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        with pytest.raises(AIServiceError) as refused:
+            await client.chat(with_field(FIELDS[field]))
+    assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert simulator.stats.total_requests == 0
+
+
+async def test_redact_mode_redacts_every_field_that_goes_upstream(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(redaction={"mode": "redact"})
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        for field, fields in FIELDS.items():
+            await client.chat(with_field(fields))
+            body = json.dumps(simulator.stats.received[-1].body)
+            assert EMAIL not in body and "alice\\\\u0040" not in body, field
+            assert "4111111111111111" not in body, field
+            assert "REDACTED" in body, field
+
+
+async def test_the_strictest_mode_of_every_model_a_call_may_reach_applies(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # sim-gpt itself is not scanned, but its fallback may not be sent personal data:
+    # the prompt is refused before any upstream sees it, whichever would serve it.
+    gateway = await start_gateway(
+        models=[
+            single("sim-gpt", "sim-gpt-1", fallbacks=["m-strict"]),
+            single("m-strict", "strict-1"),
+        ],
+        redaction={"mode": "off", "models": {"m-strict": "block"}},
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        with pytest.raises(AIServiceError) as refused:
+            await client.chat(ask(PROMPT))
+    assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert simulator.stats.total_requests == 0

@@ -12,7 +12,7 @@ from ai_service.policy import validation
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest
-from tests.conftest import StartGateway, single
+from tests.conftest import TEST_KEY, StartGateway, single
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "f", "parameters_json": "{}"}}
@@ -163,7 +163,6 @@ async def test_max_tokens_above_the_models_cap_is_refused(
     gateway: Gateway = await start_gateway(
         models=[single("sim-gpt", "sim-gpt-1", max_output_tokens=100)]
     )
-    from tests.conftest import TEST_KEY
 
     async with AsyncAIClient(gateway.address, TEST_KEY) as client:
         with pytest.raises(AIServiceError) as caught:
@@ -195,9 +194,9 @@ async def test_a_refusal_names_its_request_id_unary_and_streamed(client: AsyncAI
 async def test_a_rule_never_names_the_model_it_routed_to(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
-    # The restricted key may name sim-gpt only; its long prompts go to a capped model.
-    from tests.conftest import RESTRICTED_KEY
-
+    # Long prompts to sim-gpt go to a capped model: the refusal names the model the
+    # caller named. (A key that may not use the rule's model is never routed there:
+    # tests/integration/test_model_policy.py.)
     gateway = await start_gateway(
         models=[
             single(
@@ -206,11 +205,12 @@ async def test_a_rule_never_names_the_model_it_routed_to(
             single("secret-long", "long-1", max_output_tokens=20),
         ]
     )
-    async with AsyncAIClient(gateway.address, RESTRICTED_KEY) as client:
+    async with AsyncAIClient(gateway.address, TEST_KEY) as client:
         with pytest.raises(AIServiceError) as caught:
             await client.chat(
                 request(messages=[{"role": "user", "content": "x" * 50}], max_tokens=30)
             )
     assert "secret" not in caught.value.message
+    assert "'sim-gpt'" in caught.value.message
     assert caught.value.field_violations[0][0] == "max_tokens"
     assert simulator.stats.total_requests == 0

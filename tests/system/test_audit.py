@@ -83,7 +83,9 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
     assert first["input_tokens"] == answer.usage.prompt_tokens
     assert first["output_tokens"] == answer.usage.completion_tokens
     assert first["prompt"] == "user: my provider key is [REDACTED:SECRET]"
-    assert first["answer"] == "You said: my provider key is [REDACTED:SECRET]"
+    # The answer reflected the provider key: scrubbed before the caller (or the audit
+    # log) got it.
+    assert first["answer"] == "You said: my provider key is ***"
     assert first["latency_ms"] > 0 and first["cache_hit"] is False
     assert records[2]["reason"] == "UPSTREAM_AUTH"
     assert records[3]["key"] == ""

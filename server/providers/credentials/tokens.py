@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ai_service.errors import UpstreamUnavailable, forget_secret, keep_secret, scrub_secrets
+from ai_service.errors import UpstreamUnavailable
 from ai_service.providers.credentials import OutgoingRequest
+from ai_service.secrecy import forget_secret, keep_secret, scrub_secrets
 
 log = logging.getLogger(__name__)
 

@@ -313,9 +313,14 @@ class _Response:
 
     async def read(self) -> bytes:
         conn = self.connection
+        parts: list[bytes] = []
         while not conn.complete:
+            # Taken as they arrive: a body above the read-ahead limit pauses reading
+            # until what was read is taken.
+            parts += conn.take_chunks()
             await conn.wait(self.read_timeout, self.url)
-        body = b"".join(conn.take_chunks())
+        parts += conn.take_chunks()
+        body = b"".join(parts)
         decoder = _decoder(conn.headers.get("content-encoding"), self.url)
         return body if decoder is None else self.inflate(decoder, body) + decoder.flush()
 
