@@ -55,7 +55,7 @@ from ai_service.providers.eventstream import iter_event_batches
 from ai_service.providers.http import HttpClient, UpstreamResponse
 from ai_service.providers.http.fetch import MediaFetcher
 from ai_service.providers.media import with_bytes
-from ai_service.providers.status_mapping import error_from_status
+from ai_service.providers.status_mapping import error_from_status, message_in_error_payload
 from ai_service.providers.translation import (
     EMPTY_OBJECT_SCHEMA,
     arguments_object,
@@ -692,7 +692,8 @@ def _json_or_text(payload: bytes) -> dict[str, Any]:
 def _error(
     provider: str, name: str, status: int, payload: dict[str, Any], retry_after: str | None = None
 ) -> UpstreamError:
-    message = payload.get("message") or payload.get("Message") or "(no message)"
+    # Bedrock's {"message"} (or "Message"); any other shape (a proxy's) as the others read it.
+    message = payload.get("message") or payload.get("Message") or message_in_error_payload(payload)
     status = ERROR_STATUS.get(name.lower(), status)
     body = orjson.dumps({"message": str(message), "type": name or str(status)})
     return error_from_status(status, body, retry_after=retry_after, provider=provider)
