@@ -76,9 +76,12 @@ def service_account_key() -> tuple[str, str]:
     return private, public
 
 
-def service_account_file(folder: Path, simulator: Simulator) -> Path:
-    """A service-account key file whose token endpoint is the simulator's; the simulator
-    learns its public key, so it checks the assertion's signature."""
+def service_account_file(
+    folder: Path, simulator: Simulator, token_origin: str | None = None
+) -> Path:
+    """A service-account key file whose token endpoint is the simulator's (at
+    `token_origin`, when something stands in front of it); the simulator learns its public
+    key, so it checks the assertion's signature."""
     private, public = service_account_key()
     simulator.config.google_service_accounts = {SERVICE_ACCOUNT: public}
     path = folder / "service-account.json"
@@ -91,7 +94,7 @@ def service_account_file(folder: Path, simulator: Simulator) -> Path:
                 "private_key": private,
                 "client_email": SERVICE_ACCOUNT,
                 "client_id": "100000000000000000001",
-                "token_uri": f"{simulator.base_url}/token",
+                "token_uri": f"{token_origin or simulator.base_url}/token",
             }
         ),
         encoding="utf-8",
