@@ -371,3 +371,160 @@ class _Headers(dict[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
+
+
+# --- content -------------------------------------------------------------------------------
+
+
+def test_media_reasoning_and_cache_points_as_converse_blocks() -> None:
+    from ai_service_protos.ai_service_pb2 import (
+        CacheControl,
+        ContentPart,
+        DocumentPart,
+        ImagePart,
+        ReasoningBlock,
+        ReasoningConfig,
+    )
+
+    earlier = Message(role="assistant", content="It is a pixel.")
+    earlier.reasoning.extend(
+        [ReasoningBlock(text="Looking.", signature="c2ln"), ReasoningBlock(redacted_data="cmVk")]
+    )
+    request = ChatCompletionRequest(
+        messages=[
+            Message(role="system", content="Be brief.", cache_control=CacheControl(ttl="1h")),
+            Message(
+                role="user",
+                content="What is this?",
+                parts=[
+                    ContentPart(image=ImagePart(data=b"\x89PNG", media_type="image/png")),
+                    ContentPart(
+                        document=DocumentPart(
+                            data=b"%PDF", media_type="application/pdf", name="my notes.pdf"
+                        ),
+                        cache_control=CacheControl(),
+                    ),
+                    ContentPart(document=DocumentPart(data=b"plain", media_type="text/plain")),
+                ],
+            ),
+            earlier,
+            Message(role="user", content="And now?"),
+        ],
+        tools=[Tool(type="function", function=TOP_SONG.function, cache_control=CacheControl())],
+        reasoning=ReasoningConfig(effort="low"),
+    )
+    body = request_body(request, MODEL, default_max_tokens=1000)
+    assert body["system"] == [
+        {"text": "Be brief."},
+        {"cachePoint": {"type": "default", "ttl": "1h"}},
+    ]
+    assert body["messages"][0]["content"] == [
+        {"text": "What is this?"},
+        {"image": {"format": "png", "source": {"bytes": "iVBORw=="}}},
+        {"document": {"format": "pdf", "name": "my notes-pdf", "source": {"bytes": "JVBERg=="}}},
+        {"cachePoint": {"type": "default"}},
+        {"document": {"format": "txt", "name": "document-1", "source": {"bytes": "cGxhaW4="}}},
+    ]
+    assert body["messages"][1]["content"] == [
+        {"reasoningContent": {"reasoningText": {"text": "Looking.", "signature": "c2ln"}}},
+        {"reasoningContent": {"redactedContent": "cmVk"}},
+        {"text": "It is a pixel."},
+    ]
+    assert body["toolConfig"]["tools"][1] == {"cachePoint": {"type": "default"}}
+    assert body["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 1024}
+    }
+    assert body["inferenceConfig"] == {"maxTokens": 1000 + 1024}  # the budget beside the answer's
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (
+            Message(
+                role="user", content="x", parts=[{"audio": {"data": b"RIFF", "format": "wav"}}]
+            ),
+            "messages[0].parts[0].audio",
+        ),
+        (
+            Message(
+                role="user",
+                content="x",
+                parts=[{"image": {"data": b"x", "media_type": "image/png", "detail": "low"}}],
+            ),
+            "messages[0].parts[0].image.detail",
+        ),
+    ],
+)
+def test_what_converse_has_no_field_for_in_content_is_refused(message: Message, field: str) -> None:
+    refusal = bedrock(body=b"").refusal(ChatCompletionRequest(messages=[message]))
+    assert refusal is not None and refusal.field == field
+
+
+def test_reasoning_goes_only_to_claude_models() -> None:
+    from ai_service_protos.ai_service_pb2 import ReasoningConfig
+
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="x")], reasoning=ReasoningConfig(effort="low")
+    )
+    with pytest.raises(InvalidRequest) as refused:
+        request_body(request, "amazon.nova-pro-v1:0")
+    assert refused.value.field == "reasoning"
+
+
+def test_reasoning_and_cache_counts_in_the_answer() -> None:
+    payload = load_json("bedrock/converse_text_response.json")
+    payload["output"]["message"]["content"].insert(
+        0, {"reasoningContent": {"reasoningText": {"text": "Hmm.", "signature": "c2ln"}}}
+    )
+    response = response_from_bedrock(payload, MODEL)
+    (block,) = response.choices[0].message.reasoning
+    assert (block.text, block.signature) == ("Hmm.", "c2ln")
+    assert (response.usage.cached_tokens, response.usage.cache_write_tokens) == (1024, 0)
+
+
+async def test_streamed_reasoning_deltas_make_one_block_with_its_signature() -> None:
+    frames = [
+        ("messageStart", {"role": "assistant"}),
+        (
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Hm"}}},
+        ),
+        (
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "m."}}},
+        ),
+        (
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "c2ln"}}},
+        ),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Yes."}}),
+        ("contentBlockStop", {"contentBlockIndex": 1}),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 2, "outputTokens": 3, "totalTokens": 5}}),
+    ]
+    chunks = await stream_of(b"".join(event_frame(k, p) for k, p in frames))
+    pieces = [r for c in chunks for r in c.choices[0].delta.reasoning]
+    assert {p.index for p in pieces} == {0}
+    assert (
+        "".join(p.text for p in pieces) == "Hmm." and "".join(p.signature for p in pieces) == "c2ln"
+    )
+    assert "".join(c.choices[0].delta.content for c in chunks) == "Yes."
+
+
+def test_embedding_bodies_by_family_and_unknown_families_refused() -> None:
+    from ai_service.providers.bedrock import cohere_body, embedding_family, titan_body
+    from ai_service_protos.ai_service_pb2 import EmbedRequest
+
+    request = EmbedRequest(inputs=["a"], dimensions=256)
+    assert embedding_family("amazon.titan-embed-text-v2:0", request) == "titan"
+    assert titan_body(request, "a") == {"inputText": "a", "dimensions": 256}
+    assert cohere_body(["a", "b"]) == {
+        "texts": ["a", "b"],
+        "input_type": "search_document",
+        "embedding_types": ["float"],
+    }
+    with pytest.raises(InvalidRequest) as refused:
+        embedding_family("meta.llama3-8b-instruct-v1:0", EmbedRequest(inputs=["a"]))
+    assert refused.value.field == "model"

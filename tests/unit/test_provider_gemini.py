@@ -384,3 +384,154 @@ def test_a_refused_key_is_the_gateways_credential_though_gemini_says_400() -> No
     assert isinstance(error, UpstreamAuth)
     plain = error_from_response(_Response(400), b'{"error": {"code": 400, "message": "bad"}}', "g")  # type: ignore[arg-type]
     assert isinstance(plain, UpstreamInvalidRequest)
+
+
+# --- content -------------------------------------------------------------------------------
+
+
+def test_media_go_inline_with_their_type_and_system_parts_become_the_instruction() -> None:
+    from ai_service_protos.ai_service_pb2 import AudioPart, ContentPart, DocumentPart, ImagePart
+
+    request = ChatCompletionRequest(
+        messages=[
+            Message(role="developer", content="Be brief."),
+            Message(
+                role="user",
+                content="Compare",
+                parts=[
+                    ContentPart(image=ImagePart(data=b"\x89PNG", media_type="image/png")),
+                    ContentPart(document=DocumentPart(data=b"%PDF", media_type="application/pdf")),
+                    ContentPart(audio=AudioPart(data=b"RIFF", format="wav")),
+                    ContentPart(text="closely"),
+                ],
+            ),
+        ]
+    )
+    body = request_body(request)
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["contents"][0]["parts"] == [
+        {"text": "Compare"},
+        {"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERg=="}},
+        {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
+        {"text": "closely"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "config"),
+    [
+        ({"effort": "low"}, {"thinkingBudget": 1024, "includeThoughts": True}),
+        ({"budget_tokens": 3000}, {"thinkingBudget": 3000, "includeThoughts": True}),
+        ({"off": True}, {"thinkingBudget": 0}),
+        (
+            {"effort": "high", "include_text": False},
+            {"thinkingBudget": 16384, "includeThoughts": False},
+        ),
+    ],
+)
+def test_the_reasoning_setting_is_thinking_config(
+    reasoning: dict[str, Any], config: dict[str, Any]
+) -> None:
+    from ai_service_protos.ai_service_pb2 import ReasoningConfig
+
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")], reasoning=ReasoningConfig(**reasoning)
+    )
+    assert request_body(request)["generationConfig"]["thinkingConfig"] == config
+
+
+def test_thoughts_and_signatures_go_back_where_gemini_checks_them() -> None:
+    # The documented answer: a thought summary, and a signature on the answer part.
+    answer = response_from_gemini(load_json("gemini/thinking_response.json"), "m")
+    message = answer.choices[0].message
+    assert [(b.text[:12], b.signature) for b in message.reasoning] == [
+        ("**Weighing t", ""),
+        ("", "CiEBjz1rX0qZ5m4Q"),
+    ]
+    call = message.tool_calls.add(id="call_1", type="function")
+    call.function.name, call.function.arguments = "lookup", '{"n": 101}'
+    request = ChatCompletionRequest(
+        messages=[
+            Message(role="user", content="prime?"),
+            message,
+            Message(role="tool", tool_call_id="call_1", content="prime"),
+        ]
+    )
+    model_turn = request_body(request)["contents"][1]
+    assert model_turn["parts"] == [
+        {"text": message.reasoning[0].text, "thought": True},
+        {"text": "The smallest prime above 100 is 101."},
+        # A loose signature goes on the first function call (Gemini 3 requires it there).
+        {
+            "functionCall": {"name": "lookup", "args": {"n": 101}},
+            "thoughtSignature": "CiEBjz1rX0qZ5m4Q",
+        },
+    ]
+
+
+async def test_streamed_thoughts_make_one_signed_block_before_the_text() -> None:
+    events = [
+        {
+            "candidates": [
+                {"content": {"parts": [{"text": "Think", "thought": True}], "role": "model"}}
+            ]
+        },
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "parts": [{"text": "ing.", "thought": True, "thoughtSignature": "c2ln"}],
+                        "role": "model",
+                    }
+                }
+            ]
+        },
+        {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": "Answer."}], "role": "model"},
+                    "finishReason": "STOP",
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": 1,
+                "thoughtsTokenCount": 2,
+                "totalTokenCount": 6,
+            },
+        },
+    ]
+    body = b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events)
+    provider = GeminiProvider(settings("gemini"), RecordedHttp(body, piece=11))
+    chunks = [
+        c
+        async for c in provider.stream(
+            ChatCompletionRequest(messages=[Message(role="user", content="x")]), DEPLOYMENT
+        )
+    ]
+    pieces = [r for c in chunks for r in c.choices[0].delta.reasoning]
+    assert {p.index for p in pieces} == {0}
+    assert (
+        "".join(p.text for p in pieces) == "Thinking."
+        and "".join(p.signature for p in pieces) == "c2ln"
+    )
+    usage = chunks[-1].usage
+    assert (usage.completion_tokens, usage.reasoning_tokens, usage.total_tokens) == (3, 2, 6)
+
+
+def test_embeddings_batch_one_request_per_input_naming_the_model() -> None:
+    from ai_service_protos.ai_service_pb2 import EmbedRequest
+
+    provider = GeminiProvider(settings("gemini"))
+    body = provider._embed_body(EmbedRequest(inputs=["a", "b"], dimensions=8), DEPLOYMENT)
+    assert body == {
+        "requests": [
+            {
+                "model": "models/gemini-2.0-flash",
+                "content": {"parts": [{"text": t}]},
+                "outputDimensionality": 8,
+            }
+            for t in ("a", "b")
+        ]
+    }
