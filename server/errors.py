@@ -84,6 +84,13 @@ class InvalidRequest(GatewayError):
         return [error_details_pb2.BadRequest(field_violations=[violation])]
 
 
+class RequestNotReceived(GatewayError):
+    """A call's request message did not arrive within the server's bound after its headers."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "REQUEST_NOT_RECEIVED"
+
+
 class Unauthenticated(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "UNAUTHENTICATED"

@@ -1,10 +1,14 @@
 """Refusing a call from an interceptor.
 
-Interceptors get no servicer context, so a refusal is a replacement handler of
-the same shape as the method's own (unary or server-streaming, read from the
-proto descriptor) that aborts with the gateway error's status. The request is
-not even deserialised, and the interceptors after this one never run: a refused
-call costs nothing more.
+Interceptors get no servicer context, so a refusal is a replacement handler with
+the method's response shape (unary or server-streaming, read from the proto
+descriptor) that aborts with the gateway error's status. It is a request-streaming
+handler that never reads: gRPC runs such a handler as soon as the call's headers
+arrive, where it would wait for the request message before running a unary-request
+one, so a call is refused from its headers even if its request never comes (a
+stream that sends HEADERS alone would otherwise stay open). The request is not even
+received, and the interceptors after this one never run: a refused call costs
+nothing more.
 """
 
 from __future__ import annotations
@@ -48,20 +52,20 @@ def rejecting_handler(method: str, error: GatewayError) -> Handler:
     return _REFUSERS[method]
 
 
-async def _refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+async def _refuse(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
     await context.abort(*_refusal.get())
 
 
 async def _refuse_stream(
-    request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    requests: Any, context: grpc.aio.ServicerContext[Any, Any]
 ) -> AsyncIterator[Any]:
     await context.abort(*_refusal.get())
     yield  # unreachable; makes this an async generator like the real handler
 
 
 _REFUSERS: dict[str, Handler] = {
-    method: grpc.unary_stream_rpc_method_handler(_refuse_stream)
+    method: grpc.stream_stream_rpc_method_handler(_refuse_stream)
     if streaming
-    else grpc.unary_unary_rpc_method_handler(_refuse)
+    else grpc.stream_unary_rpc_method_handler(_refuse)
     for method, streaming in _SERVER_STREAMING.items()
 }

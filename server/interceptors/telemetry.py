@@ -21,7 +21,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from typing import Any, NoReturn, cast
 
 import grpc
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from ai_service.calls.record import (
@@ -31,9 +30,10 @@ from ai_service.calls.record import (
     current_call,
     request_id_metadata,
 )
-from ai_service.errors import STATUS_DETAILS_KEY, InvalidRequest, abort
+from ai_service.errors import STATUS_DETAILS_KEY, GatewayError, abort
 from ai_service.identity.callers import current_caller
 from ai_service.identity.keyring import Metadata
+from ai_service.interceptors.arrival import decoded, receive_request
 from ai_service.interceptors.auth import Continuation
 from ai_service.interceptors.rejection import Handler, is_guarded
 
@@ -56,8 +56,10 @@ def request_id_of(metadata: Metadata | None) -> str:
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, observers: Sequence[Observer]) -> None:
+    def __init__(self, observers: Sequence[Observer], request_timeout: float) -> None:
         self._observers = tuple(observers)
+        #: How long a call may wait for its request message (server.request_message_…).
+        self.request_timeout = request_timeout
         # The observing wrapper of each method's handler, built once: the call's
         # record reaches it through `current_call`, not through a per-call closure.
         # Handlers are static objects (refusals included), so this stays small; the
@@ -112,17 +114,31 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
 def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
     # AIService's methods are all unary-request; the stubs type the aio behaviours
-    # as the sync ones. The wrapper decodes the request itself, once the call has its
-    # record and request id: bytes that are no request get a status that says so.
+    # as the sync ones. The wrapper is request-streaming, which gRPC runs from the
+    # call's headers: it reads the request itself, within the bound (see arrival.py),
+    # and decodes it once the call has its record and request id, so bytes that are no
+    # request get a status that says so. A refusal is request-streaming already (it
+    # answers from the headers, see rejection.py) and is given the requests unread.
+    read = not handler.request_streaming
     decode = handler.request_deserializer
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _observed_stream(handler.unary_stream, interceptor, decode),  # type: ignore[arg-type]
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            _observed_stream(
+                handler.stream_stream or handler.unary_stream,  # type: ignore[arg-type]
+                interceptor,
+                decode,
+                read,
+            ),
             None,
             handler.response_serializer,
         )
-    return grpc.unary_unary_rpc_method_handler(
-        _observed_unary(handler.unary_unary, interceptor, decode),  # type: ignore[arg-type]
+    return grpc.stream_unary_rpc_method_handler(
+        _observed_unary(
+            handler.stream_unary or handler.unary_unary,  # type: ignore[arg-type]
+            interceptor,
+            decode,
+            read,
+        ),
         None,
         handler.response_serializer,
     )
@@ -131,30 +147,31 @@ def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
 Decode = Callable[[bytes], Any] | None
 
 
-def _decoded(request: Any, decode: Decode) -> Any:
-    """The request message (`request` is its bytes when `decode` is set), or the
-    InvalidRequest to end the call with (returned: the usual path then needs no
-    coroutine to await, as aborting would)."""
-    if decode is None:  # a refusing handler's: it takes the bytes
-        return request
-    try:
-        return decode(request)
-    except DecodeError as exc:
-        return InvalidRequest("request", f"cannot be decoded ({exc})")
+async def _request(
+    requests: Any, context: Context, decode: Decode, read: bool, seconds: float
+) -> Any:
+    """The request message (`read`), or the requests as they are (a refusal's)."""
+    if not read:
+        return requests
+    return decoded(await receive_request(context, seconds), decode)
 
 
 def _observed_unary(
     behavior: Callable[[Any, Context], Awaitable[Any]],
     interceptor: TelemetryInterceptor,
     decode: Decode,
+    read: bool,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
-    async def unary(request: Any, context: Context) -> Any:
+    async def unary(requests: Any, context: Context) -> Any:
         call = _begin()
         interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
-            request = _decoded(request, decode)
-            if isinstance(request, InvalidRequest):
-                await abort(context, request, request_id_metadata())
+            try:
+                request = await _request(
+                    requests, context, decode, read, interceptor.request_timeout
+                )
+            except GatewayError as error:
+                await abort(context, error, request_id_metadata())
             response = await behavior(request, context)
         except BaseException as exc:
             _end(call, context, exc, interceptor)
@@ -171,15 +188,19 @@ def _observed_stream(
     behavior: Callable[[Any, Context], AsyncGenerator[Any, None]],
     interceptor: TelemetryInterceptor,
     decode: Decode,
+    read: bool,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
-    async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+    async def stream(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
         call = _begin()
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
         interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
-            request = _decoded(request, decode)
-            if isinstance(request, InvalidRequest):
-                await abort(early.context, request, request_id_metadata())
+            try:
+                request = await _request(
+                    requests, context, decode, read, interceptor.request_timeout
+                )
+            except GatewayError as error:
+                await abort(early.context, error, request_id_metadata())
             # Closed at once when the caller leaves, so the upstream stream is too.
             async with contextlib.aclosing(behavior(request, early.context)) as items:
                 async for item in items:

@@ -44,12 +44,13 @@ class Observability:
         )
         self._telemetry: TelemetryInterceptor | None = None
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+    def interceptors(self, request_timeout: float) -> list[grpc.aio.ServerInterceptor]:
         """First in the call order. With `server_spans: opentelemetry-grpc` the OTel
-        interceptor wraps ours, so its server span is current while the call runs."""
+        interceptor wraps ours, so its server span is current while the call runs.
+        `request_timeout`: how long a call may wait for its request message."""
         instrumentation = self.tracing.server_interceptor() if self.tracing is not None else None
         tracing = [instrumentation] if instrumentation is not None else []
-        self._telemetry = TelemetryInterceptor(self.observers)
+        self._telemetry = TelemetryInterceptor(self.observers, request_timeout)
         return [*tracing, self._telemetry]
 
     async def calls_ended(self) -> None:

@@ -1,9 +1,10 @@
 """Builds the gateway's grpc.aio server and runs it until a signal drains it.
 
-The interceptor list below is the order a call passes through: tracing (when on)
-and telemetry (request id, call record), authentication, then rate limiting,
-then the servicer. Health (the server, AIService and each
-public model) and reflection are served beside AIService and stay open to everyone.
+The interceptor list below is the order a call passes through: the request's
+arrival (a bound on the wait for it), tracing (when on) and telemetry (request id,
+call record), authentication, then rate limiting, then the servicer. Health (the
+server, AIService and each public model) and reflection are served beside AIService
+and stay open to everyone.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
 from ai_service.identity.keyring import access
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
+from ai_service.interceptors.arrival import RequestArrival
 from ai_service.limits.buckets import (
     InMemoryRateLimiter,
     LeasedRateLimiter,
@@ -72,7 +74,7 @@ class Gateway:
         self._load = load
         self.observability = Observability(config.observability, span_exporter)
         self._reuse_port = reuse_port
-        self.health = DrainingHealthServicer()
+        self.health = DrainingHealthServicer(config.server.max_health_watches)
         self.model_health = ModelHealth(self.health)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
@@ -102,8 +104,10 @@ class Gateway:
         return MemoryCache(config.cache.max_entries)
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        request_timeout = self.config.server.request_message_timeout_seconds
         return [
-            *self.observability.interceptors(),
+            RequestArrival(request_timeout),
+            *self.observability.interceptors(request_timeout),
             self._auth,
             RateLimitInterceptor(self.limiter),
         ]
@@ -296,8 +300,12 @@ class Gateway:
 
 
 def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Keepalive, connection-age and backlog options for life behind a load balancer."""
+    """Keepalive, connection-age and backlog options for life behind a load balancer, and
+    the bounds on what connections may hold (see docs/security.md)."""
     options = [
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),
         # gRPC core's own early rejection of a backlog (random from the first, certain
         # from the second): the defaults are 1000 and 3000.
         ("grpc.server.max_pending_requests", settings.max_pending_calls),
@@ -308,6 +316,9 @@ def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    if settings.max_connection_idle_seconds > 0:
+        idle_ms = int(settings.max_connection_idle_seconds * 1000)
+        options.append(("grpc.max_connection_idle_ms", idle_ms))
     if settings.max_connection_age_seconds > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
