@@ -59,11 +59,15 @@ class RawH2:
         self.closed = asyncio.Event()
         self.goaway: h2.events.ConnectionTerminated | None = None
         self._reading: asyncio.Task[None] | None = None
+        #: False: never acknowledge the server's SETTINGS (so its limits never apply,
+        #: in the letter of HTTP/2), as a hostile client may.
+        self.acknowledge_settings = True
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> RawH2:
+    async def connect(cls, host: str, port: int, *, acknowledge_settings: bool = True) -> RawH2:
         reader, writer = await asyncio.open_connection(host, port)
         raw = cls(reader, writer)
+        raw.acknowledge_settings = acknowledge_settings
         raw.conn.initiate_connection()
         await raw.flush()
         raw._reading = asyncio.ensure_future(raw._read())
@@ -165,6 +169,8 @@ class RawH2:
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RemoteSettingsChanged):
             self.settings_received.set()
+            if not self.acknowledge_settings:
+                self.conn.data_to_send()  # h2 has queued the ACK: it is never sent
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
         stream_id = getattr(event, "stream_id", None)

@@ -66,7 +66,8 @@ class ServerSettings(StrictSettings):
     #: Health Watch streams open at once (health is open to callers without a key);
     #: past it a new Watch is refused RESOURCE_EXHAUSTED, and Check still answers.
     max_health_watches: int = Field(1000, gt=0)
-    #: How long a new connection may take over its TLS handshake and HTTP/2 preface.
+    #: How long a new connection may take over its TLS handshake and HTTP/2 preface,
+    #: and a client to acknowledge the server's HTTP/2 SETTINGS.
     handshake_timeout_seconds: float = Field(10.0, gt=0)
 
     @field_validator("listen")

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ai_service.runtime.gateway import Gateway
-from ai_service_client import AsyncAIClient
+from ai_service_client import AsyncAIClient, CallCancelledError
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
 from tests.conftest import TEST_KEY, StartGateway
 from tests.h2wire import RawH2
@@ -26,7 +26,8 @@ CHECK = "/grpc.health.v1.Health/Check"
 WATCH = "/grpc.health.v1.Health/Watch"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 KEY = [("authorization", f"Bearer {TEST_KEY}")]
-REFUSED_STREAM = 7  # the HTTP/2 error code
+REFUSED_STREAM = 7  # HTTP/2 error codes
+ENHANCE_YOUR_CALM = 11
 UNAUTHENTICATED = str(grpc.StatusCode.UNAUTHENTICATED.value[0])
 DEADLINE_EXCEEDED = str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
 #: So long that a call ended within a test was not ended by the bound on its request.
@@ -108,6 +109,35 @@ async def test_streams_past_the_connection_limit_are_refused(
     assert raw.open_streams() == streams[:4]  # held, waiting for their requests
 
 
+async def test_a_client_that_never_acknowledges_the_limit_is_refused_and_closed(
+    start_gateway: StartGateway, raw_connections: list[RawH2]
+) -> None:
+    gateway = await start_gateway(
+        server__max_concurrent_streams=4,
+        server__request_message_timeout_seconds=NEVER,
+        server__handshake_timeout_seconds=0.5,
+    )
+    raw = await RawH2.connect("127.0.0.1", gateway.port, acknowledge_settings=False)
+    raw_connections.append(raw)
+    raw.ignore_stream_limit()
+    streams = [await raw.open(CHECK) for _ in range(10)]
+    for stream in streams[4:]:
+        assert (await raw.wait_ended(stream)).reset in (REFUSED_STREAM, ENHANCE_YOUR_CALM)
+    await asyncio.wait_for(raw.closed.wait(), 30)  # the SETTINGS were never acknowledged
+
+
+async def test_a_grpc_client_bursting_past_the_limit_has_every_call_answered(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(server__max_concurrent_streams=4)
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=30) as client:
+        for _ in range(2):  # on a new connection, then on one that knows the limit
+            answers = await asyncio.gather(
+                *(client.ask(f"burst {i}", model="sim-gpt") for i in range(40))
+            )
+            assert answers == [f"You said: burst {i}" for i in range(40)]
+
+
 async def test_connections_past_the_limit_are_closed_at_once(
     start_gateway: StartGateway, raw_connections: list[RawH2]
 ) -> None:
@@ -147,8 +177,16 @@ async def test_rapid_reset_leaves_the_gateway_serving_and_holding_nothing(
     telemetry = gateway.observability._telemetry
     assert telemetry is not None
     await wait_until(lambda: telemetry.calls == 0, "calls ended")
+    # gRPC may still hold the reset calls in its backlog (`max_pending_calls`) for a
+    # moment, shedding new ones CANCELLED meanwhile: the gateway serves once it is gone.
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        assert await client.ask("still here", model="sim-gpt") == "You said: still here"
+        for _ in range(300):
+            try:
+                answer = await client.ask("still here", model="sim-gpt")
+                break
+            except CallCancelledError:
+                await asyncio.sleep(0.1)
+        assert answer == "You said: still here"
 
 
 async def test_health_watch_streams_are_capped(start_gateway: StartGateway) -> None:
