@@ -1,10 +1,11 @@
-"""The first interceptor: a request id and a `CallRecord` for every AIService call.
+"""A request id and a `CallRecord` for every AIService call (the first interceptor
+after the request's arrival bound and tracing).
 
-The request id is the caller's `x-request-id` (when it is a sane token) or a new
-one; it goes back to the caller in the response metadata (a stream's initial
-metadata, so it is known from the first chunk; a unary call's trailing metadata,
-with its status, so it costs no extra send), into every log line of
-the call (`observability/logging.py`) and into the audit record. The record is
+The request id is the caller's `x-request-id` (when it is a plain token of at most
+64 characters) or a new one; it goes back to the caller in the response metadata
+(a stream's initial metadata, so it is known from the first chunk; a unary call's
+trailing metadata, with its status, so it costs no extra send), into every log line
+of the call (`observability/logging.py`) and into the audit record. The record is
 put in `current_call` for the interceptors and the servicer after this one, and
 closed with the call's status whoever ended it: the servicer, an interceptor's
 refusal, or the caller cancelling. Health and reflection pass untouched.
@@ -37,8 +38,9 @@ from ai_service.interceptors.arrival import decoded, receive_request
 from ai_service.interceptors.auth import Continuation
 from ai_service.interceptors.rejection import Handler, is_guarded
 
-# A caller's id is echoed into logs and metadata: only a plain token is taken.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# A caller's id is echoed into logs, metadata and the audit log: only a plain token
+# of at most 64 characters (a UUID is 36) is taken; anything else gets an id of ours.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,64}")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
