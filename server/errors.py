@@ -122,6 +122,12 @@ class RateLimited(GatewayError):
         return [retry_info(self.retry_after), quota_failure(self.subject, self.quota)]
 
 
+class AuthThrottled(RateLimited):
+    """A client address past its allowance of failed authentications."""
+
+    reason = "AUTH_THROTTLED"
+
+
 class TooManyStreams(GatewayError):
     """A key is at its limit of concurrent streams."""
 

@@ -96,3 +96,8 @@ class AuthSettings(StrictSettings):
     #: Off only for local experiments: every call is then accepted as 'anonymous'.
     enabled: bool = True
     keys: tuple[CallerKey, ...] = ()
+    #: Failed authentications one client address may make per minute, sustained; past
+    #: them (and the burst) its failing calls get RESOURCE_EXHAUSTED with RetryInfo. A
+    #: valid key always passes. 0 switches the throttle off.
+    failed_attempts_per_minute: int = Field(60, ge=0)
+    failed_attempts_burst: int = Field(20, gt=0)

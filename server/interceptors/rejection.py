@@ -13,9 +13,9 @@ nothing more.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 
@@ -40,26 +40,45 @@ def is_guarded(method: str) -> bool:
     return method in _SERVER_STREAMING
 
 
+#: Turns a refusal into another once the caller's address is known (interceptors do
+#: not see it; the refusing handler does): `judge(peer, error)`.
+Judge = Callable[[str, Any], Awaitable[GatewayError]]
+
+
+class _Refusal(NamedTuple):
+    error: GatewayError
+    trailers: Trailers
+    judge: Judge | None
+
+
 # The refusal a call is about to get: set by the interceptor that refuses it, read by
 # the (shared, per-method) refusing handler in the same task. Handlers stay static
 # objects, so wrappers of them can be built once.
-_refusal: ContextVar[tuple[grpc.StatusCode, str, Trailers]] = ContextVar("refusal")
+_refusal: ContextVar[_Refusal] = ContextVar("refusal")
 
 
-def rejecting_handler(method: str, error: GatewayError) -> Handler:
+def rejecting_handler(method: str, error: GatewayError, judge: Judge | None = None) -> Handler:
+    """The handler that refuses the call with `error` (or what `judge` makes of it)."""
     # Every refusal names its call, so a caller can quote the id to an operator.
-    _refusal.set(to_rpc_status(error, request_id_metadata()))
+    _refusal.set(_Refusal(error, request_id_metadata(), judge))
     return _REFUSERS[method]
 
 
+async def _abort(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    error, trailers, judge = _refusal.get()
+    if judge is not None:
+        error = await judge(context.peer(), error)
+    await context.abort(*to_rpc_status(error, trailers))
+
+
 async def _refuse(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-    await context.abort(*_refusal.get())
+    await _abort(context)
 
 
 async def _refuse_stream(
     requests: Any, context: grpc.aio.ServicerContext[Any, Any]
 ) -> AsyncIterator[Any]:
-    await context.abort(*_refusal.get())
+    await _abort(context)
     yield  # unreachable; makes this an async generator like the real handler
 
 

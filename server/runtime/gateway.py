@@ -32,6 +32,7 @@ from ai_service.config import (
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
 from ai_service.identity.keyring import access
+from ai_service.identity.throttle import FailedAuthThrottle, failed_auth_rule
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
 from ai_service.interceptors.arrival import RequestArrival
 from ai_service.limits.buckets import (
@@ -78,7 +79,8 @@ class Gateway:
         self.model_health = ModelHealth(self.health)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
-        self._auth = AuthInterceptor(*access(config))
+        self._auth_throttle = FailedAuthThrottle(failed_auth_rule(config.auth))
+        self._auth = AuthInterceptor(*access(config), self._auth_throttle)
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
@@ -259,6 +261,7 @@ class Gateway:
         old = self.runtime
         runtime = self._build_runtime(config)
         self._auth.replace(*access(config))
+        self._auth_throttle.rule = failed_auth_rule(config.auth)
         self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router.deployments, config.providers)
