@@ -50,7 +50,7 @@ from ai_service.pipeline.dispatch import Dispatcher
 from ai_service.pipeline.service import AIService, ServiceState
 from ai_service.providers import Provider, create_provider
 from ai_service.routing.router import Router
-from ai_service.runtime.tls import server_credentials
+from ai_service.runtime.tls import ServerCertificates
 from ai_service_protos import ai_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class Gateway:
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
+        #: The listener's TLS files, which a reload reads again (None: plaintext).
+        self._certificates: ServerCertificates | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
         self.limiter: RateLimiter = InMemoryRateLimiter()
@@ -178,7 +180,8 @@ class Gateway:
             if settings.tls is None:
                 self.port = server.add_insecure_port(settings.listen)
             else:
-                credentials = server_credentials(settings.tls)
+                self._certificates = ServerCertificates(settings.tls)
+                credentials = self._certificates.credentials()
                 self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError as exc:
             await self._close_providers()
@@ -237,19 +240,30 @@ class Gateway:
         """Re-read the config file and swap it in without dropping a call; False if rejected.
 
         Keys, limits, routes, models, providers, resilience, cache and redaction change at
-        once for new calls; calls in flight finish on what they started with. The listener,
-        shared state and observability need a restart: changes there are logged, not applied.
+        once for new calls; calls in flight finish on what they started with. The TLS
+        certificate, key and client CA are read again for new connections (open ones keep
+        theirs). The rest of the listener (TLS turned on or off included), shared state
+        and observability need a restart: changes there are logged, not applied.
         """
         try:
             loaded = await asyncio.to_thread(self._load, path)
+            running = {name: getattr(self.config, name) for name in RESTART_ONLY_SECTIONS}
+            # The listener's certificate, key and client CA are read again (rotated
+            # files keep their paths), unless TLS itself is turned on or off.
+            certificates = self._certificates
+            new_tls = loaded.server.tls
+            rotating = certificates is not None and certificates.can_rotate_to(new_tls)
+            if rotating:
+                running["server"] = self.config.server.model_copy(update={"tls": new_tls})
             restart_only = {
-                name: getattr(self.config, name)
-                for name in RESTART_ONLY_SECTIONS
-                if getattr(loaded, name) != getattr(self.config, name)
+                name: value for name, value in running.items() if getattr(loaded, name) != value
             }
             # The running sections must agree with the new rest (the demo key and the
             # listening address, for one), so the whole is checked again.
             config = with_sections(loaded, restart_only)
+            if rotating:
+                assert certificates is not None and new_tls is not None
+                await asyncio.to_thread(certificates.rotate, new_tls)
         except ConfigError as exc:
             log.error("config reload rejected; the running config stays", extra={"error": str(exc)})
             return False
@@ -271,9 +285,10 @@ class Gateway:
                 p for name, p in old.providers.items() if runtime.providers.get(name) is not p
             ]
             self._close_later(retired, config.server.shutdown_grace_seconds)
-        log.info(
-            "config reloaded", extra={"models": len(config.models), "keys": len(config.auth.keys)}
-        )
+        reloaded: dict[str, object] = {"models": len(config.models), "keys": len(config.auth.keys)}
+        if rotating:
+            reloaded["tls_files"] = "read again: new connections use them"
+        log.info("config reloaded", extra=reloaded)
         return True
 
     def _close_later(self, providers: list[Provider], after: float) -> None:
