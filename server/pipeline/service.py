@@ -26,6 +26,7 @@ from ai_service.config import GatewayConfig, RequestLimits
 from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.answers import Answers
+from ai_service.pipeline.drain import Drain
 from ai_service.policy.redaction import RedactionPolicy, Screening
 from ai_service.policy.streams import OpenStreams
 from ai_service.policy.validation import (
@@ -95,6 +96,12 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     def __init__(self, state: ServiceState) -> None:
         self.state = state  # each call reads it once: a reload never mixes two configs
         self._streams = OpenStreams()
+        self._drain = Drain()
+
+    def end_streams(self) -> None:
+        """The drain's grace is about to end: every stream still running ends now, with
+        DRAINING or STREAM_INTERRUPTED (see drain.py), rather than cut by gRPC."""
+        self._drain.end_streams()
 
     @staticmethod
     def _admit(state: ServiceState, request: ChatCompletionRequest) -> tuple[ModelRoute, Screening]:
@@ -141,12 +148,13 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         call = current_call.get()
         state = self.state
         try:
-            with self._streams.hold(current_caller.get()):
+            with self._streams.hold(current_caller.get()), self._drain.hold() as held:
                 route, screening = self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-                # The budget bounds the waits on the upstream, never a `yield`: cancelled
-                # while grpc.aio writes a chunk, the call would end with no status at all.
-                with budget.bound(state.timers):
+                # The budget (and the end of a drain) bounds the waits on the upstream,
+                # never a `yield`: cancelled while grpc.aio writes a chunk, the call would
+                # end with no status at all.
+                with budget.bound(state.timers), held:
                     outcome = await state.answers.answer_stream(
                         request, route, budget, current_caller.get()
                     )
@@ -162,7 +170,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         delivered += 1
                         chars += text_length(chunk)
                         last = chunk
-                        with budget.bound(state.timers):
+                        with budget.bound(state.timers), held:
                             chunk = await anext(rest, None)
                 screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)

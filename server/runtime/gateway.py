@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: How long calls cut by a stop may take to unwind (settle their tokens, be recorded).
 CALLS_UNWIND_SECONDS = 5.0
+#: How long before the end of a drain's grace the streams still running are ended by
+#: the gateway (at most a quarter of the grace): time for their statuses to go out.
+STREAMS_END_BEFORE_GRACE = 1.0
 
 
 class Gateway:
@@ -204,11 +207,23 @@ class Gateway:
         log.info("draining", extra={"grace_seconds": grace})
         # gRPC cancels what is left when the grace runs out: those calls are recorded
         # as cut by the shutdown (what their callers see), not as cancelled by them.
-        cut = asyncio.get_running_loop().call_later(grace, self.observability.grace_ended)
+        loop = asyncio.get_running_loop()
+        cut = loop.call_later(grace, self.observability.grace_ended)
+        # Streams are ended a little before, by the gateway, with the stream contract's
+        # status (DRAINING, or STREAM_INTERRUPTED with the chunks delivered).
+        end_streams = (
+            loop.call_later(
+                grace - min(STREAMS_END_BEFORE_GRACE, grace / 4), self._service.end_streams
+            )
+            if grace > 0
+            else None
+        )
         try:
             await self._server.stop(grace)
         finally:
             cut.cancel()
+            if end_streams is not None:
+                end_streams.cancel()
         self._server = None
         # gRPC's stop returns before the calls it cut have unwound: their settlements
         # (maybe with Redis) and records come first, then what they use is closed.
