@@ -34,6 +34,7 @@ from ai_service.config import CallerKey, GatewayConfig, parse_config
 from ai_service.identity.callers import current_caller
 from ai_service.identity.keyring import access
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
+from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
 from ai_service.pipeline.dispatch import guarded_complete
 from ai_service.pipeline.service import AIService, ServiceState
@@ -183,7 +184,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     request = stack.chat_request()
     auth = AuthInterceptor(*access(gateway.config))
     rate_limit = RateLimitInterceptor(gateway.limiter)
-    telemetry = TelemetryInterceptor((), 10.0)
+    telemetry = TelemetryInterceptor((), Arrivals(10.0, 1000))
     request_bytes = request.SerializeToString()
 
     async def behaviour(request: ChatCompletionRequest, context: Any) -> object:

@@ -54,6 +54,10 @@ class ServerSettings(StrictSettings):
     #: a stream that sends HEADERS alone holds memory until then. Raise it for clients
     #: that send large requests over slow links.
     request_message_timeout_seconds: float = Field(10.0, gt=0)
+    #: Calls waiting for their request message at once, over all connections; past it
+    #: the one that has waited longest is ended (a call whose message comes with its
+    #: headers waits for microseconds: the longest waiting sends nothing).
+    max_calls_awaiting_request: int = Field(1000, gt=0)
     #: Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS):
     #: a client opens more only by breaking the protocol, and those are refused
     #: (RST_STREAM REFUSED_STREAM). Well-behaved clients queue beyond it.

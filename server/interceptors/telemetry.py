@@ -34,7 +34,7 @@ from ai_service.calls.record import (
 from ai_service.errors import STATUS_DETAILS_KEY, GatewayError, abort
 from ai_service.identity.callers import current_caller
 from ai_service.identity.keyring import Metadata
-from ai_service.interceptors.arrival import decoded, receive_request
+from ai_service.interceptors.arrival import Arrivals, decoded
 from ai_service.interceptors.auth import Continuation
 from ai_service.interceptors.rejection import Handler, is_guarded
 
@@ -58,10 +58,10 @@ def request_id_of(metadata: Metadata | None) -> str:
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, observers: Sequence[Observer], request_timeout: float) -> None:
+    def __init__(self, observers: Sequence[Observer], arrivals: Arrivals) -> None:
         self._observers = tuple(observers)
-        #: How long a call may wait for its request message (server.request_message_…).
-        self.request_timeout = request_timeout
+        #: The bounds on the wait for a call's request message.
+        self.arrivals = arrivals
         # The observing wrapper of each method's handler, built once: the call's
         # record reaches it through `current_call`, not through a per-call closure.
         # Handlers are static objects (refusals included), so this stays small; the
@@ -150,12 +150,12 @@ Decode = Callable[[bytes], Any] | None
 
 
 async def _request(
-    requests: Any, context: Context, decode: Decode, read: bool, seconds: float
+    requests: Any, context: Context, decode: Decode, read: bool, arrivals: Arrivals
 ) -> Any:
     """The request message (`read`), or the requests as they are (a refusal's)."""
     if not read:
         return requests
-    return decoded(await receive_request(context, seconds), decode)
+    return decoded(await arrivals.receive(context), decode)
 
 
 def _observed_unary(
@@ -169,9 +169,7 @@ def _observed_unary(
         interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
             try:
-                request = await _request(
-                    requests, context, decode, read, interceptor.request_timeout
-                )
+                request = await _request(requests, context, decode, read, interceptor.arrivals)
             except GatewayError as error:
                 await abort(context, error, request_id_metadata())
             response = await behavior(request, context)
@@ -198,9 +196,7 @@ def _observed_stream(
         interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
             try:
-                request = await _request(
-                    requests, context, decode, read, interceptor.request_timeout
-                )
+                request = await _request(requests, context, decode, read, interceptor.arrivals)
             except GatewayError as error:
                 await abort(early.context, error, request_id_metadata())
             # Closed at once when the caller leaves, so the upstream stream is too.

@@ -34,7 +34,7 @@ from ai_service.health.servicer import DrainingHealthServicer
 from ai_service.identity.keyring import access
 from ai_service.identity.throttle import FailedAuthThrottle, failed_auth_rule
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
-from ai_service.interceptors.arrival import RequestArrival
+from ai_service.interceptors.arrival import Arrivals, RequestArrival
 from ai_service.limits.buckets import (
     InMemoryRateLimiter,
     LeasedRateLimiter,
@@ -97,6 +97,11 @@ class Gateway:
             if shared.lease_fraction > 0:
                 self.limiter = LeasedRateLimiter(self.limiter, shared.lease_fraction)
         self.port = 0
+        #: Calls waiting for their request message, and the bounds on them.
+        self.arrivals = Arrivals(
+            config.server.request_message_timeout_seconds,
+            config.server.max_calls_awaiting_request,
+        )
 
     @property
     def address(self) -> str:
@@ -111,10 +116,9 @@ class Gateway:
         return MemoryCache(config.cache.max_entries)
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        request_timeout = self.config.server.request_message_timeout_seconds
         return [
-            RequestArrival(request_timeout),
-            *self.observability.interceptors(request_timeout),
+            RequestArrival(self.arrivals),
+            *self.observability.interceptors(self.arrivals),
             self._auth,
             RateLimitInterceptor(self.limiter),
         ]

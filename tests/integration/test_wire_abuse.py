@@ -94,6 +94,28 @@ async def test_a_call_whose_request_never_comes_is_ended(
     assert served.grpc_status == "0"
 
 
+async def test_past_the_calls_awaiting_their_request_the_longest_waiting_is_ended(
+    start_gateway: StartGateway, raw_connections: list[RawH2]
+) -> None:
+    gateway = await start_gateway(
+        server__max_calls_awaiting_request=3, server__request_message_timeout_seconds=NEVER
+    )
+    first, second = await connect(gateway, raw_connections), await connect(gateway, raw_connections)
+    waiting = []
+    for raw, method, metadata in ((first, CHECK, []), (second, CHAT, KEY), (first, WATCH, [])):
+        waiting.append(await raw.open(method, metadata))  # one at a time: their order is known
+        await wait_until(lambda: gateway.arrivals.waiting == len(waiting), "the call waiting")
+    newest = await second.open(CHECK)
+    ended = await first.wait_ended(waiting[0])  # the longest waiting, on any connection
+    assert ended.grpc_status == DEADLINE_EXCEEDED
+    assert "no request message arrived while 3 calls waited" in ended.grpc_message
+    await wait_until(lambda: gateway.arrivals.waiting == 3, "three calls waiting again")
+    assert first.open_streams() == waiting[2:] and second.open_streams() == [waiting[1], newest]
+    # A whole call takes its turn, and is answered.
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        assert await client.ask("room for me", model="sim-gpt") == "You said: room for me"
+
+
 async def test_streams_past_the_connection_limit_are_refused(
     start_gateway: StartGateway, raw_connections: list[RawH2]
 ) -> None:
