@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ai_service.runtime.gateway import Gateway
 from ai_service_client import AsyncAIClient, CallCancelledError
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
+from bench.h2raw import RawH2
 from tests.conftest import TEST_KEY, StartGateway
-from tests.h2wire import RawH2
 
 CHAT = "/ai_service.v1.AIService/ChatCompletion"
 STREAM = "/ai_service.v1.AIService/StreamChatCompletion"

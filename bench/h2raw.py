@@ -1,8 +1,8 @@
 """A raw HTTP/2 client (the `h2` state machine over an asyncio socket) that behaves badly
-on purpose: HEADERS without DATA, more streams than the server allows, rapid RST_STREAM.
-
-gRPC clients never do these things, so only a client that speaks the wire format itself
-can show what the gateway does when someone else does.
+on purpose: HEADERS without DATA, more streams than the server allows, SETTINGS never
+acknowledged, rapid RST_STREAM. gRPC clients never do these things, so only a client that
+speaks the wire format itself can show what the gateway does when someone else does
+(tests/integration/test_wire_abuse.py, and `python -m bench.keyless`).
 """
 
 from __future__ import annotations
