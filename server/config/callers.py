@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 import re
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ai_service.config.base import StrictSettings
 
 DEMO_KEY = "demo-key"
 
 _DEMO_DIGEST = hashlib.sha256(DEMO_KEY.encode()).digest()
+
+#: A caller key shorter than this, or with fewer distinct characters, is refused at
+#: load: such a key can be guessed (16 random characters of base64 are 96 bits).
+MIN_KEY_CHARS = 16
+MIN_KEY_DISTINCT_CHARS = 8
 
 
 class RateLimitSettings(StrictSettings):
@@ -42,6 +47,26 @@ class CallerKey(StrictSettings):
     #: Streams this key may hold open at once (per gateway process).
     max_concurrent_streams: int | None = Field(None, gt=0)
 
+    @field_validator("key")
+    @classmethod
+    def _strong_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # An empty key is the model check's to report (its variable is unset); the demo
+        # key is allowed on loopback only, which the gateway's own check enforces.
+        value = key.get_secret_value() if key is not None else ""
+        if not value or hashlib.sha256(value.encode()).digest() == _DEMO_DIGEST:
+            return key
+        hint = "use a random one, e.g. `openssl rand -hex 16`"
+        if len(value) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"too short: {len(value)} characters, at least {MIN_KEY_CHARS} needed; {hint}"
+            )
+        if len(set(value)) < MIN_KEY_DISTINCT_CHARS:
+            raise ValueError(
+                f"too little variety: {len(set(value))} distinct characters, at least "
+                f"{MIN_KEY_DISTINCT_CHARS} needed; {hint}"
+            )
+        return key
+
     @model_validator(mode="after")
     def _exactly_one_secret(self) -> CallerKey:
         if (self.key is None) == (self.key_sha256 is None):
@@ -71,3 +96,8 @@ class AuthSettings(StrictSettings):
     #: Off only for local experiments: every call is then accepted as 'anonymous'.
     enabled: bool = True
     keys: tuple[CallerKey, ...] = ()
+    #: Failed authentications one client address may make per minute, sustained; past
+    #: them (and the burst) its failing calls get RESOURCE_EXHAUSTED with RetryInfo. A
+    #: valid key always passes. 0 switches the throttle off.
+    failed_attempts_per_minute: int = Field(60, ge=0)
+    failed_attempts_burst: int = Field(20, gt=0)

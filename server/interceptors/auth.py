@@ -2,7 +2,8 @@
 
 The key ring (`identity.keyring`) finds the caller; this interceptor puts it in
 `current_caller` for the interceptors and the servicer after this one (they run in the
-same task), or refuses the call from its headers.
+same task), or refuses the call from its headers; a client address that keeps failing
+is throttled (`identity.throttle`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from ai_service.errors import Unauthenticated
 from ai_service.identity.callers import Caller, current_caller
 from ai_service.identity.keyring import KeyRing
+from ai_service.identity.throttle import FailedAuthThrottle
 from ai_service.interceptors.rejection import Handler, is_guarded, rejecting_handler
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,13 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates calls to AIService; with auth off, everyone is `anonymous`."""
 
-    def __init__(self, keyring: KeyRing | None, anonymous: Caller) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing | None,
+        anonymous: Caller,
+        throttle: FailedAuthThrottle | None = None,
+    ) -> None:
+        self._throttle = throttle
         self.replace(keyring, anonymous)
 
     def replace(self, keyring: KeyRing | None, anonymous: Caller) -> None:
@@ -47,7 +55,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             caller = self._keyring.authenticate(handler_call_details.invocation_metadata)
         except Unauthenticated as error:
-            return rejecting_handler(method, error)
+            judge = self._throttle.judge if self._throttle is not None else None
+            return rejecting_handler(method, error, judge)
         # Set before the continuation: it runs the interceptors after this one.
         current_caller.set(caller)
         return await continuation(handler_call_details)
