@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ai_service_protos/ai_service.proto\x12\rai_service.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x95\x05\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.ai_service.v1.Message\x12\"\n\x05tools\x18\x03 \x03(\x0b\x32\x13.ai_service.v1.Tool\x12.\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x19.ai_service.v1.ToolChoice\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x11\n\x04seed\x18\t \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04user\x18\n \x01(\t\x12\x44\n\x08metadata\x18\x0b \x03(\x0b\x32\x32.ai_service.v1.ChatCompletionRequest.MetadataEntry\x12\x1d\n\x10presence_penalty\x18\x0c \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\r \x01(\x01H\x05\x88\x01\x01\x12\x36\n\x0fresponse_format\x18\x0e \x01(\x0b\x32\x1d.ai_service.v1.ResponseFormat\x12.\n\x07options\x18\x0f \x01(\x0b\x32\x1d.ai_service.v1.RequestOptions\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"y\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12+\n\ntool_calls\x18\x04 \x03(\x0b\x32\x17.ai_service.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"S\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12-\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x1b.ai_service.v1.FunctionCall\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"I\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x33\n\x08\x66unction\x18\x02 \x01(\x0b\x32!.ai_service.v1.FunctionDefinition\"\xb6\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x0fparameters_json\x18\x03 \x01(\tH\x00\x12\x34\n\x11parameters_struct\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x13\n\x06strict\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\x0c\n\nparametersB\t\n\x07_strict\":\n\nToolChoice\x12\x0e\n\x04mode\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x66unction\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"h\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12\x13\n\x0bjson_schema\x18\x03 \x01(\t\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"A\n\x0eRequestOptions\x12\x14\n\x0c\x62ypass_cache\x18\x01 \x01(\x08\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\x02 \x01(\r\"\xc7\x01\n\x16\x43hatCompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12&\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x15.ai_service.v1.Choice\x12#\n\x05usage\x18\x06 \x01(\x0b\x32\x14.ai_service.v1.Usage\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\"W\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\'\n\x07message\x18\x02 \x01(\x0b\x32\x16.ai_service.v1.Message\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xdb\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12+\n\x07\x63hoices\x18\x07 \x03(\x0b\x32\x1a.ai_service.v1.ChunkChoice\x12#\n\x05usage\x18\x08 \x01(\x0b\x32\x14.ai_service.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\t \x01(\x08\"X\n\x0b\x43hunkChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12#\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.ai_service.v1.Delta\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"X\n\x05\x44\x65lta\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x30\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1c.ai_service.v1.ToolCallDelta\"g\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12-\n\x08\x66unction\x18\x04 \x01(\x0b\x32\x1b.ai_service.v1.FunctionCall\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.ai_service.v1.Model\":\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65ployments\x18\x03 \x03(\t2\xa1\x02\n\tAIService\x12]\n\x0e\x43hatCompletion\x12$.ai_service.v1.ChatCompletionRequest\x1a%.ai_service.v1.ChatCompletionResponse\x12\x62\n\x14StreamChatCompletion\x12$.ai_service.v1.ChatCompletionRequest\x1a\".ai_service.v1.ChatCompletionChunk0\x01\x12Q\n\nListModels\x12 .ai_service.v1.ListModelsRequest\x1a!.ai_service.v1.ListModelsResponseBt\n\x10\x64\x65v.aiservice.v1B\x0e\x41iServiceProtoP\x01Z?github.com/ai-service/ai-service/gen/go/aiservicev1;aiservicev1\xaa\x02\x0c\x41iService.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ai_service_protos/ai_service.proto\x12\rai_service.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.ai_service.v1.Message\x12\"\n\x05tools\x18\x03 \x03(\x0b\x32\x13.ai_service.v1.Tool\x12.\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x19.ai_service.v1.ToolChoice\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x11\n\x04seed\x18\t \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04user\x18\n \x01(\t\x12\x44\n\x08metadata\x18\x0b \x03(\x0b\x32\x32.ai_service.v1.ChatCompletionRequest.MetadataEntry\x12\x1d\n\x10presence_penalty\x18\x0c \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\r \x01(\x01H\x05\x88\x01\x01\x12\x36\n\x0fresponse_format\x18\x0e \x01(\x0b\x32\x1d.ai_service.v1.ResponseFormat\x12.\n\x07options\x18\x0f \x01(\x0b\x32\x1d.ai_service.v1.RequestOptions\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"y\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12+\n\ntool_calls\x18\x04 \x03(\x0b\x32\x17.ai_service.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"S\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12-\n\x08\x66unction\x18\x03 \x01(\x0b\x32\x1b.ai_service.v1.FunctionCall\"/\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\"I\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x33\n\x08\x66unction\x18\x02 \x01(\x0b\x32!.ai_service.v1.FunctionDefinition\"\xb6\x01\n\x12\x46unctionDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x0fparameters_json\x18\x03 \x01(\tH\x00\x12\x34\n\x11parameters_struct\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x13\n\x06strict\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\x0c\n\nparametersB\t\n\x07_strict\":\n\nToolChoice\x12\x0e\n\x04mode\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x66unction\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"h\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12\x13\n\x0bjson_schema\x18\x03 \x01(\t\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_strict\"A\n\x0eRequestOptions\x12\x14\n\x0c\x62ypass_cache\x18\x01 \x01(\x08\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\x02 \x01(\r\"\xc7\x01\n\x16\x43hatCompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12&\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x15.ai_service.v1.Choice\x12#\n\x05usage\x18\x06 \x01(\x0b\x32\x14.ai_service.v1.Usage\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\"W\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\'\n\x07message\x18\x02 \x01(\x0b\x32\x16.ai_service.v1.Message\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xdb\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12+\n\x07\x63hoices\x18\x07 \x03(\x0b\x32\x1a.ai_service.v1.ChunkChoice\x12#\n\x05usage\x18\x08 \x01(\x0b\x32\x14.ai_service.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\t \x01(\x08\"X\n\x0b\x43hunkChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12#\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.ai_service.v1.Delta\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"X\n\x05\x44\x65lta\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x30\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1c.ai_service.v1.ToolCallDelta\"g\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12-\n\x08\x66unction\x18\x04 \x01(\x0b\x32\x1b.ai_service.v1.FunctionCall\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.ai_service.v1.Model\":\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65ployments\x18\x03 \x03(\t\"\x8b\x02\n\x07KeySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12/\n\nrate_limit\x18\x05 \x01(\x0b\x32\x1b.ai_service.v1.KeyRateLimit\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\r\x12\x1e\n\x16max_concurrent_streams\x18\x07 \x01(\r\x12(\n\x06\x62udget\x18\x08 \x01(\x0b\x32\x18.ai_service.v1.KeyBudget\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0cKeyRateLimit\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\r\x12\r\n\x05\x62urst\x18\x02 \x01(\r\x12\x19\n\x11tokens_per_minute\x18\x03 \x01(\r\x12\x13\n\x0btoken_burst\x18\x04 \x01(\r\"+\n\tKeyBudget\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x01\x12\x0e\n\x06period\x18\x02 \x01(\t\"\x82\x01\n\tIssuedKey\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.ai_service.v1.KeySpec\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x04 \x01(\t\"8\n\x10\x43reateKeyRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.ai_service.v1.KeySpec\"J\n\x11\x43reateKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.ai_service.v1.IssuedKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"u\n\x10UpdateKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.ai_service.v1.KeySpec\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1e\n\x10RevokeKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11RevokeKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.ai_service.v1.IssuedKey\"\x1f\n\x0fListKeysRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\":\n\x10ListKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.ai_service.v1.IssuedKey2\xa1\x02\n\tAIService\x12]\n\x0e\x43hatCompletion\x12$.ai_service.v1.ChatCompletionRequest\x1a%.ai_service.v1.ChatCompletionResponse\x12\x62\n\x14StreamChatCompletion\x12$.ai_service.v1.ChatCompletionRequest\x1a\".ai_service.v1.ChatCompletionChunk0\x01\x12Q\n\nListModels\x12 .ai_service.v1.ListModelsRequest\x1a!.ai_service.v1.ListModelsResponse2\xbc\x02\n\x05\x41\x64min\x12N\n\tCreateKey\x12\x1f.ai_service.v1.CreateKeyRequest\x1a .ai_service.v1.CreateKeyResponse\x12\x46\n\tUpdateKey\x12\x1f.ai_service.v1.UpdateKeyRequest\x1a\x18.ai_service.v1.IssuedKey\x12N\n\tRevokeKey\x12\x1f.ai_service.v1.RevokeKeyRequest\x1a .ai_service.v1.RevokeKeyResponse\x12K\n\x08ListKeys\x12\x1e.ai_service.v1.ListKeysRequest\x1a\x1f.ai_service.v1.ListKeysResponseBt\n\x10\x64\x65v.aiservice.v1B\x0e\x41iServiceProtoP\x01Z?github.com/ai-service/ai-service/gen/go/aiservicev1;aiservicev1\xaa\x02\x0c\x41iService.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +37,70 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.aiservice.v1B\016AiServiceProtoP\001Z?github.com/ai-service/ai-service/gen/go/aiservicev1;aiservicev1\252\002\014AiService.V1'
   _globals['_CHATCOMPLETIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_start=84
-  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=745
-  _globals['_CHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_start=605
-  _globals['_CHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_end=652
-  _globals['_MESSAGE']._serialized_start=747
-  _globals['_MESSAGE']._serialized_end=868
-  _globals['_TOOLCALL']._serialized_start=870
-  _globals['_TOOLCALL']._serialized_end=953
-  _globals['_FUNCTIONCALL']._serialized_start=955
-  _globals['_FUNCTIONCALL']._serialized_end=1002
-  _globals['_TOOL']._serialized_start=1004
-  _globals['_TOOL']._serialized_end=1077
-  _globals['_FUNCTIONDEFINITION']._serialized_start=1080
-  _globals['_FUNCTIONDEFINITION']._serialized_end=1262
-  _globals['_TOOLCHOICE']._serialized_start=1264
-  _globals['_TOOLCHOICE']._serialized_end=1322
-  _globals['_RESPONSEFORMAT']._serialized_start=1324
-  _globals['_RESPONSEFORMAT']._serialized_end=1428
-  _globals['_REQUESTOPTIONS']._serialized_start=1430
-  _globals['_REQUESTOPTIONS']._serialized_end=1495
-  _globals['_CHATCOMPLETIONRESPONSE']._serialized_start=1498
-  _globals['_CHATCOMPLETIONRESPONSE']._serialized_end=1697
-  _globals['_CHOICE']._serialized_start=1699
-  _globals['_CHOICE']._serialized_end=1786
-  _globals['_USAGE']._serialized_start=1788
-  _globals['_USAGE']._serialized_end=1867
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=1870
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=2089
-  _globals['_CHUNKCHOICE']._serialized_start=2091
-  _globals['_CHUNKCHOICE']._serialized_end=2179
-  _globals['_DELTA']._serialized_start=2181
-  _globals['_DELTA']._serialized_end=2269
-  _globals['_TOOLCALLDELTA']._serialized_start=2271
-  _globals['_TOOLCALLDELTA']._serialized_end=2374
-  _globals['_LISTMODELSREQUEST']._serialized_start=2376
-  _globals['_LISTMODELSREQUEST']._serialized_end=2395
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2397
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2455
-  _globals['_MODEL']._serialized_start=2457
-  _globals['_MODEL']._serialized_end=2515
-  _globals['_AISERVICE']._serialized_start=2518
-  _globals['_AISERVICE']._serialized_end=2807
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_start=151
+  _globals['_CHATCOMPLETIONREQUEST']._serialized_end=812
+  _globals['_CHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_start=672
+  _globals['_CHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_end=719
+  _globals['_MESSAGE']._serialized_start=814
+  _globals['_MESSAGE']._serialized_end=935
+  _globals['_TOOLCALL']._serialized_start=937
+  _globals['_TOOLCALL']._serialized_end=1020
+  _globals['_FUNCTIONCALL']._serialized_start=1022
+  _globals['_FUNCTIONCALL']._serialized_end=1069
+  _globals['_TOOL']._serialized_start=1071
+  _globals['_TOOL']._serialized_end=1144
+  _globals['_FUNCTIONDEFINITION']._serialized_start=1147
+  _globals['_FUNCTIONDEFINITION']._serialized_end=1329
+  _globals['_TOOLCHOICE']._serialized_start=1331
+  _globals['_TOOLCHOICE']._serialized_end=1389
+  _globals['_RESPONSEFORMAT']._serialized_start=1391
+  _globals['_RESPONSEFORMAT']._serialized_end=1495
+  _globals['_REQUESTOPTIONS']._serialized_start=1497
+  _globals['_REQUESTOPTIONS']._serialized_end=1562
+  _globals['_CHATCOMPLETIONRESPONSE']._serialized_start=1565
+  _globals['_CHATCOMPLETIONRESPONSE']._serialized_end=1764
+  _globals['_CHOICE']._serialized_start=1766
+  _globals['_CHOICE']._serialized_end=1853
+  _globals['_USAGE']._serialized_start=1855
+  _globals['_USAGE']._serialized_end=1934
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=1937
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=2156
+  _globals['_CHUNKCHOICE']._serialized_start=2158
+  _globals['_CHUNKCHOICE']._serialized_end=2246
+  _globals['_DELTA']._serialized_start=2248
+  _globals['_DELTA']._serialized_end=2336
+  _globals['_TOOLCALLDELTA']._serialized_start=2338
+  _globals['_TOOLCALLDELTA']._serialized_end=2441
+  _globals['_LISTMODELSREQUEST']._serialized_start=2443
+  _globals['_LISTMODELSREQUEST']._serialized_end=2462
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2464
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2522
+  _globals['_MODEL']._serialized_start=2524
+  _globals['_MODEL']._serialized_end=2582
+  _globals['_KEYSPEC']._serialized_start=2585
+  _globals['_KEYSPEC']._serialized_end=2852
+  _globals['_KEYRATELIMIT']._serialized_start=2854
+  _globals['_KEYRATELIMIT']._serialized_end=2960
+  _globals['_KEYBUDGET']._serialized_start=2962
+  _globals['_KEYBUDGET']._serialized_end=3005
+  _globals['_ISSUEDKEY']._serialized_start=3008
+  _globals['_ISSUEDKEY']._serialized_end=3138
+  _globals['_CREATEKEYREQUEST']._serialized_start=3140
+  _globals['_CREATEKEYREQUEST']._serialized_end=3196
+  _globals['_CREATEKEYRESPONSE']._serialized_start=3198
+  _globals['_CREATEKEYRESPONSE']._serialized_end=3272
+  _globals['_UPDATEKEYREQUEST']._serialized_start=3274
+  _globals['_UPDATEKEYREQUEST']._serialized_end=3391
+  _globals['_REVOKEKEYREQUEST']._serialized_start=3393
+  _globals['_REVOKEKEYREQUEST']._serialized_end=3423
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=3425
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=3483
+  _globals['_LISTKEYSREQUEST']._serialized_start=3485
+  _globals['_LISTKEYSREQUEST']._serialized_end=3516
+  _globals['_LISTKEYSRESPONSE']._serialized_start=3518
+  _globals['_LISTKEYSRESPONSE']._serialized_end=3576
+  _globals['_AISERVICE']._serialized_start=3579
+  _globals['_AISERVICE']._serialized_end=3868
+  _globals['_ADMIN']._serialized_start=3871
+  _globals['_ADMIN']._serialized_end=4187
 # @@protoc_insertion_point(module_scope)

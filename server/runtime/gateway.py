@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ai_service.config import (
+    ADMIN_SERVICE_NAME,
     HEALTH_SERVICE_NAME,
     SERVICE_NAME,
     ConfigError,
@@ -30,7 +31,7 @@ from ai_service.config import (
 )
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
-from ai_service.identity.keyring import access
+from ai_service.identity.authenticator import Identities
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
 from ai_service.limits.buckets import (
     InMemoryRateLimiter,
@@ -41,6 +42,7 @@ from ai_service.limits.buckets import (
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.limits.token_quota import TokenQuota
 from ai_service.observability.sinks import Observability
+from ai_service.pipeline.admin import AdminService
 from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
@@ -76,7 +78,6 @@ class Gateway:
         self.model_health = ModelHealth(self.health)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
-        self._auth = AuthInterceptor(*access(config))
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
@@ -87,6 +88,9 @@ class Gateway:
             self.limiter = RedisRateLimiter(self.shared_redis)
             if shared.lease_fraction > 0:
                 self.limiter = LeasedRateLimiter(self.limiter, shared.lease_fraction)
+        #: Who may call: config keys, tokens, certificates and issued keys.
+        self.identities = Identities(self.shared_redis)
+        self._auth = AuthInterceptor(*self.identities.access(config))
         self.port = 0
 
     @property
@@ -164,9 +168,11 @@ class Gateway:
             ],
         )
         ai_service_pb2_grpc.add_AIServiceServicer_to_server(self._service, server)
+        admin = AdminService(lambda: self.identities.virtual, lambda: self.config)
+        ai_service_pb2_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
             if settings.tls is None:
@@ -179,10 +185,12 @@ class Gateway:
             raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
         await server.start()
         self._server = server
+        self.identities.start()
         await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
+        await self.health.set(ADMIN_SERVICE_NAME, serving)
         await self.model_health.attach(router)
         log.info("gateway listening", extra={"address": self.address})
 
@@ -224,6 +232,7 @@ class Gateway:
         if self.runtime is not None:
             providers += self.runtime.providers.values()
         await asyncio.gather(*(p.aclose() for p in providers))
+        await self.identities.aclose()
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
 
@@ -254,7 +263,7 @@ class Gateway:
             )
         old = self.runtime
         runtime = self._build_runtime(config)
-        self._auth.replace(*access(config))
+        self._auth.replace(*self.identities.access(config))
         self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router.deployments, config.providers)
