@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from ai_service.config import JwtSettings, PoolSettings, ProviderSettings, Timeouts
 from ai_service.errors import GatewayError
@@ -149,7 +149,7 @@ def usable_keys(document: Any, algorithms: tuple[str, ...]) -> dict[str | None, 
             continue
         try:
             key = PyJWK(dict(entry))
-        except PyJWKError:
+        except (PyJWTError, ValueError, TypeError, KeyError):
             continue  # a kind of key this gateway cannot use: the others still serve
         if key.algorithm_name in algorithms:
             keys[key.key_id] = key
