@@ -59,8 +59,9 @@ class JwtSettings(StrictSettings):
     max_age_seconds: float = Field(3600.0, gt=0)
     #: The longest a fetch of the key set may take.
     fetch_timeout_seconds: float = Field(5.0, gt=0)
-    #: Verified tokens kept (until they expire), so a repeated token costs a lookup.
-    max_cached_tokens: int = Field(100_000, gt=0)
+    #: Verified tokens kept (until they expire), so a repeated token costs a lookup
+    #: (a token is about a kilobyte: 10,000 hold some 10-20 MB).
+    max_cached_tokens: int = Field(10_000, gt=0)
     #: Proxy and TLS towards the identity provider, over the top-level `egress`.
     egress: EgressSettings = Field(default_factory=EgressSettings)
 

@@ -138,6 +138,7 @@ def _strings(value: object) -> tuple[str, ...]:
 _REFUSALS: tuple[tuple[type[jwt_errors.PyJWTError], str, str], ...] = (
     (jwt_errors.ExpiredSignatureError, "TOKEN_EXPIRED", "it has expired"),
     (jwt_errors.ImmatureSignatureError, "TOKEN_NOT_YET_VALID", "it is not valid yet (nbf)"),
+    (jwt_errors.InvalidIssuedAtError, "TOKEN_NOT_YET_VALID", "it was issued in the future (iat)"),
     (jwt_errors.InvalidAudienceError, "TOKEN_AUDIENCE_INVALID", "it is not for this audience"),
     (jwt_errors.InvalidIssuerError, "TOKEN_ISSUER_INVALID", "it is from another issuer"),
     (jwt_errors.InvalidSignatureError, "TOKEN_SIGNATURE_INVALID", "its signature is wrong"),
