@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install lock run simulator test test-fast coverage lint format typecheck proto bench soak grpc-core overload hotpath identity dashboard-preview clean
+.PHONY: install lock run simulator test test-fast coverage mutate lint format typecheck proto bench soak grpc-core overload hotpath identity media dashboard-preview clean
 
 # Every Python package comes from the lock in requirements/ (exact versions, with hashes),
 # installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
@@ -36,6 +36,9 @@ test: lint              ## every test, after lint, type check and the import con
 
 test-fast: install      ## the unit tier alone: pure logic, no network, a few seconds
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+mutate: install         ## mutation testing of the core modules against the unit tier (slow; see CONTRIBUTING.md)
+	$(PY) -m tests.mutate $(ARGS)
 
 coverage: install       ## every test under coverage, child processes included; report by module
 	rm -rf build/coverage && mkdir -p build/coverage
@@ -103,6 +106,9 @@ hotpath: install        ## each piece of a unary call in-process, with hot and c
 
 identity: install       ## what identifying a caller costs per source, and how fast a revocation reaches 3 replicas
 	$(PY) -m bench.identity $(ARGS)
+
+media: install          ## a 1 MiB image beside a text request: added latency, gateway memory
+	$(PY) -m bench.media $(ARGS)
 
 dashboard-preview: install  ## the Grafana dashboard's main panels, drawn from a real run, as docs/images/dashboard-preview.png
 	$(BIN)/pip install $(LOCK_ARGS) -r requirements/bench.txt

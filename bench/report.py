@@ -17,15 +17,17 @@ GRPC_CORE_HEADING = "## gRPC core options"
 OVERLOAD_HEADING = "## Overload"
 HOTPATH_HEADING = "## Hot path, piece by piece"
 CLIENT_CHOICE_HEADING = "## The default HTTP client"
+MEDIA_HEADING = "## Content: a 1 MiB image"
 #: Sections written by tools that run apart from `python -m bench` (bench.soak,
-#: bench.grpc_core, bench.overload, bench.hotpath), or by hand from their runs (the
-#: default HTTP client, from bench.http_seam): a full run keeps them as they are.
+#: bench.grpc_core, bench.overload, bench.hotpath, bench.media), or by hand from their
+#: runs (the default HTTP client, from bench.http_seam): a full run keeps them as they are.
 KEPT_HEADINGS = (
     HOTPATH_HEADING,
     OVERLOAD_HEADING,
     GRPC_CORE_HEADING,
     SOAK_HEADING,
     CLIENT_CHOICE_HEADING,
+    MEDIA_HEADING,
 )
 
 

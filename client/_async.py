@@ -28,6 +28,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
     ListModelsRequest,
     Model,
 )
@@ -178,6 +180,21 @@ class AsyncAIClient:
                 metadata=self._defaults.metadata(metadata),
             )
         return list(response.models)
+
+    async def embed(
+        self,
+        request: EmbedRequest,
+        *,
+        timeout: Timeout = DEFAULT,  # noqa: ASYNC109 (a gRPC deadline, sent to the server)
+        metadata: MetadataLike | None = None,
+    ) -> EmbedResponse:
+        """Embedding vectors, one per input, in order."""
+        with self._translated():
+            return await self._stub.embed(
+                request,
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
 
     async def health(
         self,

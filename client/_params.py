@@ -22,6 +22,7 @@ from google.protobuf.message import Message as ProtoMessage
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
     Message,
+    ReasoningConfig,
     RequestOptions,
     ResponseFormat,
     Tool,
@@ -58,6 +59,8 @@ class ChatParams(TypedDict, total=False):
     response_format: ResponseFormat | JSONObject | None
     #: Gateway options for this call: `{"bypass_cache": True, "cache_ttl_seconds": 60}`.
     options: RequestOptions | JSONObject | None
+    #: `{"effort": "high"}`, `{"budget_tokens": 4096, "include_text": True}`, `{"off": True}`.
+    reasoning: ReasoningConfig | JSONObject | None
 
 
 _FIELDS = ChatCompletionRequest.DESCRIPTOR.fields_by_name

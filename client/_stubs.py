@@ -22,6 +22,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionResponse,
     CreateKeyRequest,
     CreateKeyResponse,
+    EmbedRequest,
+    EmbedResponse,
     IssuedKey,
     ListKeysRequest,
     ListKeysResponse,
@@ -45,6 +47,7 @@ def _path(method: str, service: Any = _SERVICE) -> str:
 _CHAT = _path("ChatCompletion")
 _STREAM_CHAT = _path("StreamChatCompletion")
 _LIST_MODELS = _path("ListModels")
+_EMBED = _path("Embed")
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 #: The Admin service's methods: (handle name, method, request, response).
 _ADMIN_METHODS: tuple[tuple[str, str, Any, Any], ...] = (
@@ -82,6 +85,11 @@ def _handles(channel: grpc.Channel | grpc.aio.Channel) -> dict[str, Any]:
             request_serializer=ListModelsRequest.SerializeToString,
             response_deserializer=ListModelsResponse.FromString,
         ),
+        "embed": channel.unary_unary(
+            _EMBED,
+            request_serializer=EmbedRequest.SerializeToString,
+            response_deserializer=EmbedResponse.FromString,
+        ),
         "health_check": channel.unary_unary(
             _HEALTH_CHECK,
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -97,6 +105,7 @@ class SyncStub:
     chat: grpc.UnaryUnaryMultiCallable[ChatCompletionRequest, ChatCompletionResponse]
     stream_chat: grpc.UnaryStreamMultiCallable[ChatCompletionRequest, ChatCompletionChunk]
     list_models: grpc.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
+    embed: grpc.UnaryUnaryMultiCallable[EmbedRequest, EmbedResponse]
     health_check: grpc.UnaryUnaryMultiCallable[Any, Any]  # grpc_health is untyped
     create_key: grpc.UnaryUnaryMultiCallable[CreateKeyRequest, CreateKeyResponse]
     update_key: grpc.UnaryUnaryMultiCallable[UpdateKeyRequest, IssuedKey]
@@ -115,6 +124,7 @@ class AsyncStub:
     chat: grpc.aio.UnaryUnaryMultiCallable[ChatCompletionRequest, ChatCompletionResponse]
     stream_chat: grpc.aio.UnaryStreamMultiCallable[ChatCompletionRequest, ChatCompletionChunk]
     list_models: grpc.aio.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
+    embed: grpc.aio.UnaryUnaryMultiCallable[EmbedRequest, EmbedResponse]
     health_check: grpc.aio.UnaryUnaryMultiCallable[Any, Any]
     create_key: grpc.aio.UnaryUnaryMultiCallable[CreateKeyRequest, CreateKeyResponse]
     update_key: grpc.aio.UnaryUnaryMultiCallable[UpdateKeyRequest, IssuedKey]

@@ -32,6 +32,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionResponse,
     CreateKeyRequest,
     CreateKeyResponse,
+    EmbedRequest,
+    EmbedResponse,
     IssuedKey,
     KeySpec,
     ListKeysRequest,
@@ -148,6 +150,21 @@ class AIClient:
                 metadata=self._defaults.metadata(metadata),
             )
         return list(response.models)
+
+    def embed(
+        self,
+        request: EmbedRequest,
+        *,
+        timeout: Timeout = DEFAULT,
+        metadata: MetadataLike | None = None,
+    ) -> EmbedResponse:
+        """Embedding vectors, one per input, in order."""
+        with translate_rpc_errors():
+            return self._stub.embed(
+                request,
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
 
     # -- the Admin service (a caller with an admin role) --------------------------------
 

@@ -50,6 +50,11 @@ class AIServiceStub:
                 request_serializer=ai__service__protos_dot_ai__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=ai__service__protos_dot_ai__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/ai_service.v1.AIService/Embed',
+                request_serializer=ai__service__protos_dot_ai__service__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class AIServiceServicer:
@@ -78,6 +83,15 @@ class AIServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """--- content: embeddings ---
+        Embedding vectors for a list of texts, one per input, in order: the whole batch
+        is answered or the call fails (never a shorter list).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AIServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +109,11 @@ def add_AIServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=ai__service__protos_dot_ai__service__pb2.ListModelsRequest.FromString,
                     response_serializer=ai__service__protos_dot_ai__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.EmbedRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +198,33 @@ class AIService:
             '/ai_service.v1.AIService/ListModels',
             ai__service__protos_dot_ai__service__pb2.ListModelsRequest.SerializeToString,
             ai__service__protos_dot_ai__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ai_service.v1.AIService/Embed',
+            ai__service__protos_dot_ai__service__pb2.EmbedRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,16 +72,23 @@ class InvalidRequest(GatewayError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_REQUEST"
 
-    def __init__(self, field: str, description: str) -> None:
-        super().__init__(f"{field}: {description}")
+    def __init__(
+        self, field: str, description: str, *, more: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """`more`: further (field, description) violations of the same request, each
+        reported in the BadRequest (a batch's bad items, all at once)."""
+        also = f" (and {len(more)} more)" if more else ""
+        super().__init__(f"{field}: {description}{also}")
         self.field = field
         self.description = description
+        self.more = tuple(more)
 
     def details(self) -> list[object]:
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=self.field, description=self.description
-        )
-        return [error_details_pb2.BadRequest(field_violations=[violation])]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            for field, description in ((self.field, self.description), *self.more)
+        ]
+        return [error_details_pb2.BadRequest(field_violations=violations)]
 
 
 class Unauthenticated(GatewayError):

@@ -7,8 +7,10 @@ real grpc.aio gateway in this event loop from a config built by `gateway_config`
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,6 +20,9 @@ import pytest
 import yaml
 
 from ai_service.config import GatewayConfig, parse_config
+from ai_service.limits.buckets import RedisRateLimiter
+from ai_service.limits.rules import RateRule
+from ai_service.limits.shared_state import SharedRedis
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import Simulator, SimulatorConfig
 from ai_service_client import AsyncAIClient
@@ -129,3 +134,41 @@ def write_config(path: Path, tree: dict[str, Any]) -> Path:
 def single(name: str, upstream: str, **extra: Any) -> dict[str, Any]:
     """A model served by one deployment on the `simulator` provider."""
     return {"name": name, "provider": "simulator", "upstream_model": upstream, **extra}
+
+
+# --- measuring a rate limit ----------------------------------------------------------------
+
+
+async def open_bucket(shared: SharedRedis, subject: str, rule: RateRule) -> float:
+    """Create `subject`'s bucket in Redis, full; the Redis time it starts to count from."""
+    assert (await RedisRateLimiter(shared).take(subject, 0, rule)).allowed
+    opened = await shared.client.hget(shared.key("limit", subject), "ts")
+    assert opened is not None
+    return float(opened)
+
+
+async def paced(per_second: float, seconds: float, call: Callable[[int], Awaitable[None]]) -> float:
+    """Start `call(i)` `per_second` times a second for `seconds`, whatever the answers
+    (callers that do not wait for each other), and wait for them all; the wall-clock
+    time (Redis's clock on this host) the last one started at."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    calls: list[asyncio.Future[None]] = []
+    last = time.time()
+    while loop.time() - started < seconds:
+        last = time.time()
+        calls.append(asyncio.ensure_future(call(len(calls))))
+        await asyncio.sleep(max(0.0, started + len(calls) / per_second - loop.time()))
+    await asyncio.gather(*calls)
+    return last
+
+
+def assert_within_a_percent(
+    admitted: float, rule: RateRule, opened: float, last_call: float, spare: float = 0
+) -> None:
+    """Never above what the bucket refilled until now; never 1 % below what it refilled
+    until the last call started (less `spare`, what no call could use: the tokens
+    left under one reservation, and the refunds of the last calls)."""
+    most = rule.burst + rule.per_second * (time.time() - opened)
+    least = 0.99 * (rule.burst + rule.per_second * (last_call - opened)) - spare
+    assert least <= admitted <= most, (least, admitted, most)

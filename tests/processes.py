@@ -196,7 +196,9 @@ GRACE_SECONDS = 20
 REQUEST = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hi")])
 
 
-def serving_workers(address: str, want: int, seconds: float = 20) -> tuple[set[str], int]:
+def serving_workers(
+    address: str, want: int, seconds: float = 20, key: str = TEST_KEY
+) -> tuple[set[str], int]:
     """The worker PIDs seen answering, and the calls answered, asking until `want` are
     seen (or `seconds` have passed: a loaded machine may start a worker late)."""
     workers: set[str] = set()
@@ -208,7 +210,7 @@ def serving_workers(address: str, want: int, seconds: float = 20) -> tuple[set[s
             stub = ai_service_pb2_grpc.AIServiceStub(channel)
             try:
                 response, call = stub.ChatCompletion.with_call(
-                    REQUEST, metadata=(("authorization", f"Bearer {TEST_KEY}"),), timeout=10
+                    REQUEST, metadata=(("authorization", f"Bearer {key}"),), timeout=10
                 )
             except grpc.RpcError:
                 time.sleep(0.1)  # a connection to a worker that is going away

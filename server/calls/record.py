@@ -45,6 +45,11 @@ class AttemptRecord:
     response_model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Of input_tokens: read from and written to the provider's prompt cache; of
+    #: output_tokens: spent reasoning (0 when the provider reports none).
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     #: Whatever an observer keeps for the attempt (the tracing span).
     span: Any = None
 
@@ -52,6 +57,9 @@ class AttemptRecord:
         self.response_model = model
         self.input_tokens = usage.prompt_tokens
         self.output_tokens = usage.completion_tokens
+        self.cached_tokens = usage.cached_tokens
+        self.cache_write_tokens = usage.cache_write_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
 
 
 @dataclass(slots=True)
@@ -92,6 +100,9 @@ class CallRecord:
     cache_hit: bool | None = None
     #: PII kinds the redaction policy found in the prompt and the answer.
     pii: set[str] = field(default_factory=set)
+    #: The request's images, documents and audio: kind, media type and size or "url"
+    #: (never their bytes, nor a URL, which may carry a token).
+    parts: list[dict[str, Any]] = field(default_factory=list)
     #: Prompt and answer text (already redacted) when the audit log keeps them.
     prompt: str | None = None
     answer: str | None = None

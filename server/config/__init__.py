@@ -28,7 +28,9 @@ from ai_service.config.loading import (
     parse_config,
     with_sections,
 )
+from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import (
+    Capabilities,
     DeploymentSettings,
     ModelSettings,
     RoutingRule,
@@ -74,6 +76,7 @@ __all__ = [
     "CacheSettings",
     "CallerGrants",
     "CallerKey",
+    "Capabilities",
     "CertificateIdentity",
     "CircuitBreakerSettings",
     "ClaimNames",
@@ -85,6 +88,7 @@ __all__ = [
     "GatewayConfig",
     "Grants",
     "JwtSettings",
+    "MediaFetchSettings",
     "MetricsSettings",
     "ModelSettings",
     "ObservabilitySettings",

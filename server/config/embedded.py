@@ -24,17 +24,49 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
                 },
                 {"name": "simulator-ollama", "kind": "ollama", "base_url": simulator_base_url},
             ],
+            # Capabilities: each model takes what its provider's API carries, except
+            # sim-llama, text-only (it refuses an image by name), and the two embedding
+            # models, which answer Embed.
             "models": [
-                {"name": "sim-gpt", "provider": "simulator", "upstream_model": "sim-gpt-1"},
+                {
+                    "name": "sim-gpt",
+                    "provider": "simulator",
+                    "upstream_model": "sim-gpt-1",
+                    "capabilities": {"context_window": 128000},
+                },
                 {
                     "name": "sim-claude",
                     "provider": "simulator-anthropic",
                     "upstream_model": "sim-claude-1",
+                    "capabilities": {"context_window": 200000},
                 },
                 {
                     "name": "sim-llama",
                     "provider": "simulator-ollama",
                     "upstream_model": "sim-llama-1",
+                    "capabilities": {
+                        "vision": False,
+                        "reasoning": False,
+                        "context_window": 131072,
+                    },
+                },
+                {
+                    "name": "sim-llava",
+                    "provider": "simulator-ollama",
+                    "upstream_model": "sim-llava-1",
+                    "capabilities": {"context_window": 32768},
+                },
+                {
+                    "name": "sim-embed",
+                    "provider": "simulator",
+                    "upstream_model": "sim-embed-1",
+                    "capabilities": {"embeddings": True, "context_window": 8192},
+                },
+                {
+                    "name": "sim-minilm",
+                    "provider": "simulator-ollama",
+                    "upstream_model": "sim-minilm-1",
+                    "capabilities": {"embeddings": True, "context_window": 512},
                 },
             ],
         },

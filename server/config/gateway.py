@@ -10,6 +10,7 @@ from ai_service.config.base import StrictSettings
 from ai_service.config.callers import AuthSettings, CallerKey, RateLimitSettings
 from ai_service.config.egress import EgressSettings, effective_egress
 from ai_service.config.grants import CallerGrants, Grants
+from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import ModelSettings, deployment_limits
 from ai_service.config.network import is_loopback
 from ai_service.config.observability import ObservabilitySettings
@@ -34,6 +35,7 @@ class GatewayConfig(StrictSettings):
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     #: Proxy and TLS towards upstreams: every provider's defaults.
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    media_fetch: MediaFetchSettings = Field(default_factory=MediaFetchSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:

@@ -33,6 +33,34 @@ class RoutingRule(StrictSettings):
     model: str
 
 
+class Capabilities(StrictSettings):
+    """What a model takes and gives. Unset: what its provider's API can carry (OpenAI:
+    all but embeddings; Anthropic: no audio and no embeddings; Ollama: no documents, no
+    audio and no prompt caching); a value here only narrows that (a `true` the API
+    cannot carry stays false). Embeddings are off unless set: chat models do not embed;
+    and a model with `embeddings: true` is an embedding model, whose chat capabilities
+    are off unless set.
+    A request that needs what a model lacks skips its deployments, or is refused
+    INVALID_ARGUMENT naming the field that needs it."""
+
+    vision: bool | None = None
+    documents: bool | None = None
+    audio_input: bool | None = None
+    reasoning: bool | None = None
+    tools: bool | None = None
+    prompt_caching: bool | None = None
+    embeddings: bool = False
+    #: Tokens the model reads and writes in one call, shown in ListModels.
+    context_window: int | None = Field(None, gt=0)
+
+    def allows(self, name: str) -> bool:
+        """Whether the configuration lets the model have capability `name`."""
+        value = getattr(self, name)
+        if value is None:  # unset: on for a chat model, off for an embedding model
+            return name != "embeddings" and not self.embeddings
+        return bool(value)
+
+
 class ModelSettings(StrictSettings):
     """A public model name and the deployments that serve it."""
 
@@ -57,6 +85,9 @@ class ModelSettings(StrictSettings):
     #: (Anthropic); OpenAI and Ollama leave it unset (the model's own limit). Capped
     #: by max_output_tokens.
     default_max_tokens: int = Field(1024, gt=0)
+    #: What the model takes and gives (images, documents, audio, reasoning, tools, prompt
+    #: caching, embeddings), within what its provider's API can carry.
+    capabilities: Capabilities = Field(default_factory=Capabilities)
 
     @property
     def effective_default_max_tokens(self) -> int:

@@ -13,11 +13,20 @@ from ai_service.config.base import StrictSettings
 class RequestLimits(StrictSettings):
     """What one request may ask; above these a call is refused before any upstream call."""
 
+    #: The request's size, not counting the bytes of its images, documents and audio
+    #: (which `max_media_bytes` bounds).
     max_request_bytes: int = Field(1024 * 1024, gt=0)
     max_messages: int = Field(1024, gt=0)
     max_tools: int = Field(128, gt=0)
     max_stop_sequences: int = Field(4, gt=0)
     max_metadata_entries: int = Field(64, ge=0)
+    #: Content parts over all of a request's messages.
+    max_content_parts: int = Field(64, gt=0)
+    #: Bytes of images, documents and audio given inline in one request (under the gRPC
+    #: message limit, server.max_receive_message_bytes, which bounds it anyway).
+    max_media_bytes: int = Field(6 * 1024 * 1024, gt=0)
+    #: Texts in one Embed call.
+    max_embed_inputs: int = Field(2048, gt=0)
 
 
 RedactionMode = Literal["off", "redact", "block", "log-only"]

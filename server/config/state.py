@@ -29,6 +29,9 @@ class SharedStateSettings(StrictSettings):
     #: When Redis fails: `open` lets calls through unlimited and uncached, `closed`
     #: refuses them (UNAVAILABLE) until it is back.
     on_failure: Literal["open", "closed"] = "open"
+    #: Redis calls that fail in a row (calls a single stall catches together count once)
+    #: before Redis is treated as down: until then a failure costs only the calls it hit.
+    switch_after_failures: int = Field(3, ge=1)
 
 
 class CacheSettings(StrictSettings):

@@ -1,8 +1,10 @@
 """Health per public model, on the standard grpc.health.v1.Health service.
 
-A model is SERVING while at least one of its deployments' circuits is not open, and
-SERVICE_UNKNOWN once a reload has removed it.
-Circuit transitions call `circuit_changed`; an opened circuit also schedules a
+A model is SERVING while a call to it would find a deployment, its own or a
+fallback's, whose circuit admits a call (`Router.can_serve`, the dispatcher's own
+test), and SERVICE_UNKNOWN once a reload has removed it.
+Circuit transitions, and half-open probes taken or given back, call
+`circuit_changed`; an opened circuit also schedules a
 check at the end of its cool-down, when it turns half-open without any event, so
 `Watch` clients see the model come back.
 """
@@ -53,9 +55,10 @@ class ModelHealth:
     async def refresh(self) -> None:
         if self._router is None:
             return
-        routes = self._router.routes
+        router = self._router
+        routes = router.routes
         for route in routes:
-            status = SERVING if route.is_healthy() else NOT_SERVING
+            status = SERVING if router.can_serve(route) else NOT_SERVING
             if self._published.get(route.name) != status:
                 self._published[route.name] = status
                 await self._health.set(route.name, status)

@@ -1,16 +1,21 @@
 """The Redis that replicas share limits and cache through, and what happens when it fails.
 
-Every call is bounded by `timeout_ms` (the gateway never hangs on a dead Redis).
-After a failure the gateway stops asking for a second and applies the configured
-policy straight away — `open`: carry on without shared limits or cache; `closed`:
-refuse with UNAVAILABLE — then tries again, so it recovers by itself when Redis
-returns. Failures and recoveries are logged once each, not per call.
+Every call is bounded by `timeout_ms` (the gateway never hangs on a dead Redis). A call
+that fails gets the configured policy — `open`: carry on without shared limits or
+cache; `closed`: refuse with UNAVAILABLE. One slow reply is not an outage: only after
+`switch_after_failures` failures in a row does the gateway treat Redis as down,
+apply the policy to every call at once without asking, and ask again once a second,
+so it recovers by itself when Redis returns. Failures count in a row when each Redis
+call began after the previous counted one failed: the calls a single stall (of Redis,
+or of this process) caught together count once. The switch and the return are logged
+once each, and `failure_mode` shows which mode holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -29,7 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How long to stop asking a Redis that just failed.
+#: How long to stop asking a Redis found down before asking again.
 RETRY_AFTER_FAILURE_SECONDS = 1.0
 
 
@@ -65,7 +70,13 @@ class SharedRedis:
             health_check_interval=0,
         )
         self.client = redis.Redis.from_pool(pool)
+        self._switch_after = settings.switch_after_failures
+        #: Failures in a row, and when the last of them that counted was seen.
+        self._streak = 0
+        self._counted_at = -math.inf
         self._down_until = 0.0
+        #: Whether Redis is treated as down (the policy applies without asking it).
+        self.failure_mode = False
         self.failures = 0
 
     def key(self, *parts: str) -> str:
@@ -73,25 +84,38 @@ class SharedRedis:
 
     async def run(self, operation: Callable[[redis.Redis], Awaitable[T]]) -> T:
         """Run one Redis operation within the timeout, or raise RedisUnavailable."""
-        if time.monotonic() < self._down_until:
+        started = time.monotonic()
+        if started < self._down_until:
             raise RedisUnavailable("redis failed moments ago")
         try:
             async with asyncio.timeout(self._timeout):
                 result = await operation(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
             self.failures += 1
-            if self._down_until == 0.0:
-                log.error(
-                    "redis unavailable; applying on_failure=%s",
-                    self.settings.on_failure,
-                    extra={"error": type(exc).__name__},
-                )
-            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+            self._failed(started, exc)
             raise RedisUnavailable(str(exc)) from None
-        if self._down_until != 0.0:
+        self._streak = 0
+        if self.failure_mode:
             log.warning("redis is back")
+            self.failure_mode = False
             self._down_until = 0.0
         return result
+
+    def _failed(self, started: float, exc: BaseException) -> None:
+        now = time.monotonic()
+        if started >= self._counted_at:  # not caught in the same stall as the last one
+            self._streak += 1
+            self._counted_at = now
+        if self._streak < self._switch_after:
+            return
+        if not self.failure_mode:
+            log.error(
+                "redis unavailable; applying on_failure=%s",
+                self.settings.on_failure,
+                extra={"error": type(exc).__name__, "failures_in_a_row": self._streak},
+            )
+            self.failure_mode = True
+        self._down_until = now + RETRY_AFTER_FAILURE_SECONDS
 
     def refusal(self) -> SharedStateUnavailable:
         return SharedStateUnavailable(

@@ -55,12 +55,19 @@ class TokenQuota:
         """Reserve the call's estimated tokens from key `key`'s bucket under `rule`."""
         if rule is None:
             return None
-        prompt = estimate_prompt_tokens(request)
         completion = (
             request.max_tokens
             if request.HasField("max_tokens")
             else model.effective_default_max_tokens
         )
+        return await self.reserve_estimate(key, rule, estimate_prompt_tokens(request), completion)
+
+    async def reserve_estimate(
+        self, key: str, rule: RateRule | None, prompt: int, completion: int
+    ) -> Reservation | None:
+        """Reserve `prompt` + `completion` estimated tokens (an Embed call has no completion)."""
+        if rule is None:
+            return None
         # A call larger than the burst could never pass: reserve what the bucket can
         # hold and let the settlement charge the rest.
         tokens = min(prompt + completion, rule.burst)

@@ -57,6 +57,12 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         "cache_hit": bool(call.cache_hit),
         "pii": sorted(call.pii),
     }
+    if served is not None:  # the details only when the provider reported them
+        for name in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
+            if getattr(served, name):
+                entry[name] = getattr(served, name)
+    if call.parts:
+        entry["parts"] = call.parts  # kinds and sizes, never the bytes
     if call.prompt is not None:
         entry["prompt"] = call.prompt
     if call.answer is not None:

@@ -6,7 +6,9 @@ becomes a label (an unknown name would mint a new series per typo). Token and
 latency metrics carry the OpenTelemetry GenAI names (`gen_ai.client.token.usage` →
 `gen_ai_client_token_usage`, `gen_ai.client.operation.duration` →
 `gen_ai_client_operation_duration_seconds`, `gen_ai.server.time_to_first_token` →
-`gen_ai_server_time_to_first_token_seconds`).
+`gen_ai_server_time_to_first_token_seconds`). Beside `input` and `output`, the token
+type is `cache_read`, `cache_write` or `reasoning` for the parts of those a provider
+reports (prompt-cache reads and writes, reasoning tokens), on calls that had any.
 
 Deployment state (circuit, upstream requests in flight and queued, connection-pool
 use) is read when scraped, so it costs the data path nothing.
@@ -188,6 +190,15 @@ class Metrics(Observer):
             labels = (handle.provider.kind, handle.target.upstream_model)
             self.tokens(*labels, "input", model, handle.name).observe(served.input_tokens)
             self.tokens(*labels, "output", model, handle.name).observe(served.output_tokens)
+            # Parts of those, observed only when the provider reported them: three more
+            # values of the token-type label, no new label.
+            for kind, tokens in (
+                ("cache_read", served.cached_tokens),
+                ("cache_write", served.cache_write_tokens),
+                ("reasoning", served.reasoning_tokens),
+            ):
+                if tokens:
+                    self.tokens(*labels, kind, model, handle.name).observe(tokens)
 
 
 class DeploymentCollector(Collector):
@@ -299,7 +310,8 @@ def registries() -> tuple[CollectorRegistry, CollectorRegistry]:
 
 
 class SharedStateCollector(Collector):
-    """Failed Redis calls (limits and cache then follow `shared_state.on_failure`)."""
+    """Failed Redis calls, and whether Redis is treated as down (limits and cache then
+    follow `shared_state.on_failure` for every call)."""
 
     def __init__(self, shared: SharedRedis) -> None:
         self._shared = shared
@@ -311,3 +323,9 @@ class SharedStateCollector(Collector):
         )
         failures.add_metric((), self._shared.failures)
         yield failures
+        mode = GaugeMetricFamily(
+            "ai_gateway_shared_state_failure_mode",
+            "1 while Redis is treated as down: on_failure applies to every call without asking it.",
+        )
+        mode.add_metric((), float(self._shared.failure_mode))
+        yield mode

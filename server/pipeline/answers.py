@@ -32,6 +32,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
     Usage,
 )
 
@@ -148,6 +150,24 @@ class Answers:
         if finished and key is not None:
             await self._store(key, answer.response(), request)
 
+    async def embed(
+        self, request: EmbedRequest, route: ModelRoute, budget: Budget, caller: Caller
+    ) -> Served[EmbedResponse]:
+        """Embeddings, paid for from the caller's token budget like a completion (the
+        inputs' estimate reserved first, the reported usage settled after)."""
+        chars = sum(len(text) for text in request.inputs)
+        reservation = await self._quota.reserve_estimate(
+            caller.name, caller.tokens, estimate_chars_as_tokens(chars), 0
+        )
+        try:
+            outcome = await self._dispatcher.dispatch_embed(request, route, budget)
+        except BaseException as error:
+            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
+            raise
+        used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
+        await _settle_shielded(self._quota, reservation, used)
+        return Served(outcome.value, outcome.handle, outcome.attempts)
+
     async def _lookup(self, key: str) -> ChatCompletionResponse | None:
         assert self._cache is not None
         payload = await self._cache.get(key)
@@ -249,6 +269,13 @@ class _Assembler:
                 response.choices.add(index=len(response.choices)).message.role = "assistant"
             choice = response.choices[piece.index]
             choice.message.content += piece.delta.content
+            for thought in piece.delta.reasoning:
+                while len(choice.message.reasoning) <= thought.index:
+                    choice.message.reasoning.add()
+                block = choice.message.reasoning[thought.index]
+                block.text += thought.text
+                block.signature += thought.signature
+                block.redacted_data += thought.redacted_data
             for delta in piece.delta.tool_calls:
                 while len(choice.message.tool_calls) <= delta.index:
                     choice.message.tool_calls.add()
@@ -273,6 +300,13 @@ async def replay(response: ChatCompletionResponse) -> ChunkStream:
         piece = chunk.choices.add(index=choice.index)
         piece.delta.role = "assistant"
         piece.delta.content = choice.message.content
+        for i, block in enumerate(choice.message.reasoning):
+            piece.delta.reasoning.add(
+                index=i,
+                text=block.text,
+                signature=block.signature,
+                redacted_data=block.redacted_data,
+            )
         for i, call in enumerate(choice.message.tool_calls):
             delta = piece.delta.tool_calls.add(index=i, id=call.id, type=call.type)
             delta.function.CopyFrom(call.function)

@@ -38,11 +38,14 @@ from ai_service.errors import (
     quoted,
 )
 from ai_service.resilience import Admission, Budget, RetryBudget, backoff_delay
+from ai_service.routing.capabilities import needs_of
 from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -114,15 +117,35 @@ class Dispatcher:
 
         return await self._run(request, route, budget, attempt, discard)
 
+    async def dispatch_embed(
+        self, request: EmbedRequest, route: ModelRoute, budget: Budget
+    ) -> Outcome[EmbedResponse]:
+        """Embeddings from the first deployment to answer, among those that embed."""
+        candidates = self._router.embedders(route)
+        if not candidates:
+            raise embed_refusal(request, route)
+
+        def attempt(handle: DeploymentHandle, admission: Admission) -> Awaitable[EmbedResponse]:
+            return guarded_unary(
+                handle, admission, budget, lambda: handle.provider.embed(request, handle.target)
+            )
+
+        return await self._run(request, route, budget, attempt, None, candidates)
+
     async def _run(
         self,
-        request: ChatCompletionRequest,
+        request: ChatCompletionRequest | EmbedRequest,
         route: ModelRoute,
         budget: Budget,
         attempt: Attempt[T],
         discard: Callable[[T], Awaitable[None]] | None,
+        servable: list[DeploymentHandle] | None = None,
     ) -> Outcome[T]:
-        candidates = self._servable(route, request)
+        """`servable`: the candidates, when the caller chose them (else `_servable`)."""
+        candidates = servable
+        if candidates is None:
+            assert isinstance(request, ChatCompletionRequest)
+            candidates = self._servable(route, request)
         self.retry_budget.record_call()
         failed: set[DeploymentHandle] = set()
         refused_key: set[DeploymentHandle] = set()
@@ -131,10 +154,7 @@ class Dispatcher:
         while attempts < self._settings.max_attempts:
             picked = _pick(candidates, failed, refused_key)
             if picked is None:
-                raise last_error or NoHealthyDeployment(
-                    f"every deployment of model {quoted(request.model)} (and its fallbacks) "
-                    f"has its circuit open; retry later"
-                )
+                raise last_error or _nothing_to_ask(request.model, candidates)
             handle, admission = picked
             if last_error is not None:
                 await self._before_retry(last_error, handle in failed, attempts, budget, handle)
@@ -188,16 +208,17 @@ class Dispatcher:
         if not self._router.may_narrow(route):  # the usual case: nothing to ask
             return candidates
         wanted = request.max_tokens if request.HasField("max_tokens") else None
+        needs = needs_of(request)
         servable = [
             handle
             for handle in candidates
-            if handle.provider.refusal(request) is None
+            if self._router.refusal(route, handle, request, needs) is None
             and (wanted is None or _within(self._router.output_cap(route, handle), wanted))
         ]
         if servable or not candidates:
             return servable
         for handle in candidates:  # the first reason one cannot take it
-            refusal = handle.provider.refusal(request)
+            refusal = self._router.refusal(route, handle, request, needs)
             if refusal is not None:
                 raise refusal
         raise InvalidRequest(
@@ -268,10 +289,30 @@ class Dispatcher:
             await _settle_losers(racers, winner, discard)
 
 
+def embed_refusal(request: EmbedRequest, route: ModelRoute) -> InvalidRequest:
+    """Why no deployment of `route` may embed: said plainly for a provider with no
+    embeddings API at all (Anthropic), else the model is not an embedding model."""
+    kinds = {d.handle.provider.kind for d in route.deployments}
+    if all("embeddings" not in d.handle.provider.carries for d in route.deployments):
+        names = ", ".join(sorted(kinds))
+        return InvalidRequest(
+            "model",
+            f"model {quoted(request.model)} is served by {names}, which has no embeddings API",
+        )
+    return InvalidRequest(
+        "model", f"model {quoted(request.model)} is not an embedding model (see ListModels)"
+    )
+
+
 def _role_only(chunk: ChatCompletionChunk) -> bool:
     """A stream's opening chunk that carries nothing but the role."""
     return not chunk.HasField("usage") and all(
-        not (choice.delta.content or choice.delta.tool_calls or choice.finish_reason)
+        not (
+            choice.delta.content
+            or choice.delta.tool_calls
+            or choice.delta.reasoning
+            or choice.finish_reason
+        )
         for choice in chunk.choices
     )
 
@@ -314,7 +355,9 @@ def _pick(
     failed: set[DeploymentHandle],
     refused_key: set[DeploymentHandle],
 ) -> tuple[DeploymentHandle, Admission] | None:
-    """The best deployment that admits a call: fresh ones first, then ones that failed."""
+    """The best deployment that admits a call: fresh ones first, then ones that failed.
+    One cooling down after a 429 is skipped, unless this call met that 429 itself (it
+    waits out the Retry-After before it asks again)."""
     pools: tuple[list[DeploymentHandle], ...] = (candidates,)  # the first attempt: all fresh
     if failed or refused_key:
         pools = (
@@ -323,10 +366,29 @@ def _pick(
         )
     for pool in pools:
         for handle in pool:
+            if handle.cooldown.remaining() and handle not in failed:
+                continue
             admission = handle.breaker.admit()
             if admission is not None:
                 return handle, admission
     return None
+
+
+def _nothing_to_ask(model: str, candidates: list[DeploymentHandle]) -> GatewayError:
+    """Why a call found no deployment to ask: every circuit open (what health says as
+    NOT_SERVING), or those that admit calls cooling down after a 429 (for how long)."""
+    cooling = [h.cooldown.remaining() for h in candidates if h.breaker.allows()]
+    if cooling and all(cooling):
+        wait = min(cooling)
+        return UpstreamRateLimited(
+            f"every deployment of model {quoted(model)} (and its fallbacks) that "
+            f"could take the call is rate-limited upstream; retry after {wait:.2f}s",
+            retry_after=wait,
+        )
+    return NoHealthyDeployment(
+        f"every deployment of model {quoted(model)} (and its fallbacks) "
+        f"has its circuit open; retry later"
+    )
 
 
 async def _wait_for_slot(handle: DeploymentHandle, admission: Admission, budget: Budget) -> None:
@@ -340,7 +402,8 @@ async def _wait_for_slot(handle: DeploymentHandle, admission: Admission, budget:
 
 
 class _Verdict:
-    """Report how the attempt went to the breaker, and give its slot back.
+    """Report how the attempt went to the breaker, and give its slot back; a 429 that
+    says when to come back cools the deployment down until then.
 
     A class rather than a generator context manager: it is entered on every call.
     """
@@ -351,8 +414,16 @@ class _Verdict:
         self._handle = handle
         self._admission = admission
 
-    def __enter__(self) -> None:
-        pass
+    def __enter__(self) -> _Verdict:
+        return self
+
+    def answered(self) -> None:
+        """A probe's stream has begun to answer: the deployment works, so its circuit
+        closes now rather than when the stream (maybe minutes long) ends; the end of
+        the stream is then recorded as an ordinary call's."""
+        if self._admission is Admission.PROBE:
+            self._handle.breaker.record(Admission.PROBE, failed=False)
+            self._admission = Admission.CALL
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         breaker = self._handle.breaker
@@ -361,13 +432,17 @@ class _Verdict:
                 breaker.record(self._admission, failed=False)
             elif isinstance(exc, GatewayError):
                 breaker.record(self._admission, failed=counts_against_deployment(exc))
+                if isinstance(exc, UpstreamRateLimited) and exc.retry_after:
+                    self._handle.cooldown.start(exc.retry_after)
             else:  # cancelled: says nothing about the deployment
                 breaker.abandon(self._admission)
         finally:
             self._handle.limiter.release()
 
 
-def stamp(message: ChatCompletionResponse | ChatCompletionChunk, handle: DeploymentHandle) -> None:
+def stamp(
+    message: ChatCompletionResponse | ChatCompletionChunk | EmbedResponse, handle: DeploymentHandle
+) -> None:
     """Name the deployment that served the answer (a cached answer keeps the first one)."""
     message.provider = handle.target.provider
     message.deployment = handle.name
@@ -381,6 +456,25 @@ async def guarded_complete(
     default_max_tokens: int | None = None,
 ) -> ChatCompletionResponse:
     """One unary attempt, holding a concurrency slot and reporting to the breaker."""
+    return await guarded_unary(
+        handle,
+        admission,
+        budget,
+        lambda: handle.provider.complete(request, handle.target, default_max_tokens),
+    )
+
+
+Answer = TypeVar("Answer", ChatCompletionResponse, EmbedResponse)
+
+
+async def guarded_unary(
+    handle: DeploymentHandle,
+    admission: Admission,
+    budget: Budget,
+    send: Callable[[], Awaitable[Answer]],
+) -> Answer:
+    """One unary attempt of any kind (`send`), holding a concurrency slot and reporting
+    to the breaker."""
     with ObservedAttempt(handle) as attempt:
         if not handle.limiter.try_acquire():  # usually free: no coroutine to wait in
             await _wait_for_slot(handle, admission, budget)
@@ -389,9 +483,7 @@ async def guarded_complete(
         started = time.perf_counter()
         try:
             with _Verdict(handle, admission):
-                response = await handle.provider.complete(
-                    request, handle.target, default_max_tokens
-                )
+                response = await send()
         finally:
             if attempt is not None:
                 attempt.upstream_seconds = time.perf_counter() - started
@@ -414,12 +506,16 @@ async def guarded_stream(
             await _wait_for_slot(handle, admission, budget)
         if attempt is not None:
             attempt.sent = True
-        with _Verdict(handle, admission):
+        with _Verdict(handle, admission) as verdict:
             stream = handle.provider.stream(request, handle.target, default_max_tokens)
             async with contextlib.aclosing(stream) as chunks:
                 waiting = time.perf_counter()
                 empty = True
+                probing = admission is Admission.PROBE
                 async for chunk in chunks:
+                    if probing and not _role_only(chunk):  # the role alone promises nothing
+                        verdict.answered()
+                        probing = False
                     empty = False
                     stamp(chunk, handle)
                     if attempt is not None:

@@ -31,9 +31,11 @@ from ai_service.policy.streams import OpenStreams
 from ai_service.policy.validation import (
     MAX_MODEL_CHARS,
     apply_caller_cap,
+    validate_embed,
     validate_for_model,
     validate_request,
 )
+from ai_service.providers.content import part_summaries
 from ai_service.providers.translation import text_length
 from ai_service.resilience import Budget
 from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
@@ -43,6 +45,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
     ListModelsRequest,
     ListModelsResponse,
     Model,
@@ -110,6 +114,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         apply_caller_cap(request, caller.name, caller.max_output_tokens, route.model)
         if call is not None:
             call.route = route
+            if any(message.parts for message in request.messages):
+                call.parts = part_summaries(request)
         screening = state.policy.screening(caller.name, route.name, call)
         screening.prompt(request)
         return route, screening
@@ -175,6 +181,28 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             log.exception("StreamChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
 
+    async def Embed(self, request: EmbedRequest, context: Context) -> EmbedResponse:
+        state = self.state
+        call = current_call.get()
+        try:
+            if call is not None:
+                call.model_requested = request.model[:MAX_MODEL_CHARS]
+            validate_embed(request, state.limits)
+            caller = current_caller.get()
+            route = state.router.resolve(request.model, caller)
+            if call is not None:
+                call.route = route
+            budget = Budget.for_call(context.time_remaining(), state.default_deadline)
+            with budget.bound(state.timers):
+                outcome = await state.answers.embed(request, route, budget, caller)
+        except GatewayError as error:
+            await abort(context, error, request_id_metadata())
+        except Exception:
+            log.exception("Embed failed unexpectedly")
+            await abort(context, Internal("internal error in the gateway"), request_id_metadata())
+        context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
+        return outcome.value
+
     async def ListModels(self, request: ListModelsRequest, context: Context) -> ListModelsResponse:
         routes = self.state.router.visible_to(current_caller.get())
         return ListModelsResponse(
@@ -183,6 +211,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                     id=route.name,
                     provider=route.deployments[0].handle.provider.kind,
                     deployments=[d.handle.name for d in route.deployments],
+                    capabilities=self.state.router.capabilities(route),
                 )
                 for route in routes
             ]
@@ -199,11 +228,16 @@ def _outcome_metadata(
 def _ending_metadata(last: ChatCompletionChunk) -> tuple[tuple[str, str], ...]:
     finish = ",".join(choice.finish_reason for choice in last.choices if choice.finish_reason)
     usage = last.usage
-    return (
-        (FINISH_REASON_KEY, finish),
-        (
-            USAGE_KEY,
-            f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
-            f"total={usage.total_tokens}",
-        ),
+    text = (
+        f"prompt={usage.prompt_tokens},completion={usage.completion_tokens},"
+        f"total={usage.total_tokens}"
     )
+    # The details only when the provider reported any: a plain call's line is unchanged.
+    for name, value in (
+        ("cached", usage.cached_tokens),
+        ("cache_write", usage.cache_write_tokens),
+        ("reasoning", usage.reasoning_tokens),
+    ):
+        if value:
+            text += f",{name}={value}"
+    return ((FINISH_REASON_KEY, finish), (USAGE_KEY, text))

@@ -26,6 +26,7 @@ from ai_service.calls.record import CallRecord
 from ai_service.config import RedactionMode, RedactionSettings
 from ai_service.errors import GatewayError
 from ai_service.policy.detectors import BUILTIN, Detector
+from ai_service.policy.text_fields import answer_fields, message_text, text_fields
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -163,27 +164,28 @@ class Screening:
         """Block, redact or note what the prompt holds; keep it for the audit log."""
         found: set[str] = set()
         if self._mode != "off":
-            for message in request.messages:
-                findings = self._redactor.find(message.content)
+            for field in text_fields(request):
+                findings = self._redactor.find(field.text)
                 found.update(f.kind for f in findings)
-                if findings and self._mode == "redact":
-                    message.content = self._redactor.redact(message.content, findings)
+                if findings and self._mode == "redact" and field.editable:
+                    field.set(self._redactor.redact(field.text, findings))
         if self._call is not None:
             self._call.pii |= found  # a blocked call's audit record says why, too
         if found and self._mode == "block":
             raise SensitiveDataBlocked(found)
         if self._call is not None and self._answer is not None:
-            text = "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+            text = "\n".join(f"{m.role}: {message_text(m)}" for m in request.messages)
             self._call.prompt = text if self._mode == "redact" else self._redactor.redact(text)
 
     def answer(self, response: ChatCompletionResponse) -> None:
-        for choice in response.choices:
-            if self._answer is not None:
-                self._answer.append(choice.message.content)
-            if self._redact_answers:
-                findings = self._redactor.find(choice.message.content)
+        if self._answer is not None:
+            self._answer += (choice.message.content for choice in response.choices)
+        if self._redact_answers:
+            for field in answer_fields(response):
+                findings = self._redactor.find(field.text)
                 if findings:
-                    choice.message.content = self._redactor.redact(choice.message.content, findings)
+                    if field.editable:
+                        field.set(self._redactor.redact(field.text, findings))
                     if self._call is not None:  # as a stream's are (StreamRedactor.found)
                         self._call.pii.update(f.kind for f in findings)
         self._finish()
@@ -226,6 +228,10 @@ class StreamRedactor:
 
     def apply(self, chunk: ChatCompletionChunk) -> None:
         for choice in chunk.choices:
+            for piece in choice.delta.reasoning:
+                # Reasoning pieces are scanned as they come, not held back: whether a
+                # block is signed (and so may not change) is known only at its end.
+                self.found.update(f.kind for f in self._redactor.find(piece.text))
             text = self._held.pop(choice.index, "") + choice.delta.content
             findings = self._redactor.find(text)
             cut = len(text) if choice.finish_reason else len(text) - self._window

@@ -17,9 +17,13 @@ import orjson
 
 from ai_service.config import ModelSettings, RequestLimits
 from ai_service.errors import InvalidRequest, quoted
+from ai_service.policy.parts import check_cache_control, check_parts, check_reasoning_blocks
+from ai_service.providers.content import EFFORTS, MIN_BUDGET_TOKENS, media_size
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
+    EmbedRequest,
     Message,
+    ReasoningConfig,
     ResponseFormat,
     Tool,
     ToolChoice,
@@ -28,7 +32,7 @@ from ai_service_protos.ai_service_pb2 import (
 #: Checks one field the caller set: (the request, the field's value, the limits).
 Rule = Callable[[ChatCompletionRequest, Any, RequestLimits], None]
 
-ROLES = frozenset({"system", "user", "assistant", "tool"})
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 #: Deepest nesting of the JSON a request carries (tool parameters, arguments, schemas).
@@ -47,9 +51,12 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
     """
     size = request.ByteSize()
     if size > limits.max_request_bytes:
-        raise InvalidRequest(
-            "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
-        )
+        # Images, documents and audio have their own limit (max_media_bytes).
+        size -= sum(media_size(part) for message in request.messages for part in message.parts)
+        if size > limits.max_request_bytes:
+            raise InvalidRequest(
+                "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
+            )
     if not request.model:
         raise InvalidRequest("model", "is required")
     if len(request.model) > MAX_MODEL_CHARS:
@@ -62,6 +69,46 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
         rule = _RULES.get(field.name)
         if rule is not None:
             rule(request, value, limits)
+
+
+EMBED_ENCODINGS = frozenset({"", "float", "base64"})
+
+
+def validate_embed(request: EmbedRequest, limits: RequestLimits) -> None:
+    """Shape and range checks of an Embed call; every empty input is named at once."""
+    size = request.ByteSize()
+    if size > limits.max_request_bytes:
+        raise InvalidRequest(
+            "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
+        )
+    if not request.model:
+        raise InvalidRequest("model", "is required")
+    if len(request.model) > MAX_MODEL_CHARS:
+        raise InvalidRequest(
+            "model", f"is {len(request.model)} characters; the limit is {MAX_MODEL_CHARS}"
+        )
+    if not request.inputs:
+        raise InvalidRequest("inputs", "must hold at least one text")
+    if len(request.inputs) > limits.max_embed_inputs:
+        raise InvalidRequest(
+            "inputs", f"has {len(request.inputs)} texts; at most {limits.max_embed_inputs}"
+        )
+    empty = [(f"inputs[{i}]", "is empty") for i, text in enumerate(request.inputs) if not text]
+    if empty:
+        (field, description), *more = empty
+        raise InvalidRequest(field, description, more=more)
+    if request.HasField("dimensions") and request.dimensions < 1:
+        raise InvalidRequest("dimensions", f"is {request.dimensions}; must be at least 1")
+    if request.encoding_format not in EMBED_ENCODINGS:
+        raise InvalidRequest(
+            "encoding_format", f"is {quoted(request.encoding_format)}; expected float or base64"
+        )
+    if len(request.metadata) > limits.max_metadata_entries:
+        raise InvalidRequest(
+            "metadata",
+            f"has {len(request.metadata)} entries; at most {limits.max_metadata_entries} "
+            f"are allowed",
+        )
 
 
 def validate_for_model(request: ChatCompletionRequest, model: ModelSettings) -> None:
@@ -98,8 +145,11 @@ def _check_messages(
         raise InvalidRequest(
             "messages", f"has {len(messages)} messages; at most {limits.max_messages}"
         )
+    parts = media = 0
     for i, message in enumerate(messages):
         _check_message(i, message)
+        if message.parts:
+            parts, media = check_parts(i, message, limits, parts, media)
 
 
 def _check_message(i: int, message: Message) -> None:
@@ -112,8 +162,17 @@ def _check_message(i: int, message: Message) -> None:
             raise InvalidRequest(f"messages[{i}].tool_call_id", "is required for role 'tool'")
     elif message.tool_call_id:
         raise InvalidRequest(f"messages[{i}].tool_call_id", "is only allowed for role 'tool'")
+    if message.reasoning:
+        check_reasoning_blocks(i, message)
+    if message.HasField("cache_control"):
+        check_cache_control(f"messages[{i}].cache_control", message.cache_control)
+        if not message.content:  # nothing to put the mark after: it would be lost
+            raise InvalidRequest(
+                f"messages[{i}].cache_control",
+                "marks the message's content, which is empty; mark one of its parts instead",
+            )
     if not calls:
-        if not message.content and role != "tool":
+        if not message.content and not message.parts and role != "tool":
             # A tool may legitimately return nothing; anyone else must say something.
             raise InvalidRequest(f"messages[{i}].content", "is empty")
         return
@@ -193,6 +252,8 @@ def _check_tools(
         names.add(function.name)
         if function.WhichOneof("parameters") == "parameters_json":
             _check_json_object(f"{path}.function.parameters_json", function.parameters_json)
+        if tool.HasField("cache_control"):
+            check_cache_control(f"{path}.cache_control", tool.cache_control)
 
 
 def _check_tool_choice(
@@ -211,6 +272,25 @@ def _check_tool_choice(
         )
     if which == "mode" and choice.mode == "required" and not names:
         raise InvalidRequest("tool_choice.mode", "is 'required' but no tools are given")
+
+
+def _check_reasoning(
+    request: ChatCompletionRequest, setting: ReasoningConfig, limits: RequestLimits
+) -> None:
+    which = setting.WhichOneof("setting")
+    if which == "effort" and setting.effort not in EFFORTS:
+        raise InvalidRequest(
+            "reasoning.effort", f"is {quoted(setting.effort)}; expected one of {_listed(EFFORTS)}"
+        )
+    if which == "budget_tokens" and setting.budget_tokens < MIN_BUDGET_TOKENS:
+        raise InvalidRequest(
+            "reasoning.budget_tokens",
+            f"is {setting.budget_tokens}; must be at least {MIN_BUDGET_TOKENS}",
+        )
+    if which == "off" and not setting.off:
+        raise InvalidRequest(
+            "reasoning.off", "is false; to reason, set effort or budget_tokens instead"
+        )
 
 
 def _check_json_object(path: str, text: str) -> None:
@@ -262,4 +342,5 @@ _RULES: dict[str, Rule] = {
     "presence_penalty": _within("presence_penalty", -2.0, 2.0),
     "frequency_penalty": _within("frequency_penalty", -2.0, 2.0),
     "response_format": _check_response_format,
+    "reasoning": _check_reasoning,
 }

@@ -19,8 +19,30 @@ appends `/v1/messages`). Follows Anthropic's API reference:
   "request_id"}`; 429 `rate_limit_error` with `retry-after`, 529 `overloaded_error`;
   the `request-id` response header)
 
+Content (https://docs.claude.com/en/docs/build-with-claude/vision,
+https://docs.claude.com/en/docs/build-with-claude/pdf-support,
+https://docs.claude.com/en/docs/build-with-claude/extended-thinking,
+https://docs.claude.com/en/docs/build-with-claude/prompt-caching): image parts become
+`image` blocks and documents `document` blocks, each with a `base64` or `url` source
+(a text/plain document as a `text` source; one given by URL is fetched first, the URL
+source being for PDFs); the reasoning setting becomes `thinking` (`enabled` with
+`budget_tokens`, an effort mapped to 1024/4096/16384, or `disabled`; `display`
+`summarized` or `omitted` when include_text is set), and with it on, `max_tokens`
+(when the request sets none) is the model's default plus the budget, as thinking
+counts toward it. `thinking` and `redacted_thinking` blocks come back as reasoning
+blocks with their `signature` or `data` byte for byte (`thinking_delta` and
+`signature_delta` in streams), and go back first in their assistant turn, as the API
+checks. Cache-control marks become `cache_control` on the block, the tool or the
+system text block they follow (the system prompt is then sent as text blocks);
+`cache_creation_input_tokens` and `cache_read_input_tokens` are the usage details,
+and count in prompt_tokens (Anthropic's `input_tokens` leaves them out). Refused
+before a call, as the API would refuse them: audio, an image `detail`, reasoning
+without a signature (another provider's), more than 4 cache marks, and with
+thinking on a temperature, a top_p below 0.95 or a forced tool. The API has no
+embeddings.
+
 What the service's request carries that the Messages API has no field for: system
-messages (anywhere) are joined into `system`; `seed` and the penalties are dropped
+(and developer) messages (anywhere) are joined into `system`; `seed` and the penalties are dropped
 (best effort by the contract); a `name` is dropped; `response_format` other than text
 is refused with INVALID_ARGUMENT rather than silently ignored. Consecutive messages of
 one role (a tool result, then the user's next words) are merged, as the API requires
@@ -38,9 +60,20 @@ import orjson
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
 from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.content import (
+    b64,
+    budget_of,
+    cache_control_json,
+    cache_marks,
+    is_off,
+    reasoning_of,
+    reasoning_on,
+)
 from ai_service.providers.endpoint import UpstreamEndpoint
 from ai_service.providers.framing import iter_sse_batches
 from ai_service.providers.http import HttpClient, UpstreamResponse
+from ai_service.providers.http.fetch import MediaFetcher
+from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import error_from_status
 from ai_service.providers.translation import (
     EMPTY_OBJECT_SCHEMA,
@@ -49,7 +82,6 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
-    set_usage,
     text_chunk,
     tool_choice_of,
     translate_failure,
@@ -58,9 +90,14 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    FunctionDefinition,
+    ContentPart,
+    EmbedRequest,
+    EmbedResponse,
     Message,
+    ReasoningBlock,
+    Tool,
     ToolCall,
+    Usage,
 )
 
 #: Used when neither the request nor the model's config says how many tokens to allow.
@@ -92,18 +129,30 @@ ERROR_STATUS = {
     "overloaded_error": 529,
 }
 _TOOL_CHOICE_MODES = {"auto": "auto", "required": "any", "none": "none"}
+#: Cache breakpoints one request may carry (the prompt-caching guide).
+MAX_CACHE_MARKS = 4
+#: With thinking on, top_p may only be this high or higher (the extended-thinking guide).
+MIN_THINKING_TOP_P = 0.95
+
+
+def _wants_bytes(part: ContentPart) -> bool:
+    """URL sources are for images and PDFs; a plain-text document is sent as its text."""
+    return part.WhichOneof("kind") == "document" and part.document.media_type == "text/plain"
 
 
 class AnthropicProvider:
     kind = "anthropic"
     refuses_requests = True
+    carries = frozenset({"vision", "documents", "reasoning", "tools", "prompt_caching"})
 
     def __init__(
         self,
         settings: ProviderSettings,
         http: HttpClient | None = None,
+        media: MediaFetcher | None = None,
     ) -> None:
         self.name = settings.name
+        self._media = media or MediaFetcher()
         self._endpoint = UpstreamEndpoint(
             settings,
             "/v1/messages",
@@ -120,6 +169,7 @@ class AnthropicProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,
     ) -> ChatCompletionResponse:
+        request = await with_bytes(request, _wants_bytes, self._media)
         body = _body(request, deployment, default_max_tokens, stream=False)
         payload = await self._endpoint.fetch(body, "a message")
         return translate_failure(response_from_anthropic, payload)
@@ -130,6 +180,7 @@ class AnthropicProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        request = await with_bytes(request, _wants_bytes, self._media)
         body = _body(request, deployment, default_max_tokens, stream=True)
         async with self._endpoint.stream(body) as response:
             translator = StreamTranslator(self.name)
@@ -146,6 +197,10 @@ class AnthropicProvider:
 
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
         return request_refusal(request)
+
+    async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
+        # Never routed here (the API carries no "embeddings"); said plainly if it were.
+        raise InvalidRequest("model", "Anthropic has no embeddings API")
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()
@@ -208,6 +263,72 @@ def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
             "temperature",
             f"is {request.temperature:g}; Anthropic models take 0 to {MAX_TEMPERATURE:g}",
         )
+    return _content_refusal(request) or _thinking_refusal(request)
+
+
+def _content_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+    for i, message in enumerate(request.messages):
+        for j, part in enumerate(message.parts):
+            path = f"messages[{i}].parts[{j}]"
+            kind = part.WhichOneof("kind")
+            if kind == "audio":
+                return InvalidRequest(f"{path}.audio", "Anthropic models take no audio")
+            if kind == "image" and part.image.detail not in ("", "auto"):
+                return InvalidRequest(
+                    f"{path}.image.detail", "Anthropic models take no detail setting"
+                )
+            if _undecodable_text(part):
+                return InvalidRequest(f"{path}.document.data", "is text/plain but not UTF-8")
+        for j, block in enumerate(message.reasoning):
+            if block.text and not block.signature:
+                return InvalidRequest(
+                    f"messages[{i}].reasoning[{j}].signature",
+                    "is required by Anthropic models: reasoning from another provider "
+                    "cannot be sent back to them",
+                )
+    marks = list(cache_marks(request))
+    if len(marks) > MAX_CACHE_MARKS:
+        return InvalidRequest(
+            marks[MAX_CACHE_MARKS], f"Anthropic models take at most {MAX_CACHE_MARKS} cache marks"
+        )
+    return None
+
+
+def _undecodable_text(part: ContentPart) -> bool:
+    document = part.document
+    if part.WhichOneof("kind") != "document" or document.media_type != "text/plain":
+        return False
+    try:
+        document.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _thinking_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+    """What the API refuses with thinking on (the extended-thinking guide)."""
+    if not reasoning_on(request):
+        return None
+    budget = budget_of(request.reasoning)
+    assert budget is not None
+    if request.HasField("max_tokens") and budget >= request.max_tokens:
+        field = "effort" if request.reasoning.WhichOneof("setting") == "effort" else "budget_tokens"
+        return InvalidRequest(
+            f"reasoning.{field}",
+            f"means {budget} thinking tokens; Anthropic models need max_tokens above that "
+            f"(it is {request.max_tokens})",
+        )
+    if request.HasField("temperature"):
+        return InvalidRequest("temperature", "Anthropic models take none with reasoning on")
+    if request.HasField("top_p") and request.top_p < MIN_THINKING_TOP_P:
+        return InvalidRequest(
+            "top_p", f"Anthropic models take {MIN_THINKING_TOP_P} to 1 with reasoning on"
+        )
+    choice = tool_choice_of(request)
+    if choice is not None and choice not in (("mode", "auto"), ("mode", "none")):
+        return InvalidRequest(
+            f"tool_choice.{choice[0]}", "Anthropic models take only auto or none with reasoning on"
+        )
     return None
 
 
@@ -218,15 +339,18 @@ def request_body(
     if refusal is not None:
         raise refusal
     system, messages = messages_to_anthropic(request.messages)
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": request.max_tokens if request.HasField("max_tokens") else default_max_tokens,
-        "messages": messages,
-    }
+    thinking = _thinking(request)
+    max_tokens = request.max_tokens if request.HasField("max_tokens") else default_max_tokens
+    if thinking is not None and not request.HasField("max_tokens"):
+        # Thinking counts toward max_tokens: the default is the answer's, budget beside.
+        max_tokens += thinking.get("budget_tokens", 0)
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system:
         body["system"] = system
+    if thinking is not None:
+        body["thinking"] = thinking
     if request.tools:
-        body["tools"] = [tool_to_anthropic(tool.function) for tool in request.tools]
+        body["tools"] = [tool_to_anthropic(tool) for tool in request.tools]
     choice = tool_choice_of(request)
     if choice is not None:
         which, value = choice
@@ -248,34 +372,120 @@ def request_body(
     return body
 
 
-def messages_to_anthropic(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, alternating user/assistant messages)."""
-    system: list[str] = []
+def _thinking(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    setting = reasoning_of(request)
+    if setting is None:
+        return None
+    if is_off(setting):
+        return {"type": "disabled"}
+    budget = budget_of(setting)
+    if budget is None:
+        return None  # include_text alone: nothing to turn on
+    thinking: dict[str, Any] = {"type": "enabled", "budget_tokens": budget}
+    if setting.HasField("include_text"):
+        thinking["display"] = "summarized" if setting.include_text else "omitted"
+    return thinking
+
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def messages_to_anthropic(
+    messages: Sequence[Message],
+) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system prompt, alternating user/assistant messages). The system prompt is one
+    string unless a cache mark or a text part asks for blocks."""
+    system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
     for message in messages:
-        if message.role == "system":
-            system.append(message.content)
+        if message.role in _SYSTEM_ROLES:
+            system += text_blocks(message)
             continue
         role = "assistant" if message.role == "assistant" else "user"
         blocks = content_blocks(message)
         if out and out[-1]["role"] == role:
             out[-1]["content"] = as_blocks(out[-1]["content"]) + blocks
-        elif len(blocks) == 1 and blocks[0]["type"] == "text":
+        elif len(blocks) == 1 and blocks[0].keys() == {"type", "text"}:
             out.append({"role": role, "content": blocks[0]["text"]})  # the documented short form
         else:
             out.append({"role": role, "content": blocks})
-    return "\n\n".join(system), out
+    if all(block.keys() == {"type", "text"} for block in system):
+        return "\n\n".join(block["text"] for block in system), out
+    return system, out
+
+
+def text_blocks(message: Message) -> list[dict[str, Any]]:
+    """A system message's text: its content (with its cache mark), then its text parts."""
+    blocks: list[dict[str, Any]] = []
+    if message.content or not message.parts:
+        blocks.append(_marked({"type": "text", "text": message.content}, message))
+    blocks += [part_to_anthropic(part) for part in message.parts]
+    return blocks
+
+
+def _marked(block: dict[str, Any], holder: Message | ContentPart) -> dict[str, Any]:
+    if holder.HasField("cache_control"):
+        block["cache_control"] = cache_control_json(holder.cache_control)
+    return block
+
+
+def part_to_anthropic(part: ContentPart) -> dict[str, Any]:
+    """A content part as a content block (documents/vision guides), with its cache mark."""
+    kind = part.WhichOneof("kind")
+    block: dict[str, Any]
+    if kind == "image":
+        image = part.image
+        if image.WhichOneof("source") == "url":
+            block = {"type": "image", "source": {"type": "url", "url": image.url}}
+        else:
+            source = {"type": "base64", "media_type": image.media_type, "data": b64(image.data)}
+            block = {"type": "image", "source": source}
+    elif kind == "document":
+        document = part.document
+        if document.WhichOneof("source") == "url":
+            source = {"type": "url", "url": document.url}
+        elif document.media_type == "text/plain":
+            source = {
+                "type": "text",
+                "media_type": "text/plain",
+                "data": document.data.decode("utf-8"),
+            }
+        else:
+            source = {
+                "type": "base64",
+                "media_type": document.media_type,
+                "data": b64(document.data),
+            }
+        block = {"type": "document", "source": source}
+        if document.name:
+            block["title"] = document.name
+    else:
+        block = {"type": "text", "text": part.text}
+    return _marked(block, part)
+
+
+def reasoning_blocks(message: Message) -> list[dict[str, Any]]:
+    """The message's reasoning, back as the blocks it came as, unmodified and in order."""
+    return [
+        {"type": "redacted_thinking", "data": block.redacted_data}
+        if block.redacted_data
+        else {"type": "thinking", "thinking": block.text, "signature": block.signature}
+        for block in message.reasoning
+    ]
 
 
 def content_blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
-        if message.content:
+        if message.parts:
+            block["content"] = text_blocks(message)
+        elif message.content:
             block["content"] = message.content
-        return [block]
-    blocks: list[dict[str, Any]] = []
+        return [_marked(block, message) if not message.parts else block]
+    blocks = reasoning_blocks(message)  # first in the turn, as the API checks
     if message.content:
-        blocks.append({"type": "text", "text": message.content})
+        blocks.append(_marked({"type": "text", "text": message.content}, message))
+    blocks += [part_to_anthropic(part) for part in message.parts]
     for call in message.tool_calls:
         blocks.append(
             {
@@ -292,12 +502,15 @@ def as_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
-def tool_to_anthropic(function: FunctionDefinition) -> dict[str, Any]:
-    tool: dict[str, Any] = {"name": function.name}
+def tool_to_anthropic(tool: Tool) -> dict[str, Any]:
+    function = tool.function
+    out: dict[str, Any] = {"name": function.name}
     if function.description:
-        tool["description"] = function.description
-    tool["input_schema"] = function_parameters(function) or EMPTY_OBJECT_SCHEMA
-    return tool
+        out["description"] = function.description
+    out["input_schema"] = function_parameters(function) or EMPTY_OBJECT_SCHEMA
+    if tool.HasField("cache_control"):
+        out["cache_control"] = cache_control_json(tool.cache_control)
+    return out
 
 
 # --- response: Anthropic JSON → proto ---------------------------------------------------
@@ -315,13 +528,46 @@ def response_from_anthropic(payload: dict[str, Any]) -> ChatCompletionResponse:
             call.function.name = block["name"]
             call.function.arguments = arguments_text(block.get("input"))
             choice.message.tool_calls.append(call)
-        # thinking and server-tool blocks have no place in the service's message
+        elif block["type"] == "thinking":
+            choice.message.reasoning.append(
+                ReasoningBlock(text=block["thinking"], signature=block["signature"])
+            )
+        elif block["type"] == "redacted_thinking":
+            choice.message.reasoning.append(ReasoningBlock(redacted_data=block["data"]))
+        # server-tool blocks have no place in the service's message
     choice.finish_reason = FINISH_REASONS.get(payload.get("stop_reason") or "", "stop")
-    usage = payload.get("usage") or {}
-    set_usage(
-        response.usage, int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-    )
+    UsageCounts().update(payload.get("usage")).into(response.usage)
     return response
+
+
+class UsageCounts:
+    """Anthropic's usage, as it arrives (whole, or in a stream's start and deltas), read
+    into the service's: the prompt counts cache reads and writes, which Anthropic's
+    `input_tokens` leaves out."""
+
+    __slots__ = ("cache_read", "cache_write", "input", "output")
+
+    def __init__(self) -> None:
+        self.input = self.output = self.cache_read = self.cache_write = 0
+
+    def update(self, usage: dict[str, Any] | None) -> UsageCounts:
+        for field, name in (
+            ("input", "input_tokens"),
+            ("output", "output_tokens"),
+            ("cache_read", "cache_read_input_tokens"),
+            ("cache_write", "cache_creation_input_tokens"),
+        ):
+            value = (usage or {}).get(name)
+            if value is not None:  # a stream's delta repeats only what it has
+                setattr(self, field, int(value))
+        return self
+
+    def into(self, usage: Usage) -> None:
+        usage.prompt_tokens = self.input + self.cache_read + self.cache_write
+        usage.completion_tokens = self.output
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        usage.cached_tokens = self.cache_read
+        usage.cache_write_tokens = self.cache_write
 
 
 class StreamTranslator:
@@ -335,12 +581,13 @@ class StreamTranslator:
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.template = ChatCompletionChunk()
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.usage = UsageCounts()
         self.finish_reason = "stop"
         self.done = False
         # content block index → (tool call index, whether any input arrived)
         self._tools: dict[int, list[int]] = {}
+        # content block index → reasoning block index
+        self._reasoning: dict[int, int] = {}
 
     def feed(self, event: dict[str, Any]) -> list[ChatCompletionChunk]:
         kind = event.get("type")
@@ -349,7 +596,7 @@ class StreamTranslator:
             self.template = ChatCompletionChunk(
                 id=message.get("id") or "", model=message.get("model") or ""
             )
-            self._usage(message.get("usage"))
+            self.usage.update(message.get("usage"))
             return [text_chunk(self.template, "", role="assistant")]
         if kind == "content_block_start":
             block = event["content_block"]
@@ -359,6 +606,17 @@ class StreamTranslator:
                 return [self._tool_piece(index, "", block["id"], block["name"])]
             if block["type"] == "text" and block.get("text"):
                 return [text_chunk(self.template, block["text"])]
+            if block["type"] in ("thinking", "redacted_thinking"):
+                index = self._reasoning[event["index"]] = len(self._reasoning)
+                if block.get("thinking") or block.get("data") or block.get("signature"):
+                    return [
+                        self._reasoning_piece(
+                            index,
+                            text=block.get("thinking") or "",
+                            signature=block.get("signature") or "",
+                            redacted_data=block.get("data") or "",
+                        )
+                    ]
             return []
         if kind == "content_block_delta":
             delta = event["delta"]
@@ -368,7 +626,13 @@ class StreamTranslator:
                 tool = self._tools[event["index"]]
                 tool[1] = 1
                 return [self._tool_piece(tool[0], delta["partial_json"])]
-            return []  # thinking, signatures, citations: not part of the service's message
+            if delta["type"] == "thinking_delta" and delta["thinking"]:
+                index = self._reasoning[event["index"]]
+                return [self._reasoning_piece(index, text=delta["thinking"])]
+            if delta["type"] == "signature_delta":
+                index = self._reasoning[event["index"]]
+                return [self._reasoning_piece(index, signature=delta["signature"])]
+            return []  # citations: not part of the service's message
         if kind == "content_block_stop":
             started = self._tools.get(event["index"])
             if started is not None and not started[1]:
@@ -377,27 +641,25 @@ class StreamTranslator:
         if kind == "message_delta":
             stop_reason = (event.get("delta") or {}).get("stop_reason")
             self.finish_reason = FINISH_REASONS.get(stop_reason or "", "stop")
-            self._usage(event.get("usage"))
+            self.usage.update(event.get("usage"))
             return []
         if kind == "message_stop":
             self.done = True
-            return [
-                finish_chunk(
-                    self.template, self.finish_reason, self.prompt_tokens, self.completion_tokens
-                )
-            ]
+            last = finish_chunk(self.template, self.finish_reason, 0, 0)
+            self.usage.into(last.usage)
+            return [last]
         if kind == "error":
             raise stream_error(self.provider, event)
         return []  # `ping`, and event types added later (the docs ask clients to ignore them)
 
-    def _usage(self, usage: dict[str, Any] | None) -> None:
-        # message_delta's counts are cumulative; input_tokens comes with message_start.
-        if not usage:
-            return
-        if usage.get("input_tokens") is not None:
-            self.prompt_tokens = int(usage["input_tokens"])
-        if usage.get("output_tokens") is not None:
-            self.completion_tokens = int(usage["output_tokens"])
+    def _reasoning_piece(
+        self, index: int, *, text: str = "", signature: str = "", redacted_data: str = ""
+    ) -> ChatCompletionChunk:
+        chunk = text_chunk(self.template, "")
+        chunk.choices[0].delta.reasoning.add(
+            index=index, text=text, signature=signature, redacted_data=redacted_data
+        )
+        return chunk
 
     def _tool_piece(
         self, index: int, arguments: str, call_id: str = "", name: str = ""

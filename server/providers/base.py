@@ -19,6 +19,19 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
+    EmbedResponse,
+)
+
+#: The capabilities a model can have (ModelCapabilities' yes-or-no fields).
+CAPABILITIES = (
+    "vision",
+    "documents",
+    "audio_input",
+    "reasoning",
+    "tools",
+    "prompt_caching",
+    "embeddings",
 )
 
 
@@ -39,6 +52,9 @@ class Provider(Protocol):
     kind: str
     #: Whether `refusal` can ever refuse (the router skips asking when none can).
     refuses_requests: bool
+    #: The capabilities (CAPABILITIES) the provider's API can carry at all; a model's
+    #: configuration may only narrow them.
+    carries: frozenset[str]
 
     # `default_max_tokens`: the serving model's, sent when the request sets none where
     # the API requires a max_tokens (Anthropic); None for the adapter's own fallback.
@@ -66,6 +82,11 @@ class Provider(Protocol):
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
         """Why this provider's API cannot take `request`, if it cannot: asked before a
         deployment is chosen, so that another deployment (or a fallback) may serve it."""
+        ...
+
+    async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
+        """One vector per input, in order, or a failure: never a shorter list. Only
+        called on providers that carry "embeddings"."""
         ...
 
     async def aclose(self) -> None: ...

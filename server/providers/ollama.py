@@ -21,6 +21,16 @@ service's contract needs a `tool_call_id` to answer), and turns a tool result's
 `tool_call_id` back into the `tool_name` Ollama wants. It has no `tool_choice`:
 "none" sends no tools, a named function sends only that tool, "required" cannot be
 enforced. `user` has no field and is not sent.
+
+Content (`api/types.go`; https://docs.ollama.com/capabilities/vision, .../thinking): a
+message's images go in its `images` as raw base64 (one given by URL is fetched first),
+its text parts after its content in `content`; the reasoning setting becomes `think`
+(an effort level, a budget mapped to one, or `false`), and the answer's `thinking` (in
+streams, the lines' `thinking` pieces) a reasoning block; an assistant turn's reasoning
+goes back in its `thinking`. Refused before a call, as the API has nowhere to put them:
+an image `detail` and redacted reasoning (documents, audio and cache marks are not
+among Ollama's capabilities). Embeddings: `POST {base_url}/api/embed`
+(https://github.com/ollama/ollama/blob/main/docs/api.md#generate-embeddings).
 """
 
 from __future__ import annotations
@@ -36,9 +46,13 @@ import orjson
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamUnavailable
 from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.content import b64, effort_of, is_off, reasoning_of
+from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
 from ai_service.providers.framing import iter_line_batches
-from ai_service.providers.http import HttpClient
+from ai_service.providers.http import HttpClient, create_http_client
+from ai_service.providers.http.fetch import MediaFetcher
+from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import caller_message, message_in_error_payload
 from ai_service.providers.translation import (
     arguments_object,
@@ -46,6 +60,7 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
+    keeps_reasoning_text,
     set_usage,
     text_chunk,
     tool_choice_of,
@@ -55,7 +70,11 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ContentPart,
+    EmbedRequest,
+    EmbedResponse,
     Message,
+    ReasoningBlock,
     ToolCall,
 )
 
@@ -70,16 +89,37 @@ _OPTIONS = (
 )
 
 
+def _wants_bytes(part: ContentPart) -> bool:
+    return True  # `images` are bytes only (and only images reach it)
+
+
 class OllamaProvider:
     kind = "ollama"
-    refuses_requests = False
+    refuses_requests = True
+    carries = frozenset({"vision", "reasoning", "tools", "embeddings"})
 
-    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        http: HttpClient | None = None,
+        media: MediaFetcher | None = None,
+    ) -> None:
         self.name = settings.name
+        http = http or create_http_client(settings)
         # Ollama itself has no auth; a proxy in front of it (or ollama.com) takes a bearer.
         self._endpoint = UpstreamEndpoint(
             settings, "/api/chat", stream_accept="application/x-ndjson", http=http
         )
+        self._embed = UpstreamEndpoint(
+            settings, "/api/embed", stream_accept="application/json", http=http
+        )
+        self._media = media or MediaFetcher()
+
+    async def _body(
+        self, request: ChatCompletionRequest, deployment: Deployment, *, stream: bool
+    ) -> bytes:
+        request = await with_bytes(request, _wants_bytes, self._media)
+        return orjson.dumps(request_body(request, deployment.upstream_model, stream=stream))
 
     async def complete(
         self,
@@ -87,9 +127,13 @@ class OllamaProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
-        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=False))
+        body = await self._body(request, deployment, stream=False)
         payload = await self._endpoint.fetch(body, "a chat answer")
-        return translate_failure(response_from_ollama, payload)
+        response = translate_failure(response_from_ollama, payload)
+        if not keeps_reasoning_text(request):
+            for choice in response.choices:
+                del choice.message.reasoning[:]
+        return response
 
     async def stream(
         self,
@@ -97,9 +141,9 @@ class OllamaProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = orjson.dumps(request_body(request, deployment.upstream_model, stream=True))
+        body = await self._body(request, deployment, stream=True)
         async with self._endpoint.stream(body) as response:
-            translator = StreamTranslator(self.name)
+            translator = StreamTranslator(self.name, keeps_reasoning_text(request))
             async for lines in iter_line_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
                 for line in lines:
@@ -113,10 +157,30 @@ class OllamaProvider:
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without done: true")
 
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
-        return None  # what Ollama has no field for is dropped (see the module's docstring)
+        for i, message in enumerate(request.messages):
+            for j, part in enumerate(message.parts):
+                if part.WhichOneof("kind") == "image" and part.image.detail not in ("", "auto"):
+                    return InvalidRequest(
+                        f"messages[{i}].parts[{j}].image.detail",
+                        "Ollama models take no detail setting",
+                    )
+            for j, block in enumerate(message.reasoning):
+                if block.redacted_data:
+                    return InvalidRequest(
+                        f"messages[{i}].reasoning[{j}].redacted_data",
+                        "Ollama models cannot take redacted reasoning back",
+                    )
+        return None  # other fields Ollama has none for are dropped (the module's docstring)
+
+    async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
+        body: dict[str, Any] = {"model": deployment.upstream_model, "input": list(request.inputs)}
+        if request.HasField("dimensions"):
+            body["dimensions"] = request.dimensions
+        payload = await self._embed.fetch(orjson.dumps(body), "embeddings")
+        return translate_failure(embed_response_from_ollama, payload, request, self.name)
 
     async def aclose(self) -> None:
-        await self._endpoint.aclose()
+        await self._endpoint.aclose()  # the embed endpoint shares its client
 
 
 # --- request: proto → Ollama JSON ---------------------------------------------------
@@ -143,6 +207,11 @@ def request_body(request: ChatCompletionRequest, model: str, *, stream: bool) ->
         options["stop"] = list(request.stop)
     if options:
         body["options"] = options
+    reasoning = reasoning_of(request)
+    if reasoning is not None:
+        think = False if is_off(reasoning) else effort_of(reasoning)
+        if think is not None:
+            body["think"] = think
     return body
 
 
@@ -150,7 +219,19 @@ def messages_to_ollama(messages: Sequence[Message]) -> list[dict[str, Any]]:
     names: dict[str, str] = {}  # tool call id → function name, for the tool results after it
     out = []
     for message in messages:
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        role = "system" if message.role == "developer" else message.role
+        item: dict[str, Any] = {"role": role, "content": message.content}
+        if message.parts:
+            texts = [message.content] if message.content else []
+            texts += [part.text for part in message.parts if part.WhichOneof("kind") == "text"]
+            item["content"] = "\n".join(texts)  # one content string is all a message has
+            images = [
+                b64(part.image.data) for part in message.parts if part.WhichOneof("kind") == "image"
+            ]
+            if images:
+                item["images"] = images
+        if message.reasoning:
+            item["thinking"] = "".join(block.text for block in message.reasoning)
         if message.tool_calls:
             item["tool_calls"] = [
                 {"function": {"name": call.function.name, "arguments": arguments_object(call)}}
@@ -234,6 +315,8 @@ def response_from_ollama(payload: dict[str, Any]) -> ChatCompletionResponse:
     choice = response.choices.add(index=0)
     choice.message.role = "assistant"
     choice.message.content = message.get("content") or ""
+    if message.get("thinking"):
+        choice.message.reasoning.append(ReasoningBlock(text=message["thinking"]))
     choice.message.tool_calls.extend(tool_calls_from_ollama(message))
     choice.finish_reason = finish_reason(
         payload.get("done_reason"), bool(choice.message.tool_calls)
@@ -249,8 +332,9 @@ def response_from_ollama(payload: dict[str, Any]) -> ChatCompletionResponse:
 class StreamTranslator:
     """Ollama stream objects → chunks; the `done: true` object becomes the last chunk."""
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, keep_reasoning: bool = True) -> None:
         self.provider = provider
+        self.keep_reasoning = keep_reasoning
         self.template = ChatCompletionChunk(id=new_id())
         self.started = False
         self.tool_calls = 0
@@ -269,6 +353,10 @@ class StreamTranslator:
             self.template.created = created_seconds(payload.get("created_at"))
             chunks.append(text_chunk(self.template, "", role="assistant"))
         message = payload.get("message") or {}
+        if message.get("thinking") and self.keep_reasoning:
+            chunk = text_chunk(self.template, "")
+            chunk.choices[0].delta.reasoning.add(index=0, text=message["thinking"])
+            chunks.append(chunk)
         if message.get("content"):
             chunks.append(text_chunk(self.template, message["content"]))
         for call in tool_calls_from_ollama(message):
@@ -290,3 +378,19 @@ class StreamTranslator:
                 )
             )
         return chunks
+
+
+def embed_response_from_ollama(
+    payload: dict[str, Any], request: EmbedRequest, provider: str
+) -> EmbedResponse:
+    if "error" in payload:
+        raise ValueError(caller_message(message_in_error_payload(payload)))
+    as_bytes = wants_bytes(request)
+    response = EmbedResponse(model=payload.get("model") or "")
+    embeddings = [
+        embedding_from(index, vector, as_bytes)
+        for index, vector in enumerate(payload["embeddings"])
+    ]
+    tokens = int(payload.get("prompt_eval_count") or 0)
+    response.usage.prompt_tokens = response.usage.total_tokens = tokens
+    return complete(response, embeddings, len(request.inputs), provider)

@@ -17,6 +17,20 @@ waits for more to arrive). Tool-call deltas pass through addressed by `index`,
 with id, type and name on the first piece only, exactly as OpenAI streams them;
 the legacy `function_call` finish reason is reported as `tool_calls`.
 
+Content parts follow the reference's user content parts: `image_url` (the URL, or the
+bytes as a data URL, with `detail`), `file` (`filename` and `file_data` as a data URL;
+a document given by URL is fetched by the gateway first, the API taking no file URL)
+and `input_audio` (raw base64, `wav` or `mp3`). The reasoning setting becomes
+`reasoning_effort` (a budget mapped to an effort, off to `none`);
+`completion_tokens_details.reasoning_tokens`, `prompt_tokens_details.cached_tokens`
+(and `cache_write_tokens`, where sent) fill the usage details. OpenAI returns no
+reasoning text and takes none back (reasoning blocks of earlier turns are not sent:
+Chat Completions has no field for them); compatible servers that send the text as
+`reasoning_content` (DeepSeek, vLLM) or `reasoning` have it carried. Prompt caching
+is automatic on OpenAI's side, so cache-control marks have nothing to become.
+Embeddings: `POST {base_url}/embeddings`
+(https://platform.openai.com/docs/api-reference/embeddings/create).
+
 `max_tokens` goes out as the provider's `max_tokens_field` (`max_completion_tokens` by
 default: OpenAI deprecated `max_tokens`, and its reasoning models refuse it). A refusal
 (`refusal` in place of `content`) is the answer's text, ending `content_filter` as an
@@ -33,14 +47,20 @@ import orjson
 
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamUnavailable
-from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.base import CAPABILITIES, Deployment, parse_json_body
+from ai_service.providers.content import b64, data_url, effort_of, is_off, reasoning_of
+from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
 from ai_service.providers.framing import iter_sse_batches
-from ai_service.providers.http import HttpClient
+from ai_service.providers.http import HttpClient, create_http_client
+from ai_service.providers.http.fetch import MediaFetcher
+from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import caller_message, message_in_error_payload
 from ai_service.providers.translation import (
     TextRuns,
     function_parameters,
+    is_empty,
+    keeps_reasoning_text,
     tool_choice_of,
     translate_failure,
 )
@@ -48,8 +68,12 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ContentPart,
+    EmbedRequest,
+    EmbedResponse,
     FunctionDefinition,
     Message,
+    ReasoningBlock,
     ToolCall,
     Usage,
 )
@@ -62,15 +86,39 @@ _FINISH_REASONS = {"function_call": "tool_calls"}
 _REFUSED = "content_filter"
 
 
+def _wants_bytes(part: ContentPart) -> bool:
+    """The API takes images by URL, but documents only as file data."""
+    return bool(part.WhichOneof("kind") == "document")
+
+
 class OpenAIProvider:
     kind = "openai"
     refuses_requests = False
+    carries = frozenset(CAPABILITIES)
 
-    def __init__(self, settings: ProviderSettings, http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        http: HttpClient | None = None,
+        media: MediaFetcher | None = None,
+    ) -> None:
         self.name = settings.name
         self._max_tokens_field = settings.max_tokens_field
+        http = http or create_http_client(settings)
         self._endpoint = UpstreamEndpoint(
             settings, "/chat/completions", stream_accept="text/event-stream", http=http
+        )
+        self._embeddings = UpstreamEndpoint(
+            settings, "/embeddings", stream_accept="application/json", http=http
+        )
+        self._media = media or MediaFetcher()
+
+    async def _body(
+        self, request: ChatCompletionRequest, deployment: Deployment, *, stream: bool
+    ) -> bytes:
+        request = await with_bytes(request, _wants_bytes, self._media)
+        return orjson.dumps(
+            request_body(request, deployment.upstream_model, self._max_tokens_field, stream=stream)
         )
 
     async def complete(
@@ -79,11 +127,12 @@ class OpenAIProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
-        body = orjson.dumps(
-            request_body(request, deployment.upstream_model, self._max_tokens_field, stream=False)
-        )
+        body = await self._body(request, deployment, stream=False)
         payload = await self._endpoint.fetch(body, "a completion")
-        return translate_failure(response_from_openai, payload)
+        response = translate_failure(response_from_openai, payload)
+        if not keeps_reasoning_text(request):
+            _hide_reasoning_text(response)
+        return response
 
     async def stream(
         self,
@@ -91,9 +140,8 @@ class OpenAIProvider:
         deployment: Deployment,
         default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = orjson.dumps(
-            request_body(request, deployment.upstream_model, self._max_tokens_field, stream=True)
-        )
+        body = await self._body(request, deployment, stream=True)
+        keep_reasoning = keeps_reasoning_text(request)
         async with self._endpoint.stream(body) as response:
             finish: ChatCompletionChunk | None = None
             refused = False
@@ -127,6 +175,11 @@ class OpenAIProvider:
                             ready.add_text(chunk, index)
                         continue
                     chunk = translate_failure(chunk_from_openai, payload)
+                    if not keep_reasoning:
+                        for choice in chunk.choices:
+                            del choice.delta.reasoning[:]
+                        if is_empty(chunk) and chunk.choices:
+                            continue
                     refused = refused or _refuses(payload)
                     if finish is not None:
                         # The usage chunk after the finish chunk: merge, wait for [DONE].
@@ -145,8 +198,13 @@ class OpenAIProvider:
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
         return None  # the gateway's own validation is OpenAI's
 
+    async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
+        body = orjson.dumps(embed_body(request, deployment.upstream_model))
+        payload = await self._embeddings.fetch(body, "embeddings")
+        return translate_failure(embed_response_from_openai, payload, request, self.name)
+
     async def aclose(self) -> None:
-        await self._endpoint.aclose()
+        await self._endpoint.aclose()  # the embeddings endpoint shares its client
 
 
 # --- request: proto → OpenAI JSON ---------------------------------------------------
@@ -181,6 +239,11 @@ def request_body(
         body["user"] = request.user
     if request.HasField("response_format") and request.response_format.type:
         body["response_format"] = response_format_to_openai(request)
+    reasoning = reasoning_of(request)
+    if reasoning is not None:
+        effort = "none" if is_off(reasoning) else effort_of(reasoning)
+        if effort is not None:
+            body["reasoning_effort"] = effort
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -189,6 +252,9 @@ def request_body(
 
 def message_to_openai(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.parts:
+        parts = [{"type": "text", "text": message.content}] if message.content else []
+        out["content"] = parts + [part_to_openai(part) for part in message.parts]
     if message.name:
         out["name"] = message.name
     if message.tool_calls:
@@ -200,11 +266,67 @@ def message_to_openai(message: Message) -> dict[str, Any]:
             }
             for call in message.tool_calls
         ]
-        if not message.content:
+        if not message.content and not message.parts:
             out["content"] = None  # OpenAI's shape for a message that only calls tools
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def part_to_openai(part: ContentPart) -> dict[str, Any]:
+    """A content part as the reference's user content parts (documents by URL were
+    fetched before: `file_data` takes only data)."""
+    kind = part.WhichOneof("kind")
+    if kind == "image":
+        image = part.image
+        url = image.url if image.WhichOneof("source") == "url" else None
+        spec: dict[str, Any] = {"url": url or data_url(image.media_type, image.data)}
+        if image.detail:
+            spec["detail"] = image.detail
+        return {"type": "image_url", "image_url": spec}
+    if kind == "document":
+        document = part.document
+        file = {
+            "filename": document.name or _default_filename(document.media_type),
+            "file_data": data_url(document.media_type, document.data),
+        }
+        return {"type": "file", "file": file}
+    if kind == "audio":
+        audio = {"data": b64(part.audio.data), "format": part.audio.format}
+        return {"type": "input_audio", "input_audio": audio}
+    return {"type": "text", "text": part.text}
+
+
+def _default_filename(media_type: str) -> str:
+    return "document.pdf" if media_type == "application/pdf" else "document.txt"
+
+
+def embed_body(request: EmbedRequest, model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "input": list(request.inputs),
+        # base64 is a quarter of the bytes of a JSON float list, and exact.
+        "encoding_format": "base64" if wants_bytes(request) else "float",
+    }
+    if request.HasField("dimensions"):
+        body["dimensions"] = request.dimensions
+    if request.user:
+        body["user"] = request.user
+    return body
+
+
+def embed_response_from_openai(
+    payload: dict[str, Any], request: EmbedRequest, provider: str
+) -> EmbedResponse:
+    as_bytes = wants_bytes(request)
+    response = EmbedResponse(model=payload.get("model") or "")
+    embeddings = [
+        embedding_from(int(item["index"]), item["embedding"], as_bytes) for item in payload["data"]
+    ]
+    usage = payload.get("usage") or {}
+    response.usage.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    response.usage.total_tokens = int(usage.get("total_tokens") or response.usage.prompt_tokens)
+    return complete(response, embeddings, len(request.inputs), provider)
 
 
 def function_to_openai(function: FunctionDefinition) -> dict[str, Any]:
@@ -251,8 +373,22 @@ def response_from_openai(payload: dict[str, Any]) -> ChatCompletionResponse:
             out.finish_reason = _REFUSED
         for call in message.get("tool_calls") or ():
             out.message.tool_calls.append(tool_call_from_openai(call))
+        reasoning = _reasoning_text(message)
+        if reasoning:
+            out.message.reasoning.append(ReasoningBlock(text=reasoning))
     usage_into(response.usage, payload.get("usage"))
     return response
+
+
+def _reasoning_text(message: dict[str, Any]) -> str:
+    """Reasoning text as compatible servers send it (OpenAI itself sends none)."""
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if isinstance(text, str) else ""
+
+
+def _hide_reasoning_text(response: ChatCompletionResponse) -> None:
+    for choice in response.choices:
+        del choice.message.reasoning[:]  # text is all a compatible server's block holds
 
 
 def tool_call_from_openai(call: dict[str, Any]) -> ToolCall:
@@ -280,6 +416,9 @@ def chunk_from_openai(payload: dict[str, Any]) -> ChatCompletionChunk:
         out.finish_reason = finish_reason(choice.get("finish_reason"))
         out.delta.role = delta.get("role") or ""
         out.delta.content = delta.get("content") or delta.get("refusal") or ""
+        reasoning = _reasoning_text(delta)
+        if reasoning:
+            out.delta.reasoning.add(index=0, text=reasoning)
         for call in delta.get("tool_calls") or ():
             function = call.get("function") or {}
             piece = out.delta.tool_calls.add(
@@ -315,7 +454,15 @@ def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:
         or choice.get("finish_reason")
         or payload.get("usage")
         # `content` alone is the common delta; anything beside it is looked at.
-        or (len(delta) > 1 and (delta.get("role") or delta.get("tool_calls")))
+        or (
+            len(delta) > 1
+            and (
+                delta.get("role")
+                or delta.get("tool_calls")
+                or delta.get("reasoning_content")
+                or delta.get("reasoning")
+            )
+        )
     ):
         return None
     return index, content
@@ -347,3 +494,9 @@ def usage_into(usage: Usage, payload: dict[str, Any] | None) -> None:
     usage.total_tokens = int(
         payload.get("total_tokens") or usage.prompt_tokens + usage.completion_tokens
     )
+    # Optional details, each parsed defensively (compatible servers send fewer, or null).
+    prompt_details = payload.get("prompt_tokens_details") or {}
+    completion_details = payload.get("completion_tokens_details") or {}
+    usage.cached_tokens = int(prompt_details.get("cached_tokens") or 0)
+    usage.cache_write_tokens = int(prompt_details.get("cache_write_tokens") or 0)
+    usage.reasoning_tokens = int(completion_details.get("reasoning_tokens") or 0)

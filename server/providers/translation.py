@@ -66,6 +66,14 @@ def tool_choice_of(request: ChatCompletionRequest) -> tuple[str, str] | None:
     return which, getattr(request.tool_choice, which)
 
 
+def keeps_reasoning_text(request: ChatCompletionRequest) -> bool:
+    """False when the caller asked not to get the reasoning text back (include_text false)."""
+    setting = request.reasoning
+    return not (request.HasField("reasoning") and setting.HasField("include_text")) or (
+        setting.include_text
+    )
+
+
 def translate_failure(translate: Callable[..., _T], payload: dict[str, Any], *args: object) -> _T:
     """Run a translation of `payload` (and `args`); a payload of the wrong shape is the
     upstream's fault."""
@@ -81,6 +89,20 @@ def set_usage(usage: Usage, prompt_tokens: int, completion_tokens: int) -> None:
     usage.prompt_tokens = prompt_tokens
     usage.completion_tokens = completion_tokens
     usage.total_tokens = prompt_tokens + completion_tokens
+
+
+def is_empty(chunk: ChatCompletionChunk) -> bool:
+    """A chunk that adds nothing (what is left of one whose reasoning text was hidden)."""
+    return not chunk.HasField("usage") and all(
+        not (
+            choice.finish_reason
+            or choice.delta.role
+            or choice.delta.content
+            or choice.delta.tool_calls
+            or choice.delta.reasoning
+        )
+        for choice in chunk.choices
+    )
 
 
 def text_chunk(template: ChatCompletionChunk, text: str, role: str = "") -> ChatCompletionChunk:
@@ -115,7 +137,12 @@ def text_only(chunk: ChatCompletionChunk) -> tuple[int, str] | None:
     if len(chunk.choices) != 1 or chunk.HasField("usage"):
         return None
     choice = chunk.choices[0]
-    if choice.finish_reason or choice.delta.role or choice.delta.tool_calls:
+    if (
+        choice.finish_reason
+        or choice.delta.role
+        or choice.delta.tool_calls
+        or choice.delta.reasoning
+    ):
         return None
     return choice.index, choice.delta.content
 
@@ -125,8 +152,8 @@ def _text_target(chunk: ChatCompletionChunk) -> int | None:
     if len(chunk.choices) != 1 or chunk.HasField("usage"):
         return None
     choice = chunk.choices[0]
-    if choice.finish_reason or choice.delta.tool_calls:
-        return None
+    if choice.finish_reason or choice.delta.tool_calls or choice.delta.reasoning:
+        return None  # text after reasoning starts a chunk of its own
     return choice.index
 
 
@@ -198,6 +225,7 @@ def _append_arguments(into: ChatCompletionChunk, chunk: ChatCompletionChunk) -> 
         or source.delta.role
         or target.delta.content
         or source.delta.content
+        or source.delta.reasoning
         or len(target.delta.tool_calls) != 1
         or len(source.delta.tool_calls) != 1
     ):

@@ -4,7 +4,8 @@ Closed, it counts outcomes in a sliding time window and opens after
 `consecutive_failures` in a row, or when `failure_rate` of at least `min_calls`
 calls in the window failed. Open, it refuses calls for `open_seconds`; then it
 lets `half_open_probes` calls through at once: a success closes it, a failure
-opens it again. Transitions are logged and reported to `on_change`.
+opens it again. Transitions are logged and reported to `on_change`, as are probes
+taken and given back (while its probes are out a half-open circuit admits nothing).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class CircuitBreaker:
         if self._state is CircuitState.OPEN:
             self._transition(CircuitState.HALF_OPEN)
         self._probes_in_flight += 1
+        if not self.allows():  # the probes are all out: no other call is admitted now
+            self._changed()
         return Admission.PROBE
 
     def record(self, admission: Admission, *, failed: bool) -> None:
@@ -112,6 +115,8 @@ class CircuitBreaker:
         """An admitted call ended without a verdict (the caller cancelled)."""
         if admission is Admission.PROBE:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
+            if self._state is CircuitState.HALF_OPEN:  # a probe may be sent again
+                self._changed()
 
     def _transition(self, state: CircuitState) -> None:
         previous, self._state = self._state, state
@@ -127,5 +132,9 @@ class CircuitBreaker:
             state.value,
             extra={"deployment": self.name, "from": previous.value, "to": state.value},
         )
+        self._changed()
+
+    def _changed(self) -> None:
+        """Whether the circuit admits a call may have changed: tell whoever follows it."""
         if self._on_change is not None:
             self._on_change(self)

@@ -4,7 +4,8 @@ A model has one or more deployments (provider + upstream model + weight) and an
 ordered list of fallback models. For each call the router orders the candidates:
 the model's own deployments by its balancing policy (weighted random, or least
 outstanding requests), then each fallback's; deployments whose circuit is open
-go last, to be skipped while they stay open. Content rules (e.g. long prompts to
+go last, to be skipped while they stay open (as are deployments cooling down after
+a 429, until their Retry-After passes). Content rules (e.g. long prompts to
 a long-context model) may first swap the model. Each deployment's circuit
 breaker and concurrency limiter live here, one per (provider, upstream model),
 shared by every model that uses it.
@@ -18,11 +19,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ai_service.config import ModelSettings, ResilienceSettings, deployment_limits
-from ai_service.errors import ModelNotFound, PermissionDenied, quoted
+from ai_service.errors import InvalidRequest, ModelNotFound, PermissionDenied, quoted
 from ai_service.identity.callers import Caller
 from ai_service.providers import Deployment, Provider
-from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter
-from ai_service_protos.ai_service_pb2 import ChatCompletionRequest
+from ai_service.resilience import CircuitBreaker, CircuitState, ConcurrencyLimiter, Cooldown
+from ai_service.routing import capabilities
+from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ModelCapabilities
 
 
 @dataclass(eq=False, slots=True)
@@ -35,6 +37,8 @@ class DeploymentHandle:
     limiter: ConcurrencyLimiter
     #: `target.name`, built once: every answer and every chunk is stamped with it.
     name: str = field(init=False)
+    #: Set by an upstream 429's Retry-After: the deployment is skipped until it passes.
+    cooldown: Cooldown = field(default_factory=Cooldown)
 
     def __post_init__(self) -> None:
         self.name = self.target.name
@@ -57,10 +61,6 @@ class ModelRoute:
     @property
     def name(self) -> str:
         return self.model.name
-
-    def is_healthy(self) -> bool:
-        """Serving while at least one deployment's circuit is not open."""
-        return any(d.handle.breaker.state is not CircuitState.OPEN for d in self.deployments)
 
     def uses(self, handle: DeploymentHandle) -> bool:
         return any(d.handle is handle for d in self.deployments)
@@ -123,9 +123,21 @@ class Router:
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
         # Built once here, read on every call (`default_max_tokens`, `output_cap`).
         self._serving = {name: self._serving_of(route) for name, route in self._routes.items()}
+        # Each candidate's capabilities as the model it serves a route's calls as.
+        self._capabilities = {
+            name: {
+                handle: capabilities.capabilities_of(model, handle.provider.carries)
+                for handle, model in serving.items()
+            }
+            for name, serving in self._serving.items()
+        }
         self._narrows = {
             name: any(
-                handle.provider.refuses_requests or model.max_output_tokens is not None
+                handle.provider.refuses_requests
+                or model.max_output_tokens is not None
+                or not all(
+                    self._capabilities[name][handle][c] for c in capabilities.CHAT_CAPABILITIES
+                )
                 for handle, model in serving.items()
             )
             for name, serving in self._serving.items()
@@ -169,6 +181,12 @@ class Router:
             ordered.sort(key=lambda handle: handle.breaker.state is CircuitState.OPEN)
         return ordered
 
+    def can_serve(self, route: ModelRoute) -> bool:
+        """Whether a call to `route` would find a deployment to take it now: one of its
+        own or of its fallbacks whose circuit admits a call. Health says SERVING
+        exactly then, and the dispatcher refuses for want of a deployment only otherwise."""
+        return any(handle.breaker.allows() for handle in self._serving[route.name])
+
     def default_max_tokens(self, route: ModelRoute, handle: DeploymentHandle) -> int:
         """The max_tokens `handle` is sent for `route` when the request sets none: that
         of the model it serves for the call (`route`'s own, or the first fallback's
@@ -184,6 +202,33 @@ class Router:
         """The most max_tokens `handle` may be asked for on `route`'s calls: the cap of
         the model it serves for them (a fallback's own applies when it serves)."""
         return self._serving[route.name][handle].max_output_tokens
+
+    def refusal(
+        self,
+        route: ModelRoute,
+        handle: DeploymentHandle,
+        request: ChatCompletionRequest,
+        needs: dict[str, str],
+    ) -> InvalidRequest | None:
+        """Why `handle` cannot take `request` on `route`'s calls: the model it serves them
+        as lacks a capability the request `needs` (`capabilities.needs_of`), or its
+        provider's API cannot take the request; None when it can."""
+        # Named as the caller named it (a content rule may have picked another model).
+        able = self._capabilities[route.name][handle]
+        lacking = capabilities.refusal(needs, able, request.model)
+        return lacking or handle.provider.refusal(request)
+
+    def capabilities(self, route: ModelRoute) -> ModelCapabilities:
+        """What `route`'s model has on at least one of its own deployments (the router
+        skips the others for a call that needs it), for ListModels."""
+        own = [self._capabilities[route.name][d.handle] for d in route.deployments]
+        merged = {name: any(c[name] for c in own) for name in own[0]}
+        return capabilities.as_proto(merged, route.model)
+
+    def embedders(self, route: ModelRoute) -> list[DeploymentHandle]:
+        """`route`'s candidates (fallbacks included) that may serve an Embed call."""
+        able = self._capabilities[route.name]
+        return [handle for handle in self.candidates(route) if able[handle]["embeddings"]]
 
     def _serving_of(self, route: ModelRoute) -> dict[DeploymentHandle, ModelSettings]:
         """Every candidate of `route` → the model it serves `route`'s calls as."""

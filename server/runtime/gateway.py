@@ -33,12 +33,8 @@ from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
 from ai_service.identity.authenticator import Identities
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
-from ai_service.limits.buckets import (
-    InMemoryRateLimiter,
-    LeasedRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from ai_service.limits.backends import build_limiter
+from ai_service.limits.buckets import RateLimiter
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.limits.token_quota import TokenQuota
 from ai_service.observability.sinks import Observability
@@ -47,7 +43,7 @@ from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
 from ai_service.pipeline.service import AIService, ServiceState
-from ai_service.providers import Provider, create_provider
+from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
 from ai_service.runtime.tls import server_credentials
 from ai_service_protos import ai_service_pb2_grpc
@@ -78,16 +74,14 @@ class Gateway:
         self.model_health = ModelHealth(self.health)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
+        #: Fetches URL parts for providers that take only bytes; one for every provider.
+        self.media = MediaFetcher(config.media_fetch)
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
-        self.limiter: RateLimiter = InMemoryRateLimiter()
-        if self.shared_redis is not None:
-            self.limiter = RedisRateLimiter(self.shared_redis)
-            if shared.lease_fraction > 0:
-                self.limiter = LeasedRateLimiter(self.limiter, shared.lease_fraction)
+        self.limiter: RateLimiter = build_limiter(shared, self.shared_redis)
         #: Who may call: config keys, tokens, certificates and issued keys.
         self.identities = Identities(self.shared_redis)
         self._auth = AuthInterceptor(*self.identities.access(config))
@@ -116,10 +110,11 @@ class Gateway:
         """Providers, routes and the call pipeline for `config`; unchanged providers are kept."""
         previous = self.runtime.providers if self.runtime is not None else {}
         kept_settings = {p.name: p for p in self.config.providers} if self.runtime else {}
+        self.media.configure(config.media_fetch)
         providers = {
             p.name: previous[p.name]
             if p.name in previous and kept_settings.get(p.name) == p
-            else create_provider(p)
+            else create_provider(p, self.media)
             for p in config.providers
         }
         resilience = config.resilience
@@ -231,7 +226,8 @@ class Gateway:
         self._closing.clear()
         if self.runtime is not None:
             providers += self.runtime.providers.values()
-        await asyncio.gather(*(p.aclose() for p in providers))
+        await asyncio.gather(*(p.aclose() for p in providers), self.media.aclose())
+        await self.limiter.aclose()  # gives back what it holds of shared buckets
         await self.identities.aclose()
         if self.shared_redis is not None:
             await self.shared_redis.aclose()

@@ -6,7 +6,8 @@ its own event loop and upstream connection pools; the kernel spreads connections
 them with SO_REUSEPORT. The supervisor creates no gRPC object. It restarts a worker that
 dies, gives up when one keeps dying at start, passes SIGHUP on (every worker reloads its
 config), and on SIGTERM/SIGINT passes the signal on so every worker drains, then exits 0
-when they all did.
+when they all did. The workers share their in-memory rate limits through a file the
+supervisor names (limits/host_buckets.py).
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from ai_service.limits.host_buckets import HOST_BUCKETS_VARIABLE
 from ai_service.runtime.signals import HANDLED_SIGNALS
 
 log = logging.getLogger(__name__)
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Memory, not disk, behind the workers' shared rate-limit file, where the host has it.
+_SHARED_MEMORY = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 #: A worker that dies this soon after starting, this many times in a row, is broken.
 EARLY_DEATH_SECONDS = 5.0
@@ -59,6 +64,7 @@ class Supervisor:
         self._workers: list[_Worker] = []
         self._env = dict(os.environ)
         self._metrics_dir: str | None = None
+        self._buckets_dir = ""
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -69,6 +75,10 @@ class Supervisor:
             # Workers write their metrics here and whichever serves /metrics sums them all.
             self._metrics_dir = tempfile.mkdtemp(prefix="ai-service-metrics-")
             self._env[METRICS_DIR_VARIABLE] = self._metrics_dir
+        # Without Redis, the workers keep their rate limits in one file they all map, so
+        # a key's limit holds across them (with Redis they use Redis and ignore it).
+        self._buckets_dir = tempfile.mkdtemp(prefix="ai-service-limits-", dir=_SHARED_MEMORY)
+        self._env[HOST_BUCKETS_VARIABLE] = os.path.join(self._buckets_dir, "buckets")
         try:
             self._workers = [self._spawn(slot) for slot in range(self._count)]
             log.info("supervisor started", extra={"workers": self._count})
@@ -80,6 +90,7 @@ class Supervisor:
         finally:
             if self._metrics_dir is not None:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            shutil.rmtree(self._buckets_dir, ignore_errors=True)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True

@@ -19,7 +19,9 @@ from aiohttp import web
 
 from .anthropic_format import AnthropicFormat
 from .config import SimulatorConfig
+from .content import PromptCache
 from .control import ControlApi
+from .embeddings_format import OllamaEmbedFormat, OpenAIEmbeddingsFormat
 from .faults import FaultBook, FaultRule
 from .ollama_format import OllamaFormat
 from .openai_format import OpenAIFormat
@@ -36,6 +38,7 @@ from .stats import SimulatorStats
 from .wire import ApiError, WireFormat
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive"}
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _parse_body(raw: bytes) -> Any:
@@ -59,9 +62,13 @@ class Simulator:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
         self.faults = FaultBook(self.config.fault_seed)
-        self.openai = OpenAIFormat(self.config.system_fingerprint)
-        self.anthropic = AnthropicFormat()
+        #: The prompt prefixes seen, for cache reads (shared by the formats).
+        self.prompt_cache = PromptCache()
+        self.openai = OpenAIFormat(self.config.system_fingerprint, self.prompt_cache)
+        self.anthropic = AnthropicFormat(self.prompt_cache)
         self.ollama = OllamaFormat()
+        self.openai_embeddings = OpenAIEmbeddingsFormat(self.config.system_fingerprint)
+        self.ollama_embed = OllamaEmbedFormat()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._host = "127.0.0.1"
@@ -69,8 +76,17 @@ class Simulator:
     # -- lifecycle --------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application()
-        for fmt in (self.openai, self.anthropic, self.ollama):
+        # Images and documents travel inside the JSON (base64): bodies far above aiohttp's
+        # 1 MiB default, as the real APIs take them (OpenAI: 20 MB per image).
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        formats: tuple[WireFormat, ...] = (
+            self.openai,
+            self.anthropic,
+            self.ollama,
+            self.openai_embeddings,
+            self.ollama_embed,
+        )
+        for fmt in formats:
             app.router.add_post(fmt.path, self._handler(fmt))
         app.router.add_get("/v1/models", self._openai_models)
         ControlApi(self).add_routes(app)
@@ -133,9 +149,10 @@ class Simulator:
         self.faults.clear()
 
     def reset(self) -> None:
-        """Forget faults and stats (connection and stream gauges stay live)."""
+        """Forget faults, stats and cached prompts (connection and stream gauges stay live)."""
         self.faults.clear()
         self.stats.reset()
+        self.prompt_cache.clear()
 
     # -- the request path -------------------------------------------------------------------
 

@@ -15,10 +15,18 @@ Follows https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-c
 The answer is planned from the same conversation in OpenAI's shape (`to_planner`):
 `options.num_predict` is the `max_tokens`, `options.stop` the `stop`, tool-call arguments
 compact JSON text.
+
+Content (https://github.com/ollama/ollama/blob/main/docs/api.md, `api/types.go`): a
+message's `images` are raw base64 strings (no data URL), described in the answer by the
+type their bytes show; `think` (`true`/`false` or `"low"`/`"medium"`/`"high"`/`"max"`,
+https://docs.ollama.com/capabilities/thinking) makes the model reason, returned in
+`message.thinking` (streamed as lines with `thinking` before the content lines).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -30,6 +38,13 @@ from .planner import ReplyPlan, plan_reply
 from .wire import ApiError, StreamEvent
 
 ROLES: Final = frozenset({"system", "user", "assistant", "tool"})
+THINK_LEVELS: Final = ("low", "medium", "high", "max")
+_IMAGE_MAGIC: Final = (
+    (b"\x89PNG", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"RIFF", "image/webp"),
+)
 _FAULT_MESSAGES: Final = {
     400: "invalid request (simulated)",
     401: "unauthorized",
@@ -81,6 +96,14 @@ class OllamaFormat:
             role = message.get("role") if isinstance(message, dict) else None
             if role not in ROLES:
                 raise _invalid(f"invalid role: {role}")
+            images = message.get("images")
+            if images is not None and not (
+                isinstance(images, list) and all(_image_bytes(i) is not None for i in images)
+            ):
+                raise _invalid("json: cannot unmarshal images into []api.ImageData")
+        think = body.get("think")
+        if think is not None and not (isinstance(think, bool) or think in THINK_LEVELS):
+            raise _invalid(f"invalid think value: {think!r}")
         options = body.get("options")
         if options is not None and not isinstance(options, dict):
             raise _invalid("json: cannot unmarshal options into map[string]interface {}")
@@ -128,6 +151,8 @@ class OllamaFormat:
 
     def unary_body(self, body: Any, plan: ReplyPlan) -> bytes:
         message: dict[str, Any] = {"role": "assistant", "content": plan.text or ""}
+        if plan.reasoning:
+            message["thinking"] = plan.reasoning
         if plan.tool_calls:
             message["tool_calls"] = _tool_calls(plan)
         return orjson.dumps(self._final(body, plan, message))
@@ -139,10 +164,14 @@ class OllamaFormat:
         def line(message: dict[str, Any]) -> bytes:
             return _line({**head, "message": {"role": "assistant", **message}, "done": False})
 
+        events = [
+            StreamEvent(line({"content": "", "thinking": piece}), True)
+            for piece in plan.reasoning_pieces()
+        ]
         if plan.tool_calls:
-            events = [StreamEvent(line({"content": "", "tool_calls": _tool_calls(plan)}), True)]
+            events += [StreamEvent(line({"content": "", "tool_calls": _tool_calls(plan)}), True)]
         else:
-            events = [StreamEvent(line({"content": piece}), True) for piece in plan.pieces()]
+            events += [StreamEvent(line({"content": piece}), True) for piece in plan.pieces()]
         final = self._final(body, plan, {"role": "assistant", "content": ""})
         events.append(StreamEvent(_line(final)))
         return events
@@ -169,6 +198,25 @@ def _now() -> str:
     return datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _image_bytes(image: Any) -> bytes | None:
+    if not isinstance(image, str):
+        return None
+    try:
+        return base64.b64decode(image, validate=True)
+    except binascii.Error:
+        return None
+
+
+def _image_part(image: str) -> dict[str, Any]:
+    """An Ollama image as the planner's (OpenAI's) part: a data URL of the type it shows."""
+    data = _image_bytes(image) or b""
+    media_type = next(
+        (kind for magic, kind in _IMAGE_MAGIC if data.startswith(magic)),
+        "application/octet-stream",
+    )
+    return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{image}"}}
+
+
 def _tool_calls(plan: ReplyPlan) -> list[dict[str, Any]]:
     return [
         {"function": {"name": call.name, "arguments": orjson.loads(call.arguments)}}
@@ -184,6 +232,10 @@ def to_planner(body: dict[str, Any]) -> dict[str, Any]:
     messages = []
     for message in body.get("messages") or ():
         out: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
+        if message.get("images"):
+            said = out["content"]
+            parts = [{"type": "text", "text": said}] if said else []
+            out["content"] = parts + [_image_part(image) for image in message["images"]]
         calls = message.get("tool_calls")
         if isinstance(calls, list):
             out["tool_calls"] = [
@@ -200,6 +252,9 @@ def to_planner(body: dict[str, Any]) -> dict[str, Any]:
         messages.append(out)
     options = body.get("options") or {}
     request: dict[str, Any] = {"messages": messages}
+    think = body.get("think")
+    if think is True or think in THINK_LEVELS:
+        request["reasoning"] = "medium" if think is True else think
     if body.get("tools"):
         request["tools"] = body["tools"]
     limit = options.get("num_predict")

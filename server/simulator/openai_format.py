@@ -7,10 +7,19 @@ Follows OpenAI's API reference:
   with `stream_options.include_usage` every chunk carries `"usage": null` and a last chunk
   has `"choices": []` and the usage, before `data: [DONE]`)
 - https://platform.openai.com/docs/guides/error-codes (statuses, messages, `error` object)
+
+Content: user content parts `text`, `image_url` (a URL or a base64 data URL), `file`
+(`file_data` as a data URL, or a `file_id`) and `input_audio` (`wav`/`mp3`) are checked as
+the API checks them and described in the answer; `reasoning_effort` (anything but `none`)
+makes the model reason, reported only as `completion_tokens_details.reasoning_tokens` (the
+API returns no reasoning text). Prompt caching is automatic, as OpenAI's: a prompt prefix
+(every message but the last, and the tools) of at least 1024 tokens that was seen before
+is read from the cache, in 128-token steps, as `prompt_tokens_details.cached_tokens`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -19,7 +28,8 @@ from typing import Any, Final
 
 import orjson
 
-from .planner import ReplyPlan, plan_reply
+from .content import PromptCache
+from .planner import ReplyPlan, count_prompt_tokens, plan_reply
 from .wire import ApiError, StreamEvent, pieces
 
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -41,13 +51,12 @@ _FAULT_DEFAULTS: Final[dict[int, tuple[str, str | None]]] = {
     504: ("Gateway timeout.", None),
 }
 _DONE: Final = b"data: [DONE]\n\n"
-_ZERO_PROMPT_DETAILS: Final = {"cached_tokens": 0, "audio_tokens": 0}
-_ZERO_COMPLETION_DETAILS: Final = {
-    "reasoning_tokens": 0,
-    "audio_tokens": 0,
-    "accepted_prediction_tokens": 0,
-    "rejected_prediction_tokens": 0,
-}
+_PART_TYPES: Final = ("text", "image_url", "input_audio", "refusal", "audio", "file")
+_PART_LIST: Final = "'text', 'image_url', 'input_audio', 'refusal', 'audio', and 'file'"
+REASONING_EFFORTS: Final = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+#: Automatic prompt caching: prompts of at least this many tokens, hits in steps of 128.
+CACHE_MIN_TOKENS: Final = 1024
+CACHE_STEP_TOKENS: Final = 128
 # Completion ids: a per-process random prefix plus a counter is unique and costs nothing.
 _ID_PREFIX: Final = os.urandom(5).hex()
 _ids = itertools.count(1)
@@ -67,8 +76,11 @@ class OpenAIFormat:
     path = "/v1/chat/completions"
     stream_content_type = "text/event-stream; charset=utf-8"
 
-    def __init__(self, system_fingerprint: str = "fp_simulator") -> None:
+    def __init__(
+        self, system_fingerprint: str = "fp_simulator", cache: PromptCache | None = None
+    ) -> None:
         self.system_fingerprint = system_fingerprint
+        self.cache = cache or PromptCache()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -124,6 +136,10 @@ class OpenAIFormat:
                     f"messages[{i}].role",
                     "invalid_value",
                 )
+            content = message.get("content")
+            if isinstance(content, list):
+                for j, part in enumerate(content):
+                    _validate_part(f"messages[{i}].content[{j}]", part)
 
     @staticmethod
     def _validate_options(body: dict[str, Any]) -> None:
@@ -186,6 +202,14 @@ class OpenAIFormat:
                 "are specified.",
                 "tool_choice",
             )
+        effort = body.get("reasoning_effort")
+        if effort is not None and effort not in REASONING_EFFORTS:
+            listed = ", ".join(f"'{e}'" for e in REASONING_EFFORTS)
+            raise _invalid(
+                f"Invalid value: {effort!r}. Supported values are: {listed}.",
+                "reasoning_effort",
+                "invalid_value",
+            )
 
     def model_of(self, body: Any) -> str | None:
         model = body.get("model") if isinstance(body, dict) else None
@@ -195,7 +219,17 @@ class OpenAIFormat:
         return isinstance(body, dict) and body.get("stream") is True
 
     def plan(self, body: Any) -> ReplyPlan:
-        return plan_reply(body)
+        effort = body.get("reasoning_effort")
+        plan = plan_reply({**body, "reasoning": effort} if effort not in (None, "none") else body)
+        return dataclasses.replace(plan, cached_tokens=self._cached(body))
+
+    def _cached(self, body: dict[str, Any]) -> int:
+        """Tokens of the prompt's prefix read from the (automatic) cache."""
+        prefix, tools = body["messages"][:-1], body.get("tools") or ()
+        tokens = count_prompt_tokens(prefix, tools)
+        if tokens < CACHE_MIN_TOKENS or not self.cache.seen("openai", body["model"], prefix, tools):
+            return 0
+        return tokens - tokens % CACHE_STEP_TOKENS
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -204,8 +238,13 @@ class OpenAIFormat:
             "prompt_tokens": plan.prompt_tokens,
             "completion_tokens": plan.completion_tokens,
             "total_tokens": plan.total_tokens,
-            "prompt_tokens_details": _ZERO_PROMPT_DETAILS,
-            "completion_tokens_details": _ZERO_COMPLETION_DETAILS,
+            "prompt_tokens_details": {"cached_tokens": plan.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": plan.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def _envelope(self, body: Any, kind: str) -> dict[str, Any]:
@@ -312,6 +351,46 @@ class OpenAIFormat:
 
     def malformed_event(self) -> bytes:
         return b'data: {"id": "chatcmpl-malformed", "choices": [{"delta": {"content": "\n\n'
+
+
+def _validate_part(path: str, part: Any) -> None:
+    """One content part, as the API checks its type and required fields."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind not in _PART_TYPES:
+        raise _invalid(
+            f"Invalid value: {kind!r}. Supported values are: {_PART_LIST}.",
+            f"{path}.type",
+            "invalid_value",
+        )
+    spec = part.get(kind) if kind != "text" else part.get("text")
+    missing = f"Missing required parameter: '{path}.{kind}'."
+    if kind == "text" and not isinstance(spec, str):
+        raise _invalid(missing, f"{path}.text", "missing_required_parameter")
+    if kind == "image_url":
+        url = spec.get("url") if isinstance(spec, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
+            raise _invalid(
+                "Invalid 'image_url.url': expected a URL or a base64 data URL.",
+                f"{path}.image_url.url",
+                "invalid_value",
+            )
+        if spec.get("detail", "auto") not in ("auto", "low", "high"):
+            raise _invalid("Invalid 'detail'.", f"{path}.image_url.detail", "invalid_value")
+    if kind == "input_audio" and not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("data"), str)
+        and spec.get("format") in ("wav", "mp3")
+    ):
+        raise _invalid(
+            "Invalid 'input_audio': expected base64 data and a format of 'wav' or 'mp3'.",
+            f"{path}.input_audio",
+            "invalid_value",
+        )
+    if kind == "file" and not (
+        isinstance(spec, dict)
+        and (isinstance(spec.get("file_data"), str) or isinstance(spec.get("file_id"), str))
+    ):
+        raise _invalid(missing, f"{path}.file", "missing_required_parameter")
 
 
 def _tool_call_head(plan: ReplyPlan) -> dict[str, Any]:

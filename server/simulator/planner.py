@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import orjson
 
+from .content import MEDIA_PART_TOKENS, REASONING_WORDS, describe_media, media_of
+
 PER_MESSAGE_TOKENS: Final = 3
 MAX_GENERATED_WORDS: Final = 100_000
 
@@ -59,6 +61,15 @@ class ReplyPlan:
     completion_tokens: int
     #: The stop sequence that cut the text, if one did (Anthropic reports which).
     stop_sequence: str | None = None
+    #: The reasoning before the answer, when the request turned reasoning on; its words
+    #: are `reasoning_tokens`, part of `completion_tokens`.
+    reasoning: str | None = None
+    reasoning_tokens: int = 0
+    #: The reasoning also comes as one redacted block (the last user text had `/redacted`).
+    redacted: bool = False
+    #: Of prompt_tokens: read from, and written to, the prompt cache (set by the format).
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -67,6 +78,10 @@ class ReplyPlan:
     def pieces(self) -> list[str]:
         """The text cut into stream deltas: each word with the whitespace that follows it."""
         return _WORD_WITH_SPACE.findall(self.text) if self.text else []
+
+    def reasoning_pieces(self) -> list[str]:
+        """The reasoning cut into stream deltas, as `pieces` cuts the text."""
+        return _WORD_WITH_SPACE.findall(self.reasoning) if self.reasoning else []
 
 
 def count_words(text: str) -> int:
@@ -94,7 +109,9 @@ def count_prompt_tokens(messages: Sequence[Any], tools: Sequence[Any]) -> int:
     for message in messages:
         if not isinstance(message, dict):
             continue
-        total += PER_MESSAGE_TOKENS + count_words(message_text(message.get("content")))
+        content = message.get("content")
+        total += PER_MESSAGE_TOKENS + count_words(message_text(content))
+        total += MEDIA_PART_TOKENS * len(media_of(content))
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
@@ -105,27 +122,62 @@ def count_prompt_tokens(messages: Sequence[Any], tools: Sequence[Any]) -> int:
 
 
 def plan_reply(request: Mapping[str, Any]) -> ReplyPlan:
-    """Plan the answer to a (validated) OpenAI chat-completions request body."""
+    """Plan the answer to a (validated) OpenAI chat-completions request body.
+
+    `reasoning` (the planner's own key, which formats set from their reasoning setting)
+    is a level of REASONING_WORDS, or absent for none."""
     messages: Sequence[Any] = request.get("messages") or ()
     tools: Sequence[Any] = request.get("tools") or ()
     prompt_tokens = count_prompt_tokens(messages, tools)
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     last_role = last.get("role")
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    user_text = message_text(users[-1].get("content")) if users else ""
+    reasoning = _reasoning(request.get("reasoning"), user_text)
+    thought = count_words(reasoning) if reasoning else 0
+    redacted = reasoning is not None and "/redacted" in user_text
 
     if tools and last_role == "user" and request.get("tool_choice") != "none":
         call = plan_tool_call(tools, request.get("tool_choice"), message_text(last.get("content")))
-        completion_tokens = count_words(call.name) + count_words(call.arguments)
-        return ReplyPlan(None, (call,), "tool_calls", prompt_tokens, completion_tokens)
+        completion_tokens = count_words(call.name) + count_words(call.arguments) + thought
+        return ReplyPlan(
+            None,
+            (call,),
+            "tool_calls",
+            prompt_tokens,
+            completion_tokens,
+            reasoning=reasoning,
+            reasoning_tokens=thought,
+            redacted=redacted,
+        )
 
     text = _answer_text(messages, last)
     text, stop_sequence = _apply_stop(text, request.get("stop"))
     finish_reason = "stop"
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     words = count_words(text)
-    if isinstance(limit, int) and words > limit:
-        text = "".join(_WORD_WITH_SPACE.findall(text)[:limit]).rstrip()
-        words, finish_reason, stop_sequence = limit, "length", None
-    return ReplyPlan(text, (), finish_reason, prompt_tokens, words, stop_sequence)
+    if isinstance(limit, int) and words + thought > limit:  # reasoning counts toward it
+        allowed = max(limit - thought, 0)
+        text = "".join(_WORD_WITH_SPACE.findall(text)[:allowed]).rstrip()
+        words, finish_reason, stop_sequence = allowed, "length", None
+    return ReplyPlan(
+        text,
+        (),
+        finish_reason,
+        prompt_tokens,
+        words + thought,
+        stop_sequence,
+        reasoning=reasoning,
+        reasoning_tokens=thought,
+        redacted=redacted,
+    )
+
+
+def _reasoning(level: Any, user_text: str) -> str | None:
+    words = REASONING_WORDS.get(level) if isinstance(level, str) else None
+    if words is None:
+        return None
+    return "Reasoning: " + generated_words(f"reasoning\0{user_text}", words)
 
 
 def _answer_text(messages: Sequence[Any], last: Mapping[str, Any]) -> str:
@@ -136,6 +188,9 @@ def _answer_text(messages: Sequence[Any], last: Mapping[str, Any]) -> str:
         command = _TOKENS_COMMAND.match(content)
         if command:
             return generated_words(content, min(int(command.group(1)), MAX_GENERATED_WORDS))
+        media = describe_media(last.get("content"))
+        if media is not None:
+            return f"You said: {content} {media}" if content else media
         return f"You said: {content}"
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return f"You said: {message_text(users[-1].get('content')) if users else ''}"

@@ -123,6 +123,11 @@ ANSWER_CHANGING: dict[str, list[Change]] = {
         lambda r: setattr(r.response_format, "type", "json_object"),
         lambda r: setattr(r.response_format, "json_schema", '{"type":"object"}'),
     ],
+    "reasoning": [
+        lambda r: setattr(r.reasoning, "effort", "high"),
+        lambda r: setattr(r.reasoning, "budget_tokens", 2048),
+        lambda r: setattr(r.reasoning, "include_text", True),
+    ],
 }
 
 # Fields that do not change the answer: they must not split the cache.

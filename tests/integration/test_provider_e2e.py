@@ -340,9 +340,17 @@ async def test_each_error_class_maps_to_the_designed_status(
     assert PROVIDER_SECRET not in str(error)
     if fault.status == 400 and fault.kind == "status":
         assert "bad thing" in error.message
+    simulator.clear_faults()
     if fault.status == 429 and fault.kind == "status":
         assert error.retry_after == pytest.approx(7.0)
-    simulator.clear_faults()
+        # The deployment cools down for its Retry-After: refused at once, not asked.
+        asked = simulator.stats.total_requests
+        with pytest.raises(AIServiceError) as cooling:
+            await client.chat(ask(model, "hello"))
+        assert cooling.value.reason == "UPSTREAM_RATE_LIMITED"
+        assert cooling.value.retry_after is not None and 0 < cooling.value.retry_after <= 7
+        assert simulator.stats.total_requests == asked
+        return
     assert (await client.chat(ask(model, "hello"))).choices
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from ai_service.config import SharedStateSettings
-from ai_service.limits import buckets as limiter
-from ai_service.limits.buckets import ALLOWED, Decision, LeasedRateLimiter, RedisRateLimiter
+from ai_service.limits.buckets import LeasedRateLimiter, RedisRateLimiter
 from ai_service.limits.rules import RateRule
 from ai_service.limits.shared_state import SharedRedis
-from tests.conftest import free_port
+from tests.conftest import assert_within_a_percent, free_port, open_bucket, paced
 from tests.servers import RedisServer, redis_server
 
 RULE = RateRule(per_minute=100, burst=100)
@@ -29,8 +28,21 @@ async def shared(tmp_path: Path) -> AsyncIterator[SharedRedis]:
         await redis.aclose()
 
 
+@pytest.fixture
+async def patient(tmp_path: Path) -> AsyncIterator[SharedRedis]:
+    """A Redis that a loaded machine never times out: a timeout lets calls through unlimited,
+    which these measurements must not mistake for the leases' doing."""
+    server: RedisServer
+    with redis_server(free_port(), tmp_path) as server:
+        settings = SharedStateSettings(backend="redis", redis_url=server.url, timeout_ms=5000)
+        redis = SharedRedis(settings)
+        yield redis
+        await redis.aclose()
+
+
 async def tokens_left(shared: SharedRedis, subject: str) -> float:
     value = await shared.client.hget(shared.key("limit", subject), "tokens")
+    assert value is not None
     return float(value)
 
 
@@ -95,30 +107,83 @@ async def test_a_lease_lapses_once_redis_would_have_refilled_it(shared: SharedRe
     assert allowed <= 100 + refilled + 1, (allowed, refilled)
 
 
-class _Granting:
-    """A shared limiter that grants every take, and records when and how much."""
-
-    def __init__(self, clock: list[float]) -> None:
-        self.clock = clock
-        self.takes: list[tuple[float, float]] = []
-
-    async def take(self, subject: str, amount: float, rule: RateRule) -> Decision:
-        self.takes.append((self.clock[0], amount))
-        return ALLOWED
-
-    async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
-        pass
+async def wait_tokens_left(shared: SharedRedis, subject: str, least: float) -> float:
+    """Wait until `subject`'s bucket in Redis holds at least `least` (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (left := await tokens_left(shared, subject)) < least:
+        assert loop.time() < deadline, f"{left} left, never {least}"
+        await asyncio.sleep(0.05)
+    return left
 
 
-async def test_spending_from_a_lease_never_extends_its_life(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_an_unspent_lease_goes_back_to_redis(shared: SharedRedis) -> None:
+    rule = RateRule(per_minute=1, burst=1000)  # next to no refill: Redis full in hours
+    replica = LeasedRateLimiter(RedisRateLimiter(shared), lease_fraction=0.01)  # leases of 10
+    assert (await replica.take("requests:k", 1, rule)).allowed
+    assert await tokens_left(shared, "requests:k") == pytest.approx(990, abs=0.5)
+    # Nobody spends the 9 held: they go back, not lost with the lease.
+    assert await wait_tokens_left(shared, "requests:k", 999) == pytest.approx(999, abs=0.5)
+
+
+async def test_leases_stop_near_empty(shared: SharedRedis) -> None:
+    # Near the limit a token held here would refuse a call on another replica.
+    replica = LeasedRateLimiter(RedisRateLimiter(shared), lease_fraction=0.1)  # leases of 10
+    rule = RateRule(per_minute=1, burst=100)
+    assert (await RedisRateLimiter(shared).take("requests:k", 85, rule)).allowed  # 15 left
+    assert (await replica.take("requests:k", 1, rule)).allowed
+    assert await tokens_left(shared, "requests:k") == pytest.approx(14, abs=0.1)
+
+
+async def test_a_stopping_replica_gives_its_leases_back(shared: SharedRedis) -> None:
+    rule = RateRule(per_minute=1, burst=1000)
+    replica = LeasedRateLimiter(RedisRateLimiter(shared), lease_fraction=0.01)
+    assert (await replica.take("requests:k", 1, rule)).allowed
+    await replica.charge("requests:k", -5, rule)  # a refund joins the lease
+    await replica.aclose()
+    assert await tokens_left(shared, "requests:k") == pytest.approx(1000, abs=0.5)
+
+
+# --- precision under load: three replicas, the default lease, a paced caller ---------------
+
+DEFAULT_LEASE = SharedStateSettings().lease_fraction
+
+
+async def test_requests_across_three_replicas_stay_within_a_percent_of_the_limit(
+    patient: SharedRedis,
 ) -> None:
-    clock = [0.0]
-    monkeypatch.setattr(limiter.time, "monotonic", lambda: clock[0])
-    shared = _Granting(clock)
-    replica = LeasedRateLimiter(shared, lease_fraction=0.01)
-    rule = RateRule(per_minute=60, burst=1000)  # 1 token/s, leases of 10: each lasts 10 s
-    for second in (0, 9, 17, 24, 30, 35, 39):  # a call every few seconds
-        clock[0] = second
-        assert (await replica.take("k", 1, rule)).allowed
-    assert [at for at, _ in shared.takes] == [0, 17, 30]
+    # A lease of 3 lasts 30 ms of refill at 100/s; each replica sees a call every 15 ms.
+    rule = RateRule(per_minute=6000, burst=300)
+    replicas = [LeasedRateLimiter(RedisRateLimiter(patient), DEFAULT_LEASE) for _ in range(3)]
+    admitted = 0
+
+    async def call(i: int) -> None:
+        nonlocal admitted
+        decision = await replicas[i % 3].take("requests:k", 1, rule)
+        admitted += decision.allowed  # after the await: calls run at once
+
+    opened = await open_bucket(patient, "requests:k", rule)
+    last_call = await paced(200, 5, call)  # 1,000 calls for a limit of about 800
+    assert_within_a_percent(admitted, rule, opened, last_call)
+
+
+async def test_tokens_across_three_replicas_stay_within_a_percent_of_the_limit(
+    patient: SharedRedis,
+) -> None:
+    # Each call reserves 30 tokens and uses 12: the settlement refunds 18.
+    rule = RateRule(per_minute=60_000, burst=3000)
+    replicas = [LeasedRateLimiter(RedisRateLimiter(patient), DEFAULT_LEASE) for _ in range(3)]
+    used = 0
+
+    async def call(i: int) -> None:
+        nonlocal used
+        replica = replicas[i % 3]
+        if (await replica.take("tokens:k", 30, rule)).allowed:
+            await asyncio.sleep(0.02)  # the upstream answers
+            await replica.charge("tokens:k", 12 - 30, rule)
+            used += 12
+
+    opened = await open_bucket(patient, "tokens:k", rule)
+    last_call = await paced(300, 5, call)  # 18,000 tokens if all passed, for about 8,000
+    # Unusable: what is left under one reservation, the refunds of the calls in flight.
+    assert_within_a_percent(used, rule, opened, last_call, spare=30 + 18 * 3)

@@ -195,6 +195,9 @@ def test_ai_client_commands(embedded: Running) -> None:
         ["sim-gpt", "openai"],
         ["sim-claude", "anthropic"],
         ["sim-llama", "ollama"],
+        ["sim-llava", "ollama"],
+        ["sim-embed", "openai"],
+        ["sim-minilm", "ollama"],
     ]
     # One client, three wire formats: only the model name changes.
     for model in ("sim-claude", "sim-llama"):
@@ -368,3 +371,82 @@ async def test_sigterm_drains_in_flight_streams(draining_gateway: Running) -> No
         pytest.fail(f"still running after the drained stream ended\n{process.output()}")
     assert code == 0, process.output()
     assert "draining" in process.stderr()
+
+
+# --- content: the acceptance calls through grpcurl -------------------------------------------
+
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5E"
+    "rkJggg=="
+)
+
+
+def grpcurl_call(
+    address: str, method: str, body: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    command = (
+        f"grpcurl -plaintext -H 'authorization: Bearer demo-key' -d '{json.dumps(body)}' "
+        f"{README_ADDRESS} ai_service.v1.AIService/{method}"
+    )
+    return grpcurl(command, address)
+
+
+def test_grpcurl_describes_the_content_fields(embedded: Running) -> None:
+    describe = f"grpcurl -plaintext {README_ADDRESS} describe"
+    service = ok(grpcurl(f"{describe} ai_service.v1.AIService", embedded.address))
+    assert "rpc Embed ( .ai_service.v1.EmbedRequest )" in service
+    message = ok(grpcurl(f"{describe} ai_service.v1.Message", embedded.address))
+    assert "repeated .ai_service.v1.ContentPart parts = 6;" in message
+    assert "repeated .ai_service.v1.ReasoningBlock reasoning = 7;" in message
+    request = ok(grpcurl(f"{describe} ai_service.v1.ChatCompletionRequest", embedded.address))
+    assert ".ai_service.v1.ReasoningConfig reasoning = 16;" in request
+    usage = ok(grpcurl(f"{describe} ai_service.v1.Usage", embedded.address))
+    assert "int32 reasoning_tokens = 6;" in usage
+
+
+def test_grpcurl_image_reasoning_and_embed_on_every_model_that_takes_them(
+    embedded: Running,
+) -> None:
+    listed = json.loads(ok(grpcurl_call(embedded.address, "ListModels", {})))["models"]
+    capable = {name: [m["id"] for m in listed if m["capabilities"].get(name)] for name in (
+        "vision", "reasoning", "embeddings")}  # fmt: skip
+    assert capable == {
+        "vision": ["sim-gpt", "sim-claude", "sim-llava"],
+        "reasoning": ["sim-gpt", "sim-claude", "sim-llava"],
+        "embeddings": ["sim-embed", "sim-minilm"],
+    }
+    image = {"image": {"data": PIXEL, "media_type": "image/png"}}
+    for model in capable["vision"]:
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "What?", "parts": [image]}],
+        }
+        answer = json.loads(ok(grpcurl_call(embedded.address, "ChatCompletion", body)))
+        content = answer["choices"][0]["message"]["content"]
+        assert content == "You said: What? You sent 1 image (image/png, 70 bytes).", model
+    for model in capable["reasoning"]:
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "think"}],
+            "reasoning": {"effort": "low"},
+        }
+        answer = json.loads(ok(grpcurl_call(embedded.address, "ChatCompletion", body)))
+        reasoned = answer["choices"][0]["message"].get("reasoning") or answer["usage"].get(
+            "reasoning_tokens"
+        )
+        assert reasoned, (model, answer)
+    for model in capable["embeddings"]:
+        body = {"model": model, "inputs": ["a b", "c"], "dimensions": 4}
+        answer = json.loads(ok(grpcurl_call(embedded.address, "Embed", body)))
+        assert [len(e["values"]) for e in answer["embeddings"]] == [4, 4], model
+    refused = grpcurl_call(
+        embedded.address,
+        "ChatCompletion",
+        {
+            "model": "sim-llama",
+            "messages": [{"role": "user", "content": "What?", "parts": [image]}],
+        },
+    )
+    assert refused.returncode != 0
+    assert "Code: InvalidArgument" in refused.stderr
+    assert '"field":"messages[0].parts[0].image"' in refused.stderr

@@ -13,9 +13,20 @@ import grpc
 import httpx
 import pytest
 
+from ai_service.config import SharedStateSettings
+from ai_service.limits.rules import RateRule
+from ai_service.limits.shared_state import SharedRedis
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import (
+    TEST_KEY,
+    assert_within_a_percent,
+    config_tree,
+    free_port,
+    open_bucket,
+    paced,
+    write_config,
+)
 from tests.processes import Process, gateway_argv, spawn, start_simulator, wait_serving
 from tests.servers import nginx_in_front, redis_server
 
@@ -23,6 +34,11 @@ RPM = 30
 TPM = 120
 TOKEN_KEY = "token-key-0123456789"
 OPEN_KEY = "open-key-0123456789"
+# A key whose burst is large enough for leases (of 3, the default 1 %).
+PRECISE_KEY = "precise-key-0123456789"
+PRECISE = RateRule(per_minute=6000, burst=300)
+PRECISE_TOKENS_KEY = "precise-tokens-key-0123456789"
+PRECISE_TOKENS = RateRule(per_minute=30_000, burst=3000)
 
 
 @dataclass
@@ -30,6 +46,7 @@ class Cluster:
     front: str
     replicas: list[str]
     simulator_url: str
+    redis_url: str
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +66,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                     "rate_limit": {"requests_per_minute": 0, "tokens_per_minute": TPM},
                 },
                 {"name": "open", "key": OPEN_KEY, "rate_limit": {"requests_per_minute": 0}},
+                {
+                    "name": "precise",
+                    "key": PRECISE_KEY,
+                    "rate_limit": {
+                        "requests_per_minute": PRECISE.per_minute,
+                        "burst": PRECISE.burst,
+                    },
+                },
+                {
+                    "name": "precise-tokens",
+                    "key": PRECISE_TOKENS_KEY,
+                    "rate_limit": {
+                        "requests_per_minute": 0,
+                        "tokens_per_minute": PRECISE_TOKENS.per_minute,
+                        "token_burst": PRECISE_TOKENS.burst,
+                    },
+                },
             ]
-            tree["shared_state"] = {"backend": "redis", "redis_url": redis.url}
+            # A loaded machine may stall a replica past the 100 ms default: a Redis timeout
+            # lets calls through unlimited, which the measurements must not count.
+            tree["shared_state"] = {"backend": "redis", "redis_url": redis.url, "timeout_ms": 2000}
             tree["cache"] = {"enabled": True}
             config = write_config(directory / "config.yaml", tree)
             replicas = []
@@ -65,7 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 wait_serving(address, gateway)
                 replicas.append(address)
             with nginx_in_front(free_port(), replicas, directory / "nginx") as front:
-                yield Cluster(front, replicas, simulator_url)
+                yield Cluster(front, replicas, simulator_url, redis.url)
     finally:
         for process in processes:
             process.kill()
@@ -131,3 +167,68 @@ def test_an_answer_cached_by_one_replica_is_served_by_another(cluster: Cluster) 
     assert second.cached  # type: ignore[attr-defined]
     assert trailers["x-ai-deployment"] == "cache"
     assert upstream_calls(cluster) == before + 1
+
+
+async def test_a_leased_request_limit_is_exact_to_a_percent_across_replicas(
+    cluster: Cluster,
+) -> None:
+    """Three replicas spending leases (the default), a caller well over the limit: the
+    calls served are the burst and the refill of the run, never more, at most 1 % fewer."""
+    metadata = (("authorization", f"Bearer {PRECISE_KEY}"),)
+    served = 0
+    async with grpc.aio.insecure_channel(cluster.front) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+
+        async def ask(i: int) -> None:
+            nonlocal served
+            request = ChatCompletionRequest(
+                model="sim-gpt", messages=[Message(role="user", content=f"precise {i}")]
+            )
+            try:
+                await stub.ChatCompletion(request, metadata=metadata, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return
+            served += 1
+
+        shared = SharedRedis(SharedStateSettings(backend="redis", redis_url=cluster.redis_url))
+        try:
+            opened = await open_bucket(shared, "requests:precise", PRECISE)
+        finally:
+            await shared.aclose()
+        last_call = await paced(200, 5, ask)  # 1,000 calls for a limit of about 800
+    assert_within_a_percent(served, PRECISE, opened, last_call)
+
+
+async def test_a_leased_token_limit_is_exact_to_a_percent_across_replicas(
+    cluster: Cluster,
+) -> None:
+    """The same for a token budget: each call reserves its estimate and is refunded (or
+    charged) the difference with what it used, on whichever replica served it."""
+    metadata = (("authorization", f"Bearer {PRECISE_TOKENS_KEY}"),)
+    used = 0
+    async with grpc.aio.insecure_channel(cluster.front) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+
+        async def ask(i: int) -> None:
+            nonlocal used
+            request = ChatCompletionRequest(
+                model="sim-gpt",
+                messages=[Message(role="user", content=f"precise tokens {i}")],
+                max_tokens=5,
+            )
+            try:
+                response = await stub.ChatCompletion(request, metadata=metadata, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return
+            used += response.usage.total_tokens
+
+        shared = SharedRedis(SharedStateSettings(backend="redis", redis_url=cluster.redis_url))
+        try:
+            opened = await open_bucket(shared, "tokens:precise-tokens", PRECISE_TOKENS)
+        finally:
+            await shared.aclose()
+        last_call = await paced(200, 5, ask)  # about 10,000 tokens for a limit of 5,500
+    # Unusable: what is left under one reservation (~15), the refunds of calls in flight.
+    assert_within_a_percent(used, PRECISE_TOKENS, opened, last_call, spare=15 + 5 * 10)

@@ -6,6 +6,7 @@ Redis-backed variants use a real redis-server on a free port (tests/servers.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -237,6 +238,7 @@ async def test_redis_down_fail_open_serves_and_recovers(
             if line.startswith("ai_gateway_shared_state_failures_total")
         ]
         assert counted and counted[0] >= 1
+        assert "ai_gateway_shared_state_failure_mode 1.0" in scrape.splitlines()
         redis.start()
         # The gateway asks Redis again a second after a failure: then a call fills the
         # cache again, and the next is answered from it.
@@ -272,6 +274,73 @@ async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
                 assert time.monotonic() < deadline, "never recovered"
                 await asyncio.sleep(0.2)
     assert simulator.stats.total_requests == requests_before + 1  # refusals cost nothing
+
+
+async def test_one_stall_costs_only_the_calls_it_caught(
+    start_gateway: StartGateway, simulator: Simulator, redis: RedisServer
+) -> None:
+    """A Redis that stalls past timeout_ms once (a fork, a busy moment, this process
+    descheduled) fails the calls it caught; the next call asks Redis again, and with
+    on_failure closed is served, not refused for a second."""
+    gateway = await start_gateway(
+        rate_limit={"requests_per_minute": 1000},
+        shared_state=shared(redis, on_failure="closed", lease_fraction=0, timeout_ms=100),
+    )
+    async with (
+        # No retries by gRPC: every call shows what the gateway answered it.
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=5, service_config="") as client,
+        aioredis.Redis.from_url(redis.url) as admin,
+    ):
+        assert (await client.chat(ask())).choices
+        await admin.execute_command("CLIENT", "PAUSE", "300", "ALL")  # 3 timeouts long
+        caught = await asyncio.gather(
+            *(client.chat(ask()) for _ in range(10)), return_exceptions=True
+        )
+        assert await admin.ping()  # answered once the stall is over
+        assert all(
+            isinstance(c, AIServiceError) and c.reason == "SHARED_STATE_UNAVAILABLE" for c in caught
+        ), caught
+        assert (await client.chat(ask())).choices
+    assert gateway.shared_redis is not None and not gateway.shared_redis.failure_mode
+
+
+async def test_failures_in_a_row_switch_the_mode_once_and_back_once(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared_redis = SharedRedis(
+        SharedStateSettings(backend="redis", redis_url=redis.url, switch_after_failures=3)
+    )
+
+    async def ping() -> object:
+        return await shared_redis.run(lambda client: client.ping())
+
+    try:
+        assert await ping()
+        redis.stop()
+        for _ in range(2):
+            with pytest.raises(RedisUnavailable):
+                await ping()
+            assert not shared_redis.failure_mode  # Redis is still asked
+        with pytest.raises(RedisUnavailable):
+            await ping()
+        assert shared_redis.failure_mode
+        asked = shared_redis.failures
+        with pytest.raises(RedisUnavailable):
+            await ping()
+        assert shared_redis.failures == asked  # the policy applies without asking Redis
+        redis.start()
+        deadline = time.monotonic() + 10
+        while True:  # asked again once a second
+            with contextlib.suppress(RedisUnavailable):
+                if await ping():
+                    break
+            assert time.monotonic() < deadline, "never came back"
+            await asyncio.sleep(0.1)
+        assert not shared_redis.failure_mode
+    finally:
+        await shared_redis.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name.endswith("shared_state")]
+    assert messages == ["redis unavailable; applying on_failure=open", "redis is back"]
 
 
 async def test_connections_closed_by_a_healthy_redis_are_not_a_failure(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import REPO, RESTRICTED_KEY, TEST_KEY, config_tree, free_port, write_config
 from tests.processes import (
     GRACE_SECONDS,
     STREAM_PROMPT,
@@ -186,3 +187,76 @@ def test_sigterm_while_a_restarted_worker_starts_waits_for_it_and_exits_0(
     supervisor.popen.send_signal(signal.SIGTERM)
     assert exit_code(supervisor) == 0, supervisor.output()
     assert supervisor.stderr().count("draining") == 2, supervisor.output()
+
+
+# --- limits across the workers of one host ---------------------------------------------------
+
+
+def test_a_key_limit_holds_across_the_workers_of_one_host(tmp_path: Path) -> None:
+    """The memory backend with `--workers 2`: a 5 calls/minute key gets 5 calls, not 5
+    per worker."""
+    simulator, sim_url = start_simulator(tmp_path)
+    tree = config_tree(sim_url)
+    tree["auth"]["keys"][0]["rate_limit"] = {"requests_per_minute": 5}
+    tree["auth"]["keys"][1]["rate_limit"] = {"requests_per_minute": 0}
+    config = write_config(tmp_path / "config.yaml", tree)
+    address = f"127.0.0.1:{free_port()}"
+    argv = gateway_argv("--config", str(config), "--listen", address, "--workers", "2")
+    supervisor = spawn(argv, tmp_path, "gateway")
+    try:
+        wait_serving(address, supervisor)
+        workers, _ = serving_workers(address, 2, key=RESTRICTED_KEY)  # both are serving
+        assert len(workers) == 2
+        started = time.monotonic()
+        served = 0
+        for _ in range(30):  # each on a new connection: the kernel spreads them
+            with grpc.insecure_channel(address) as channel:
+                stub = ai_service_pb2_grpc.AIServiceStub(channel)
+                try:
+                    stub.ChatCompletion(REQUEST, metadata=AUTH, timeout=10)
+                except grpc.RpcError as error:
+                    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                    continue
+                served += 1
+        refilled = (time.monotonic() - started) / 12  # one call every 12 s
+    finally:
+        supervisor.kill()
+        simulator.kill()
+    assert 5 <= served <= 5 + refilled, served
+
+
+_HAMMER = """
+import asyncio, sys
+from ai_service.limits.host_buckets import HostRateLimiter
+from ai_service.limits.rules import RateRule
+
+async def main():
+    limiter = HostRateLimiter(sys.argv[1])
+    rule = RateRule(per_minute=1, burst=40_000)
+    sys.stdin.readline()  # both start at once
+    allowed = sum([(await limiter.take("requests:k", 1, rule)).allowed for _ in range(30_000)])
+    print(allowed)
+
+asyncio.run(main())
+"""
+
+
+def test_workers_taking_at_once_from_one_bucket_never_pass_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "buckets")
+    hammers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HAMMER, path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for hammer in hammers:
+        assert hammer.stdin is not None
+        hammer.stdin.write("go\n")
+        hammer.stdin.flush()
+    allowed = [int(hammer.communicate(timeout=60)[0]) for hammer in hammers]
+    assert sum(allowed) == 40_000, allowed  # 60,000 asked at once for a burst of 40,000
+    assert min(allowed) > 0  # both took their share

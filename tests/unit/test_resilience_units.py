@@ -22,6 +22,7 @@ from ai_service.resilience import (
     CircuitBreaker,
     CircuitState,
     ConcurrencyLimiter,
+    Cooldown,
     RetryBudget,
     backoff_delay,
 )
@@ -96,6 +97,37 @@ def test_breaker_failed_probe_reopens_for_a_full_cool_down() -> None:
     assert cb.state is CircuitState.OPEN
     clock.now += 4
     assert cb.admit() is None
+
+
+def test_breaker_tells_when_its_probes_are_out_and_when_one_is_given_back() -> None:
+    # Health follows whether the circuit admits a call: that changes with the probes.
+    clock = Clock()
+    admits: list[bool] = []
+    cb = CircuitBreaker(
+        "d",
+        CircuitBreakerSettings(consecutive_failures=1, open_seconds=5, half_open_probes=1),
+        on_change=lambda changed: admits.append(changed.allows()),
+        clock=clock,
+    )
+    cb.record(Admission.CALL, failed=True)  # open
+    clock.now += 5
+    probe = cb.admit()
+    assert probe is Admission.PROBE
+    assert admits[0] is False and admits[-1] is False  # opened; then the probe is out
+    cb.abandon(probe)
+    assert admits[-1] is True  # a probe may go again
+
+
+def test_a_cooldown_runs_for_its_seconds_and_keeps_the_longest() -> None:
+    clock = Clock()
+    cooldown = Cooldown(clock)
+    assert cooldown.remaining() == 0
+    cooldown.start(2)
+    cooldown.start(1)  # a shorter Retry-After does not cut the running one short
+    clock.now += 1.5
+    assert cooldown.remaining() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert cooldown.remaining() == 0
 
 
 def test_retry_budget_allows_its_ratio_of_calls() -> None:
