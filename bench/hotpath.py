@@ -31,8 +31,8 @@ import uvloop
 
 from ai_service.calls.record import CallRecord, current_call
 from ai_service.config import CallerKey, GatewayConfig, parse_config
+from ai_service.identity.authenticator import access
 from ai_service.identity.callers import current_caller
-from ai_service.identity.keyring import access
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
 from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
@@ -113,6 +113,9 @@ class _CannedClient:
     """The HTTP client seam answered from memory: only the gateway's own code runs."""
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> _CannedExchange:
+        return _CannedExchange()
+
+    def get(self, url: str, headers: Mapping[str, str]) -> _CannedExchange:
         return _CannedExchange()
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor
 
 from ai_service.calls.record import request_id_metadata
 from ai_service.errors import GatewayError, Trailers, to_rpc_status
@@ -28,15 +29,20 @@ if TYPE_CHECKING:  # the stubs make the handler generic; the runtime class is no
 else:
     Handler = grpc.RpcMethodHandler
 
-_SERVICE = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"]
-#: Full method path → whether the server streams its answer.
-_SERVER_STREAMING = {
-    f"/{_SERVICE.full_name}/{method.name}": method.server_streaming for method in _SERVICE.methods
+#: The guarded services: inference, and the administration of keys.
+_SERVICES = [ai_service_pb2.DESCRIPTOR.services_by_name[name] for name in ("AIService", "Admin")]
+#: Full method path → its descriptor.
+GUARDED_METHODS: dict[str, MethodDescriptor] = {
+    f"/{service.full_name}/{method.name}": method
+    for service in _SERVICES
+    for method in service.methods
 }
+#: Full method path → whether the server streams its answer.
+_SERVER_STREAMING = {path: method.server_streaming for path, method in GUARDED_METHODS.items()}
 
 
 def is_guarded(method: str) -> bool:
-    """Only the inference service is guarded: health and reflection stay open."""
+    """Inference and administration are guarded: health and reflection stay open."""
     return method in _SERVER_STREAMING
 
 

@@ -292,7 +292,7 @@ def _begin() -> CallRecord:
     assert call is not None  # set by intercept_service, in this same task
     caller = current_caller.get(None)  # set by the auth interceptor, after this one
     if caller is not None:
-        call.key = caller.name
+        call.identify(caller.name, caller.source, caller.team)
     call.begin()
     return call
 

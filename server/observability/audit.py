@@ -1,6 +1,7 @@
 """The audit log: one JSON line per AIService call, appended, never rewritten.
 
-Each record says who (the key's configured *name*), what (model asked for and
+Each record says who (the caller's configured *name*, what identified it — a config
+key, an issued key, a token or a certificate — and its team), what (model asked for and
 served, provider, deployment), how it ended (status, reason, tokens, latency,
 cache hit, PII kinds found) and, only with `include_prompts`, the prompt and
 answer as redacted by the policy. No key, provider key or bearer token is in any
@@ -51,6 +52,8 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         "request_id": call.request_id,
         "method": call.method,
         "key": call.key,
+        "identity": call.identity,
+        "team": call.team,
         "model_requested": call.model_requested,
         "model": call.model,
         "model_served": (served.response_model if served is not None else "")

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ai_service.config import (
+    ADMIN_SERVICE_NAME,
     HEALTH_SERVICE_NAME,
     SERVICE_NAME,
     ConfigError,
@@ -31,7 +32,7 @@ from ai_service.config import (
 )
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
-from ai_service.identity.keyring import access
+from ai_service.identity.authenticator import Identities
 from ai_service.identity.throttle import FailedAuthThrottle, failed_auth_rule
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
 from ai_service.interceptors.arrival import Arrivals, RequestArrival
@@ -40,6 +41,7 @@ from ai_service.limits.buckets import RateLimiter
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.limits.token_quota import TokenQuota
 from ai_service.observability.sinks import Observability
+from ai_service.pipeline.admin import AdminService
 from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
@@ -79,7 +81,6 @@ class Gateway:
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
         self._auth_throttle = FailedAuthThrottle(failed_auth_rule(config.auth))
-        self._auth = AuthInterceptor(*access(config), self._auth_throttle)
         #: Fetches URL parts for providers that take only bytes; one for every provider.
         self.media = MediaFetcher(config.media_fetch)
         #: Closes of providers a reload retired, each with its providers, until done.
@@ -90,6 +91,9 @@ class Gateway:
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
         self.limiter: RateLimiter = build_limiter(shared, self.shared_redis)
+        #: Who may call: config keys, tokens, certificates and issued keys.
+        self.identities = Identities(self.shared_redis)
+        self._auth = AuthInterceptor(*self.identities.access(config), self._auth_throttle)
         self.port = 0
         #: Calls waiting for their request message, and the bounds on them.
         self.arrivals = Arrivals(
@@ -174,9 +178,11 @@ class Gateway:
             ],
         )
         ai_service_pb2_grpc.add_AIServiceServicer_to_server(self._service, server)
+        admin = AdminService(lambda: self.identities.virtual, lambda: self.config)
+        ai_service_pb2_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
             if settings.tls is None:
@@ -190,10 +196,12 @@ class Gateway:
             raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
         await server.start()
         self._server = server
+        self.identities.start()
         await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
+        await self.health.set(ADMIN_SERVICE_NAME, serving)
         await self.model_health.attach(router)
         log.info("gateway listening", extra={"address": self.address})
 
@@ -248,6 +256,7 @@ class Gateway:
             providers += self.runtime.providers.values()
         await asyncio.gather(*(p.aclose() for p in providers), self.media.aclose())
         await self.limiter.aclose()  # gives back what it holds of shared buckets
+        await self.identities.aclose()
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
 
@@ -289,7 +298,7 @@ class Gateway:
             )
         old = self.runtime
         runtime = self._build_runtime(config)
-        self._auth.replace(*access(config))
+        self._auth.replace(*self.identities.access(config))
         self._auth_throttle.rule = failed_auth_rule(config.auth)
         self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
         self.runtime, self.config = runtime, config
