@@ -59,13 +59,15 @@ async def _decided(context: Context) -> Handler:
 
 async def _unary(request: Any, context: Context) -> Any:
     handler = await _decided(context)
-    behaviour: Any = handler.unary_unary  # typed by the stubs as the sync behaviour
+    # A later interceptor's refusal is request-streaming and reads nothing (rejection.py);
+    # the stubs type the aio behaviours as the sync ones.
+    behaviour: Any = handler.stream_unary or handler.unary_unary
     return await behaviour(request, context)
 
 
 async def _stream(request: Any, context: Context) -> AsyncIterator[Any]:
     handler = await _decided(context)
-    behaviour: Any = handler.unary_stream
+    behaviour: Any = handler.stream_stream or handler.unary_stream
     async with contextlib.aclosing(behaviour(request, context)) as items:
         async for item in items:
             yield item
