@@ -31,9 +31,10 @@ import uvloop
 
 from ai_service.calls.record import CallRecord, current_call
 from ai_service.config import CallerKey, GatewayConfig, parse_config
+from ai_service.identity.authenticator import access
 from ai_service.identity.callers import current_caller
-from ai_service.identity.keyring import access
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
+from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
 from ai_service.pipeline.dispatch import guarded_complete
 from ai_service.pipeline.service import AIService, ServiceState
@@ -114,6 +115,9 @@ class _CannedClient:
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> _CannedExchange:
         return _CannedExchange()
 
+    def get(self, url: str, headers: Mapping[str, str]) -> _CannedExchange:
+        return _CannedExchange()
+
     async def aclose(self) -> None:
         pass
 
@@ -121,8 +125,13 @@ class _CannedClient:
 class _Context:
     """What the servicer asks of a grpc.aio context on a call's success path."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: bytes = b"") -> None:
         self._trailers: tuple[tuple[str, str], ...] = ()
+        self._message = message
+
+    async def read(self) -> bytes:
+        """The request message, as the telemetry interceptor reads it."""
+        return self._message
 
     def time_remaining(self) -> float | None:
         return None
@@ -145,8 +154,8 @@ class _Details:
 _DETAILS = cast(grpc.HandlerCallDetails, _Details())
 
 
-def _context() -> grpc.aio.ServicerContext[Any, Any]:
-    return cast(grpc.aio.ServicerContext[Any, Any], _Context())
+def _context(message: bytes = b"") -> grpc.aio.ServicerContext[Any, Any]:
+    return cast(grpc.aio.ServicerContext[Any, Any], _Context(message))
 
 
 async def _median_us(piece: Piece, calls: int, cold: bool) -> float:
@@ -178,7 +187,8 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     request = stack.chat_request()
     auth = AuthInterceptor(*access(gateway.config))
     rate_limit = RateLimitInterceptor(gateway.limiter)
-    telemetry = TelemetryInterceptor(())
+    telemetry = TelemetryInterceptor((), Arrivals(10.0, 1000))
+    request_bytes = request.SerializeToString()
 
     async def behaviour(request: ChatCompletionRequest, context: Any) -> object:
         return request
@@ -200,9 +210,9 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
 
     async def telemetry_piece() -> object:
         wrapped = await telemetry.intercept_service(continuation, _DETAILS)
-        assert wrapped is not None and wrapped.unary_unary is not None
-        # The stubs type an aio behaviour as the sync one.
-        answer = await wrapped.unary_unary(request, _context())  # type: ignore[arg-type]
+        assert wrapped is not None and wrapped.stream_unary is not None
+        # The stubs type an aio behaviour as the sync one; it reads the request itself.
+        answer = await wrapped.stream_unary(None, _context(request_bytes))  # type: ignore[arg-type]
         current_call.set(record)  # the interceptor set its own: the pieces below use ours
         return answer
 

@@ -19,10 +19,11 @@ HOTPATH_HEADING = "## Hot path, piece by piece"
 CLIENT_CHOICE_HEADING = "## The default HTTP client"
 MEDIA_HEADING = "## Content: a 1 MiB image"
 REDACTION_STALL_HEADING = "## Redaction stall"
+IDENTITY_HEADING = "## Caller identity"
 #: Sections written by tools that run apart from `python -m bench` (bench.soak,
-#: bench.grpc_core, bench.overload, bench.hotpath, bench.media, bench.redaction_stall),
-#: or by hand from their runs (the default HTTP client, from bench.http_seam): a full run
-#: keeps them as they are.
+#: bench.grpc_core, bench.overload, bench.hotpath, bench.media, bench.redaction_stall,
+#: bench.identity), or by hand from their runs (the default HTTP client, from
+#: bench.http_seam): a full run keeps them as they are.
 KEPT_HEADINGS = (
     HOTPATH_HEADING,
     OVERLOAD_HEADING,
@@ -31,6 +32,7 @@ KEPT_HEADINGS = (
     CLIENT_CHOICE_HEADING,
     MEDIA_HEADING,
     REDACTION_STALL_HEADING,
+    IDENTITY_HEADING,
 )
 
 

@@ -20,19 +20,28 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    CreateKeyRequest,
+    CreateKeyResponse,
     EmbedRequest,
     EmbedResponse,
+    IssuedKey,
+    ListKeysRequest,
+    ListKeysResponse,
     ListModelsRequest,
     ListModelsResponse,
+    RevokeKeyRequest,
+    RevokeKeyResponse,
+    UpdateKeyRequest,
 )
 
 __all__ = ["AsyncStub", "SyncStub", "health_request", "status_name"]
 
 _SERVICE = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"]
+_ADMIN = ai_service_pb2.DESCRIPTOR.services_by_name["Admin"]
 
 
-def _path(method: str) -> str:
-    return f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name[method].name}"
+def _path(method: str, service: Any = _SERVICE) -> str:
+    return f"/{service.full_name}/{service.methods_by_name[method].name}"
 
 
 _CHAT = _path("ChatCompletion")
@@ -40,11 +49,27 @@ _STREAM_CHAT = _path("StreamChatCompletion")
 _LIST_MODELS = _path("ListModels")
 _EMBED = _path("Embed")
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+#: The Admin service's methods: (handle name, method, request, response).
+_ADMIN_METHODS: tuple[tuple[str, str, Any, Any], ...] = (
+    ("create_key", "CreateKey", CreateKeyRequest, CreateKeyResponse),
+    ("update_key", "UpdateKey", UpdateKeyRequest, IssuedKey),
+    ("revoke_key", "RevokeKey", RevokeKeyRequest, RevokeKeyResponse),
+    ("list_keys", "ListKeys", ListKeysRequest, ListKeysResponse),
+)
 
 
 def _handles(channel: grpc.Channel | grpc.aio.Channel) -> dict[str, Any]:
     # The one table of methods; both channel kinds build multicallables the same way.
+    admin = {
+        name: channel.unary_unary(
+            _path(method, _ADMIN),
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        for name, method, request, response in _ADMIN_METHODS
+    }
     return {
+        **admin,
         "chat": channel.unary_unary(
             _CHAT,
             request_serializer=ChatCompletionRequest.SerializeToString,
@@ -82,6 +107,10 @@ class SyncStub:
     list_models: grpc.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
     embed: grpc.UnaryUnaryMultiCallable[EmbedRequest, EmbedResponse]
     health_check: grpc.UnaryUnaryMultiCallable[Any, Any]  # grpc_health is untyped
+    create_key: grpc.UnaryUnaryMultiCallable[CreateKeyRequest, CreateKeyResponse]
+    update_key: grpc.UnaryUnaryMultiCallable[UpdateKeyRequest, IssuedKey]
+    revoke_key: grpc.UnaryUnaryMultiCallable[RevokeKeyRequest, RevokeKeyResponse]
+    list_keys: grpc.UnaryUnaryMultiCallable[ListKeysRequest, ListKeysResponse]
 
     @classmethod
     def on(cls, channel: grpc.Channel) -> SyncStub:
@@ -97,6 +126,10 @@ class AsyncStub:
     list_models: grpc.aio.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
     embed: grpc.aio.UnaryUnaryMultiCallable[EmbedRequest, EmbedResponse]
     health_check: grpc.aio.UnaryUnaryMultiCallable[Any, Any]
+    create_key: grpc.aio.UnaryUnaryMultiCallable[CreateKeyRequest, CreateKeyResponse]
+    update_key: grpc.aio.UnaryUnaryMultiCallable[UpdateKeyRequest, IssuedKey]
+    revoke_key: grpc.aio.UnaryUnaryMultiCallable[RevokeKeyRequest, RevokeKeyResponse]
+    list_keys: grpc.aio.UnaryUnaryMultiCallable[ListKeysRequest, ListKeysResponse]
 
     @classmethod
     def on(cls, channel: grpc.aio.Channel) -> AsyncStub:

@@ -30,10 +30,17 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    CreateKeyRequest,
+    CreateKeyResponse,
     EmbedRequest,
     EmbedResponse,
+    IssuedKey,
+    KeySpec,
+    ListKeysRequest,
     ListModelsRequest,
     Model,
+    RevokeKeyRequest,
+    UpdateKeyRequest,
 )
 
 __all__ = ["AIClient", "ChatStream"]
@@ -158,6 +165,50 @@ class AIClient:
                 timeout=self._defaults.timeout(timeout),
                 metadata=self._defaults.metadata(metadata),
             )
+
+    # -- the Admin service (a caller with an admin role) --------------------------------
+
+    def create_key(self, spec: KeySpec, *, timeout: Timeout = DEFAULT) -> CreateKeyResponse:
+        """Issue a key; the response's `secret` is shown this once."""
+        with translate_rpc_errors():
+            return self._stub.create_key(
+                CreateKeyRequest(spec=spec),
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(None),
+            )
+
+    def update_key(
+        self, key_id: str, spec: KeySpec, fields: Sequence[str] = (), *, timeout: Timeout = DEFAULT
+    ) -> IssuedKey:
+        """Change the `fields` of an issued key's spec (all of them when empty)."""
+        request = UpdateKeyRequest(id=key_id, spec=spec)
+        request.update_mask.paths.extend(fields)
+        with translate_rpc_errors():
+            return self._stub.update_key(
+                request,
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(None),
+            )
+
+    def revoke_key(self, key_id: str, *, timeout: Timeout = DEFAULT) -> IssuedKey:
+        """Revoke an issued key; the key as it was."""
+        with translate_rpc_errors():
+            response = self._stub.revoke_key(
+                RevokeKeyRequest(id=key_id),
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(None),
+            )
+        return response.key
+
+    def list_keys(self, team: str = "", *, timeout: Timeout = DEFAULT) -> list[IssuedKey]:
+        """The issued keys (of `team`, if given), oldest first; never their secrets."""
+        with translate_rpc_errors():
+            response = self._stub.list_keys(
+                ListKeysRequest(team=team),
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(None),
+            )
+        return list(response.keys)
 
     def health(
         self,

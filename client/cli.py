@@ -3,6 +3,9 @@
     ai-client chat "Why is the sky blue?" --stream
     ai-client models
     ai-client health
+    ai-client keys create billing-batch --model gpt-4o-mini --rpm 60 --expires-in 30d
+    ai-client keys list
+    ai-client keys revoke 3f9c0a1b2d4e5f60
 
 The address and key come from `--addr` / `--key` or `AI_SERVICE_ADDR` /
 `AI_SERVICE_KEY` (prefer the variable for the key: flags show up in `ps`). Exit
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import TextIO
@@ -23,7 +27,13 @@ from ai_service_client._errors import AIServiceError
 from ai_service_client._requests import DEFAULT, answer_text, build_chat_request
 from ai_service_client._sync import AIClient
 from ai_service_client._tls import TLSOptions
-from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Usage
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionRequest,
+    IssuedKey,
+    KeyRateLimit,
+    KeySpec,
+    Usage,
+)
 
 __all__ = ["main"]
 
@@ -134,6 +144,57 @@ def _health(client: AIClient, args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def _keys_create(client: AIClient, args: argparse.Namespace) -> int:
+    spec = KeySpec(
+        name=args.name,
+        team=args.team or "",
+        models=args.model,
+        roles=args.role,
+        max_output_tokens=args.max_output_tokens or 0,
+    )
+    if args.rpm is not None or args.tpm is not None:
+        spec.rate_limit.CopyFrom(
+            KeyRateLimit(requests_per_minute=args.rpm or 0, tokens_per_minute=args.tpm or 0)
+        )
+    if args.expires_in is not None:
+        spec.expire_time.FromNanoseconds(int((time.time() + args.expires_in) * 1e9))
+    created = client.create_key(spec)
+    print(created.secret)  # alone on stdout: KEY=$(ai-client keys create ...)
+    print(
+        f"issued key {created.key.id} to {created.key.spec.name!r}; its secret (above) is "
+        f"shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(client: AIClient, args: argparse.Namespace) -> int:
+    keys = client.list_keys(args.team or "")
+    rows = [("ID", "NAME", "TEAM", "MODELS", "EXPIRES")] + [_key_row(key) for key in keys]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _key_row(key: IssuedKey) -> tuple[str, str, str, str, str]:
+    spec = key.spec
+    expires = (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(spec.expire_time.seconds))
+        if spec.HasField("expire_time")
+        else "never"
+    )
+    return key.id, spec.name, spec.team or "-", ",".join(spec.models) or "all", expires
+
+
+def _keys_revoke(client: AIClient, args: argparse.Namespace) -> int:
+    revoked = client.revoke_key(args.id)
+    print(f"revoked key {revoked.id} ({revoked.spec.name})")
+    return 0
+
+
 # --- arguments --------------------------------------------------------------------------
 
 
@@ -171,7 +232,28 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("service", nargs="?", default="", help="service name (default: server)")
     health.set_defaults(command=_health)
 
-    for sub in (chat, models, health):
+    keys = commands.add_parser("keys", help="issue, list and revoke keys (an admin's key)")
+    actions = keys.add_subparsers(title="actions", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="issue a key; prints its secret, once")
+    create.add_argument("name", help="the caller's name in logs, metrics and limits")
+    create.add_argument("--team", help="the team it belongs to")
+    create.add_argument("--model", action="append", default=[], help="a model it may use")
+    create.add_argument("--role", action="append", default=[], help="a role from auth.roles")
+    create.add_argument("--rpm", type=_natural, metavar="N", help="requests per minute (0: off)")
+    create.add_argument("--tpm", type=_natural, metavar="N", help="tokens per minute (0: off)")
+    create.add_argument("--max-output-tokens", type=_positive_int, metavar="N")
+    create.add_argument(
+        "--expires-in", type=_duration, metavar="TIME", help="e.g. 3600, 90m, 12h, 30d"
+    )
+    create.set_defaults(command=_keys_create)
+    listing = actions.add_parser("list", help="the issued keys: id, name, team, models, expiry")
+    listing.add_argument("--team", help="only this team's keys")
+    listing.set_defaults(command=_keys_list)
+    revoke = actions.add_parser("revoke", help="revoke a key by its id (see list)")
+    revoke.add_argument("id", help="the key's id")
+    revoke.set_defaults(command=_keys_revoke)
+
+    for sub in (chat, models, health, create, listing, revoke):
         # Connection options are accepted after the subcommand too. SUPPRESS keeps an
         # option not given there from overwriting the same option given before it.
         _add_connection_options(sub, default=argparse.SUPPRESS)
@@ -200,6 +282,31 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
     return value
+
+
+def _natural(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds from `3600`, `90m`, `12h` or `30d`."""
+    unit = _UNITS.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in _UNITS else text
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (e.g. 3600, 90m, 12h, 30d)"
+        ) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return seconds
 
 
 def _tls_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TLSOptions | None:

@@ -1,4 +1,8 @@
+import datetime
+
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -420,3 +424,105 @@ class Embedding(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     data: bytes
     def __init__(self, index: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class KeySpec(_message.Message):
+    __slots__ = ("name", "team", "models", "roles", "rate_limit", "max_output_tokens", "max_concurrent_streams", "budget", "expire_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    team: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    rate_limit: KeyRateLimit
+    max_output_tokens: int
+    max_concurrent_streams: int
+    budget: KeyBudget
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[str]] = ..., rate_limit: _Optional[_Union[KeyRateLimit, _Mapping]] = ..., max_output_tokens: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., budget: _Optional[_Union[KeyBudget, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class KeyRateLimit(_message.Message):
+    __slots__ = ("requests_per_minute", "burst", "tokens_per_minute", "token_burst")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_BURST_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    burst: int
+    tokens_per_minute: int
+    token_burst: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., burst: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., token_burst: _Optional[int] = ...) -> None: ...
+
+class KeyBudget(_message.Message):
+    __slots__ = ("amount", "period")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    amount: float
+    period: str
+    def __init__(self, amount: _Optional[float] = ..., period: _Optional[str] = ...) -> None: ...
+
+class IssuedKey(_message.Message):
+    __slots__ = ("id", "spec", "create_time", "created_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: KeySpec
+    create_time: _timestamp_pb2.Timestamp
+    created_by: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[KeySpec, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class CreateKeyRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: KeySpec
+    def __init__(self, spec: _Optional[_Union[KeySpec, _Mapping]] = ...) -> None: ...
+
+class CreateKeyResponse(_message.Message):
+    __slots__ = ("key", "secret")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    key: IssuedKey
+    secret: str
+    def __init__(self, key: _Optional[_Union[IssuedKey, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class UpdateKeyRequest(_message.Message):
+    __slots__ = ("id", "spec", "update_mask")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: KeySpec
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[KeySpec, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class RevokeKeyRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RevokeKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: IssuedKey
+    def __init__(self, key: _Optional[_Union[IssuedKey, _Mapping]] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("team",)
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    team: str
+    def __init__(self, team: _Optional[str] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[IssuedKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[IssuedKey, _Mapping]]] = ...) -> None: ...

@@ -234,3 +234,236 @@ class AIService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminStub:
+    """---------------------------------------------------------------------------
+    Administration: keys issued, changed and revoked at runtime ("virtual keys"),
+    beside the keys in the gateway's config. Each is stored as a digest of its
+    secret, in the shared state every replica reads.
+    ---------------------------------------------------------------------------
+
+    Key management. Every method needs a caller with an admin role
+    (PERMISSION_DENIED otherwise), and virtual keys switched on
+    (auth.virtual_keys.enabled; FAILED_PRECONDITION otherwise).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateKey = channel.unary_unary(
+                '/ai_service.v1.Admin/CreateKey',
+                request_serializer=ai__service__protos_dot_ai__service__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.UpdateKey = channel.unary_unary(
+                '/ai_service.v1.Admin/UpdateKey',
+                request_serializer=ai__service__protos_dot_ai__service__pb2.UpdateKeyRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.IssuedKey.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/ai_service.v1.Admin/RevokeKey',
+                request_serializer=ai__service__protos_dot_ai__service__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/ai_service.v1.Admin/ListKeys',
+                request_serializer=ai__service__protos_dot_ai__service__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """---------------------------------------------------------------------------
+    Administration: keys issued, changed and revoked at runtime ("virtual keys"),
+    beside the keys in the gateway's config. Each is stored as a digest of its
+    secret, in the shared state every replica reads.
+    ---------------------------------------------------------------------------
+
+    Key management. Every method needs a caller with an admin role
+    (PERMISSION_DENIED otherwise), and virtual keys switched on
+    (auth.virtual_keys.enabled; FAILED_PRECONDITION otherwise).
+    """
+
+    def CreateKey(self, request, context):
+        """Issue a key. Its secret is in the response, and nowhere else, ever.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKey(self, request, context):
+        """Change an issued key's name, team, roles, models, limits, budget or expiry
+        (never its secret); the change reaches every replica within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Revoke an issued key: it is refused on every replica within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """The keys issued so far and not revoked (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.CreateKeyRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'UpdateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKey,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.UpdateKeyRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.IssuedKey.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.ListKeysRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.ListKeysResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ai_service.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ai_service.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """---------------------------------------------------------------------------
+    Administration: keys issued, changed and revoked at runtime ("virtual keys"),
+    beside the keys in the gateway's config. Each is stored as a digest of its
+    secret, in the shared state every replica reads.
+    ---------------------------------------------------------------------------
+
+    Key management. Every method needs a caller with an admin role
+    (PERMISSION_DENIED otherwise), and virtual keys switched on
+    (auth.virtual_keys.enabled; FAILED_PRECONDITION otherwise).
+    """
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ai_service.v1.Admin/CreateKey',
+            ai__service__protos_dot_ai__service__pb2.CreateKeyRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ai_service.v1.Admin/UpdateKey',
+            ai__service__protos_dot_ai__service__pb2.UpdateKeyRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.IssuedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ai_service.v1.Admin/RevokeKey',
+            ai__service__protos_dot_ai__service__pb2.RevokeKeyRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ai_service.v1.Admin/ListKeys',
+            ai__service__protos_dot_ai__service__pb2.ListKeysRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -74,6 +74,13 @@ class InvalidRequest(GatewayError):
         return [error_details_pb2.BadRequest(field_violations=violations)]
 
 
+class RequestNotReceived(GatewayError):
+    """A call's request message did not arrive within the server's bound after its headers."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "REQUEST_NOT_RECEIVED"
+
+
 class Unauthenticated(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "UNAUTHENTICATED"
@@ -103,6 +110,12 @@ class RateLimited(GatewayError):
 
     def details(self) -> list[object]:
         return [retry_info(self.retry_after), quota_failure(self.subject, self.quota)]
+
+
+class AuthThrottled(RateLimited):
+    """A client address past its allowance of failed authentications."""
+
+    reason = "AUTH_THROTTLED"
 
 
 class TooManyStreams(GatewayError):

@@ -48,15 +48,24 @@ def make_certificates(folder: Path) -> Certificates:
 
 
 def issue(
-    folder: Path, ca: Path, ca_key: Path, name: str, server_names: str | None = None
+    folder: Path,
+    ca: Path,
+    ca_key: Path,
+    name: str,
+    server_names: str | None = None,
+    *,
+    client_names: str | None = None,
 ) -> tuple[Path, Path]:
     """A certificate and key signed by the CA: a server's for `server_names` (the
-    subjectAltName list, e.g. `DNS:localhost,IP:127.0.0.1`), else a client's."""
+    subjectAltName list, e.g. `DNS:localhost,IP:127.0.0.1`), else a client's, with
+    `client_names` as its subjectAltName (e.g. `URI:spiffe://example.org/billing`)."""
     extension = (
         f"subjectAltName={server_names}\nextendedKeyUsage=serverAuth"
         if server_names is not None
         else "extendedKeyUsage=clientAuth"
     )
+    if client_names is not None:
+        extension += f"\nsubjectAltName={client_names}"
     key, request, cert = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
     extensions = folder / f"{name}.ext"
     extensions.write_text(extension + "\n", encoding="utf-8")

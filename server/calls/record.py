@@ -76,6 +76,11 @@ class CallRecord:
     time: float = field(default_factory=time.time)
     #: The caller key's configured name ("" before authentication).
     key: str = ""
+    #: What identified the caller: `config_key`, `virtual_key`, `jwt`, `certificate` or
+    #: `anonymous` ("" before authentication).
+    identity: str = ""
+    #: The caller's team ("" for none).
+    team: str = ""
     #: What the request asked for (audit only; cut at validation's model-name limit).
     model_requested: str = ""
     #: The public model that routed it ("" when refused before routing); metric label.
@@ -124,6 +129,9 @@ class CallRecord:
         """Time in the gateway itself: the call less its upstream waits (never negative:
         hedged attempts overlap)."""
         return max(self.duration - self.upstream_seconds, 0.0)
+
+    def identify(self, name: str, source: str, team: str | None) -> None:
+        self.key, self.identity, self.team = name, source, team or ""
 
     def begin(self) -> None:
         for observer in self.observers:

@@ -14,6 +14,13 @@ from ai_service.config.callers import DEMO_KEY, AuthSettings, CallerKey, RateLim
 from ai_service.config.egress import DIRECT, EgressSettings, UpstreamTLSSettings, proxy_address
 from ai_service.config.embedded import embedded_default
 from ai_service.config.gateway import GatewayConfig
+from ai_service.config.grants import BudgetSettings, CallerGrants, Grants, RoleSettings
+from ai_service.config.identity import (
+    CertificateIdentity,
+    ClaimNames,
+    JwtSettings,
+    VirtualKeySettings,
+)
 from ai_service.config.loading import (
     CONFIG_ENV_VAR,
     interpolate_env,
@@ -52,10 +59,11 @@ from ai_service.config.resilience import (
     RetrySettings,
 )
 from ai_service.config.server import ServerSettings, TLSSettings
-from ai_service.config.services import HEALTH_SERVICE_NAME, SERVICE_NAME
+from ai_service.config.services import ADMIN_SERVICE_NAME, HEALTH_SERVICE_NAME, SERVICE_NAME
 from ai_service.config.state import CacheSettings, SharedStateSettings
 
 __all__ = [
+    "ADMIN_SERVICE_NAME",
     "CONFIG_ENV_VAR",
     "DEMO_KEY",
     "DIRECT",
@@ -63,17 +71,23 @@ __all__ = [
     "SERVICE_NAME",
     "AuditSettings",
     "AuthSettings",
+    "BudgetSettings",
     "BuiltinDetector",
     "CacheSettings",
+    "CallerGrants",
     "CallerKey",
     "Capabilities",
+    "CertificateIdentity",
     "CircuitBreakerSettings",
+    "ClaimNames",
     "ConcurrencySettings",
     "ConfigError",
     "CustomDetector",
     "DeploymentSettings",
     "EgressSettings",
     "GatewayConfig",
+    "Grants",
+    "JwtSettings",
     "MediaFetchSettings",
     "MetricsSettings",
     "ModelSettings",
@@ -86,6 +100,7 @@ __all__ = [
     "RequestLimits",
     "ResilienceSettings",
     "RetrySettings",
+    "RoleSettings",
     "RoutingRule",
     "ServerSettings",
     "SharedStateSettings",
@@ -94,6 +109,7 @@ __all__ = [
     "Timeouts",
     "TracingSettings",
     "UpstreamTLSSettings",
+    "VirtualKeySettings",
     "deployment_limits",
     "embedded_default",
     "interpolate_env",

@@ -5,27 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ai_service.config.base import StrictSettings
+from ai_service.config.grants import CallerGrants, RateLimitSettings, RoleSettings
+from ai_service.config.identity import CertificateIdentity, JwtSettings, VirtualKeySettings
+
+__all__ = ["DEMO_KEY", "AuthSettings", "CallerKey", "RateLimitSettings"]
 
 DEMO_KEY = "demo-key"
 
 _DEMO_DIGEST = hashlib.sha256(DEMO_KEY.encode()).digest()
 
-
-class RateLimitSettings(StrictSettings):
-    #: Sustained requests per minute per key; 0 switches the limit off.
-    requests_per_minute: int = Field(600, ge=0)
-    #: Requests a key may send at once before the rate applies (default: a minute's worth).
-    burst: int | None = Field(None, gt=0)
-    #: Sustained tokens (prompt + completion) per minute per key; 0 switches it off.
-    tokens_per_minute: int = Field(0, ge=0)
-    #: Tokens a key may spend at once (default: a minute's worth).
-    token_burst: int | None = Field(None, gt=0)
+#: A caller key shorter than this, or with fewer distinct characters, is refused at
+#: load: such a key can be guessed (16 random characters of base64 are 96 bits).
+MIN_KEY_CHARS = 16
+MIN_KEY_DISTINCT_CHARS = 8
 
 
-class CallerKey(StrictSettings):
+class CallerKey(CallerGrants):
     """One caller credential: a name (what logs and metrics show) and the secret or its hash."""
 
     name: str = Field(min_length=1)
@@ -33,14 +31,26 @@ class CallerKey(StrictSettings):
     key: SecretStr | None = None
     #: `sha256:<hex>` of the key.
     key_sha256: str | None = None
-    #: Models this key may use; empty means all.
-    models: tuple[str, ...] = ()
-    #: Overrides the default rate limit for this key.
-    rate_limit: RateLimitSettings | None = None
-    #: The most max_tokens this key may ask for (a call that sets none gets this cap).
-    max_output_tokens: int | None = Field(None, gt=0)
-    #: Streams this key may hold open at once (per gateway process).
-    max_concurrent_streams: int | None = Field(None, gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _strong_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # An empty key is the model check's to report (its variable is unset); the demo
+        # key is allowed on loopback only, which the gateway's own check enforces.
+        value = key.get_secret_value() if key is not None else ""
+        if not value or hashlib.sha256(value.encode()).digest() == _DEMO_DIGEST:
+            return key
+        hint = "use a random one, e.g. `openssl rand -hex 16`"
+        if len(value) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"too short: {len(value)} characters, at least {MIN_KEY_CHARS} needed; {hint}"
+            )
+        if len(set(value)) < MIN_KEY_DISTINCT_CHARS:
+            raise ValueError(
+                f"too little variety: {len(set(value))} distinct characters, at least "
+                f"{MIN_KEY_DISTINCT_CHARS} needed; {hint}"
+            )
+        return key
 
     @model_validator(mode="after")
     def _exactly_one_secret(self) -> CallerKey:
@@ -71,3 +81,20 @@ class AuthSettings(StrictSettings):
     #: Off only for local experiments: every call is then accepted as 'anonymous'.
     enabled: bool = True
     keys: tuple[CallerKey, ...] = ()
+    #: Failed authentications one client address may make per minute, sustained; past
+    #: them (and the burst) its failing calls get RESOURCE_EXHAUSTED with RetryInfo. A
+    #: valid key always passes. 0 switches the throttle off.
+    failed_attempts_per_minute: int = Field(60, ge=0)
+    failed_attempts_burst: int = Field(20, gt=0)
+    #: Named grants that keys, certificates and tokens refer to (first listed, first taken).
+    roles: tuple[RoleSettings, ...] = ()
+    #: Bearer tokens (JWT) from the company's identity provider, checked against its JWKS.
+    jwt: JwtSettings | None = None
+    #: With mutual TLS: client certificates that identify a caller without a secret.
+    certificates: tuple[CertificateIdentity, ...] = ()
+    #: Keys issued and revoked at runtime through the Admin service.
+    virtual_keys: VirtualKeySettings = Field(default_factory=VirtualKeySettings)
+
+    @property
+    def has_identity_source(self) -> bool:
+        return bool(self.keys or self.jwt or self.certificates or self.virtual_keys.enabled)

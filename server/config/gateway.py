@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from ai_service.config.base import StrictSettings
 from ai_service.config.callers import AuthSettings, CallerKey, RateLimitSettings
 from ai_service.config.egress import EgressSettings, effective_egress
+from ai_service.config.grants import CallerGrants, Grants
 from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import ModelSettings, deployment_limits
 from ai_service.config.network import is_loopback
@@ -47,11 +48,8 @@ class GatewayConfig(StrictSettings):
         for i, model in enumerate(self.models):
             _check_model_references(f"models[{i}]", model, providers, models)
         deployment_limits(self.models)  # refuses two limits for one deployment
-        for i, key in enumerate(self.auth.keys):
-            for name in key.models:
-                if name not in models:
-                    raise ValueError(f"auth.keys[{i}].models: unknown model {name!r}")
-        if self.auth.enabled and not self.auth.keys:
+        _check_identities(self.auth, models, has_client_ca=self._has_client_ca)
+        if self.auth.enabled and not self.auth.has_identity_source:
             raise ValueError("auth.keys: auth is enabled but no key is configured")
         exposed = not is_loopback(self.server.host)
         explicitly_allowed = self.server.tls is not None and self.server.allow_demo_key_off_loopback
@@ -69,7 +67,7 @@ class GatewayConfig(StrictSettings):
         for name in self.redaction.models:
             if name not in models:
                 raise ValueError(f"redaction.models: unknown model {name!r}")
-        keys = {k.name for k in self.auth.keys}
+        keys = {k.name for k in self.auth.keys} | {c.name for c in self.auth.certificates}
         for name in self.redaction.keys:
             if name not in keys:
                 raise ValueError(f"redaction.keys: unknown key {name!r}")
@@ -93,7 +91,57 @@ class GatewayConfig(StrictSettings):
             except ValueError as exc:
                 raise ValueError(f"{path}.proxy: {exc}") from None
             providers.append(provider.model_copy(update={"egress": egress}))
-        return self.model_copy(update={"providers": tuple(providers)})
+        auth = self.auth
+        if auth.jwt is not None:
+            # The identity provider is reached like an upstream: the same proxy and CAs.
+            try:
+                egress = effective_egress(auth.jwt.egress, self.egress, auth.jwt.jwks_url, env)
+            except ValueError as exc:
+                raise ValueError(f"auth.jwt.egress.proxy: {exc}") from None
+            jwt = auth.jwt.model_copy(update={"egress": egress})
+            auth = auth.model_copy(update={"jwt": jwt})
+        return self.model_copy(update={"providers": tuple(providers), "auth": auth})
+
+    @property
+    def _has_client_ca(self) -> bool:
+        return self.server.tls is not None and self.server.tls.client_ca_file is not None
+
+
+def _check_identities(auth: AuthSettings, models: set[str], *, has_client_ca: bool) -> None:
+    """Roles, certificates and tokens name only roles and models that exist."""
+    _require_unique("auth.roles", [r.name for r in auth.roles])
+    _require_unique("auth.certificates", [c.name for c in auth.certificates])
+    roles = {r.name for r in auth.roles}
+    for i, role in enumerate(auth.roles):
+        _check_grants(f"auth.roles[{i}]", role, models, roles)
+    for i, key in enumerate(auth.keys):
+        _check_grants(f"auth.keys[{i}]", key, models, roles)
+    for i, certificate in enumerate(auth.certificates):
+        _check_grants(f"auth.certificates[{i}]", certificate, models, roles)
+    if auth.certificates and not has_client_ca:
+        raise ValueError(
+            "auth.certificates: client certificates need mutual TLS (server.tls.client_ca_file)"
+        )
+    matched: dict[tuple[str, str], str] = {}
+    for i, certificate in enumerate(auth.certificates):
+        for match in certificate.matches:
+            seen = matched.setdefault(match, certificate.name)
+            if seen != certificate.name:
+                raise ValueError(
+                    f"auth.certificates[{i}].{match[0]}: {match[1]!r} already identifies {seen!r}"
+                )
+    if auth.jwt is not None and auth.jwt.default_role not in (None, *roles):
+        raise ValueError(f"auth.jwt.default_role: unknown role {auth.jwt.default_role!r}")
+
+
+def _check_grants(path: str, grants: Grants, models: set[str], roles: set[str]) -> None:
+    for name in grants.models:
+        if name not in models:
+            raise ValueError(f"{path}.models: unknown model {name!r}")
+    if isinstance(grants, CallerGrants):
+        for role in grants.roles:
+            if role not in roles:
+                raise ValueError(f"{path}.roles: unknown role {role!r}")
 
 
 def _require_distinct_secrets(keys: Sequence[CallerKey]) -> None:

@@ -51,6 +51,9 @@ class AuditSettings(StrictSettings):
     backup_count: int = Field(5, ge=0)
     #: Also record the prompt and the answer, after redaction (see `redaction`).
     include_prompts: bool = False
+    #: Calls refused before authentication get no record each: one summary record
+    #: per this many seconds counts them by reason.
+    refusal_summary_seconds: float = Field(10.0, gt=0)
 
 
 class ObservabilitySettings(StrictSettings):

@@ -49,6 +49,30 @@ class ServerSettings(StrictSettings):
     #: without reaching the gateway: gRPC answers them CANCELLED. Lower bounds the wait
     #: of accepted calls under overload; higher absorbs larger bursts.
     max_pending_calls: int = Field(1000, gt=0)
+    #: How long a call may wait, after its headers, for its request message (and a
+    #: request-streaming call for each next one) before it is ended DEADLINE_EXCEEDED:
+    #: a stream that sends HEADERS alone holds memory until then. Raise it for clients
+    #: that send large requests over slow links.
+    request_message_timeout_seconds: float = Field(10.0, gt=0)
+    #: Calls waiting for their request message at once, over all connections; past it
+    #: the one that has waited longest is ended (a call whose message comes with its
+    #: headers waits for microseconds: the longest waiting sends nothing).
+    max_calls_awaiting_request: int = Field(1000, gt=0)
+    #: Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS):
+    #: a client opens more only by breaking the protocol, and those are refused
+    #: (RST_STREAM REFUSED_STREAM). Well-behaved clients queue beyond it.
+    max_concurrent_streams: int = Field(100, gt=0)
+    #: Connections the listener holds at once; past it new ones are closed at accept.
+    max_connections: int = Field(1000, gt=0)
+    #: A connection with no call open this long is closed (GOAWAY): an idle client
+    #: reconnects when it next calls. 0 keeps idle connections.
+    max_connection_idle_seconds: float = Field(300.0, ge=0)
+    #: Health Watch streams open at once (health is open to callers without a key);
+    #: past it a new Watch is refused RESOURCE_EXHAUSTED, and Check still answers.
+    max_health_watches: int = Field(1000, gt=0)
+    #: How long a new connection may take over its TLS handshake and HTTP/2 preface,
+    #: and a client to acknowledge the server's HTTP/2 SETTINGS.
+    handshake_timeout_seconds: float = Field(10.0, gt=0)
 
     @field_validator("listen")
     @classmethod

@@ -9,6 +9,8 @@ from ai_service_protos import ai_service_pb2
 
 SERVICE_NAME = ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name
 
+ADMIN_SERVICE_NAME = ai_service_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 #: Names the health service answers for already: a model of that name would overwrite
@@ -16,6 +18,7 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVICE_NAMES = frozenset(
     {
         SERVICE_NAME,
+        ADMIN_SERVICE_NAME,
         HEALTH_SERVICE_NAME,
         reflection.SERVICE_NAME,
         "grpc.reflection.v1.ServerReflection",

@@ -4,6 +4,10 @@ grpc's asyncio health servicer keeps every Watch open until its caller leaves, s
 client that watches health (gRPC client-side health checking does) held every drain
 for its whole grace period, and the stream was then cut. Here a Watch ends, with OK,
 once it has told its caller NOT_SERVING during a drain.
+
+Health is open to every caller, and each Watch holds a stream and a task for as long
+as its caller likes: past `max_watches` at once, a new one is refused
+RESOURCE_EXHAUSTED (Check still answers).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+
+from ai_service.errors import TooManyStreams, abort
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,12 +51,26 @@ class _Watch:
 
 
 class DrainingHealthServicer(HealthServicer):  # type: ignore[misc]  # untyped upstream
-    def __init__(self) -> None:
+    def __init__(self, max_watches: int = 1000) -> None:
         super().__init__()
         self.draining = False
+        self.max_watches = max_watches
         self._watches: dict[asyncio.Task[Any], _Watch] = {}
 
+    @property
+    def watching(self) -> int:
+        """Watch streams open now."""
+        return len(self._watches)
+
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        if len(self._watches) >= self.max_watches:
+            refusal = TooManyStreams(
+                f"{self.max_watches} health Watch streams are open, the server's limit; "
+                "poll with Check, or watch later",
+                subject="health-watch",
+                limit=self.max_watches,
+            )
+            await abort(context, refusal)
         task = asyncio.current_task()
         assert task is not None
         watch = self._watches[task] = _Watch(request.service, context, self)

@@ -1,4 +1,4 @@
-"""Configured caller keys: a presented key → its `Caller`, looked up by digest.
+"""Configured caller keys: a presented key's digest → its `Caller`.
 
 Keys are held only as SHA-256 digests (the config may give the digest itself), and a
 presented key is hashed and looked up by its digest, which takes one step however many
@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from ai_service.config import AuthSettings, GatewayConfig, RateLimitSettings
+from ai_service.config import AuthSettings
 from ai_service.errors import Unauthenticated
-from ai_service.identity.callers import Caller, rate_rule, token_rule
+from ai_service.identity.callers import Caller, Grantor
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -21,28 +21,25 @@ Metadata = Sequence[tuple[str, str | bytes]]
 class KeyRing:
     """The configured caller keys, by digest."""
 
-    def __init__(self, settings: AuthSettings, default_rate: RateLimitSettings) -> None:
+    def __init__(self, settings: AuthSettings, grantor: Grantor) -> None:
         # Looked up by the SHA-256 of the presented key: the lookup's timing can only
         # tell how close the digest of the caller's own guess came, which says nothing
         # about any key (and it is one step however many keys there are).
         self._by_digest: dict[bytes, Caller] = {
-            key.digest: Caller(
-                name=key.name,
-                models=frozenset(key.models),
-                rate=rate_rule(key.rate_limit or default_rate),
-                tokens=token_rule(key.rate_limit or default_rate),
-                max_output_tokens=key.max_output_tokens,
-                max_concurrent_streams=key.max_concurrent_streams,
-            )
-            for key in settings.keys
+            key.digest: grantor.caller(key.name, "config_key", key) for key in settings.keys
         }
 
-    def authenticate(self, metadata: Metadata | None) -> Caller:
-        digest = hashlib.sha256(presented_key(metadata or ()).encode()).digest()
-        found = self._by_digest.get(digest)
-        if found is None:
-            raise Unauthenticated("invalid API key")
-        return found
+    def find(self, digest: bytes) -> Caller | None:
+        return self._by_digest.get(digest)
+
+
+def digest_of(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def has_credentials(metadata: Metadata) -> bool:
+    """Whether the call presents a key or token at all (well-formed or not)."""
+    return any(name in ("authorization", "x-api-key") for name, _ in metadata)
 
 
 def presented_key(metadata: Metadata) -> str:
@@ -68,15 +65,3 @@ def presented_key(metadata: Metadata) -> str:
     if len(keys) > 1:
         raise Unauthenticated("conflicting credentials: more than one key presented")
     return keys.pop()
-
-
-def access(config: GatewayConfig) -> tuple[KeyRing | None, Caller]:
-    """Who may call under `config`: the key ring (None with auth off) and the anonymous caller."""
-    keyring = KeyRing(config.auth, config.rate_limit) if config.auth.enabled else None
-    anonymous = Caller(
-        "anonymous",
-        frozenset(),
-        rate_rule(config.rate_limit),
-        token_rule(config.rate_limit),
-    )
-    return keyring, anonymous

@@ -1,10 +1,11 @@
-"""The first interceptor: a request id and a `CallRecord` for every AIService call.
+"""A request id and a `CallRecord` for every AIService call (the first interceptor
+after the request's arrival bound and tracing).
 
-The request id is the caller's `x-request-id` (when it is a sane token) or a new
-one; it goes back to the caller in the response metadata (a stream's initial
-metadata, so it is known from the first chunk; a unary call's trailing metadata,
-with its status, so it costs no extra send), into every log line of
-the call (`observability/logging.py`) and into the audit record. The record is
+The request id is the caller's `x-request-id` (when it is a plain token of at most
+64 characters) or a new one; it goes back to the caller in the response metadata
+(a stream's initial metadata, so it is known from the first chunk; a unary call's
+trailing metadata, with its status, so it costs no extra send), into every log line
+of the call (`observability/logging.py`) and into the audit record. The record is
 put in `current_call` for the interceptors and the servicer after this one, and
 closed with the call's status whoever ended it: the servicer, an interceptor's
 refusal, or the caller cancelling. Health and reflection pass untouched.
@@ -21,7 +22,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from typing import Any, NoReturn, cast
 
 import grpc
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from ai_service.calls.record import (
@@ -31,14 +31,16 @@ from ai_service.calls.record import (
     current_call,
     request_id_metadata,
 )
-from ai_service.errors import STATUS_DETAILS_KEY, InvalidRequest, abort
+from ai_service.errors import STATUS_DETAILS_KEY, GatewayError, abort
 from ai_service.identity.callers import current_caller
 from ai_service.identity.keyring import Metadata
+from ai_service.interceptors.arrival import Arrivals, decoded
 from ai_service.interceptors.auth import Continuation
 from ai_service.interceptors.rejection import Handler, is_guarded
 
-# A caller's id is echoed into logs and metadata: only a plain token is taken.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# A caller's id is echoed into logs, metadata and the audit log: only a plain token
+# of at most 64 characters (a UUID is 36) is taken; anything else gets an id of ours.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,64}")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -63,8 +65,10 @@ def request_id_of(metadata: Metadata | None) -> str:
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, observers: Sequence[Observer]) -> None:
+    def __init__(self, observers: Sequence[Observer], arrivals: Arrivals) -> None:
         self._observers = tuple(observers)
+        #: The bounds on the wait for a call's request message.
+        self.arrivals = arrivals
         # The observing wrapper of each method's handler, built once: the call's
         # record reaches it through `current_call`, not through a per-call closure.
         # Handlers are static objects (refusals included), so this stays small; the
@@ -119,17 +123,31 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
 def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
     # AIService's methods are all unary-request; the stubs type the aio behaviours
-    # as the sync ones. The wrapper decodes the request itself, once the call has its
-    # record and request id: bytes that are no request get a status that says so.
+    # as the sync ones. The wrapper is request-streaming, which gRPC runs from the
+    # call's headers: it reads the request itself, within the bound (see arrival.py),
+    # and decodes it once the call has its record and request id, so bytes that are no
+    # request get a status that says so. A refusal is request-streaming already (it
+    # answers from the headers, see rejection.py) and is given the requests unread.
+    read = not handler.request_streaming
     decode = handler.request_deserializer
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _observed_stream(handler.unary_stream, interceptor, decode),  # type: ignore[arg-type]
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            _observed_stream(
+                handler.stream_stream or handler.unary_stream,  # type: ignore[arg-type]
+                interceptor,
+                decode,
+                read,
+            ),
             None,
             handler.response_serializer,
         )
-    return grpc.unary_unary_rpc_method_handler(
-        _observed_unary(handler.unary_unary, interceptor, decode),  # type: ignore[arg-type]
+    return grpc.stream_unary_rpc_method_handler(
+        _observed_unary(
+            handler.stream_unary or handler.unary_unary,  # type: ignore[arg-type]
+            interceptor,
+            decode,
+            read,
+        ),
         None,
         handler.response_serializer,
     )
@@ -138,30 +156,29 @@ def _observing(handler: Handler, interceptor: TelemetryInterceptor) -> Handler:
 Decode = Callable[[bytes], Any] | None
 
 
-def _decoded(request: Any, decode: Decode) -> Any:
-    """The request message (`request` is its bytes when `decode` is set), or the
-    InvalidRequest to end the call with (returned: the usual path then needs no
-    coroutine to await, as aborting would)."""
-    if decode is None:  # a refusing handler's: it takes the bytes
-        return request
-    try:
-        return decode(request)
-    except DecodeError as exc:
-        return InvalidRequest("request", f"cannot be decoded ({exc})")
+async def _request(
+    requests: Any, context: Context, decode: Decode, read: bool, arrivals: Arrivals
+) -> Any:
+    """The request message (`read`), or the requests as they are (a refusal's)."""
+    if not read:
+        return requests
+    return decoded(await arrivals.receive(context), decode)
 
 
 def _observed_unary(
     behavior: Callable[[Any, Context], Awaitable[Any]],
     interceptor: TelemetryInterceptor,
     decode: Decode,
+    read: bool,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
-    async def unary(request: Any, context: Context) -> Any:
+    async def unary(requests: Any, context: Context) -> Any:
         call = _begin()
         interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
-            request = _decoded(request, decode)
-            if isinstance(request, InvalidRequest):
-                await abort(context, request, request_id_metadata())
+            try:
+                request = await _request(requests, context, decode, read, interceptor.arrivals)
+            except GatewayError as error:
+                await abort(context, error, request_id_metadata())
             response = await behavior(request, context)
         except BaseException as exc:
             _end(call, context, exc, interceptor)
@@ -178,15 +195,17 @@ def _observed_stream(
     behavior: Callable[[Any, Context], AsyncGenerator[Any, None]],
     interceptor: TelemetryInterceptor,
     decode: Decode,
+    read: bool,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
-    async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+    async def stream(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
         call = _begin()
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
         interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
-            request = _decoded(request, decode)
-            if isinstance(request, InvalidRequest):
-                await abort(early.context, request, request_id_metadata())
+            try:
+                request = await _request(requests, context, decode, read, interceptor.arrivals)
+            except GatewayError as error:
+                await abort(early.context, error, request_id_metadata())
             # Closed at once when the caller leaves, so the upstream stream is too.
             async with contextlib.aclosing(behavior(request, early.context)) as items:
                 async for item in items:
@@ -273,7 +292,7 @@ def _begin() -> CallRecord:
     assert call is not None  # set by intercept_service, in this same task
     caller = current_caller.get(None)  # set by the auth interceptor, after this one
     if caller is not None:
-        call.key = caller.name
+        call.identify(caller.name, caller.source, caller.team)
     call.begin()
     return call
 

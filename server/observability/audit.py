@@ -1,6 +1,7 @@
 """The audit log: one JSON line per AIService call, appended, never rewritten.
 
-Each record says who (the key's configured *name*), what (model asked for and
+Each record says who (the caller's configured *name*, what identified it — a config
+key, an issued key, a token or a certificate — and its team), what (model asked for and
 served, provider, deployment), how it ended (status, reason, tokens, latency,
 cache hit, PII kinds found) and, only with `include_prompts`, the prompt and
 answer as redacted by the policy. No key, provider key or bearer token is in any
@@ -13,6 +14,12 @@ rotation), waking at most every `_LINGER_SECONDS`: a record per call, each wakin
 thread and taking the GIL from the loop, cost ~160 µs of the loop's time per call
 (bench section 4); in batches it is a few µs. `close()` drains the queue before
 returning, so a graceful shutdown loses no record.
+
+A call refused before it was authenticated (no key, a wrong key, a throttled peer)
+gets no record of its own: anyone can make such calls by the thousand, and each
+record would push older ones, of served calls, out through rotation. They are
+counted per reason instead, and one summary record per `refusal_summary_seconds`
+says how many there were (`"event": "refusals"`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging.handlers
 import queue
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +40,20 @@ from ai_service.config import AuditSettings
 from ai_service.errors import scrub_secrets
 
 
+def _timestamp(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+
+
 def audit_entry(call: CallRecord) -> dict[str, Any]:
     served = call.served_by
     handle = served.handle if served is not None else call.shared_from
     entry: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(call.time))
-        + f".{int(call.time % 1 * 1000):03d}Z",
+        "time": _timestamp(call.time),
         "request_id": call.request_id,
         "method": call.method,
         "key": call.key,
+        "identity": call.identity,
+        "team": call.team,
         "model_requested": call.model_requested,
         "model": call.model,
         "model_served": (served.response_model if served is not None else "")
@@ -90,11 +103,41 @@ class AuditLog(Observer):
             encoding="utf-8",
         )
         self._queue: queue.SimpleQueue[str | object] = queue.SimpleQueue()
+        self._summary_seconds = settings.refusal_summary_seconds
+        #: Calls refused before authentication since the last summary, by reason; the
+        #: loop counts, the writer takes them (under the lock).
+        self._refused: Counter[str] = Counter()
+        self._refused_since = 0.0
+        self._lock = threading.Lock()
         self._writer = threading.Thread(target=self._write_batches, name="audit", daemon=True)
         self._writer.start()
 
     def call_ended(self, call: CallRecord) -> None:
+        if not call.key:  # refused before it was authenticated: counted, not recorded
+            with self._lock:
+                if not self._refused:
+                    self._refused_since = time.time()
+                self._refused[call.reason or call.code.name] += 1
+            return
         self._queue.put_nowait(orjson.dumps(audit_entry(call)).decode())
+
+    def _summary(self, *, final: bool) -> str | None:
+        """The refusals summary record, when one is due (at the end: whatever is counted)."""
+        with self._lock:
+            due = self._refused and (
+                final or time.time() - self._refused_since >= self._summary_seconds
+            )
+            if not due:
+                return None
+            counts, self._refused = self._refused, Counter()
+            since = self._refused_since
+        entry = {
+            "time": _timestamp(time.time()),
+            "event": "refusals",
+            "since": _timestamp(since),
+            "refused": dict(sorted(counts.items())),
+        }
+        return orjson.dumps(entry).decode()
 
     def close(self) -> None:
         """Write every queued record, then close the file (blocks: call it off the loop)."""
@@ -105,8 +148,12 @@ class AuditLog(Observer):
     def _write_batches(self) -> None:
         stopping = False
         while not stopping:
-            lines: list[str | object] = [self._queue.get()]
-            if lines[0] is not _STOP:
+            try:
+                # Awake at least once a summary period, for the refusals summary.
+                lines: list[str | object] = [self._queue.get(timeout=self._summary_seconds)]
+            except queue.Empty:
+                lines = []
+            if lines and lines[0] is not _STOP:
                 time.sleep(_LINGER_SECONDS)  # let a burst gather: one write for all of it
             while True:
                 try:
@@ -116,6 +163,9 @@ class AuditLog(Observer):
             # Scrubbed here, off the event loop: a record may hold a long prompt.
             records = [scrub_secrets(line) for line in lines if isinstance(line, str)]
             stopping = len(records) < len(lines)
+            summary = self._summary(final=stopping)
+            if summary is not None:
+                records.append(summary)
             for group in self._groups(records):
                 # One record of many lines: the handler checks rotation once, writes once.
                 self._handler.handle(logging.makeLogRecord({"msg": "\n".join(group)}))

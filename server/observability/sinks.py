@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from ai_service.calls.record import Observer
 from ai_service.config import ObservabilitySettings, ProviderSettings
+from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.observability.audit import AuditLog
@@ -44,12 +45,13 @@ class Observability:
         )
         self._telemetry: TelemetryInterceptor | None = None
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+    def interceptors(self, arrivals: Arrivals) -> list[grpc.aio.ServerInterceptor]:
         """First in the call order. With `server_spans: opentelemetry-grpc` the OTel
-        interceptor wraps ours, so its server span is current while the call runs."""
+        interceptor wraps ours, so its server span is current while the call runs.
+        `arrivals`: the bounds on the wait for a call's request message."""
         instrumentation = self.tracing.server_interceptor() if self.tracing is not None else None
         tracing = [instrumentation] if instrumentation is not None else []
-        self._telemetry = TelemetryInterceptor(self.observers)
+        self._telemetry = TelemetryInterceptor(self.observers, arrivals)
         return [*tracing, self._telemetry]
 
     async def calls_ended(self) -> None:

@@ -26,6 +26,7 @@ from ai_service.config import GatewayConfig, RequestLimits
 from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.answers import Answers
+from ai_service.pipeline.drain import Drain
 from ai_service.policy.redaction import RedactionPolicy, Screening
 from ai_service.policy.reflection import ReflectionGuard, scrub_answer
 from ai_service.policy.streams import OpenStreams
@@ -100,6 +101,12 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     def __init__(self, state: ServiceState) -> None:
         self.state = state  # each call reads it once: a reload never mixes two configs
         self._streams = OpenStreams()
+        self._drain = Drain()
+
+    def end_streams(self) -> None:
+        """The drain's grace is about to end: every stream still running ends now, with
+        DRAINING or STREAM_INTERRUPTED (see drain.py), rather than cut by gRPC."""
+        self._drain.end_streams()
 
     @staticmethod
     async def _admit(
@@ -153,12 +160,13 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         call = current_call.get()
         state = self.state
         try:
-            with self._streams.hold(current_caller.get()):
+            with self._streams.hold(current_caller.get()), self._drain.hold() as held:
                 route, screening = await self._admit(state, request)
                 budget = Budget.for_call(context.time_remaining(), state.default_deadline)
-                # The budget bounds the waits on the upstream, never a `yield`: cancelled
-                # while grpc.aio writes a chunk, the call would end with no status at all.
-                with budget.bound(state.timers):
+                # The budget (and the end of a drain) bounds the waits on the upstream,
+                # never a `yield`: cancelled while grpc.aio writes a chunk, the call would
+                # end with no status at all.
+                with budget.bound(state.timers), held:
                     outcome = await state.answers.answer_stream(
                         request, route, budget, current_caller.get()
                     )
@@ -176,7 +184,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         delivered += 1
                         chars += text_length(chunk)
                         last = chunk
-                        with budget.bound(state.timers):
+                        with budget.bound(state.timers), held:
                             chunk = await anext(rest, None)
                 await screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)
@@ -200,6 +208,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             route = state.router.resolve(request.model, caller)
             if call is not None:
                 call.route = route
+            # Redaction binds the inputs as it binds a chat prompt: they go upstream too.
+            reachable = [model.name for model in state.router.reachable(route)]
+            await state.policy.screening(caller.name, reachable, call).prompt(request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             with budget.bound(state.timers):
                 outcome = await state.answers.embed(request, route, budget, caller)

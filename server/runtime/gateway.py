@@ -1,9 +1,10 @@
 """Builds the gateway's grpc.aio server and runs it until a signal drains it.
 
-The interceptor list below is the order a call passes through: tracing (when on)
-and telemetry (request id, call record), authentication, then rate limiting,
-then the servicer. Health (the server, AIService and each
-public model) and reflection are served beside AIService and stay open to everyone.
+The interceptor list below is the order a call passes through: the request's
+arrival (a bound on the wait for it), tracing (when on) and telemetry (request id,
+call record), authentication, then rate limiting, then the servicer. Health (the
+server, AIService and each public model) and reflection are served beside AIService
+and stay open to everyone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ai_service.config import (
+    ADMIN_SERVICE_NAME,
     HEALTH_SERVICE_NAME,
     SERVICE_NAME,
     ConfigError,
@@ -30,26 +32,32 @@ from ai_service.config import (
 )
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
-from ai_service.identity.keyring import access
+from ai_service.identity.authenticator import Identities
+from ai_service.identity.throttle import FailedAuthThrottle, failed_auth_rule
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
+from ai_service.interceptors.arrival import Arrivals, RequestArrival
 from ai_service.limits.backends import build_limiter
 from ai_service.limits.buckets import RateLimiter
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.limits.token_quota import TokenQuota
 from ai_service.observability.sinks import Observability
+from ai_service.pipeline.admin import AdminService
 from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
 from ai_service.pipeline.service import AIService, ServiceState
 from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
-from ai_service.runtime.tls import server_credentials
+from ai_service.runtime.tls import ServerCertificates
 from ai_service_protos import ai_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 #: How long calls cut by a stop may take to unwind (settle their tokens, be recorded).
 CALLS_UNWIND_SECONDS = 5.0
+#: How long before the end of a drain's grace the streams still running are ended by
+#: the gateway (at most a quarter of the grace): time for their statuses to go out.
+STREAMS_END_BEFORE_GRACE = 1.0
 
 
 class Gateway:
@@ -68,20 +76,30 @@ class Gateway:
         self._load = load
         self.observability = Observability(config.observability, span_exporter)
         self._reuse_port = reuse_port
-        self.health = DrainingHealthServicer()
+        self.health = DrainingHealthServicer(config.server.max_health_watches)
         self.model_health = ModelHealth(self.health)
         self.runtime: Runtime | None = None
         self._cache: ResponseCache | None = None
-        self._auth = AuthInterceptor(*access(config))
+        self._auth_throttle = FailedAuthThrottle(failed_auth_rule(config.auth))
         #: Fetches URL parts for providers that take only bytes; one for every provider.
         self.media = MediaFetcher(config.media_fetch)
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
+        #: The listener's TLS files, which a reload reads again (None: plaintext).
+        self._certificates: ServerCertificates | None = None
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
         self.limiter: RateLimiter = build_limiter(shared, self.shared_redis)
+        #: Who may call: config keys, tokens, certificates and issued keys.
+        self.identities = Identities(self.shared_redis)
+        self._auth = AuthInterceptor(*self.identities.access(config), self._auth_throttle)
         self.port = 0
+        #: Calls waiting for their request message, and the bounds on them.
+        self.arrivals = Arrivals(
+            config.server.request_message_timeout_seconds,
+            config.server.max_calls_awaiting_request,
+        )
 
     @property
     def address(self) -> str:
@@ -97,7 +115,8 @@ class Gateway:
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [
-            *self.observability.interceptors(),
+            RequestArrival(self.arrivals),
+            *self.observability.interceptors(self.arrivals),
             self._auth,
             RateLimitInterceptor(self.limiter),
         ]
@@ -159,25 +178,30 @@ class Gateway:
             ],
         )
         ai_service_pb2_grpc.add_AIServiceServicer_to_server(self._service, server)
+        admin = AdminService(lambda: self.identities.virtual, lambda: self.config)
+        ai_service_pb2_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
             if settings.tls is None:
                 self.port = server.add_insecure_port(settings.listen)
             else:
-                credentials = server_credentials(settings.tls)
+                self._certificates = ServerCertificates(settings.tls)
+                credentials = self._certificates.credentials()
                 self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError as exc:
             await self._close_providers()
             raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
         await server.start()
         self._server = server
+        self.identities.start()
         await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
+        await self.health.set(ADMIN_SERVICE_NAME, serving)
         await self.model_health.attach(router)
         log.info("gateway listening", extra={"address": self.address})
 
@@ -190,11 +214,23 @@ class Gateway:
         log.info("draining", extra={"grace_seconds": grace})
         # gRPC cancels what is left when the grace runs out: those calls are recorded
         # as cut by the shutdown (what their callers see), not as cancelled by them.
-        cut = asyncio.get_running_loop().call_later(grace, self.observability.grace_ended)
+        loop = asyncio.get_running_loop()
+        cut = loop.call_later(grace, self.observability.grace_ended)
+        # Streams are ended a little before, by the gateway, with the stream contract's
+        # status (DRAINING, or STREAM_INTERRUPTED with the chunks delivered).
+        end_streams = (
+            loop.call_later(
+                grace - min(STREAMS_END_BEFORE_GRACE, grace / 4), self._service.end_streams
+            )
+            if grace > 0
+            else None
+        )
         try:
             await self._server.stop(grace)
         finally:
             cut.cancel()
+            if end_streams is not None:
+                end_streams.cancel()
         self._server = None
         # gRPC's stop returns before the calls it cut have unwound: their settlements
         # (maybe with Redis) and records come first, then what they use is closed.
@@ -220,6 +256,7 @@ class Gateway:
             providers += self.runtime.providers.values()
         await asyncio.gather(*(p.aclose() for p in providers), self.media.aclose())
         await self.limiter.aclose()  # gives back what it holds of shared buckets
+        await self.identities.aclose()
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
 
@@ -227,19 +264,30 @@ class Gateway:
         """Re-read the config file and swap it in without dropping a call; False if rejected.
 
         Keys, limits, routes, models, providers, resilience, cache and redaction change at
-        once for new calls; calls in flight finish on what they started with. The listener,
-        shared state and observability need a restart: changes there are logged, not applied.
+        once for new calls; calls in flight finish on what they started with. The TLS
+        certificate, key and client CA are read again for new connections (open ones keep
+        theirs). The rest of the listener (TLS turned on or off included), shared state
+        and observability need a restart: changes there are logged, not applied.
         """
         try:
             loaded = await asyncio.to_thread(self._load, path)
+            running = {name: getattr(self.config, name) for name in RESTART_ONLY_SECTIONS}
+            # The listener's certificate, key and client CA are read again (rotated
+            # files keep their paths), unless TLS itself is turned on or off.
+            certificates = self._certificates
+            new_tls = loaded.server.tls
+            rotating = certificates is not None and certificates.can_rotate_to(new_tls)
+            if rotating:
+                running["server"] = self.config.server.model_copy(update={"tls": new_tls})
             restart_only = {
-                name: getattr(self.config, name)
-                for name in RESTART_ONLY_SECTIONS
-                if getattr(loaded, name) != getattr(self.config, name)
+                name: value for name, value in running.items() if getattr(loaded, name) != value
             }
             # The running sections must agree with the new rest (the demo key and the
             # listening address, for one), so the whole is checked again.
             config = with_sections(loaded, restart_only)
+            if rotating:
+                assert certificates is not None and new_tls is not None
+                await asyncio.to_thread(certificates.rotate, new_tls)
         except ConfigError as exc:
             log.error("config reload rejected; the running config stays", extra={"error": str(exc)})
             return False
@@ -250,7 +298,8 @@ class Gateway:
             )
         old = self.runtime
         runtime = self._build_runtime(config)
-        self._auth.replace(*access(config))
+        self._auth.replace(*self.identities.access(config))
+        self._auth_throttle.rule = failed_auth_rule(config.auth)
         self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router.deployments, config.providers)
@@ -260,9 +309,10 @@ class Gateway:
                 p for name, p in old.providers.items() if runtime.providers.get(name) is not p
             ]
             self._close_later(retired, config.server.shutdown_grace_seconds)
-        log.info(
-            "config reloaded", extra={"models": len(config.models), "keys": len(config.auth.keys)}
-        )
+        reloaded: dict[str, object] = {"models": len(config.models), "keys": len(config.auth.keys)}
+        if rotating:
+            reloaded["tls_files"] = "read again: new connections use them"
+        log.info("config reloaded", extra=reloaded)
         return True
 
     def _close_later(self, providers: list[Provider], after: float) -> None:
@@ -292,8 +342,21 @@ class Gateway:
 
 
 def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    """Keepalive, connection-age and backlog options for life behind a load balancer."""
+    """Keepalive, connection-age and backlog options for life behind a load balancer, and
+    the bounds on what connections may hold (see docs/security.md)."""
+    handshake_ms = int(settings.handshake_timeout_seconds * 1000)
     options = [
+        # Streams past it are refused (REFUSED_STREAM, or ENHANCE_YOUR_CALM before the
+        # client has acknowledged the SETTINGS that carry it) ...
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # ... and only those: gRPC's "overload protection" also refuses streams while
+        # ended ones are still being freed, which fails a client that keeps to the limit
+        # (measured: 46 of 100 calls UNAVAILABLE at a limit of 10).
+        ("grpc.http.overload_protection", 0),
+        # A client that never acknowledges the SETTINGS is closed after this long.
+        ("grpc.http2.settings_timeout", handshake_ms),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.server_handshake_timeout_ms", handshake_ms),
         # gRPC core's own early rejection of a backlog (random from the first, certain
         # from the second): the defaults are 1000 and 3000.
         ("grpc.server.max_pending_requests", settings.max_pending_calls),
@@ -304,6 +367,9 @@ def connection_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    if settings.max_connection_idle_seconds > 0:
+        idle_ms = int(settings.max_connection_idle_seconds * 1000)
+        options.append(("grpc.max_connection_idle_ms", idle_ms))
     if settings.max_connection_age_seconds > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),

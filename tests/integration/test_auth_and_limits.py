@@ -328,3 +328,28 @@ async def test_a_call_that_never_left_the_gateway_costs_no_tokens(
         holder.cancel()
     assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 4
     assert simulator.stats.total_requests == 1
+
+
+async def test_failed_authentications_are_throttled_per_address_and_valid_keys_pass(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    gateway = await start_gateway(auth__failed_attempts_burst=3, auth__failed_attempts_per_minute=6)
+    codes = []
+    for _ in range(3):
+        with pytest.raises(AIServiceError) as caught:
+            await call(gateway, "not-a-key-0123456789")
+        codes.append(caught.value.code)
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 3
+    for key in ("not-a-key-0123456789", None):  # a wrong key, and none at all
+        with pytest.raises(AIServiceError) as caught:
+            await call(gateway, key)
+        error = caught.value
+        assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.reason == "AUTH_THROTTLED"
+        assert error.retry_after is not None and 0 < error.retry_after <= 10.0  # one refill
+        assert error.quota_violations == [
+            ("client:127.0.0.1", "6 failed authentications per minute")
+        ]
+    # Behind a proxy every caller shares one address: a valid key always passes.
+    await call(gateway, TEST_KEY)
+    assert simulator.stats.total_requests == 1

@@ -137,6 +137,7 @@ async def test_reflection_is_open_and_shows_only_the_public_contract(gateway: Ga
     services = {s.name for s in replies[0].list_services_response.service}
     assert services == {
         "ai_service.v1.AIService",
+        "ai_service.v1.Admin",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -272,7 +272,7 @@ async def test_a_refused_call_has_an_error_server_span_with_its_grpc_code(
 async def test_tracing_off_installs_no_instrumentation(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     assert gateway.observability.tracing is None
-    names = [type(i).__name__ for i in gateway.observability.interceptors()]
+    names = [type(i).__name__ for i in gateway.observability.interceptors(gateway.arrivals)]
     assert names == ["TelemetryInterceptor"]
 
 

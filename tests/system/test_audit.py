@@ -27,6 +27,7 @@ from ai_service_client import (
     InternalError,
     Message,
 )
+from ai_service_protos import ai_service_pb2_grpc
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
 from tests.processes import gateway_argv, spawn, wait_serving
 from tests.servers import redis_server
@@ -75,8 +76,11 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
         root.removeHandler(handler)
         root.setLevel(level)
 
-    records = read_audit(audit_path)
-    assert [r["status"] for r in records] == ["OK", "OK", "INTERNAL", "UNAUTHENTICATED"]
+    *records, refusals = read_audit(audit_path)
+    assert [r["status"] for r in records] == ["OK", "OK", "INTERNAL"]
+    # The wrong key's call is counted in the summary of refusals, not recorded alone.
+    assert refusals["event"] == "refusals"
+    assert refusals["refused"] == {"UNAUTHENTICATED": 1}
     first = records[0]
     assert first["key"] == "tester" and first["model"] == "sim-gpt"
     assert first["model_served"] == answer.model and first["provider"] == "simulator"
@@ -88,7 +92,6 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
     assert first["answer"] == "You said: my provider key is ***"
     assert first["latency_ms"] > 0 and first["cache_hit"] is False
     assert records[2]["reason"] == "UPSTREAM_AUTH"
-    assert records[3]["key"] == ""
 
     texts = {
         "log": lines.getvalue(),
@@ -100,6 +103,67 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
         assert TEST_KEY not in text, where
         assert PROVIDER_SECRET not in text, where
         assert "Bearer" not in text, where
+
+
+async def test_calls_without_a_key_are_counted_and_never_push_served_records_out(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    tree = config_tree(simulator.base_url)
+    tree["observability"] = {
+        "metrics": {"enabled": False},
+        "audit": {
+            "path": str(audit_path),
+            "max_bytes": 8192,
+            "backup_count": 1,
+            "refusal_summary_seconds": 0.2,
+        },
+    }
+    flood = 2000
+    long_id = "x" * 128  # a caller's id past 64 characters is not taken
+    async with Gateway(parse_config(tree, env=TEST_ENV)) as gateway:
+        async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+            await client.chat(ask(), metadata=[("x-request-id", "served-before-the-flood")])
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            chat = channel.unary_unary("/ai_service.v1.AIService/ChatCompletion")
+            request = ask().SerializeToString()
+            for start in range(0, flood, 50):
+                outcomes = await asyncio.gather(
+                    *(
+                        chat(request, metadata=[("x-request-id", long_id)], timeout=10)
+                        for _ in range(start, start + 50)
+                    ),
+                    return_exceptions=True,
+                )
+                # Refused; past the failed-authentication burst, throttled.
+                assert all(
+                    isinstance(o, grpc.aio.AioRpcError)
+                    and o.code()
+                    in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    for o in outcomes
+                )
+    files = sorted(await asyncio.to_thread(lambda: list(tmp_path.glob("audit.jsonl*"))))
+    records = [record for file in files for record in read_audit(file)]
+    served = [r for r in records if "event" not in r]
+    assert [r["request_id"] for r in served] == ["served-before-the-flood"]
+    summaries = [r for r in records if r.get("event") == "refusals"]
+    assert sum(sum(s["refused"].values()) for s in summaries) == flood
+    assert set().union(*(s["refused"] for s in summaries)) == {"UNAUTHENTICATED", "AUTH_THROTTLED"}
+    assert all(long_id not in file.read_text(encoding="utf-8") for file in files)
+
+
+async def test_a_request_id_is_taken_up_to_64_plain_characters(gateway: Gateway) -> None:
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = ai_service_pb2_grpc.AIServiceStub(channel)
+        for request_id, taken in (("a" * 64, True), ("a" * 65, False), ("id with spaces", False)):
+            call = stub.ChatCompletion(
+                ask(),
+                metadata=[("authorization", f"Bearer {TEST_KEY}"), ("x-request-id", request_id)],
+                timeout=10,
+            )
+            await call
+            trailers = dict(await call.trailing_metadata())
+            assert (trailers["x-request-id"] == request_id) is taken, request_id
 
 
 async def test_audit_records_survive_sigterm_mid_traffic(

@@ -19,12 +19,14 @@ from ai_service.config import (
     with_sections,
 )
 
-SAME_DIGEST = "sha256:" + hashlib.sha256(b"same").hexdigest()
+SAME = "the-same-secret-0123"
+SAME_DIGEST = "sha256:" + hashlib.sha256(SAME.encode()).hexdigest()
+KEY_A, KEY_B = "caller-key-a-0123456", "caller-key-b-0123456"
 
 
 def tree(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "auth": {"keys": [{"name": "k", "key": "secret"}]},
+        "auth": {"keys": [{"name": "k", "key": "caller-secret-0123"}]},
         "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],
         "models": [{"name": "m", "provider": "p", "upstream_model": "u"}],
     }
@@ -64,28 +66,36 @@ def tree(**overrides: Any) -> dict[str, Any]:
             "auth.keys[0]: key_sha256 must be 'sha256:'",
         ),
         (
-            {"auth": {"keys": [{"name": "k", "key": "a", "models": ["x"]}]}},
+            {"auth": {"keys": [{"name": "k", "key": KEY_A, "models": ["x"]}]}},
             "auth.keys[0].models: unknown model 'x'",
         ),
         ({"auth": {"keys": []}}, "auth.keys: auth is enabled but no key is configured"),
         (
-            {"auth": {"keys": [{"name": "k", "key": "a"}, {"name": "k", "key": "b"}]}},
+            {"auth": {"keys": [{"name": "k", "key": KEY_A}, {"name": "k", "key": KEY_B}]}},
             "auth.keys[1].name: duplicate name 'k'",
         ),
         (
-            {"auth": {"keys": [{"name": "a", "key": "same"}, {"name": "b", "key": "same"}]}},
+            {"auth": {"keys": [{"name": "a", "key": SAME}, {"name": "b", "key": SAME}]}},
             "auth.keys[1]: key 'b' has the same secret as key 'a'",
         ),
         (
             {
                 "auth": {
                     "keys": [
-                        {"name": "a", "key": "same"},
+                        {"name": "a", "key": SAME},
                         {"name": "b", "key_sha256": SAME_DIGEST},
                     ]
                 }
             },
             "auth.keys[1]: key 'b' has the same secret as key 'a'",
+        ),
+        (
+            {"auth": {"keys": [{"name": "a", "key": KEY_A}, {"name": "b", "key": "hunter2"}]}},
+            "auth.keys[1].key: too short: 7 characters, at least 16 needed",
+        ),
+        (
+            {"auth": {"keys": [{"name": "a", "key": "abababababababababab"}]}},
+            "auth.keys[0].key: too little variety: 2 distinct characters, at least 8 needed",
         ),
         ({"server": {"listen": "nowhere"}}, "server.listen: expected HOST:PORT"),
         ({"rate_limit": {"requests_per_minute": -1}}, "rate_limit.requests_per_minute"),

@@ -109,6 +109,9 @@ SHOWN_IN_COMMENTS = {
     "egress.tls.key_file": "# key_file: ",
     "providers.egress.tls": "# tls: ",
     "providers.bedrock.session_token": "# session_token: ",
+    "auth.jwt.egress.tls.ca_file": "# ca_file: /etc/ai-service/idp-ca.pem",
+    "auth.jwt.egress.tls.cert_file": "# cert_file: /etc/ai-service/idp-client.pem",
+    "auth.jwt.egress.tls.key_file": "# key_file: /etc/ai-service/idp-client.key",
 }
 
 

@@ -82,6 +82,12 @@ class HttpClient(Protocol):
         """POST `body`; the response (and its connection) is released on exit."""
         ...
 
+    def get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        """GET `url` (an identity provider's key set, say); released on exit like `post`."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -178,12 +184,22 @@ class HttpxClient:
             trust_env=False,
         )
 
-    @contextlib.asynccontextmanager
-    async def post(
+    def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._send("POST", url, body, headers)
+
+    def get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._send("GET", url, None, headers)
+
+    @contextlib.asynccontextmanager
+    async def _send(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
         request = self._client.build_request(
-            "POST", url, content=body, headers=with_trace_headers(headers)
+            method, url, content=body, headers=with_trace_headers(headers)
         )
         with _httpx_errors(self._library, self._egress, url):
             response = await self._client.send(request, stream=True)
@@ -281,12 +297,23 @@ class AiohttpClient:
             )
         return self._session
 
-    @contextlib.asynccontextmanager
-    async def post(
+    def post(
         self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._send("POST", url, body, headers)
+
+    def get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._send("GET", url, None, headers)
+
+    @contextlib.asynccontextmanager
+    async def _send(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
         with _aiohttp_errors(self._egress, url):
-            response = await self._session_now().post(
+            response = await self._session_now().request(
+                method,
                 url,
                 data=body,
                 headers={**with_trace_headers(headers), **self._request_headers},

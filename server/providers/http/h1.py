@@ -69,7 +69,7 @@ class _Origin:
     tls: bool
 
 
-def _route(url: str, proxy: Proxy | None) -> tuple[_Origin, bytes]:
+def _route(url: str, proxy: Proxy | None, method: str = "POST") -> tuple[_Origin, bytes]:
     """The origin of `url`, and its request line and Host header, encoded once per URL;
     through a proxy, an http URL's request line names it whole (the proxy forwards it)."""
     parts = urlsplit(url)
@@ -83,7 +83,7 @@ def _route(url: str, proxy: Proxy | None) -> tuple[_Origin, bytes]:
         target = f"http://{host_header}{target}"
         if proxy.authorization is not None:
             head += f"proxy-authorization: {proxy.authorization}\r\n"
-    request_line = f"POST {target} HTTP/1.1\r\n"
+    request_line = f"{method} {target} HTTP/1.1\r\n"
     origin = _Origin(parts.hostname, parts.port or (443 if tls else 80), tls)
     return origin, (request_line + head).encode("ascii")
 
@@ -450,6 +450,12 @@ class H1Client:
         )
         return _Exchange(self, pool, url, request)
 
+    def get(self, url: str, headers: Mapping[str, str]) -> _Exchange:
+        # Rare (an identity provider's key set): its request head is not kept.
+        origin, head = _route(url, self._egress.proxy, "GET")
+        request = b"".join((head, _header_block(headers), _header_block(trace_headers()), b"\r\n"))
+        return _Exchange(self, self._pool(origin), url, request)
+
     async def aclose(self) -> None:
         self._closed = True
         for pool in self._pools.values():
@@ -475,11 +481,15 @@ class H1Client:
 
     def _route(self, url: str) -> tuple[_Pool, bytes]:
         origin, head = _route(url, self._egress.proxy)
+        pool = self._pool(origin)
+        self._routes[url] = (pool, head)
+        return pool, head
+
+    def _pool(self, origin: _Origin) -> _Pool:
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool(origin, self._max_open)
-        self._routes[url] = (pool, head)
-        return pool, head
+        return pool
 
     async def _acquire(self, pool: _Pool, url: str) -> _Connection:
         loop = asyncio.get_running_loop()
