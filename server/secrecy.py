@@ -1,9 +1,10 @@
 """Every configured secret, and scrubbing it out of text that leaves the gateway.
 
 A secret is registered once, where the config hands it over (`keep_secret`: one line
-per source — provider keys and provider header values in
-server/providers/endpoint.py); from then on every status, log line, audit record,
-span attribute and answer is passed through `scrub_secrets`. An upstream that echoes
+per source — provider header values in server/providers/endpoint.py, provider keys,
+client secrets, AWS keys and every access token in server/providers/credentials/; a
+renewed token's predecessor is `forget_secret`-ed); from then on every status, log
+line, audit record, span attribute and answer is passed through `scrub_secrets`. An upstream that echoes
 a secret rarely echoes it byte for byte, so each is known in several forms: as
 written, URL-encoded, in base64 (standard and URL-safe, at each of the three
 alignments it can take inside a longer encoded text, as in a Basic `user:key`), and

@@ -30,7 +30,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ai-simulator",
-        description="A simulated model API: OpenAI, Anthropic and Ollama wire formats.",
+        description=(
+            "A simulated model API: the OpenAI, Anthropic, Ollama, Azure OpenAI, Gemini, "
+            "Vertex AI and Bedrock wire formats, and the clouds' token endpoints."
+        ),
     )
     parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8080))
     parser.add_argument("--latency-ms", type=float, default=0.0)
