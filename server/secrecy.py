@@ -4,11 +4,11 @@ A secret is registered once, where the config hands it over (`keep_secret`: one 
 per source — provider header values in server/providers/endpoint.py, provider keys,
 client secrets, AWS keys and every access token in server/providers/credentials/; a
 renewed token's predecessor is `forget_secret`-ed); from then on every status, log
-line, audit record, span attribute and answer is passed through `scrub_secrets`. An upstream that echoes
-a secret rarely echoes it byte for byte, so each is known in several forms: as
-written, URL-encoded, in base64 (standard and URL-safe, at each of the three
-alignments it can take inside a longer encoded text, as in a Basic `user:key`), and
-all of them in any letter case. A run of at least half of any form (and
+line, audit record, span attribute and answer is passed through `scrub_secrets`. An
+upstream that echoes a secret rarely echoes it byte for byte, so each is known in
+several forms: as written, URL-encoded, in base64 (standard and URL-safe, at each of
+the three alignments it can take inside a longer encoded text, as in a Basic
+`user:key`), and all of them in any letter case. A run of at least half of any form (and
 `MIN_SECRET_CHARS`) is scrubbed too: a key cut short, or its tail, shows no more
 than half of it, whichever way it was cut.
 

@@ -81,6 +81,12 @@ class IssuedCredentials:
             self.issued["sts"] += 1
         return key_id, secret, token, expiry
 
+    @property
+    def aws_issued(self) -> dict[str, tuple[str, str]]:
+        """Every AWS key id STS issued, with its secret and session token (expired or not)."""
+        with self._lock:
+            return {key: (secret, token) for key, (secret, token, _) in self._aws.items()}
+
     def aws_key(self, key_id: str) -> tuple[str, str] | None:
         """(secret, session token) of unexpired credentials STS issued under `key_id`."""
         found = self._aws.get(key_id)

@@ -264,7 +264,10 @@ async def test_bedrock_signs_with_a_profile_of_the_shared_files(
 
 @pytest.mark.usefixtures("no_aws_environment")
 async def test_web_identity_credentials_expiring_during_a_run_are_renewed_by_botocore(
-    start_gateway: StartGateway, simulator: Simulator, tmp_path: Path
+    start_gateway: StartGateway,
+    simulator: Simulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     simulator.config.token_lifetime_seconds = 3
     files = tmp_path / "aws"
@@ -286,6 +289,7 @@ async def test_web_identity_credentials_expiring_during_a_run_are_renewed_by_bot
         config_file=str(files / "config"),
     )
     gateway = await start(start_gateway, tree)
+    caplog.set_level(logging.DEBUG)
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         async with asyncio.timeout(60):
             while simulator.credentials.issued["sts"] < 3:
@@ -298,7 +302,15 @@ async def test_web_identity_credentials_expiring_during_a_run_are_renewed_by_bot
         if r.model == CLOUD_MODELS["sim-bedrock"].upstream
     ]
     assert all(h["X-Amz-Security-Token"] for h in signed)  # temporary credentials, with their token
-    assert len({h["Authorization"].split("/")[0] for h in signed}) >= 3  # renewed keys were used
+    key_ids = {h["Authorization"].split("Credential=")[1].split("/")[0] for h in signed}
+    assert len(key_ids) >= 3  # renewed keys were used
+    # STS's answers (botocore logs bodies at DEBUG) are never logged: not even unformatted,
+    # since a record is formatted (and scrubbed) before the credentials are known secrets.
+    lines = [record.getMessage() for record in caplog.records]
+    issued = simulator.credentials.aws_issued
+    assert key_ids <= set(issued)
+    for secret, token in issued.values():
+        assert all(secret not in line and token not in line for line in lines)
 
 
 @pytest.mark.usefixtures("no_aws_environment")

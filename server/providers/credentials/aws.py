@@ -16,6 +16,7 @@ sent, the exact body bytes, `host` and `content-type`; the signature headers
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -35,6 +36,10 @@ from ai_service.providers.credentials.tokens import RETRY_AFTER_FAILURE, credent
 
 #: Bedrock's signing name (bedrock-runtime's service model: `signingName: bedrock`).
 SERVICE = "bedrock"
+
+# botocore logs whole request and response bodies at DEBUG, STS's temporary credentials
+# among them, before the gateway has them to register as secrets: its loggers stop at INFO.
+logging.getLogger("botocore").setLevel(logging.INFO)
 _SIGNATURE_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
 _WHAT = "AWS credentials"
 
