@@ -29,6 +29,20 @@ are dropped (best effort by the contract); `response_format` other than text and
 temperature above 1 are refused. A tool result goes back as text. `tool_choice` `none`
 sends no tools, unless the conversation already holds tool calls: Converse then requires
 the tools, and cannot be told not to call them.
+
+Content (https://docs.aws.amazon.com/bedrock/latest/userguide/conversation-inference-call.html,
+.../claude-messages-extended-thinking.html, .../prompt-caching.html): images and documents
+go as bytes (`image{format,source.bytes}`, `document{format,name,source.bytes}`, the name
+cut to the characters Bedrock allows), a URL part fetched first; audio and an image
+`detail` are refused. Reasoning goes to Claude models as
+`additionalModelRequestFields.thinking` (the Anthropic adapter's rules: an effort as
+1024/4096/16384 tokens, `maxTokens` the model's default plus the budget when unset, no
+temperature, top_p from 0.95, no forced tool); `reasoningContent` blocks (signed
+`reasoningText`, `redactedContent`) come back as reasoning blocks, streamed as deltas,
+and go back first in their turn. A cache mark is a `cachePoint` block after what it
+marks (at most 4); `cacheReadInputTokens` and `cacheWriteInputTokens` are the usage
+details. Embeddings are InvokeModel with the documented bodies of Amazon Titan Text
+Embeddings and Cohere Embed; other families are refused naming the model.
 """
 
 from __future__ import annotations

@@ -28,6 +28,18 @@ ends; the last chunk (finish reason and the final usage) goes out at the end of 
 Safety stops (`SAFETY`, `RECITATION`, `BLOCKLIST`, …, a prompt blocked by
 `promptFeedback.blockReason`) end with `content_filter`; a malformed function call is
 UNAVAILABLE, as the model failed, and may be retried.
+
+Content (https://ai.google.dev/gemini-api/docs/vision, .../document-processing, .../audio,
+.../thinking, .../thought-signatures, https://ai.google.dev/api/embeddings): images (PNG,
+JPEG, WebP), documents and audio go inline (`inlineData` with their media type), a URL
+part fetched first; a GIF and an image `detail` are refused. The reasoning setting is
+`thinkingConfig` (`thinkingBudget`: an effort as 1024/4096/16384, off as 0;
+`includeThoughts`). Thought parts come back as reasoning blocks with their
+`thoughtSignature`, a signature on an answer part as a block of its own; they go back as
+thought parts, and a loose signature on the first function call (else the text), where
+Gemini 3 checks it. `thoughtsTokenCount` is the reasoning tokens (counted in the
+completion), `cachedContentTokenCount` the cached tokens. Embeddings are
+`:batchEmbedContents` (Vertex: `:predict`, vertex.py).
 """
 
 from __future__ import annotations
