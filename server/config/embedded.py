@@ -99,7 +99,8 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
                 {
                     "name": "sim-bedrock",
                     "provider": "simulator-bedrock",
-                    "upstream_model": "sim-bedrock-1",
+                    # A Claude model id (with Bedrock's `:`), so reasoning goes as thinking.
+                    "upstream_model": "anthropic.sim-claude-v1:0",
                 },
             ],
         },

@@ -167,13 +167,23 @@ EMBEDDED_MODELS = [
 ]
 
 
+EMBEDDED_PROVIDERS = {
+    "openai": "simulator",
+    "anthropic": "simulator-anthropic",
+    "ollama": "simulator-ollama",
+    "azure_openai": "simulator-azure",
+    "gemini": "simulator-gemini",
+    "bedrock": "simulator-bedrock",
+}
+
+
 @pytest.mark.parametrize(("model", "kind"), EMBEDDED_MODELS)
 def test_grpcurl_every_provider_kind_answers_unary_and_streamed_alike(
     embedded: Running, model: str, kind: str
 ) -> None:
     unary = json.loads(ok(grpcurl(GRPCURL_CHAT.replace("sim-gpt", model), embedded.address)))
     assert unary["choices"][0]["message"]["content"] == "You said: hello"
-    assert unary["deployment"].endswith(f"/{model}-1")
+    assert unary["provider"] == EMBEDDED_PROVIDERS[kind]  # its kind's simulated provider
     chunks = json_documents(ok(grpcurl(GRPCURL_STREAM.replace("sim-gpt", model), embedded.address)))
     text = "".join(
         choice.get("delta", {}).get("content", "")
@@ -441,9 +451,10 @@ def test_grpcurl_image_reasoning_and_embed_on_every_model_that_takes_them(
     listed = json.loads(ok(grpcurl_call(embedded.address, "ListModels", {})))["models"]
     capable = {name: [m["id"] for m in listed if m["capabilities"].get(name)] for name in (
         "vision", "reasoning", "embeddings")}  # fmt: skip
+    clouds = ["sim-azure", "sim-gemini", "sim-bedrock"]
     assert capable == {
-        "vision": ["sim-gpt", "sim-claude", "sim-llava"],
-        "reasoning": ["sim-gpt", "sim-claude", "sim-llava"],
+        "vision": ["sim-gpt", "sim-claude", "sim-llava", *clouds],
+        "reasoning": ["sim-gpt", "sim-claude", "sim-llava", *clouds],
         "embeddings": ["sim-embed", "sim-minilm"],
     }
     image = {"image": {"data": PIXEL, "media_type": "image/png"}}
