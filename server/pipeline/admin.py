@@ -208,7 +208,11 @@ def _rate_limit(limit: KeyRateLimit) -> RateLimitSettings:
 
 def _budget(budget: KeyBudget) -> BudgetSettings:
     return BudgetSettings.model_validate(
-        {"amount": budget.amount, "period": budget.period or "month"}
+        {
+            "amount": budget.amount or None,
+            "period": budget.period or "month",
+            "soft": budget.soft or None,
+        }
     )
 
 
@@ -233,7 +237,10 @@ def spec_of(key: StoredKey) -> KeySpec:
             )
         )
     if grants.budget is not None:
-        spec.budget.CopyFrom(KeyBudget(amount=grants.budget.amount, period=grants.budget.period))
+        budget = grants.budget
+        spec.budget.CopyFrom(
+            KeyBudget(amount=budget.amount or 0, period=budget.period, soft=budget.soft or 0)
+        )
     if key.expires_at is not None:
         spec.expire_time.FromNanoseconds(int(key.expires_at * 1e9))
     return spec
