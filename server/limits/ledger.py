@@ -46,6 +46,8 @@ FIELDS = (
     "unpriced_calls",
 )
 COST = FIELDS.index("cost")
+ESTIMATED = FIELDS.index("estimated_calls")
+UNPRICED = FIELDS.index("unpriced_calls")
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
 from ai_service.pipeline.metering import Meter
 from ai_service.pipeline.service import AIService, ServiceState
+from ai_service.pipeline.usage import UsageReports
 from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
 from ai_service.runtime.tls import ServerCertificates
@@ -149,7 +150,8 @@ class Gateway:
             self._cache = self._response_cache(config)
         meter = Meter(TokenQuota(self.limiter), self.ledger, config)
         answers = Answers(dispatcher, meter, self._cache, config.cache)
-        return Runtime(config, providers, router, dispatcher, answers)
+        usage = UsageReports(config, meter, self.ledger, lambda: self.identities.virtual)
+        return Runtime(config, providers, router, dispatcher, answers, usage)
 
     @property
     def router(self) -> Router:
@@ -170,7 +172,9 @@ class Gateway:
         settings = self.config.server
         runtime = self.runtime = self._build_runtime(self.config)
         router = runtime.router
-        self._service = AIService(ServiceState.build(self.config, router, runtime.answers))
+        self._service = AIService(
+            ServiceState.build(self.config, router, runtime.answers, runtime.usage)
+        )
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
@@ -307,7 +311,9 @@ class Gateway:
         runtime = self._build_runtime(config)
         self._auth.replace(*self.identities.access(config))
         self._auth_throttle.rule = failed_auth_rule(config.auth)
-        self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
+        self._service.state = ServiceState.build(
+            config, runtime.router, runtime.answers, runtime.usage
+        )
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router.deployments, config.providers)
         await self.model_health.attach(runtime.router)
@@ -397,6 +403,7 @@ class Runtime:
     router: Router
     dispatcher: Dispatcher
     answers: Answers
+    usage: UsageReports
 
 
 #: Config sections a reload cannot change in a running process.
