@@ -249,6 +249,9 @@ class Simulator:
             malformed=(fault.after_chunks, fmt.malformed_event())
             if fault is not None and kind == "malformed"
             else None,
+            hold=(fault.after_chunks, fault.seconds)
+            if fault is not None and kind == "hold"
+            else None,
         )
         self.stats.streams_in_flight += 1
         try:

@@ -13,6 +13,8 @@ requests (None = forever) with an optional `probability`, and has one kind:
 - `malformed`: 200 with a body that is not JSON; a stream sends `after_chunks` good events,
   then one broken event, then the rest.
 - `latency`: wait `seconds`, then answer normally.
+- `hold`: stream `after_chunks` events, then send nothing more for `seconds` (None =
+  until the client leaves), then close (a stream the client gives up on, mid-answer).
 
 At most one rule fires per request: the first, in the order added, that matches and wins
 its probability draw. A rule's `times` counts firings, not matches.
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-FaultKind = Literal["status", "reset", "stall", "cut", "malformed", "latency"]
+FaultKind = Literal["status", "reset", "stall", "cut", "malformed", "latency", "hold"]
 FAULT_KINDS = frozenset(get_args(FaultKind))
 
 
