@@ -91,8 +91,12 @@ for i = 1, n do
   local k = (i - 1) * 4
   redis.call('INCRBY', KEYS[k + 2], ARGV[1])
   redis.call('ZADD', KEYS[k + 3], now + tonumber(ARGV[3]), ARGV[2])
-  redis.call('EXPIRE', KEYS[k + 2], ARGV[4])
-  redis.call('EXPIRE', KEYS[k + 3], ARGV[4])
+  -- kept as long as the longest hold in them may live
+  for j = 2, 3 do
+    if redis.call('TTL', KEYS[k + j]) < tonumber(ARGV[4]) then
+      redis.call('EXPIRE', KEYS[k + j], ARGV[4])
+    end
+  end
   local soft = tonumber(ARGV[4 + (i - 1) * 3 + 2])
   local flag = 0
   if soft >= 0 and spent[i] >= soft then
