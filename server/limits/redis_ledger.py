@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 
 from ai_service.limits.ledger import (
@@ -134,9 +135,12 @@ return 0
 class RedisLedger:
     """The ledger in Redis, shared by every process and replica that uses it."""
 
-    def __init__(self, shared: SharedRedis, retention_days: int) -> None:
+    def __init__(
+        self, shared: SharedRedis, retention_days: int, hold_grace: float = HOLD_GRACE_SECONDS
+    ) -> None:
         self._shared = shared
         self._retention = retention_days * DAY_SECONDS
+        self._hold_grace = hold_grace
         self._reserve = shared.client.register_script(_RESERVE)
         self._settle = shared.client.register_script(_SETTLE)
         self._calendar = Calendar()
@@ -159,7 +163,7 @@ class RedisLedger:
         periods = self._calendar.now()
         keys: list[str] = []
         hold = Hold(hold_id(), amount, tuple(scope.name for scope in budgeted))
-        lifetime = int(hold_seconds + HOLD_GRACE_SECONDS)
+        lifetime = math.ceil(hold_seconds + self._hold_grace)
         args: list[str | int] = [amount, f"{hold.id}:{amount}", lifetime, lifetime + 1]
         for scope in budgeted:
             rule = scope.budget

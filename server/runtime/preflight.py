@@ -35,6 +35,31 @@ def require_startable(config: GatewayConfig) -> None:
         raise ConfigError(*found)
 
 
+def worker_problems(config: GatewayConfig, workers: int) -> list[str]:
+    """What only `--workers N` would refuse: budgets kept in each worker's memory would
+    each allow the whole budget."""
+    if workers < 2 or config.shared_state.backend != "memory":
+        return []
+    auth = config.auth
+    budgeted = [
+        f"auth.{section}[{i}].budget"
+        for section, entries in (
+            ("keys", auth.keys),
+            ("roles", auth.roles),
+            ("certificates", auth.certificates),
+            ("teams", auth.teams),
+        )
+        for i, entry in enumerate(entries)
+        if entry.budget is not None
+    ]
+    if not budgeted:
+        return []
+    return [
+        f"{budgeted[0]}: budgets across --workers {workers} need shared_state.backend: redis "
+        f"(each worker's memory would allow the whole budget); use Redis, or --workers 1"
+    ]
+
+
 def _unwritable(path: Path) -> str | None:
     """Why this process could not append to `path` (creating its folders), or None."""
     if path.is_dir():
