@@ -9,9 +9,10 @@ log's folder writable by this user. Each problem names its field.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from ai_service.config import ConfigError, GatewayConfig
+from ai_service.config import ConfigError, GatewayConfig, Grants, TeamSettings
 from ai_service.runtime.tls import server_credentials
 
 
@@ -41,14 +42,15 @@ def worker_problems(config: GatewayConfig, workers: int) -> list[str]:
     if workers < 2 or config.shared_state.backend != "memory":
         return []
     auth = config.auth
+    sections: tuple[tuple[str, Sequence[Grants | TeamSettings]], ...] = (
+        ("keys", auth.keys),
+        ("roles", auth.roles),
+        ("certificates", auth.certificates),
+        ("teams", auth.teams),
+    )
     budgeted = [
         f"auth.{section}[{i}].budget"
-        for section, entries in (
-            ("keys", auth.keys),
-            ("roles", auth.roles),
-            ("certificates", auth.certificates),
-            ("teams", auth.teams),
-        )
+        for section, entries in sections
         for i, entry in enumerate(entries)
         if entry.budget is not None
     ]
