@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import itertools
+import operator
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -150,7 +151,7 @@ class Calendar:
         return periods
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spend:
     """What one call spent, for its model's rollup: one count per `FIELDS`."""
 
@@ -171,7 +172,7 @@ class Tally:
     counts: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refusal:
     """Why a reservation was refused: the scope, its spend in the period and what calls
     in flight held, in nano-units."""
@@ -182,7 +183,7 @@ class Refusal:
     reserved: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hold:
     """A reservation taken: `amount` nano-units held in each of `scopes`."""
 
@@ -191,7 +192,7 @@ class Hold:
     scopes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     """What a reservation gave: a hold (None when refused, or when the shared store was
     down and the policy let the call through), the scopes over their soft limit, and
@@ -203,7 +204,7 @@ class Admission:
     first_over_soft: tuple[Scope, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Balance:
     """A scope's spend in a period and what calls in flight hold, in nano-units."""
 
@@ -251,6 +252,9 @@ def add_counts(into: list[int], counts: Iterable[int]) -> None:
         into[i] += value
 
 
+_PLACE = {"day": 0, "week": 1, "month": 2}
+
+
 class MemoryLedger:
     """The ledger in this process: exact here, invisible to other processes, forgotten
     when the process stops (Redis keeps it across processes and restarts)."""
@@ -258,8 +262,10 @@ class MemoryLedger:
     def __init__(self, retention_days: int, clock: Callable[[], float] = time.time) -> None:
         self._retention_days = retention_days
         self._calendar = Calendar(clock)
-        #: (scope, period key) → nano-units spent.
-        self._spent: dict[tuple[str, str], int] = {}
+        #: The current day, week and month: their keys.
+        self._keys: tuple[str, str, str] = ("", "", "")
+        #: scope → nano-units spent in the current day, week and month.
+        self._spent: dict[str, list[int]] = {}
         #: scope → nano-units held by calls in flight.
         self._reserved: dict[str, int] = {}
         #: (scope, period key) of the soft limits already passed and logged.
@@ -268,50 +274,59 @@ class MemoryLedger:
         self._rollups: dict[tuple[str, int], dict[tuple[int, str], list[int]]] = {}
         self._day = -1
 
+    def _now(self) -> Periods:
+        periods = self._calendar.now()
+        if periods.day.key != self._keys[0]:
+            self._new_day(periods)
+        return periods
+
     async def reserve(
         self, budgeted: Sequence[Scope], amount: int, hold_seconds: float
     ) -> Admission:
-        periods = self._calendar.now()
+        periods = self._now()
         spent: list[int] = []
         for scope in budgeted:
             rule = scope.budget
             assert rule is not None
-            period = periods.of(rule.period)
-            used = self._spent.get((scope.name, period.key), 0)
+            totals = self._spent.get(scope.name)
+            used = totals[_PLACE[rule.period]] if totals is not None else 0
             held = self._reserved.get(scope.name, 0)
             if rule.hard is not None and used + held + amount > rule.hard:
-                return Admission(None, Refusal(scope, period, used, held))
+                return Admission(None, Refusal(scope, periods.of(rule.period), used, held))
             spent.append(used)
-        over: list[Scope] = []
-        first: list[Scope] = []
-        for scope, used in zip(budgeted, spent, strict=True):
-            self._reserved[scope.name] = self._reserved.get(scope.name, 0) + amount
+        over: tuple[Scope, ...] = ()
+        first: tuple[Scope, ...] = ()
+        reserved = self._reserved
+        for i, scope in enumerate(budgeted):
+            reserved[scope.name] = reserved.get(scope.name, 0) + amount
             rule = scope.budget
             assert rule is not None
-            if rule.soft is not None and used >= rule.soft:
-                over.append(scope)
+            if rule.soft is not None and spent[i] >= rule.soft:
+                over += (scope,)
                 mark = (scope.name, periods.of(rule.period).key)
                 if mark not in self._alerted:
                     self._alerted.add(mark)
-                    first.append(scope)
-        hold = Hold(hold_id(), amount, tuple(scope.name for scope in budgeted))
-        return Admission(hold, None, tuple(over), tuple(first))
+                    first += (scope,)
+        # No id: a hold here is never looked up, only given back by its settlement.
+        hold = Hold("", amount, tuple([scope.name for scope in budgeted]))
+        return Admission(hold, None, over, first)
 
     async def settle(self, hold: Hold | None, scopes: Sequence[str], spend: Spend) -> None:
         if hold is not None:
             for name in hold.scopes:
                 self._reserved[name] -= hold.amount
-        periods = self._calendar.now()
-        day = periods.day.start // DAY_SECONDS
-        if day != self._day:
-            self._new_day(periods, int(day))
+        periods = self._now()
         cost = spend.cost
         slot = (periods.hour, spend.model)
         for name in scopes:
             if cost:
-                for period in periods.all:
-                    key = (name, period.key)
-                    self._spent[key] = self._spent.get(key, 0) + cost
+                totals = self._spent.get(name)
+                if totals is None:
+                    self._spent[name] = [cost, cost, cost]
+                else:
+                    totals[0] += cost
+                    totals[1] += cost
+                    totals[2] += cost
             hours = self._rollups.get((name, self._day))
             if hours is None:
                 hours = self._rollups[(name, self._day)] = {}
@@ -319,15 +334,21 @@ class MemoryLedger:
             if counts is None:
                 hours[slot] = list(spend.counts)
             else:
-                add_counts(counts, spend.counts)
+                counts[:] = map(operator.add, counts, spend.counts)
 
-    def _new_day(self, periods: Periods, day: int) -> None:
-        """Forget the periods that ended and the rollups past their retention."""
-        self._day = day
-        current = {period.key for period in periods.all}
-        self._spent = {key: v for key, v in self._spent.items() if key[1] in current}
-        self._alerted = {mark for mark in self._alerted if mark[1] in current}
-        oldest = day - self._retention_days
+    def _new_day(self, periods: Periods) -> None:
+        """Start the new day (and week, and month, when they start too); forget the
+        rollups past their retention."""
+        keys = (periods.day.key, periods.week.key, periods.month.key)
+        kept = [old == new for old, new in zip(self._keys, keys, strict=True)]
+        for totals in self._spent.values():
+            for i, keep in enumerate(kept):
+                if not keep:
+                    totals[i] = 0
+        self._keys = keys
+        self._alerted = {mark for mark in self._alerted if mark[1] in keys}
+        self._day = int(periods.day.start // DAY_SECONDS)
+        oldest = self._day - self._retention_days
         self._rollups = {key: v for key, v in self._rollups.items() if key[1] > oldest}
 
     async def tallies(self, scope: str, since_hour: int, until_hour: int) -> list[Tally]:
@@ -339,7 +360,11 @@ class MemoryLedger:
         return found
 
     async def balance(self, scope: str, period: Period) -> Balance:
-        return Balance(self._spent.get((scope, period.key), 0), self._reserved.get(scope, 0))
+        self._now()
+        place = _PLACE[period.kind]
+        totals = self._spent.get(scope)
+        spent = totals[place] if totals is not None and self._keys[place] == period.key else 0
+        return Balance(spent, self._reserved.get(scope, 0))
 
     def start(self) -> None:
         pass

@@ -143,16 +143,15 @@ class Answers:
                 while chunk is not None:
                     answer.add(chunk)
                     if chunk.HasField("usage") and charge is None:
-                        charge, cost = self.meter.charge(ticket, chunk.usage, deployment)
-                        chunk.cost.CopyFrom(cost)
+                        charge = self.meter.charge(
+                            ticket, chunk.usage, deployment, shown=chunk.cost
+                        )
                     yield chunk
                     chunk = await anext(rest, None)
             finished = True
         finally:
             if charge is None:  # cut short, or no usage reported: what it delivered
-                charge, _ = self.meter.charge(
-                    ticket, None, deployment, completion_chars=answer.chars
-                )
+                charge = self.meter.charge(ticket, None, deployment, completion_chars=answer.chars)
             await self.meter.settle_shielded(ticket, charge)
         if finished and key is not None:
             await self._store(key, answer.response(), request)
@@ -172,8 +171,7 @@ class Answers:
             await self.meter.settle_shielded(ticket, self.meter.charge_failure(ticket, error))
             raise
         response = outcome.value
-        charge, cost = self.meter.charge(ticket, response.usage, outcome.handle.name)
-        response.cost.CopyFrom(cost)
+        charge = self.meter.charge(ticket, response.usage, outcome.handle.name, shown=response.cost)
         await self.meter.settle_shielded(ticket, charge)
         return Served(response, outcome.handle, outcome.attempts)
 
@@ -210,10 +208,13 @@ class Answers:
             await self.meter.settle_shielded(ticket, self.meter.charge_failure(ticket, error))
             raise
         response = outcome.value
-        charge, cost = self.meter.charge(
-            ticket, response.usage, outcome.handle.name, completion_chars=_text_of(response)
+        charge = self.meter.charge(
+            ticket,
+            response.usage,
+            outcome.handle.name,
+            completion_chars=_text_of(response),
+            shown=response.cost,
         )
-        response.cost.CopyFrom(cost)
         await self.meter.settle_shielded(ticket, charge)  # before storing: it may wait
         if key is not None:
             await self._store(key, outcome.value, request)

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 _MAX_CACHED_CALLERS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ticket:
     """What a call holds while it runs: its tokens, its money, and what to charge."""
 
@@ -62,13 +62,23 @@ class Ticket:
     hold: Hold | None
     #: Every scope the call's spend is kept for (its key, its team).
     scopes: tuple[str, ...]
-    model: str
-    #: The dearest price that may serve the call (None: a deployment has none).
-    rate: Rate | None
-    prompt_estimate: int
+    route: ModelRoute
+    #: The prompt's estimated tokens (None: not worked out yet; see `Meter.prompt`).
+    prompt_estimate: int | None
+    request: ChatCompletionRequest | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class _Scopes:
+    """A caller's scopes, worked out once per caller."""
+
+    caller: Caller
+    scopes: tuple[Scope, ...]
+    names: tuple[str, ...]
+    budgeted: list[Scope]
+
+
+@dataclass(slots=True)
 class Charge:
     """What a call is charged: tokens for its token limit, money for its scopes."""
 
@@ -94,18 +104,26 @@ class Meter:
             for team in config.auth.teams
             if team.budget is not None
         }
-        self._scopes: dict[Caller, tuple[Scope, ...]] = {}
+        #: By the caller object's id (callers are kept by the identity sources, and a
+        #: lookup by id costs no hashing of the caller's every field).
+        self._scopes: dict[int, _Scopes] = {}
+        self._rates: dict[int, tuple[ModelRoute, Rate | None]] = {}
 
     def scopes(self, caller: Caller) -> tuple[Scope, ...]:
         """The caller's key and team, with their budgets."""
-        found = self._scopes.get(caller)
-        if found is None:
-            found = (Scope(f"key:{caller.name}", caller.budget),)
+        return self._scopes_of(caller).scopes
+
+    def _scopes_of(self, caller: Caller) -> _Scopes:
+        found = self._scopes.get(id(caller))
+        if found is None or found.caller is not caller:
+            scopes: tuple[Scope, ...] = (Scope(f"key:{caller.name}", caller.budget),)
             if caller.team:
-                found += (Scope(f"team:{caller.team}", self._teams.get(caller.team)),)
+                scopes += (Scope(f"team:{caller.team}", self._teams.get(caller.team)),)
+            budgeted = [scope for scope in scopes if scope.budget is not None]
+            found = _Scopes(caller, scopes, tuple(s.name for s in scopes), budgeted)
             if len(self._scopes) >= _MAX_CACHED_CALLERS:
                 self._scopes.clear()
-            self._scopes[caller] = found
+            self._scopes[id(caller)] = found
         return found
 
     def team_budget(self, team: str) -> BudgetRule | None:
@@ -118,46 +136,59 @@ class Meter:
         request: ChatCompletionRequest,
         hold_seconds: float,
     ) -> Ticket:
+        found = self._scopes_of(caller)
+        if not found.budgeted and caller.tokens is None:  # nothing to hold: the estimate waits
+            return Ticket(None, None, found.names, route, None, request)
         if request.HasField("max_tokens"):
             completion = request.max_tokens
         else:  # the default the gateway sends, and a reasoning budget beside it
             completion = route.model.effective_default_max_tokens
             if request.HasField("reasoning"):
                 completion += budget_of(request.reasoning) or 0
-        return await self.admit(
-            caller, route, estimate_prompt_tokens(request), completion, hold_seconds
+        return await self._admit(
+            caller, found, route, estimate_prompt_tokens(request), completion, hold_seconds
         )
 
     async def admit(
         self, caller: Caller, route: ModelRoute, prompt: int, completion: int, hold_seconds: float
     ) -> Ticket:
         """Hold the most the call may cost in money and tokens, or refuse it."""
-        scopes = self.scopes(caller)
-        rate = self.prices.dearest((route.name, *route.fallbacks))
+        return await self._admit(
+            caller, self._scopes_of(caller), route, prompt, completion, hold_seconds
+        )
+
+    async def _admit(
+        self,
+        caller: Caller,
+        found: _Scopes,
+        route: ModelRoute,
+        prompt: int,
+        completion: int,
+        hold_seconds: float,
+    ) -> Ticket:
         hold = None
-        if scopes[0].budget is not None or (len(scopes) > 1 and scopes[1].budget is not None):
-            hold = await self._hold(caller, route, scopes, rate, prompt, completion, hold_seconds)
+        if found.budgeted:
+            hold = await self._hold(caller, route, found.budgeted, prompt, completion, hold_seconds)
         try:
             tokens = await self._quota.reserve_estimate(
                 caller.name, caller.tokens, prompt, completion
             )
         except BaseException:
             if hold is not None:
-                await self.settle_shielded(Ticket(None, hold, (), "", rate, prompt), NOTHING)
+                await self.settle_shielded(Ticket(None, hold, (), route, prompt), NOTHING)
             raise
-        return Ticket(tokens, hold, tuple(s.name for s in scopes), route.name, rate, prompt)
+        return Ticket(tokens, hold, found.names, route, prompt)
 
     async def _hold(
         self,
         caller: Caller,
         route: ModelRoute,
-        scopes: tuple[Scope, ...],
-        rate: Rate | None,
+        budgeted: list[Scope],
         prompt: int,
         completion: int,
         hold_seconds: float,
     ) -> Hold | None:
-        budgeted = [scope for scope in scopes if scope.budget is not None]
+        rate = self._dearest(route)
         if rate is None:
             missing = [
                 f"{name} ({', '.join(self.prices.unpriced[name])})"
@@ -215,22 +246,26 @@ class Meter:
         deployment: str | None,
         *,
         completion_chars: int = 0,
-    ) -> tuple[Charge, Cost]:
+        shown: Cost | None = None,
+    ) -> Charge:
         """What the call is charged (its provider's `usage` when it reported any, else an
-        estimate from `completion_chars`) at `deployment`'s price, recorded on the call;
-        and the Cost its answer shows."""
+        estimate from `completion_chars`) at `deployment`'s price, recorded on the call
+        and shown in `shown` (the answer's cost)."""
         estimated = usage is None or not (usage.total_tokens or usage.prompt_tokens)
         if estimated:
             usage = Usage(
-                prompt_tokens=ticket.prompt_estimate,
+                prompt_tokens=self.prompt(ticket),
                 completion_tokens=estimate_chars_as_tokens(completion_chars),
             )
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
         assert usage is not None
-        rate = self.prices.rate(deployment) if deployment is not None else ticket.rate
+        if deployment is not None:
+            rate = self.prices.rate(deployment)
+        else:  # where it went is not known: the dearest that may have served it
+            rate = self._dearest(ticket.route)
         nanos = rate.cost(usage) if rate is not None else 0
         spend = Spend(
-            ticket.model,
+            ticket.route.name,
             (
                 1,
                 usage.prompt_tokens,
@@ -243,13 +278,17 @@ class Meter:
                 int(rate is None),
             ),
         )
-        cost = Cost(
-            amount=amount(nanos), currency=self.currency, estimated=estimated, unpriced=rate is None
-        )
+        if shown is not None:
+            shown.amount = amount(nanos)
+            shown.currency = self.currency
+            if estimated:
+                shown.estimated = True
+            if rate is None:
+                shown.unpriced = True
         call = current_call.get()
         if call is not None:
             call.charged(spend, self.currency)
-        return Charge(usage.total_tokens or usage.prompt_tokens, spend), cost
+        return Charge(usage.total_tokens or usage.prompt_tokens, spend)
 
     def charge_failure(self, ticket: Ticket, error: BaseException) -> Charge:
         """A call that failed: its prompt, estimated, when it was cut short (cancelled, out
@@ -260,8 +299,28 @@ class Meter:
         sent = _sent_to(call)
         if sent is None:
             return NOTHING
-        charge, _ = self.charge(ticket, None, sent)
-        return charge
+        return self.charge(ticket, None, sent)
+
+    def _dearest(self, route: ModelRoute) -> Rate | None:
+        """The dearest price any deployment `route` may reach charges (its fallbacks'
+        too), worked out once per route."""
+        found = self._rates.get(id(route))
+        if found is None or found[0] is not route:
+            if len(self._rates) >= _MAX_CACHED_CALLERS:
+                self._rates.clear()
+            found = self._rates[id(route)] = (
+                route,
+                self.prices.dearest((route.name, *route.fallbacks)),
+            )
+        return found[1]
+
+    @staticmethod
+    def prompt(ticket: Ticket) -> int:
+        """The ticket's prompt estimate, worked out when first needed."""
+        if ticket.prompt_estimate is None:
+            assert ticket.request is not None
+            ticket.prompt_estimate = estimate_prompt_tokens(ticket.request)
+        return ticket.prompt_estimate
 
     def free(self) -> Cost:
         """The cost an answer from the cache or a shared call shows."""
