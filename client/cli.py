@@ -3,7 +3,7 @@
     ai-client chat "Why is the sky blue?" --stream
     ai-client models
     ai-client health
-    ai-client keys create billing-batch --model gpt-4o-mini --rpm 60 --expires-in 30d
+    ai-client keys create billing-batch --model gpt-4o-mini --rpm 60 --expires-in 30d --budget 50
     ai-client keys list
     ai-client keys revoke 3f9c0a1b2d4e5f60
     ai-client usage --since 7d
@@ -36,6 +36,7 @@ from ai_service_protos.ai_service_pb2 import (
     GetUsageRequest,
     GetUsageResponse,
     IssuedKey,
+    KeyBudget,
     KeyRateLimit,
     KeySpec,
     Usage,
@@ -162,6 +163,12 @@ def _keys_create(client: AIClient, args: argparse.Namespace) -> int:
     if args.rpm is not None or args.tpm is not None:
         spec.rate_limit.CopyFrom(
             KeyRateLimit(requests_per_minute=args.rpm or 0, tokens_per_minute=args.tpm or 0)
+        )
+    if args.budget is not None or args.soft_budget is not None:
+        spec.budget.CopyFrom(
+            KeyBudget(
+                amount=args.budget or 0, period=args.budget_period, soft=args.soft_budget or 0
+            )
         )
     if args.expires_in is not None:
         spec.expire_time.FromNanoseconds(int((time.time() + args.expires_in) * 1e9))
@@ -315,6 +322,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tpm", type=_natural, metavar="N", help="tokens per minute (0: off)")
     create.add_argument("--max-output-tokens", type=_positive_int, metavar="N")
     create.add_argument(
+        "--budget", type=_amount, metavar="AMOUNT", help="spend per period (refused past it)"
+    )
+    create.add_argument(
+        "--soft-budget", type=_amount, metavar="AMOUNT", help="spend per period logged past it"
+    )
+    create.add_argument(
+        "--budget-period", choices=("day", "week", "month"), default="month", help="month"
+    )
+    create.add_argument(
         "--expires-in", type=_duration, metavar="TIME", help="e.g. 3600, 90m, 12h, 30d"
     )
     create.set_defaults(command=_keys_create)
@@ -371,6 +387,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _amount(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
     return value
 
 

@@ -7,6 +7,8 @@ admin, and refused to anyone else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from ai_service_client import (
     Message,
     PermissionDeniedError,
     RateLimitError,
+    cli,
 )
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import GetUsageRequest, GetUsageResponse, Usage
@@ -354,3 +357,29 @@ async def test_get_usage_shows_a_keys_own_spend_and_an_admin_any_keys_or_teams(
         assert refused.code is grpc.StatusCode.PERMISSION_DENIED
         assert refused.reason == "ADMIN_ROLE_REQUIRED"
     assert both.value.field_violations == [("team", "give a key or a team, not both")]
+
+
+async def test_an_issued_keys_budget_holds_and_an_admin_sees_it(
+    start_gateway: StartGateway, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = thousand_per_million(tree(simulator))
+    config["auth"]["virtual_keys"] = {"enabled": True}
+    gateway = await start(start_gateway, config)
+    monkeypatch.setenv("AI_SERVICE_ADDR", gateway.address)
+    monkeypatch.setenv("AI_SERVICE_KEY", ADMIN_KEY)
+    issue = ["keys", "create", "batch", "--budget", "0.05", "--budget-period", "week"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert await asyncio.to_thread(cli.main, issue) == 0
+    secret = out.getvalue().strip()
+    async with (
+        AsyncAIClient(gateway.address, secret, timeout=10) as batch,
+        AsyncAIClient(gateway.address, ADMIN_KEY, timeout=10) as admin,
+    ):
+        await batch.chat(ask(max_tokens=10))  # 0.05 holds 50 tokens
+        with pytest.raises(RateLimitError) as caught:
+            await batch.chat(ask(max_tokens=40))
+        seen = await usage_of(admin, key="batch")
+    assert caught.value.quota_violations == [("key:batch", "0.05 EUR per week")]
+    assert (seen.budget.period, seen.budget.amount, seen.total.calls) == ("week", 0.05, 1)
+    assert seen.budget.spent == seen.total.cost > 0
