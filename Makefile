@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install lock run simulator test test-fast coverage mutate lint format typecheck proto bench soak grpc-core overload hotpath identity media dashboard-preview clean
+.PHONY: install lock run simulator test test-fast coverage mutate lint format typecheck proto bench soak grpc-core overload hotpath identity ledger media dashboard-preview clean
 
 # Every Python package comes from the lock in requirements/ (exact versions, with hashes),
 # installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
@@ -106,6 +106,9 @@ hotpath: install        ## each piece of a unary call in-process, with hot and c
 
 identity: install       ## what identifying a caller costs per source, and how fast a revocation reaches 3 replicas
 	$(PY) -m bench.identity $(ARGS)
+
+ledger: install         ## what metering a call's spend and budgets costs on the memory backend (µs)
+	$(PY) -m bench.ledger $(ARGS)
 
 media: install          ## a 1 MiB image beside a text request: added latency, gateway memory
 	$(PY) -m bench.media $(ARGS)

@@ -182,7 +182,9 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     for provider in runtime.providers.values():
         assert isinstance(provider, OpenAIProvider)
         provider._endpoint._http = _CannedClient()  # the seam, answered from memory
-    service = AIService(ServiceState.build(gateway.config, runtime.router, runtime.answers))
+    service = AIService(
+        ServiceState.build(gateway.config, runtime.router, runtime.answers, runtime.usage)
+    )
     state = service.state
     request = stack.chat_request()
     auth = AuthInterceptor(*access(gateway.config))

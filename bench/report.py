@@ -21,9 +21,10 @@ CLIENT_CHOICE_HEADING = "## The default HTTP client"
 MEDIA_HEADING = "## Content: a 1 MiB image"
 REDACTION_STALL_HEADING = "## Redaction stall"
 IDENTITY_HEADING = "## Caller identity"
+COST_HEADING = "## Cost and budgets"
 #: Sections written by tools that run apart from `python -m bench` (bench.cpu, bench.soak,
 #: bench.grpc_core, bench.overload, bench.hotpath, bench.media, bench.redaction_stall,
-#: bench.identity), or by hand from their runs (the default HTTP client, from
+#: bench.identity, bench.ledger), or by hand from their runs (the default HTTP client, from
 #: bench.http_seam): a full run keeps them as they are.
 KEPT_HEADINGS = (
     CPU_HEADING,
@@ -35,6 +36,7 @@ KEPT_HEADINGS = (
     MEDIA_HEADING,
     REDACTION_STALL_HEADING,
     IDENTITY_HEADING,
+    COST_HEADING,
 )
 
 

@@ -44,6 +44,7 @@ from ai_service_client._sync import AIClient, ChatStream
 from ai_service_client._tls import TLSOptions
 from ai_service_protos.ai_service_pb2 import (
     AudioPart,
+    BudgetStatus,
     CacheControl,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -51,6 +52,7 @@ from ai_service_protos.ai_service_pb2 import (
     Choice,
     ChunkChoice,
     ContentPart,
+    Cost,
     Delta,
     DocumentPart,
     Embedding,
@@ -58,6 +60,8 @@ from ai_service_protos.ai_service_pb2 import (
     EmbedResponse,
     FunctionCall,
     FunctionDefinition,
+    GetUsageRequest,
+    GetUsageResponse,
     ImagePart,
     ListModelsResponse,
     Message,
@@ -73,6 +77,7 @@ from ai_service_protos.ai_service_pb2 import (
     ToolCallDelta,
     ToolChoice,
     Usage,
+    UsageRow,
 )
 
 __all__ = [
@@ -84,6 +89,7 @@ __all__ = [
     "AudioPart",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetStatus",
     "CacheControl",
     "CallCancelledError",
     "ChatCompletionChunk",
@@ -94,6 +100,7 @@ __all__ = [
     "Choice",
     "ChunkChoice",
     "ContentPart",
+    "Cost",
     "DeadlineExceededError",
     "Delta",
     "DocumentPart",
@@ -102,6 +109,8 @@ __all__ = [
     "Embedding",
     "FunctionCall",
     "FunctionDefinition",
+    "GetUsageRequest",
+    "GetUsageResponse",
     "ImagePart",
     "InternalError",
     "ListModelsResponse",
@@ -125,6 +134,7 @@ __all__ = [
     "ToolChoice",
     "UnavailableError",
     "Usage",
+    "UsageRow",
     "answer_text",
     "build_chat_request",
 ]

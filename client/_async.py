@@ -30,6 +30,8 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionResponse,
     EmbedRequest,
     EmbedResponse,
+    GetUsageRequest,
+    GetUsageResponse,
     ListModelsRequest,
     Model,
 )
@@ -192,6 +194,23 @@ class AsyncAIClient:
         with self._translated():
             return await self._stub.embed(
                 request,
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
+
+    async def get_usage(
+        self,
+        request: GetUsageRequest | None = None,
+        *,
+        timeout: Timeout = DEFAULT,  # noqa: ASYNC109 (a gRPC deadline, sent to the server)
+        metadata: MetadataLike | None = None,
+    ) -> GetUsageResponse:
+        """Spend, tokens and calls by day and model, and the budget left: the key's own
+        by default; another key's or a team's (`request.key`, `request.team`) for a key
+        with an admin role."""
+        with self._translated():
+            return await self._stub.get_usage(
+                request or GetUsageRequest(),
                 timeout=self._defaults.timeout(timeout),
                 metadata=self._defaults.metadata(metadata),
             )

@@ -24,6 +24,8 @@ from ai_service_protos.ai_service_pb2 import (
     CreateKeyResponse,
     EmbedRequest,
     EmbedResponse,
+    GetUsageRequest,
+    GetUsageResponse,
     IssuedKey,
     ListKeysRequest,
     ListKeysResponse,
@@ -48,6 +50,7 @@ _CHAT = _path("ChatCompletion")
 _STREAM_CHAT = _path("StreamChatCompletion")
 _LIST_MODELS = _path("ListModels")
 _EMBED = _path("Embed")
+_GET_USAGE = _path("GetUsage")
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 #: The Admin service's methods: (handle name, method, request, response).
 _ADMIN_METHODS: tuple[tuple[str, str, Any, Any], ...] = (
@@ -90,6 +93,11 @@ def _handles(channel: grpc.Channel | grpc.aio.Channel) -> dict[str, Any]:
             request_serializer=EmbedRequest.SerializeToString,
             response_deserializer=EmbedResponse.FromString,
         ),
+        "get_usage": channel.unary_unary(
+            _GET_USAGE,
+            request_serializer=GetUsageRequest.SerializeToString,
+            response_deserializer=GetUsageResponse.FromString,
+        ),
         "health_check": channel.unary_unary(
             _HEALTH_CHECK,
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -106,6 +114,7 @@ class SyncStub:
     stream_chat: grpc.UnaryStreamMultiCallable[ChatCompletionRequest, ChatCompletionChunk]
     list_models: grpc.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
     embed: grpc.UnaryUnaryMultiCallable[EmbedRequest, EmbedResponse]
+    get_usage: grpc.UnaryUnaryMultiCallable[GetUsageRequest, GetUsageResponse]
     health_check: grpc.UnaryUnaryMultiCallable[Any, Any]  # grpc_health is untyped
     create_key: grpc.UnaryUnaryMultiCallable[CreateKeyRequest, CreateKeyResponse]
     update_key: grpc.UnaryUnaryMultiCallable[UpdateKeyRequest, IssuedKey]
@@ -125,6 +134,7 @@ class AsyncStub:
     stream_chat: grpc.aio.UnaryStreamMultiCallable[ChatCompletionRequest, ChatCompletionChunk]
     list_models: grpc.aio.UnaryUnaryMultiCallable[ListModelsRequest, ListModelsResponse]
     embed: grpc.aio.UnaryUnaryMultiCallable[EmbedRequest, EmbedResponse]
+    get_usage: grpc.aio.UnaryUnaryMultiCallable[GetUsageRequest, GetUsageResponse]
     health_check: grpc.aio.UnaryUnaryMultiCallable[Any, Any]
     create_key: grpc.aio.UnaryUnaryMultiCallable[CreateKeyRequest, CreateKeyResponse]
     update_key: grpc.aio.UnaryUnaryMultiCallable[UpdateKeyRequest, IssuedKey]

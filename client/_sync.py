@@ -34,6 +34,8 @@ from ai_service_protos.ai_service_pb2 import (
     CreateKeyResponse,
     EmbedRequest,
     EmbedResponse,
+    GetUsageRequest,
+    GetUsageResponse,
     IssuedKey,
     KeySpec,
     ListKeysRequest,
@@ -162,6 +164,23 @@ class AIClient:
         with translate_rpc_errors():
             return self._stub.embed(
                 request,
+                timeout=self._defaults.timeout(timeout),
+                metadata=self._defaults.metadata(metadata),
+            )
+
+    def get_usage(
+        self,
+        request: GetUsageRequest | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+        metadata: MetadataLike | None = None,
+    ) -> GetUsageResponse:
+        """Spend, tokens and calls by day and model, and the budget left: the key's own
+        by default; another key's or a team's (`request.key`, `request.team`) for a key
+        with an admin role."""
+        with translate_rpc_errors():
+            return self._stub.get_usage(
+                request or GetUsageRequest(),
                 timeout=self._defaults.timeout(timeout),
                 metadata=self._defaults.metadata(metadata),
             )

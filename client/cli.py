@@ -3,9 +3,12 @@
     ai-client chat "Why is the sky blue?" --stream
     ai-client models
     ai-client health
-    ai-client keys create billing-batch --model gpt-4o-mini --rpm 60 --expires-in 30d
+    ai-client keys create billing-batch --model gpt-4o-mini --rpm 60 --expires-in 30d --budget 50
     ai-client keys list
     ai-client keys revoke 3f9c0a1b2d4e5f60
+    ai-client usage --since 7d
+    ai-client usage billing-batch --since 2026-12-01 --until 2026-12-08
+    ai-client usage --team search
 
 The address and key come from `--addr` / `--key` or `AI_SERVICE_ADDR` /
 `AI_SERVICE_KEY` (prefer the variable for the key: flags show up in `ps`). Exit
@@ -16,6 +19,7 @@ health status other than SERVING, 2 a usage error, 130 Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import calendar
 import os
 import sys
 import time
@@ -29,10 +33,14 @@ from ai_service_client._sync import AIClient
 from ai_service_client._tls import TLSOptions
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
+    GetUsageRequest,
+    GetUsageResponse,
     IssuedKey,
+    KeyBudget,
     KeyRateLimit,
     KeySpec,
     Usage,
+    UsageRow,
 )
 
 __all__ = ["main"]
@@ -156,6 +164,12 @@ def _keys_create(client: AIClient, args: argparse.Namespace) -> int:
         spec.rate_limit.CopyFrom(
             KeyRateLimit(requests_per_minute=args.rpm or 0, tokens_per_minute=args.tpm or 0)
         )
+    if args.budget is not None or args.soft_budget is not None:
+        spec.budget.CopyFrom(
+            KeyBudget(
+                amount=args.budget or 0, period=args.budget_period, soft=args.soft_budget or 0
+            )
+        )
     if args.expires_in is not None:
         spec.expire_time.FromNanoseconds(int((time.time() + args.expires_in) * 1e9))
     created = client.create_key(spec)
@@ -193,6 +207,71 @@ def _keys_revoke(client: AIClient, args: argparse.Namespace) -> int:
     revoked = client.revoke_key(args.id)
     print(f"revoked key {revoked.id} ({revoked.spec.name})")
     return 0
+
+
+def _usage(client: AIClient, args: argparse.Namespace) -> int:
+    request = GetUsageRequest(key=args.of_key or "", team=args.team or "")
+    now = time.time()
+    for field, when in (("since", args.since), ("until", args.until)):
+        if when is not None:
+            getattr(request, field).FromNanoseconds(int(when(now) * 1e9))
+    report = client.get_usage(request)
+    _print_usage(report, sys.stdout)
+    return 0
+
+
+def _print_usage(report: GetUsageResponse, out: TextIO) -> None:
+    span = f"{_utc(report.since.seconds)} to {_utc(report.until.seconds)}"
+    print(f"{report.scope}, {span}, in {report.currency}", file=out)
+    header = ("DAY", "MODEL", "CALLS", "PROMPT", "COMPLETION", "CACHED", "CACHE_WRITE")
+    rows: list[tuple[str, ...]] = [(*header, "REASONING", "COST")]
+    rows += [_usage_row(row, row.day, row.model) for row in report.rows]
+    rows.append(_usage_row(report.total, "total", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip(), file=out)
+    total = report.total
+    if total.estimated_calls:
+        print(
+            f"{total.estimated_calls} calls priced from an estimate (no usage reported)", file=out
+        )
+    if total.unpriced_calls:
+        print(f"{total.unpriced_calls} calls on models without a price (not in COST)", file=out)
+    if report.HasField("budget"):
+        budget = report.budget
+        limits = [f"{_money(budget.amount)}"] if budget.amount else []
+        limits += [f"soft {_money(budget.soft)}"] if budget.soft else []
+        left = f", left {_money(budget.remaining)}" if budget.amount else ""
+        print(
+            f"budget: {' / '.join(limits)} {report.currency} per {budget.period}; spent "
+            f"{_money(budget.spent)}, held by calls in flight {_money(budget.reserved)}{left}; "
+            f"starts again {_utc(budget.resets_at.seconds)}",
+            file=out,
+        )
+
+
+def _usage_row(row: UsageRow, day: str, model: str) -> tuple[str, ...]:
+    counts = (
+        row.calls,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.cached_tokens,
+        row.cache_write_tokens,
+        row.reasoning_tokens,
+    )
+    return (day, model, *(str(count) for count in counts), _money(row.cost))
+
+
+def _money(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".") if value else "0"
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(seconds))
 
 
 # --- arguments --------------------------------------------------------------------------
@@ -243,6 +322,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tpm", type=_natural, metavar="N", help="tokens per minute (0: off)")
     create.add_argument("--max-output-tokens", type=_positive_int, metavar="N")
     create.add_argument(
+        "--budget", type=_amount, metavar="AMOUNT", help="spend per period (refused past it)"
+    )
+    create.add_argument(
+        "--soft-budget", type=_amount, metavar="AMOUNT", help="spend per period logged past it"
+    )
+    create.add_argument(
+        "--budget-period", choices=("day", "week", "month"), default="month", help="month"
+    )
+    create.add_argument(
         "--expires-in", type=_duration, metavar="TIME", help="e.g. 3600, 90m, 12h, 30d"
     )
     create.set_defaults(command=_keys_create)
@@ -253,7 +341,25 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", help="the key's id")
     revoke.set_defaults(command=_keys_revoke)
 
-    for sub in (chat, models, health, create, listing, revoke):
+    usage = commands.add_parser(
+        "usage", help="spend, tokens and calls by day and model, and the budget left"
+    )
+    whose = usage.add_mutually_exclusive_group()
+    whose.add_argument(
+        "of_key", nargs="?", metavar="KEY", help="another key's, by name (an admin's)"
+    )
+    whose.add_argument("--team", metavar="NAME", help="a team's (an admin's)")
+    usage.add_argument(
+        "--since",
+        type=_when,
+        metavar="WHEN",
+        help="from: YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC), or an age (90m, 12h, 7d); "
+        "default the start of the budget's period, or of the month",
+    )
+    usage.add_argument("--until", type=_when, metavar="WHEN", help="until, as --since; default now")
+    usage.set_defaults(command=_usage, of_key=None, team=None)
+
+    for sub in (chat, models, health, create, listing, revoke, usage):
         # Connection options are accepted after the subcommand too. SUPPRESS keeps an
         # option not given there from overwriting the same option given before it.
         _add_connection_options(sub, default=argparse.SUPPRESS)
@@ -284,6 +390,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _amount(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
+    return value
+
+
 def _natural(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -307,6 +420,24 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
     return seconds
+
+
+def _when(text: str) -> Callable[[float], float]:
+    """A time from `2026-12-01`, `2026-12-01T12:00` (UTC) or an age (`7d`): a function of
+    the time now, in seconds since the epoch."""
+    for form in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            moment = calendar.timegm(time.strptime(text.removesuffix("Z"), form))
+        except ValueError:
+            continue
+        return lambda now: float(moment)
+    try:
+        age = _duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (e.g. 2026-12-01, 2026-12-01T12:00, 7d)"
+        ) from None
+    return lambda now: now - age
 
 
 def _tls_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TLSOptions | None:

@@ -145,7 +145,7 @@ class RequestOptions(_message.Message):
     def __init__(self, bypass_cache: _Optional[bool] = ..., cache_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class ChatCompletionResponse(_message.Message):
-    __slots__ = ("id", "model", "provider", "deployment", "choices", "usage", "created", "cached")
+    __slots__ = ("id", "model", "provider", "deployment", "choices", "usage", "created", "cached", "cost")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class ChatCompletionResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     provider: str
@@ -162,7 +163,8 @@ class ChatCompletionResponse(_message.Message):
     usage: Usage
     created: int
     cached: bool
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[Choice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created: _Optional[int] = ..., cached: _Optional[bool] = ...) -> None: ...
+    cost: Cost
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[Choice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created: _Optional[int] = ..., cached: _Optional[bool] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class Choice(_message.Message):
     __slots__ = ("index", "message", "finish_reason")
@@ -191,7 +193,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class ChatCompletionChunk(_message.Message):
-    __slots__ = ("id", "model", "provider", "deployment", "created", "sequence", "choices", "usage", "cached")
+    __slots__ = ("id", "model", "provider", "deployment", "created", "sequence", "choices", "usage", "cached", "cost")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +203,7 @@ class ChatCompletionChunk(_message.Message):
     CHOICES_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     provider: str
@@ -210,7 +213,8 @@ class ChatCompletionChunk(_message.Message):
     choices: _containers.RepeatedCompositeFieldContainer[ChunkChoice]
     usage: Usage
     cached: bool
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., created: _Optional[int] = ..., sequence: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[ChunkChoice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ...) -> None: ...
+    cost: Cost
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., created: _Optional[int] = ..., sequence: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[ChunkChoice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class ChunkChoice(_message.Message):
     __slots__ = ("index", "delta", "finish_reason")
@@ -402,18 +406,20 @@ class EmbedRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., encoding_format: _Optional[str] = ..., user: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("model", "provider", "deployment", "embeddings", "usage")
+    __slots__ = ("model", "provider", "deployment", "embeddings", "usage", "cost")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     deployment: str
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     usage: Usage
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    cost: Cost
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., deployment: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("index", "values", "data")
@@ -460,12 +466,14 @@ class KeyRateLimit(_message.Message):
     def __init__(self, requests_per_minute: _Optional[int] = ..., burst: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., token_burst: _Optional[int] = ...) -> None: ...
 
 class KeyBudget(_message.Message):
-    __slots__ = ("amount", "period")
+    __slots__ = ("amount", "period", "soft")
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
     amount: float
     period: str
-    def __init__(self, amount: _Optional[float] = ..., period: _Optional[str] = ...) -> None: ...
+    soft: float
+    def __init__(self, amount: _Optional[float] = ..., period: _Optional[str] = ..., soft: _Optional[float] = ...) -> None: ...
 
 class IssuedKey(_message.Message):
     __slots__ = ("id", "spec", "create_time", "created_by")
@@ -526,3 +534,89 @@ class ListKeysResponse(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[IssuedKey]
     def __init__(self, keys: _Optional[_Iterable[_Union[IssuedKey, _Mapping]]] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("amount", "currency", "estimated", "unpriced")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    amount: float
+    currency: str
+    estimated: bool
+    unpriced: bool
+    def __init__(self, amount: _Optional[float] = ..., currency: _Optional[str] = ..., estimated: _Optional[bool] = ..., unpriced: _Optional[bool] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("key", "team", "since", "until")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    team: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[str] = ..., team: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("scope", "currency", "rows", "total", "budget", "since", "until")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    currency: str
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    total: UsageRow
+    budget: BudgetStatus
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, scope: _Optional[str] = ..., currency: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total: _Optional[_Union[UsageRow, _Mapping]] = ..., budget: _Optional[_Union[BudgetStatus, _Mapping]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("day", "model", "calls", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "estimated_calls", "unpriced_calls")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    model: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost: float
+    estimated_calls: int
+    unpriced_calls: int
+    def __init__(self, day: _Optional[str] = ..., model: _Optional[str] = ..., calls: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., estimated_calls: _Optional[int] = ..., unpriced_calls: _Optional[int] = ...) -> None: ...
+
+class BudgetStatus(_message.Message):
+    __slots__ = ("period", "amount", "soft", "spent", "reserved", "remaining", "resets_at")
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_FIELD_NUMBER: _ClassVar[int]
+    period: str
+    amount: float
+    soft: float
+    spent: float
+    reserved: float
+    remaining: float
+    resets_at: _timestamp_pb2.Timestamp
+    def __init__(self, period: _Optional[str] = ..., amount: _Optional[float] = ..., soft: _Optional[float] = ..., spent: _Optional[float] = ..., reserved: _Optional[float] = ..., remaining: _Optional[float] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class AIServiceStub:
                 request_serializer=ai__service__protos_dot_ai__service__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=ai__service__protos_dot_ai__service__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/ai_service.v1.AIService/GetUsage',
+                request_serializer=ai__service__protos_dot_ai__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=ai__service__protos_dot_ai__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AIServiceServicer:
@@ -92,6 +97,16 @@ class AIServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """--- cost: usage and budgets ---
+        Spend, tokens and calls by day and model, and the budget left: the caller's own;
+        a caller with an admin role (auth.roles[].admin) may name any key or team
+        (PERMISSION_DENIED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AIServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +129,11 @@ def add_AIServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=ai__service__protos_dot_ai__service__pb2.EmbedRequest.FromString,
                     response_serializer=ai__service__protos_dot_ai__service__pb2.EmbedResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=ai__service__protos_dot_ai__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=ai__service__protos_dot_ai__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +245,33 @@ class AIService:
             '/ai_service.v1.AIService/Embed',
             ai__service__protos_dot_ai__service__pb2.EmbedRequest.SerializeToString,
             ai__service__protos_dot_ai__service__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ai_service.v1.AIService/GetUsage',
+            ai__service__protos_dot_ai__service__pb2.GetUsageRequest.SerializeToString,
+            ai__service__protos_dot_ai__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

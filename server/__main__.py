@@ -50,7 +50,7 @@ from ai_service.config import (
 from ai_service.observability.logging import configure_logging
 from ai_service.runtime.cpus import usable_cpus
 from ai_service.runtime.gateway import Gateway
-from ai_service.runtime.preflight import problems, require_startable
+from ai_service.runtime.preflight import problems, require_startable, worker_problems
 from ai_service.runtime.signals import serve_until_signalled
 from ai_service.runtime.supervisor import Supervisor
 
@@ -155,6 +155,8 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     if args.config:
         config = _file_config(args.config, args)
         require_startable(config)  # once here, not in every worker restarted in a loop
+        if found := worker_problems(config, args.workers):
+            raise ConfigError(*found)
         listen, grace = config.server.listen, config.server.shutdown_grace_seconds
     else:
         listen = args.listen or "127.0.0.1:50051"

@@ -118,6 +118,21 @@ class AuthThrottled(RateLimited):
     reason = "AUTH_THROTTLED"
 
 
+class BudgetExceeded(RateLimited):
+    """A call's most possible cost would take a key's or a team's spend past its budget;
+    `retry_after` is the time until the budget's period starts again."""
+
+    reason = "BUDGET_EXCEEDED"
+
+
+class ModelUnpriced(GatewayError):
+    """A caller under a budget asked for a model a deployment of which has no price:
+    its calls could not be counted against the budget."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "MODEL_UNPRICED"
+
+
 class TooManyStreams(GatewayError):
     """A key is at its limit of concurrent streams."""
 

@@ -22,6 +22,7 @@ import grpc
 from ai_service.errors import GatewayError, scrub_secrets
 
 if TYPE_CHECKING:
+    from ai_service.limits.ledger import Spend
     from ai_service.routing.router import DeploymentHandle, ModelRoute
     from ai_service_protos.ai_service_pb2 import Usage
 
@@ -111,6 +112,15 @@ class CallRecord:
     metadata: Sequence[tuple[str, str | bytes]] = ()
     #: Whatever an observer keeps for the call (the tracing server span).
     span: Any = None
+    # --- cost ---
+    #: What the call was charged (tokens by kind, cost), in `currency`; None: nothing
+    #: (refused, answered from the cache or by a shared call, or failed before sending).
+    spend: Spend | None = None
+    currency: str = ""
+    #: The scopes (`key:…`, `team:…`) over their soft budget when the call was admitted.
+    over_soft: tuple[str, ...] = ()
+    #: The scope whose hard budget refused the call.
+    budget_refused: str = ""
 
     @property
     def model(self) -> str:
@@ -129,6 +139,9 @@ class CallRecord:
         """Time in the gateway itself: the call less its upstream waits (never negative:
         hedged attempts overlap)."""
         return max(self.duration - self.upstream_seconds, 0.0)
+
+    def charged(self, spend: Spend, currency: str) -> None:
+        self.spend, self.currency = spend, currency
 
     def identify(self, name: str, source: str, team: str | None) -> None:
         self.key, self.identity, self.team = name, source, team or ""

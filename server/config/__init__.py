@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from ai_service.config.base import ConfigError, StrictSettings
 from ai_service.config.callers import DEMO_KEY, AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.cost import CostSettings, PriceSettings, deployment_prices
 from ai_service.config.egress import DIRECT, EgressSettings, UpstreamTLSSettings, proxy_address
 from ai_service.config.embedded import embedded_default
 from ai_service.config.gateway import GatewayConfig
-from ai_service.config.grants import BudgetSettings, CallerGrants, Grants, RoleSettings
+from ai_service.config.grants import (
+    BudgetSettings,
+    CallerGrants,
+    Grants,
+    RoleSettings,
+    TeamSettings,
+)
 from ai_service.config.identity import (
     CertificateIdentity,
     ClaimNames,
@@ -82,6 +89,7 @@ __all__ = [
     "ClaimNames",
     "ConcurrencySettings",
     "ConfigError",
+    "CostSettings",
     "CustomDetector",
     "DeploymentSettings",
     "EgressSettings",
@@ -93,6 +101,7 @@ __all__ = [
     "ModelSettings",
     "ObservabilitySettings",
     "PoolSettings",
+    "PriceSettings",
     "ProviderSettings",
     "RateLimitSettings",
     "RedactionMode",
@@ -106,11 +115,13 @@ __all__ = [
     "SharedStateSettings",
     "StrictSettings",
     "TLSSettings",
+    "TeamSettings",
     "Timeouts",
     "TracingSettings",
     "UpstreamTLSSettings",
     "VirtualKeySettings",
     "deployment_limits",
+    "deployment_prices",
     "embedded_default",
     "interpolate_env",
     "is_loopback",

@@ -8,7 +8,7 @@ import re
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ai_service.config.base import StrictSettings
-from ai_service.config.grants import CallerGrants, RateLimitSettings, RoleSettings
+from ai_service.config.grants import CallerGrants, RateLimitSettings, RoleSettings, TeamSettings
 from ai_service.config.identity import CertificateIdentity, JwtSettings, VirtualKeySettings
 
 __all__ = ["DEMO_KEY", "AuthSettings", "CallerKey", "RateLimitSettings"]
@@ -88,6 +88,8 @@ class AuthSettings(StrictSettings):
     failed_attempts_burst: int = Field(20, gt=0)
     #: Named grants that keys, certificates and tokens refer to (first listed, first taken).
     roles: tuple[RoleSettings, ...] = ()
+    #: Teams with a budget of their own, which every member's spend counts against.
+    teams: tuple[TeamSettings, ...] = ()
     #: Bearer tokens (JWT) from the company's identity provider, checked against its JWKS.
     jwt: JwtSettings | None = None
     #: With mutual TLS: client certificates that identify a caller without a secret.

@@ -103,6 +103,33 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
                     "upstream_model": "anthropic.sim-claude-v1:0",
                 },
             ],
+            # Example prices (per million tokens), so every call shows a cost: shaped
+            # like real price lists (cached reads cheaper, cache writes dearer), but
+            # no provider's.
+            "cost": {
+                "currency": "USD",
+                "prices": {
+                    "sim-gpt": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
+                    "sim-claude": {
+                        "input": 3,
+                        "cached_input": 0.3,
+                        "cache_write": 3.75,
+                        "output": 15,
+                    },
+                    "sim-llama": {"input": 0.1, "output": 0.1},
+                    "sim-llava": {"input": 0.2, "output": 0.2},
+                    "sim-embed": {"input": 0.02, "output": 0},
+                    "sim-minilm": {"input": 0.01, "output": 0},
+                    "sim-azure": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
+                    "sim-gemini": {"input": 0.3, "cached_input": 0.03, "output": 2.5},
+                    "sim-bedrock": {
+                        "input": 3,
+                        "cached_input": 0.3,
+                        "cache_write": 3.75,
+                        "output": 15,
+                    },
+                },
+            },
         },
         env={},
     )

@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from ai_service.config.base import StrictSettings
 from ai_service.config.callers import AuthSettings, CallerKey, RateLimitSettings
+from ai_service.config.cost import CostSettings, deployment_prices
 from ai_service.config.egress import EgressSettings, effective_egress
 from ai_service.config.grants import CallerGrants, Grants
 from ai_service.config.media import MediaFetchSettings
@@ -36,6 +37,8 @@ class GatewayConfig(StrictSettings):
     #: Proxy and TLS towards upstreams: every provider's defaults.
     egress: EgressSettings = Field(default_factory=EgressSettings)
     media_fetch: MediaFetchSettings = Field(default_factory=MediaFetchSettings)
+    #: Prices, currency and spend history (budgets are on keys, roles and teams).
+    cost: CostSettings = Field(default_factory=CostSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
@@ -48,6 +51,7 @@ class GatewayConfig(StrictSettings):
         for i, model in enumerate(self.models):
             _check_model_references(f"models[{i}]", model, providers, models)
         deployment_limits(self.models)  # refuses two limits for one deployment
+        deployment_prices(self.models, self.cost.prices)  # and two prices, or a stray one
         _check_identities(self.auth, models, has_client_ca=self._has_client_ca)
         if self.auth.enabled and not self.auth.has_identity_source:
             raise ValueError("auth.keys: auth is enabled but no key is configured")
@@ -111,6 +115,7 @@ def _check_identities(auth: AuthSettings, models: set[str], *, has_client_ca: bo
     """Roles, certificates and tokens name only roles and models that exist."""
     _require_unique("auth.roles", [r.name for r in auth.roles])
     _require_unique("auth.certificates", [c.name for c in auth.certificates])
+    _require_unique("auth.teams", [t.name for t in auth.teams])
     roles = {r.name for r in auth.roles}
     for i, role in enumerate(auth.roles):
         _check_grants(f"auth.roles[{i}]", role, models, roles)

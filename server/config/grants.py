@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ai_service.config.base import StrictSettings
 
@@ -25,11 +25,24 @@ class RateLimitSettings(StrictSettings):
 
 
 class BudgetSettings(StrictSettings):
-    """A caller's spending budget, carried with the caller for the budget ledger."""
+    """A spending budget per period (UTC days, weeks from Monday, calendar months), in the
+    currency of the price list (`cost.currency`): a hard `amount`, a `soft` one, or both."""
 
-    #: How much the caller may spend per period, in the currency of the price list.
-    amount: float = Field(gt=0)
+    #: The most that may be spent per period: a call that could take the spend past it is
+    #: refused (RESOURCE_EXHAUSTED). Unset: no hard limit (give `soft`).
+    amount: float | None = Field(None, gt=0)
     period: Literal["day", "week", "month"] = "month"
+    #: Past this spend, calls are still served; the first of each period is logged and
+    #: each is counted (ai_gateway_budget_soft_exceeded_total).
+    soft: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> BudgetSettings:
+        if self.amount is None and self.soft is None:
+            raise ValueError("give amount, soft, or both")
+        if self.amount is not None and self.soft is not None and self.soft >= self.amount:
+            raise ValueError(f"soft ({self.soft:g}) must be below amount ({self.amount:g})")
+        return self
 
 
 class Grants(StrictSettings):
@@ -43,7 +56,7 @@ class Grants(StrictSettings):
     max_output_tokens: int | None = Field(None, gt=0)
     #: Streams this caller may hold open at once (per gateway process).
     max_concurrent_streams: int | None = Field(None, gt=0)
-    #: Spending budget, carried with the caller (not enforced by the gateway itself).
+    #: The caller's own spending budget (its team's is `auth.teams[].budget`).
     budget: BudgetSettings | None = None
 
 
@@ -55,6 +68,14 @@ class CallerGrants(Grants):
     #: Roles from `auth.roles`: the first one listed there that the caller holds
     #: gives the grants the caller does not set itself; `admin` from any of them.
     roles: tuple[str, ...] = ()
+
+
+class TeamSettings(StrictSettings):
+    """A team's settings: its budget, which the spend of every member counts against
+    (a member's own budget counts only its own spend)."""
+
+    name: str = Field(min_length=1)
+    budget: BudgetSettings | None = None
 
 
 class RoleSettings(Grants):

@@ -14,18 +14,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ai_service.config import CallerGrants, RateLimitSettings, RoleSettings
+from ai_service.limits.ledger import BudgetRule, budget_rule
 from ai_service.limits.rules import RateRule
 
 #: What identified a caller (the audit record's `identity`).
 Source = Literal["config_key", "virtual_key", "jwt", "certificate", "anonymous"]
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A caller's spending budget, carried for the budget ledger (not enforced here)."""
-
-    amount: float
-    period: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +43,8 @@ class Caller:
     roles: frozenset[str] = frozenset()
     #: May manage keys through the Admin service.
     admin: bool = False
-    budget: Budget | None = None
+    #: Its own spending budget (its team's is apart: `auth.teams`); None: none.
+    budget: BudgetRule | None = None
 
     def may_use(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -116,7 +110,7 @@ class Grantor:
             team=grants.team,
             roles=frozenset(held),
             admin=any(self._roles[r].admin for r in held),
-            budget=Budget(budget.amount, budget.period) if budget is not None else None,
+            budget=budget_rule(budget) if budget is not None else None,
         )
 
 

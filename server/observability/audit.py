@@ -2,7 +2,7 @@
 
 Each record says who (the caller's configured *name*, what identified it — a config
 key, an issued key, a token or a certificate — and its team), what (model asked for and
-served, provider, deployment), how it ended (status, reason, tokens, latency,
+served, provider, deployment), how it ended (status, reason, tokens, cost, latency,
 cache hit, PII kinds found) and, only with `include_prompts`, the prompt and
 answer as redacted by the policy. No key, provider key or bearer token is in any
 field: the call record never holds one, and the writer scrubs every record of the
@@ -38,6 +38,8 @@ import orjson
 from ai_service.calls.record import CallRecord, Observer
 from ai_service.config import AuditSettings
 from ai_service.errors import scrub_secrets
+from ai_service.limits.ledger import ESTIMATED, UNPRICED
+from ai_service.limits.prices import amount
 
 
 def _timestamp(when: float) -> str:
@@ -73,6 +75,18 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         for name in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
             if getattr(served, name):
                 entry[name] = getattr(served, name)
+    spend = call.spend
+    if spend is not None:  # what the call was charged, estimated when no usage came
+        entry["cost"] = amount(spend.cost)
+        entry["currency"] = call.currency
+        if spend.counts[ESTIMATED]:
+            entry["cost_estimated"] = True
+        if spend.counts[UNPRICED]:
+            entry["unpriced"] = True
+    if call.over_soft:
+        entry["over_soft_budget"] = list(call.over_soft)
+    if call.budget_refused:
+        entry["budget_refused"] = call.budget_refused
     if call.parts:
         entry["parts"] = call.parts  # kinds and sizes, never the bytes
     if call.prompt is not None:

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from aiohttp import web
@@ -43,6 +43,8 @@ from prometheus_client.registry import Collector
 
 from ai_service.calls.record import AttemptRecord, CallRecord, Observer
 from ai_service.config import MetricsSettings, ProviderSettings, split_host_port
+from ai_service.limits.ledger import UNPRICED
+from ai_service.limits.prices import NANOS
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.resilience import CircuitState
 from ai_service.routing.router import DeploymentHandle
@@ -152,6 +154,7 @@ class Metrics(Observer):
                 multiprocess_mode="livesum",
             )
         )
+        self.spend = _SpendMetrics(counter)
 
     def call_started(self, call: CallRecord) -> None:
         self.in_flight(call.method).inc()
@@ -199,6 +202,70 @@ class Metrics(Observer):
             ):
                 if tokens:
                     self.tokens(*labels, kind, model, handle.name).observe(tokens)
+        self.spend.call_ended(call)
+
+
+# --- cost: spend, tokens and budgets by key -------------------------------------------------
+
+#: The token kinds of `ai_gateway_tokens_total`, by their place in a `Spend`: `input` and
+#: `output` are all of a call's prompt and generated tokens, the others parts of those.
+_TOKEN_KINDS = (
+    ("input", 1),
+    ("output", 2),
+    ("cache_read", 3),
+    ("cache_write", 4),
+    ("reasoning", 5),
+)
+
+
+class _SpendMetrics:
+    """What calls were charged, by key (and team) and model: long-term spend history
+    lives here, in the metrics system, rather than in a table of calls."""
+
+    def __init__(self, counter: Callable[[str, str, Sequence[str]], _Children[Counter]]) -> None:
+        self.cost = counter(
+            "ai_gateway_cost",
+            "What calls cost, in the currency of the price list (cost.currency); estimated "
+            "where the provider reported no usage; unpriced calls add nothing.",
+            ("key", "team", "model"),
+        )
+        self.tokens = counter(
+            "ai_gateway_tokens",
+            "Tokens calls were charged by kind: input and output, and of those cache_read, "
+            "cache_write and reasoning.",
+            ("key", "model", "kind"),
+        )
+        self.unpriced = counter(
+            "ai_gateway_unpriced_calls",
+            "Calls served by a deployment without a price (cost.prices).",
+            ("model",),
+        )
+        self.over_soft = counter(
+            "ai_gateway_budget_soft_exceeded",
+            "Calls served while a key or team was over its soft budget.",
+            ("scope",),
+        )
+        self.refused = counter(
+            "ai_gateway_budget_refused",
+            "Calls refused by a key's or a team's hard budget.",
+            ("scope",),
+        )
+
+    def call_ended(self, call: CallRecord) -> None:
+        spend = call.spend
+        if spend is not None:
+            key, model, counts = call.key, call.model, spend.counts
+            if spend.cost:
+                self.cost(key, call.team, model).inc(spend.cost / NANOS)
+            for kind, at in _TOKEN_KINDS:
+                if counts[at]:
+                    self.tokens(key, model, kind).inc(counts[at])
+            if counts[UNPRICED]:
+                self.unpriced(model).inc()
+        for scope in call.over_soft:
+            self.over_soft(scope).inc()
+        if call.budget_refused:
+            self.refused(call.budget_refused).inc()
 
 
 class DeploymentCollector(Collector):

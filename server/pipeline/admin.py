@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from ai_service.calls.record import request_id_metadata
 from ai_service.config import BudgetSettings, CallerGrants, GatewayConfig, RateLimitSettings
 from ai_service.errors import GatewayError, InvalidRequest, abort, quoted
-from ai_service.identity.callers import current_caller
+from ai_service.identity.callers import Caller, current_caller
 from ai_service.identity.virtual_keys import StoredKey, VirtualKeys
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import (
@@ -47,6 +47,15 @@ MAX_NAME_CHARS = 128
 class AdminRequired(GatewayError):
     code = grpc.StatusCode.PERMISSION_DENIED
     reason = "ADMIN_ROLE_REQUIRED"
+
+
+def require_admin(caller: Caller, to: str) -> None:
+    """The one rule for acting beyond oneself: an admin role (`auth.roles[].admin`)."""
+    if not caller.admin:
+        raise AdminRequired(
+            f"caller {caller.name!r} holds no admin role: to {to} takes a caller with a "
+            f"role marked admin (auth.roles)"
+        )
 
 
 class VirtualKeysOff(GatewayError):
@@ -128,12 +137,7 @@ class AdminService(ai_service_pb2_grpc.AdminServicer):  # type: ignore[misc]
 
     async def _run(self, context: Context, action: Callable[[VirtualKeys], Awaitable[R]]) -> R:
         try:
-            caller = current_caller.get()
-            if not caller.admin:
-                raise AdminRequired(
-                    f"caller {caller.name!r} holds no admin role: the Admin service is for "
-                    f"callers with a role marked admin (auth.roles)"
-                )
+            require_admin(current_caller.get(), "use the Admin service")
             keys = self._keys()
             if keys is None:
                 raise VirtualKeysOff(
@@ -208,7 +212,11 @@ def _rate_limit(limit: KeyRateLimit) -> RateLimitSettings:
 
 def _budget(budget: KeyBudget) -> BudgetSettings:
     return BudgetSettings.model_validate(
-        {"amount": budget.amount, "period": budget.period or "month"}
+        {
+            "amount": budget.amount or None,
+            "period": budget.period or "month",
+            "soft": budget.soft or None,
+        }
     )
 
 
@@ -233,7 +241,10 @@ def spec_of(key: StoredKey) -> KeySpec:
             )
         )
     if grants.budget is not None:
-        spec.budget.CopyFrom(KeyBudget(amount=grants.budget.amount, period=grants.budget.period))
+        budget = grants.budget
+        spec.budget.CopyFrom(
+            KeyBudget(amount=budget.amount or 0, period=budget.period, soft=budget.soft or 0)
+        )
     if key.expires_at is not None:
         spec.expire_time.FromNanoseconds(int(key.expires_at * 1e9))
     return spec

@@ -2,17 +2,17 @@
 
 Between the servicer and the dispatcher: a cacheable call is first looked up in
 the response cache, and identical cacheable calls in flight at once share one
-upstream call (single-flight); every call that may reach the upstream reserves its
-estimated tokens from its caller's budget first and settles with the real usage
-after (a caller that shared another's flight is refunded, as a cache hit costs
-nothing; one cut short after its request went upstream is charged its prompt); a
-finished answer is stored for the next caller. A stream can be served from the
-cache as a stream, and a finished stream fills the cache too.
+upstream call (single-flight); every call that may reach the upstream is metered
+(pipeline.metering): it holds the most it may cost, in tokens and money, before it
+goes, and settles with the real usage after (a caller that shared another's flight is
+refunded, as a cache hit costs nothing; one cut short after its request went upstream
+is charged its prompt); its answer shows its cost (a stream's last chunk). A finished
+answer is stored for the next caller. A stream can be served from the cache as a
+stream, and a finished stream fills the cache too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
@@ -20,11 +20,11 @@ from typing import Generic, TypeVar
 
 from ai_service.calls.record import current_call, note_cache_lookup
 from ai_service.config import CacheSettings
-from ai_service.errors import DeadlineExceeded, UpstreamTimeout
 from ai_service.identity.callers import Caller
-from ai_service.limits.token_quota import Reservation, TokenQuota, estimate_chars_as_tokens
+from ai_service.limits.token_quota import estimate_chars_as_tokens
 from ai_service.pipeline.cache import ResponseCache, SingleFlight, cache_key, ttl_for
 from ai_service.pipeline.dispatch import ChunkStream, Dispatcher, Outcome
+from ai_service.pipeline.metering import NOTHING, Charge, Meter, Ticket, settled
 from ai_service.providers.translation import text_length
 from ai_service.resilience import Budget
 from ai_service.routing.router import DeploymentHandle, ModelRoute
@@ -52,12 +52,12 @@ class Answers:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        quota: TokenQuota,
+        meter: Meter,
         cache: ResponseCache | None,
         settings: CacheSettings,
     ) -> None:
         self._dispatcher = dispatcher
-        self._quota = quota
+        self.meter = meter
         self._cache = cache
         self._settings = settings
         self.flights: SingleFlight[Outcome[ChatCompletionResponse]] = SingleFlight()
@@ -76,27 +76,28 @@ class Answers:
             if cached is not None:
                 return Served(cached, None, 0)
         # Each caller's own reservation, before any shared flight: a refusal names the
-        # key that was refused.
-        reservation = await self._quota.reserve(caller.name, caller.tokens, request, route.model)
+        # key (or team) that was refused.
+        ticket = await self.meter.admit_chat(caller, route, request, _held_for(budget))
         if key is None:
-            outcome = await self._charged(request, route, budget, reservation, None)
+            outcome = await self._charged(request, route, budget, ticket, None)
             return Served(outcome.value, outcome.handle, outcome.attempts)
         led = False
 
         def lead() -> Awaitable[Outcome[ChatCompletionResponse]]:
             nonlocal led
             led = True  # this caller's reservation pays for the flight, settled by it
-            return self._charged(request, route, budget, reservation, key)
+            return self._charged(request, route, budget, ticket, key)
 
         try:
             outcome, shared = await self.flights.run(key, lead)
         finally:
             if not led:  # it shared another's call, as a cache hit would: refunded
-                await _settle_shielded(self._quota, reservation, 0)
+                await self.meter.settle_shielded(ticket, NOTHING)
         response = outcome.value
         if shared:  # every waiter gets its own copy: redaction edits it in place
             response = ChatCompletionResponse()
             response.CopyFrom(outcome.value)
+            response.cost.CopyFrom(self.meter.free())
             call = current_call.get()
             if call is not None:
                 call.shared_from = outcome.handle
@@ -111,42 +112,47 @@ class Answers:
             if cached is not None:
                 chunks = replay(cached)
                 return Served((await anext(chunks), chunks), None, 0)
-        reservation = await self._quota.reserve(caller.name, caller.tokens, request, route.model)
+        ticket = await self.meter.admit_chat(caller, route, request, _held_for(budget))
         try:
             outcome = await self._dispatcher.dispatch_stream(request, route, budget)
         except BaseException as error:
-            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
+            await self.meter.settle_shielded(ticket, self.meter.charge_failure(ticket, error))
             raise
         first, rest = outcome.value
-        if reservation is None and key is None:  # nothing to settle or keep: no relay needed
-            return Served((first, rest), outcome.handle, outcome.attempts)
-        relayed = self._settled_stream(first, rest, reservation, key, request)
+        relayed = self._settled_stream(first, rest, ticket, outcome.handle.name, key, request)
         return Served((await anext(relayed), relayed), outcome.handle, outcome.attempts)
 
     async def _settled_stream(
         self,
         first: ChatCompletionChunk,
         rest: ChunkStream,
-        reservation: Reservation | None,
+        ticket: Ticket,
+        deployment: str,
         key: str | None,
         request: ChatCompletionRequest,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """Relay the stream; settle the tokens however it ends; cache it if it finished."""
+        """Relay the stream, its cost on the chunk with the usage (the last); settle
+        however it ends (from what it delivered, when no usage came); cache it if it
+        finished."""
         answer = _Assembler(whole=key is not None)
+        charge: Charge | None = None
         finished = False
         try:
             async with contextlib.aclosing(rest):
                 chunk: ChatCompletionChunk | None = first
                 while chunk is not None:
                     answer.add(chunk)
+                    if chunk.HasField("usage") and charge is None:
+                        charge = self.meter.charge(
+                            ticket, chunk.usage, deployment, shown=chunk.cost
+                        )
                     yield chunk
                     chunk = await anext(rest, None)
             finished = True
         finally:
-            used = answer.usage.total_tokens
-            if not used and reservation is not None:
-                used = reservation.prompt_estimate + estimate_chars_as_tokens(answer.chars)
-            await _settle_shielded(self._quota, reservation, used)
+            if charge is None:  # cut short, or no usage reported: what it delivered
+                charge = self.meter.charge(ticket, None, deployment, completion_chars=answer.chars)
+            await self.meter.settle_shielded(ticket, charge)
         if finished and key is not None:
             await self._store(key, answer.response(), request)
 
@@ -156,17 +162,18 @@ class Answers:
         """Embeddings, paid for from the caller's token budget like a completion (the
         inputs' estimate reserved first, the reported usage settled after)."""
         chars = sum(len(text) for text in request.inputs)
-        reservation = await self._quota.reserve_estimate(
-            caller.name, caller.tokens, estimate_chars_as_tokens(chars), 0
+        ticket = await self.meter.admit(
+            caller, route, estimate_chars_as_tokens(chars), 0, _held_for(budget)
         )
         try:
             outcome = await self._dispatcher.dispatch_embed(request, route, budget)
         except BaseException as error:
-            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
+            await self.meter.settle_shielded(ticket, self.meter.charge_failure(ticket, error))
             raise
-        used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
-        await _settle_shielded(self._quota, reservation, used)
-        return Served(outcome.value, outcome.handle, outcome.attempts)
+        response = outcome.value
+        charge = self.meter.charge(ticket, response.usage, outcome.handle.name, shown=response.cost)
+        await self.meter.settle_shielded(ticket, charge)
+        return Served(response, outcome.handle, outcome.attempts)
 
     async def _lookup(self, key: str) -> ChatCompletionResponse | None:
         assert self._cache is not None
@@ -176,32 +183,39 @@ class Answers:
             return None
         response = ChatCompletionResponse.FromString(payload)
         response.cached = True
+        response.cost.CopyFrom(self.meter.free())
         return response
 
     async def unwound(self) -> None:
         """Until every flight has ended and every settlement reached the limiter: a
         flight cut by a stop settles its tokens after the calls waiting on it ended."""
         await self.flights.finished()
-        if _settling:
-            await asyncio.wait(set(_settling))
+        await settled()
 
     async def _charged(
         self,
         request: ChatCompletionRequest,
         route: ModelRoute,
         budget: Budget,
-        reservation: Reservation | None,
+        ticket: Ticket,
         key: str | None,
     ) -> Outcome[ChatCompletionResponse]:
-        """The upstream's answer (stored under `key`), settling `reservation` with what it
+        """The upstream's answer (stored under `key`), settling `ticket` with what it
         used, whoever is still waiting for it (a flight outlives its first caller)."""
         try:
             outcome = await self._dispatcher.dispatch(request, route, budget)
         except BaseException as error:
-            await _settle_shielded(self._quota, reservation, _cost_of_failure(error, reservation))
+            await self.meter.settle_shielded(ticket, self.meter.charge_failure(ticket, error))
             raise
-        used = outcome.value.usage.total_tokens or (reservation.tokens if reservation else 0)
-        await _settle_shielded(self._quota, reservation, used)  # before storing: it may wait
+        response = outcome.value
+        charge = self.meter.charge(
+            ticket,
+            response.usage,
+            outcome.handle.name,
+            completion_chars=_text_of(response),
+            shown=response.cost,
+        )
+        await self.meter.settle_shielded(ticket, charge)  # before storing: it may wait
         if key is not None:
             await self._store(key, outcome.value, request)
         return outcome
@@ -215,34 +229,15 @@ class Answers:
             )
 
 
-def _cost_of_failure(error: BaseException, reservation: Reservation | None) -> int:
-    """The tokens a failed call is charged: its prompt when it was cut short (cancelled,
-    out of time) after its request went upstream, which has read it at least; else none."""
-    if reservation is None or not isinstance(
-        error, asyncio.CancelledError | DeadlineExceeded | UpstreamTimeout
-    ):
-        return 0
-    call = current_call.get()
-    sent = call is not None and any(attempt.sent for attempt in call.attempts)
-    return reservation.prompt_estimate if sent else 0
+def _held_for(budget: Budget) -> float:
+    """How long a call's reservation may be held: its deadline (a process that dies
+    holding one, the shared ledger gives it back after that and a grace)."""
+    return max(budget.remaining(), 0.0)
 
 
-_settling: set[asyncio.Future[None]] = set()
-
-
-async def _settle_shielded(quota: TokenQuota, reservation: Reservation | None, used: int) -> None:
-    """Settle even when the call is being cancelled: the upstream may have spent the tokens."""
-    if reservation is None:
-        return
-    settling = asyncio.ensure_future(quota.settle(reservation, used))
-    try:
-        await asyncio.shield(settling)
-    except asyncio.CancelledError:
-        # Kept alive until done, and known to a stop (`unwound`): the cancellation goes
-        # on. One not cancelled ends before its call or flight, which a stop awaits.
-        _settling.add(settling)
-        settling.add_done_callback(_settling.discard)
-        raise
+def _text_of(response: ChatCompletionResponse) -> int:
+    """Characters of the answer's text (an estimate's basis when no usage came)."""
+    return sum(len(choice.message.content) for choice in response.choices)
 
 
 class _Assembler:
@@ -315,6 +310,7 @@ async def replay(response: ChatCompletionResponse) -> ChunkStream:
     for choice in response.choices:
         last.choices.add(index=choice.index, finish_reason=choice.finish_reason)
     last.usage.CopyFrom(response.usage)
+    last.cost.CopyFrom(response.cost)
     yield last
 
 

@@ -27,6 +27,7 @@ from ai_service.errors import GatewayError, Internal, StreamInterrupted, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.drain import Drain
+from ai_service.pipeline.usage import UsageReports
 from ai_service.policy.redaction import RedactionPolicy, Screening
 from ai_service.policy.reflection import ReflectionGuard, scrub_answer
 from ai_service.policy.streams import OpenStreams
@@ -47,8 +48,11 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    Cost,
     EmbedRequest,
     EmbedResponse,
+    GetUsageRequest,
+    GetUsageResponse,
     ListModelsRequest,
     ListModelsResponse,
     Model,
@@ -63,6 +67,8 @@ ATTEMPTS_KEY = "x-ai-attempts"
 DEPLOYMENT_KEY = "x-ai-deployment"
 FINISH_REASON_KEY = "x-ai-finish-reason"
 USAGE_KEY = "x-ai-usage"
+#: What the call cost: `amount=…,currency=…` (and `estimated=1`, `unpriced=1`).
+COST_KEY = "x-ai-cost"
 #: Which process served the call (several share a port with `--workers`).
 WORKER_KEY = "x-ai-worker"
 _WORKER = str(os.getpid())
@@ -77,12 +83,15 @@ class ServiceState:
     router: Router
     answers: Answers
     policy: RedactionPolicy
+    usage: UsageReports
     #: The deadlines of calls, on the serving loop's shared timer: a state serves the
     #: calls of the loop it was built on.
     timers: Timers
 
     @classmethod
-    def build(cls, config: GatewayConfig, router: Router, answers: Answers) -> ServiceState:
+    def build(
+        cls, config: GatewayConfig, router: Router, answers: Answers, usage: UsageReports
+    ) -> ServiceState:
         """Called on the serving loop (at start and on a reload)."""
         audit = config.observability.audit
         return cls(
@@ -93,6 +102,7 @@ class ServiceState:
             policy=RedactionPolicy(
                 config.redaction, keep_text=audit.path is not None and audit.include_prompts
             ),
+            usage=usage,
             timers=Timers.of(asyncio.get_running_loop()),
         )
 
@@ -149,7 +159,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         response: ChatCompletionResponse = outcome.value
         scrub_answer(response)
         await screening.answer(response)
-        context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
+        trailers = _outcome_metadata(outcome.handle, outcome.attempts)
+        context.set_trailing_metadata((*trailers, *_cost_metadata(response.cost)))
         return response
 
     async def StreamChatCompletion(
@@ -188,7 +199,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                             chunk = await anext(rest, None)
                 await screening.stream_ended()
                 trailers = _outcome_metadata(outcome.handle, outcome.attempts)
-                context.set_trailing_metadata((*trailers, *_ending_metadata(last)))
+                ending = (*_ending_metadata(last), *_cost_metadata(last.cost))
+                context.set_trailing_metadata((*trailers, *ending))
         except GatewayError as error:
             if delivered:
                 error = StreamInterrupted(error, chunks_delivered=delivered, chars_delivered=chars)
@@ -219,7 +231,8 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         except Exception:
             log.exception("Embed failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
-        context.set_trailing_metadata(_outcome_metadata(outcome.handle, outcome.attempts))
+        trailers = _outcome_metadata(outcome.handle, outcome.attempts)
+        context.set_trailing_metadata((*trailers, *_cost_metadata(outcome.value.cost)))
         return outcome.value
 
     async def ListModels(self, request: ListModelsRequest, context: Context) -> ListModelsResponse:
@@ -235,6 +248,24 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                 for route in routes
             ]
         )
+
+    async def GetUsage(self, request: GetUsageRequest, context: Context) -> GetUsageResponse:
+        try:
+            return await self.state.usage.report(request, current_caller.get())
+        except GatewayError as error:
+            await abort(context, error, request_id_metadata())
+            raise AssertionError("abort returned") from None
+
+
+def _cost_metadata(cost: Cost) -> tuple[tuple[str, str], ...]:
+    if not cost.currency:  # no cost was worked out (a stream that reported no usage)
+        return ()
+    text = f"amount={cost.amount:.9f}".rstrip("0").rstrip(".") + f",currency={cost.currency}"
+    if cost.estimated:
+        text += ",estimated=1"
+    if cost.unpriced:
+        text += ",unpriced=1"
+    return ((COST_KEY, text),)
 
 
 def _outcome_metadata(

@@ -36,8 +36,9 @@ from ai_service.identity.authenticator import Identities
 from ai_service.identity.throttle import FailedAuthThrottle, failed_auth_rule
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
 from ai_service.interceptors.arrival import Arrivals, RequestArrival
-from ai_service.limits.backends import build_limiter
+from ai_service.limits.backends import build_ledger, build_limiter
 from ai_service.limits.buckets import RateLimiter
+from ai_service.limits.ledger import Ledger
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.limits.token_quota import TokenQuota
 from ai_service.observability.sinks import Observability
@@ -45,7 +46,9 @@ from ai_service.pipeline.admin import AdminService
 from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
 from ai_service.pipeline.dispatch import Dispatcher
+from ai_service.pipeline.metering import Meter
 from ai_service.pipeline.service import AIService, ServiceState
+from ai_service.pipeline.usage import UsageReports
 from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
 from ai_service.runtime.tls import ServerCertificates
@@ -91,6 +94,8 @@ class Gateway:
         shared = config.shared_state
         self.shared_redis = SharedRedis(shared) if shared.backend == "redis" else None
         self.limiter: RateLimiter = build_limiter(shared, self.shared_redis)
+        #: Spend and budgets, where the limits are (a restart-only setting, as they are).
+        self.ledger: Ledger = build_ledger(config.cost, self.shared_redis)
         #: Who may call: config keys, tokens, certificates and issued keys.
         self.identities = Identities(self.shared_redis)
         self._auth = AuthInterceptor(*self.identities.access(config), self._auth_throttle)
@@ -143,8 +148,10 @@ class Gateway:
         dispatcher = Dispatcher(router, resilience.retries)
         if self._cache is None or config.cache != self.config.cache:
             self._cache = self._response_cache(config)
-        answers = Answers(dispatcher, TokenQuota(self.limiter), self._cache, config.cache)
-        return Runtime(config, providers, router, dispatcher, answers)
+        meter = Meter(TokenQuota(self.limiter), self.ledger, config)
+        answers = Answers(dispatcher, meter, self._cache, config.cache)
+        usage = UsageReports(config, meter, self.ledger, lambda: self.identities.virtual)
+        return Runtime(config, providers, router, dispatcher, answers, usage)
 
     @property
     def router(self) -> Router:
@@ -165,7 +172,9 @@ class Gateway:
         settings = self.config.server
         runtime = self.runtime = self._build_runtime(self.config)
         router = runtime.router
-        self._service = AIService(ServiceState.build(self.config, router, runtime.answers))
+        self._service = AIService(
+            ServiceState.build(self.config, router, runtime.answers, runtime.usage)
+        )
         server = grpc.aio.server(
             interceptors=self._interceptors(),
             options=[
@@ -197,6 +206,7 @@ class Gateway:
         await server.start()
         self._server = server
         self.identities.start()
+        self.ledger.start()
         await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
@@ -256,6 +266,7 @@ class Gateway:
             providers += self.runtime.providers.values()
         await asyncio.gather(*(p.aclose() for p in providers), self.media.aclose())
         await self.limiter.aclose()  # gives back what it holds of shared buckets
+        await self.ledger.aclose()  # writes out the spend history not yet written
         await self.identities.aclose()
         if self.shared_redis is not None:
             await self.shared_redis.aclose()
@@ -300,7 +311,9 @@ class Gateway:
         runtime = self._build_runtime(config)
         self._auth.replace(*self.identities.access(config))
         self._auth_throttle.rule = failed_auth_rule(config.auth)
-        self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
+        self._service.state = ServiceState.build(
+            config, runtime.router, runtime.answers, runtime.usage
+        )
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router.deployments, config.providers)
         await self.model_health.attach(runtime.router)
@@ -390,6 +403,7 @@ class Runtime:
     router: Router
     dispatcher: Dispatcher
     answers: Answers
+    usage: UsageReports
 
 
 #: Config sections a reload cannot change in a running process.

@@ -9,9 +9,10 @@ log's folder writable by this user. Each problem names its field.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from ai_service.config import ConfigError, GatewayConfig
+from ai_service.config import ConfigError, GatewayConfig, Grants, TeamSettings
 from ai_service.runtime.tls import server_credentials
 
 
@@ -33,6 +34,32 @@ def require_startable(config: GatewayConfig) -> None:
     """Raise ConfigError listing every problem, if any."""
     if found := problems(config):
         raise ConfigError(*found)
+
+
+def worker_problems(config: GatewayConfig, workers: int) -> list[str]:
+    """What only `--workers N` would refuse: budgets kept in each worker's memory would
+    each allow the whole budget."""
+    if workers < 2 or config.shared_state.backend != "memory":
+        return []
+    auth = config.auth
+    sections: tuple[tuple[str, Sequence[Grants | TeamSettings]], ...] = (
+        ("keys", auth.keys),
+        ("roles", auth.roles),
+        ("certificates", auth.certificates),
+        ("teams", auth.teams),
+    )
+    budgeted = [
+        f"auth.{section}[{i}].budget"
+        for section, entries in sections
+        for i, entry in enumerate(entries)
+        if entry.budget is not None
+    ]
+    if not budgeted:
+        return []
+    return [
+        f"{budgeted[0]}: budgets across --workers {workers} need shared_state.backend: redis "
+        f"(each worker's memory would allow the whole budget); use Redis, or --workers 1"
+    ]
 
 
 def _unwritable(path: Path) -> str | None:

@@ -276,6 +276,9 @@ class Simulator:
             malformed=(fault.after_chunks, fmt.malformed_event())
             if fault is not None and kind == "malformed"
             else None,
+            hold=(fault.after_chunks, fault.seconds)
+            if fault is not None and kind == "hold"
+            else None,
         )
         events = fmt.stream_events(body, plan)
         if fault is not None and kind == "stream_error":

@@ -17,6 +17,8 @@ requests (None = forever) with an optional `probability`, and has one kind:
   event for `status` (and `message`) as it reports a failure after the 200 (OpenAI and
   Gemini an `error` object, Anthropic an `error` event, Bedrock an exception frame), and
   ends. Formats without such an event cut the stream there; a unary answer gets `status`.
+- `hold`: stream `after_chunks` events, then send nothing more for `seconds` (None =
+  until the client leaves), then close (a stream the client gives up on, mid-answer).
 
 At most one rule fires per request: the first, in the order added, that matches and wins
 its probability draw. A rule's `times` counts firings, not matches.
@@ -30,7 +32,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-FaultKind = Literal["status", "reset", "stall", "cut", "malformed", "latency", "stream_error"]
+FaultKind = Literal[
+    "status", "reset", "stall", "cut", "malformed", "latency", "stream_error", "hold"
+]
 FAULT_KINDS = frozenset(get_args(FaultKind))
 
 

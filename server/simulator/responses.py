@@ -82,8 +82,9 @@ class StreamWriter:
     token goes with the events before it), everything else as soon as possible.
 
     `cut_after` closes the connection after that many events; `malformed_after` inserts one
-    broken event after that many good ones. `sent` counts events written so far, for the
-    disconnect record.
+    broken event after that many good ones; `hold` (events, seconds) sends nothing more
+    after that many events, for that long (None: until the client leaves), then closes.
+    `sent` counts events written so far, for the disconnect record.
     """
 
     def __init__(
@@ -92,11 +93,13 @@ class StreamWriter:
         tokens_per_second: float,
         cut_after: int | None = None,
         malformed: tuple[int, bytes] | None = None,
+        hold: tuple[int, float | None] | None = None,
     ) -> None:
         self.response = response
         self.interval = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
         self.cut_after = cut_after
         self.malformed = malformed
+        self.hold = hold
         self.sent = 0
 
     async def write(self, request: web.Request, events: Sequence[StreamEvent]) -> bool:
@@ -107,6 +110,10 @@ class StreamWriter:
             if self.cut_after is not None and self.sent == self.cut_after:
                 await self._flush(pending)
                 close_connection(request)
+                return False
+            if self.hold is not None and self.sent == self.hold[0]:
+                await self._flush(pending)
+                await stall(request, self.hold[1])
                 return False
             if self.malformed is not None and self.sent == self.malformed[0]:
                 pending.append(self.malformed[1])

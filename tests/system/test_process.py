@@ -62,6 +62,10 @@ GRPCURL_CHAT_NO_KEY = (
     f"grpcurl -plaintext -d '{HELLO}' 127.0.0.1:50051 ai_service.v1.AIService/ChatCompletion"
 )
 GRPCURL_HEALTH = "grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check"
+GRPCURL_USAGE = (
+    "grpcurl -plaintext -H 'authorization: Bearer demo-key' "
+    "127.0.0.1:50051 ai_service.v1.AIService/GetUsage"
+)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +199,23 @@ def test_grpcurl_every_provider_kind_answers_unary_and_streamed_alike(
     assert chunks[-1]["usage"] == unary["usage"]
 
 
+def test_grpcurl_get_usage_shows_the_cost_of_the_calls_made(embedded: Running) -> None:
+    def sim_gpt(report: dict[str, Any]) -> tuple[int, float]:
+        rows = [row for row in report.get("rows", []) if row["model"] == "sim-gpt"]
+        return sum(int(r["calls"]) for r in rows), sum(r.get("cost", 0.0) for r in rows)
+
+    before = sim_gpt(json.loads(ok(grpcurl(GRPCURL_USAGE, embedded.address))))
+    answers = [json.loads(ok(grpcurl(GRPCURL_CHAT, embedded.address))) for _ in range(2)]
+    report = json.loads(ok(grpcurl(GRPCURL_USAGE, embedded.address)))
+    # The embedded default prices its simulated models (examples, not a provider's).
+    cost = answers[0]["cost"]
+    assert cost["currency"] == "USD" and cost["amount"] > 0
+    assert (report["scope"], report["currency"]) == ("key:demo", "USD")
+    calls, spent = sim_gpt(report)
+    assert calls == before[0] + 2
+    assert spent == pytest.approx(before[1] + sum(a["cost"]["amount"] for a in answers))
+
+
 def test_grpcurl_without_a_key_is_unauthenticated(embedded: Running) -> None:
     result = grpcurl(GRPCURL_CHAT_NO_KEY, embedded.address)
     assert result.returncode == 64 + grpc.StatusCode.UNAUTHENTICATED.value[0], result.stderr
@@ -246,6 +267,30 @@ def test_ai_client_commands(embedded: Running) -> None:
         assert ok(ai_client(address, *chat)) == "You said: hi\n"
         assert ok(ai_client(address, *chat, "--stream")) == "You said: hi\n"
     assert ok(ai_client(address, "health")) == "SERVING\n"
+
+
+def test_ai_client_usage_prints_a_table_and_refuses_another_key(embedded: Running) -> None:
+    address = embedded.address
+    ok(ai_client(address, "--key", "demo-key", "chat", "price this", "--model", "sim-claude"))
+    table = ok(ai_client(address, "--key", "demo-key", "usage", "--since", "1d")).splitlines()
+    assert table[0].startswith("key:demo, ") and table[0].endswith(", in USD")
+    assert table[1].split() == [
+        "DAY",
+        "MODEL",
+        "CALLS",
+        "PROMPT",
+        "COMPLETION",
+        "CACHED",
+        "CACHE_WRITE",
+        "REASONING",
+        "COST",
+    ]
+    (claude,) = [line.split() for line in table if " sim-claude " in line]
+    assert int(claude[2]) >= 1 and float(claude[-1]) > 0
+    assert table[-1].split()[0] == "total"
+    refused = ai_client(address, "--key", "demo-key", "usage", "someone-else")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: PERMISSION_DENIED: ")
 
 
 def test_ai_client_bad_key_prints_one_error_line(embedded: Running) -> None:

@@ -87,6 +87,27 @@ def test_the_supervisor_refuses_a_bad_config_before_it_forks(tmp_path: Path) -> 
     assert "worker started" not in result.stderr + result.stdout
 
 
+def test_budgets_in_each_workers_memory_are_refused_before_it_forks(tmp_path: Path) -> None:
+    tree = config_tree("http://127.0.0.1:9")
+    tree["server"]["listen"] = f"127.0.0.1:{free_port()}"
+    tree["auth"]["teams"] = [{"name": "search", "budget": {"amount": 10}}]
+    config = write_config(tmp_path / "config.yaml", tree)
+    result = subprocess.run(
+        gateway_argv("--config", str(config), "--workers", "2", "--log-format", "text"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        "auth.teams[0].budget: budgets across --workers 2 need shared_state.backend: redis"
+        in result.stderr
+    )
+    assert "worker started" not in result.stderr + result.stdout
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
 def test_check_as_an_unprivileged_user_names_an_audit_path_it_cannot_write(tmp_path: Path) -> None:
     nobody = pwd.getpwnam("nobody")

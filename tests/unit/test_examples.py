@@ -11,7 +11,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from ai_service.config import ConfigError, GatewayConfig, load_config
+from ai_service.config import ConfigError, GatewayConfig, load_config, parse_config
+from ai_service.limits.prices import Pricebook
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "config.yaml"
@@ -124,3 +125,19 @@ def test_example_config_shows_every_setting() -> None:
         if field not in SHOWN_IN_COMMENTS or SHOWN_IN_COMMENTS[field] not in text
     ]
     assert not missing, f"examples/config.yaml does not show: {', '.join(missing)}"
+
+
+PRICES = REPO / "examples" / "prices.yaml"
+
+
+def test_example_prices_say_when_they_were_read_and_price_every_example_model() -> None:
+    text = PRICES.read_text(encoding="utf-8")
+    assert text.count("Read on 2026-") + text.count("read on 2026-") >= 2  # each provider's
+    prices = yaml.safe_load(text)["cost"]
+    tree = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    tree["cost"] = prices
+    config = parse_config(tree, env=ENV)
+    book = Pricebook(config.cost, config.models)
+    assert all(not unpriced for unpriced in book.unpriced.values()), book.unpriced
+    # examples/config.yaml carries the same prices (one list to check, not two to drift).
+    assert load_config(EXAMPLE, env=ENV).cost == config.cost
