@@ -17,6 +17,7 @@ from ai_service.errors import UpstreamError, keep_secret
 from ai_service.providers.base import parse_json_body
 from ai_service.providers.egress import upstream_headers
 from ai_service.providers.http import HttpClient, UpstreamResponse, create_http_client
+from ai_service.providers.http.propagation import note_http_status
 from ai_service.providers.status_mapping import error_from_status
 
 #: Turns a non-200 answer into the gateway's error (given the provider's name).
@@ -69,6 +70,7 @@ class UpstreamEndpoint:
     async def fetch(self, body: bytes, what: str) -> dict[str, Any]:
         """POST `body`; the JSON object answered, or the mapped error."""
         async with self._http.post(self.url, body, self._headers) as response:
+            note_http_status(response.status)
             payload = await response.read()
             if response.status != 200:
                 raise self._map_error(response, payload, self.provider)
@@ -78,6 +80,7 @@ class UpstreamEndpoint:
     async def stream(self, body: bytes) -> AsyncIterator[UpstreamResponse]:
         """POST `body` for a stream; a non-200 answer raises the mapped error."""
         async with self._http.post(self.url, body, self._stream_headers) as response:
+            note_http_status(response.status)
             if response.status != 200:
                 payload = await response.read()
                 raise self._map_error(response, payload, self.provider)
