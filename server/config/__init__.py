@@ -38,6 +38,7 @@ from ai_service.config.models import (
 )
 from ai_service.config.network import is_loopback, split_host_port
 from ai_service.config.observability import (
+    AccessLogSettings,
     AuditSettings,
     MetricsSettings,
     ObservabilitySettings,
@@ -69,6 +70,7 @@ __all__ = [
     "DIRECT",
     "HEALTH_SERVICE_NAME",
     "SERVICE_NAME",
+    "AccessLogSettings",
     "AuditSettings",
     "AuthSettings",
     "BudgetSettings",

@@ -197,7 +197,7 @@ class Gateway:
         await server.start()
         self._server = server
         self.identities.start()
-        await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
+        await self.observability.start(router, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
@@ -302,7 +302,7 @@ class Gateway:
         self._auth_throttle.rule = failed_auth_rule(config.auth)
         self._service.state = ServiceState.build(config, runtime.router, runtime.answers)
         self.runtime, self.config = runtime, config
-        self.observability.follow(runtime.router.deployments, config.providers)
+        self.observability.follow(runtime.router, config.providers)
         await self.model_health.attach(runtime.router)
         if old is not None:
             retired = [
