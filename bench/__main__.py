@@ -16,7 +16,7 @@ from bench.results import Results
 from bench.sections import SECTIONS, Ctx, run_section
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_SECTIONS = ("throughput", "latency", "streaming", "features")
+DEFAULT_SECTIONS = ("cpu", "throughput", "latency", "streaming", "features")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = BENCH_DIR / ".work"
     workdir.mkdir(exist_ok=True)
     results = Results(meta=metadata(args, duration, warmup))
-    ctx = Ctx(workdir, duration, warmup, args.quick, results)
+    ctx = Ctx(workdir, duration, warmup, args.quick, results, args.output)
     sections = list(args.only or DEFAULT_SECTIONS)
     if "litellm" in args.peers and "peers" not in sections:
         sections.append("peers")

@@ -104,6 +104,8 @@ class Load:
     #: Total requests per second across all clients (None: as fast as possible).
     rate: float | None = None
     h1: bool = False
+    #: A fixed number of requests instead of `duration` (and no warm-up).
+    calls: int | None = None
 
 
 def run(label: str, load: Load, workdir: Path) -> LoadResult:
@@ -118,10 +120,11 @@ def run(label: str, load: Load, workdir: Path) -> LoadResult:
         str(load.clients),
         "-m",
         str(load.streams_per_client),
-        "-D",
-        f"{load.duration:g}",
-        "--warm-up-time",
-        f"{load.warmup:g}",
+        *(
+            ["-n", str(load.calls)]
+            if load.calls is not None
+            else ["-D", f"{load.duration:g}", "--warm-up-time", f"{load.warmup:g}"]
+        ),
         "-d",
         str(load.body),
         f"--log-file={log_file}",
@@ -133,9 +136,8 @@ def run(label: str, load: Load, workdir: Path) -> LoadResult:
     if load.h1:
         argv.append("--h1")
     argv.append(load.url)
-    proc = run_bounded(
-        argv, timeout=load.warmup + load.duration + 30, log=workdir / f"h2load-{_slug(label)}.log"
-    )
+    seconds = load.warmup + load.duration if load.calls is None else 120.0
+    proc = run_bounded(argv, timeout=seconds + 30, log=workdir / f"h2load-{_slug(label)}.log")
     result = parse_output(label, proc.stdout)
     if proc.returncode != 0 and not result.error:
         result.error = f"h2load exited {proc.returncode}: {proc.stderr.strip()[-200:]}"

@@ -12,6 +12,7 @@ from bench.results import TTFT_STAGGER_MS, WORKER_ROWS, Results
 
 MIB = 2**20
 GIB = 2**30
+CPU_HEADING = "## CPU per call"
 SOAK_HEADING = "## Soak"
 GRPC_CORE_HEADING = "## gRPC core options"
 OVERLOAD_HEADING = "## Overload"
@@ -20,11 +21,12 @@ CLIENT_CHOICE_HEADING = "## The default HTTP client"
 MEDIA_HEADING = "## Content: a 1 MiB image"
 REDACTION_STALL_HEADING = "## Redaction stall"
 IDENTITY_HEADING = "## Caller identity"
-#: Sections written by tools that run apart from `python -m bench` (bench.soak,
+#: Sections written by tools that run apart from `python -m bench` (bench.cpu, bench.soak,
 #: bench.grpc_core, bench.overload, bench.hotpath, bench.media, bench.redaction_stall,
 #: bench.identity), or by hand from their runs (the default HTTP client, from
 #: bench.http_seam): a full run keeps them as they are.
 KEPT_HEADINGS = (
+    CPU_HEADING,
     HOTPATH_HEADING,
     OVERLOAD_HEADING,
     GRPC_CORE_HEADING,

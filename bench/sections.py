@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from bench import h2load, procs, stack
+from bench import h2load, procs, report, stack
 from bench.direct import http_unary_load
 from bench.grpc_check import sample_statuses
 from bench.h2load import Load, LoadResult
@@ -56,6 +56,8 @@ class Ctx:
     warmup: float
     quick: bool
     results: Results
+    #: The report: sections written apart (CPU per call) go there directly.
+    output: Path = Path("bench/RESULTS.md")
 
 
 def measure_grpc(
@@ -392,7 +394,21 @@ def run_section(name: str, ctx: Ctx) -> None:
     print(f"    ({name}: {time.monotonic() - started:.0f}s)", flush=True)
 
 
+def cpu_per_call(ctx: Ctx) -> None:
+    """0. CPU µs per call of each server process, interleaved rounds (bench.cpu): the
+    steady measure, written as its own section of the report."""
+    from bench import cpu
+
+    print("[0] CPU per call", flush=True)
+    calls, rounds = (1_000, 2) if ctx.quick else (4_000, 5)
+    results = cpu.run(ctx.workdir, calls, rounds)
+    report.replace_section(ctx.output, cpu.HEADING, cpu.section(results, calls, rounds))
+    for check in cpu.checks(results):
+        print(f"  {check.line()}", flush=True)
+
+
 SECTIONS = {
+    "cpu": cpu_per_call,
     "throughput": throughput,
     "latency": latency,
     "streaming": streaming,

@@ -2,7 +2,7 @@
 
 With no config it runs the embedded default: the built-in upstream simulator in
 the same process and one model per provider kind backed by it (`sim-gpt`,
-`sim-claude`, `sim-llama`), auth on with the
+`sim-claude`, `sim-llama`, `sim-azure`, `sim-gemini`, `sim-bedrock`), auth on with the
 demo key `demo-key`, on 127.0.0.1:50051. With `--config` (or AI_SERVICE_CONFIG)
 it runs what the YAML file declares.
 """

@@ -1,13 +1,14 @@
 """Every configured secret, and scrubbing it out of text that leaves the gateway.
 
 A secret is registered once, where the config hands it over (`keep_secret`: one line
-per source — provider keys and provider header values in
-server/providers/endpoint.py); from then on every status, log line, audit record,
-span attribute and answer is passed through `scrub_secrets`. An upstream that echoes
-a secret rarely echoes it byte for byte, so each is known in several forms: as
-written, URL-encoded, in base64 (standard and URL-safe, at each of the three
-alignments it can take inside a longer encoded text, as in a Basic `user:key`), and
-all of them in any letter case. A run of at least half of any form (and
+per source — provider header values in server/providers/endpoint.py, provider keys,
+client secrets, AWS keys and every access token in server/providers/credentials/; a
+renewed token's predecessor is `forget_secret`-ed); from then on every status, log
+line, audit record, span attribute and answer is passed through `scrub_secrets`. An
+upstream that echoes a secret rarely echoes it byte for byte, so each is known in
+several forms: as written, URL-encoded, in base64 (standard and URL-safe, at each of
+the three alignments it can take inside a longer encoded text, as in a Basic
+`user:key`), and all of them in any letter case. A run of at least half of any form (and
 `MIN_SECRET_CHARS`) is scrubbed too: a key cut short, or its tail, shows no more
 than half of it, whichever way it was cut.
 
@@ -67,15 +68,25 @@ class SecretRegistry:
                 if len(form) >= MIN_SECRET_CHARS and form not in self._forms:
                     self._forms.add(form)
                     anchors += _anchors(form)
-                    short.update(
-                        form[at : at + size]
-                        for size in range(1, _SHORT_RUN + 1)
-                        for at in range(len(form) - size + 1)
-                    )
+                    short.update(_runs(form))
                     self._longest = max(self._longest, len(form))
             self._short_runs = frozenset(short)
             self._least = min(anchor.least for anchor in anchors) if anchors else 0
             self._anchors = tuple(anchors)
+
+    def remove(self, secret: str) -> None:
+        """Forget `secret`'s forms: an access token replaced by its renewal, which nothing
+        sends any more (every scrub checks every form, so renewals must not pile up)."""
+        with self._lock:
+            gone = {form for form in _forms(secret)} & self._forms
+            if not gone:
+                return
+            self._forms -= gone
+            anchors = tuple(anchor for anchor in self._anchors if anchor.form not in gone)
+            self._short_runs = frozenset(run for form in self._forms for run in _runs(form))
+            self._longest = max((len(form) for form in self._forms), default=0)
+            self._least = min(anchor.least for anchor in anchors) if anchors else 0
+            self._anchors = anchors
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where `text` holds a secret, in any of its forms: sorted, merged spans."""
@@ -141,6 +152,15 @@ def _forms(secret: str) -> Iterator[str]:
             yield encoded[first:last].lower()
 
 
+def _runs(form: str) -> Iterator[str]:
+    """Every run of `form` up to `_SHORT_RUN` long."""
+    return (
+        form[at : at + size]
+        for size in range(1, _SHORT_RUN + 1)
+        for at in range(len(form) - size + 1)
+    )
+
+
 def _anchors(form: str) -> list[_Anchor]:
     """Anchors such that every run of `form` at least `least` long holds one whole."""
     least = max(MIN_SECRET_CHARS, math.ceil(len(form) / 2))
@@ -192,6 +212,11 @@ SECRETS = SecretRegistry()
 def keep_secret(secret: str) -> None:
     """Never let `secret`, in any of its forms, leave the gateway."""
     SECRETS.add(secret)
+
+
+def forget_secret(secret: str) -> None:
+    """Stop scrubbing `secret` (a rotated access token, never sent again)."""
+    SECRETS.remove(secret)
 
 
 def scrub_secrets(text: str) -> str:

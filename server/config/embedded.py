@@ -23,6 +23,24 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
                     "base_url": simulator_base_url,
                 },
                 {"name": "simulator-ollama", "kind": "ollama", "base_url": simulator_base_url},
+                {
+                    "name": "simulator-azure",
+                    "kind": "azure_openai",
+                    "base_url": simulator_base_url,
+                },
+                {"name": "simulator-gemini", "kind": "gemini", "base_url": simulator_base_url},
+                {
+                    "name": "simulator-bedrock",
+                    "kind": "bedrock",
+                    "base_url": simulator_base_url,
+                    # Bedrock calls are always signed: with demo keys, which the simulator
+                    # takes (it checks credentials only when given a key of its own).
+                    "bedrock": {
+                        "region": "us-east-1",
+                        "access_key_id": "${AI_SERVICE_SIMULATOR_AWS_KEY_ID:-AKIDSIMULATOR}",
+                        "secret_access_key": "${AI_SERVICE_SIMULATOR_AWS_SECRET:-simulator}",
+                    },
+                },
             ],
             # Capabilities: each model takes what its provider's API carries, except
             # sim-llama, text-only (it refuses an image by name), and the two embedding
@@ -67,6 +85,22 @@ def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -
                     "provider": "simulator-ollama",
                     "upstream_model": "sim-minilm-1",
                     "capabilities": {"embeddings": True, "context_window": 512},
+                },
+                {
+                    "name": "sim-azure",
+                    "provider": "simulator-azure",
+                    "upstream_model": "sim-azure-1",
+                },
+                {
+                    "name": "sim-gemini",
+                    "provider": "simulator-gemini",
+                    "upstream_model": "sim-gemini-1",
+                },
+                {
+                    "name": "sim-bedrock",
+                    "provider": "simulator-bedrock",
+                    # A Claude model id (with Bedrock's `:`), so reasoning goes as thinking.
+                    "upstream_model": "anthropic.sim-claude-v1:0",
                 },
             ],
         },

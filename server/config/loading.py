@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from ai_service.config.base import ConfigError
+from ai_service.config.clouds import CLOUD_SECRET_PATHS
 from ai_service.config.gateway import GatewayConfig
 
 CONFIG_ENV_VAR = "AI_SERVICE_CONFIG"
@@ -91,6 +92,15 @@ def _refuse_literal_provider_keys(raw: dict[str, Any]) -> None:
                 f"providers[{i}].api_key: give the key as an environment variable "
                 f"(${{NAME}}) or with api_key_file, not written into the config"
             )
+        for path in CLOUD_SECRET_PATHS:
+            value: Any = provider
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, str) and not _WHOLE_ENV_REF.fullmatch(value):
+                raise ConfigError(
+                    f"providers[{i}].{'.'.join(path)}: give it as an environment variable "
+                    f"(${{NAME}}), not written into the config"
+                )
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:

@@ -9,6 +9,13 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from ai_service.config.base import StrictSettings
+from ai_service.config.clouds import (
+    CLOUD_BLOCKS,
+    AzureOpenAISettings,
+    BedrockSettings,
+    GeminiSettings,
+    VertexSettings,
+)
 from ai_service.config.egress import EgressSettings
 
 
@@ -35,12 +42,19 @@ class ProviderSettings(StrictSettings):
 
     name: str = Field(min_length=1)
     #: The wire format: `openai` (and every OpenAI-compatible server), `anthropic`
-    #: (the Messages API) or `ollama` (Ollama's native `/api/chat`).
-    kind: Literal["openai", "anthropic", "ollama"] = "openai"
+    #: (the Messages API), `ollama` (Ollama's native `/api/chat`), `azure_openai`,
+    #: `gemini` (the Gemini API), `vertex` (Vertex AI) or `bedrock` (AWS Bedrock's
+    #: Converse API).
+    kind: Literal[
+        "openai", "anthropic", "ollama", "azure_openai", "gemini", "vertex", "bedrock"
+    ] = "openai"
     #: What the adapter's path is appended to. openai: the API base with its version,
     #: e.g. https://api.openai.com/v1 (+ `/chat/completions`); anthropic: the origin,
     #: e.g. https://api.anthropic.com (+ `/v1/messages`); ollama: the origin, e.g.
-    #: http://localhost:11434 (+ `/api/chat`).
+    #: http://localhost:11434 (+ `/api/chat`); azure_openai: the resource endpoint, e.g.
+    #: https://my-resource.openai.azure.com; gemini: https://generativelanguage.googleapis.com;
+    #: vertex: https://us-central1-aiplatform.googleapis.com (the location's host);
+    #: bedrock: https://bedrock-runtime.us-east-1.amazonaws.com (the region's host).
     base_url: str
     #: The gateway's key for this upstream, only ever from the environment (`${NAME}`) ...
     api_key: SecretStr | None = None
@@ -59,8 +73,14 @@ class ProviderSettings(StrictSettings):
     #: `max_tokens` and its reasoning models (o-series, gpt-5) refuse it; `max_tokens`
     #: is for compatible servers that only know the old name.
     max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
-    #: Proxy and TLS towards this upstream, over the top-level `egress` defaults.
+    #: Proxy and TLS towards this upstream, over the top-level `egress` defaults; they
+    #: apply to its token endpoints too (Entra ID, Google OAuth, AWS STS).
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    #: Each cloud kind's own settings (server/config/clouds.py), under its kind's name.
+    azure_openai: AzureOpenAISettings | None = None
+    gemini: GeminiSettings | None = None
+    vertex: VertexSettings | None = None
+    bedrock: BedrockSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -82,4 +102,23 @@ class ProviderSettings(StrictSettings):
     def _base_url_is_http(self) -> ProviderSettings:
         if not re.match(r"https?://[^/\s]+", self.base_url):
             raise ValueError("base_url must start with http:// or https:// and name a host")
+        return self
+
+    @model_validator(mode="after")
+    def _cloud_block_fits_kind(self) -> ProviderSettings:
+        for kind, block in CLOUD_BLOCKS.items():
+            if getattr(self, block) is not None and self.kind != kind:
+                raise ValueError(f"{block}: only for kind {kind}, not {self.kind}")
+        if self.kind == "vertex" and self.vertex is None:
+            raise ValueError("vertex: kind vertex needs its project and location")
+        if self.kind == "vertex" and self.api_key is not None:
+            raise ValueError(
+                "api_key: Vertex AI takes OAuth tokens (vertex.credentials_file, or the "
+                "environment's default credentials), not a key"
+            )
+        if self.kind == "bedrock" and self.bedrock is None:
+            raise ValueError("bedrock: kind bedrock needs its region")
+        azure = self.azure_openai
+        if azure is not None and azure.entra is not None and self.api_key is not None:
+            raise ValueError("api_key: give the resource key or azure_openai.entra, not both")
         return self

@@ -14,7 +14,7 @@ _OPERATIONS = {"ChatCompletion": "chat", "StreamChatCompletion": "chat", "Embed"
 #: `gen_ai.provider.name` where the conventions name a provider kind otherwise (the
 #: clouds' kinds); any other kind is its own name (`openai`, `anthropic`, `ollama`).
 _PROVIDER_NAMES = {
-    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
     "bedrock": "aws.bedrock",
     "gemini": "gcp.gemini",
     "vertex": "gcp.vertex_ai",

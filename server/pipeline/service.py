@@ -215,6 +215,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
             route = state.router.resolve(request.model, caller)
             if call is not None:
                 call.route = route
+            # Redaction binds the inputs as it binds a chat prompt: they go upstream too.
+            reachable = [model.name for model in state.router.reachable(route)]
+            await state.policy.screening(caller.name, reachable, call).prompt(request)
             budget = Budget.for_call(context.time_remaining(), state.default_deadline)
             with budget.bound(state.timers):
                 outcome = await state.answers.embed(request, route, budget, caller)

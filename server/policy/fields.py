@@ -23,7 +23,12 @@ from typing import Any, Literal
 import orjson
 from google.protobuf import json_format
 
-from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, ChatCompletionResponse, Message
+from ai_service_protos.ai_service_pb2 import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    EmbedRequest,
+    Message,
+)
 
 #: `text`: free text; `name`: an identifier (a function's name, a call id), redacted in
 #: a form identifiers allow; `json`: JSON text; `value`: an already parsed JSON value;
@@ -81,9 +86,12 @@ def _item(texts: Any, i: int) -> UpstreamText:
     return UpstreamText("text", lambda: texts[i], replace)
 
 
-def upstream_texts(request: ChatCompletionRequest) -> Iterator[UpstreamText]:
+def upstream_texts(request: ChatCompletionRequest | EmbedRequest) -> Iterator[UpstreamText]:
     """The request's texts that go upstream, each with a way to replace it; empty
     ones are left out."""
+    if isinstance(request, EmbedRequest):
+        yield from _embed_texts(request)
+        return
     for message in request.messages:
         yield from _message_texts(message)
         if message.name:
@@ -117,6 +125,14 @@ def upstream_texts(request: ChatCompletionRequest) -> Iterator[UpstreamText]:
             yield _attribute(response_format, "schema_name", "name")
         if response_format.json_schema:
             yield _attribute(response_format, "json_schema", "json")
+
+
+def _embed_texts(request: EmbedRequest) -> Iterator[UpstreamText]:
+    """An Embed call's texts: every input, and `user`."""
+    for i in range(len(request.inputs)):
+        yield _item(request.inputs, i)
+    if request.user:
+        yield _attribute(request, "user", "text")
 
 
 def answer_texts(response: ChatCompletionResponse) -> Iterator[UpstreamText]:

@@ -38,6 +38,7 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    EmbedRequest,
 )
 
 
@@ -92,7 +93,7 @@ class Screening:
         self._answer: list[str] | None = [] if keep_text and call is not None else None
         self._stream: StreamRedactor | None = None
 
-    async def prompt(self, request: ChatCompletionRequest) -> None:
+    async def prompt(self, request: ChatCompletionRequest | EmbedRequest) -> None:
         """Block, redact or note what the request holds; keep it for the audit log."""
         found: set[str] = set()
         if self._mode != "off":
@@ -102,12 +103,18 @@ class Screening:
         if found and self._mode == "block":
             raise SensitiveDataBlocked(found)
         if self._call is not None and self._answer is not None:
-            text = "\n".join(f"{m.role}: {fields.message_text(m)}" for m in request.messages)
+            text = (
+                "\n".join(request.inputs)
+                if isinstance(request, EmbedRequest)
+                else "\n".join(f"{m.role}: {fields.message_text(m)}" for m in request.messages)
+            )
             if self._mode != "redact":
                 text = self._redactor.redact(text, await self._redactor.find_async(text))
             self._call.prompt = text
 
-    async def _screen(self, request: ChatCompletionRequest, *, redact: bool) -> set[str]:
+    async def _screen(
+        self, request: ChatCompletionRequest | EmbedRequest, *, redact: bool
+    ) -> set[str]:
         """The kinds found in every text the upstream receives; redacted if asked."""
         texts = list(fields.upstream_texts(request))
         values = [fields.parsed(t) if t.shape in ("json", "value") else None for t in texts]

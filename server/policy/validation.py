@@ -53,16 +53,7 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
     if size > limits.max_request_bytes:
         # Images, documents and audio have their own limit (max_media_bytes).
         size -= sum(media_size(part) for message in request.messages for part in message.parts)
-        if size > limits.max_request_bytes:
-            raise InvalidRequest(
-                "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
-            )
-    if not request.model:
-        raise InvalidRequest("model", "is required")
-    if len(request.model) > MAX_MODEL_CHARS:
-        raise InvalidRequest(
-            "model", f"is {len(request.model)} characters; the limit is {MAX_MODEL_CHARS}"
-        )
+    _check_size_and_model(size, request.model, limits)
     if not request.messages:
         raise InvalidRequest("messages", "must hold at least one message")
     for field, value in request.ListFields():
@@ -71,22 +62,24 @@ def validate_request(request: ChatCompletionRequest, limits: RequestLimits) -> N
             rule(request, value, limits)
 
 
+def _check_size_and_model(size: int, model: str, limits: RequestLimits) -> None:
+    """What every call must pass first: its size (`size`: what counts of it) and a model."""
+    if size > limits.max_request_bytes:
+        raise InvalidRequest(
+            "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
+        )
+    if not model:
+        raise InvalidRequest("model", "is required")
+    if len(model) > MAX_MODEL_CHARS:
+        raise InvalidRequest("model", f"is {len(model)} characters; the limit is {MAX_MODEL_CHARS}")
+
+
 EMBED_ENCODINGS = frozenset({"", "float", "base64"})
 
 
 def validate_embed(request: EmbedRequest, limits: RequestLimits) -> None:
     """Shape and range checks of an Embed call; every empty input is named at once."""
-    size = request.ByteSize()
-    if size > limits.max_request_bytes:
-        raise InvalidRequest(
-            "request", f"is {size} bytes; the limit is {limits.max_request_bytes} bytes"
-        )
-    if not request.model:
-        raise InvalidRequest("model", "is required")
-    if len(request.model) > MAX_MODEL_CHARS:
-        raise InvalidRequest(
-            "model", f"is {len(request.model)} characters; the limit is {MAX_MODEL_CHARS}"
-        )
+    _check_size_and_model(request.ByteSize(), request.model, limits)
     if not request.inputs:
         raise InvalidRequest("inputs", "must hold at least one text")
     if len(request.inputs) > limits.max_embed_inputs:

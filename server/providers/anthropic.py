@@ -153,7 +153,13 @@ class AnthropicProvider:
     ) -> None:
         self.name = settings.name
         self._media = media or MediaFetcher()
-        self._endpoint = UpstreamEndpoint(
+        self._endpoint = self._messages_endpoint(settings, http)
+
+    def _messages_endpoint(
+        self, settings: ProviderSettings, http: HttpClient | None
+    ) -> UpstreamEndpoint:
+        """Where messages go (Claude elsewhere, on Vertex AI, overrides it)."""
+        return UpstreamEndpoint(
             settings,
             "/v1/messages",
             stream_accept="text/event-stream",
@@ -163,6 +169,17 @@ class AnthropicProvider:
             http=http,
         )
 
+    def _wire(
+        self,
+        request: ChatCompletionRequest,
+        deployment: Deployment,
+        default_max_tokens: int | None,
+        *,
+        stream: bool,
+    ) -> tuple[bytes, str | None]:
+        """The body, and the URL when it is not the endpoint's."""
+        return _body(request, deployment, default_max_tokens, stream=stream), None
+
     async def complete(
         self,
         request: ChatCompletionRequest,
@@ -170,8 +187,8 @@ class AnthropicProvider:
         default_max_tokens: int | None = None,
     ) -> ChatCompletionResponse:
         request = await with_bytes(request, _wants_bytes, self._media)
-        body = _body(request, deployment, default_max_tokens, stream=False)
-        payload = await self._endpoint.fetch(body, "a message")
+        body, url = self._wire(request, deployment, default_max_tokens, stream=False)
+        payload = await self._endpoint.fetch(body, "a message", url)
         return translate_failure(response_from_anthropic, payload)
 
     async def stream(
@@ -181,8 +198,8 @@ class AnthropicProvider:
         default_max_tokens: int | None = None,
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         request = await with_bytes(request, _wants_bytes, self._media)
-        body = _body(request, deployment, default_max_tokens, stream=True)
-        async with self._endpoint.stream(body) as response:
+        body, url = self._wire(request, deployment, default_max_tokens, stream=True)
+        async with self._endpoint.stream(body, url) as response:
             translator = StreamTranslator(self.name)
             async for events in iter_sse_batches(response.iter_bytes()):
                 ready: list[ChatCompletionChunk] = []
@@ -263,7 +280,7 @@ def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
             "temperature",
             f"is {request.temperature:g}; Anthropic models take 0 to {MAX_TEMPERATURE:g}",
         )
-    return _content_refusal(request) or _thinking_refusal(request)
+    return _content_refusal(request) or thinking_refusal(request)
 
 
 def _content_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
@@ -305,7 +322,7 @@ def _undecodable_text(part: ContentPart) -> bool:
     return False
 
 
-def _thinking_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
+def thinking_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
     """What the API refuses with thinking on (the extended-thinking guide)."""
     if not reasoning_on(request):
         return None
@@ -339,7 +356,7 @@ def request_body(
     if refusal is not None:
         raise refusal
     system, messages = messages_to_anthropic(request.messages)
-    thinking = _thinking(request)
+    thinking = thinking_of(request)
     max_tokens = request.max_tokens if request.HasField("max_tokens") else default_max_tokens
     if thinking is not None and not request.HasField("max_tokens"):
         # Thinking counts toward max_tokens: the default is the answer's, budget beside.
@@ -372,7 +389,7 @@ def request_body(
     return body
 
 
-def _thinking(request: ChatCompletionRequest) -> dict[str, Any] | None:
+def thinking_of(request: ChatCompletionRequest) -> dict[str, Any] | None:
     setting = reasoning_of(request)
     if setting is None:
         return None

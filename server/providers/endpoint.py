@@ -4,6 +4,11 @@ Every adapter posts JSON to one path of its provider and reads either one JSON
 object or a stream; what differs between providers is the path, how the key is
 sent, what a stream is called, and (Anthropic) a twist in the error mapping.
 Those are parameters here; the mechanics exist once.
+
+The path may depend on the call (a deployment or model in the URL, another method for
+streams): `fetch` and `stream` then take the `url`. The gateway's identity comes from a
+`Credentials` (providers/credentials/): a fixed key, or a token or signature made per
+request; a 401 answered to a token that can be renewed is retried once with a new one.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 from ai_service.config import ProviderSettings
 from ai_service.errors import UpstreamError, keep_secret
 from ai_service.providers.base import parse_json_body
+from ai_service.providers.credentials import Credentials, OutgoingRequest
+from ai_service.providers.credentials.static import StaticKey
 from ai_service.providers.egress import upstream_headers
 from ai_service.providers.http import HttpClient, UpstreamResponse, create_http_client
 from ai_service.providers.http.propagation import note_http_status
@@ -42,34 +49,40 @@ class UpstreamEndpoint:
         *,
         stream_accept: str,
         credentials: Callable[[str], dict[str, str]] = bearer,
+        auth: Credentials | None = None,
         extra_headers: Mapping[str, str] | None = None,
         map_error: ErrorMapper = map_by_status,
         http: HttpClient | None = None,
     ) -> None:
+        """`credentials` shapes the configured `api_key` into headers; `auth`, when
+        given, authenticates instead (tokens, signatures)."""
         self.provider = settings.name
         self.url = settings.base_url.rstrip("/") + path
-        secret = settings.api_key.get_secret_value() if settings.api_key else None
+        if auth is None:
+            secret = settings.api_key.get_secret_value() if settings.api_key else None
+            auth = StaticKey(credentials(secret) if secret else {}, secret)
+        self.auth: Credentials = auth
         # User-Agent and Accept-Encoding: gzip, unless the provider's headers say otherwise.
         headers = upstream_headers(
             {"content-type": "application/json", "accept": "application/json"},
             extra_headers or {},
             settings.headers,
+            auth.static_headers,
         )
-        # Whatever the upstream echoes, callers never see them: the key, and every
-        # configured header's value (an organisation token, an `api-key`).
+        # Whatever the upstream echoes, callers never see them: every configured header's
+        # value (an organisation token, an `api-key`); the credentials keep their own.
         for value in settings.headers.values():
             keep_secret(value)
-        if secret:
-            keep_secret(secret)
-            headers.update(credentials(secret))
         self._headers = headers
         self._stream_headers = {**headers, "accept": stream_accept}
         self._map_error = map_error
         self._http = http or create_http_client(settings)
 
-    async def fetch(self, body: bytes, what: str) -> dict[str, Any]:
-        """POST `body`; the JSON object answered, or the mapped error."""
-        async with self._http.post(self.url, body, self._headers) as response:
+    async def fetch(self, body: bytes, what: str, url: str | None = None) -> dict[str, Any]:
+        """POST `body` (to `url`, else the endpoint's); the JSON object answered, or the
+        mapped error."""
+        url = url or self.url
+        async with self._exchange(url, body, self._headers) as response:
             note_http_status(response.status)
             payload = await response.read()
             if response.status != 200:
@@ -77,14 +90,33 @@ class UpstreamEndpoint:
         return parse_json_body(payload, what)
 
     @contextlib.asynccontextmanager
-    async def stream(self, body: bytes) -> AsyncIterator[UpstreamResponse]:
+    async def stream(self, body: bytes, url: str | None = None) -> AsyncIterator[UpstreamResponse]:
         """POST `body` for a stream; a non-200 answer raises the mapped error."""
-        async with self._http.post(self.url, body, self._stream_headers) as response:
+        async with self._exchange(url or self.url, body, self._stream_headers) as response:
             note_http_status(response.status)
             if response.status != 200:
                 payload = await response.read()
                 raise self._map_error(response, payload, self.provider)
             yield response
 
+    @contextlib.asynccontextmanager
+    async def _exchange(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AsyncIterator[UpstreamResponse]:
+        """The response to `body`, authenticated; a 401 to a renewable credential is
+        retried once, with the new one."""
+        if not self.auth.dynamic:
+            async with self._http.post(url, body, headers) as response:
+                yield response
+            return
+        for attempt in (1, 2):
+            sent = await self.auth.authorize(OutgoingRequest(url, body, headers))
+            async with self._http.post(url, body, {**headers, **sent}) as response:
+                if response.status == 401 and attempt == 1 and self.auth.refused(sent):
+                    continue  # the upstream did nothing with a refused request
+                yield response
+                return
+
     async def aclose(self) -> None:
+        await self.auth.aclose()
         await self._http.aclose()

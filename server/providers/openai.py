@@ -105,13 +105,22 @@ class OpenAIProvider:
         self.name = settings.name
         self._max_tokens_field = settings.max_tokens_field
         http = http or create_http_client(settings)
-        self._endpoint = UpstreamEndpoint(
+        self._endpoint = self._chat_endpoint(settings, http)
+        self._embeddings = self._embeddings_endpoint(settings, http)
+        self._media = media or MediaFetcher()
+
+    def _chat_endpoint(self, settings: ProviderSettings, http: HttpClient) -> UpstreamEndpoint:
+        """Where chat completions go (OpenAI-shaped servers elsewhere override it)."""
+        return UpstreamEndpoint(
             settings, "/chat/completions", stream_accept="text/event-stream", http=http
         )
-        self._embeddings = UpstreamEndpoint(
+
+    def _embeddings_endpoint(
+        self, settings: ProviderSettings, http: HttpClient
+    ) -> UpstreamEndpoint:
+        return UpstreamEndpoint(
             settings, "/embeddings", stream_accept="application/json", http=http
         )
-        self._media = media or MediaFetcher()
 
     async def _body(
         self, request: ChatCompletionRequest, deployment: Deployment, *, stream: bool
@@ -121,6 +130,11 @@ class OpenAIProvider:
             request_body(request, deployment.upstream_model, self._max_tokens_field, stream=stream)
         )
 
+    def _url(self, deployment: Deployment, path: str) -> str | None:
+        """The URL of `path` (`/chat/completions`, `/embeddings`) for the deployment, where
+        the API names it in the URL; None: the endpoint's own."""
+        return None
+
     async def complete(
         self,
         request: ChatCompletionRequest,
@@ -128,7 +142,9 @@ class OpenAIProvider:
         default_max_tokens: int | None = None,  # the API needs none
     ) -> ChatCompletionResponse:
         body = await self._body(request, deployment, stream=False)
-        payload = await self._endpoint.fetch(body, "a completion")
+        payload = await self._endpoint.fetch(
+            body, "a completion", self._url(deployment, "/chat/completions")
+        )
         response = translate_failure(response_from_openai, payload)
         if not keeps_reasoning_text(request):
             _hide_reasoning_text(response)
@@ -142,7 +158,9 @@ class OpenAIProvider:
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = await self._body(request, deployment, stream=True)
         keep_reasoning = keeps_reasoning_text(request)
-        async with self._endpoint.stream(body) as response:
+        async with self._endpoint.stream(
+            body, self._url(deployment, "/chat/completions")
+        ) as response:
             finish: ChatCompletionChunk | None = None
             refused = False
             async for events in iter_sse_batches(response.iter_bytes()):
@@ -200,7 +218,8 @@ class OpenAIProvider:
 
     async def embed(self, request: EmbedRequest, deployment: Deployment) -> EmbedResponse:
         body = orjson.dumps(embed_body(request, deployment.upstream_model))
-        payload = await self._embeddings.fetch(body, "embeddings")
+        url = self._url(deployment, "/embeddings")
+        payload = await self._embeddings.fetch(body, "embeddings", url)
         return translate_failure(embed_response_from_openai, payload, request, self.name)
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ building the final chunk) lives here once.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -252,3 +253,8 @@ def coalesce(chunks: Iterable[ChatCompletionChunk]) -> list[ChatCompletionChunk]
     for chunk in chunks:
         runs.add(chunk)
     return runs.take()
+
+
+def new_id(prefix: str) -> str:
+    """An id the provider does not give (a response's, a tool call's): prefix + 24 hex digits."""
+    return f"{prefix}{secrets.token_hex(12)}"

@@ -1,6 +1,9 @@
 """The upstream simulator: a real HTTP server speaking OpenAI's chat-completions, Anthropic's
-Messages and Ollama's native chat wire formats, with deterministic answers, latency, token
-pacing, fault injection and request stats.
+Messages and Ollama's native chat wire formats, and the clouds' (Azure OpenAI in
+`azure_format.py`, the Gemini API and Vertex AI in `gemini_format.py`, Bedrock's Converse in
+`bedrock_format.py`, with their token endpoints and credential checks in `credentials.py`
+and `sigv4.py`), with deterministic answers, latency, token pacing, fault injection and
+request stats.
 
 It is the gateway's embedded default upstream, the target of its tests and of its
 benchmarks. Format-specific code lives in `openai_format.py` (`/v1/chat/completions`),

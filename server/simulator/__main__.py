@@ -30,7 +30,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ai-simulator",
-        description="A simulated model API: OpenAI, Anthropic and Ollama wire formats.",
+        description=(
+            "A simulated model API: the OpenAI, Anthropic, Ollama, Azure OpenAI, Gemini, "
+            "Vertex AI and Bedrock wire formats, and the clouds' token endpoints."
+        ),
     )
     parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8080))
     parser.add_argument("--latency-ms", type=float, default=0.0)
@@ -38,6 +41,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=os.environ.get("AI_SIMULATOR_API_KEY"))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--fault-seed", type=int, default=None)
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3599.0,
+        help="seconds the access tokens and STS credentials it issues live",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
@@ -78,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokens_per_second=args.tokens_per_second,
         api_key=args.api_key,
         fault_seed=args.fault_seed,
+        token_lifetime_seconds=args.token_lifetime,
     )
     if args.workers == 1:
         run_worker(host, port, config, reuse_port=False)

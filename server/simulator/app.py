@@ -18,11 +18,15 @@ import orjson
 from aiohttp import web
 
 from .anthropic_format import AnthropicFormat
+from .azure_format import AzureFormat
+from .bedrock_format import BedrockFormat
 from .config import SimulatorConfig
 from .content import PromptCache
 from .control import ControlApi
+from .credentials import IssuedCredentials, TokenEndpoints
 from .embeddings_format import OllamaEmbedFormat, OpenAIEmbeddingsFormat
 from .faults import FaultBook, FaultRule
+from .gemini_format import GeminiFormat
 from .ollama_format import OllamaFormat
 from .openai_format import OpenAIFormat
 from .planner import ReplyPlan
@@ -35,7 +39,7 @@ from .responses import (
     stall,
 )
 from .stats import SimulatorStats
-from .wire import ApiError, WireFormat
+from .wire import ApiError, BoundFormat, StreamEvent, WireFormat
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive"}
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -69,6 +73,11 @@ class Simulator:
         self.ollama = OllamaFormat()
         self.openai_embeddings = OpenAIEmbeddingsFormat(self.config.system_fingerprint)
         self.ollama_embed = OllamaEmbedFormat()
+        self.credentials = IssuedCredentials()
+        # Formats whose URL carries the model (or deployment) and the method.
+        self.azure = AzureFormat(self.credentials, self.config, self.prompt_cache)
+        self.gemini = GeminiFormat(self.credentials, self.config, self.prompt_cache)
+        self.bedrock = BedrockFormat(self.credentials, self.config, self.prompt_cache)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._host = "127.0.0.1"
@@ -88,8 +97,12 @@ class Simulator:
         )
         for fmt in formats:
             app.router.add_post(fmt.path, self._handler(fmt))
+        for bound in (self.azure, self.gemini, self.bedrock):
+            for route in bound.routes:
+                app.router.add_post(route, self._bound_handler(bound))
         app.router.add_get("/v1/models", self._openai_models)
         ControlApi(self).add_routes(app)
+        TokenEndpoints(self).add_routes(app)
         return app
 
     async def start(
@@ -166,6 +179,17 @@ class Simulator:
 
         return handle
 
+    def _bound_handler(
+        self, bound: BoundFormat
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            fmt = bound.bind(request, await request.read())
+            if isinstance(fmt, ApiError):  # a URL the API does not serve
+                return error_response(bound.errors, fmt)
+            return await self._answer(request, fmt)
+
+        return handle
+
     async def _openai_models(self, request: web.Request) -> web.StreamResponse:
         models = [
             {"id": name, "object": "model", "created": 0, "owned_by": "simulator"}
@@ -216,6 +240,9 @@ class Simulator:
             return web.Response()
         if fault.kind == "latency":
             await asyncio.sleep(fault.seconds or 0.0)
+        if fault.kind == "stream_error" and not fmt.wants_stream(_parse_body(await request.read())):
+            error = fmt.fault_error(fault.status, fault.message)
+            return error_response(fmt, error, fault.retry_after)
         return None
 
     def _check(self, request: web.Request, fmt: WireFormat, body: Any, model: str | None) -> None:
@@ -254,10 +281,15 @@ class Simulator:
             if fault is not None and kind == "malformed"
             else None,
         )
+        events = fmt.stream_events(body, plan)
+        if fault is not None and kind == "stream_error":
+            events = _failing(fmt, events, fault)
+            if events[-1].data == b"":  # no error event in this format: a cut
+                writer.cut_after = len(events) - 1
         self.stats.streams_in_flight += 1
         try:
             await response.prepare(request)
-            if not await writer.write(request, fmt.stream_events(body, plan)):
+            if not await writer.write(request, events):
                 return response  # cut on purpose: not a client disconnect
             await response.write_eof()
         except asyncio.CancelledError:
@@ -268,6 +300,13 @@ class Simulator:
         finally:
             self.stats.streams_in_flight -= 1
         return response
+
+
+def _failing(fmt: WireFormat, events: list[StreamEvent], fault: FaultRule) -> list[StreamEvent]:
+    """The stream's first `after_chunks` events, then its error event (empty without one)."""
+    error_event = getattr(fmt, "error_event", None)
+    last = error_event(fmt.fault_error(fault.status, fault.message)) if error_event else b""
+    return [*events[: fault.after_chunks], StreamEvent(last)]
 
 
 def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -13,6 +13,10 @@ requests (None = forever) with an optional `probability`, and has one kind:
 - `malformed`: 200 with a body that is not JSON; a stream sends `after_chunks` good events,
   then one broken event, then the rest.
 - `latency`: wait `seconds`, then answer normally.
+- `stream_error`: a stream sends `after_chunks` good events, then the API's own error
+  event for `status` (and `message`) as it reports a failure after the 200 (OpenAI and
+  Gemini an `error` object, Anthropic an `error` event, Bedrock an exception frame), and
+  ends. Formats without such an event cut the stream there; a unary answer gets `status`.
 
 At most one rule fires per request: the first, in the order added, that matches and wins
 its probability draw. A rule's `times` counts firings, not matches.
@@ -26,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-FaultKind = Literal["status", "reset", "stall", "cut", "malformed", "latency"]
+FaultKind = Literal["status", "reset", "stall", "cut", "malformed", "latency", "stream_error"]
 FAULT_KINDS = frozenset(get_args(FaultKind))
 
 

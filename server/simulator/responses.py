@@ -27,6 +27,9 @@ def error_response(
     fmt: WireFormat, error: ApiError, retry_after: float | None = None, *, as_date: bool = False
 ) -> web.Response:
     response = json_response(fmt.error_body(error), error.status)
+    headers = getattr(fmt, "error_headers", None)  # Bedrock names its errors in a header
+    if headers is not None:
+        response.headers.update(headers(error))
     if retry_after is not None and as_date:
         # HTTP dates have whole seconds: rounded up, never sooner than asked.
         at = math.ceil(time.time() + retry_after)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .planner import ReplyPlan
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +76,20 @@ class WireFormat(Protocol):
 def pieces(text: str, size: int) -> list[str]:
     """`text` in pieces of `size` characters: how tool-call arguments stream."""
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class BoundFormat(Protocol):
+    """An API whose URL carries part of the request (the model or deployment, the method):
+    each request gets a `WireFormat` bound to what its URL says."""
+
+    #: aiohttp route patterns served.
+    routes: tuple[str, ...]
+
+    @property
+    def errors(self) -> WireFormat:
+        """Renders the error for a URL `bind` refuses."""
+        ...
+
+    def bind(self, request: web.Request, raw_body: bytes) -> WireFormat | ApiError:
+        """The format for this request, or the error for a URL the API does not serve."""
+        ...

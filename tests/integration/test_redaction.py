@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
+from ai_service_protos.ai_service_pb2 import EmbedRequest
 from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, single
 from tests.integration.test_observability import scrape, value
 
@@ -246,3 +247,32 @@ async def test_the_strictest_mode_of_every_model_a_call_may_reach_applies(
             await client.chat(ask(PROMPT))
     assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert simulator.stats.total_requests == 0
+
+
+EMBEDDER = single("embedder", "sim-embed-1", capabilities={"embeddings": True})
+
+
+@pytest.mark.parametrize("mode", ["block", "redact"])
+async def test_embed_inputs_are_screened_like_a_prompt(
+    start_gateway: StartGateway, simulator: Simulator, mode: str
+) -> None:
+    gateway = await start_gateway(
+        models=[EMBEDDER],
+        auth={"keys": [{"name": "tester", "key": TEST_KEY}]},
+        redaction={"models": {"embedder": mode}},
+    )
+    request = EmbedRequest(model="embedder", inputs=["plain words", PROMPT])
+    received = len(simulator.stats.received)
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        if mode == "block":
+            with pytest.raises(AIServiceError) as refused:
+                await client.embed(request)
+            assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
+            assert len(simulator.stats.received) == received  # nothing went upstream
+            return
+        answer = await client.embed(request)
+    assert len(answer.embeddings) == 2
+    assert simulator.stats.received[-1].body["input"] == [
+        "plain words",
+        "reach me at [REDACTED:EMAIL] or [REDACTED:CREDIT_CARD]",
+    ]

@@ -33,6 +33,7 @@ from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.certs import Certificates, encrypted, issue, make_certificates
+from tests.clouds import CLOUD_ENV, TENANT, cloud_models, cloud_providers, service_account_file
 from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree, free_port
 from tests.servers import Tinyproxy, require, running, tinyproxy
 
@@ -773,3 +774,90 @@ def test_a_provider_overrides_the_defaults_in_pairs(pki: Pki) -> None:
     assert egress.proxy_url == "http://proxy:3128"
     assert egress.tls.verify is False and egress.tls.ca_file is None  # trust: the provider's
     assert egress.tls.cert_file == str(pki.trusted.client_cert)  # identity: the defaults'
+
+
+# -- the clouds' token endpoints --------------------------------------------------------
+
+TOKEN_MODELS = ("sim-azure-entra", "sim-vertex", "sim-vertex-claude")
+
+
+def clouds_through(
+    front_url: str, simulator: Simulator, folder: Path, egress: dict[str, Any]
+) -> dict[str, Any]:
+    """A config tree of the cloud providers behind `front_url` (token endpoints and APIs
+    alike), each with `egress`."""
+    credentials = service_account_file(folder, simulator, token_origin=front_url)
+    tree = config_tree(front_url)
+    tree["providers"] = cloud_providers(front_url, credentials)
+    for provider in tree["providers"]:
+        provider["egress"] = egress
+    tree["models"] = cloud_models()
+    tree["auth"] = {"keys": [{"name": "tester", "key": TEST_KEY}]}
+    tree["resilience"] = {"retries": {"max_attempts": 1}}
+    return tree
+
+
+async def say_hi(gateway: Gateway, model: str) -> str:
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        request = ChatCompletionRequest(model=model, messages=[Message(role="user", content="hi")])
+        return (await client.chat(request)).choices[0].message.content
+
+
+async def test_a_private_ca_is_trusted_by_the_token_endpoints_too(
+    start_gateway: StartGateway, front: Front, pki: Pki, simulator: Simulator, tmp_path: Path
+) -> None:
+    tls = {"tls": {"ca_file": str(pki.trusted.ca)}}
+    trusting = await start_gateway(
+        parse_config(clouds_through(front.https, simulator, tmp_path, tls), env=CLOUD_ENV)
+    )
+    for model in TOKEN_MODELS:
+        assert await say_hi(trusting, model) == "You said: hi"
+    assert simulator.credentials.issued["entra"] == 1
+    assert simulator.credentials.issued["google"] == 2
+    # Without the CA, the token endpoints' certificates are refused: the calls fail.
+    tree = clouds_through(front.https, simulator, tmp_path, {})
+    distrusting = await start_gateway(parse_config(tree, env=CLOUD_ENV))
+    for model, token in (("sim-azure-entra", "Microsoft Entra ID"), ("sim-vertex", "Google OAuth")):
+        with pytest.raises(AIServiceError) as caught:
+            await say_hi(distrusting, model)
+        assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+        assert f"the {token} " in caught.value.message
+        assert "certificate verify failed" in caught.value.message.lower().replace("_", " ")
+
+
+async def test_token_endpoints_and_sts_are_reached_through_the_proxy(
+    start_gateway: StartGateway,
+    simulator: Simulator,
+    start_proxy: StartProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance to ask here
+    proxy = start_proxy()
+    # Straight to the simulator through the proxy: a forward proxy keeps the Host that
+    # Bedrock's signature covers (a reverse proxy such as nginx would rewrite it).
+    origin = simulator.base_url
+    tree = clouds_through(origin, simulator, tmp_path, {"proxy": proxy.url()})
+    # Bedrock's credentials from web identity: botocore asks STS, through the proxy too.
+    (tmp_path / "token").write_text("a-web-identity-token")
+    (tmp_path / "aws-config").write_text(
+        "[profile eks]\nrole_arn = arn:aws:iam::123456789012:role/gateway\n"
+        f"web_identity_token_file = {tmp_path / 'token'}\nservices = through-front\n\n"
+        f"[services through-front]\nsts =\n  endpoint_url = {origin}/sts\n"
+    )
+    (tmp_path / "aws-credentials").write_text("")
+    (bedrock,) = [p for p in tree["providers"] if p["kind"] == "bedrock"]
+    bedrock["bedrock"] = {
+        "region": "us-east-1",
+        "profile": "eks",
+        "config_file": str(tmp_path / "aws-config"),
+        "credentials_file": str(tmp_path / "aws-credentials"),
+    }
+    gateway = await start_gateway(parse_config(tree, env=CLOUD_ENV))
+    for model in (*TOKEN_MODELS, "sim-bedrock"):
+        assert await say_hi(gateway, model) == "You said: hi"
+    asked = proxy.requests()
+    for path in (f"/{TENANT}/oauth2/v2.0/token", "/token", "/sts", "/model/"):
+        assert any(line.startswith(f"POST {origin}{path}") for line in asked), (path, asked)

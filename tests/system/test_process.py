@@ -157,6 +157,44 @@ def test_grpcurl_unary_and_stream_agree(embedded: Running) -> None:
     assert all("usage" not in chunk for chunk in chunks[:-1])
 
 
+EMBEDDED_MODELS = [
+    ("sim-gpt", "openai"),
+    ("sim-claude", "anthropic"),
+    ("sim-llama", "ollama"),
+    ("sim-azure", "azure_openai"),
+    ("sim-gemini", "gemini"),
+    ("sim-bedrock", "bedrock"),
+]
+
+
+EMBEDDED_PROVIDERS = {
+    "openai": "simulator",
+    "anthropic": "simulator-anthropic",
+    "ollama": "simulator-ollama",
+    "azure_openai": "simulator-azure",
+    "gemini": "simulator-gemini",
+    "bedrock": "simulator-bedrock",
+}
+
+
+@pytest.mark.parametrize(("model", "kind"), EMBEDDED_MODELS)
+def test_grpcurl_every_provider_kind_answers_unary_and_streamed_alike(
+    embedded: Running, model: str, kind: str
+) -> None:
+    unary = json.loads(ok(grpcurl(GRPCURL_CHAT.replace("sim-gpt", model), embedded.address)))
+    assert unary["choices"][0]["message"]["content"] == "You said: hello"
+    assert unary["provider"] == EMBEDDED_PROVIDERS[kind]  # its kind's simulated provider
+    chunks = json_documents(ok(grpcurl(GRPCURL_STREAM.replace("sim-gpt", model), embedded.address)))
+    text = "".join(
+        choice.get("delta", {}).get("content", "")
+        for chunk in chunks
+        for choice in chunk.get("choices", [])
+    )
+    assert text == "You said: hello"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"] == unary["usage"]
+
+
 def test_grpcurl_without_a_key_is_unauthenticated(embedded: Running) -> None:
     result = grpcurl(GRPCURL_CHAT_NO_KEY, embedded.address)
     assert result.returncode == 64 + grpc.StatusCode.UNAUTHENTICATED.value[0], result.stderr
@@ -198,9 +236,12 @@ def test_ai_client_commands(embedded: Running) -> None:
         ["sim-llava", "ollama"],
         ["sim-embed", "openai"],
         ["sim-minilm", "ollama"],
+        ["sim-azure", "azure_openai"],
+        ["sim-gemini", "gemini"],
+        ["sim-bedrock", "bedrock"],
     ]
-    # One client, three wire formats: only the model name changes.
-    for model in ("sim-claude", "sim-llama"):
+    # One client, six wire formats: only the model name changes.
+    for model, _ in EMBEDDED_MODELS[1:]:
         chat = ("--key", "demo-key", "chat", "hi", "--model", model)
         assert ok(ai_client(address, *chat)) == "You said: hi\n"
         assert ok(ai_client(address, *chat, "--stream")) == "You said: hi\n"
@@ -410,9 +451,10 @@ def test_grpcurl_image_reasoning_and_embed_on_every_model_that_takes_them(
     listed = json.loads(ok(grpcurl_call(embedded.address, "ListModels", {})))["models"]
     capable = {name: [m["id"] for m in listed if m["capabilities"].get(name)] for name in (
         "vision", "reasoning", "embeddings")}  # fmt: skip
+    clouds = ["sim-azure", "sim-gemini", "sim-bedrock"]
     assert capable == {
-        "vision": ["sim-gpt", "sim-claude", "sim-llava"],
-        "reasoning": ["sim-gpt", "sim-claude", "sim-llava"],
+        "vision": ["sim-gpt", "sim-claude", "sim-llava", *clouds],
+        "reasoning": ["sim-gpt", "sim-claude", "sim-llava", *clouds],
         "embeddings": ["sim-embed", "sim-minilm"],
     }
     image = {"image": {"data": PIXEL, "media_type": "image/png"}}

@@ -65,3 +65,4 @@ def test_genai_names() -> None:
         "embeddings",
     ]
     assert provider_name("openai") == "openai" and provider_name("bedrock") == "aws.bedrock"
+    assert provider_name("azure_openai") == "azure.ai.openai"

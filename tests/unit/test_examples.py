@@ -20,15 +20,25 @@ ENV = {
     "OPENAI_API_KEY": "sk-example",
     "ANTHROPIC_API_KEY": "sk-ant-example",
     "AI_SERVICE_OPS_KEY": "4c2b9f0e7a1d38e6b5a9c0d1f2e3a4b5",
+    "AZURE_OPENAI_API_KEY": "azure-example-key",
+    "AZURE_CLIENT_SECRET": "entra-example-secret",
+    "GEMINI_API_KEY": "gemini-example-key",
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "aws-example-secret",
 }
-SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AI_SERVICE_OPS_KEY")
+SECRETS = tuple(ENV)
 
 
 def test_example_config_loads() -> None:
     config = load_config(EXAMPLE, env=ENV)
     assert config.server.listen == "0.0.0.0:50051"
-    assert {p.name for p in config.providers} == {"openai", "local-vllm", "anthropic", "ollama"}
-    assert {p.kind for p in config.providers} == {"openai", "anthropic", "ollama"}
+    assert {p.name for p in config.providers} == {
+        "openai", "local-vllm", "anthropic", "ollama", "azure", "azure-entra", "gemini",
+        "vertex", "bedrock", "bedrock-keys",
+    }  # fmt: skip
+    assert {p.kind for p in config.providers} == {
+        "openai", "anthropic", "ollama", "azure_openai", "gemini", "vertex", "bedrock"
+    }  # fmt: skip
     openai = next(p for p in config.providers if p.name == "openai")
     assert openai.api_key is not None
     assert openai.api_key.get_secret_value() == "sk-example"
@@ -98,6 +108,7 @@ SHOWN_IN_COMMENTS = {
     "egress.tls.cert_file": "# cert_file: ",
     "egress.tls.key_file": "# key_file: ",
     "providers.egress.tls": "# tls: ",
+    "providers.bedrock.session_token": "# session_token: ",
     "auth.jwt.egress.tls.ca_file": "# ca_file: /etc/ai-service/idp-ca.pem",
     "auth.jwt.egress.tls.cert_file": "# cert_file: /etc/ai-service/idp-client.pem",
     "auth.jwt.egress.tls.key_file": "# key_file: /etc/ai-service/idp-client.key",

@@ -91,6 +91,25 @@ class HttpClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _LibraryClient:
+    """`post` and `get` of a library client, both through its one `_send`."""
+
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._send("POST", url, body, headers)
+
+    def get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._send("GET", url, None, headers)
+
+    def _send(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        raise NotImplementedError
+
+
 def create_http_client(settings: ProviderSettings) -> HttpClient:
     if settings.http_client == "h1":
         from ai_service.providers.http.h1 import H1Client
@@ -152,7 +171,7 @@ class _HttpxResponse:
                 yield piece
 
 
-class HttpxClient:
+class HttpxClient(_LibraryClient):
     """An `AsyncClient` of httpx, or of httpx2 (its maintained fork, same API)."""
 
     def __init__(self, settings: ProviderSettings, library: ModuleType = httpx) -> None:
@@ -183,16 +202,6 @@ class HttpxClient:
             # is picked up from it behind the settings' back.
             trust_env=False,
         )
-
-    def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> AbstractAsyncContextManager[UpstreamResponse]:
-        return self._send("POST", url, body, headers)
-
-    def get(
-        self, url: str, headers: Mapping[str, str]
-    ) -> AbstractAsyncContextManager[UpstreamResponse]:
-        return self._send("GET", url, None, headers)
 
     @contextlib.asynccontextmanager
     async def _send(
@@ -255,7 +264,7 @@ class _AiohttpResponse:
                 yield piece
 
 
-class AiohttpClient:
+class AiohttpClient(_LibraryClient):
     def __init__(self, settings: ProviderSettings) -> None:
         self._settings = settings
         self._egress = egress_of(settings)
@@ -296,16 +305,6 @@ class AiohttpClient:
                 skip_auto_headers=("User-Agent",),
             )
         return self._session
-
-    def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> AbstractAsyncContextManager[UpstreamResponse]:
-        return self._send("POST", url, body, headers)
-
-    def get(
-        self, url: str, headers: Mapping[str, str]
-    ) -> AbstractAsyncContextManager[UpstreamResponse]:
-        return self._send("GET", url, None, headers)
 
     @contextlib.asynccontextmanager
     async def _send(

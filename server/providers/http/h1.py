@@ -56,6 +56,8 @@ from ai_service.timers import Timers
 
 #: Stop reading from the socket while this much body is buffered and unread.
 _HIGH_WATER = 256 * 1024
+#: Header mappings whose serialized block is kept (adapters reuse theirs).
+_MAX_HEADER_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -594,5 +596,8 @@ class H1Client:
         if cached is not None and cached[0] is headers:
             return cached[1]
         block = _header_block(headers)
+        if len(self._header_blocks) >= _MAX_HEADER_BLOCKS:
+            # Signed requests carry new headers each time: the cache keeps the reused ones.
+            self._header_blocks.clear()
         self._header_blocks[id(headers)] = (headers, block)
         return block
