@@ -43,7 +43,7 @@ PANELS = (
     "Gateway overhead",
     "Time to first token",
     "Tokens per second by kind",
-    "Retries and fallbacks",
+    "Retries, hedges and fallbacks",
     "Upstream errors by provider",
     "Circuit state by deployment",
     "Limiter refusals by key",

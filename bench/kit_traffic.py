@@ -1,7 +1,8 @@
 """A gateway and a traffic mix that give every panel and alert of the operator's kit a
-series: answered and streamed calls, cache hits, a retry onto a fallback, a model whose
-upstream always fails (its circuit opens), a key over its rate limit, a key asking for a
-model it may not use, an unknown model and a caller without a valid key.
+series: answered and streamed calls, cache hits, a retry onto a fallback, a hedge, a
+model whose upstream always fails (its retries back off, its circuit opens), a key over
+its rate limit, a key asking for a model it may not use, an unknown model and a caller
+without a valid key.
 
 Used by tests/test_observability_kit.py and by `python -m bench.dashboard_preview`.
 """
@@ -23,7 +24,10 @@ FALLBACK = "sim-other"
 #: Its only upstream answers 503 to everything.
 BROKEN = "sim-down"
 BROKEN_UPSTREAM = "sim-down-1"
-MODELS = (MODEL, FALLBACK, BROKEN)
+#: Two deployments, the second asked (all but) only to hedge the first when it is slow.
+HEDGED = "sim-hedged"
+HEDGED_FIRST = "sim-hedged-1"
+MODELS = (MODEL, FALLBACK, BROKEN, HEDGED)
 #: One call in a round repeats this prompt: from the second round on it is a cache hit.
 CACHED_PROMPT = "/tokens 8 the same question every round"
 
@@ -74,6 +78,14 @@ def gateway_tree(
             },
             {"name": FALLBACK, "provider": "simulator", "upstream_model": "sim-other-1"},
             {"name": BROKEN, "provider": "simulator", "upstream_model": BROKEN_UPSTREAM},
+            {
+                "name": HEDGED,
+                "deployments": [
+                    {"provider": "simulator", "upstream_model": HEDGED_FIRST},
+                    {"provider": "simulator", "upstream_model": "sim-hedged-2", "weight": 1e-4},
+                ],
+                "hedge_after_ms": 20,
+            },
         ],
         "observability": {"metrics": {"enabled": True, "listen": metrics_listen}},
     }
@@ -131,6 +143,20 @@ async def one_round(address: str, simulator: Simulator) -> Counter[str]:
         for _ in range(3):
             seen[await _outcome(restricted.chat(ask(MODEL)))] += 1
         # One upstream 503: the call is retried on its fallback model.
-        simulator.add_fault(FaultRule("status", model="sim-gpt-1", status=503, times=1))
-        seen[await _outcome(tester.chat(ask(MODEL)))] += 1
+        retried = FaultRule("status", model="sim-gpt-1", status=503, times=1)
+        seen[await _meeting(simulator, retried, tester.chat(ask(MODEL)))] += 1
+        # Its first deployment is slow this once: the call is hedged on the second.
+        slow = FaultRule("latency", model=HEDGED_FIRST, seconds=0.5, times=1)
+        seen[await _meeting(simulator, slow, tester.chat(ask(HEDGED)))] += 1
     return seen
+
+
+async def _meeting(simulator: Simulator, fault: FaultRule, call: Any) -> str:
+    """The outcome of `call` with `fault` on its way. A fault it did not meet (the
+    deployment's circuit is open, so it was not asked) is withdrawn: left pending, it
+    would fail the circuit's next probe, and the circuit would never close."""
+    simulator.add_fault(fault)
+    try:
+        return await _outcome(call)
+    finally:
+        simulator.discard_fault(fault)

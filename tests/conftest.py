@@ -172,3 +172,16 @@ def assert_within_a_percent(
     most = rule.burst + rule.per_second * (time.time() - opened)
     least = 0.99 * (rule.burst + rule.per_second * (last_call - opened)) - spare
     assert least <= admitted <= most, (least, admitted, most)
+
+
+#: What examples/config.yaml needs in the environment (its secrets have no defaults).
+EXAMPLE_CONFIG_ENV = {
+    "OPENAI_API_KEY": "sk-example",
+    "ANTHROPIC_API_KEY": "sk-ant-example",
+    "AI_SERVICE_OPS_KEY": "4c2b9f0e7a1d38e6b5a9c0d1f2e3a4b5",
+    "AZURE_OPENAI_API_KEY": "azure-example-key",
+    "AZURE_CLIENT_SECRET": "entra-example-secret",
+    "GEMINI_API_KEY": "gemini-example-key",
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "aws-example-secret",
+}

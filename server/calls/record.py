@@ -3,23 +3,32 @@
 The telemetry interceptor opens a `CallRecord` for every AIService call and puts
 it in `current_call`; the servicer fills in what it learns (model, first token,
 redaction findings, the answer for the audit log); `dispatch.guarded_*` open and
-close an `AttemptRecord` per upstream attempt. Observers (metrics, tracing, the
-audit log) implement `Observer` and see only those four moments, so the hot path
-holds a handful of field writes and, when every observer is off, no calls at all.
+close an `AttemptRecord` per upstream attempt, and count the waits between attempts
+(backoff) and for a deployment's slot, which are neither the gateway's own time nor
+the upstream's. Observers (metrics, tracing, the audit and access logs) implement
+`Observer` and see only those four moments, so the hot path holds a handful of field
+writes and, when every observer is off, no calls at all.
+
+An attempt is also what its upstream requests carry of the call (the request id and the
+caller's trace context, `providers/http/propagation.py`) and where the HTTP status the
+upstream answered is noted, whether or not anything observes the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from ai_service.errors import GatewayError, scrub_secrets
+from ai_service.limits.token_quota import estimate_chars_as_tokens
+from ai_service.providers.http.propagation import forwarded_headers, upstream_attempt
 
 if TYPE_CHECKING:
     from ai_service.limits.ledger import Spend
@@ -36,6 +45,10 @@ class AttemptRecord:
     number: int
     #: Served by a fallback model's deployment, not the requested model's own.
     fallback: bool
+    #: What its upstream requests carry of the call (request id, trace context).
+    forwarded: Mapping[str, str]
+    #: Started beside a slow attempt (hedging), not after a failed one.
+    hedge: bool = False
     #: Seconds spent waiting on the upstream (for a stream: not the time its
     #: chunks spent with the caller).
     upstream_seconds: float = 0.0
@@ -43,6 +56,9 @@ class AttemptRecord:
     sent: bool = False
     #: The gateway error's reason, or `CANCELLED`; None while it succeeded.
     error: str | None = None
+    #: The status of the upstream's HTTP answer (None: no answer came; a stream cut
+    #: after its chunks began has the 200 it started with).
+    http_status: int | None = None
     response_model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
@@ -94,8 +110,17 @@ class CallRecord:
     shared_from: DeploymentHandle | None = None
     #: A hedge's winner was chosen (`hedge_won`): later successes are not it.
     _hedge_decided: bool = False
+    #: When the first chunk that carries output (text, a tool call, reasoning) was
+    #: ready for the caller; None for a stream that produced none, and for unary calls.
     first_token: float | None = None
     ended: float | None = None
+    #: Seconds spent waiting before retries (backoff, a Retry-After) and for
+    #: deployments' concurrency slots: neither the gateway's work nor the upstream's.
+    backoff_seconds: float = 0.0
+    queued_seconds: float = 0.0
+    #: Streams: the chunks that reached the caller, and the characters of text in them.
+    chunks_delivered: int = 0
+    chars_delivered: int = 0
     code: grpc.StatusCode = grpc.StatusCode.OK
     reason: str = ""
     #: None: no cache lookup happened.
@@ -121,6 +146,14 @@ class CallRecord:
     over_soft: tuple[str, ...] = ()
     #: The scope whose hard budget refused the call.
     budget_refused: str = ""
+    _forwarded: Mapping[str, str] | None = None
+
+    @property
+    def forwarded(self) -> Mapping[str, str]:
+        """What the call's upstream requests carry (built at its first attempt)."""
+        if self._forwarded is None:
+            self._forwarded = forwarded_headers(self.request_id, self.metadata)
+        return self._forwarded
 
     @property
     def model(self) -> str:
@@ -136,9 +169,44 @@ class CallRecord:
 
     @property
     def overhead_seconds(self) -> float:
-        """Time in the gateway itself: the call less its upstream waits (never negative:
-        hedged attempts overlap)."""
-        return max(self.duration - self.upstream_seconds, 0.0)
+        """Time in the gateway itself: the call less its upstream attempts, its backoff
+        and its waits for a slot (never negative: hedged attempts overlap)."""
+        waits = self.upstream_seconds + self.backoff_seconds + self.queued_seconds
+        return max(self.duration - waits, 0.0)
+
+    @property
+    def last_attempt(self) -> AttemptRecord | None:
+        """The attempt whose outcome the caller got: the one that served the call, else
+        the last one made (whose failure ended it, or whose stream was cut)."""
+        if self.served_by is not None:
+            return self.served_by
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def deployment(self) -> DeploymentHandle | None:
+        """The deployment that served the call, shared its answer, or failed it last."""
+        attempt = self.last_attempt
+        return attempt.handle if attempt is not None else self.shared_from
+
+    @property
+    def model_served(self) -> str:
+        """What the upstream answered as; else the model the deployment was asked for."""
+        attempt = self.last_attempt
+        if attempt is not None and attempt.response_model:
+            return attempt.response_model
+        handle = self.deployment
+        return handle.target.upstream_model if handle is not None else ""
+
+    def output_tokens(self) -> tuple[int, bool]:
+        """(tokens, estimated): the upstream's count of the answer's tokens; for a stream
+        it never reported them for (cut short), the text delivered, as the token
+        budget estimates it."""
+        served = self.served_by
+        if served is not None and served.output_tokens:
+            return served.output_tokens, False
+        if self.chars_delivered:
+            return estimate_chars_as_tokens(self.chars_delivered), True
+        return 0, False
 
     def charged(self, spend: Spend, currency: str) -> None:
         self.spend, self.currency = spend, currency
@@ -152,7 +220,8 @@ class CallRecord:
 
     def attempt_started(self, handle: DeploymentHandle) -> AttemptRecord:
         fallback = self.route is not None and not self.route.uses(handle)
-        attempt = AttemptRecord(handle, len(self.attempts) + 1, fallback)
+        number = len(self.attempts) + 1
+        attempt = AttemptRecord(handle, number, fallback, self.forwarded, _hedging.get())
         self.attempts.append(attempt)
         for observer in self.observers:
             observer.attempt_started(self, attempt)
@@ -227,9 +296,48 @@ def note_cache_lookup(hit: bool) -> None:
         call.cache_hit = hit
 
 
+#: Set in the context a hedge's task starts with (`start_hedge`).
+_hedging: ContextVar[bool] = ContextVar("hedging", default=False)
+
+T = TypeVar("T")
+
+
+def start_hedge(attempt: Awaitable[T]) -> asyncio.Task[T]:
+    """Run `attempt` in a task of its own, recorded as a hedge rather than a retry."""
+    token = _hedging.set(True)
+    try:
+        return asyncio.ensure_future(attempt)  # the task copies the context now
+    finally:
+        _hedging.reset(token)
+
+
+async def back_off(seconds: float) -> None:
+    """Wait `seconds` before a retry; the current call counts the wait."""
+    started = time.perf_counter()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        call = current_call.get()
+        if call is not None:
+            call.backoff_seconds += time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def queued() -> Iterator[None]:
+    """Around a wait for a deployment's concurrency slot: the current call counts it."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        call = current_call.get()
+        if call is not None:
+            call.queued_seconds += time.perf_counter() - started
+
+
 class ObservedAttempt:
     """`with ObservedAttempt(handle) as attempt`: an upstream attempt of the current call,
-    reported to its observers (`attempt` is None outside a call).
+    reported to its observers and handed to the HTTP side (`attempt` is None outside a
+    call).
 
     A class rather than a generator context manager: it is entered on every attempt.
     """
@@ -244,11 +352,13 @@ class ObservedAttempt:
     def __enter__(self) -> AttemptRecord | None:
         call = self._call = current_call.get()
         if call is not None:
-            self._attempt = call.attempt_started(self._handle)
+            self._attempt = attempt = call.attempt_started(self._handle)
+            upstream_attempt.set(attempt)
         return self._attempt
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if self._call is not None and self._attempt is not None:
+            upstream_attempt.set(None)  # `set`, not a reset: a stream may end in another task
             self._call.attempt_ended(self._attempt, None if exc is None else _reason_of(exc))
 
 

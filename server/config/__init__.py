@@ -45,6 +45,7 @@ from ai_service.config.models import (
 )
 from ai_service.config.network import is_loopback, split_host_port
 from ai_service.config.observability import (
+    AccessLogSettings,
     AuditSettings,
     MetricsSettings,
     ObservabilitySettings,
@@ -76,6 +77,7 @@ __all__ = [
     "DIRECT",
     "HEALTH_SERVICE_NAME",
     "SERVICE_NAME",
+    "AccessLogSettings",
     "AuditSettings",
     "AuthSettings",
     "BudgetSettings",

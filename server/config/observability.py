@@ -1,4 +1,4 @@
-"""Metrics, traces and the audit log."""
+"""Metrics, traces, the access log and the audit log."""
 
 from __future__ import annotations
 
@@ -56,7 +56,16 @@ class AuditSettings(StrictSettings):
     refusal_summary_seconds: float = Field(10.0, gt=0)
 
 
+class AccessLogSettings(StrictSettings):
+    """One log line per AIService call (logger `ai_service.access`, level info)."""
+
+    enabled: bool = True
+    #: Share of successful calls logged; a call that failed is always logged.
+    success_sample_ratio: float = Field(1.0, ge=0, le=1)
+
+
 class ObservabilitySettings(StrictSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -2,8 +2,10 @@
 
 Each record says who (the caller's configured *name*, what identified it — a config
 key, an issued key, a token or a certificate — and its team), what (model asked for and
-served, provider, deployment), how it ended (status, reason, tokens, cost, latency,
-cache hit, PII kinds found) and, only with `include_prompts`, the prompt and
+served, provider, deployment: the one that served the call, or for a failed call the
+one whose failure ended it, and every deployment tried), how it ended (status, reason,
+tokens, cost, latency, cache hit, PII kinds found; a stream cut short counts the chunks and
+estimates the tokens it delivered) and, only with `include_prompts`, the prompt and
 answer as redacted by the policy. No key, provider key or bearer token is in any
 field: the call record never holds one, and the writer scrubs every record of the
 configured secrets all the same (a prompt or an answer may quote one).
@@ -33,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 
 from ai_service.calls.record import CallRecord, Observer
@@ -48,7 +51,8 @@ def _timestamp(when: float) -> str:
 
 def audit_entry(call: CallRecord) -> dict[str, Any]:
     served = call.served_by
-    handle = served.handle if served is not None else call.shared_from
+    handle = call.deployment
+    output, estimated = call.output_tokens()
     entry: dict[str, Any] = {
         "time": _timestamp(call.time),
         "request_id": call.request_id,
@@ -58,19 +62,23 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         "team": call.team,
         "model_requested": call.model_requested,
         "model": call.model,
-        "model_served": (served.response_model if served is not None else "")
-        or (handle.target.upstream_model if handle is not None else ""),
+        "model_served": call.model_served,
         "provider": handle.target.provider if handle is not None else "",
         "deployment": handle.name if handle is not None else "",
         "status": call.code.name,
         "reason": call.reason,
         "input_tokens": served.input_tokens if served is not None else 0,
-        "output_tokens": served.output_tokens if served is not None else 0,
+        "output_tokens": output,
         "latency_ms": round(call.duration * 1000, 3),
         "attempts": len(call.attempts),
+        "deployments_tried": [attempt.handle.name for attempt in call.attempts],
         "cache_hit": bool(call.cache_hit),
         "pii": sorted(call.pii),
     }
+    if estimated:  # no count from the provider: the text delivered, as the budget counts it
+        entry["output_tokens_estimated"] = True
+    if call.streaming and call.code is not grpc.StatusCode.OK:
+        entry["chunks_delivered"] = call.chunks_delivered
     if served is not None:  # the details only when the provider reported them
         for name in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
             if getattr(served, name):

@@ -1,17 +1,25 @@
 """Prometheus metrics: what the calls did (an `Observer`) and what the deployments are doing.
 
 Labels are bounded by the configuration: method, public model, key *name*, provider,
-deployment, status code, error reason. A model the caller merely asked for never
-becomes a label (an unknown name would mint a new series per typo). Token and
-latency metrics carry the OpenTelemetry GenAI names (`gen_ai.client.token.usage` →
-`gen_ai_client_token_usage`, `gen_ai.client.operation.duration` →
-`gen_ai_client_operation_duration_seconds`, `gen_ai.server.time_to_first_token` →
-`gen_ai_server_time_to_first_token_seconds`). Beside `input` and `output`, the token
-type is `cache_read`, `cache_write` or `reasoning` for the parts of those a provider
-reports (prompt-cache reads and writes, reasoning tokens), on calls that had any.
+deployment, status code, error reason (the gateway's fixed set), upstream HTTP status. A
+model the caller merely asked for never becomes a label (an unknown name would mint a
+new series per typo). Token and latency metrics carry the OpenTelemetry GenAI names
+(`gen_ai.client.token.usage` → `gen_ai_client_token_usage`,
+`gen_ai.client.operation.duration` → `gen_ai_client_operation_duration_seconds`,
+`gen_ai.server.time_to_first_token` → `gen_ai_server_time_to_first_token_seconds`) and
+attributes (`gen_ai_operation_name`, `gen_ai_provider_name`; `gen_ai_system`, which the
+conventions replaced by the provider name, is kept for one release). Beside `input` and
+`output`, the token type is `cache_read`, `cache_write` or `reasoning` for the parts of
+those a provider reports (prompt-cache reads and writes, reasoning tokens), on calls
+that had any.
+
+A call's overhead is the gateway's own time: its duration less its upstream attempts,
+its backoff before retries and its waits for a deployment's slot; those two waits have
+histograms of their own.
 
 Deployment state (circuit, upstream requests in flight and queued, connection-pool
-use) is read when scraped, so it costs the data path nothing.
+use), whether each model can be served, and the process's CPU, memory and file
+descriptors are read when scraped, so they cost the data path nothing.
 
 Several worker processes: set `PROMETHEUS_MULTIPROC_DIR` to an empty directory for
 all of them; prometheus-client then keeps counters in shared files and `/metrics`
@@ -35,6 +43,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -46,8 +55,9 @@ from ai_service.config import MetricsSettings, ProviderSettings, split_host_port
 from ai_service.limits.ledger import UNPRICED
 from ai_service.limits.prices import NANOS
 from ai_service.limits.shared_state import SharedRedis
+from ai_service.observability.conventions import operation_name, provider_name
 from ai_service.resilience import CircuitState
-from ai_service.routing.router import DeploymentHandle
+from ai_service.routing.router import DeploymentHandle, Router
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +109,9 @@ class Metrics(Observer):
             return _Children(Histogram(name, doc, labels, registry=registry, buckets=buckets))
 
         self.requests = counter(
-            "ai_gateway_requests", "AIService calls by outcome.", ("method", "model", "key", "code")
+            "ai_gateway_requests",
+            "AIService calls by outcome: gRPC code and the gateway's reason (ErrorInfo).",
+            ("method", "model", "key", "code", "reason"),
         )
         self.duration = histogram(
             "ai_gateway_request_duration_seconds",
@@ -109,30 +121,51 @@ class Metrics(Observer):
         )
         self.overhead = histogram(
             "ai_gateway_overhead_duration_seconds",
-            "Time a call spent in the gateway itself: its duration less its upstream waits.",
+            "Time a call spent in the gateway itself: its duration less its upstream "
+            "attempts, its backoff before retries and its waits for a deployment's slot.",
             ("method",),
             _OVERHEAD_BUCKETS,
+        )
+        self.backoff = histogram(
+            "ai_gateway_retry_backoff_duration_seconds",
+            "Calls that waited before a retry (backoff, Retry-After): the time they waited.",
+            ("method", "model"),
+            _LATENCY_BUCKETS,
+        )
+        self.slot_wait = histogram(
+            "ai_gateway_slot_wait_duration_seconds",
+            "Calls that waited for a deployment's concurrency slot: the time they waited.",
+            ("method", "model"),
+            _LATENCY_BUCKETS,
         )
         self.upstream = histogram(
             "gen_ai_client_operation_duration_seconds",
             "Upstream attempts (gen_ai.client.operation.duration).",
-            ("gen_ai_system", "gen_ai_request_model", "provider", "deployment", "error_type"),
+            (*_GEN_AI, "gen_ai_request_model", "provider", "deployment", "error_type"),
             _LATENCY_BUCKETS,
         )
         self.first_token = histogram(
             "gen_ai_server_time_to_first_token_seconds",
-            "Streams: call start to first chunk (gen_ai.server.time_to_first_token).",
-            ("model",),
+            "Streams that produced output: call start to the first chunk with some "
+            "(gen_ai.server.time_to_first_token).",
+            ("gen_ai_operation_name", "gen_ai_provider_name", "model"),
             _LATENCY_BUCKETS,
         )
         self.tokens = histogram(
             "gen_ai_client_token_usage",
             "Tokens per served call, input and output (gen_ai.client.token.usage).",
-            ("gen_ai_system", "gen_ai_request_model", "gen_ai_token_type", "model", "deployment"),
+            (*_GEN_AI, "gen_ai_request_model", "gen_ai_token_type", "model", "deployment"),
             _TOKEN_BUCKETS,
         )
         self.retries = counter(
-            "ai_gateway_retries", "Upstream attempts after a call's first.", ("model",)
+            "ai_gateway_retries",
+            "Upstream attempts after a failed one (hedges are counted apart).",
+            ("model",),
+        )
+        self.hedges = counter(
+            "ai_gateway_hedges",
+            "Upstream attempts started beside a slow one (hedge_after_ms).",
+            ("model",),
         )
         self.fallbacks = counter(
             "ai_gateway_fallbacks",
@@ -160,7 +193,9 @@ class Metrics(Observer):
         self.in_flight(call.method).inc()
 
     def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
-        if attempt.number > 1:
+        if attempt.hedge:
+            self.hedges(call.model).inc()
+        elif attempt.number > 1:
             self.retries(call.model).inc()
         if attempt.fallback:
             self.fallbacks(call.model, attempt.handle.name).inc()
@@ -168,7 +203,7 @@ class Metrics(Observer):
     def attempt_ended(self, call: CallRecord, attempt: AttemptRecord) -> None:
         handle = attempt.handle
         self.upstream(
-            handle.provider.kind,
+            *_gen_ai(call, handle),
             handle.target.upstream_model,
             handle.target.provider,
             handle.name,
@@ -178,19 +213,27 @@ class Metrics(Observer):
     def call_ended(self, call: CallRecord) -> None:
         method, model, code = call.method, call.model, call.code.name
         self.in_flight(method).dec()
-        self.requests(method, model, call.key, code).inc()
+        self.requests(method, model, call.key, code, call.reason).inc()
         self.duration(method, model, code).observe(call.duration)
         self.overhead(method).observe(call.overhead_seconds)
+        if call.backoff_seconds:
+            self.backoff(method, model).observe(call.backoff_seconds)
+        if call.queued_seconds:
+            self.slot_wait(method, model).observe(call.queued_seconds)
         if call.reason == "RATE_LIMITED":
             self.rate_limited(call.key).inc()
         if call.cache_hit is not None:
             self.cache(model, "hit" if call.cache_hit else "miss").inc()
         if call.first_token is not None:
-            self.first_token(model).observe(call.first_token - call.started)
+            handle = call.deployment
+            kind = provider_name(handle.provider.kind) if handle is not None else ""
+            self.first_token(operation_name(method), kind, model).observe(
+                call.first_token - call.started
+            )
         served = call.served_by
         if served is not None and call.code.name == "OK":
             handle = served.handle
-            labels = (handle.provider.kind, handle.target.upstream_model)
+            labels = (*_gen_ai(call, handle), handle.target.upstream_model)
             self.tokens(*labels, "input", model, handle.name).observe(served.input_tokens)
             self.tokens(*labels, "output", model, handle.name).observe(served.output_tokens)
             # Parts of those, observed only when the provider reported them: three more
@@ -268,22 +311,39 @@ class _SpendMetrics:
             self.refused(call.budget_refused).inc()
 
 
+#: The GenAI attribute labels: operation and provider name, and the provider name's
+#: deprecated predecessor, `gen_ai_system` (kept for one release).
+_GEN_AI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_system")
+
+
+def _gen_ai(call: CallRecord, handle: DeploymentHandle) -> tuple[str, str, str]:
+    kind = handle.provider.kind
+    return operation_name(call.method), provider_name(kind), kind
+
+
 class DeploymentCollector(Collector):
-    """Deployment state, read at scrape time from the router's live objects."""
+    """Deployment and model state, read at scrape time from the router's live objects."""
 
-    def __init__(
-        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
-    ) -> None:
-        self.follow(deployments, providers)
+    def __init__(self, router: Router, providers: Iterable[ProviderSettings]) -> None:
+        self.follow(router, providers)
 
-    def follow(
-        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
-    ) -> None:
-        """Report these deployments from now on (after a config reload)."""
-        self._deployments = tuple(deployments)
+    def follow(self, router: Router, providers: Iterable[ProviderSettings]) -> None:
+        """Report this router's models and deployments from now on (after a reload)."""
+        self._router = router
+        self._deployments = router.deployments
         self._pool_max = {p.name: p.pool.max_connections for p in providers}
 
     def collect(self) -> Iterator[Metric]:
+        serving = GaugeMetricFamily(
+            "ai_gateway_model_serving",
+            "1 while a call to the model would find a deployment to take it (one of its "
+            "own or its fallbacks' whose circuit admits calls), as gRPC health says; else 0.",
+            labels=("model",),
+        )
+        router = self._router
+        for route in router.routes:
+            serving.add_metric((route.name,), float(router.can_serve(route)))
+        yield serving
         circuit = GaugeMetricFamily(
             "ai_gateway_circuit_state",
             "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
@@ -374,6 +434,12 @@ def registries() -> tuple[CollectorRegistry, CollectorRegistry]:
     served = CollectorRegistry()
     MultiProcessCollector(served)  # type: ignore[no-untyped-call]
     return recording, served
+
+
+def watch_process(served: CollectorRegistry) -> None:
+    """`process_*` series (CPU seconds, resident memory, open file descriptors, start
+    time) of the process answering the scrape, read from /proc when scraped."""
+    ProcessCollector(registry=served)
 
 
 class SharedStateCollector(Collector):

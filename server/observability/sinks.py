@@ -1,11 +1,11 @@
 """One gateway's observability, built from `observability` in the config: metrics,
-tracing and the audit log as call observers, the interceptors that feed them, the
-`/metrics` server, and their orderly close (the audit queue drained last)."""
+tracing, the access log and the audit log as call observers, the interceptors that feed
+them, the `/metrics` server, and their orderly close (the audit queue drained last)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import grpc
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -15,6 +15,7 @@ from ai_service.config import ObservabilitySettings, ProviderSettings
 from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
 from ai_service.limits.shared_state import SharedRedis
+from ai_service.observability.access import AccessLog
 from ai_service.observability.audit import AuditLog
 from ai_service.observability.metrics import (
     DeploymentCollector,
@@ -22,9 +23,10 @@ from ai_service.observability.metrics import (
     MetricsServer,
     SharedStateCollector,
     registries,
+    watch_process,
 )
 from ai_service.observability.tracing import Tracing
-from ai_service.routing.router import DeploymentHandle
+from ai_service.routing.router import Router
 
 
 class Observability:
@@ -39,9 +41,10 @@ class Observability:
         self._deployments: DeploymentCollector | None = None
         tracing_on = span_exporter is not None or settings.tracing.exporter != "none"
         self.tracing = Tracing(settings.tracing, span_exporter) if tracing_on else None
+        self.access_log = AccessLog(settings.access_log) if settings.access_log.enabled else None
         self.audit = AuditLog(settings.audit) if settings.audit.path is not None else None
         self.observers: tuple[Observer, ...] = tuple(
-            o for o in (self.metrics, self.tracing, self.audit) if o is not None
+            o for o in (self.metrics, self.tracing, self.access_log, self.audit) if o is not None
         )
         self._telemetry: TelemetryInterceptor | None = None
 
@@ -66,25 +69,28 @@ class Observability:
 
     async def start(
         self,
-        deployments: Iterable[DeploymentHandle],
-        providers: Iterable[ProviderSettings],
+        router: Router,
+        providers: Sequence[ProviderSettings],
         shared_state: SharedRedis | None = None,
     ) -> None:
+        if self.tracing is not None:
+            self.tracing.follow(providers)
         if self.metrics is None:
             return
-        self._deployments = DeploymentCollector(deployments, providers)
+        self._deployments = DeploymentCollector(router, providers)
         self._served.register(self._deployments)
+        watch_process(self._served)
         if shared_state is not None:
             self._served.register(SharedStateCollector(shared_state))
         self.metrics_server = MetricsServer(self._settings.metrics, self._served)
         await self.metrics_server.start()
 
-    def follow(
-        self, deployments: Iterable[DeploymentHandle], providers: Iterable[ProviderSettings]
-    ) -> None:
-        """After a config reload: report the new deployments."""
+    def follow(self, router: Router, providers: Sequence[ProviderSettings]) -> None:
+        """After a config reload: report the new models, deployments and providers."""
+        if self.tracing is not None:
+            self.tracing.follow(providers)
         if self._deployments is not None:
-            self._deployments.follow(deployments, providers)
+            self._deployments.follow(router, providers)
 
     async def close(self) -> None:
         """After the gRPC server stopped and `calls_ended`: nothing is recorded after."""

@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ai_service.calls.record import ObservedAttempt, current_call
+from ai_service.calls.record import ObservedAttempt, back_off, current_call, queued, start_hedge
 from ai_service.config import RetrySettings
 from ai_service.errors import (
     GatewayError,
@@ -246,7 +246,7 @@ class Dispatcher:
         if delay >= budget.remaining():
             raise error  # waiting would outlive the call: the caller learns why now
         if delay > 0:
-            await asyncio.sleep(delay)
+            await back_off(delay)
 
     async def _hedged(
         self,
@@ -272,7 +272,7 @@ class Dispatcher:
                 second = _pick(candidates, failed | {handle}, refused_key)
                 if second is not None:
                     log.info("hedging", extra={"slow": handle.name, "second": second[0].name})
-                    racers[asyncio.ensure_future(attempt(*second))] = second[0]
+                    racers[start_hedge(attempt(*second))] = second[0]
                     tried.append(second[0])
             errors: list[BaseException] = []
             pending = set(racers)
@@ -395,7 +395,8 @@ async def _wait_for_slot(handle: DeploymentHandle, admission: Admission, budget:
     """Wait for a concurrency slot on the deployment (`limiter.try_acquire()` found none
     free); a call that never gets one leaves no verdict."""
     try:
-        await handle.limiter.acquire(budget)
+        with queued():
+            await handle.limiter.acquire(budget)
     except BaseException:
         handle.breaker.abandon(admission)
         raise
@@ -512,18 +513,25 @@ async def guarded_stream(
                 waiting = time.perf_counter()
                 empty = True
                 probing = admission is Admission.PROBE
-                async for chunk in chunks:
-                    if probing and not _role_only(chunk):  # the role alone promises nothing
-                        verdict.answered()
-                        probing = False
-                    empty = False
-                    stamp(chunk, handle)
-                    if attempt is not None:
-                        # Upstream time only: not the time the chunk spends with the caller.
+                relaying = False
+                try:
+                    async for chunk in chunks:
+                        if probing and not _role_only(chunk):  # the role alone promises nothing
+                            verdict.answered()
+                            probing = False
+                        empty = False
+                        stamp(chunk, handle)
+                        if attempt is not None:
+                            # Upstream time only: not the time chunks spend with the caller.
+                            attempt.upstream_seconds += time.perf_counter() - waiting
+                            if chunk.HasField("usage"):
+                                attempt.took_usage(chunk.usage, chunk.model)
+                        relaying = True
+                        yield chunk
+                        relaying = False
+                        waiting = time.perf_counter()
+                finally:  # the last wait: for the stream's end, or the failure that ended it
+                    if attempt is not None and not relaying:
                         attempt.upstream_seconds += time.perf_counter() - waiting
-                        if chunk.HasField("usage"):
-                            attempt.took_usage(chunk.usage, chunk.model)
-                    yield chunk
-                    waiting = time.perf_counter()
                 if empty:  # a failure of the deployment: raised where the breaker sees it
                     raise UpstreamUnavailable(f"{handle.name} ended the stream before any chunk")

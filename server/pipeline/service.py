@@ -39,7 +39,7 @@ from ai_service.policy.validation import (
     validate_request,
 )
 from ai_service.providers.content import part_summaries
-from ai_service.providers.translation import text_length
+from ai_service.providers.translation import carries_output, text_length
 from ai_service.resilience import Budget
 from ai_service.routing.router import DeploymentHandle, ModelRoute, Router
 from ai_service.timers import Timers
@@ -182,8 +182,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         request, route, budget, current_caller.get()
                     )
                 first, rest = outcome.value
-                if call is not None:
-                    call.saw_first_token()
+                # Time to first token: when the first chunk with some of the answer is
+                # ready for the caller (past the policy), for the streams that have one.
+                awaiting_output = call is not None
                 chunk: ChatCompletionChunk | None = first
                 guard = ReflectionGuard()
                 async with contextlib.aclosing(rest):
@@ -191,6 +192,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
                         guard.chunk(chunk)
                         await screening.chunk(chunk)
                         chunk.sequence = delivered
+                        if awaiting_output and call is not None and carries_output(chunk):
+                            awaiting_output = False
+                            call.saw_first_token()
                         yield chunk
                         delivered += 1
                         chars += text_length(chunk)
@@ -208,6 +212,9 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
         except Exception:
             log.exception("StreamChatCompletion failed unexpectedly")
             await abort(context, Internal("internal error in the gateway"), request_id_metadata())
+        finally:  # however the stream ended: what its caller got, for the call's record
+            if call is not None:
+                call.chunks_delivered, call.chars_delivered = delivered, chars
 
     async def Embed(self, request: EmbedRequest, context: Context) -> EmbedResponse:
         state = self.state

@@ -24,6 +24,7 @@ from ai_service.providers.credentials import Credentials, OutgoingRequest
 from ai_service.providers.credentials.static import StaticKey
 from ai_service.providers.egress import upstream_headers
 from ai_service.providers.http import HttpClient, UpstreamResponse, create_http_client
+from ai_service.providers.http.propagation import note_http_status
 from ai_service.providers.status_mapping import error_from_status
 
 #: Turns a non-200 answer into the gateway's error (given the provider's name).
@@ -82,6 +83,7 @@ class UpstreamEndpoint:
         mapped error."""
         url = url or self.url
         async with self._exchange(url, body, self._headers) as response:
+            note_http_status(response.status)
             payload = await response.read()
             if response.status != 200:
                 raise self._map_error(response, payload, self.provider)
@@ -91,6 +93,7 @@ class UpstreamEndpoint:
     async def stream(self, body: bytes, url: str | None = None) -> AsyncIterator[UpstreamResponse]:
         """POST `body` for a stream; a non-200 answer raises the mapped error."""
         async with self._exchange(url or self.url, body, self._stream_headers) as response:
+            note_http_status(response.status)
             if response.status != 200:
                 payload = await response.read()
                 raise self._map_error(response, payload, self.provider)

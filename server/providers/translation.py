@@ -133,6 +133,15 @@ def text_length(chunk: ChatCompletionChunk) -> int:
     return length
 
 
+def carries_output(chunk: ChatCompletionChunk) -> bool:
+    """Whether `chunk` carries some of the answer: text, a tool call or reasoning (not
+    merely a role, a finish reason or the usage)."""
+    return any(
+        choice.delta.content or choice.delta.tool_calls or choice.delta.reasoning
+        for choice in chunk.choices
+    )
+
+
 def text_only(chunk: ChatCompletionChunk) -> tuple[int, str] | None:
     """(choice index, text) when `chunk` does nothing but add text to one choice."""
     if len(chunk.choices) != 1 or chunk.HasField("usage"):

@@ -207,7 +207,7 @@ class Gateway:
         self._server = server
         self.identities.start()
         self.ledger.start()
-        await self.observability.start(router.deployments, self.config.providers, self.shared_redis)
+        await self.observability.start(router, self.config.providers, self.shared_redis)
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE_NAME, serving)
@@ -315,7 +315,7 @@ class Gateway:
             config, runtime.router, runtime.answers, runtime.usage
         )
         self.runtime, self.config = runtime, config
-        self.observability.follow(runtime.router.deployments, config.providers)
+        self.observability.follow(runtime.router, config.providers)
         await self.model_health.attach(runtime.router)
         if old is not None:
             retired = [

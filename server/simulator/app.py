@@ -161,6 +161,10 @@ class Simulator:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def discard_fault(self, rule: FaultRule) -> None:
+        """Forget `rule` if it has not fired its `times` yet."""
+        self.faults.discard(rule)
+
     def reset(self) -> None:
         """Forget faults, stats and cached prompts (connection and stream gauges stay live)."""
         self.faults.clear()

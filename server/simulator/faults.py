@@ -109,6 +109,11 @@ class FaultBook:
         with self._lock:
             self._rules.clear()
 
+    def discard(self, rule: FaultRule) -> None:
+        """Forget `rule` (this very rule) if it is still active."""
+        with self._lock:
+            self._rules = [r for r in self._rules if r is not rule]
+
     def take(self, path: str, model: str | None) -> FaultRule | None:
         """The rule that fires for this request, if any, counting it against `times`."""
         if not self._rules:  # the benchmark's hot path: no lock, no loop

@@ -173,26 +173,26 @@ def attr(span: ReadableSpan, name: str) -> Any:
     return span.attributes.get(name)
 
 
-@pytest.mark.parametrize(
-    ("server_spans", "name"),
-    [
-        ("gateway", "ai_service.v1.AIService/ChatCompletion"),  # the RPC semconv name
-        ("opentelemetry-grpc", "/ai_service.v1.AIService/ChatCompletion"),  # the method path
-    ],
-)
+@pytest.mark.parametrize("server_spans", ["gateway", "opentelemetry-grpc"])
 async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upstream(
-    simulator: Simulator, server_spans: str, name: str
+    simulator: Simulator, server_spans: str
 ) -> None:
     exporter = InMemorySpanExporter()
-    tree = config_tree(simulator.base_url, observability__tracing__server_spans=server_spans)
+    tree = config_tree(
+        simulator.base_url,
+        observability__tracing__server_spans=server_spans,
+        resilience={"retries": {"backoff_base_ms": 1}},
+    )
     config = parse_config(tree, env=TEST_ENV)
+    simulator.add_fault(FaultRule("status", status=500, times=1))
     simulator.add_fault(FaultRule("status", status=503, times=1))
     traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
     async with (
         Gateway(config, span_exporter=exporter) as gateway,
         AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
     ):
-        response = await client.chat(ask(), metadata=[("traceparent", traceparent)])
+        metadata = [("traceparent", traceparent), ("x-request-id", "traced")]
+        response = await client.chat(ask(), metadata=metadata)
         # Health is never traced (its Watch breaks under the instrumentation).
         async with grpc.aio.insecure_channel(gateway.address) as channel:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
@@ -200,7 +200,8 @@ async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upst
     spans = exporter.get_finished_spans()
     assert not [s for s in spans if "Health" in s.name]
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
-    assert server.name == name
+    # The RPC conventions' name in both modes (the instrumentation's own has a leading /).
+    assert server.name == "ai_service.v1.AIService/ChatCompletion"
     assert attr(server, "rpc.system") == "grpc"
     assert attr(server, "rpc.grpc.status_code") == 0
     assert f"{server.context.trace_id:032x}" == CALLER_TRACE_ID
@@ -211,13 +212,24 @@ async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upst
     attempts = sorted(
         (s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: attr(s, "ai_service.attempt")
     )
-    assert [s.name for s in attempts] == ["chat sim-gpt-1", "chat sim-gpt-1"]
+    assert [s.name for s in attempts] == ["chat sim-gpt-1"] * 3
     for span in attempts:
         assert span.parent is not None and span.parent.span_id == server.context.span_id
-        assert attr(span, "gen_ai.system") == "openai"
+        assert attr(span, "gen_ai.provider.name") == "openai"
+        assert attr(span, "gen_ai.system") == "openai"  # deprecated, kept for a release
+        assert attr(span, "gen_ai.operation.name") == "chat"
         assert attr(span, "gen_ai.request.model") == "sim-gpt-1"
-    failed, served = attempts
-    assert attr(failed, "error.type") == "UPSTREAM_UNAVAILABLE"
+        assert attr(span, "server.address") == "127.0.0.1"
+        assert attr(span, "server.port") == simulator.port
+    *failed, served = attempts
+    # One reason for both, told apart by the upstream's status.
+    assert [attr(span, "error.type") for span in failed] == ["500", "503"]
+    assert [attr(span, "http.response.status_code") for span in failed] == [500, 503]
+    for span in failed:
+        assert attr(span, "ai_service.reason") == "UPSTREAM_UNAVAILABLE"
+        assert span.status.status_code is StatusCode.ERROR
+    assert attr(served, "http.response.status_code") == 200
+    assert attr(served, "error.type") is None
     assert attr(served, "gen_ai.response.model") == response.model
     assert attr(served, "gen_ai.usage.input_tokens") == response.usage.prompt_tokens
     assert attr(served, "gen_ai.usage.output_tokens") == response.usage.completion_tokens
@@ -225,6 +237,7 @@ async def test_spans_show_the_call_its_attempts_and_carry_the_callers_trace_upst
     # Onward: each upstream request carried its own attempt's span in the caller's trace.
     received = [r.headers.get("traceparent") for r in simulator.stats.received]
     assert received == [f"00-{CALLER_TRACE_ID}-{span.context.span_id:016x}-01" for span in attempts]
+    assert [r.headers.get("x-request-id") for r in simulator.stats.received] == ["traced"] * 3
     for span in spans:  # no secret in any attribute
         assert TEST_KEY not in str(span.attributes)
 
@@ -250,23 +263,58 @@ async def test_an_unsampled_trace_exports_nothing_but_still_travels_upstream(
     assert int(fresh[-2:], 16) & 1 == 0  # the sampled flag is off
 
 
-async def test_a_refused_call_has_an_error_server_span_with_its_grpc_code(
-    simulator: Simulator,
+@pytest.mark.parametrize("server_spans", ["gateway", "opentelemetry-grpc"])
+async def test_a_server_span_is_an_error_only_when_the_server_failed(
+    simulator: Simulator, server_spans: str
 ) -> None:
+    # The RPC conventions: a caller's mistake (no key, an unknown model, a bad request)
+    # leaves the server span's status unset; an UNAVAILABLE or a deadline marks it
+    # ERROR. Both modes behave alike, the caller's own cancel included.
     exporter = InMemorySpanExporter()
-    config = parse_config(config_tree(simulator.base_url), env=TEST_ENV)
+    tree = config_tree(
+        simulator.base_url,
+        observability__tracing__server_spans=server_spans,
+        resilience={"retries": {"max_attempts": 1}},
+    )
+    simulator.add_fault(FaultRule("status", model="sim-other-1", status=503))
     async with (
-        Gateway(config, span_exporter=exporter) as gateway,
-        AsyncAIClient(gateway.address, "not-a-key-0123456789", timeout=10) as client,
+        Gateway(parse_config(tree, env=TEST_ENV), span_exporter=exporter) as gateway,
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10, service_config="") as client,
+        AsyncAIClient(gateway.address, "not-a-key-0123456789", service_config="") as stranger,
     ):
         with pytest.raises(AuthenticationError):
-            await client.chat(ask())
-    [server] = exporter.get_finished_spans()
-    assert server.kind is SpanKind.SERVER
-    assert attr(server, "rpc.method") == "ChatCompletion"
-    assert attr(server, "rpc.grpc.status_code") == grpc.StatusCode.UNAUTHENTICATED.value[0]
-    assert attr(server, "error.type") == "UNAUTHENTICATED"
-    assert server.status.status_code is StatusCode.ERROR
+            await stranger.chat(ask())
+        with pytest.raises(NotFoundError):
+            await client.chat(ask(model="no-such-model"))
+        with pytest.raises(AIServiceError) as bad:
+            await client.chat(ChatCompletionRequest(model="sim-gpt", messages=[]))
+        assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(AIServiceError) as down:
+            await client.chat(ask(model="sim-other"))
+        assert down.value.code is grpc.StatusCode.UNAVAILABLE
+        simulator.add_fault(FaultRule("latency", model="sim-gpt-1", seconds=2, times=1))
+        with pytest.raises(AIServiceError) as late:
+            await client.chat(ask(), timeout=0.3)
+        assert late.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        await client.chat(ask())
+    servers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    codes = {code.value[0]: code for code in grpc.StatusCode}
+    seen = {codes[attr(span, "rpc.grpc.status_code")]: span for span in servers}
+    expected = {
+        grpc.StatusCode.UNAUTHENTICATED: (StatusCode.UNSET, "UNAUTHENTICATED"),
+        grpc.StatusCode.NOT_FOUND: (StatusCode.UNSET, "MODEL_NOT_FOUND"),
+        grpc.StatusCode.INVALID_ARGUMENT: (StatusCode.UNSET, "INVALID_REQUEST"),
+        grpc.StatusCode.UNAVAILABLE: (StatusCode.ERROR, "UPSTREAM_UNAVAILABLE"),
+        grpc.StatusCode.DEADLINE_EXCEEDED: (StatusCode.ERROR, "DEADLINE_EXCEEDED"),
+        grpc.StatusCode.OK: (StatusCode.UNSET, None),
+    }
+    assert set(seen) == set(expected), [s.name for s in servers]
+    for code, (status, error_type) in expected.items():
+        span = seen[code]
+        assert span.name == "ai_service.v1.AIService/ChatCompletion", code
+        assert attr(span, "rpc.method") == "ChatCompletion"
+        assert span.status.status_code is status, code
+        assert attr(span, "error.type") == error_type, code
 
 
 async def test_tracing_off_installs_no_instrumentation(start_gateway: StartGateway) -> None:

@@ -20,12 +20,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.certs import make_certificates
-from tests.conftest import REPO, config_tree, free_port, write_config
+from tests.conftest import EXAMPLE_CONFIG_ENV, REPO, config_tree, free_port, write_config
 from tests.processes import VENV_BIN, clean_env, gateway_argv, spawn
 from tests.servers import redis_server
 
 EXAMPLE = REPO / "examples" / "config.yaml"
-OPS_KEY = "9f3c1a7e5b2d4f60a8c1e3b5d7f9a2c4"
 
 
 def test_the_full_example_config_starts_as_written(tmp_path: Path) -> None:
@@ -38,9 +37,7 @@ def test_the_full_example_config_starts_as_written(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     with redis_server(free_port(), tmp_path) as redis:
         env = {
-            "OPENAI_API_KEY": "sk-not-used",
-            "ANTHROPIC_API_KEY": "sk-ant-not-used",
-            "AI_SERVICE_OPS_KEY": OPS_KEY,
+            **EXAMPLE_CONFIG_ENV,
             "AI_SERVICE_TLS_DIR": str(tls_dir),
             "AI_SERVICE_AUDIT_PATH": str(tmp_path / "audit" / "audit.jsonl"),
             "REDIS_URL": redis.url,
@@ -61,7 +58,10 @@ def test_the_full_example_config_starts_as_written(tmp_path: Path) -> None:
                 certs.ca.read_bytes(), certs.client_key.read_bytes(), certs.client_cert.read_bytes()
             )
             with grpc.secure_channel(address, credentials) as channel:
-                grpc.channel_ready_future(channel).result(timeout=30)
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=30)
+                except grpc.FutureTimeoutError:
+                    pytest.fail(f"never served over TLS\n{process.output()}")
                 check = health_pb2_grpc.HealthStub(channel).Check
                 answer = check(health_pb2.HealthCheckRequest(), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -13,20 +13,11 @@ from pydantic import BaseModel
 
 from ai_service.config import ConfigError, GatewayConfig, load_config, parse_config
 from ai_service.limits.prices import Pricebook
-from tests.conftest import REPO
+from tests.conftest import EXAMPLE_CONFIG_ENV, REPO
 
 EXAMPLE = REPO / "examples" / "config.yaml"
 MINIMAL = REPO / "examples" / "openai.yaml"
-ENV = {
-    "OPENAI_API_KEY": "sk-example",
-    "ANTHROPIC_API_KEY": "sk-ant-example",
-    "AI_SERVICE_OPS_KEY": "4c2b9f0e7a1d38e6b5a9c0d1f2e3a4b5",
-    "AZURE_OPENAI_API_KEY": "azure-example-key",
-    "AZURE_CLIENT_SECRET": "entra-example-secret",
-    "GEMINI_API_KEY": "gemini-example-key",
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "aws-example-secret",
-}
+ENV = EXAMPLE_CONFIG_ENV
 SECRETS = tuple(ENV)
 
 
