@@ -31,13 +31,17 @@ import uvloop
 
 from ai_service.calls.record import CallRecord, current_call
 from ai_service.config import CallerKey, GatewayConfig, parse_config
+from ai_service.entry.authentication import Authentication
+from ai_service.entry.calls import OpenCalls
 from ai_service.identity.authenticator import access
 from ai_service.identity.callers import current_caller
 from ai_service.interceptors import AuthInterceptor, RateLimitInterceptor
 from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
+from ai_service.pipeline.core import ServiceCore
 from ai_service.pipeline.dispatch import guarded_complete
-from ai_service.pipeline.service import AIService, ServiceState
+from ai_service.pipeline.service import AIService
+from ai_service.pipeline.state import ServiceState
 from ai_service.providers.openai import OpenAIProvider
 from ai_service.resilience import Budget
 from ai_service.runtime.gateway import Gateway
@@ -182,14 +186,15 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     for provider in runtime.providers.values():
         assert isinstance(provider, OpenAIProvider)
         provider._endpoint._http = _CannedClient()  # the seam, answered from memory
-    service = AIService(
+    core = ServiceCore(
         ServiceState.build(gateway.config, runtime.router, runtime.answers, runtime.usage)
     )
-    state = service.state
+    service = AIService(core)
+    state = core.state
     request = stack.chat_request()
-    auth = AuthInterceptor(*access(gateway.config))
+    auth = AuthInterceptor(Authentication(*access(gateway.config)))
     rate_limit = RateLimitInterceptor(gateway.limiter)
-    telemetry = TelemetryInterceptor((), Arrivals(10.0, 1000))
+    telemetry = TelemetryInterceptor(OpenCalls(()), Arrivals(10.0, 1000))
     request_bytes = request.SerializeToString()
 
     async def behaviour(request: ChatCompletionRequest, context: Any) -> object:
@@ -203,7 +208,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     await auth.intercept_service(continuation, _DETAILS)  # sets current_caller
     caller = current_caller.get()
     # The same key among 1,000: what finding a key costs when many are configured.
-    many_keys = AuthInterceptor(*access(_with_keys(gateway.config, 999)))
+    many_keys = AuthInterceptor(Authentication(*access(_with_keys(gateway.config, 999))))
     record = CallRecord((), "request-id", "ChatCompletion", streaming=False)
     current_call.set(record)  # as the telemetry interceptor leaves it for the pipeline
     route = state.router.resolve(request.model, caller)
@@ -237,7 +242,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
             pass
 
     async def admission() -> object:
-        return AIService._admit(state, request)
+        return await ServiceCore._admit(state, request, caller)
 
     async def servicer() -> object:
         record.attempts.clear()

@@ -1,9 +1,10 @@
 """The few points where the data path reports to observers: one record per call.
 
-The telemetry interceptor opens a `CallRecord` for every AIService call and puts
-it in `current_call`; the servicer fills in what it learns (model, first token,
-redaction findings, the answer for the audit log); `dispatch.guarded_*` open and
-close an `AttemptRecord` per upstream attempt, and count the waits between attempts
+Each door opens a `CallRecord` for every AIService call (`entry.calls`: the telemetry
+interceptor for gRPC, the HTTP door for its APIs) and puts it in `current_call`; the
+service fills in what it learns (model, first token, redaction findings, the answer for
+the audit log); `dispatch.guarded_*` open and close an `AttemptRecord` per upstream
+attempt, and count the waits between attempts
 (backoff) and for a deployment's slot, which are neither the gateway's own time nor
 the upstream's. Observers (metrics, tracing, the audit and access logs) implement
 `Observer` and see only those four moments, so the hot path holds a handful of field
@@ -22,7 +23,7 @@ import time
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import grpc
 
@@ -80,15 +81,22 @@ class AttemptRecord:
         self.reasoning_tokens = usage.reasoning_tokens
 
 
+#: The door a call came in by: the gRPC service, or the HTTP door's OpenAI- and
+#: Anthropic-compatible APIs (a metric label: the set stays this small).
+Transport = Literal["grpc", "http"]
+
+
 @dataclass(slots=True)
 class CallRecord:
     """Everything observers learn about one call, filled in as it happens."""
 
     observers: Sequence[Observer]
     request_id: str
-    #: The RPC method's short name (`ChatCompletion`).
+    #: The RPC method's short name (`ChatCompletion`); the HTTP door names its calls
+    #: after the method that does the same.
     method: str
     streaming: bool
+    transport: Transport = "grpc"
     started: float = field(default_factory=time.perf_counter)
     time: float = field(default_factory=time.time)
     #: The caller key's configured name ("" before authentication).

@@ -1,4 +1,4 @@
-"""Request-rate limiting per caller, after authentication.
+"""Request-rate limiting per caller, after authentication (`entry.rate`, as on the HTTP door).
 
 Over the limit, a call is refused with RESOURCE_EXHAUSTED carrying RetryInfo
 (when to come back) and QuotaFailure (which quota), before it is deserialised.
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import grpc
 
-from ai_service.errors import GatewayError, RateLimited
-from ai_service.identity.callers import Caller, current_caller
+from ai_service.entry.rate import take_request
+from ai_service.errors import GatewayError
+from ai_service.identity.callers import current_caller
 from ai_service.interceptors.auth import Continuation
 from ai_service.interceptors.rejection import Handler, is_guarded, rejecting_handler
 from ai_service.limits.buckets import RateLimiter
@@ -28,20 +29,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         caller = current_caller.get()
         if caller.rate is not None:
             try:
-                decision = await self._limiter.take(f"requests:{caller.name}", 1, caller.rate)
-            except GatewayError as error:  # the shared store is down and policy says closed
+                await take_request(self._limiter, caller)
+            except GatewayError as error:  # over the limit, or the shared store is down
                 return rejecting_handler(method, error)
-            if not decision.allowed:
-                return rejecting_handler(method, self._refusal(caller, decision.retry_after))
         return await continuation(handler_call_details)
-
-    @staticmethod
-    def _refusal(caller: Caller, retry_after: float) -> RateLimited:
-        assert caller.rate is not None
-        return RateLimited(
-            f"rate limit of {caller.rate.per_minute} requests/minute exceeded for key "
-            f"{caller.name!r}; retry after {retry_after:.2f}s",
-            retry_after=retry_after,
-            subject=f"key:{caller.name}",
-            quota=f"{caller.rate.per_minute} requests per minute",
-        )

@@ -15,32 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import re
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, NoReturn, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from ai_service.calls.record import (
-    REQUEST_ID_KEY,
-    CallRecord,
-    Observer,
-    current_call,
-    request_id_metadata,
-)
+from ai_service.calls.record import REQUEST_ID_KEY, CallRecord, current_call, request_id_metadata
+from ai_service.entry.calls import OpenCalls
 from ai_service.errors import STATUS_DETAILS_KEY, GatewayError, abort
 from ai_service.identity.callers import current_caller
-from ai_service.identity.keyring import Metadata
 from ai_service.interceptors.arrival import Arrivals, decoded
 from ai_service.interceptors.auth import Continuation
 from ai_service.interceptors.rejection import Handler, is_guarded
-
-# A caller's id is echoed into logs, metadata and the audit log: only a plain token
-# of at most 64 characters (a UUID is 36) is taken; anything else gets an id of ours.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,64}")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -52,21 +39,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DEADLINE_SLACK_SECONDS = 0.25
 
 
-# Fresh ids: a random per-process prefix and a counter (no system call per call).
-_ID_PREFIX = uuid.uuid4().hex[:12]
-_next_id = itertools.count(1).__next__
-
-
-def request_id_of(metadata: Metadata | None) -> str:
-    for name, value in metadata or ():
-        if name == REQUEST_ID_KEY and isinstance(value, str) and _SANE_REQUEST_ID.fullmatch(value):
-            return value
-    return f"{_ID_PREFIX}{_next_id():012x}"
-
-
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, observers: Sequence[Observer], arrivals: Arrivals) -> None:
-        self._observers = tuple(observers)
+    def __init__(self, calls: OpenCalls, arrivals: Arrivals) -> None:
+        #: The gateway's calls in flight, over every door (their records' begin and end).
+        self.open_calls = calls
         #: The bounds on the wait for a call's request message.
         self.arrivals = arrivals
         # The observing wrapper of each method's handler, built once: the call's
@@ -74,27 +50,11 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         # Handlers are static objects (refusals included), so this stays small; the
         # handler is kept beside its wrapper so that its id is never reused.
         self._observed: dict[int, tuple[Handler, Handler]] = {}
-        #: Set when a stopping server's grace has run out: the calls it cancels then
-        #: were cut by the shutdown (the caller sees UNAVAILABLE), not by their callers.
-        self.grace_ended = False
-        #: AIService calls begun and not yet ended (their record not yet closed).
-        self.calls = 0
-        self._idle: asyncio.Event | None = None
 
-    def call_began(self) -> None:
-        self.calls += 1
-
-    def call_ended(self) -> None:
-        self.calls -= 1
-        if not self.calls and self._idle is not None:
-            self._idle.set()
-
-    async def calls_ended(self) -> None:
-        """Until no call is left (their records closed)."""
-        if self.calls:
-            if self._idle is None or self._idle.is_set():
-                self._idle = asyncio.Event()
-            await self._idle.wait()
+    @property
+    def calls(self) -> int:
+        """Calls begun and not yet ended, over every door."""
+        return self.open_calls.count
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -103,14 +63,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if not is_guarded(method):
             return await continuation(handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
-        call = CallRecord(
-            self._observers,
-            request_id_of(metadata),
-            method.rsplit("/", 1)[-1],
-            streaming=False,
-            metadata=metadata,
-        )
-        current_call.set(call)
+        call = self.open_calls.open(method.rsplit("/", 1)[-1], metadata, "grpc")
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -172,8 +125,7 @@ def _observed_unary(
     read: bool,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
     async def unary(requests: Any, context: Context) -> Any:
-        call = _begin()
-        interceptor.call_began()  # just before the `try` whose every way out ends it
+        call = _begin(interceptor.open_calls)  # the `try` below ends it, every way out
         try:
             try:
                 request = await _request(requests, context, decode, read, interceptor.arrivals)
@@ -198,9 +150,8 @@ def _observed_stream(
     read: bool,
 ) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
     async def stream(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
-        call = _begin()
+        call = _begin(interceptor.open_calls)  # the `try` below ends it, every way out
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
-        interceptor.call_began()  # just before the `try` whose every way out ends it
         try:
             try:
                 request = await _request(requests, context, decode, read, interceptor.arrivals)
@@ -287,13 +238,16 @@ def _failure_seen(sending: asyncio.Future[None]) -> None:
         sending.exception()
 
 
-def _begin() -> CallRecord:
+def _current() -> CallRecord:
     call = current_call.get()
     assert call is not None  # set by intercept_service, in this same task
-    caller = current_caller.get(None)  # set by the auth interceptor, after this one
-    if caller is not None:
-        call.identify(caller.name, caller.source, caller.team)
-    call.begin()
+    return call
+
+
+def _begin(calls: OpenCalls) -> CallRecord:
+    call = _current()
+    # The caller was set by the auth interceptor, after this one (none: refused there).
+    calls.begin(call, current_caller.get(None))
     return call
 
 
@@ -303,14 +257,12 @@ def _end(
     error: BaseException | None,
     interceptor: TelemetryInterceptor,
 ) -> None:
-    try:
-        call.end(*_outcome(context, error, interceptor))
-    finally:
-        interceptor.call_ended()
+    calls = interceptor.open_calls
+    calls.end(call, *_outcome(context, error, calls))
 
 
 def _outcome(
-    context: Context, error: BaseException | None, interceptor: TelemetryInterceptor
+    context: Context, error: BaseException | None, calls: OpenCalls
 ) -> tuple[grpc.StatusCode, str]:
     """The status the caller got, and its reason."""
     if error is None:
@@ -320,7 +272,7 @@ def _outcome(
         # sent a stream's chunk, when grpc closes the stream at its `yield`. After a
         # stopping server's grace it was the shutdown, and at the deadline gRPC's
         # deadline: the caller saw that.
-        if interceptor.grace_ended:
+        if calls.grace_ended:
             return grpc.StatusCode.UNAVAILABLE, "SHUTDOWN"
         remaining = context.time_remaining()
         deadline_passed = remaining is not None and remaining <= DEADLINE_SLACK_SECONDS

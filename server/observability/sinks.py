@@ -1,6 +1,7 @@
 """One gateway's observability, built from `observability` in the config: metrics,
-tracing, the access log and the audit log as call observers, the interceptors that feed
-them, the `/metrics` server, and their orderly close (the audit queue drained last)."""
+tracing, the access log and the audit log as call observers, the calls in flight that
+report to them (over every door) and the interceptors that feed them, the `/metrics`
+server, and their orderly close (the audit queue drained last)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from ai_service.calls.record import Observer
 from ai_service.config import ObservabilitySettings, ProviderSettings
+from ai_service.entry.calls import OpenCalls
 from ai_service.interceptors.arrival import Arrivals
 from ai_service.interceptors.telemetry import TelemetryInterceptor
 from ai_service.limits.shared_state import SharedRedis
@@ -46,6 +48,8 @@ class Observability:
         self.observers: tuple[Observer, ...] = tuple(
             o for o in (self.metrics, self.tracing, self.access_log, self.audit) if o is not None
         )
+        #: The calls in flight, over every door, and the records they report to.
+        self.calls = OpenCalls(self.observers)
         self._telemetry: TelemetryInterceptor | None = None
 
     def interceptors(self, arrivals: Arrivals) -> list[grpc.aio.ServerInterceptor]:
@@ -54,18 +58,16 @@ class Observability:
         `arrivals`: the bounds on the wait for a call's request message."""
         instrumentation = self.tracing.server_interceptor() if self.tracing is not None else None
         tracing = [instrumentation] if instrumentation is not None else []
-        self._telemetry = TelemetryInterceptor(self.observers, arrivals)
+        self._telemetry = TelemetryInterceptor(self.calls, arrivals)
         return [*tracing, self._telemetry]
 
     async def calls_ended(self) -> None:
-        """Until every call has ended and been recorded."""
-        if self._telemetry is not None:
-            await self._telemetry.calls_ended()
+        """Until every call, through either door, has ended and been recorded."""
+        await self.calls.ended()
 
     def grace_ended(self) -> None:
         """The stopping server's grace is over: the calls it cancels now were cut by it."""
-        if self._telemetry is not None:
-            self._telemetry.grace_ended = True
+        self.calls.grace_ended = True
 
     async def start(
         self,

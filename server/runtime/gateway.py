@@ -30,6 +30,7 @@ from ai_service.config import (
     load_config,
     with_sections,
 )
+from ai_service.entry.authentication import Authentication
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
 from ai_service.identity.authenticator import Identities
@@ -45,9 +46,11 @@ from ai_service.observability.sinks import Observability
 from ai_service.pipeline.admin import AdminService
 from ai_service.pipeline.answers import Answers
 from ai_service.pipeline.cache import MemoryCache, RedisCache, ResponseCache
+from ai_service.pipeline.core import ServiceCore
 from ai_service.pipeline.dispatch import Dispatcher
 from ai_service.pipeline.metering import Meter
-from ai_service.pipeline.service import AIService, ServiceState
+from ai_service.pipeline.service import AIService
+from ai_service.pipeline.state import ServiceState
 from ai_service.pipeline.usage import UsageReports
 from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
@@ -98,7 +101,9 @@ class Gateway:
         self.ledger: Ledger = build_ledger(config.cost, self.shared_redis)
         #: Who may call: config keys, tokens, certificates and issued keys.
         self.identities = Identities(self.shared_redis)
-        self._auth = AuthInterceptor(*self.identities.access(config), self._auth_throttle)
+        #: Who is calling, for both doors; a reload replaces its identities.
+        self.authentication = Authentication(*self.identities.access(config), self._auth_throttle)
+        self._auth = AuthInterceptor(self.authentication)
         self.port = 0
         #: Calls waiting for their request message, and the bounds on them.
         self.arrivals = Arrivals(
@@ -172,7 +177,8 @@ class Gateway:
         settings = self.config.server
         runtime = self.runtime = self._build_runtime(self.config)
         router = runtime.router
-        self._service = AIService(
+        #: The service both doors call: admission, answers, streams.
+        self.core = ServiceCore(
             ServiceState.build(self.config, router, runtime.answers, runtime.usage)
         )
         server = grpc.aio.server(
@@ -186,7 +192,7 @@ class Gateway:
                 *connection_options(settings),
             ],
         )
-        ai_service_pb2_grpc.add_AIServiceServicer_to_server(self._service, server)
+        ai_service_pb2_grpc.add_AIServiceServicer_to_server(AIService(self.core), server)
         admin = AdminService(lambda: self.identities.virtual, lambda: self.config)
         ai_service_pb2_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -229,9 +235,7 @@ class Gateway:
         # Streams are ended a little before, by the gateway, with the stream contract's
         # status (DRAINING, or STREAM_INTERRUPTED with the chunks delivered).
         end_streams = (
-            loop.call_later(
-                grace - min(STREAMS_END_BEFORE_GRACE, grace / 4), self._service.end_streams
-            )
+            loop.call_later(grace - min(STREAMS_END_BEFORE_GRACE, grace / 4), self.core.end_streams)
             if grace > 0
             else None
         )
@@ -309,11 +313,9 @@ class Gateway:
             )
         old = self.runtime
         runtime = self._build_runtime(config)
-        self._auth.replace(*self.identities.access(config))
+        self.authentication.replace(*self.identities.access(config))
         self._auth_throttle.rule = failed_auth_rule(config.auth)
-        self._service.state = ServiceState.build(
-            config, runtime.router, runtime.answers, runtime.usage
-        )
+        self.core.state = ServiceState.build(config, runtime.router, runtime.answers, runtime.usage)
         self.runtime, self.config = runtime, config
         self.observability.follow(runtime.router, config.providers)
         await self.model_health.attach(runtime.router)
