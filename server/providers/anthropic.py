@@ -76,7 +76,10 @@ from ai_service.providers.http.fetch import MediaFetcher
 from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import error_from_status
 from ai_service.providers.translation import (
+    ANTHROPIC_ERROR_STATUS,
+    ANTHROPIC_STOP_REASONS,
     EMPTY_OBJECT_SCHEMA,
+    SYSTEM_ROLES,
     arguments_object,
     arguments_text,
     coalesce,
@@ -105,29 +108,9 @@ FALLBACK_MAX_TOKENS = 1024
 #: Anthropic's temperature range is 0 to 1 (the Messages API reference).
 MAX_TEMPERATURE = 1.0
 
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-# The status each documented error type comes with, for errors that arrive inside a
-# stream (after the 200) and so carry no status of their own.
-ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
+# Where every adapter and the HTTP door find them (translation.py).
+FINISH_REASONS = ANTHROPIC_STOP_REASONS
+ERROR_STATUS = ANTHROPIC_ERROR_STATUS
 _TOOL_CHOICE_MODES = {"auto": "auto", "required": "any", "none": "none"}
 #: Cache breakpoints one request may carry (the prompt-caching guide).
 MAX_CACHE_MARKS = 4
@@ -404,9 +387,6 @@ def thinking_of(request: ChatCompletionRequest) -> dict[str, Any] | None:
     return thinking
 
 
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-
-
 def messages_to_anthropic(
     messages: Sequence[Message],
 ) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
@@ -415,7 +395,7 @@ def messages_to_anthropic(
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
     for message in messages:
-        if message.role in _SYSTEM_ROLES:
+        if message.role in SYSTEM_ROLES:
             system += text_blocks(message)
             continue
         role = "assistant" if message.role == "assistant" else "user"

@@ -72,6 +72,7 @@ from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import error_from_status, message_in_error_payload
 from ai_service.providers.translation import (
     EMPTY_OBJECT_SCHEMA,
+    SYSTEM_ROLES,
     arguments_object,
     arguments_text,
     coalesce,
@@ -298,7 +299,6 @@ def _cohere_vectors(payload: dict[str, Any]) -> list[Any]:
 
 # --- request: proto → Converse JSON ---------------------------------------------------
 
-_SYSTEM_ROLES = frozenset({"system", "developer"})
 _IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -326,7 +326,7 @@ def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
                 f"is {getattr(request, field):g}; Bedrock's Converse API takes 0 to "
                 f"{MAX_TEMPERATURE:g}",
             )
-    first = next((m for m in request.messages if m.role not in _SYSTEM_ROLES), None)
+    first = next((m for m in request.messages if m.role not in SYSTEM_ROLES), None)
     if first is not None and first.role == "assistant":
         return InvalidRequest(
             "messages", "Bedrock's Converse API needs the conversation to start with a user message"
@@ -444,7 +444,7 @@ def messages_to_bedrock(
     out: list[dict[str, Any]] = []
     documents = itertools.count(1)  # names for unnamed documents, unique in the request
     for message in messages:
-        if message.role in _SYSTEM_ROLES:
+        if message.role in SYSTEM_ROLES:
             system += text_blocks(message)
             continue
         role = "assistant" if message.role == "assistant" else "user"

@@ -72,6 +72,7 @@ from ai_service.providers.http.fetch import MediaFetcher
 from ai_service.providers.media import with_bytes
 from ai_service.providers.status_mapping import error_from_status
 from ai_service.providers.translation import (
+    SYSTEM_ROLES,
     arguments_object,
     arguments_text,
     coalesce,
@@ -249,8 +250,6 @@ def _any_url(part: ContentPart) -> bool:
 
 # --- request: proto → Gemini JSON ---------------------------------------------------
 
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-
 
 def request_refusal(request: ChatCompletionRequest) -> InvalidRequest | None:
     """What Gemini cannot take, refused before a call, naming the field."""
@@ -382,7 +381,7 @@ def contents_from(
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
-        if message.role in _SYSTEM_ROLES:
+        if message.role in SYSTEM_ROLES:
             system += user_parts(message)
             continue
         if message.role == "tool":

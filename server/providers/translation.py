@@ -27,6 +27,36 @@ from ai_service_protos.ai_service_pb2 import (
 
 _T = TypeVar("_T")
 
+#: Roles whose messages instruct the model: "developer" is OpenAI's name for "system"
+#: with its reasoning models; APIs with one system prompt join them into it.
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+#: Anthropic's stop reasons (the Messages API's `stop_reason`) as the service's finish
+#: reasons; the HTTP door's Anthropic API turns them back by the first of each.
+ANTHROPIC_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+#: The status each documented Anthropic error type comes with (errors inside a stream,
+#: after the 200, carry no status of their own; the HTTP door names its own by status).
+ANTHROPIC_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
 #: The JSON schema of a function that declares no parameters: an object with none.
 EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
