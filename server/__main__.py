@@ -3,7 +3,8 @@
 With no config it runs the embedded default: the built-in upstream simulator in
 the same process and one model per provider kind backed by it (`sim-gpt`,
 `sim-claude`, `sim-llama`, `sim-azure`, `sim-gemini`, `sim-bedrock`), auth on with the
-demo key `demo-key`, on 127.0.0.1:50051. With `--config` (or AI_SERVICE_CONFIG)
+demo key `demo-key`, gRPC on 127.0.0.1:50051 and the HTTP door (OpenAI- and
+Anthropic-compatible APIs) on 127.0.0.1:50080. With `--config` (or AI_SERVICE_CONFIG)
 it runs what the YAML file declares.
 """
 
@@ -28,7 +29,15 @@ from collections.abc import Coroutine
 from typing import Any
 
 #: What the gateway needs beyond a client-only install (`pip install ai-service`).
-_GATEWAY_MODULES = ("pydantic", "yaml", "aiohttp", "httptools", "prometheus_client", "redis")
+_GATEWAY_MODULES = (
+    "pydantic",
+    "yaml",
+    "aiohttp",
+    "httptools",
+    "uvicorn",
+    "prometheus_client",
+    "redis",
+)
 if _missing := [name for name in _GATEWAY_MODULES if importlib.util.find_spec(name) is None]:
     sys.exit(
         f"ai-service: the gateway needs its extra (missing: {', '.join(_missing)}): "
@@ -39,11 +48,13 @@ from ai_service import __version__
 from ai_service.config import (
     CONFIG_ENV_VAR,
     DEMO_KEY,
+    EMBEDDED_HTTP_LISTEN,
     ConfigError,
     GatewayConfig,
     embedded_default,
     load_config,
     split_host_port,
+    with_http_listen,
     with_listen,
     with_metrics_listen,
 )
@@ -70,6 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"YAML config file (default: ${CONFIG_ENV_VAR}; none: the embedded demo default)",
     )
     parser.add_argument("--listen", help="HOST:PORT to serve gRPC on (overrides the config)")
+    parser.add_argument(
+        "--http-listen",
+        help="HOST:PORT to serve the HTTP door on: OpenAI- and Anthropic-compatible APIs "
+        f"(overrides the config; the embedded default serves it on {EMBEDDED_HTTP_LISTEN})",
+    )
     parser.add_argument(
         "--metrics-listen",
         help="HOST:PORT to serve Prometheus /metrics on (default 127.0.0.1:9464; overrides "
@@ -101,10 +117,13 @@ def _file_config(path: str, args: argparse.Namespace) -> GatewayConfig:
     config = load_config(path)
     if args.listen:
         config = with_listen(config, args.listen)
-    return _with_metrics_flag(config, args)
+    return _with_listen_flags(config, args)
 
 
-def _with_metrics_flag(config: GatewayConfig, args: argparse.Namespace) -> GatewayConfig:
+def _with_listen_flags(config: GatewayConfig, args: argparse.Namespace) -> GatewayConfig:
+    """`--http-listen` and `--metrics-listen`, where given."""
+    if args.http_listen:
+        config = with_http_listen(config, args.http_listen)
     return with_metrics_listen(config, args.metrics_listen) if args.metrics_listen else config
 
 
@@ -120,24 +139,36 @@ async def run(args: argparse.Namespace) -> None:
     from ai_service.simulator import Simulator, SimulatorConfig
 
     async with Simulator(SimulatorConfig(latency_ms=20, tokens_per_second=50)) as simulator:
-        config = embedded_default(simulator.base_url, listen=args.listen or "127.0.0.1:50051")
-        config = _with_metrics_flag(config, args)
+        config = embedded_default(
+            simulator.base_url,
+            listen=args.listen or "127.0.0.1:50051",
+            http_listen=args.http_listen or EMBEDDED_HTTP_LISTEN,
+        )
+        config = _with_listen_flags(config, args)
         gateway = Gateway(config, reuse_port=args.reuse_port)
         await serve_until_signalled(
             gateway,
-            on_started=lambda: print(_banner(gateway.address, simulator.base_url), flush=True),
+            on_started=lambda: print(
+                _banner(gateway.address, gateway.http_address, simulator.base_url), flush=True
+            ),
         )
 
 
-def _banner(address: str, simulator_url: str) -> str:
-    return (
+def _banner(address: str, http_address: str | None, simulator_url: str) -> str:
+    lines = [
         f"ai-service is serving on {address} (embedded default: upstream simulator at "
-        f"{simulator_url})\n"
-        f"demo caller key: {DEMO_KEY}\n"
+        f"{simulator_url})",
+        f"demo caller key: {DEMO_KEY}",
         f"try: grpcurl -plaintext -H 'authorization: Bearer {DEMO_KEY}' -d "
         f'\'{{"model": "sim-gpt", "messages": [{{"role": "user", "content": "hello"}}]}}\' '
-        f"{address} ai_service.v1.AIService/ChatCompletion"
-    )
+        f"{address} ai_service.v1.AIService/ChatCompletion",
+    ]
+    if http_address is not None:
+        lines.append(
+            f"HTTP door (OpenAI and Anthropic APIs) on http://{http_address}: "
+            f"OpenAI(base_url='http://{http_address}/v1', api_key='{DEMO_KEY}')"
+        )
+    return "\n".join(lines)
 
 
 def _run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -158,10 +189,14 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
         if found := worker_problems(config, args.workers):
             raise ConfigError(*found)
         listen, grace = config.server.listen, config.server.shutdown_grace_seconds
+        http_listen = config.server.http.listen
     else:
         listen = args.listen or "127.0.0.1:50051"
+        http_listen = args.http_listen or EMBEDDED_HTTP_LISTEN
     if split_host_port(listen)[1] == 0:
         raise ConfigError("server.listen: --workers needs a fixed port, not 0")
+    if http_listen is not None and split_host_port(http_listen)[1] == 0:
+        raise ConfigError("server.http.listen: --workers needs a fixed port, not 0")
     return Supervisor(_without_workers_flag(argv), args.workers, grace).run()
 
 
@@ -187,6 +222,7 @@ def check(argv: list[str]) -> int:
     )
     parser.add_argument("--config", default=os.environ.get(CONFIG_ENV_VAR), required=False)
     parser.add_argument("--listen", help="as for a start: checked with this address")
+    parser.add_argument("--http-listen", help="as for a start")
     parser.add_argument("--metrics-listen", help="as for a start")
     args = parser.parse_args(argv)
     if not args.config:
@@ -201,9 +237,11 @@ def check(argv: list[str]) -> int:
         for problem in found:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return 2
+    http = config.server.http.listen
     print(
         f"{args.config}: OK ({len(config.providers)} providers, {len(config.models)} models, "
-        f"{len(config.auth.keys)} caller keys, listening on {config.server.listen})"
+        f"{len(config.auth.keys)} caller keys, listening on {config.server.listen}"
+        + (f", HTTP door on {http})" if http is not None else ")")
     )
     return 0
 

@@ -22,6 +22,7 @@ from ai_service.config.grants import (
     RoleSettings,
     TeamSettings,
 )
+from ai_service.config.http_door import EMBEDDED_HTTP_LISTEN, HttpDoorSettings
 from ai_service.config.identity import (
     CertificateIdentity,
     ClaimNames,
@@ -51,7 +52,7 @@ from ai_service.config.observability import (
     ObservabilitySettings,
     TracingSettings,
 )
-from ai_service.config.overrides import with_listen, with_metrics_listen
+from ai_service.config.overrides import with_http_listen, with_listen, with_metrics_listen
 from ai_service.config.policy import (
     BuiltinDetector,
     CustomDetector,
@@ -75,6 +76,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "DEMO_KEY",
     "DIRECT",
+    "EMBEDDED_HTTP_LISTEN",
     "HEALTH_SERVICE_NAME",
     "SERVICE_NAME",
     "AccessLogSettings",
@@ -97,6 +99,7 @@ __all__ = [
     "EgressSettings",
     "GatewayConfig",
     "Grants",
+    "HttpDoorSettings",
     "JwtSettings",
     "MediaFetchSettings",
     "MetricsSettings",
@@ -131,6 +134,7 @@ __all__ = [
     "parse_config",
     "proxy_address",
     "split_host_port",
+    "with_http_listen",
     "with_listen",
     "with_metrics_listen",
     "with_sections",

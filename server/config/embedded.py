@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from ai_service.config.callers import DEMO_KEY
 from ai_service.config.gateway import GatewayConfig
+from ai_service.config.http_door import EMBEDDED_HTTP_LISTEN
 from ai_service.config.loading import parse_config
 
 
-def embedded_default(simulator_base_url: str, listen: str = "127.0.0.1:50051") -> GatewayConfig:
-    """What `python -m ai_service` runs with no config: the built-in simulator and the demo key."""
+def embedded_default(
+    simulator_base_url: str,
+    listen: str = "127.0.0.1:50051",
+    http_listen: str = EMBEDDED_HTTP_LISTEN,
+) -> GatewayConfig:
+    """What `python -m ai_service` runs with no config: the built-in simulator and the demo
+    key, gRPC on `listen` and the HTTP door (OpenAI and Anthropic APIs) on `http_listen`."""
     return parse_config(
         {
-            "server": {"listen": listen},
+            "server": {"listen": listen, "http": {"listen": http_listen}},
             "auth": {"keys": [{"name": "demo", "key": DEMO_KEY}]},
             # One model per provider kind, all on the built-in simulator, which speaks
             # each wire format at its own path.

@@ -13,7 +13,7 @@ from ai_service.config.egress import EgressSettings, effective_egress
 from ai_service.config.grants import CallerGrants, Grants
 from ai_service.config.media import MediaFetchSettings
 from ai_service.config.models import ModelSettings, deployment_limits
-from ai_service.config.network import is_loopback
+from ai_service.config.network import is_loopback, split_host_port
 from ai_service.config.observability import ObservabilitySettings
 from ai_service.config.policy import RedactionSettings, RequestLimits
 from ai_service.config.providers import ProviderSettings
@@ -63,6 +63,7 @@ class GatewayConfig(StrictSettings):
                 f"bound, not {self.server.host!r}; remove the demo key to listen publicly "
                 f"(or, with server.tls, set server.allow_demo_key_off_loopback)"
             )
+        _check_http_door(self)
         return self
 
     @model_validator(mode="after")
@@ -109,6 +110,30 @@ class GatewayConfig(StrictSettings):
     @property
     def _has_client_ca(self) -> bool:
         return self.server.tls is not None and self.server.tls.client_ca_file is not None
+
+
+def _check_http_door(config: GatewayConfig) -> None:
+    """The HTTP door serves plaintext: never off loopback with the demo key, nor beside a
+    gRPC listener that TLS protects (its keys would cross the network in the clear)."""
+    server = config.server
+    listen = server.http.listen
+    if listen is None:
+        return
+    if listen == server.listen and split_host_port(listen)[1] != 0:
+        raise ValueError("server.http.listen: is server.listen; each needs its own port")
+    host = split_host_port(listen)[0]
+    if is_loopback(host):
+        return
+    if any(k.is_demo for k in config.auth.keys):
+        raise ValueError(
+            f"server.http.listen: the demo key is enabled, so only a loopback address may be "
+            f"bound, not {host!r}; remove the demo key to serve the HTTP door publicly"
+        )
+    if server.tls is not None:
+        raise ValueError(
+            f"server.http.listen: the HTTP door serves plaintext, and server.tls protects the "
+            f"gRPC listener: bind it to loopback (behind a TLS-terminating proxy), not {host!r}"
+        )
 
 
 def _check_identities(auth: AuthSettings, models: set[str], *, has_client_ca: bool) -> None:

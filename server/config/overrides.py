@@ -1,4 +1,5 @@
-"""Command-line overrides applied to a loaded config (`--listen`, `--metrics-listen`)."""
+"""Command-line overrides applied to a loaded config (`--listen`, `--http-listen`,
+`--metrics-listen`)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,10 @@ def with_metrics_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
     observability = config.observability.model_dump()
     observability["metrics"].update(enabled=True, listen=listen)
     return with_sections(config, {"observability": observability})
+
+
+def with_http_listen(config: GatewayConfig, listen: str) -> GatewayConfig:
+    """`config` serving the HTTP door on `listen` (`--http-listen`), validated again."""
+    server = config.server.model_dump()
+    server["http"]["listen"] = listen
+    return with_sections(config, {"server": server})

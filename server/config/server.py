@@ -1,10 +1,12 @@
-"""The gRPC listener: address, TLS, deadlines, message sizes, keepalive and connection age."""
+"""The listeners: gRPC's address, TLS, deadlines, message sizes, keepalive and connection
+age; the HTTP door's (`http`, its own module)."""
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator
 
 from ai_service.config.base import StrictSettings
+from ai_service.config.http_door import HttpDoorSettings
 from ai_service.config.network import split_host_port
 
 
@@ -73,6 +75,8 @@ class ServerSettings(StrictSettings):
     #: How long a new connection may take over its TLS handshake and HTTP/2 preface,
     #: and a client to acknowledge the server's HTTP/2 SETTINGS.
     handshake_timeout_seconds: float = Field(10.0, gt=0)
+    #: The HTTP door (OpenAI- and Anthropic-compatible APIs); off unless `http.listen`.
+    http: HttpDoorSettings = Field(default_factory=HttpDoorSettings)
 
     @field_validator("listen")
     @classmethod
