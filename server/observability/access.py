@@ -1,7 +1,8 @@
 """The access log: one line per AIService call, at info, on logger `ai_service.access`.
 
-Every call that failed is logged: refused before authentication, refused by a limit or
-the policy, failed upstream, cut mid-stream, cancelled. Successful calls are logged at
+Every call that failed is logged, whichever door it came through (`transport`): refused
+before authentication, refused by a limit or the policy, failed upstream, cut
+mid-stream, cancelled. Successful calls are logged at
 `success_sample_ratio` (1.0: all). A line says who (request id, key name), what (method,
 model asked for, routed and served, deployment), how it went (attempts, status and
 reason, the upstream's HTTP status on the last attempt) and what it cost (latency, time
@@ -39,6 +40,7 @@ def access_entry(call: CallRecord) -> dict[str, Any]:
         "request_id": call.request_id,
         "key": call.key,
         "method": call.method,
+        "transport": call.transport,
         "model_requested": _printable(call.model_requested),
         "model": call.model,
         "model_served": call.model_served,

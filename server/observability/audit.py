@@ -57,6 +57,7 @@ def audit_entry(call: CallRecord) -> dict[str, Any]:
         "time": _timestamp(call.time),
         "request_id": call.request_id,
         "method": call.method,
+        "transport": call.transport,
         "key": call.key,
         "identity": call.identity,
         "team": call.team,

@@ -1,7 +1,8 @@
 """Prometheus metrics: what the calls did (an `Observer`) and what the deployments are doing.
 
 Labels are bounded by the configuration: method, public model, key *name*, provider,
-deployment, status code, error reason (the gateway's fixed set), upstream HTTP status. A
+deployment, status code, error reason (the gateway's fixed set), upstream HTTP status,
+and the door a call came through (`transport`: `grpc` or `http`). A
 model the caller merely asked for never becomes a label (an unknown name would mint a
 new series per typo). Token and latency metrics carry the OpenTelemetry GenAI names
 (`gen_ai.client.token.usage` → `gen_ai_client_token_usage`,
@@ -110,13 +111,14 @@ class Metrics(Observer):
 
         self.requests = counter(
             "ai_gateway_requests",
-            "AIService calls by outcome: gRPC code and the gateway's reason (ErrorInfo).",
-            ("method", "model", "key", "code", "reason"),
+            "AIService calls by outcome: gRPC code and the gateway's reason (ErrorInfo); "
+            "the HTTP door's calls too, by the gRPC code of their error (transport http).",
+            ("method", "model", "key", "code", "reason", "transport"),
         )
         self.duration = histogram(
             "ai_gateway_request_duration_seconds",
             "Whole AIService calls, as the gateway saw them.",
-            ("method", "model", "code"),
+            ("method", "model", "code", "transport"),
             _LATENCY_BUCKETS,
         )
         self.overhead = histogram(
@@ -182,7 +184,7 @@ class Metrics(Observer):
             Gauge(
                 "ai_gateway_calls_in_flight",
                 "AIService calls (and streams) being served.",
-                ("method",),
+                ("method", "transport"),
                 registry=registry,
                 multiprocess_mode="livesum",
             )
@@ -190,7 +192,7 @@ class Metrics(Observer):
         self.spend = _SpendMetrics(counter)
 
     def call_started(self, call: CallRecord) -> None:
-        self.in_flight(call.method).inc()
+        self.in_flight(call.method, call.transport).inc()
 
     def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
         if attempt.hedge:
@@ -211,10 +213,10 @@ class Metrics(Observer):
         ).observe(attempt.upstream_seconds)
 
     def call_ended(self, call: CallRecord) -> None:
-        method, model, code = call.method, call.model, call.code.name
-        self.in_flight(method).dec()
-        self.requests(method, model, call.key, code, call.reason).inc()
-        self.duration(method, model, code).observe(call.duration)
+        method, model, code, transport = call.method, call.model, call.code.name, call.transport
+        self.in_flight(method, transport).dec()
+        self.requests(method, model, call.key, code, call.reason, transport).inc()
+        self.duration(method, model, code, transport).observe(call.duration)
         self.overhead(method).observe(call.overhead_seconds)
         if call.backoff_seconds:
             self.backoff(method, model).observe(call.backoff_seconds)

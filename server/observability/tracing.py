@@ -1,8 +1,9 @@
 """OpenTelemetry traces: a server span per AIService call, a client span per upstream
 attempt.
 
-The server span continues a caller's `traceparent` and follows the RPC conventions
-(`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`; status ERROR only
+The server span continues a caller's `traceparent` (either door's) and follows the RPC
+conventions (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, for the
+HTTP door's calls `ai_service.transport` instead of the gRPC ones; status ERROR only
 for the codes that are the server's failure, unset for the caller's own, such as
 UNAUTHENTICATED or NOT_FOUND). By default this observer makes it from the call record
 the telemetry interceptor keeps anyway: the OTel grpc aio instrumentation
@@ -119,19 +120,29 @@ class Tracing(Observer):
         )
         return interceptor
 
+    def _owns(self, call: CallRecord) -> bool:
+        """Whether this observer makes the call's server span (the HTTP door's calls
+        have no instrumentation's span: always)."""
+        return self._own_server_spans or call.transport != "grpc"
+
     def call_started(self, call: CallRecord) -> None:
-        if not self._own_server_spans:
+        if not self._owns(call):
             # The instrumentation's span is current: its interceptor wraps ours. Its
             # name is the method's path; the conventions' has no leading slash.
             call.span = span = trace.get_current_span()
             span.update_name(f"{_SERVICE}/{call.method}")
             return
         carrier = _caller_trace(call.metadata)
+        attributes = (
+            {"rpc.system": "grpc", "rpc.service": _SERVICE, "rpc.method": call.method}
+            if call.transport == "grpc"
+            else {"ai_service.transport": call.transport, "rpc.method": call.method}
+        )
         call.span = self._tracer.start_span(
             f"{_SERVICE}/{call.method}",
             context=_PROPAGATOR.extract(carrier) if carrier else None,
             kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": _SERVICE, "rpc.method": call.method},
+            attributes=attributes,
         )
 
     def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
@@ -194,7 +205,7 @@ class Tracing(Observer):
             span.set_attribute("rpc.grpc.status_code", call.code.value[0])
             if call.code in SERVER_ERROR_CODES:
                 span.set_status(Status(StatusCode.ERROR, call.code.name))
-        if self._own_server_spans:
+        if self._owns(call):
             span.end()
 
     @staticmethod

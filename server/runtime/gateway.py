@@ -30,6 +30,8 @@ from ai_service.config import (
     load_config,
     with_sections,
 )
+from ai_service.doors.routes import HttpApp
+from ai_service.doors.server import HttpDoor
 from ai_service.entry.authentication import Authentication
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
@@ -92,6 +94,8 @@ class Gateway:
         #: Closes of providers a reload retired, each with its providers, until done.
         self._closing: dict[asyncio.Task[None], list[Provider]] = {}
         self._server: grpc.aio.Server | None = None
+        #: The HTTP door (OpenAI- and Anthropic-compatible APIs), when configured.
+        self.http_door: HttpDoor | None = None
         #: The listener's TLS files, which a reload reads again (None: plaintext).
         self._certificates: ServerCertificates | None = None
         shared = config.shared_state
@@ -115,6 +119,15 @@ class Gateway:
     def address(self) -> str:
         host = self.config.server.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    @property
+    def http_address(self) -> str | None:
+        """HOST:PORT of the HTTP door; None without one."""
+        host = self.config.server.http.host
+        if host is None or self.http_door is None:
+            return None
+        port = self.http_door.port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _response_cache(self, config: GatewayConfig) -> ResponseCache | None:
         if not config.cache.enabled:
@@ -211,6 +224,8 @@ class Gateway:
             raise OSError(f"cannot listen on {settings.listen}: {exc}") from None
         await server.start()
         self._server = server
+        if settings.http.listen is not None:
+            await self._open_http_door(settings)
         self.identities.start()
         self.ledger.start()
         await self.observability.start(router, self.config.providers, self.shared_redis)
@@ -220,6 +235,25 @@ class Gateway:
         await self.health.set(ADMIN_SERVICE_NAME, serving)
         await self.model_health.attach(router)
         log.info("gateway listening", extra={"address": self.address})
+
+    async def _open_http_door(self, settings: ServerSettings) -> None:
+        """The second door: the same calls, authentication, limiter and service core."""
+        app = HttpApp(
+            settings.http, self.observability.calls, self.authentication, self.limiter, self.core
+        )
+        door = HttpDoor(settings.http, app, reuse_port=self._reuse_port)
+        try:
+            await door.start()
+        except OSError:
+            await self._server_stop_now()
+            raise
+        self.http_door = door
+
+    async def _server_stop_now(self) -> None:
+        if self._server is not None:
+            await self._server.stop(0)
+            self._server = None
+        await self._close_providers()
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish within grace."""
@@ -239,8 +273,12 @@ class Gateway:
             if grace > 0
             else None
         )
+        http_door, self.http_door = self.http_door, None
         try:
-            await self._server.stop(grace)
+            await asyncio.gather(
+                self._server.stop(grace),
+                *([http_door.stop(grace)] if http_door is not None else []),
+            )
         finally:
             cut.cancel()
             if end_streams is not None:
