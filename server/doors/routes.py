@@ -116,14 +116,11 @@ class HttpApp:
     # --- the one way a call takes -----------------------------------------------------------
 
     async def _caller(self, exchange: Exchange) -> Caller:
-        """Who is calling, and one request off its rate limit."""
+        """Who is calling; a failed authentication is throttled by its address."""
         try:
-            caller = await self._authentication.caller(exchange.metadata)
+            return await self._authentication.caller(exchange.metadata)
         except Unauthenticated as error:  # a wrong credential: its address pays for it
             raise await self._authentication.judged(exchange.peer, error) from None
-        if caller.rate is not None:
-            await take_request(self._limiter, caller)
-        return caller
 
     async def _serve(
         self,
@@ -138,9 +135,12 @@ class HttpApp:
         record, its caller and its body; any way it ends is recorded."""
         calls = self._calls
         call = calls.open(method, exchange.metadata, "http")
+        caller: Caller | None = None
         begun = False
         try:
             caller = await self._caller(exchange)
+            if caller.rate is not None:  # one request off its rate limit
+                await take_request(self._limiter, caller)
             body = await exchange.body(self._max_body) if read_body else b""
             calls.begin(call, caller)
             begun = True
@@ -148,13 +148,13 @@ class HttpApp:
             await work(exchange, call, caller, body)
         except GatewayError as error:
             if not begun:
-                calls.begin(call, None)
+                calls.begin(call, caller)
                 begun = True
             await self._failed(exchange, api, call, error)
             calls.end(call, error.code, error.reason)
         except asyncio.CancelledError:
             if not begun:
-                calls.begin(call, None)
+                calls.begin(call, caller)
             code, reason = self._cut(exchange)
             calls.end(call, code, reason)
             if not exchange.left and not exchange.started:
@@ -163,7 +163,7 @@ class HttpApp:
                 await exchange.respond(503, api.body(cut, 503, call.request_id), [])
         except BaseException:
             if not begun:
-                calls.begin(call, None)
+                calls.begin(call, caller)
             calls.end(call, grpc.StatusCode.INTERNAL, "INTERNAL")
             raise
         else:
