@@ -2,6 +2,8 @@
 
 - The Node.js example (`client/examples/node/chat.js`, @grpc/grpc-js from the same
   .proto) against a real in-process gateway: unary, stream, a bad key.
+- An app written against OpenAI's Node SDK (`client/examples/node-openai/chat.mjs`, the
+  `openai` npm package) pointed at the gateway's HTTP door: a streamed call, a bad key.
 - `client/service_config.json`: a small in-test `grpc.aio` AIService answers
   UNAVAILABLE to the first attempt of a call and counts attempts server-side, so a
   retry seen there was made by the client's gRPC channel, not by any code of ours.
@@ -34,9 +36,10 @@ from ai_service.simulator import plan_reply
 from ai_service_client import AIServiceError, AsyncAIClient, build_chat_request
 from ai_service_client._service_config import DEFAULT_SERVICE_CONFIG
 from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
-from tests.conftest import REPO, TEST_KEY
+from tests.conftest import REPO, TEST_KEY, StartGateway
 
 NODE_DIR = REPO / "client" / "examples" / "node"
+NODE_OPENAI_DIR = REPO / "client" / "examples" / "node-openai"
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 SERVICE = "ai_service.v1.AIService"
 CHILD_TIMEOUT = 30.0  # seconds for one child process (node, grpcurl) on a loaded machine
@@ -96,24 +99,36 @@ def require_tool(name: str) -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The `node` binary, with the example's dependencies installed (`npm ci` once)."""
+def npm_ci(directory: Path, installed: Path) -> str:
+    """The `node` binary, with `directory`'s dependencies installed (`npm ci` once, from
+    its committed package-lock.json) unless `installed` is there already."""
     node = require_tool("node")
     npm = require_tool("npm")
-    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+    if not installed.is_dir():
         try:
             result = subprocess.run(
                 [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
+                cwd=directory,
                 capture_output=True,
                 text=True,
                 timeout=NPM_TIMEOUT,
             )
         except subprocess.TimeoutExpired:
-            pytest.fail(f"npm ci in {NODE_DIR} did not finish in {NPM_TIMEOUT}s")
+            pytest.fail(f"npm ci in {directory} did not finish in {NPM_TIMEOUT}s")
         assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
     return node
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The `node` binary, with the gRPC example's dependencies installed."""
+    return npm_ci(NODE_DIR, NODE_DIR / "node_modules" / "@grpc" / "grpc-js")
+
+
+@pytest.fixture(scope="module")
+def node_openai() -> str:
+    """The `node` binary, with OpenAI's Node SDK installed for the HTTP door's example."""
+    return npm_ci(NODE_OPENAI_DIR, NODE_OPENAI_DIR / "node_modules" / "openai")
 
 
 async def chat_js(node: str, address: str, key: str, *args: str) -> Finished:
@@ -173,6 +188,35 @@ async def test_node_client_bad_key_prints_one_error_line(node: str, gateway: Gat
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: UNAUTHENTICATED: "), line
+    assert "not-the-key" not in line
+
+
+# --- OpenAI's Node SDK through the HTTP door ------------------------------------------------
+
+
+async def chat_mjs(node: str, gateway: Gateway, key: str, *args: str) -> Finished:
+    """The example as an existing app runs it: two settings point it at the gateway."""
+    assert gateway.http_address is not None
+    env = child_env(OPENAI_BASE_URL=f"http://{gateway.http_address}/v1", OPENAI_API_KEY=key)
+    return await run([node, "chat.mjs", *args], cwd=NODE_OPENAI_DIR, env=env)
+
+
+@pytest.mark.timeout(NPM_TIMEOUT + 60)
+async def test_openais_node_sdk_streams_through_the_http_door(
+    node_openai: str, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway(server__http={"listen": "127.0.0.1:0"})
+    prompt = "/tokens 12 stream"
+    expected = plan_reply({"messages": [{"role": "user", "content": prompt}]})
+    result = await chat_mjs(node_openai, gateway, TEST_KEY, prompt, "--model", "sim-gpt")
+    assert result.returncode == 0, result
+    assert result.stdout == f"{expected.text}\n"
+    assert usage_of(result) == (expected.prompt_tokens, 12, expected.prompt_tokens + 12)
+
+    refused = await chat_mjs(node_openai, gateway, "not-the-key", "hi")
+    assert refused.returncode == 1, refused
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("error: 401 AuthenticationError: "), line
     assert "not-the-key" not in line
 
 
