@@ -38,22 +38,27 @@ WARMUP_CALLS = 2_000
 
 ECHO, FORWARDER = "bare grpc.aio echo", "bare forwarder"
 PRODUCTION, BASE = "gateway, production config", "gateway, everything optional off"
+#: The production config's gateway, its calls through the HTTP door (h2load --h1, as
+#: many requests in flight as the gRPC rows: one per connection).
+HTTP_DOOR = "HTTP door, production config"
 
 
 @dataclass(frozen=True)
 class Server:
-    """How to start one measured server, and whether its calls carry the bench key."""
+    """How to start one measured server, whether its calls carry the bench key, and
+    whether they go to its HTTP door (OpenAI's chat completions) rather than gRPC."""
 
     start: Callable[[Path, stack.Endpoint], contextlib.AbstractContextManager[stack.Endpoint]]
     auth: bool = False
+    http: bool = False
 
 
-def _gateway(name: str, **switches: Any) -> Server:
+def _gateway(name: str, *, http: bool = False, **switches: Any) -> Server:
     def start(workdir: Path, sim: stack.Endpoint) -> contextlib.AbstractContextManager[Any]:
-        tree = stack.gateway_tree(sim.http, **switches)
+        tree = stack.gateway_tree(sim.http, http_door=http, **switches)
         return stack.gateway(workdir, tree, name=f"cpu-{name}")
 
-    return Server(start, auth=bool(switches.get("auth")))
+    return Server(start, auth=bool(switches.get("auth")), http=http)
 
 
 #: The production config: what a deployment turns on — a key and its request limit
@@ -63,6 +68,7 @@ SERVERS: dict[str, Server] = {
     ECHO: Server(lambda workdir, sim: stack.echo_server(workdir)),
     FORWARDER: Server(lambda workdir, sim: stack.forwarder(workdir, sim)),
     PRODUCTION: _gateway("production", auth=True, rate_limit=True, metrics=True),
+    HTTP_DOOR: _gateway("http-door", http=True, auth=True, rate_limit=True, metrics=True),
     BASE: _gateway("base", auth=False, rate_limit=False),
     "+ auth": _gateway("auth", auth=True, rate_limit=False),
     "+ limiter": _gateway("limiter", auth=False, rate_limit=True),
@@ -94,7 +100,12 @@ class Rounds:
         return f"{min(self.cpu_us):.0f}-{max(self.cpu_us):.0f}"
 
 
-def _load(endpoint: stack.Endpoint, workdir: Path, calls: int, auth: bool) -> Load:
+def _load(endpoint: stack.Endpoint, workdir: Path, calls: int, server: Server) -> Load:
+    if server.http:
+        return stack.http_door_load(
+            endpoint, workdir, concurrency=CLIENTS * STREAMS, calls=calls, auth=server.auth
+        )
+    auth = server.auth
     template = stack.grpc_unary_load(
         endpoint, workdir, clients=CLIENTS, streams=STREAMS, duration=1, warmup=0, auth=auth
     )
@@ -117,11 +128,11 @@ class Sample:
 
 
 def measure(
-    label: str, endpoint: stack.Endpoint, workdir: Path, calls: int, auth: bool
+    label: str, endpoint: stack.Endpoint, workdir: Path, calls: int, server: Server
 ) -> Sample | None:
     """One round: the server's CPU over `calls` calls, or None if they did not all succeed."""
     before = procs.cpu_seconds(endpoint.pid)
-    result = h2load.run(label, _load(endpoint, workdir, calls, auth), workdir)
+    result = h2load.run(label, _load(endpoint, workdir, calls, server), workdir)
     spent = procs.cpu_seconds(endpoint.pid) - before
     if not result.ok or result.succeeded != calls:
         print(f"  {label}: {result.succeeded}/{calls} calls {result.error}", flush=True)
@@ -138,10 +149,10 @@ def run(workdir: Path, calls: int, rounds: int, only: list[str] | None = None) -
             name: started.enter_context(s.start(workdir, sim)) for name, s in chosen.items()
         }
         for name, endpoint in endpoints.items():
-            measure(f"warm {name}", endpoint, workdir, WARMUP_CALLS, chosen[name].auth)
+            measure(f"warm {name}", endpoint, workdir, WARMUP_CALLS, chosen[name])
         for round_number in range(rounds):
             for name, endpoint in endpoints.items():
-                sample = measure(name, endpoint, workdir, calls, chosen[name].auth)
+                sample = measure(name, endpoint, workdir, calls, chosen[name])
                 if sample is None:
                     continue
                 into = results[name]
@@ -186,6 +197,9 @@ def checks(results: dict[str, Rounds]) -> list[Check]:
                 "x",
             )
         )
+    if HTTP_DOOR in median and PRODUCTION in median:
+        ratio = median[HTTP_DOOR] / median[PRODUCTION]
+        found.append(Check("HTTP door / gRPC door (production config)", ratio, 1.3, "x"))
     if BASE in median:
         for name, value in median.items():
             if name.startswith(FEATURE_PREFIX):

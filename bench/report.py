@@ -22,10 +22,11 @@ MEDIA_HEADING = "## Content: a 1 MiB image"
 REDACTION_STALL_HEADING = "## Redaction stall"
 IDENTITY_HEADING = "## Caller identity"
 COST_HEADING = "## Cost and budgets"
+HTTP_DOOR_HEADING = "## The HTTP door"
 #: Sections written by tools that run apart from `python -m bench` (bench.cpu, bench.soak,
 #: bench.grpc_core, bench.overload, bench.hotpath, bench.media, bench.redaction_stall,
-#: bench.identity, bench.ledger), or by hand from their runs (the default HTTP client, from
-#: bench.http_seam): a full run keeps them as they are.
+#: bench.identity, bench.ledger, bench.http_door), or by hand from their runs (the default
+#: HTTP client, from bench.http_seam): a full run keeps them as they are.
 KEPT_HEADINGS = (
     CPU_HEADING,
     HOTPATH_HEADING,
@@ -37,6 +38,7 @@ KEPT_HEADINGS = (
     REDACTION_STALL_HEADING,
     IDENTITY_HEADING,
     COST_HEADING,
+    HTTP_DOOR_HEADING,
 )
 
 

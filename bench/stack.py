@@ -33,6 +33,8 @@ class Endpoint:
     name: str
     port: int
     pid: int
+    #: The gateway's HTTP door (OpenAI- and Anthropic-compatible APIs); 0: none.
+    http_port: int = 0
 
     @property
     def address(self) -> str:
@@ -67,14 +69,18 @@ def gateway_tree(
     redaction: bool = False,
     audit: Path | None = None,
     cache: bool = False,
+    http_door: bool = False,
 ) -> dict[str, Any]:
     """A gateway config: one model on the simulator, each hot-path feature on or off.
 
     Everything optional is off unless asked, metrics included (the gateway's default is
     on): the base measures the bare hot path, and each feature adds its own cost to it.
     """
+    server: dict[str, Any] = {"listen": f"{LOOPBACK}:0", "shutdown_grace_seconds": 1}
+    if http_door:  # its port is picked when the gateway starts (`gateway`)
+        server["http"] = {"listen": f"{LOOPBACK}:0"}
     return {
-        "server": {"listen": f"{LOOPBACK}:0", "shutdown_grace_seconds": 1},
+        "server": server,
         "auth": {"enabled": auth, "keys": [{"name": "bench", "key": BENCH_KEY}] if auth else []},
         # On, but far above any rate reached here: the limiter's cost without its refusals.
         "rate_limit": {"requests_per_minute": 1_000_000_000 if rate_limit else 0},
@@ -130,14 +136,17 @@ def _tracing(server_spans: str | None) -> dict[str, Any]:
     }
 
 
-def _with_ports(tree: dict[str, Any], port: int) -> dict[str, Any]:
-    """`tree` listening on `port`, and on a free port of its own for /metrics if enabled."""
+def _with_ports(tree: dict[str, Any], port: int, http_port: int) -> dict[str, Any]:
+    """`tree` listening on `port` (its HTTP door, if any, on `http_port`), and on a free
+    port of its own for /metrics if enabled."""
     observability = dict(tree.get("observability", {}))
     metrics = dict(observability.get("metrics", {}))
     if metrics.get("enabled", True):
         metrics["listen"] = f"{LOOPBACK}:{free_port()}"
     observability["metrics"] = metrics
     server = {**tree["server"], "listen": f"{LOOPBACK}:{port}"}
+    if "http" in server:
+        server["http"] = {**server["http"], "listen": f"{LOOPBACK}:{http_port}"}
     return {**tree, "server": server, "observability": observability}
 
 
@@ -150,14 +159,17 @@ def gateway(
     env: dict[str, str] | None = None,
 ) -> Iterator[Endpoint]:
     port = free_port()
+    http_port = free_port() if "http" in tree["server"] else 0
     config = workdir / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(_with_ports(tree, port)), encoding="utf-8")
+    config.write_text(yaml.safe_dump(_with_ports(tree, port, http_port)), encoding="utf-8")
     argv = [PYTHON, "-m", "ai_service", "--config", str(config), "--log-level", "warning"]
     argv += ["--workers", str(workers)]
     with running(argv, port=port, log=workdir / f"{name}.log", env=env) as proc:
         # The port answers as soon as one worker listens: wait for all of them.
         wait_listeners(port, workers, proc, timeout=30.0)
-        yield Endpoint(name, port, proc.pid)
+        if http_port:
+            wait_listeners(http_port, workers, proc, timeout=30.0)
+        yield Endpoint(name, port, proc.pid, http_port)
 
 
 @contextlib.contextmanager
@@ -228,6 +240,39 @@ def grpc_unary_load(
         duration=duration,
         warmup=warmup,
         rate=rate,
+    )
+
+
+def http_door_load(
+    endpoint: Endpoint,
+    workdir: Path,
+    *,
+    concurrency: int,
+    duration: float = 0,
+    warmup: float = 0,
+    calls: int | None = None,
+    auth: bool = True,
+) -> Load:
+    """h2load --h1 against the gateway's HTTP door: the same prompt as the gRPC load, as
+    the OpenAI SDK sends it, one request per connection at a time."""
+    body = workdir / "unary-door.json"
+    body.write_text(
+        json.dumps({"model": MODEL, "messages": [{"role": "user", "content": UNARY_PROMPT}]}),
+        encoding="utf-8",
+    )
+    headers: tuple[str, ...] = ("content-type: application/json",)
+    if auth:
+        headers += (f"authorization: Bearer {BENCH_KEY}",)
+    return Load(
+        url=f"http://{LOOPBACK}:{endpoint.http_port}/v1/chat/completions",
+        body=body,
+        headers=headers,
+        clients=concurrency,
+        streams_per_client=1,
+        duration=duration,
+        warmup=warmup,
+        h1=True,
+        calls=calls,
     )
 
 
