@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 # Python code that ruff checks (bench/ joins once it exists).
 CODE   := server client tests $(wildcard bench)
 
-.PHONY: install lock run simulator test test-fast coverage mutate lint format typecheck proto bench soak grpc-core overload hotpath identity ledger media dashboard-preview clean
+.PHONY: install lock run simulator test test-fast coverage mutate lint format typecheck proto bench soak grpc-core overload hotpath identity ledger http-door media dashboard-preview clean
 
 # Every Python package comes from the lock in requirements/ (exact versions, with hashes),
 # installed with --no-deps: the lock is complete, so a fresh machine gets exactly what the
@@ -109,6 +109,9 @@ identity: install       ## what identifying a caller costs per source, and how f
 
 ledger: install         ## what metering a call's spend and budgets costs on the memory backend (µs)
 	$(PY) -m bench.ledger $(ARGS)
+
+http-door: install      ## the HTTP door beside the gRPC door and LiteLLM's proxy: added latency, RPS, CPU per request
+	$(PY) -m bench.http_door $(ARGS)
 
 media: install          ## a 1 MiB image beside a text request: added latency, gateway memory
 	$(PY) -m bench.media $(ARGS)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +32,6 @@ from ai_service.config import (
     with_sections,
 )
 from ai_service.doors.routes import HttpApp
-from ai_service.doors.server import HttpDoor
 from ai_service.entry.authentication import Authentication
 from ai_service.health.models import ModelHealth
 from ai_service.health.servicer import DrainingHealthServicer
@@ -58,6 +58,9 @@ from ai_service.providers import MediaFetcher, Provider, create_provider
 from ai_service.routing.router import Router
 from ai_service.runtime.tls import ServerCertificates
 from ai_service_protos import ai_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from ai_service.doors.server import HttpDoor
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +241,9 @@ class Gateway:
 
     async def _open_http_door(self, settings: ServerSettings) -> None:
         """The second door: the same calls, authentication, limiter and service core."""
+        # Its HTTP server is imported only where a door is configured.
+        from ai_service.doors.server import HttpDoor
+
         app = HttpApp(
             settings.http, self.observability.calls, self.authentication, self.limiter, self.core
         )

@@ -26,6 +26,8 @@ from tests.processes import VENV_BIN, Process, clean_env, gateway_argv, spawn, w
 
 PAGES = sorted([REPO / "README.md", REPO / "CONTRIBUTING.md", *(REPO / "docs").glob("*.md")])
 README_ADDRESS = "127.0.0.1:50051"
+#: The embedded default's HTTP door, as the pages write it.
+README_HTTP_ADDRESS = "127.0.0.1:50080"
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
 )
@@ -64,26 +66,37 @@ def runnable(language: str) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The embedded default, as `make run` starts it, on a free port."""
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The embedded default, as `make run` starts it, on free ports: the address each
+    address the pages write stands for (gRPC's, the HTTP door's)."""
     address = f"127.0.0.1:{free_port()}"
+    http = f"127.0.0.1:{free_port()}"
     logs = tmp_path_factory.mktemp("docs-gateway")
     process: Process = spawn(
-        gateway_argv("--listen", address, "--metrics-listen", f"127.0.0.1:{free_port()}"),
+        gateway_argv(
+            "--listen",
+            address,
+            "--http-listen",
+            http,
+            "--metrics-listen",
+            f"127.0.0.1:{free_port()}",
+        ),
         logs,
         "gateway",
     )
     try:
         wait_serving(address, process)
-        yield address
+        yield {README_ADDRESS: address, README_HTTP_ADDRESS: http}
     finally:
         process.kill()
 
 
-def run(argv: list[str], code: str, address: str) -> subprocess.CompletedProcess[str]:
+def run(argv: list[str], code: str, addresses: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = clean_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    for written, actual in addresses.items():
+        code = code.replace(written, actual)
     return subprocess.run(
-        [*argv, code.replace(README_ADDRESS, address)],
+        [*argv, code],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -93,13 +106,13 @@ def run(argv: list[str], code: str, address: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize("block", runnable("python"))
-def test_python_blocks_run(block: Block, gateway: str) -> None:
+def test_python_blocks_run(block: Block, gateway: dict[str, str]) -> None:
     result = run([sys.executable, "-c"], block.code, gateway)
     assert result.returncode == 0, f"{block.name}:\n{result.stderr}"
 
 
 @pytest.mark.parametrize("block", runnable("sh"))
-def test_shell_blocks_run(block: Block, gateway: str) -> None:
+def test_shell_blocks_run(block: Block, gateway: dict[str, str]) -> None:
     result = run(["bash", "-euo", "pipefail", "-c"], block.code, gateway)
     assert result.returncode == 0, f"{block.name}:\n{result.stdout}\n{result.stderr}"
 

@@ -73,7 +73,9 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """`python -m server --listen 127.0.0.1:<free>`: the embedded default, no config."""
     address = f"127.0.0.1:{free_port()}"
     process = spawn(
-        gateway_argv("--listen", address), tmp_path_factory.mktemp("embedded"), "gateway"
+        gateway_argv("--listen", address, "--http-listen", f"127.0.0.1:{free_port()}"),
+        tmp_path_factory.mktemp("embedded"),
+        "gateway",
     )
     try:
         wait_serving(address, process)
