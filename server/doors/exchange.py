@@ -92,6 +92,7 @@ class Exchange:
         while message.get("more_body"):
             message = await self._receive()
             if message["type"] != "http.request":  # the caller left mid-body
+                self.left = True
                 raise asyncio.CancelledError
             chunk = message.get("body", b"")
             size += len(chunk)

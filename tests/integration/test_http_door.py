@@ -551,6 +551,35 @@ async def test_a_stream_that_fails_after_its_first_event_ends_with_the_apis_erro
                         pass
 
 
+async def test_a_stream_still_running_at_the_end_of_a_drain_says_it_was_cut(
+    door: Gateway, simulator: Simulator
+) -> None:
+    """The stream contract through a stop: near the end of the grace the gateway ends the
+    stream itself, with the API's error event, never [DONE]; the call is recorded."""
+    simulator.config.tokens_per_second = 5  # 100 words: 20 s, far past the grace
+    body = {
+        "model": "sim-gpt",
+        "stream": True,
+        "messages": [{"role": "user", "content": "/tokens 100 slow"}],
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        request = http.build_request(
+            "POST",
+            f"{base_url(door)}/v1/chat/completions",
+            headers={"authorization": f"Bearer {TEST_KEY}"},
+            json=body,
+        )
+        response = await http.send(request, stream=True)
+        lines = response.aiter_lines()
+        assert (await anext(lines)).startswith("data: {")
+        stopping = asyncio.ensure_future(door.stop(grace=2))
+        rest = [line async for line in lines if line]
+        await stopping
+    assert "data: [DONE]" not in rest
+    error = orjson.loads(rest[-1].removeprefix("data: "))["error"]
+    assert error["code"] == "stream_interrupted" and "shutting down" in error["message"]
+
+
 async def test_unknown_paths_and_methods_in_openais_shape(door: Gateway) -> None:
     async with httpx.AsyncClient(base_url=base_url(door)) as http:
         unparsable = await http.post(
