@@ -3,11 +3,13 @@ supervisor (before it forks) run it on a loaded config, and so does every start.
 
 Loading the file already checked its YAML, its `${ENV}` references and every field. This
 adds what needs the machine: TLS files readable, PEM and matching their keys; the audit
-log's folder writable by this user. Each problem names its field.
+log's folder writable by this user; the HTTP door's server installed where it is on.
+Each problem names its field.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,11 @@ def problems(config: GatewayConfig) -> list[str]:
     audit = config.observability.audit.path
     if audit is not None and (problem := _unwritable(Path(audit))) is not None:
         found.append(f"observability.audit.path: {problem}")
+    if config.server.http.listen is not None and importlib.util.find_spec("uvicorn") is None:
+        found.append(
+            "server.http.listen: the HTTP door needs uvicorn, which is not installed "
+            "(pip install 'ai-service[gateway]')"
+        )
     return found
 
 
