@@ -122,17 +122,6 @@ def _flag(value: Any, field: str) -> bool:
     return value
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or InvalidRequest saying why it is none."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _refuse("body", f"is not valid JSON ({exc})") from None
-    if not isinstance(payload, dict):
-        raise _refuse("body", "must be a JSON object")
-    return payload
-
-
 # --- chat completions: OpenAI JSON → proto ---------------------------------------------
 
 

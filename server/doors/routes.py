@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+import orjson
 
 from ai_service.calls.record import CallRecord
 from ai_service.config import HttpDoorSettings
@@ -40,14 +43,47 @@ from ai_service.doors.exchange import Exchange, Receive, Scope, Send
 from ai_service.entry.authentication import Authentication
 from ai_service.entry.calls import OpenCalls
 from ai_service.entry.rate import take_request
-from ai_service.errors import GatewayError, Unauthenticated, UpstreamUnavailable
+from ai_service.errors import (
+    GatewayError,
+    Internal,
+    InvalidRequest,
+    Unauthenticated,
+    UpstreamUnavailable,
+)
 from ai_service.identity.callers import Caller
 from ai_service.limits.buckets import RateLimiter
 from ai_service.pipeline.core import ServiceCore, StreamEnding
 from ai_service_protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 #: What a cut at the end of a stopping gateway's grace leaves a caller still waiting.
 _SHUTTING_DOWN = "the gateway is shutting down and its grace period is over"
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or InvalidRequest saying why it is none."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("body", f"is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    return payload
+
+
+def _translated(translate: Callable[[dict[str, Any]], T], body: bytes) -> T:
+    """The service's request from an API's body; a body of a shape the translator did not
+    foresee is the caller's to mend (400), never an internal error."""
+    payload = _json(body)
+    try:
+        return translate(payload)
+    except GatewayError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InvalidRequest("body", f"does not have the API's shape ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +182,15 @@ class HttpApp:
             begun = True
             exchange.watch()
             await work(exchange, call, caller, body)
-        except GatewayError as error:
+        except Exception as failure:
             if not begun:
                 calls.begin(call, caller)
                 begun = True
+            if isinstance(failure, GatewayError):
+                error = failure
+            else:
+                log.exception("a call through the HTTP door failed unexpectedly")
+                error = Internal("internal error in the gateway")
             await self._failed(exchange, api, call, error)
             calls.end(call, error.code, error.reason)
         except asyncio.CancelledError:
@@ -217,7 +258,7 @@ class HttpApp:
     async def _openai_chat(
         self, exchange: Exchange, call: CallRecord, caller: Caller, body: bytes
     ) -> None:
-        request, streaming, include_usage = openai.chat_request(openai.parse_body(body))
+        request, streaming, include_usage = _translated(openai.chat_request, body)
         if not streaming:
             outcome = await self._core.chat(request, caller, None)
             answer = openai.completion_json(outcome.value)
@@ -240,7 +281,7 @@ class HttpApp:
     async def _openai_embed(
         self, exchange: Exchange, call: CallRecord, caller: Caller, body: bytes
     ) -> None:
-        request = openai.embed_request(openai.parse_body(body))
+        request = _translated(openai.embed_request, body)
         outcome = await self._core.embed(request, caller, None)
         answer = openai.embeddings_json(outcome.value)
         await exchange.respond(200, answer, self._id_headers(OPENAI, call))
@@ -271,7 +312,7 @@ class HttpApp:
     async def _anthropic_messages(
         self, exchange: Exchange, call: CallRecord, caller: Caller, body: bytes
     ) -> None:
-        request, streaming = anthropic.messages_request(openai.parse_body(body))
+        request, streaming = _translated(anthropic.messages_request, body)
         if not streaming:
             outcome = await self._core.chat(request, caller, None)
             answer = anthropic.message_json(outcome.value)

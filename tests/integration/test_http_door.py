@@ -585,6 +585,12 @@ async def test_unknown_paths_and_methods_in_openais_shape(door: Gateway) -> None
         unparsable = await http.post(
             "/v1/chat/completions", headers={"authorization": f"Bearer {TEST_KEY}"}, content=b"{"
         )
+        # A seed past 64 bits (read as a float): refused by field, the caller's to mend.
+        overflow = await http.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {TEST_KEY}"},
+            json={"model": "sim-gpt", "seed": 2**70, "messages": [{"role": "user", "content": ""}]},
+        )
         missing = await http.get("/v1/nothing-here")
         wrong = await http.get("/v1/chat/completions")
         too_big = await http.post(
@@ -593,6 +599,7 @@ async def test_unknown_paths_and_methods_in_openais_shape(door: Gateway) -> None
             content=b"x" * (8 * 1024 * 1024 + 1),
         )
     assert unparsable.status_code == 400 and unparsable.json()["error"]["param"] == "body"
+    assert overflow.status_code == 400 and overflow.json()["error"]["param"] == "seed"
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     assert wrong.status_code == 405
     assert too_big.status_code == 413 and too_big.json()["error"]["param"] == "body"
