@@ -49,6 +49,8 @@ def test_the_full_example_config_starts_as_written(tmp_path: Path) -> None:
             "1",
             "--listen",
             address,
+            "--http-listen",
+            f"127.0.0.1:{free_port()}",
             "--metrics-listen",
             f"127.0.0.1:{free_port()}",
         )
