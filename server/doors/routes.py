@@ -44,11 +44,11 @@ from ai_service.entry.authentication import Authentication
 from ai_service.entry.calls import OpenCalls
 from ai_service.entry.rate import take_request
 from ai_service.errors import (
+    Draining,
     GatewayError,
     Internal,
     InvalidRequest,
     Unauthenticated,
-    UpstreamUnavailable,
 )
 from ai_service.identity.callers import Caller
 from ai_service.limits.buckets import RateLimiter
@@ -177,10 +177,12 @@ class HttpApp:
             caller = await self._caller(exchange)
             if caller.rate is not None:  # one request off its rate limit
                 await take_request(self._limiter, caller)
-            body = await exchange.body(self._max_body) if read_body else b""
+            body = b""
+            if read_body:
+                body = await exchange.body(self._max_body)
+                exchange.watch()  # the body read, the connection says only that it closed
             calls.begin(call, caller)
             begun = True
-            exchange.watch()
             await work(exchange, call, caller, body)
         except Exception as failure:
             if not begun:
@@ -200,8 +202,9 @@ class HttpApp:
             calls.end(call, code, reason)
             if not exchange.left and not exchange.started:
                 # Cut by a stop, not by its caller, who is still there: it is told so.
-                cut = UpstreamUnavailable(_SHUTTING_DOWN)
-                await exchange.respond(503, api.body(cut, 503, call.request_id), [])
+                cut = Draining(_SHUTTING_DOWN)
+                headers = [*self._id_headers(api, call), *error_headers(cut, 503)]
+                await exchange.respond(503, api.body(cut, 503, call.request_id), headers)
         except BaseException:
             if not begun:
                 calls.begin(call, caller)
