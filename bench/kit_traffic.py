@@ -55,7 +55,8 @@ def gateway_tree(
         "server": {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 5},
         "auth": {
             "keys": [
-                {"name": "tester", "key": TESTER_KEY},
+                # A soft budget its first call passes: the budget panel and alert see it.
+                {"name": "tester", "key": TESTER_KEY, "budget": {"soft": 1e-06, "period": "day"}},
                 {
                     "name": "restricted",
                     "key": RESTRICTED_KEY,
@@ -88,6 +89,11 @@ def gateway_tree(
             },
         ],
         "observability": {"metrics": {"enabled": True, "listen": metrics_listen}},
+        # Example prices (no provider's), so the cost panels have series to show.
+        "cost": {
+            "currency": "USD",
+            "prices": {name: {"input": 1, "output": 2} for name in MODELS},
+        },
     }
     if redis_url is not None:
         tree["shared_state"] = {"backend": "redis", "redis_url": redis_url}
