@@ -6,7 +6,14 @@ module lets cosmic-ray make every small change it knows (an operator swapped, a 
 moved, a condition negated, a statement removed) and run the unit tier against it. A
 change the tests still pass is a survivor: a behaviour nothing guards, or a change that
 does not alter behaviour (an equivalent mutant). The survivors of each module are listed
-in build/mutate/<module>.txt; the totals are printed at the end.
+with their diffs in build/mutate/<module>.txt; the totals are printed at the end.
+
+Each mutant first meets the module's own unit tests (FOCUS), which kill most mutants in a
+few seconds; only a mutant they miss meets the whole unit tier, so the verdict is the unit
+tier's. A mutant inside a function the unit tier never calls cannot change what it sees: one
+coverage run of the unit tier finds those, and they count as survivors without a test run.
+`--survivors` tests only the previous run's survivors again (the module unchanged), the
+quick check after writing a test.
 
 The tree's packages are imported through its `.typecheck/` links (put first on
 PYTHONPATH), so the venv's own editable install, which points at the working tree, is
@@ -16,6 +23,10 @@ not used.
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import json
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -23,103 +34,242 @@ import sys
 import time
 from pathlib import Path
 
+from cosmic_ray.work_db import WorkDB, use_db
+from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
 REPO = Path(__file__).resolve().parents[1]
-WORK = REPO / "build" / "mutate"
-TREE = WORK / "tree"
+UNIT = "tests/unit"
 
-#: The modules whose behaviour the unit tier must pin down.
-CORE = (
-    "server/identity/keyring.py",
-    "server/limits/buckets.py",
-    "server/limits/token_quota.py",
-    "server/pipeline/cache.py",
-    "server/pipeline/dispatch.py",
-    "server/resilience/budget.py",
-    "server/resilience/circuit.py",
-    "server/resilience/concurrency.py",
-    "server/resilience/retry.py",
-    "server/policy/redaction.py",
-    "server/policy/detectors.py",
-    "server/policy/validation.py",
-    "server/providers/framing.py",
-    "server/providers/status_mapping.py",
-    "server/providers/translation.py",
-    "server/providers/openai.py",
-    "server/providers/anthropic.py",
-    "server/providers/ollama.py",
-)
-
-
-def checkout() -> None:
-    """A clean copy of HEAD in build/mutate/tree."""
-    if TREE.exists():
-        subprocess.run(["git", "worktree", "remove", "--force", str(TREE)], cwd=REPO, check=False)
-        shutil.rmtree(TREE, ignore_errors=True)
-    subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "--quiet", str(TREE), "HEAD"], cwd=REPO, check=True
-    )
+#: The modules whose behaviour the unit tier must pin down, each with the unit tests
+#: that exercise it most directly (the first, quick pass for each mutant).
+FOCUS: dict[str, tuple[str, ...]] = {
+    "server/identity/keyring.py": ("test_keyring.py",),
+    "server/limits/buckets.py": ("test_buckets.py",),
+    "server/limits/token_quota.py": ("test_token_quota.py",),
+    "server/pipeline/cache.py": ("test_cache.py",),
+    "server/pipeline/dispatch.py": ("test_dispatch.py", "test_resilience_units.py"),
+    "server/resilience/budget.py": ("test_resilience_units.py", "test_budget.py"),
+    "server/resilience/circuit.py": ("test_resilience_units.py", "test_circuit.py"),
+    "server/resilience/concurrency.py": ("test_resilience_units.py", "test_concurrency.py"),
+    "server/resilience/cooldown.py": ("test_resilience_units.py", "test_cooldown.py"),
+    "server/resilience/retry.py": ("test_resilience_units.py", "test_retry.py"),
+    "server/policy/redaction.py": ("test_redaction_detectors.py", "test_redaction_content.py"),
+    "server/policy/detectors.py": ("test_redaction_detectors.py",),
+    "server/policy/scanner.py": ("test_redaction_detectors.py", "test_scanner.py"),
+    "server/policy/fields.py": ("test_redaction_content.py", "test_fields.py"),
+    "server/policy/streams.py": ("test_streams.py",),
+    "server/policy/validation.py": ("test_validation.py",),
+    "server/providers/framing.py": ("test_framing.py",),
+    "server/providers/status_mapping.py": ("test_status_mapping.py",),
+    "server/providers/translation.py": ("test_translation.py",),
+    "server/providers/openai.py": ("test_provider_openai.py", "test_content_openai.py"),
+    "server/providers/anthropic.py": (
+        "test_provider_anthropic.py",
+        "test_content_anthropic_ollama.py",
+    ),
+    "server/providers/ollama.py": ("test_provider_ollama.py", "test_content_anthropic_ollama.py"),
+}
+CORE = tuple(FOCUS)
 
 
-def config(module: str, tests: str, timeout: float) -> Path:
-    command = (
-        f"env PYTHONPATH={TREE / '.typecheck'} {sys.executable} -m pytest -x -q "
-        f"-p no:cacheprovider {tests}"
-    )
-    path = WORK / f"{Path(module).stem}.toml"
-    path.write_text(
-        "[cosmic-ray]\n"
-        f'module-path = "{TREE / module}"\n'
-        f"timeout = {timeout}\n"
-        "excluded-modules = []\n"
-        f'test-command = "{command}"\n\n'
-        '[cosmic-ray.distributor]\nname = "local"\n',
-        encoding="utf-8",
-    )
-    return path
+class Run:
+    """One checkout of HEAD and the files of a run, under `work`."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.tree = work / "tree"
+
+    def checkout(self) -> None:
+        """A clean copy of HEAD in <work>/tree."""
+        if self.tree.exists():
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(self.tree)], cwd=REPO, check=False
+            )
+            shutil.rmtree(self.tree, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(self.tree), "HEAD"],
+            cwd=REPO,
+            check=True,
+        )
+
+    def pytest(self, tests: str) -> str:
+        return (
+            f"env PYTHONPATH={self.tree / '.typecheck'} {sys.executable} -m pytest -x -q "
+            f"-p no:cacheprovider {tests}"
+        )
+
+    def command(self, module: str, tests: str | None) -> str:
+        """The test command for one mutant: the focus tests, then the whole unit tier."""
+        if tests is not None:
+            return self.pytest(tests)
+        focus = [
+            f"{UNIT}/{name}" for name in FOCUS.get(module, ()) if (self.tree / UNIT / name).exists()
+        ]
+        if not focus:
+            return self.pytest(UNIT)
+        both = f"{self.pytest(' '.join(focus))} && {self.pytest(UNIT)}"
+        return f"sh -c {shlex.quote(both)}"
+
+    def config(self, module: str, command: str, timeout: float) -> Path:
+        path = self.work / f"{Path(module).stem}.toml"
+        path.write_text(
+            "[cosmic-ray]\n"
+            f'module-path = "{self.tree / module}"\n'
+            f"timeout = {timeout}\n"
+            "excluded-modules = []\n"
+            f"test-command = {json.dumps(command)}\n\n"
+            '[cosmic-ray.distributor]\nname = "local"\n',
+            encoding="utf-8",
+        )
+        return path
+
+    def executed(self, modules: list[str]) -> dict[str, set[int]]:
+        """The lines of each module that one run of the unit tier executes."""
+        data = self.work / "coverage"
+        # Its own settings: the project's (parallel files, subprocesses) are for `make coverage`.
+        rcfile = self.work / "coveragerc"
+        rcfile.write_text("[run]\nbranch = false\n", encoding="utf-8")
+        include = ",".join(str(self.tree / module) for module in modules)
+        subprocess.run(
+            [
+                "env",
+                f"PYTHONPATH={self.tree / '.typecheck'}",
+                sys.executable,
+                "-m",
+                "coverage",
+                "run",
+                f"--rcfile={rcfile}",
+                f"--data-file={data}",
+                f"--include={include}",
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                UNIT,
+            ],
+            cwd=self.tree,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        from coverage import CoverageData
+
+        covered = CoverageData(basename=str(data))
+        covered.read()
+        return {
+            module: set(covered.lines(str((self.tree / module).resolve())) or ())
+            for module in modules
+        }
 
 
-def run_module(module: str, tests: str, timeout: float) -> tuple[int, int, list[str]]:
-    """(mutants, survivors, survivor descriptions) for one module."""
-    settings = config(module, tests, timeout)
-    session = WORK / f"{Path(module).stem}.sqlite"
-    session.unlink(missing_ok=True)
+def uncalled_rows(source: str, executed: set[int]) -> set[int]:
+    """Rows inside the bodies of functions of which the unit tier runs no line."""
+    rows: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1)
+            if not executed.intersection(body):
+                rows.update(body)
+    return rows
+
+
+NEVER_RUN = "never run: the unit tier does not call this function"
+
+
+def skip_uncalled(session: Path, rows: set[int]) -> None:
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in db.work_items:
+            if all(mutation.start_pos[0] in rows for mutation in item.mutations):
+                db.set_result(
+                    item.job_id,
+                    WorkResult(
+                        worker_outcome=WorkerOutcome.SKIPPED,
+                        test_outcome=TestOutcome.SURVIVED,
+                        output=NEVER_RUN,
+                    ),
+                )
+
+
+def fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_module(
+    run: Run, module: str, command: str, timeout: float, rows: set[int], again: bool
+) -> None:
+    settings = run.config(module, command, timeout)
+    session = run.work / f"{Path(module).stem}.sqlite"
+    stamp = session.with_suffix(".sha256")
+    source = fingerprint(run.tree / module)
     cosmic_ray = [sys.executable, "-m", "cosmic_ray.cli"]
-    subprocess.run([*cosmic_ray, "init", str(settings), str(session)], cwd=TREE, check=True)
-    subprocess.run([*cosmic_ray, "exec", str(settings), str(session)], cwd=TREE, check=True)
-    return survivors(session)
+    if again and session.exists() and stamp.exists() and stamp.read_text() == source:
+        # The same mutants of the same code: only the survivors are tested again.
+        with sqlite3.connect(session) as db:
+            db.execute("DELETE FROM work_results WHERE test_outcome = 'survived'")
+    else:
+        session.unlink(missing_ok=True)
+        subprocess.run([*cosmic_ray, "init", str(settings), str(session)], cwd=run.tree, check=True)
+        stamp.write_text(source)
+    skip_uncalled(session, rows)
+    subprocess.run([*cosmic_ray, "exec", str(settings), str(session)], cwd=run.tree, check=True)
 
 
-def survivors(session: Path) -> tuple[int, int, list[str]]:
+def survivors(run: Run, module: str) -> tuple[int, int, int, list[str]]:
+    """(mutants, survivors, of which never run, survivor descriptions) for one module."""
+    session = run.work / f"{Path(module).stem}.sqlite"
     with sqlite3.connect(session) as db:
         rows = db.execute(
-            "SELECT s.module_path, s.operator_name, s.occurrence, s.start_pos_row, r.test_outcome "
-            "FROM mutation_specs s JOIN work_results r ON s.job_id = r.job_id"
+            "SELECT s.operator_name, s.occurrence, s.start_pos_row, r.test_outcome, r.output, "
+            "r.diff FROM mutation_specs s JOIN work_results r ON s.job_id = r.job_id "
+            "ORDER BY s.start_pos_row, s.operator_name, s.occurrence"
         ).fetchall()
-    alive = [
-        f"{Path(path).relative_to(TREE)}:{row} {operator} #{occurrence}"
-        for path, operator, occurrence, row, outcome in rows
-        if outcome == "SURVIVED"
+    alive = [row for row in rows if row[3] == TestOutcome.SURVIVED.value]
+    never = sum(1 for row in alive if row[4] == NEVER_RUN)
+    described = [
+        f"{module}:{row} {operator} #{occurrence}"
+        + ("  (never run)" if output == NEVER_RUN else f"\n{diff or ''}")
+        for operator, occurrence, row, _, output, diff in alive
     ]
-    return len(rows), len(alive), sorted(alive)
+    return len(rows), len(alive), never, described
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make mutate", description=__doc__.split("\n")[0])
     parser.add_argument("--module", action="append", help="a path under server/ (repeatable)")
-    parser.add_argument("--tests", default="tests/unit", help="the tests each mutant must fail")
+    parser.add_argument(
+        "--tests", help="the tests each mutant must fail (default: its focus, then the unit tier)"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per test run")
+    parser.add_argument(
+        "--survivors", action="store_true", help="test only the last run's survivors again"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=REPO / "build" / "mutate", help="where the run's files go"
+    )
     args = parser.parse_args(argv)
-    WORK.mkdir(parents=True, exist_ok=True)
-    checkout()
+    run = Run(args.work.resolve())
+    run.work.mkdir(parents=True, exist_ok=True)
+    run.checkout()
+    modules: list[str] = args.module or list(CORE)
     started = time.monotonic()
+    executed = run.executed(modules)
     total = alive = 0
-    for module in args.module or CORE:
-        count, survived, described = run_module(module, args.tests, args.timeout)
+    for module in modules:
+        begun = time.monotonic()
+        rows = uncalled_rows((run.tree / module).read_text(encoding="utf-8"), executed[module])
+        command = run.command(module, args.tests)
+        run_module(run, module, command, args.timeout, rows, args.survivors)
+        count, survived, never, described = survivors(run, module)
         total, alive = total + count, alive + survived
-        report = WORK / f"{Path(module).stem}.txt"
+        report = run.work / f"{Path(module).stem}.txt"
         report.write_text("".join(f"{line}\n" for line in described), encoding="utf-8")
-        print(f"{module}: {count - survived}/{count} killed, {survived} survived ({report})")
+        minutes = (time.monotonic() - begun) / 60
+        print(
+            f"{module}: {count - survived}/{count} killed, {survived} survived "
+            f"({never} never run) in {minutes:.0f} min ({report})",
+            flush=True,
+        )
     minutes = (time.monotonic() - started) / 60
     score = 100 * (total - alive) / total if total else 100.0
     print(f"mutation score {score:.1f}% ({total - alive} of {total} killed) in {minutes:.0f} min")
