@@ -163,10 +163,10 @@ class Run:
         }
 
 
-def uncalled_rows(source: str, executed: set[int]) -> set[int]:
+def uncalled_rows(tree: ast.Module, executed: set[int]) -> set[int]:
     """Rows inside the bodies of functions of which the unit tier runs no line."""
     rows: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             body = range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1)
             if not executed.intersection(body):
@@ -174,21 +174,68 @@ def uncalled_rows(source: str, executed: set[int]) -> set[int]:
     return rows
 
 
+Span = tuple[tuple[int, int], tuple[int, int]]
+
+
+def annotation_spans(tree: ast.Module) -> list[Span]:
+    """Where a function's or a variable's type annotation is: with `from __future__ import
+    annotations` it is a string nothing evaluates, so no change inside it can alter behaviour.
+    A class's field annotations are left out: pydantic evaluates them."""
+    if not any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    ):
+        return []
+    fields = {
+        id(item)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        for item in node.body
+        if isinstance(item, ast.AnnAssign)
+    }
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            arguments = node.args
+            every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+            every += [arg for arg in (arguments.vararg, arguments.kwarg) if arg is not None]
+            found += [arg.annotation for arg in every if arg.annotation is not None]
+            found += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign) and id(node) not in fields:
+            found.append(node.annotation)
+    return [
+        ((node.lineno, node.col_offset), (node.end_lineno or 0, node.end_col_offset or 0))
+        for node in found
+    ]
+
+
 NEVER_RUN = "never run: the unit tier does not call this function"
+ANNOTATION = "in a type annotation, which is never evaluated"
 
 
-def skip_uncalled(session: Path, rows: set[int]) -> None:
+def classify(session: Path, source: str, executed: set[int]) -> None:
+    """Settle without a test run the mutants that cannot change what the unit tier sees."""
+    tree = ast.parse(source)
+    rows, spans = uncalled_rows(tree, executed), annotation_spans(tree)
+
+    def annotated(start: tuple[int, int], end: tuple[int, int]) -> bool:
+        return any(first <= start and end <= last for first, last in spans)
+
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in db.work_items:
-            if all(mutation.start_pos[0] in rows for mutation in item.mutations):
-                db.set_result(
-                    item.job_id,
-                    WorkResult(
-                        worker_outcome=WorkerOutcome.SKIPPED,
-                        test_outcome=TestOutcome.SURVIVED,
-                        output=NEVER_RUN,
-                    ),
-                )
+            mutations = item.mutations
+            if all(annotated(tuple(m.start_pos), tuple(m.end_pos)) for m in mutations):
+                outcome, output = None, ANNOTATION
+            elif all(mutation.start_pos[0] in rows for mutation in mutations):
+                outcome, output = TestOutcome.SURVIVED, NEVER_RUN
+            else:
+                continue
+            result = WorkResult(
+                worker_outcome=WorkerOutcome.SKIPPED, test_outcome=outcome, output=output
+            )
+            db.set_result(item.job_id, result)
 
 
 def fingerprint(path: Path) -> str:
@@ -196,7 +243,7 @@ def fingerprint(path: Path) -> str:
 
 
 def run_module(
-    run: Run, module: str, command: str, timeout: float, rows: set[int], again: bool
+    run: Run, module: str, command: str, timeout: float, executed: set[int], again: bool
 ) -> None:
     settings = run.config(module, command, timeout)
     session = run.work / f"{Path(module).stem}.sqlite"
@@ -206,32 +253,35 @@ def run_module(
     if again and session.exists() and stamp.exists() and stamp.read_text() == source:
         # The same mutants of the same code: only the survivors are tested again.
         with sqlite3.connect(session) as db:
-            db.execute("DELETE FROM work_results WHERE test_outcome = 'survived'")
+            db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
     else:
         session.unlink(missing_ok=True)
         subprocess.run([*cosmic_ray, "init", str(settings), str(session)], cwd=run.tree, check=True)
         stamp.write_text(source)
-    skip_uncalled(session, rows)
+    classify(session, (run.tree / module).read_text(encoding="utf-8"), executed)
     subprocess.run([*cosmic_ray, "exec", str(settings), str(session)], cwd=run.tree, check=True)
 
 
-def survivors(run: Run, module: str) -> tuple[int, int, int, list[str]]:
-    """(mutants, survivors, of which never run, survivor descriptions) for one module."""
+def survivors(run: Run, module: str) -> tuple[int, int, int, int, list[str]]:
+    """(mutants, survivors, of which never run, in annotations, survivor descriptions) for
+    one module; the mutants in annotations are not counted among the mutants."""
     session = run.work / f"{Path(module).stem}.sqlite"
+    lines = (run.tree / module).read_text(encoding="utf-8").splitlines()
     with sqlite3.connect(session) as db:
         rows = db.execute(
             "SELECT s.operator_name, s.occurrence, s.start_pos_row, r.test_outcome, r.output, "
             "r.diff FROM mutation_specs s JOIN work_results r ON s.job_id = r.job_id "
             "ORDER BY s.start_pos_row, s.operator_name, s.occurrence"
         ).fetchall()
-    alive = [row for row in rows if row[3] == TestOutcome.SURVIVED.value]
+    annotated = sum(1 for row in rows if row[4] == ANNOTATION)
+    alive = [row for row in rows if row[3] == TestOutcome.SURVIVED.name]
     never = sum(1 for row in alive if row[4] == NEVER_RUN)
     described = [
         f"{module}:{row} {operator} #{occurrence}"
-        + ("  (never run)" if output == NEVER_RUN else f"\n{diff or ''}")
+        + (f"  (never run)\n    {lines[row - 1].strip()}" if output == NEVER_RUN else f"\n{diff}")
         for operator, occurrence, row, _, output, diff in alive
     ]
-    return len(rows), len(alive), never, described
+    return len(rows) - annotated, len(alive), never, annotated, described
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,17 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     total = alive = 0
     for module in modules:
         begun = time.monotonic()
-        rows = uncalled_rows((run.tree / module).read_text(encoding="utf-8"), executed[module])
         command = run.command(module, args.tests)
-        run_module(run, module, command, args.timeout, rows, args.survivors)
-        count, survived, never, described = survivors(run, module)
+        run_module(run, module, command, args.timeout, executed[module], args.survivors)
+        count, survived, never, annotated, described = survivors(run, module)
         total, alive = total + count, alive + survived
         report = run.work / f"{Path(module).stem}.txt"
         report.write_text("".join(f"{line}\n" for line in described), encoding="utf-8")
         minutes = (time.monotonic() - begun) / 60
         print(
             f"{module}: {count - survived}/{count} killed, {survived} survived "
-            f"({never} never run) in {minutes:.0f} min ({report})",
+            f"({never} never run; {annotated} in annotations not counted) "
+            f"in {minutes:.0f} min ({report})",
             flush=True,
         )
     minutes = (time.monotonic() - started) / 60
