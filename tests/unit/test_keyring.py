@@ -26,13 +26,21 @@ OTHER = "other-0123456789abcdef"
         # The same key twice is one key.
         [("authorization", f"Bearer {KEY}"), ("x-api-key", KEY)],
         # Other headers, and binary ones even under a credential's name, are not keys.
-        [("user-agent", "x"), ("authorization-bin", b"x"), ("x-api-key", KEY)],
+        [("accept", "x"), ("user-agent", "x"), ("x-request-id", "y"), ("x-api-key", KEY)],
+        [("authorization-bin", b"x"), ("x-api-key", KEY)],
         [("authorization", b"Bearer other"), ("x-api-key", KEY)],
         [("x-api-key", b""), ("authorization", f"Bearer {KEY}")],
     ],
 )
 def test_the_key_a_call_presents(metadata: list[tuple[str, str | bytes]]) -> None:
     assert presented_key(metadata) == KEY
+
+
+def test_header_names_are_compared_by_value() -> None:
+    # Names arrive from the wire as new strings, never the interned literals.
+    authorization, api_key = "".join(["author", "ization"]), "".join(["x-api", "-key"])
+    assert presented_key([(authorization, f"Bearer {KEY}")]) == KEY
+    assert presented_key([(api_key, KEY)]) == KEY
 
 
 @pytest.mark.parametrize(
