@@ -8,10 +8,13 @@ change the tests still pass is a survivor: a behaviour nothing guards, or a chan
 does not alter behaviour (an equivalent mutant). The survivors of each module are listed
 with their diffs in build/mutate/<module>.txt; the totals are printed at the end.
 
-Each mutant first meets the module's own unit tests (FOCUS), which kill most mutants in a
-few seconds; only a mutant they miss meets the whole unit tier, so the verdict is the unit
-tier's. A mutant inside a function the unit tier never calls cannot change what it sees: one
-coverage run of the unit tier finds those, and they count as survivors without a test run.
+A mutant meets only the unit tests that can see it. One coverage run of the unit tier
+records which tests run each line; a mutant inside a function meets the tests that ran
+that function (a test that never calls it runs the same with or without the change), and
+one the unit tier never calls counts as a survivor without a run. A mutant outside any
+function, or in one that runs outside a test (a fixture, a task the test did not await),
+meets the tests of its module first and then the whole unit tier. A mutant inside a type
+annotation is not counted: with `from __future__ import annotations` nothing evaluates it.
 `--survivors` tests only the previous run's survivors again (the module unchanged), the
 quick check after writing a test.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import hashlib
 import json
 import shlex
@@ -40,36 +44,139 @@ from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "tests/unit"
 
-#: The modules whose behaviour the unit tier must pin down, each with the unit tests
-#: that exercise it most directly (the first, quick pass for each mutant).
-FOCUS: dict[str, tuple[str, ...]] = {
-    "server/identity/keyring.py": ("test_keyring.py",),
-    "server/limits/buckets.py": ("test_buckets.py",),
-    "server/limits/token_quota.py": ("test_token_quota.py",),
-    "server/pipeline/cache.py": ("test_cache.py",),
-    "server/pipeline/dispatch.py": ("test_dispatch.py", "test_resilience_units.py"),
-    "server/resilience/budget.py": ("test_resilience_units.py", "test_budget.py"),
-    "server/resilience/circuit.py": ("test_resilience_units.py", "test_circuit.py"),
-    "server/resilience/concurrency.py": ("test_resilience_units.py", "test_concurrency.py"),
-    "server/resilience/cooldown.py": ("test_resilience_units.py", "test_cooldown.py"),
-    "server/resilience/retry.py": ("test_resilience_units.py", "test_retry.py"),
-    "server/policy/redaction.py": ("test_redaction_detectors.py", "test_redaction_content.py"),
-    "server/policy/detectors.py": ("test_redaction_detectors.py",),
-    "server/policy/scanner.py": ("test_redaction_detectors.py", "test_scanner.py"),
-    "server/policy/fields.py": ("test_redaction_content.py", "test_fields.py"),
-    "server/policy/streams.py": ("test_streams.py",),
-    "server/policy/validation.py": ("test_validation.py",),
-    "server/providers/framing.py": ("test_framing.py",),
-    "server/providers/status_mapping.py": ("test_status_mapping.py",),
-    "server/providers/translation.py": ("test_translation.py",),
-    "server/providers/openai.py": ("test_provider_openai.py", "test_content_openai.py"),
-    "server/providers/anthropic.py": (
-        "test_provider_anthropic.py",
-        "test_content_anthropic_ollama.py",
-    ),
-    "server/providers/ollama.py": ("test_provider_ollama.py", "test_content_anthropic_ollama.py"),
-}
-CORE = tuple(FOCUS)
+#: The modules whose behaviour the unit tier must pin down.
+CORE = (
+    "server/identity/keyring.py",
+    "server/limits/buckets.py",
+    "server/limits/token_quota.py",
+    "server/pipeline/dispatch.py",
+    "server/resilience/budget.py",
+    "server/resilience/circuit.py",
+    "server/resilience/concurrency.py",
+    "server/resilience/retry.py",
+    "server/resilience/cooldown.py",
+    "server/pipeline/cache.py",
+    "server/policy/redaction.py",
+    "server/policy/scanner.py",
+    "server/policy/fields.py",
+    "server/policy/detectors.py",
+    "server/policy/streams.py",
+    "server/policy/validation.py",
+    "server/providers/framing.py",
+    "server/providers/status_mapping.py",
+    "server/providers/translation.py",
+    "server/providers/openai.py",
+    "server/providers/anthropic.py",
+    "server/providers/ollama.py",
+)
+
+NEVER_RUN = "never run: the unit tier does not call this function"
+ANNOTATION = "in a type annotation, which is never evaluated"
+
+
+def pytest_command(tree: Path, tests: list[str]) -> list[str]:
+    return [
+        "env",
+        f"PYTHONPATH={tree / '.typecheck'}",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *tests,
+    ]
+
+
+# -- which tests see which lines -----------------------------------------------------------
+
+
+def functions(tree: ast.Module) -> list[tuple[int, int]]:
+    """The rows of each function's body, innermost last among those that nest."""
+    found = [
+        (node.body[0].lineno, node.end_lineno or node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    return sorted(found, key=lambda rows: (rows[0], -rows[1]))
+
+
+def innermost(spans: list[tuple[int, int]], rows: list[int]) -> tuple[int, int] | None:
+    """The smallest function body holding every one of `rows`."""
+    holding = [span for span in spans if all(span[0] <= row <= span[1] for row in rows)]
+    return min(holding, key=lambda span: span[1] - span[0]) if holding else None
+
+
+def node_id(context: str, tree: Path) -> str:
+    """`test_x.test_y` (coverage's test_function context) → tests/unit/test_x.py::test_y."""
+    module, _, name = context.partition(".")
+    path = next(tree.joinpath(UNIT).rglob(f"{module}.py")).relative_to(tree)
+    return f"{path}::{name.replace('.', '::')}"
+
+
+def selection(tree: Path, module: str, covered: object) -> dict[str, object]:
+    """For each function of `module`: the tests that run it, or None when code outside a
+    test runs it too; and every test that runs any line of the module."""
+    from coverage import CoverageData
+
+    assert isinstance(covered, CoverageData)
+    path = str((tree / module).resolve())
+    by_row: dict[int, set[str]] = {}
+    for context in covered.measured_contexts():
+        covered.set_query_contexts([context])
+        for row in covered.lines(path) or ():
+            by_row.setdefault(row, set()).add(context)
+    covered.set_query_contexts(None)
+    spans = functions(ast.parse((tree / module).read_text(encoding="utf-8")))
+    every: set[str] = set()
+    chosen: list[tuple[int, int, list[str] | None]] = []
+    for first, last in spans:
+        contexts = set().union(*(by_row.get(row, set()) for row in range(first, last + 1)))
+        tests = sorted(node_id(c, tree) for c in contexts if c)
+        every.update(tests)
+        chosen.append((first, last, None if "" in contexts else tests))
+    return {
+        "tree": str(tree),
+        "module": module,
+        "functions": chosen,
+        "module_tests": sorted(every),
+        "executed": sorted(by_row),
+    }
+
+
+def run_mutant(select_file: Path) -> int:
+    """The test command of one mutant (cosmic-ray has just changed the module): the tests
+    that can see the changed rows."""
+    chosen = json.loads(select_file.read_text(encoding="utf-8"))
+    tree = Path(chosen["tree"])
+    original = select_file.with_suffix(".orig").read_text(encoding="utf-8").splitlines()
+    mutated = (tree / chosen["module"]).read_text(encoding="utf-8").splitlines()
+    rows = sorted(
+        {
+            row + 1
+            for tag, first, last, _, _ in difflib.SequenceMatcher(
+                None, original, mutated, autojunk=False
+            ).get_opcodes()
+            if tag != "equal"
+            for row in range(first, max(last, first + 1))
+        }
+    )
+    spans = [(first, last) for first, last, _ in chosen["functions"]]
+    span = innermost(spans, rows) if rows else None
+    by_span = {(first, last): tests for first, last, tests in chosen["functions"]}
+    tests = by_span.get(span) if span is not None else None
+    if tests:
+        return subprocess.run(pytest_command(tree, tests), cwd=tree, check=False).returncode
+    # Outside a function, or run outside a test: the module's tests, then everything.
+    if chosen["module_tests"]:
+        first_pass = pytest_command(tree, chosen["module_tests"])
+        if subprocess.run(first_pass, cwd=tree, check=False).returncode:
+            return 1
+    return subprocess.run(pytest_command(tree, [UNIT]), cwd=tree, check=False).returncode
+
+
+# -- a run ---------------------------------------------------------------------------------
 
 
 class Run:
@@ -79,8 +186,8 @@ class Run:
         self.work = work
         self.tree = work / "tree"
 
-    def checkout(self) -> None:
-        """A clean copy of HEAD in <work>/tree."""
+    def checkout(self, commit: str) -> None:
+        """A clean copy of `commit` in <work>/tree."""
         if self.tree.exists():
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(self.tree)], cwd=REPO, check=False
@@ -88,28 +195,45 @@ class Run:
             shutil.rmtree(self.tree, ignore_errors=True)
         subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)
         subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(self.tree), "HEAD"],
+            ["git", "worktree", "add", "--detach", "--quiet", str(self.tree), commit],
             cwd=REPO,
             check=True,
         )
 
-    def pytest(self, tests: str) -> str:
-        return (
-            f"env PYTHONPATH={self.tree / '.typecheck'} {sys.executable} -m pytest -x -q "
-            f"-p no:cacheprovider {tests}"
-        )
-
-    def command(self, module: str, tests: str | None) -> str:
-        """The test command for one mutant: the focus tests, then the whole unit tier."""
-        if tests is not None:
-            return self.pytest(tests)
-        focus = [
-            f"{UNIT}/{name}" for name in FOCUS.get(module, ()) if (self.tree / UNIT / name).exists()
+    def coverage(self, modules: list[str]) -> object:
+        """Which unit tests run which lines of `modules` (coverage data by test)."""
+        data = self.work / "coverage"
+        # Its own settings: the project's (parallel files, subprocesses) are for `make coverage`.
+        rcfile = self.work / "coveragerc"
+        rcfile.write_text("[run]\ndynamic_context = test_function\n", encoding="utf-8")
+        include = ",".join(str(self.tree / module) for module in modules)
+        command = pytest_command(self.tree, [UNIT])
+        python = command.index(sys.executable)
+        command[python + 1 : python + 1] = [
+            "-m",
+            "coverage",
+            "run",
+            f"--rcfile={rcfile}",
+            f"--data-file={data}",
+            f"--include={include}",
         ]
-        if not focus:
-            return self.pytest(UNIT)
-        both = f"{self.pytest(' '.join(focus))} && {self.pytest(UNIT)}"
-        return f"sh -c {shlex.quote(both)}"
+        command.remove("-x")
+        subprocess.run(command, cwd=self.tree, check=True, stdout=subprocess.DEVNULL)
+        from coverage import CoverageData
+
+        covered = CoverageData(basename=str(data))
+        covered.read()
+        return covered
+
+    def command(self, module: str, chosen: dict[str, object], tests: str | None) -> str:
+        """The test command of `module`'s mutants: `tests`, or those that can see each."""
+        if tests is not None:
+            return shlex.join(pytest_command(self.tree, shlex.split(tests)))
+        select_file = self.work / f"{Path(module).stem}.select.json"
+        select_file.write_text(json.dumps(chosen), encoding="utf-8")
+        shutil.copyfile(self.tree / module, select_file.with_suffix(".orig"))
+        # This file, not the tree's copy: a run of an older commit still selects tests.
+        return shlex.join([sys.executable, __file__, "--run-mutant", str(select_file)])
 
     def config(self, module: str, command: str, timeout: float) -> Path:
         path = self.work / f"{Path(module).stem}.toml"
@@ -124,53 +248,16 @@ class Run:
         )
         return path
 
-    def executed(self, modules: list[str]) -> dict[str, set[int]]:
-        """The lines of each module that one run of the unit tier executes."""
-        data = self.work / "coverage"
-        # Its own settings: the project's (parallel files, subprocesses) are for `make coverage`.
-        rcfile = self.work / "coveragerc"
-        rcfile.write_text("[run]\nbranch = false\n", encoding="utf-8")
-        include = ",".join(str(self.tree / module) for module in modules)
-        subprocess.run(
-            [
-                "env",
-                f"PYTHONPATH={self.tree / '.typecheck'}",
-                sys.executable,
-                "-m",
-                "coverage",
-                "run",
-                f"--rcfile={rcfile}",
-                f"--data-file={data}",
-                f"--include={include}",
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                UNIT,
-            ],
-            cwd=self.tree,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        from coverage import CoverageData
 
-        covered = CoverageData(basename=str(data))
-        covered.read()
-        return {
-            module: set(covered.lines(str((self.tree / module).resolve())) or ())
-            for module in modules
-        }
+# -- mutants settled without a run ---------------------------------------------------------
 
 
 def uncalled_rows(tree: ast.Module, executed: set[int]) -> set[int]:
     """Rows inside the bodies of functions of which the unit tier runs no line."""
     rows: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            body = range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1)
-            if not executed.intersection(body):
-                rows.update(body)
+    for first, last in functions(tree):
+        if not executed.intersection(range(first, last + 1)):
+            rows.update(range(first, last + 1))
     return rows
 
 
@@ -209,10 +296,6 @@ def annotation_spans(tree: ast.Module) -> list[Span]:
         ((node.lineno, node.col_offset), (node.end_lineno or 0, node.end_col_offset or 0))
         for node in found
     ]
-
-
-NEVER_RUN = "never run: the unit tier does not call this function"
-ANNOTATION = "in a type annotation, which is never evaluated"
 
 
 def classify(session: Path, source: str, executed: set[int]) -> None:
@@ -288,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make mutate", description=__doc__.split("\n")[0])
     parser.add_argument("--module", action="append", help="a path under server/ (repeatable)")
     parser.add_argument(
-        "--tests", help="the tests each mutant must fail (default: its focus, then the unit tier)"
+        "--tests", help="the tests each mutant must fail (default: those that can see it)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per test run")
     parser.add_argument(
@@ -297,18 +380,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=REPO / "build" / "mutate", help="where the run's files go"
     )
+    parser.add_argument("--commit", default="HEAD", help="the commit to test (default: HEAD)")
+    parser.add_argument("--run-mutant", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run_mutant is not None:
+        return run_mutant(args.run_mutant)
     run = Run(args.work.resolve())
     run.work.mkdir(parents=True, exist_ok=True)
-    run.checkout()
+    run.checkout(args.commit)
     modules: list[str] = args.module or list(CORE)
     started = time.monotonic()
-    executed = run.executed(modules)
+    covered = run.coverage(modules)
     total = alive = 0
     for module in modules:
         begun = time.monotonic()
-        command = run.command(module, args.tests)
-        run_module(run, module, command, args.timeout, executed[module], args.survivors)
+        chosen = selection(run.tree, module, covered)
+        command = run.command(module, chosen, args.tests)
+        executed = set(chosen["executed"])  # type: ignore[call-overload]
+        run_module(run, module, command, args.timeout, executed, args.survivors)
         count, survived, never, annotated, described = survivors(run, module)
         total, alive = total + count, alive + survived
         report = run.work / f"{Path(module).stem}.txt"
