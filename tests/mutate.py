@@ -30,6 +30,7 @@ import ast
 import difflib
 import hashlib
 import json
+import re
 import shlex
 import shutil
 import sqlite3
@@ -124,7 +125,7 @@ def selection(tree: Path, module: str, covered: object) -> dict[str, object]:
     path = str((tree / module).resolve())
     by_row: dict[int, set[str]] = {}
     for context in covered.measured_contexts():
-        covered.set_query_contexts([context])
+        covered.set_query_contexts([f"^{re.escape(context)}$"])  # patterns, not names
         for row in covered.lines(path) or ():
             by_row.setdefault(row, set()).add(context)
     covered.set_query_contexts(None)
