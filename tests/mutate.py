@@ -27,20 +27,23 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import hashlib
 import json
+import os
 import re
+import select
 import shlex
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-
-from cosmic_ray.work_db import WorkDB, use_db
-from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "tests/unit"
@@ -167,14 +170,78 @@ def run_mutant(select_file: Path) -> int:
     span = innermost(spans, rows) if rows else None
     by_span = {(first, last): tests for first, last, tests in chosen["functions"]}
     tests = by_span.get(span) if span is not None else None
+    server = Path(chosen["server"])
     if tests:
-        return subprocess.run(pytest_command(tree, tests), cwd=tree, check=False).returncode
+        return in_server(server, tests)
     # Outside a function, or run outside a test: the module's tests, then everything.
-    if chosen["module_tests"]:
-        first_pass = pytest_command(tree, chosen["module_tests"])
-        if subprocess.run(first_pass, cwd=tree, check=False).returncode:
+    if chosen["module_tests"] and in_server(server, chosen["module_tests"]):
+        return 1
+    return in_server(server, [UNIT])
+
+
+# -- a warm pytest -------------------------------------------------------------------------
+# Starting pytest and importing the libraries costs more than most mutants' tests. One
+# process in the tree does it once; each mutant's tests run in a fork of it, which imports
+# the project's own code afresh, the mutated module with it.
+
+
+def serve(address: Path, tree: Path, timeout: float) -> None:
+    os.chdir(tree)
+    sys.path[0] = str(tree)  # as `python -m pytest` run in the tree
+    sys.dont_write_bytecode = True  # a mutant's bytecode must never be cached
+    import pytest
+
+    import tests.conftest  # noqa: F401 (every library the tests use, imported once)
+
+    own = (str(tree / ".typecheck" / "ai_service"), str(tree / "tests"))
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(own):
+            del sys.modules[name]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(str(address))
+        listener.listen()
+        while True:
+            connection, _ = listener.accept()
+            with connection:
+                message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 2)
+                if message == b"stop":
+                    return
+                pid = os.fork()
+                if pid == 0:  # the child: the mutant's tests, their output to the asker's
+                    listener.close()
+                    os.dup2(fds[0], 1)
+                    os.dup2(fds[1], 2)
+                    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *json.loads(message)])
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(int(code))
+                for fd in fds:
+                    os.close(fd)
+                connection.send(bytes([settle(pid, connection, timeout)]))
+
+
+def settle(pid: int, connection: socket.socket, timeout: float) -> int:
+    """The child's exit code; it is killed if it outlives `timeout` or its asker."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            return code if 0 <= code < 256 else 1
+        asker_gone = select.select([connection], [], [], 0.05)[0]
+        if asker_gone or time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
             return 1
-    return subprocess.run(pytest_command(tree, [UNIT]), cwd=tree, check=False).returncode
+
+
+def in_server(address: Path, tests: list[str]) -> int:
+    """Run `tests` in a fork of the warm pytest at `address`; its exit code."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
+        connection.connect(str(address))
+        socket.send_fds(connection, [json.dumps(tests).encode()], [1, 2])
+        code = connection.recv(1)
+    return code[0] if code else 1
 
 
 # -- a run ---------------------------------------------------------------------------------
@@ -186,6 +253,26 @@ class Run:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.tree = work / "tree"
+        self.address = work / "pytest.sock"
+
+    @contextlib.contextmanager
+    def warm_pytest(self, timeout: float) -> Iterator[None]:
+        """The warm pytest (`serve`) for the mutants of one module."""
+        self.address.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(self.tree / ".typecheck")}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        command = [sys.executable, __file__, "--serve", str(self.address), "--tree", str(self.tree)]
+        server = subprocess.Popen([*command, "--timeout", str(timeout)], env=env)
+        try:
+            while not self.address.exists():
+                if server.poll() is not None:
+                    raise RuntimeError("the warm pytest did not start")
+                time.sleep(0.1)
+            yield
+        finally:
+            server.kill()
+            server.wait()
+            self.address.unlink(missing_ok=True)
 
     def checkout(self, commit: str) -> None:
         """A clean copy of `commit` in <work>/tree."""
@@ -231,7 +318,7 @@ class Run:
         if tests is not None:
             return shlex.join(pytest_command(self.tree, shlex.split(tests)))
         select_file = self.work / f"{Path(module).stem}.select.json"
-        select_file.write_text(json.dumps(chosen), encoding="utf-8")
+        select_file.write_text(json.dumps({**chosen, "server": str(self.address)}), "utf-8")
         shutil.copyfile(self.tree / module, select_file.with_suffix(".orig"))
         # This file, not the tree's copy: a run of an older commit still selects tests.
         return shlex.join([sys.executable, __file__, "--run-mutant", str(select_file)])
@@ -301,6 +388,9 @@ def annotation_spans(tree: ast.Module) -> list[Span]:
 
 def classify(session: Path, source: str, executed: set[int]) -> None:
     """Settle without a test run the mutants that cannot change what the unit tier sees."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
     tree = ast.parse(source)
     rows, spans = uncalled_rows(tree, executed), annotation_spans(tree)
 
@@ -343,7 +433,8 @@ def run_module(
         subprocess.run([*cosmic_ray, "init", str(settings), str(session)], cwd=run.tree, check=True)
         stamp.write_text(source)
     classify(session, (run.tree / module).read_text(encoding="utf-8"), executed)
-    subprocess.run([*cosmic_ray, "exec", str(settings), str(session)], cwd=run.tree, check=True)
+    with run.warm_pytest(timeout):
+        subprocess.run([*cosmic_ray, "exec", str(settings), str(session)], cwd=run.tree, check=True)
 
 
 def survivors(run: Run, module: str) -> tuple[int, int, int, int, list[str]]:
@@ -358,7 +449,7 @@ def survivors(run: Run, module: str) -> tuple[int, int, int, int, list[str]]:
             "ORDER BY s.start_pos_row, s.operator_name, s.occurrence"
         ).fetchall()
     annotated = sum(1 for row in rows if row[4] == ANNOTATION)
-    alive = [row for row in rows if row[3] == TestOutcome.SURVIVED.name]
+    alive = [row for row in rows if row[3] == "SURVIVED"]
     never = sum(1 for row in alive if row[4] == NEVER_RUN)
     described = [
         f"{module}:{row} {operator} #{occurrence}"
@@ -383,9 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--commit", default="HEAD", help="the commit to test (default: HEAD)")
     parser.add_argument("--run-mutant", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_mutant is not None:
         return run_mutant(args.run_mutant)
+    if args.serve is not None:
+        serve(args.serve, args.tree, args.timeout)
+        return 0
     run = Run(args.work.resolve())
     run.work.mkdir(parents=True, exist_ok=True)
     run.checkout(args.commit)
