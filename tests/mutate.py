@@ -44,6 +44,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = "tests/unit"
@@ -119,7 +120,7 @@ def node_id(context: str, tree: Path) -> str:
     return f"{path}::{name.replace('.', '::')}"
 
 
-def selection(tree: Path, module: str, covered: object) -> dict[str, object]:
+def selection(tree: Path, module: str, covered: object) -> dict[str, Any]:
     """For each function of `module`: the tests that run it, or None when code outside a
     test runs it too; and every test that runs any line of the module."""
     from coverage import CoverageData
@@ -254,20 +255,29 @@ class Run:
         self.work = work
         self.tree = work / "tree"
         self.address = work / "pytest.sock"
+        # The mutants' test command runs this file: a copy, which an edit of the working
+        # tree during a run cannot change.
+        self.runner = work / "runner.py"
+        work.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(__file__, self.runner)
 
     @contextlib.contextmanager
-    def warm_pytest(self, timeout: float) -> Iterator[None]:
-        """The warm pytest (`serve`) for the mutants of one module."""
+    def warm_pytest(self, timeout: float, tests: list[str]) -> Iterator[None]:
+        """The warm pytest (`serve`) for the mutants of one module, once `tests` pass."""
         self.address.unlink(missing_ok=True)
         env = {**os.environ, "PYTHONPATH": str(self.tree / ".typecheck")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        command = [sys.executable, __file__, "--serve", str(self.address), "--tree", str(self.tree)]
+        command = [sys.executable, str(self.runner), "--serve", str(self.address)]
+        command += ["--tree", str(self.tree)]
         server = subprocess.Popen([*command, "--timeout", str(timeout)], env=env)
         try:
             while not self.address.exists():
                 if server.poll() is not None:
                     raise RuntimeError("the warm pytest did not start")
                 time.sleep(0.1)
+            # Every mutant would count as killed if the unchanged code failed its tests.
+            if tests and in_server(self.address, tests):
+                raise RuntimeError(f"the unit tests fail on the unchanged code: {tests}")
             yield
         finally:
             server.kill()
@@ -313,15 +323,15 @@ class Run:
         covered.read()
         return covered
 
-    def command(self, module: str, chosen: dict[str, object], tests: str | None) -> str:
+    def command(self, module: str, chosen: dict[str, Any], tests: str | None) -> str:
         """The test command of `module`'s mutants: `tests`, or those that can see each."""
         if tests is not None:
             return shlex.join(pytest_command(self.tree, shlex.split(tests)))
         select_file = self.work / f"{Path(module).stem}.select.json"
         select_file.write_text(json.dumps({**chosen, "server": str(self.address)}), "utf-8")
         shutil.copyfile(self.tree / module, select_file.with_suffix(".orig"))
-        # This file, not the tree's copy: a run of an older commit still selects tests.
-        return shlex.join([sys.executable, __file__, "--run-mutant", str(select_file)])
+        # Not the tree's copy of this file: a run of an older commit still selects tests.
+        return shlex.join([sys.executable, str(self.runner), "--run-mutant", str(select_file)])
 
     def config(self, module: str, command: str, timeout: float) -> Path:
         path = self.work / f"{Path(module).stem}.toml"
@@ -417,8 +427,14 @@ def fingerprint(path: Path) -> str:
 
 
 def run_module(
-    run: Run, module: str, command: str, timeout: float, executed: set[int], again: bool
+    run: Run,
+    module: str,
+    command: str,
+    timeout: float,
+    chosen: dict[str, Any],
+    again: bool,
 ) -> None:
+    executed, module_tests = set(chosen["executed"]), chosen["module_tests"]
     settings = run.config(module, command, timeout)
     session = run.work / f"{Path(module).stem}.sqlite"
     stamp = session.with_suffix(".sha256")
@@ -433,7 +449,7 @@ def run_module(
         subprocess.run([*cosmic_ray, "init", str(settings), str(session)], cwd=run.tree, check=True)
         stamp.write_text(source)
     classify(session, (run.tree / module).read_text(encoding="utf-8"), executed)
-    with run.warm_pytest(timeout):
+    with run.warm_pytest(timeout, module_tests):
         subprocess.run([*cosmic_ray, "exec", str(settings), str(session)], cwd=run.tree, check=True)
 
 
@@ -493,8 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         begun = time.monotonic()
         chosen = selection(run.tree, module, covered)
         command = run.command(module, chosen, args.tests)
-        executed = set(chosen["executed"])  # type: ignore[call-overload]
-        run_module(run, module, command, args.timeout, executed, args.survivors)
+        run_module(run, module, command, args.timeout, chosen, args.survivors)
         count, survived, never, annotated, described = survivors(run, module)
         total, alive = total + count, alive + survived
         report = run.work / f"{Path(module).stem}.txt"
