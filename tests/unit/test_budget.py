@@ -137,3 +137,20 @@ def test_a_new_cool_down_after_one_ended_counts_from_now() -> None:
     assert cooldown.remaining() == 0
     cooldown.start(0.5)
     assert cooldown.remaining() == 0.5
+
+
+@pytest.mark.parametrize("origin", [0.0, -100.0, 1000.0])
+def test_a_cool_down_is_the_same_whatever_the_clock_s_origin(origin: float) -> None:
+    # A monotonic clock's reading means nothing on its own: it may start at 0, or below.
+    clock = ManualClock(origin)
+    cooldown = Cooldown(clock)
+    assert cooldown.remaining() == 0
+    cooldown.start(0.25)
+    clock.now += 0.5  # over, and asked twice
+    assert cooldown.remaining() == 0
+    assert cooldown.remaining() == 0
+    clock.now += 0.25
+    assert cooldown.remaining() == 0
+    cooldown.start(2)
+    clock.now += 2.5  # over by less than a second
+    assert cooldown.remaining() == 0
