@@ -40,6 +40,11 @@ TEST_ENV = {PROVIDER_KEY_VARIABLE: PROVIDER_SECRET}
 
 
 def free_port() -> int:
+    """A loopback port free now, for what must know its port before it starts: a config
+    file that names it (nginx, Redis, tinyproxy), gateway workers sharing one port, or an
+    address nothing listens on. It is released before the child binds it, so another
+    process may take it meanwhile: a gateway or simulator process binds port 0 instead and
+    reports its port (tests/processes.py)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -29,7 +29,7 @@ from ai_service_client import (
 )
 from ai_service_protos import ai_service_pb2_grpc
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
-from tests.processes import gateway_argv, spawn, wait_serving
+from tests.processes import ANY_PORT, gateway_address, gateway_argv, spawn, wait_serving
 from tests.servers import redis_server
 
 
@@ -173,15 +173,15 @@ async def test_audit_records_survive_sigterm_mid_traffic(
     audit_path = tmp_path / "audit.jsonl"
     tree = config_tree(simulator.base_url, server__shutdown_grace_seconds=20)
     tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
-    address = f"127.0.0.1:{free_port()}"
     process = spawn(
         gateway_argv(
-            "--config", str(write_config(tmp_path / "config.yaml", tree)), "--listen", address
+            "--config", str(write_config(tmp_path / "config.yaml", tree)), "--listen", ANY_PORT
         ),
         tmp_path,
         "gateway",
     )
     try:
+        address = await asyncio.to_thread(gateway_address, process)
         await asyncio.to_thread(wait_serving, address, process)
         succeeded: list[str] = []
         failed: list[str] = []

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from ai_service.config import parse_config
-from tests.conftest import REPO, free_port
-from tests.processes import VENV_BIN, Process, clean_env, gateway_argv, spawn, wait_serving
+from tests.conftest import REPO
+from tests.processes import ANY_PORT, VENV_BIN, clean_env, start_gateway_process
 
 PAGES = sorted([REPO / "README.md", REPO / "CONTRIBUTING.md", *(REPO / "docs").glob("*.md")])
 README_ADDRESS = "127.0.0.1:50051"
@@ -65,19 +65,13 @@ def runnable(language: str) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The embedded default, as `make run` starts it, on a free port."""
-    address = f"127.0.0.1:{free_port()}"
+    """The embedded default, as `make run` starts it, on a port it picks."""
     logs = tmp_path_factory.mktemp("docs-gateway")
-    process: Process = spawn(
-        gateway_argv("--listen", address, "--metrics-listen", f"127.0.0.1:{free_port()}"),
-        logs,
-        "gateway",
-    )
+    running = start_gateway_process(["--metrics-listen", ANY_PORT], logs)
     try:
-        wait_serving(address, process)
-        yield address
+        yield running.address
     finally:
-        process.kill()
+        running.process.kill()
 
 
 def run(argv: list[str], code: str, address: str) -> subprocess.CompletedProcess[str]:

@@ -33,7 +33,9 @@ from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ListModelsRequest
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
 from tests.processes import (
+    ANY_PORT,
     Process,
+    gateway_address,
     gateway_argv,
     serving_workers,
     spawn,
@@ -177,12 +179,15 @@ def gateway_process(
         tree = config_tree(sim_url)
         edit(tree)
         path = write_config(tmp_path / "config.yaml", tree)
-        address = f"127.0.0.1:{free_port()}"
+        # Workers share one port (SO_REUSEPORT), so it must be known before they start;
+        # one gateway picks its own and reports it.
+        listen = f"127.0.0.1:{free_port()}" if workers > 1 else ANY_PORT
         gateway = spawn(
-            gateway_argv("--config", str(path), "--listen", address, "--workers", str(workers)),
+            gateway_argv("--config", str(path), "--listen", listen, "--workers", str(workers)),
             tmp_path,
             "gateway",
         )
+        address = listen if workers > 1 else gateway_address(gateway)
         yield gateway, path, tree, address
         gateway.popen.send_signal(signal.SIGTERM)
         assert gateway.popen.wait(timeout=30) == 0
