@@ -157,10 +157,12 @@ def start_gateway_process(
     *,
     new_session: bool = False,
 ) -> Running:
-    """`python -m ai_service <args> --listen 127.0.0.1:0`, once it is SERVING (plaintext)."""
-    process = spawn(
-        gateway_argv(*args, "--listen", ANY_PORT), directory, name, env, new_session=new_session
-    )
+    """`python -m ai_service <args> --listen 127.0.0.1:0`, once it is SERVING (plaintext).
+    One process unless `args` say otherwise (a config alone means a worker per CPU, and
+    workers need a fixed port: tests/system/test_workers.py starts those)."""
+    workers = [] if "--workers" in args else ["--workers", "1"]
+    argv = gateway_argv(*args, *workers, "--listen", ANY_PORT)
+    process = spawn(argv, directory, name, env, new_session=new_session)
     try:
         address = gateway_address(process)
         wait_serving(address, process)

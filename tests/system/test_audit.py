@@ -175,7 +175,12 @@ async def test_audit_records_survive_sigterm_mid_traffic(
     tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
     process = spawn(
         gateway_argv(
-            "--config", str(write_config(tmp_path / "config.yaml", tree)), "--listen", ANY_PORT
+            "--config",
+            str(write_config(tmp_path / "config.yaml", tree)),
+            "--workers",
+            "1",
+            "--listen",
+            ANY_PORT,
         ),
         tmp_path,
         "gateway",
