@@ -169,25 +169,32 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
 
 @contextlib.contextmanager
 def gateway_process(
-    tmp_path: Path, workers: int, edit: Callable[[dict[str, Any]], None] = lambda tree: None
+    tmp_path: Path,
+    workers: int,
+    edit: Callable[[dict[str, Any]], None] = lambda tree: None,
+    *,
+    blocks_at_start: bool = False,
 ) -> Iterator[tuple[Process, Path, dict[str, Any], str]]:
     """`python -m ai_service` on a config file (the process, the file, its tree, the address);
-    `edit` changes the test config first."""
+    `edit` changes the test config first; `blocks_at_start`: it does, until the test acts
+    (so it has not bound its port, nor said which, when this yields)."""
     simulator, sim_url = start_simulator(tmp_path)
     gateway = None
     try:
         tree = config_tree(sim_url)
         edit(tree)
         path = write_config(tmp_path / "config.yaml", tree)
-        # Workers share one port (SO_REUSEPORT), so it must be known before they start;
-        # one gateway picks its own and reports it.
-        listen = f"127.0.0.1:{free_port()}" if workers > 1 else ANY_PORT
+        # Workers share one port (SO_REUSEPORT), and a gateway that blocks at start reports
+        # its port too late: then it must be known before they start. Otherwise the gateway
+        # picks its own and reports it.
+        fixed = workers > 1 or blocks_at_start
+        listen = f"127.0.0.1:{free_port()}" if fixed else ANY_PORT
         gateway = spawn(
             gateway_argv("--config", str(path), "--listen", listen, "--workers", str(workers)),
             tmp_path,
             "gateway",
         )
-        address = listen if workers > 1 else gateway_address(gateway)
+        address = listen if fixed else gateway_address(gateway)
         yield gateway, path, tree, address
         gateway.popen.send_signal(signal.SIGTERM)
         assert gateway.popen.wait(timeout=30) == 0
@@ -313,7 +320,8 @@ def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Pa
         provider = {k: v for k, v in tree["providers"][0].items() if k != "api_key"}
         tree["providers"] = [{**provider, "api_key_file": str(source)}]
 
-    with gateway_process(tmp_path, 1, functools.partial(key_from, fifo)) as running:
+    edit = functools.partial(key_from, fifo)
+    with gateway_process(tmp_path, 1, edit, blocks_at_start=True) as running:
         gateway, path, tree, address = running
         with fifo.open("w") as writer:  # opens once the gateway is reading the config
             revision = revised(tree)
