@@ -218,7 +218,9 @@ def serve(address: Path, tree: Path, timeout: float) -> None:
                     os._exit(int(code))
                 for fd in fds:
                     os.close(fd)
-                connection.send(bytes([settle(pid, connection, timeout)]))
+                code = settle(pid, connection, timeout)
+                with contextlib.suppress(OSError):  # the asker is gone (cosmic-ray's timeout)
+                    connection.send(bytes([code]))
 
 
 def settle(pid: int, connection: socket.socket, timeout: float) -> int:
@@ -280,9 +282,12 @@ class Run:
                 raise RuntimeError(f"the unit tests fail on the unchanged code: {tests}")
             yield
         finally:
+            died = server.poll()
             server.kill()
             server.wait()
             self.address.unlink(missing_ok=True)
+        if died is not None:  # every mutant after it would have counted as killed
+            raise RuntimeError(f"the warm pytest died during the run ({died}): run it again")
 
     def checkout(self, commit: str) -> None:
         """A clean copy of `commit` in <work>/tree."""
