@@ -155,7 +155,8 @@ async def test_limiter_hands_slots_over_in_order_and_refuses_beyond_the_queue() 
     budget = Budget.for_call(None, 5)
     await limiter.acquire(budget)
     waiting = asyncio.create_task(limiter.acquire(budget))
-    await asyncio.sleep(0)
+    while not limiter.queued:  # until it waits in the queue
+        await asyncio.sleep(0)
     with pytest.raises(DeploymentBusy):
         await limiter.acquire(budget)
     limiter.release()
@@ -170,7 +171,8 @@ async def test_limiter_cancelled_waiter_leaves_no_trace() -> None:
     budget = Budget.for_call(None, 5)
     await limiter.acquire(budget)
     waiting = asyncio.create_task(limiter.acquire(budget))
-    await asyncio.sleep(0)
+    while not limiter.queued:  # until it waits in the queue
+        await asyncio.sleep(0)
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     limiter.release()
@@ -277,7 +279,8 @@ async def test_an_attempt_reports_failure_success_and_cancellation_as_each_deser
     assert probe is Admission.PROBE
     provider.outcome = None
     attempt = asyncio.ensure_future(guarded_complete(handle, probe, request, budget))
-    await asyncio.sleep(0)
+    while not handle.limiter.in_flight:  # until it waits on the upstream
+        await asyncio.sleep(0)
     attempt.cancel()  # the caller left: no verdict, and the probe slot is free again
     with pytest.raises(asyncio.CancelledError):
         await attempt
