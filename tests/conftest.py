@@ -141,6 +141,16 @@ def single(name: str, upstream: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "provider": "simulator", "upstream_model": upstream, **extra}
 
 
+async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Wait until `condition()` holds, polling every 10 ms; fail naming `what` if it does not
+    within `seconds` (a guard against a hang, not a measure of speed)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.01)
+
+
 # --- measuring a rate limit ----------------------------------------------------------------
 
 
