@@ -28,7 +28,15 @@ from ai_service_client import (
     Message,
 )
 from ai_service_protos import ai_service_pb2_grpc
-from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import (
+    PROVIDER_SECRET,
+    TEST_ENV,
+    TEST_KEY,
+    config_tree,
+    free_port,
+    until,
+    write_config,
+)
 from tests.processes import ANY_PORT, gateway_address, gateway_argv, spawn, wait_serving
 from tests.servers import redis_server
 
@@ -279,7 +287,9 @@ async def test_calls_cut_by_the_end_of_the_grace_are_settled_and_recorded_as_see
             cacheable.temperature = 0
             unary = asyncio.ensure_future(client.chat(cacheable))
             streamed = asyncio.ensure_future(client.stream_chat(ask()).__anext__())
-            await asyncio.sleep(0.3)  # both wait on the upstream, ~1,000 tokens reserved each
+            await until(  # both wait on the upstream, ~1,000 tokens reserved each
+                lambda: simulator.stats.total_requests == 2, "both calls upstream"
+            )
             await admin.execute_command("CLIENT", "PAUSE", "600", "WRITE")
             await gateway.stop(0.2)
             ended = await asyncio.gather(unary, streamed, return_exceptions=True)
