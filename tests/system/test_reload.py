@@ -31,7 +31,7 @@ from ai_service_client import (
 )
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ListModelsRequest
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, until, write_config
 from tests.processes import (
     ANY_PORT,
     Process,
@@ -161,8 +161,8 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
         write_config(path, tree)
         assert await gateway.reload(str(path))
         await client.chat(ask())
-        await asyncio.sleep(0.5)  # the retired pool closes after the grace period
-        assert not gateway._closing
+        # The retired pool closes after the grace period.
+        await until(lambda: not gateway._closing, "the retired pool closed")
     assert simulator.stats.total_requests == 1
     assert second.stats.total_requests == 1
 
@@ -211,10 +211,7 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         assert _code(address, TEST_KEY) is grpc.StatusCode.OK
         write_config(path, revised(tree))
         gateway.popen.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _code(address, NEW_KEY) is not grpc.StatusCode.OK:
-            time.sleep(0.2)
-        time.sleep(0.5)  # both workers have had their signal by now
+        wait_logged(gateway, "config reloaded", count=2)  # by both workers
         # Over many new connections (both workers): the old key is gone, the new one works.
         assert {_code(address, TEST_KEY) for _ in range(12)} == {grpc.StatusCode.UNAUTHENTICATED}
         assert _code(address, NEW_KEY) is grpc.StatusCode.OK

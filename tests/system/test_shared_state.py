@@ -31,7 +31,14 @@ from ai_service_client import (
     UnavailableError,
 )
 from ai_service_protos.ai_service_pb2 import ChatCompletionResponse, RequestOptions
-from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port, token_budgeted_keys
+from tests.conftest import (
+    RESTRICTED_KEY,
+    TEST_KEY,
+    StartGateway,
+    free_port,
+    token_budgeted_keys,
+    until,
+)
 from tests.servers import RedisServer, redis_server
 
 
@@ -193,7 +200,7 @@ async def test_a_caller_arriving_as_the_last_one_leaves_gets_fresh_work() -> Non
         return runs
 
     leaving = asyncio.ensure_future(flights.run("k", work))
-    await asyncio.sleep(0.01)
+    await until(lambda: runs == 1, "the work started")
     leaving.cancel()  # the only waiter goes: its work is cancelled ...
     # ... and a caller that comes in the same loop turn must not join that work.
     arriving = asyncio.ensure_future(flights.run("k", work))
