@@ -7,7 +7,6 @@ import asyncio
 import grpc
 import pytest
 
-from ai_service.providers.openai import request_body
 from ai_service.simulator import FaultRule, Simulator, plan_reply
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, StartGateway, until
@@ -98,7 +97,9 @@ async def test_stream_cut_mid_way_delivers_what_arrived_then_unavailable_with_th
     with pytest.raises(AIServiceError) as caught:
         async for chunk in client.stream_chat(LONG):
             received.append(chunk)
-    plan = plan_reply(request_body(LONG, "sim-gpt-1", "max_tokens", stream=False))
+    plan = plan_reply(  # the request as OpenAI's reference writes it
+        {"model": "sim-gpt-1", "messages": [{"role": "user", "content": "/tokens 40 go"}]}
+    )
     text = "".join(c.choices[0].delta.content for c in received)
     assert text == "".join(plan.pieces()[:5])  # exactly what was sent, no duplicated prefix
     assert [c.sequence for c in received] == list(range(len(received)))
