@@ -13,6 +13,7 @@ import math
 import pytest
 
 from ai_service.limits.buckets import (
+    ALLOWED,
     LEASE_FLOOR,
     LEASE_HOLD_SECONDS,
     Grant,
@@ -63,6 +64,26 @@ async def test_exactly_what_is_left_may_be_taken() -> None:
     limiter = InMemoryRateLimiter(ManualClock())
     assert (await limiter.take("k", 5, RULE)).allowed
     assert not (await limiter.take("k", 0.25, RULE)).allowed
+
+
+@pytest.mark.parametrize("origin", [0.25, 1000.0])
+async def test_the_refill_is_the_time_passed_times_the_rate(origin: float) -> None:
+    # Two tokens a second, on a clock that may start anywhere (near 0, too).
+    clock = ManualClock(origin)
+    limiter = InMemoryRateLimiter(clock)
+    rule = RateRule(per_minute=120, burst=10)
+    assert (await limiter.take("k", 10, rule)).allowed
+    clock.now += 2
+    assert (await limiter.take("k", 4, rule)).allowed
+    assert not (await limiter.take("k", 0.5, rule)).allowed
+    clock.now += 0.25
+    assert (await limiter.take("k", 0.5, rule)).allowed
+
+
+def test_the_shared_answer_allowed_cannot_be_changed() -> None:
+    # One Decision answers every allowed call: changing it would change them all.
+    with pytest.raises(AttributeError):
+        ALLOWED.allowed = False  # type: ignore[misc]
 
 
 async def test_a_long_idle_bucket_holds_no_more_than_its_burst() -> None:
@@ -373,6 +394,30 @@ def test_a_refund_is_kept_up_to_a_lease_and_the_rest_goes_back() -> None:
         for _ in range(10):
             assert await take(limiter)
         assert len(shared.calls) == 3
+
+    in_virtual_time(main)
+
+
+def test_a_refund_one_more_than_the_lease_has_room_for_sends_that_one_back() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        assert await take(limiter, 4)  # 6 held: room for 4
+        await limiter.charge("s", -5, LEASED)
+        assert shared.calls[-1] == ("charge", -1)
+
+    in_virtual_time(main)
+
+
+def test_a_fractional_refund_kept_whole_costs_no_round_trip() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        assert await take(limiter, 4)  # 6 held: room for 4
+        await limiter.charge("s", -2.5, LEASED)
+        assert len(shared.calls) == 1
+        for _ in range(8):  # 8.5 held
+            assert await take(limiter)
+        assert await take(limiter, 0.5)
+        assert len(shared.calls) == 1
 
     in_virtual_time(main)
 
