@@ -135,6 +135,8 @@ class SharedBucket:
         self.failure: BaseException | None = None
         #: Whether Redis is down and fails open (it then grants `least` and says no more).
         self.fail_open = False
+        #: What the next charges raise instead of answering.
+        self.charge_failure: BaseException | None = None
 
     def _level(self, subject: str, rule: RateRule) -> float:
         now = self.clock()
@@ -168,6 +170,8 @@ class SharedBucket:
 
     async def charge(self, subject: str, amount: float, rule: RateRule) -> None:
         self.calls.append(("charge", amount))
+        if self.charge_failure is not None:
+            raise self.charge_failure
         self.tokens[subject] = min(float(rule.burst), self._level(subject, rule) - amount)
 
     def left(self, subject: str = "s") -> float:
@@ -418,6 +422,85 @@ def test_a_fractional_refund_kept_whole_costs_no_round_trip() -> None:
             assert await take(limiter)
         assert await take(limiter, 0.5)
         assert len(shared.calls) == 1
+
+    in_virtual_time(main)
+
+
+def test_a_lease_of_one_keeps_a_refund_of_one() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock, fraction=0.001)  # a lease is one token at least
+        assert await take(limiter)  # the call's own token: nothing held
+        await limiter.charge("s", -1, LEASED)
+        assert len(shared.calls) == 1  # kept
+        assert await take(limiter)
+        assert len(shared.calls) == 1
+
+    in_virtual_time(main)
+
+
+def test_a_fraction_of_a_token_is_asked_for_as_a_whole_lease() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock, fraction=0.001)
+        assert await take(limiter, 0.5)
+        assert shared.calls == [("lease", 0.5, 1.0, 10.0)]
+
+    in_virtual_time(main)
+
+
+def test_a_fractional_charge_without_a_lease_is_charged_to_redis() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        await limiter.charge("s", 0.5, LEASED)
+        assert shared.calls == [("charge", 0.5)]
+
+    in_virtual_time(main)
+
+
+def test_a_fractional_refund_to_a_full_lease_goes_back() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        assert await take(limiter)  # 9 held
+        await limiter.charge("s", -1, LEASED)  # 10 held: full
+        await limiter.charge("s", -0.5, LEASED)
+        assert shared.calls[-1] == ("charge", -0.5)
+
+    in_virtual_time(main)
+
+
+def test_the_last_unspent_token_of_a_lease_goes_back_too() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        for _ in range(9):  # one of the lease's ten left
+            assert await take(limiter)
+        await asyncio.sleep(LEASE_HOLD_SECONDS)
+        await settle()
+        assert shared.calls[-1] == ("charge", -1)
+
+    in_virtual_time(main)
+
+
+def test_a_lease_overfilled_by_calls_at_once_keeps_no_refund() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        assert await take(limiter, 5)  # 5 held
+        shared.latency = 1.0
+        # Both wait on Redis at once: the first sets the 5 aside, and each then holds
+        # what its lease left over, 7 and 9: more than a lease.
+        both = await asyncio.gather(take(limiter, 8), take(limiter, 1))
+        assert both == [True, True]
+        await limiter.charge("s", -1, LEASED)
+        assert shared.calls[-1] == ("charge", -1)  # no room: all of it back
+
+    in_virtual_time(main)
+
+
+def test_a_give_back_that_fails_does_not_stop_the_limiter_from_closing() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter, shared = leased(clock)
+        assert await take(limiter)
+        shared.charge_failure = ConnectionError("Redis went away")
+        await limiter.aclose()
+        assert shared.calls[-1] == ("charge", -9)
 
     in_virtual_time(main)
 
