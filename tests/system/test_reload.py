@@ -173,21 +173,21 @@ def gateway_process(
     workers: int,
     edit: Callable[[dict[str, Any]], None] = lambda tree: None,
     *,
-    blocks_at_start: bool = False,
+    acted_on_at_start: bool = False,
 ) -> Iterator[tuple[Process, Path, dict[str, Any], str]]:
     """`python -m ai_service` on a config file (the process, the file, its tree, the address);
-    `edit` changes the test config first; `blocks_at_start`: it does, until the test acts
-    (so it has not bound its port, nor said which, when this yields)."""
+    `edit` changes the test config first; `acted_on_at_start`: the test acts on the process
+    while it starts, so this yields before it has bound its port (nor said which)."""
     simulator, sim_url = start_simulator(tmp_path)
     gateway = None
     try:
         tree = config_tree(sim_url)
         edit(tree)
         path = write_config(tmp_path / "config.yaml", tree)
-        # Workers share one port (SO_REUSEPORT), and a gateway that blocks at start reports
-        # its port too late: then it must be known before they start. Otherwise the gateway
-        # picks its own and reports it.
-        fixed = workers > 1 or blocks_at_start
+        # Workers share one port (SO_REUSEPORT), and a gateway acted on while it starts
+        # reports its port too late: then it must be known before they start. Otherwise the
+        # gateway picks its own and reports it.
+        fixed = workers > 1 or acted_on_at_start
         listen = f"127.0.0.1:{free_port()}" if fixed else ANY_PORT
         gateway = spawn(
             gateway_argv("--config", str(path), "--listen", listen, "--workers", str(workers)),
@@ -297,7 +297,8 @@ async def test_providers_a_reload_retired_are_closed_when_the_gateway_stops_firs
 
 
 def test_a_sighup_while_the_gateway_starts_does_not_kill_it(tmp_path: Path) -> None:
-    with gateway_process(tmp_path, workers=1) as (gateway, _path, _tree, address):
+    started = gateway_process(tmp_path, workers=1, acted_on_at_start=True)
+    with started as (gateway, _path, _tree, address):
         # Still importing: unless SIGHUP is blocked from the first line, it kills it here.
         time.sleep(0.1)
         gateway.popen.send_signal(signal.SIGHUP)
@@ -318,7 +319,7 @@ def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Pa
         tree["providers"] = [{**provider, "api_key_file": str(source)}]
 
     edit = functools.partial(key_from, fifo)
-    with gateway_process(tmp_path, 1, edit, blocks_at_start=True) as running:
+    with gateway_process(tmp_path, 1, edit, acted_on_at_start=True) as running:
         gateway, path, tree, address = running
         with fifo.open("w") as writer:  # opens once the gateway is reading the config
             revision = revised(tree)
