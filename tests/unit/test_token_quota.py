@@ -59,19 +59,19 @@ def test_a_prompt_is_a_token_per_four_characters_rounded_up_and_three_per_messag
     assert estimate_prompt_tokens(request(Message(role="user", content="abcd"))) == 1 + 3
     assert estimate_prompt_tokens(request(Message(role="user", content="abcde"))) == 2 + 3
     two = request(
-        Message(role="user", content="a" * 10, name="bob"),  # 13 characters
-        Message(role="assistant", content="b" * 6),  # 19 in all: 5 tokens
+        Message(role="user", content="a" * 8, name="b" * 8),  # 16 characters
+        Message(role="assistant", content="c" * 8),  # 24 in all: 6 tokens
     )
-    assert estimate_prompt_tokens(two) == 5 + 6
+    assert estimate_prompt_tokens(two) == 6 + 6
 
 
 def test_tools_count_toward_the_prompt() -> None:
     tool = Tool(
         type="function",
-        function=FunctionDefinition(name="f", description="d" * 5, parameters_json="{}" * 4),
+        function=FunctionDefinition(name="f", description="d" * 8, parameters_json="{}" * 4),
     )
-    assert estimate_prompt_tokens(request(tools=[tool])) == 4  # 13 characters
-    assert estimate_prompt_tokens(request(tools=[tool, tool])) == 7  # 26
+    assert estimate_prompt_tokens(request(tools=[tool])) == 4  # 16 characters
+    assert estimate_prompt_tokens(request(tools=[tool, tool])) == 8  # 32
 
 
 def test_characters_as_tokens_round_up() -> None:
