@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
@@ -758,6 +759,58 @@ def test_a_deployment_with_no_other_races_itself() -> None:
     virtual(test, models=solo)
 
 
+SOLO_HEDGED = [*MODELS[:3], {**MODELS[3], "hedge_after_ms": 100}]
+
+
+def test_a_deployment_that_met_a_429_itself_may_race_itself_while_it_cools_down() -> None:
+    async def test(w: World) -> None:
+        w.p.script(
+            "s",
+            UpstreamRateLimited("429", retry_after=0.2),
+            Wait(1.0, response("slow")),
+            Wait(0.05, response("fast")),
+        )
+        outcome = await w.ask("solo")
+        assert outcome.value.choices[0].message.content == "fast"
+        assert outcome.attempts == 3 and w.asked() == ["s", "s", "s"]
+
+    virtual(test, models=SOLO_HEDGED)
+
+
+def test_a_hedge_that_finds_no_second_racer_ends_with_the_first_s_failure() -> None:
+    async def test(w: World) -> None:
+        # The only deployment is half-open with its one probe out: nothing to race.
+        clock = ManualClock()
+        handle = w.handle("s")
+        handle.breaker = CircuitBreaker(
+            "p/s",
+            CircuitBreakerSettings(consecutive_failures=1, open_seconds=5, half_open_probes=1),
+            clock=clock,
+        )
+        handle.breaker.record(Admission.CALL, failed=True)
+        clock.now += 5
+        failure = UpstreamUnavailable("s")
+        w.p.script("s", Wait(0.5, failure))
+        with pytest.raises(UpstreamUnavailable) as raised:
+            await w.ask("solo")
+        assert raised.value is failure
+        assert w.asked() == ["s"]
+
+    virtual(test, models=SOLO_HEDGED, retries={"max_attempts": 2})
+
+
+def test_hedging_is_logged_naming_both_deployments(caplog: pytest.LogCaptureFixture) -> None:
+    async def test(w: World) -> None:
+        w.p.script("a", Wait(1.0, response("slow")))
+        w.p.script("b", response("fast"))
+        with caplog.at_level(logging.INFO, logger="ai_service.pipeline.dispatch"):
+            await w.ask()
+        (hedging,) = [r for r in caplog.records if r.getMessage() == "hedging"]
+        assert (hedging.slow, hedging.second) == ("p/a", "p/b")  # type: ignore[attr-defined]
+
+    virtual(test, models=HEDGED)
+
+
 def test_a_losing_stream_that_opened_too_is_closed() -> None:
     async def test(w: World) -> None:
         # Both open at the same moment (times exact in binary): one wins, one is discarded.
@@ -996,14 +1049,16 @@ def test_an_attempt_records_what_it_sent_and_what_came_back() -> None:
         answer = response()
         answer.usage.prompt_tokens, answer.usage.completion_tokens = 7, 3
         provider.script("s", answer)
+        before = time.perf_counter()
         got = await guarded_complete(handle, Admission.CALL, ChatCompletionRequest(), far(), 77)
+        spent = time.perf_counter() - before
         assert (got.provider, got.deployment) == ("p", "p/s")
         assert provider.calls[0][2] == 77
         record = current_call.get().attempts[0]
         assert record.sent and record.error is None
         assert (record.input_tokens, record.output_tokens) == (7, 3)
         assert record.response_model == "upstream-model"
-        assert record.upstream_seconds >= 0
+        assert 0 < record.upstream_seconds <= spent  # a part of the call, measured
 
     attempt_in_virtual_time(test)
 
@@ -1086,13 +1141,16 @@ def test_a_stream_records_its_usage_and_its_upstream_time() -> None:
         last = chunk(finish="stop")
         last.usage.prompt_tokens, last.usage.completion_tokens = 5, 2
         provider.script("s", [chunk("Hi"), last])
+        before = time.perf_counter()
         pieces = [
             p async for p in guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
         ]
+        spent = time.perf_counter() - before
         assert all(p.deployment == "p/s" for p in pieces)
         record = current_call.get().attempts[0]
         assert record.sent and (record.input_tokens, record.output_tokens) == (5, 2)
         assert record.error is None
+        assert 0 < record.upstream_seconds <= spent
 
     attempt_in_virtual_time(test)
 
