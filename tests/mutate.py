@@ -16,7 +16,7 @@ function, or in one that runs outside a test (a fixture, a task the test did not
 meets the tests of its module first and then the whole unit tier. A mutant inside a type
 annotation is not counted: with `from __future__ import annotations` nothing evaluates it.
 `--survivors` tests only the previous run's survivors again (the module unchanged), the
-quick check after writing a test.
+quick check after writing a test; it also resumes a run that was stopped.
 
 The tree's packages are imported through its `.typecheck/` links (put first on
 PYTHONPATH), so the venv's own editable install, which points at the working tree, is
@@ -212,7 +212,10 @@ def serve(address: Path, tree: Path, timeout: float) -> None:
                     listener.close()
                     os.dup2(fds[0], 1)
                     os.dup2(fds[1], 2)
-                    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *json.loads(message)])
+                    # Plain asserts: rewriting them costs more than the tests themselves,
+                    # and a failing assert fails the same without its explanation.
+                    arguments = ["-x", "-q", "-p", "no:cacheprovider", "--assert=plain"]
+                    code = pytest.main([*arguments, *json.loads(message)])
                     sys.stdout.flush()
                     sys.stderr.flush()
                     os._exit(int(code))
