@@ -452,3 +452,16 @@ async def test_a_choice_still_held_does_not_stop_the_next_choice() -> None:
     await stream.apply(second)
     assert second.choices[0].delta.content == ""
     assert second.choices[1].delta.content == f"x {REDACTED}"
+
+
+async def test_held_text_is_scanned_again_once_it_reaches_its_due_length() -> None:
+    stream = StreamRedactor(EMAILS, window=8)
+    # 15 characters: all but a window released, 8 held; scanned again at 8 + 8.
+    out = await released(stream, ["aaaa bbbb cccc ", "dddd eee"], finish=False)
+    assert out == ["aaaa bb", "bb cccc "]
+
+
+async def test_a_trailing_run_longer_than_any_address_is_not_held_for_being_one() -> None:
+    text = "word " + "x" * 500  # no address is that long (at most 448 characters)
+    out = await released(StreamRedactor(EMAILS, window=16), [text], finish=False)
+    assert out == [text[:-16]]
