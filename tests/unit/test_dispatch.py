@@ -407,6 +407,19 @@ def test_a_retry_after_within_the_deadline_is_waited() -> None:
     virtual(test)
 
 
+def test_a_call_out_of_time_tries_nothing_more() -> None:
+    async def test(w: World) -> None:
+        error = UpstreamUnavailable("a")
+        w.p.script("a", error)
+        w.p.script("b", response())
+        with pytest.raises(UpstreamUnavailable) as raised:
+            await w.ask(seconds=-0.5)  # already past its deadline, by less than a second
+        assert raised.value is error
+        assert w.asked() == ["a"]
+
+    virtual(test)
+
+
 def test_attempts_stop_at_the_maximum_with_the_last_error() -> None:
     async def test(w: World) -> None:
         errors = [UpstreamUnavailable(str(n)) for n in range(5)]
@@ -583,6 +596,9 @@ def test_a_deployment_whose_model_caps_max_tokens_below_the_request_is_passed_ov
         assert w.asked() == ["c"]
         w.p.script("b", response())
         await w.ask(request=ChatCompletionRequest(model="m", max_tokens=200))  # exactly b's
+        assert w.asked()[-1] == "b"
+        w.p.script("b", response())
+        await w.ask(request=ChatCompletionRequest(model="m", max_tokens=150))  # under b's
         assert w.asked()[-1] == "b"
         w.p.script("a", response())
         await w.ask(request=ChatCompletionRequest(model="m"))  # no max_tokens: any
@@ -811,6 +827,29 @@ def test_hedging_is_logged_naming_both_deployments(caplog: pytest.LogCaptureFixt
     virtual(test, models=HEDGED)
 
 
+def test_a_hedge_needs_no_call_record() -> None:
+    async def test(w: World) -> None:
+        current_call.set(None)  # type: ignore[arg-type]
+        w.p.script("a", Wait(1.0, response("slow")))
+        w.p.script("b", response("fast"))
+        assert (await w.ask()).handle.name == "p/b"
+
+    virtual(test, models=HEDGED)
+
+
+def test_racers_that_both_answer_are_served_by_the_one_the_dispatcher_chose() -> None:
+    async def test(w: World) -> None:
+        # Both answer at the same moment (times exact in binary).
+        w.p.script("a", Wait(0.25, response("a")))
+        w.p.script("b", Wait(0.125, response("b")))
+        outcome = await w.ask()
+        served = w.call.served_by
+        assert served is not None and served.handle is outcome.handle
+        assert outcome.value.choices[0].message.content == outcome.handle.target.upstream_model
+
+    virtual(test, models=[{**MODELS[0], "hedge_after_ms": 125}, *MODELS[1:]])
+
+
 def test_a_losing_stream_that_opened_too_is_closed() -> None:
     async def test(w: World) -> None:
         # Both open at the same moment (times exact in binary): one wins, one is discarded.
@@ -879,6 +918,18 @@ def test_a_stream_that_fails_right_after_its_role_fails_over() -> None:
         assert (outcome.handle.name, outcome.attempts) == ("p/b", 2)
         assert pieces[0].choices[0].delta.content == "fine"
         assert w.p.open_streams == 0
+
+    virtual(test)
+
+
+def test_a_stream_that_opens_with_reasoning_opens_with_it() -> None:
+    async def test(w: World) -> None:
+        thinking = chunk(role="assistant")
+        thinking.choices[0].delta.reasoning.add(text="let me think")
+        w.p.script("a", [thinking, chunk("answer"), chunk(finish="stop")])
+        _, pieces = await open_stream(w)
+        assert pieces[0].choices[0].delta.reasoning[0].text == "let me think"
+        assert [p.choices[0].delta.content for p in pieces] == ["", "answer", ""]
 
     virtual(test)
 
