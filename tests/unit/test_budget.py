@@ -87,6 +87,26 @@ def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     in_virtual_time(main)
 
 
+def test_a_cancellation_from_elsewhere_at_the_deadline_stays_a_cancellation() -> None:
+    async def main(_: ManualClock) -> None:
+        loop = asyncio.get_running_loop()
+        timers = Timers.of(loop)
+
+        async def bounded() -> None:
+            with Budget(time.monotonic() + 5).bound(timers):
+                await asyncio.sleep(60)
+
+        task = asyncio.ensure_future(bounded())
+        await asyncio.sleep(0)
+        # Cancelled by someone else in the same turn as the deadline passes.
+        (deadline,) = [entry[0] for entry in timers._heap]  # when the budget runs out
+        loop.call_at(deadline, task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    in_virtual_time(main)
+
+
 def test_an_error_of_the_block_passes_through_even_after_the_deadline() -> None:
     async def main(_: ManualClock) -> None:
         timers = Timers.of(asyncio.get_running_loop())
