@@ -152,6 +152,7 @@ def test_half_open_it_lets_its_probes_through_and_no_more() -> None:
     watched.breaker.abandon(PROBE)
     assert watched.breaker.allows() and watched.told[-1] is True
     assert watched.breaker.admit() is PROBE
+    assert watched.breaker.admit() is None  # one given back, one taken: two out again
 
 
 def test_a_probe_s_success_closes_it_afresh() -> None:
