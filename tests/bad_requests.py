@@ -1,5 +1,5 @@
 """Requests the gateway must refuse, each with the field its refusal names: one table for the
-unit tests of validation (tests/unit/test_validation.py) and for the gateway's own refusal
+unit tests of validation (tests/unit/test_request_checks.py) and for the gateway's own refusal
 of them (tests/integration/test_validation.py)."""
 
 from __future__ import annotations
