@@ -50,7 +50,9 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ai-s
 COPY --from=build /opt/ai-service /opt/ai-service
 
 USER ai-service
-EXPOSE 50051
+# 50051: gRPC. 50080: the HTTP door (OpenAI/Anthropic-compatible), where the config opens
+# it (server.http.listen: 0.0.0.0:50080); publish it only then.
+EXPOSE 50051 50080
 # grpc.health.v1 Check on the server as a whole; exit 1 unless SERVING (health needs no key).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
     CMD ["ai-client", "--addr", "127.0.0.1:50051", "--timeout", "3", "health"]
