@@ -40,6 +40,11 @@ TEST_ENV = {PROVIDER_KEY_VARIABLE: PROVIDER_SECRET}
 
 
 def free_port() -> int:
+    """A loopback port free now, for what must know its port before it starts: a config
+    file that names it (nginx, Redis, tinyproxy), gateway workers sharing one port, or an
+    address nothing listens on. It is released before the child binds it, so another
+    process may take it meanwhile: a gateway or simulator process binds port 0 instead and
+    reports its port (tests/processes.py)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -134,6 +139,16 @@ def write_config(path: Path, tree: dict[str, Any]) -> Path:
 def single(name: str, upstream: str, **extra: Any) -> dict[str, Any]:
     """A model served by one deployment on the `simulator` provider."""
     return {"name": name, "provider": "simulator", "upstream_model": upstream, **extra}
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Wait until `condition()` holds, polling every 10 ms; fail naming `what` if it does not
+    within `seconds` (a guard against a hang, not a measure of speed)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.01)
 
 
 # --- measuring a rate limit ----------------------------------------------------------------

@@ -1,13 +1,14 @@
 """The gateway, the simulator and other programs as real processes, for the system tests.
 
-Every process runs on a free loopback port, logs to a file in the test's directory, is
-waited for through its health check (bounded), and is killed in teardown whatever the
-test did.
+Every process listens on a loopback port it picks itself (port 0) and reports in its log,
+logs to a file in the test's directory, is waited for through its health check (bounded),
+and is killed in teardown whatever the test did.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
-from tests.conftest import PROVIDER_SECRET, REPO, TEST_KEY, free_port
+from tests.conftest import PROVIDER_SECRET, REPO, TEST_KEY
 
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT = 20.0  # seconds: a cold start on a loaded 2-core machine
@@ -125,6 +126,60 @@ def wait_logged(process: Process, text: str, count: int = 1) -> None:
         time.sleep(0.02)
 
 
+#: Where a process binds when no port has to be known before it starts: it picks a free
+#: one itself and reports it, so no other process can take it first (as one may take a
+#: port that `free_port` found free, between the test choosing it and the child binding).
+ANY_PORT = "127.0.0.1:0"
+_GATEWAY_LISTENING = re.compile(r"gateway listening address=(\S+)")
+_HTTP_DOOR_LISTENING = re.compile(r"gateway listening .*http_address=(\S+)")
+_SIMULATOR_LISTENING = re.compile(r"simulator pid \d+ on (\S+)")
+
+
+def reported(process: Process, pattern: re.Pattern[str], what: str) -> str:
+    """The first group of `pattern` once the process has logged it (the address it bound)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while (found := pattern.search(process.stderr())) is None:
+        assert process.popen.poll() is None, f"exited before {what}\n{process.output()}"
+        assert time.monotonic() < deadline, f"no {what} logged\n{process.output()}"
+        time.sleep(0.02)
+    return found.group(1)
+
+
+def gateway_address(process: Process) -> str:
+    """The address a gateway started with `--listen 127.0.0.1:0` is listening on."""
+    return reported(process, _GATEWAY_LISTENING, "'gateway listening'")
+
+
+def start_gateway_process(
+    args: Sequence[str],
+    directory: Path,
+    name: str = "gateway",
+    env: dict[str, str] | None = None,
+    *,
+    new_session: bool = False,
+) -> Running:
+    """`python -m ai_service <args> --listen 127.0.0.1:0`, once it is SERVING (plaintext);
+    the HTTP door, which the embedded default opens, on a port it picks too.
+    One process unless `args` say otherwise (a config alone means a worker per CPU, and
+    workers need a fixed port: tests/system/test_workers.py starts those)."""
+    workers = [] if "--workers" in args else ["--workers", "1"]
+    door = [] if "--http-listen" in args or "--config" in args else ["--http-listen", ANY_PORT]
+    argv = gateway_argv(*args, *workers, "--listen", ANY_PORT, *door)
+    process = spawn(argv, directory, name, env, new_session=new_session)
+    try:
+        address = gateway_address(process)
+        wait_serving(address, process)
+    except BaseException:
+        process.kill()
+        raise
+    http_address = (
+        reported(process, _HTTP_DOOR_LISTENING, "the HTTP door's address")
+        if "--http-listen" in argv
+        else None
+    )
+    return Running(address, process, http_address=http_address)
+
+
 def wait_serving(address: str, process: Process, timeout: float = READY_TIMEOUT) -> None:
     """Poll grpc.health.v1 Check until SERVING; fail early if the process exits."""
     deadline = time.monotonic() + timeout
@@ -163,14 +218,13 @@ def wait_http(url: str, process: Process, timeout: float = READY_TIMEOUT) -> Non
 
 def start_simulator(directory: Path, *args: str) -> tuple[Process, str]:
     """The upstream simulator as its own process (with the tests' provider key); its URL."""
-    port = free_port()
     process = spawn(
         [
             sys.executable,
             "-m",
             "ai_service.simulator",
             "--listen",
-            f"127.0.0.1:{port}",
+            ANY_PORT,
             "--api-key",
             PROVIDER_SECRET,
             *args,
@@ -178,8 +232,8 @@ def start_simulator(directory: Path, *args: str) -> tuple[Process, str]:
         directory,
         "simulator",
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = reported(process, _SIMULATOR_LISTENING, "simulator address")
         wait_http(f"{url}/_sim/stats", process)
     except BaseException:
         process.kill()
@@ -229,3 +283,5 @@ class Running:
     process: Process
     #: The /metrics URL, when the test configured one.
     metrics: str | None = None
+    #: The HTTP door's address, when it is open.
+    http_address: str | None = None

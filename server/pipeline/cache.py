@@ -36,23 +36,24 @@ class ResponseCache(Protocol):
 class MemoryCache:
     """Least-recently-used entries with an expiry each, in this process."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max = max_entries
+        self._clock = clock  # a test's own clock expires entries without waiting
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
         expires, value = entry
-        if expires < time.monotonic():
+        if expires < self._clock():
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return value
 
     async def put(self, key: str, value: bytes, ttl_seconds: float) -> None:
-        self._entries[key] = (time.monotonic() + ttl_seconds, value)
+        self._entries[key] = (self._clock() + ttl_seconds, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from ai_service.config import RetrySettings
 
@@ -20,13 +21,16 @@ def backoff_delay(retry: int, settings: RetrySettings, rng: random.Random | None
 
 
 class RetryBudget:
-    def __init__(self, settings: RetrySettings) -> None:
+    def __init__(
+        self, settings: RetrySettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock  # a test's own clock drives the refill without waiting
         self._ratio = settings.budget_ratio
         self._per_second = settings.budget_min_per_second
         # Allow a burst of retries worth a few seconds of the steady allowance.
         self._cap = max(10.0, self._per_second * 10)
         self._balance = self._cap
-        self._updated = time.monotonic()
+        self._updated = clock()
         self.retries = 0
         self.denied = 0
 
@@ -46,6 +50,6 @@ class RetryBudget:
         return False
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._balance = min(self._cap, self._balance + (now - self._updated) * self._per_second)
         self._updated = now

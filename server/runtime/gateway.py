@@ -237,7 +237,10 @@ class Gateway:
         await self.health.set(SERVICE_NAME, serving)
         await self.health.set(ADMIN_SERVICE_NAME, serving)
         await self.model_health.attach(router)
-        log.info("gateway listening", extra={"address": self.address})
+        listening = {"address": self.address}
+        if self.http_address is not None:
+            listening["http_address"] = self.http_address
+        log.info("gateway listening", extra=listening)
 
     async def _open_http_door(self, settings: ServerSettings) -> None:
         """The second door: the same calls, authentication, limiter and service core."""
@@ -281,10 +284,15 @@ class Gateway:
         )
         http_door, self.http_door = self.http_door, None
         try:
-            await asyncio.gather(
-                self._server.stop(grace),
-                *([http_door.stop(grace)] if http_door is not None else []),
-            )
+            # gRPC's stop waits for every call it cut to be released by its handler: one
+            # that never lets go must not keep the process from closing what it holds.
+            async with asyncio.timeout(grace + CALLS_UNWIND_SECONDS):
+                await asyncio.gather(
+                    self._server.stop(grace),
+                    *([http_door.stop(grace)] if http_door is not None else []),
+                )
+        except TimeoutError:
+            log.error("the servers did not stop within the grace; closing anyway")
         finally:
             cut.cancel()
             if end_streams is not None:

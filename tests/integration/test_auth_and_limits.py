@@ -20,7 +20,7 @@ from ai_service_client import (
     ChatCompletionRequest,
     Message,
 )
-from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, token_budgeted_keys
+from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, token_budgeted_keys, until
 
 HELLO = ChatCompletionRequest(model="sim-gpt", messages=[Message(role="user", content="hello")])
 
@@ -256,9 +256,12 @@ async def test_a_calls_token_reservation_is_its_own_even_in_a_shared_flight(
         AsyncAIClient(gateway.address, RESTRICTED_KEY, timeout=10) as poor,
     ):
         await poor.chat(HELLO)  # spends its 10 tokens (the answer's usage is more)
-        simulator.config.latency_ms = 300
+        simulator.config.latency_ms = 1000  # the flight is in the air while the other asks
+        asked = simulator.stats.total_requests
         leader = asyncio.ensure_future(rich.chat(cacheable))
-        await asyncio.sleep(0.1)  # its flight is waiting on the upstream
+        await until(  # its flight is waiting on the upstream
+            lambda: simulator.stats.total_requests == asked + 1, "the leader's request upstream"
+        )
         with pytest.raises(AIServiceError) as caught:
             await poor.chat(cacheable)
         assert (await leader).choices[0].message.content == "You said: hello"

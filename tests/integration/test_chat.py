@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ai_service.providers.openai import request_body
 from ai_service.simulator import Simulator, plan_reply
 from ai_service_client import AsyncAIClient, ChatCompletionRequest, Message
 from ai_service_protos.ai_service_pb2 import FunctionDefinition, Tool, ToolCall, ToolChoice
@@ -17,8 +16,9 @@ def ask(text: str, **params: object) -> ChatCompletionRequest:
     )
 
 
-def expected(request: ChatCompletionRequest) -> object:
-    return plan_reply(request_body(request, "sim-gpt-1", "max_tokens", stream=False))
+def expected(text: str) -> object:
+    """The simulator's plan for one user message, as OpenAI's reference writes the request."""
+    return plan_reply({"model": "sim-gpt-1", "messages": [{"role": "user", "content": text}]})
 
 
 async def test_unary_answer_arrives_intact_with_usage_and_serving_deployment(
@@ -27,7 +27,7 @@ async def test_unary_answer_arrives_intact_with_usage_and_serving_deployment(
     request = ask("hello gateway")
     response = await client.chat(request)
 
-    plan = expected(request)
+    plan = expected("hello gateway")
     assert response.choices[0].message.role == "assistant"
     assert response.choices[0].message.content == "You said: hello gateway"
     assert response.choices[0].finish_reason == "stop"

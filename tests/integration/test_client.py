@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from ai_service_client import (
 from ai_service_client._channel import ChannelSpec
 from ai_service_client.cli import main
 from ai_service_protos import ai_service_pb2, ai_service_pb2_grpc
+from tests.conftest import until
 
 KEY = "test-key"
 MODELS = [("echo-1", "openai"), ("echo-2", "anthropic")]
@@ -416,9 +416,10 @@ async def test_closing_the_client_ends_its_calls_with_an_aiservice_error(
         async for _ in client.stream_chat(_request("endless:closed")):
             pass
 
+    seen = len(server.recorder.deadlines)
     reading = asyncio.create_task(read())
     asking = asyncio.create_task(client.chat(_request("slow")))
-    await asyncio.sleep(0.3)
+    await until(lambda: len(server.recorder.deadlines) == seen + 2, "both calls reach the server")
     await client.close()
     for task in (reading, asking):
         with pytest.raises(AIServiceError) as caught:
@@ -450,11 +451,13 @@ async def test_deadlines_default_per_method_and_none_means_none(server: EchoServ
 
 async def test_per_call_timeout_is_a_deadline(server: EchoServer) -> None:
     async with AsyncAIClient(server.address, KEY, timeout=None) as client:
-        started = time.monotonic()
         with pytest.raises(AIServiceError) as caught:
             await client.chat(_request("slow"), timeout=0.2)
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 2
+    deadline = server.recorder.deadlines[-1]  # the server was told it, too
+    # gRPC rounds the timeout it sends up (never early): a little over 0.2 s, not the 60 s
+    # of the service config.
+    assert deadline is not None and 0 < deadline < 0.25
 
 
 # --- sync client --------------------------------------------------------------------------

@@ -32,12 +32,15 @@ from tests.clouds import (
 )
 from tests.conftest import PROVIDER_SECRET, TEST_KEY, StartGateway, config_tree
 from tests.integration.test_provider_e2e import (
+    ASKED_WEATHER,
     WEATHER,
+    WEATHER_WIRE,
     ask,
     assemble_tool_call,
     planned_prompt_tokens,
     streamed,
     text_of,
+    weather_call_and_result,
 )
 
 each_model = pytest.mark.parametrize("model", list(CLOUD_MODELS))
@@ -93,7 +96,9 @@ async def test_unary_answer_with_system_prompt_and_usage(
     choice = response.choices[0]
     assert (choice.message.role, choice.message.content) == ("assistant", "You said: hello gateway")
     assert choice.finish_reason == "stop"
-    assert response.usage.prompt_tokens == planned_prompt_tokens(request)
+    assert response.usage.prompt_tokens == planned_prompt_tokens(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello gateway"}]
+    )
     assert response.usage.completion_tokens == 4
     assert response.usage.total_tokens == response.usage.prompt_tokens + 4
     assert response.id and response.model
@@ -145,14 +150,16 @@ async def test_tool_call_and_its_result_round_trip(
     assert (call.type, call.function.name) == ("function", "get_weather")
     assert orjson.loads(call.function.arguments) == {"city": "Paris"}
     assert call.id  # made up where the API sends none (Gemini)
-    assert usage.prompt_tokens == planned_prompt_tokens(request)
+    assert usage.prompt_tokens == planned_prompt_tokens([ASKED_WEATHER], [WEATHER_WIRE])
 
     request.messages.append(Message(role="assistant", tool_calls=[call]))
     request.messages.append(Message(role="tool", tool_call_id=call.id, content="18C and sunny"))
     reply = await client.chat(request)
     assert reply.choices[0].message.content == "Tool result received: 18C and sunny"
     assert reply.choices[0].finish_reason == "stop"
-    assert reply.usage.prompt_tokens == planned_prompt_tokens(request)
+    assert reply.usage.prompt_tokens == planned_prompt_tokens(
+        [ASKED_WEATHER, *weather_call_and_result(call)], [WEATHER_WIRE]
+    )
 
 
 @pytest.mark.parametrize("model", ["sim-gemini", "sim-vertex"])

@@ -14,10 +14,7 @@ when the client sends none (`server.default_deadline_seconds`).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +24,7 @@ import pytest
 from ai_service.config import parse_config
 from ai_service.simulator import FaultRule, Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree
-
-# Waits for a state, failing the test if it never comes (not a timing assertion).
-STATE_TIMEOUT = 10.0
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + STATE_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.01)
+from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree, until
 
 
 def audit_records(path: Path) -> list[dict[str, Any]]:

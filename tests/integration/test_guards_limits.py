@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import grpc
 import pytest
@@ -17,17 +16,7 @@ from ai_service.resilience import Budget
 from ai_service.resilience.concurrency import ConcurrencyLimiter
 from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
-from tests.conftest import TEST_KEY, StartGateway
-
-# Waits for a state, failing the test if it never comes (not a timing assertion).
-STATE_TIMEOUT = 10.0
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + STATE_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.005)
+from tests.conftest import TEST_KEY, StartGateway, until
 
 
 def far() -> Budget:

@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +25,7 @@ from ai_service.errors import UpstreamTimeout, UpstreamUnavailable
 from ai_service.providers.http.h1 import H1Client
 from ai_service.simulator import Simulator
 from tests.certs import make_certificates
-from tests.conftest import PROVIDER_SECRET
+from tests.conftest import PROVIDER_SECRET, until
 
 HEADERS = {"content-type": "application/json", "authorization": f"Bearer {PROVIDER_SECRET}"}
 
@@ -45,9 +46,14 @@ async def h1_client(base_url: str, **settings: object) -> AsyncIterator[H1Client
         await client.aclose()
 
 
+def only_pool(client: H1Client) -> Any:
+    (pool,) = client._pools.values()
+    return pool
+
+
 def pool_of(client: H1Client) -> tuple[int, int]:
     """(open, idle) connections of the client's only origin."""
-    (pool,) = client._pools.values()
+    pool = only_pool(client)
     return pool.open, len(pool.idle)
 
 
@@ -110,7 +116,7 @@ async def test_waiting_for_a_connection_gives_up_after_the_pool_timeout(
     ) as client:
         url = f"{simulator.base_url}/v1/chat/completions"
         holder = asyncio.create_task(_read_all(client, url))
-        await asyncio.sleep(0.05)
+        await until(lambda: bool(client._pools) and pool_of(client)[0] == 1, "the one connection")
         with pytest.raises(UpstreamTimeout, match="no free connection"):
             await _read_all(client, url)
         assert await holder
@@ -134,7 +140,9 @@ async def test_cancelling_while_waiting_for_a_slot_or_an_answer_frees_the_slot(
     async with h1_client(simulator.base_url, pool={"max_connections": 1}) as client:
         url = f"{simulator.base_url}/v1/chat/completions"
         calls = [asyncio.create_task(_read_all(client, url)) for _ in range(3)]
-        await asyncio.sleep(0.05)  # one holds the connection, two wait for it
+        await until(  # one holds the connection, two wait for it
+            lambda: bool(client._pools) and len(only_pool(client).waiters) == 2, "two waiting"
+        )
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -274,7 +282,7 @@ async def test_connection_close_and_an_upstream_idle_close_open_a_fresh_connecti
         assert transport is not None
         # The upstream's idle timeout, simulated from our side of the socket.
         transport.abort()
-        await asyncio.sleep(0.01)
+        await until(lambda: pool.idle[0].closed, "the connection seen closed")
         assert await _read_all(client, f"{base}/a") == b"again"
 
 

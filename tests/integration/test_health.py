@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,9 +26,8 @@ async def test_watches_end_with_the_drain_instead_of_holding_it(
         }
         for watch in watches.values():  # each has its first answer: it is being served
             await asyncio.wait_for(watch.read(), 10)
-        started = time.monotonic()
-        await gateway.stop(20)
-        assert time.monotonic() - started < 10
+        # An hour's grace: the drain ends only because the watches end it.
+        await gateway.stop(3600)
         for service, watch in watches.items():
             told = []
             while (update := await watch.read()) is not grpc.aio.EOF:

@@ -26,9 +26,8 @@ import pytest
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator, plan_reply
 from ai_service_client import AsyncAIClient, RateLimitError, build_chat_request
-from tests.conftest import PROVIDER_KEY_REF, RESTRICTED_KEY, TEST_KEY, StartGateway
+from tests.conftest import PROVIDER_KEY_REF, RESTRICTED_KEY, TEST_KEY, StartGateway, until
 from tests.integration.test_observability import scrape, value
-from tests.integration.test_wire_abuse import wait_until
 
 LIMITED_KEY = "limited-key-0123456789"
 # The smallest real PNG: a 1x1 transparent pixel.
@@ -466,10 +465,10 @@ async def test_a_caller_who_closes_the_connection_cancels_the_upstream_stream(
         first = await anext(lines)
         assert first.startswith("data: {")
         await response.aclose()  # the caller goes away mid-answer
-    await wait_until(lambda: bool(simulator.stats.disconnects), "the upstream stream closed")
+    await until(lambda: bool(simulator.stats.disconnects), "the upstream stream closed", seconds=30)
     (gone,) = simulator.stats.disconnects
     assert gone.model == "sim-gpt-1" and gone.events_sent < 100
-    await wait_until(lambda: door.observability.calls.count == 0, "the call ended")
+    await until(lambda: door.observability.calls.count == 0, "the call ended", seconds=30)
     samples = await scrape(door)
     assert value(samples, "ai_gateway_requests_total", code="CANCELLED", transport="http") == 1
 
@@ -488,11 +487,13 @@ async def test_a_caller_who_closes_the_connection_cancels_a_unary_call_upstream(
             timeout=30,
         )
     )
-    await wait_until(lambda: handle.limiter.in_flight == 1, "the request went upstream")
+    await until(lambda: handle.limiter.in_flight == 1, "the request went upstream", seconds=30)
     call.cancel()  # the client closes its connection
     await asyncio.gather(call, return_exceptions=True)
-    await wait_until(lambda: handle.limiter.in_flight == 0, "the upstream request was cancelled")
-    await wait_until(lambda: door.observability.calls.count == 0, "the call ended")
+    await until(
+        lambda: handle.limiter.in_flight == 0, "the upstream request was cancelled", seconds=30
+    )
+    await until(lambda: door.observability.calls.count == 0, "the call ended", seconds=30)
     samples = await scrape(door)
     assert value(samples, "ai_gateway_requests_total", code="CANCELLED", transport="http") == 1
 

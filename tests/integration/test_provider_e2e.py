@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from ai_service.config import parse_config
-from ai_service.providers.openai import request_body
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator, plan_reply
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
@@ -77,9 +76,35 @@ def ask(model: str, text: str, **params: Any) -> ChatCompletionRequest:
     )
 
 
-def planned_prompt_tokens(request: ChatCompletionRequest) -> int:
-    """What the simulator counts for this conversation, whatever the wire format."""
-    return plan_reply(request_body(request, "any", "max_tokens", stream=False)).prompt_tokens
+def planned_prompt_tokens(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> int:
+    """What the simulator counts for this conversation, whatever the wire format: the
+    conversation written as OpenAI's chat-completions reference writes it."""
+    body: dict[str, Any] = {"model": "any", "messages": messages}
+    if tools:
+        body["tools"] = tools
+    return plan_reply(body).prompt_tokens
+
+
+#: The tool round trip's conversation as OpenAI's reference writes it.
+ASKED_WEATHER = {"role": "user", "content": "weather in city Paris please"}
+
+
+def weather_call_and_result(call: ToolCall) -> list[dict[str, Any]]:
+    """The model's call of get_weather and its result "18C and sunny", as OpenAI writes them."""
+    called = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": call.function.arguments},
+            }
+        ],
+    }
+    return [called, {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"}]
 
 
 async def streamed(client: AsyncAIClient, request: ChatCompletionRequest) -> list[Any]:
@@ -103,7 +128,9 @@ async def test_unary_answer_with_usage_through_each_provider(
     assert response.choices[0].message.role == "assistant"
     assert response.choices[0].message.content == "You said: hello gateway"
     assert response.choices[0].finish_reason == "stop"
-    assert response.usage.prompt_tokens == planned_prompt_tokens(request)
+    assert response.usage.prompt_tokens == planned_prompt_tokens(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello gateway"}]
+    )
     assert response.usage.completion_tokens == 4
     assert response.usage.total_tokens == response.usage.prompt_tokens + 4
     assert response.model == upstream
@@ -129,16 +156,20 @@ async def test_stream_concatenates_to_the_unary_answer_and_ends_with_finish_and_
     assert {c.id for c in chunks} == {chunks[0].id}
 
 
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 WEATHER = Tool(
     type="function",
     function=FunctionDefinition(
         name="get_weather",
         description="Weather in a city",
-        parameters_json=orjson.dumps(
-            {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-        ).decode(),
+        parameters_json=orjson.dumps(CITY).decode(),
     ),
 )
+#: WEATHER as OpenAI's reference writes a tool.
+WEATHER_WIRE = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Weather in a city", "parameters": CITY},
+}
 
 
 def assemble_tool_call(chunks: list[Any]) -> ToolCall:
@@ -174,7 +205,7 @@ async def test_tool_call_round_trip(
     assert call.function.name == "get_weather"
     assert orjson.loads(call.function.arguments) == {"city": "Paris"}
     assert call.id
-    assert usage.prompt_tokens == planned_prompt_tokens(request)
+    assert usage.prompt_tokens == planned_prompt_tokens([ASKED_WEATHER], [WEATHER_WIRE])
 
     request.messages.append(Message(role="assistant", tool_calls=[call]))
     request.messages.append(Message(role="tool", tool_call_id=call.id, content="18C and sunny"))
@@ -183,7 +214,9 @@ async def test_tool_call_round_trip(
     answer = await client.chat(request)
     assert answer.choices[0].message.content == "Tool result received: 18C and sunny"
     assert answer.choices[0].finish_reason == "stop"
-    assert answer.usage.prompt_tokens == planned_prompt_tokens(request)
+    assert answer.usage.prompt_tokens == planned_prompt_tokens(
+        [ASKED_WEATHER, *weather_call_and_result(call)], [WEATHER_WIRE]
+    )
     if model == "sim-claude":
         last = simulator.stats.received[-1].body["messages"][-1]
         assert last == {

@@ -25,7 +25,7 @@ from ai_service_client import (
     Message,
     UnavailableError,
 )
-from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway, single
+from tests.conftest import PROVIDER_KEY_REF, TEST_KEY, StartGateway, single, until
 
 
 def ask(model: str, text: str = "hello") -> ChatCompletionRequest:
@@ -135,14 +135,12 @@ async def test_short_client_deadline_ends_on_time_with_no_retry_past_it(
     gateway = await start(start_gateway, simulator, [ha_model()])
     simulator.config.latency_ms = 3000
     async with AsyncAIClient(gateway.address, TEST_KEY) as client:
-        started = time.monotonic()
         with pytest.raises(AIServiceError) as caught:
             await client.chat(ask("ha"), timeout=0.4)
-        elapsed = time.monotonic() - started
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert elapsed < 1.0
-    await asyncio.sleep(0.5)
-    assert simulator.stats.total_requests == 1  # nothing was tried after the deadline
+    # The gateway closed the request it had upstream, and tried nothing after it.
+    await until(lambda: simulator.stats.connections_open == 0, "the upstream request closed")
+    assert simulator.stats.total_requests == 1
 
 
 async def test_circuit_opens_skips_the_deployment_half_opens_and_closes(
@@ -164,8 +162,7 @@ async def test_circuit_opens_skips_the_deployment_half_opens_and_closes(
             assert (await client.chat(ask("ha"))).deployment == "simulator/ha-b"
         assert simulator.stats.count(model="ha-a") == 3
 
-        await asyncio.sleep(0.6)
-        assert breaker.state is CircuitState.HALF_OPEN
+        await until(lambda: breaker.state is CircuitState.HALF_OPEN, "the cool-down ends")
         simulator.clear_faults()
         # The probe goes to ha-a (it is first by weight), succeeds, and closes the circuit.
         assert (await client.chat(ask("ha"))).deployment == "simulator/ha-a"
@@ -187,7 +184,7 @@ async def test_a_failed_probe_opens_the_circuit_again(
         for _ in range(2):
             await client.chat(ask("ha"))
         assert breaker.state is CircuitState.OPEN
-        await asyncio.sleep(0.4)
+        await until(lambda: breaker.state is CircuitState.HALF_OPEN, "the cool-down ends")
         await client.chat(ask("ha"))  # the probe fails, ha-b answers
     assert breaker.state is CircuitState.OPEN
     assert simulator.stats.count(model="ha-a") == 3
@@ -261,17 +258,15 @@ async def test_concurrency_limit_queues_then_refuses(
     (limiter,) = (handle.limiter for handle in gateway.router.deployments)
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         held = [asyncio.create_task(client.chat(ask("narrow"))) for _ in range(3)]
-        deadline = time.monotonic() + 5
-        while (limiter.in_flight, limiter.queued) != (2, 1):  # two in flight, one waiting
-            assert time.monotonic() < deadline, (limiter.in_flight, limiter.queued)
-            await asyncio.sleep(0.01)
-        started = time.monotonic()
+        await until(
+            lambda: (limiter.in_flight, limiter.queued) == (2, 1), "two in flight, one waiting"
+        )
         with pytest.raises(AIServiceError) as caught:
             await client.chat(ask("narrow"))
-        assert time.monotonic() - started < 1.0  # refused at once, not queued
         answers = await asyncio.gather(*held)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.reason == "DEPLOYMENT_BUSY"
+    assert "at its limit of 2 calls in flight with 1 waiting" in str(caught.value)  # not queued
     assert all(a.choices[0].message.content == "You said: hello" for a in answers)
     assert simulator.stats.count(model="narrow") == 3
 
@@ -293,9 +288,10 @@ async def test_wait_for_a_slot_past_the_deadline_is_refused(
         retries={"max_attempts": 1},
     )
     simulator.config.latency_ms = 1000
+    (limiter,) = (handle.limiter for handle in gateway.router.deployments)
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         held = asyncio.create_task(client.chat(ask("narrow")))
-        await asyncio.sleep(0.2)
+        await until(lambda: limiter.in_flight == 1, "the first call holds the slot")
         with pytest.raises(AIServiceError) as caught:
             await client.chat(ask("narrow"), timeout=0.3)
         await held
@@ -341,22 +337,18 @@ async def test_hedging_answers_from_the_second_deployment_and_cancels_the_first(
     start_gateway: StartGateway, simulator: Simulator, streamed: bool
 ) -> None:
     gateway = await start(start_gateway, simulator, [ha_model(weight_a=1e6, hedge_after_ms=100)])
-    simulator.add_fault(FaultRule("stall", model="ha-a", seconds=5))
+    # ha-a never answers: the call ends only if the first answer wins without waiting.
+    simulator.add_fault(FaultRule("stall", model="ha-a", seconds=None))
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        started = time.monotonic()
         if streamed:
             chunks = [c async for c in client.stream_chat(ask("ha"))]
             deployment = chunks[0].deployment
         else:
             deployment = (await client.chat(ask("ha"))).deployment
-        elapsed = time.monotonic() - started
     assert deployment == "simulator/ha-b"
-    assert elapsed < 1.5
-    # The slow attempt was cancelled: its connection is gone, nothing in flight.
-    for _ in range(50):
-        if simulator.stats.connections_open == 0:
-            break
-        await asyncio.sleep(0.02)
+    # The slow attempt was cancelled: its request closed (ha-b's connection may stay in
+    # the pool), nothing in flight.
+    await until(lambda: simulator.stats.connections_open <= 1, "the slow request closed")
     handles = {h.name: h for h in gateway.router.deployments}
     assert handles["simulator/ha-a"].limiter.in_flight == 0
     assert handles["simulator/ha-b"].limiter.in_flight == 0

@@ -8,7 +8,7 @@ streams reset as fast as they open. Each must be refused or ended, never held.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -18,7 +18,7 @@ from ai_service.runtime.gateway import Gateway
 from ai_service_client import AsyncAIClient, CallCancelledError
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message
 from bench.h2raw import RawH2
-from tests.conftest import TEST_KEY, StartGateway
+from tests.conftest import TEST_KEY, StartGateway, until
 
 CHAT = "/ai_service.v1.AIService/ChatCompletion"
 STREAM = "/ai_service.v1.AIService/StreamChatCompletion"
@@ -48,15 +48,6 @@ async def connect(gateway: Gateway, opened: list[RawH2]) -> RawH2:
     return raw
 
 
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll `condition()` until true (for 30 s at most: liveness, not a timing check)."""
-    for _ in range(1500):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_a_call_without_a_key_is_refused_from_its_headers(
     start_gateway: StartGateway, raw_connections: list[RawH2]
 ) -> None:
@@ -69,7 +60,7 @@ async def test_a_call_without_a_key_is_refused_from_its_headers(
             assert ended.grpc_status == UNAUTHENTICATED, (method, metadata)
     telemetry = gateway.observability._telemetry
     assert telemetry is not None
-    await wait_until(lambda: telemetry.calls == 0, "calls ended")
+    await until(lambda: telemetry.calls == 0, "calls ended", seconds=30)
 
 
 async def test_a_call_whose_request_never_comes_is_ended(
@@ -104,12 +95,14 @@ async def test_past_the_calls_awaiting_their_request_the_longest_waiting_is_ende
     waiting = []
     for raw, method, metadata in ((first, CHECK, []), (second, CHAT, KEY), (first, WATCH, [])):
         waiting.append(await raw.open(method, metadata))  # one at a time: their order is known
-        await wait_until(lambda: gateway.arrivals.waiting == len(waiting), "the call waiting")
+        await until(
+            lambda: gateway.arrivals.waiting == len(waiting), "the call waiting", seconds=30
+        )
     newest = await second.open(CHECK)
     ended = await first.wait_ended(waiting[0])  # the longest waiting, on any connection
     assert ended.grpc_status == DEADLINE_EXCEEDED
     assert "no request message arrived while 3 calls waited" in ended.grpc_message
-    await wait_until(lambda: gateway.arrivals.waiting == 3, "three calls waiting again")
+    await until(lambda: gateway.arrivals.waiting == 3, "three calls waiting again", seconds=30)
     assert first.open_streams() == waiting[2:] and second.open_streams() == [waiting[1], newest]
     # A whole call takes its turn, and is answered.
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
@@ -198,7 +191,7 @@ async def test_rapid_reset_leaves_the_gateway_serving_and_holding_nothing(
         await raw.reset(await raw.open(CHAT, KEY))
     telemetry = gateway.observability._telemetry
     assert telemetry is not None
-    await wait_until(lambda: telemetry.calls == 0, "calls ended")
+    await until(lambda: telemetry.calls == 0, "calls ended", seconds=30)
     # gRPC may still hold the reset calls in its backlog (`max_pending_calls`) for a
     # moment, shedding new ones CANCELLED meanwhile: the gateway serves once it is gone.
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
@@ -227,7 +220,7 @@ async def test_health_watch_streams_are_capped(start_gateway: StartGateway) -> N
         # Check still answers, and a Watch that ends frees its place.
         assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
         watches[0].cancel()
-        await wait_until(lambda: gateway.health.watching < 2, "a watch ended")
+        await until(lambda: gateway.health.watching < 2, "a watch ended", seconds=30)
         again = health.Watch(request)
         assert (await again.read()).status == health_pb2.HealthCheckResponse.SERVING
         again.cancel()

@@ -28,8 +28,16 @@ from ai_service_client import (
     Message,
 )
 from ai_service_protos import ai_service_pb2_grpc
-from tests.conftest import PROVIDER_SECRET, TEST_ENV, TEST_KEY, config_tree, free_port, write_config
-from tests.processes import gateway_argv, spawn, wait_serving
+from tests.conftest import (
+    PROVIDER_SECRET,
+    TEST_ENV,
+    TEST_KEY,
+    config_tree,
+    free_port,
+    until,
+    write_config,
+)
+from tests.processes import ANY_PORT, gateway_address, gateway_argv, spawn, wait_serving
 from tests.servers import redis_server
 
 
@@ -173,15 +181,20 @@ async def test_audit_records_survive_sigterm_mid_traffic(
     audit_path = tmp_path / "audit.jsonl"
     tree = config_tree(simulator.base_url, server__shutdown_grace_seconds=20)
     tree["observability"] = {"metrics": {"enabled": False}, "audit": {"path": str(audit_path)}}
-    address = f"127.0.0.1:{free_port()}"
     process = spawn(
         gateway_argv(
-            "--config", str(write_config(tmp_path / "config.yaml", tree)), "--listen", address
+            "--config",
+            str(write_config(tmp_path / "config.yaml", tree)),
+            "--workers",
+            "1",
+            "--listen",
+            ANY_PORT,
         ),
         tmp_path,
         "gateway",
     )
     try:
+        address = await asyncio.to_thread(gateway_address, process)
         await asyncio.to_thread(wait_serving, address, process)
         succeeded: list[str] = []
         failed: list[str] = []
@@ -274,10 +287,15 @@ async def test_calls_cut_by_the_end_of_the_grace_are_settled_and_recorded_as_see
             cacheable.temperature = 0
             unary = asyncio.ensure_future(client.chat(cacheable))
             streamed = asyncio.ensure_future(client.stream_chat(ask()).__anext__())
-            await asyncio.sleep(0.3)  # both wait on the upstream, ~1,000 tokens reserved each
+            await until(  # both wait on the upstream, ~1,000 tokens reserved each
+                lambda: simulator.stats.total_requests == 2, "both calls upstream"
+            )
             await admin.execute_command("CLIENT", "PAUSE", "600", "WRITE")
-            await gateway.stop(0.2)
-            ended = await asyncio.gather(unary, streamed, return_exceptions=True)
+            # Bounded (each Redis call by its 3 s timeout): a hang fails here, with the
+            # place it waited in the traceback.
+            async with asyncio.timeout(60):
+                await gateway.stop(0.2)
+                ended = await asyncio.gather(unary, streamed, return_exceptions=True)
             left = float(await admin.hget("ai-service:limit:tokens:tester", "tokens"))
     assert [e.code.name if isinstance(e, AIServiceError) else e for e in ended] == [
         "UNAVAILABLE"

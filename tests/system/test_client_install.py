@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TEST_KEY, config_tree, free_port, write_config
-from tests.processes import gateway_argv, spawn, start_simulator, wait_serving
+from tests.conftest import REPO, TEST_KEY, config_tree, write_config
+from tests.processes import start_gateway_process, start_simulator
 
 GATEWAY_ONLY = ("redis", "aiohttp", "opentelemetry", "pydantic", "httpx")
 
@@ -59,16 +59,16 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[str]:
-    """A gateway process (with its simulator) on a free loopback port."""
+    """A gateway process (with its simulator) on a loopback port it picks."""
     simulator, url = start_simulator(tmp_path)
-    address = f"127.0.0.1:{free_port()}"
-    config = write_config(tmp_path / "config.yaml", config_tree(url))
-    process = spawn(gateway_argv("--config", str(config), "--listen", address), tmp_path, "gw")
     try:
-        wait_serving(address, process)
-        yield address
+        config = write_config(tmp_path / "config.yaml", config_tree(url))
+        running = start_gateway_process(["--config", str(config)], tmp_path, "gw")
+        try:
+            yield running.address
+        finally:
+            running.process.kill()
     finally:
-        process.kill()
         simulator.kill()
 
 

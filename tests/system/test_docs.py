@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from ai_service.config import parse_config
-from tests.conftest import REPO, free_port
-from tests.processes import VENV_BIN, Process, clean_env, gateway_argv, spawn, wait_serving
+from tests.conftest import REPO
+from tests.processes import ANY_PORT, VENV_BIN, clean_env, start_gateway_process
 
 PAGES = sorted([REPO / "README.md", REPO / "CONTRIBUTING.md", *(REPO / "docs").glob("*.md")])
 README_ADDRESS = "127.0.0.1:50051"
@@ -67,28 +67,15 @@ def runnable(language: str) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The embedded default, as `make run` starts it, on free ports: the address each
+    """The embedded default, as `make run` starts it, on ports it picks: the address each
     address the pages write stands for (gRPC's, the HTTP door's)."""
-    address = f"127.0.0.1:{free_port()}"
-    http = f"127.0.0.1:{free_port()}"
     logs = tmp_path_factory.mktemp("docs-gateway")
-    process: Process = spawn(
-        gateway_argv(
-            "--listen",
-            address,
-            "--http-listen",
-            http,
-            "--metrics-listen",
-            f"127.0.0.1:{free_port()}",
-        ),
-        logs,
-        "gateway",
-    )
+    running = start_gateway_process(["--metrics-listen", ANY_PORT], logs)
+    assert running.http_address is not None
     try:
-        wait_serving(address, process)
-        yield {README_ADDRESS: address, README_HTTP_ADDRESS: http}
+        yield {README_ADDRESS: running.address, README_HTTP_ADDRESS: running.http_address}
     finally:
-        process.kill()
+        running.process.kill()
 
 
 def run(argv: list[str], code: str, addresses: dict[str, str]) -> subprocess.CompletedProcess[str]:

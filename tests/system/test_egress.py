@@ -16,7 +16,6 @@ import asyncio
 import importlib.metadata
 import logging
 import re
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
@@ -34,7 +33,7 @@ from ai_service.simulator import Simulator
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionRequest, Message
 from tests.certs import Certificates, encrypted, issue, make_certificates
 from tests.clouds import CLOUD_ENV, TENANT, cloud_models, cloud_providers, service_account_file
-from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree, free_port
+from tests.conftest import TEST_ENV, TEST_KEY, StartGateway, config_tree, free_port, until
 from tests.servers import Tinyproxy, require, running, tinyproxy
 
 CLIENTS = ["h1", "aiohttp", "httpx2", "httpx"]
@@ -89,7 +88,7 @@ class Front:
     async def served(self, base_url: str, count: int) -> list[dict[str, str]]:
         """The log of `base_url` once it holds `count` requests: nginx writes a request's
         line after its last byte went out, so a caller may be a moment ahead of it."""
-        await wait_for(lambda: len(self.log(base_url)) >= count, f"{count} requests logged")
+        await until(lambda: len(self.log(base_url)) >= count, f"{count} requests logged")
         return self.log(base_url)
 
     def active_connections(self) -> int:
@@ -197,14 +196,6 @@ def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
             return stack.enter_context(tinyproxy(free_port(), folder, credentials))
 
         yield start
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # -- the gateway and its calls ---------------------------------------------------------
@@ -407,7 +398,7 @@ async def test_calls_go_on_after_the_upstream_closed_an_idle_connection(
     )
     assert await ask(gateway, streamed=False) == ANSWER
     # nginx's keepalive_timeout: only the status request's own connection stays.
-    await wait_for(lambda: front.active_connections() == 1, "nginx to close the idle connection")
+    await until(lambda: front.active_connections() == 1, "nginx to close the idle connection")
     assert await ask(gateway, streamed=True) == ANSWER
     first, second = await front.served(front.https, 2)
     assert first["connection"] != second["connection"]

@@ -24,17 +24,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ai_service.simulator import plan_reply
 from ai_service_client import AIServiceError, AsyncAIClient, ChatCompletionChunk, build_chat_request
-from tests.conftest import REPO, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import REPO, TEST_KEY, config_tree, write_config
 from tests.processes import (
+    ANY_PORT,
     GRACE_SECONDS,
     STREAM_PROMPT,
     VENV_BIN,
-    Process,
     Running,
     clean_env,
-    gateway_argv,
     run_gateway_to_exit,
-    spawn,
+    start_gateway_process,
     start_simulator,
     wait_serving,
 )
@@ -70,18 +69,12 @@ GRPCURL_USAGE = (
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """`python -m server --listen 127.0.0.1:<free>`: the embedded default, no config."""
-    address = f"127.0.0.1:{free_port()}"
-    process = spawn(
-        gateway_argv("--listen", address, "--http-listen", f"127.0.0.1:{free_port()}"),
-        tmp_path_factory.mktemp("embedded"),
-        "gateway",
-    )
+    """`python -m server --listen 127.0.0.1:0`: the embedded default, no config."""
+    running = start_gateway_process([], tmp_path_factory.mktemp("embedded"))
     try:
-        wait_serving(address, process)
-        yield Running(address, process)
+        yield running
     finally:
-        process.kill()
+        running.process.kill()
 
 
 # --- grpcurl ------------------------------------------------------------------------------
@@ -316,7 +309,7 @@ def test_port_clash_is_an_error(embedded: Running) -> None:
 
 
 def test_demo_key_may_not_bind_a_public_address() -> None:
-    result = run_gateway_to_exit("--listen", f"0.0.0.0:{free_port()}")
+    result = run_gateway_to_exit("--listen", "0.0.0.0:0")
     assert result.returncode == 2, result
     assert "invalid configuration: server.listen:" in result.stderr
     assert "demo key" in result.stderr
@@ -326,7 +319,7 @@ def test_demo_key_in_a_config_may_not_bind_a_public_address_either(tmp_path: Pat
     # --listen overrides the config's address; the loopback rule is checked again.
     tree = config_tree("http://127.0.0.1:9", auth={"keys": [{"name": "demo", "key": "demo-key"}]})
     config = write_config(tmp_path / "config.yaml", tree)
-    result = run_gateway_to_exit("--config", str(config), "--listen", f"0.0.0.0:{free_port()}")
+    result = run_gateway_to_exit("--config", str(config), "--listen", "0.0.0.0:0")
     assert result.returncode == 2, result
     assert "server.listen:" in result.stderr
 
@@ -337,7 +330,7 @@ def test_unknown_provider_reference_names_the_field(tmp_path: Path) -> None:
         models=[{"name": "sim-gpt", "provider": "opneai", "upstream_model": "sim-gpt-1"}],
     )
     config = write_config(tmp_path / "config.yaml", tree)
-    result = run_gateway_to_exit("--config", str(config), "--listen", f"127.0.0.1:{free_port()}")
+    result = run_gateway_to_exit("--config", str(config), "--listen", ANY_PORT)
     assert result.returncode == 2, result
     assert "models[0].provider: unknown provider 'opneai'" in result.stderr
 
@@ -349,9 +342,7 @@ def test_missing_environment_variable_names_it(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.yaml", tree)
     env = clean_env()
     env.pop(variable, None)
-    result = run_gateway_to_exit(
-        "--config", str(config), "--listen", f"127.0.0.1:{free_port()}", env=env
-    )
+    result = run_gateway_to_exit("--config", str(config), "--listen", ANY_PORT, env=env)
     assert result.returncode == 2, result
     assert f"providers[0].api_key: environment variable {variable} is not set" in result.stderr
 
@@ -363,19 +354,15 @@ def test_missing_environment_variable_names_it(tmp_path: Path) -> None:
 def draining_gateway(tmp_path: Path) -> Iterator[Running]:
     """A gateway process from a YAML config, in front of a separate, slow simulator process."""
     simulator, sim_url = start_simulator(tmp_path, "--tokens-per-second", "20")
-    gateway: Process | None = None
+    gateway: Running | None = None
     try:
         tree = config_tree(sim_url, server__shutdown_grace_seconds=GRACE_SECONDS)
         config = write_config(tmp_path / "config.yaml", tree)
-        address = f"127.0.0.1:{free_port()}"
-        gateway = spawn(
-            gateway_argv("--config", str(config), "--listen", address), tmp_path, "gateway"
-        )
-        wait_serving(address, gateway)
-        yield Running(address, gateway)
+        gateway = start_gateway_process(["--config", str(config)], tmp_path)
+        yield gateway
     finally:
         if gateway is not None:
-            gateway.kill()
+            gateway.process.kill()
         simulator.kill()
 
 

@@ -31,9 +31,11 @@ from ai_service_client import (
 )
 from ai_service_protos import ai_service_pb2_grpc
 from ai_service_protos.ai_service_pb2 import ListModelsRequest
-from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, write_config
+from tests.conftest import PROVIDER_SECRET, TEST_KEY, config_tree, free_port, until, write_config
 from tests.processes import (
+    ANY_PORT,
     Process,
+    gateway_address,
     gateway_argv,
     serving_workers,
     spawn,
@@ -159,30 +161,40 @@ async def test_a_changed_provider_serves_new_calls_and_the_old_pool_retires(
         write_config(path, tree)
         assert await gateway.reload(str(path))
         await client.chat(ask())
-        await asyncio.sleep(0.5)  # the retired pool closes after the grace period
-        assert not gateway._closing
+        # The retired pool closes after the grace period.
+        await until(lambda: not gateway._closing, "the retired pool closed")
     assert simulator.stats.total_requests == 1
     assert second.stats.total_requests == 1
 
 
 @contextlib.contextmanager
 def gateway_process(
-    tmp_path: Path, workers: int, edit: Callable[[dict[str, Any]], None] = lambda tree: None
+    tmp_path: Path,
+    workers: int,
+    edit: Callable[[dict[str, Any]], None] = lambda tree: None,
+    *,
+    acted_on_at_start: bool = False,
 ) -> Iterator[tuple[Process, Path, dict[str, Any], str]]:
     """`python -m ai_service` on a config file (the process, the file, its tree, the address);
-    `edit` changes the test config first."""
+    `edit` changes the test config first; `acted_on_at_start`: the test acts on the process
+    while it starts, so this yields before it has bound its port (nor said which)."""
     simulator, sim_url = start_simulator(tmp_path)
     gateway = None
     try:
         tree = config_tree(sim_url)
         edit(tree)
         path = write_config(tmp_path / "config.yaml", tree)
-        address = f"127.0.0.1:{free_port()}"
+        # Workers share one port (SO_REUSEPORT), and a gateway acted on while it starts
+        # reports its port too late: then it must be known before they start. Otherwise the
+        # gateway picks its own and reports it.
+        fixed = workers > 1 or acted_on_at_start
+        listen = f"127.0.0.1:{free_port()}" if fixed else ANY_PORT
         gateway = spawn(
-            gateway_argv("--config", str(path), "--listen", address, "--workers", str(workers)),
+            gateway_argv("--config", str(path), "--listen", listen, "--workers", str(workers)),
             tmp_path,
             "gateway",
         )
+        address = listen if fixed else gateway_address(gateway)
         yield gateway, path, tree, address
         gateway.popen.send_signal(signal.SIGTERM)
         assert gateway.popen.wait(timeout=30) == 0
@@ -199,10 +211,7 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         assert _code(address, TEST_KEY) is grpc.StatusCode.OK
         write_config(path, revised(tree))
         gateway.popen.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _code(address, NEW_KEY) is not grpc.StatusCode.OK:
-            time.sleep(0.2)
-        time.sleep(0.5)  # both workers have had their signal by now
+        wait_logged(gateway, "config reloaded", count=2)  # by both workers
         # Over many new connections (both workers): the old key is gone, the new one works.
         assert {_code(address, TEST_KEY) for _ in range(12)} == {grpc.StatusCode.UNAUTHENTICATED}
         assert _code(address, NEW_KEY) is grpc.StatusCode.OK
@@ -288,7 +297,8 @@ async def test_providers_a_reload_retired_are_closed_when_the_gateway_stops_firs
 
 
 def test_a_sighup_while_the_gateway_starts_does_not_kill_it(tmp_path: Path) -> None:
-    with gateway_process(tmp_path, workers=1) as (gateway, _path, _tree, address):
+    started = gateway_process(tmp_path, workers=1, acted_on_at_start=True)
+    with started as (gateway, _path, _tree, address):
         # Still importing: unless SIGHUP is blocked from the first line, it kills it here.
         time.sleep(0.1)
         gateway.popen.send_signal(signal.SIGHUP)
@@ -308,7 +318,8 @@ def test_a_sighup_after_the_config_was_read_is_applied_once_serving(tmp_path: Pa
         provider = {k: v for k, v in tree["providers"][0].items() if k != "api_key"}
         tree["providers"] = [{**provider, "api_key_file": str(source)}]
 
-    with gateway_process(tmp_path, 1, functools.partial(key_from, fifo)) as running:
+    edit = functools.partial(key_from, fifo)
+    with gateway_process(tmp_path, 1, edit, acted_on_at_start=True) as running:
         gateway, path, tree, address = running
         with fifo.open("w") as writer:  # opens once the gateway is reading the config
             revision = revised(tree)

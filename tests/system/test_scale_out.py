@@ -27,7 +27,7 @@ from tests.conftest import (
     paced,
     write_config,
 )
-from tests.processes import Process, gateway_argv, spawn, start_simulator, wait_serving
+from tests.processes import Process, start_gateway_process, start_simulator
 from tests.servers import nginx_in_front, redis_server
 
 RPM = 30
@@ -91,15 +91,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             config = write_config(directory / "config.yaml", tree)
             replicas = []
             for i in range(3):
-                address = f"127.0.0.1:{free_port()}"
-                gateway = spawn(
-                    gateway_argv("--config", str(config), "--listen", address, "--workers", "1"),
-                    directory,
-                    f"gateway-{i}",
-                )
-                processes.append(gateway)
-                wait_serving(address, gateway)
-                replicas.append(address)
+                args = ["--config", str(config), "--workers", "1"]
+                gateway = start_gateway_process(args, directory, f"gateway-{i}")
+                processes.append(gateway.process)
+                replicas.append(gateway.address)
+            # nginx's config names its port: it must be known before it starts.
             with nginx_in_front(free_port(), replicas, directory / "nginx") as front:
                 yield Cluster(front, replicas, simulator_url, redis.url)
     finally:

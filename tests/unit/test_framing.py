@@ -71,3 +71,10 @@ async def test_a_read_yields_everything_it_completed_in_one_batch() -> None:
     assert [[e.data for e in batch] for batch in batches] == [[b"1"], [b"2"], [b"3"], [b"4"]]
     batches = [batch async for batch in iter_sse_batches(pieces(body, 1000))]
     assert [[e.data for e in batch] for batch in batches] == [[b"1", b"2", b"3"], [b"4"]]
+
+
+async def test_a_line_may_be_4_mib_and_no_longer() -> None:
+    longest = b"x" * (4 * 1024 * 1024)
+    assert await lines(longest + b"\nnext\n", 1024 * 1024) == [longest, b"next"]
+    with pytest.raises(UpstreamUnavailable, match="over 4194304 bytes"):
+        await lines(longest + b"x", 1024 * 1024)

@@ -32,6 +32,7 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionRequest,
     ChatCompletionResponse,
 )
+from tests.conftest import until
 
 
 class Clock:
@@ -155,7 +156,7 @@ async def test_limiter_hands_slots_over_in_order_and_refuses_beyond_the_queue() 
     budget = Budget.for_call(None, 5)
     await limiter.acquire(budget)
     waiting = asyncio.create_task(limiter.acquire(budget))
-    await asyncio.sleep(0)
+    await until(lambda: bool(limiter.queued), "a waiter in the queue")
     with pytest.raises(DeploymentBusy):
         await limiter.acquire(budget)
     limiter.release()
@@ -170,7 +171,7 @@ async def test_limiter_cancelled_waiter_leaves_no_trace() -> None:
     budget = Budget.for_call(None, 5)
     await limiter.acquire(budget)
     waiting = asyncio.create_task(limiter.acquire(budget))
-    await asyncio.sleep(0)
+    await until(lambda: bool(limiter.queued), "a waiter in the queue")
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     limiter.release()
@@ -277,7 +278,7 @@ async def test_an_attempt_reports_failure_success_and_cancellation_as_each_deser
     assert probe is Admission.PROBE
     provider.outcome = None
     attempt = asyncio.ensure_future(guarded_complete(handle, probe, request, budget))
-    await asyncio.sleep(0)
+    await until(lambda: bool(handle.limiter.in_flight), "the attempt waiting on the upstream")
     attempt.cancel()  # the caller left: no verdict, and the probe slot is free again
     with pytest.raises(asyncio.CancelledError):
         await attempt
