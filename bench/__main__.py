@@ -35,13 +35,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def git_head(repo: Path) -> str:
-    """The short commit hash, read from .git without running git."""
+    """The short commit hash, read from .git without running git (a worktree's .git is a
+    file naming its own directory; its branches live in the main one's)."""
     git = repo / ".git"
     try:
+        if git.is_file():
+            git = repo / git.read_text().strip().removeprefix("gitdir: ")
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:7]
         ref = head[5:]
+        if (git / "commondir").exists():
+            git = git / (git / "commondir").read_text().strip()
         if (git / ref).exists():
             return (git / ref).read_text().strip()[:7]
         for line in (git / "packed-refs").read_text().splitlines():

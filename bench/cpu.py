@@ -53,26 +53,38 @@ class Server:
     http: bool = False
 
 
-def _gateway(name: str, *, http: bool = False, **switches: Any) -> Server:
+def _gateway(
+    name: str, *, http: bool = False, log_level: str = "warning", **switches: Any
+) -> Server:
     def start(workdir: Path, sim: stack.Endpoint) -> contextlib.AbstractContextManager[Any]:
         tree = stack.gateway_tree(sim.http, http_door=http, **switches)
-        return stack.gateway(workdir, tree, name=f"cpu-{name}")
+        return stack.gateway(workdir, tree, name=f"cpu-{name}", log_level=log_level)
 
     return Server(start, auth=bool(switches.get("auth")), http=http)
 
 
 #: The production config: what a deployment turns on — a key and its request limit
 #: (the default 600 per minute, raised here so the load is never refused), metrics (on
-#: by default) — and every default the gateway applies unasked.
+#: by default), the default log level (info: the access log's line per call) — and every
+#: default the gateway applies unasked. The other rows log warnings only.
+PRODUCTION_SWITCHES: dict[str, Any] = {
+    "auth": True,
+    "rate_limit": True,
+    "metrics": True,
+    "log_level": "info",
+}
 SERVERS: dict[str, Server] = {
     ECHO: Server(lambda workdir, sim: stack.echo_server(workdir)),
     FORWARDER: Server(lambda workdir, sim: stack.forwarder(workdir, sim)),
-    PRODUCTION: _gateway("production", auth=True, rate_limit=True, metrics=True),
-    HTTP_DOOR: _gateway("http-door", http=True, auth=True, rate_limit=True, metrics=True),
+    PRODUCTION: _gateway("production", **PRODUCTION_SWITCHES),
+    HTTP_DOOR: _gateway("http-door", http=True, **PRODUCTION_SWITCHES),
     BASE: _gateway("base", auth=False, rate_limit=False),
     "+ auth": _gateway("auth", auth=True, rate_limit=False),
     "+ limiter": _gateway("limiter", auth=False, rate_limit=True),
     "+ metrics": _gateway("metrics", auth=False, rate_limit=False, metrics=True),
+    "+ access log (log level info)": _gateway(
+        "access-log", auth=False, rate_limit=False, log_level="info"
+    ),
     "+ tracing (0% sampled)": _gateway("tracing", auth=False, rate_limit=False, tracing="gateway"),
     "+ redaction (redact, built-in detectors)": _gateway(
         "redaction", auth=False, rate_limit=False, redaction=True

@@ -157,12 +157,14 @@ def gateway(
     name: str = "gateway",
     workers: int = 1,
     env: dict[str, str] | None = None,
+    log_level: str = "warning",
 ) -> Iterator[Endpoint]:
+    """A gateway process; `log_level` info keeps its access log (a line per call) on."""
     port = free_port()
     http_port = free_port() if "http" in tree["server"] else 0
     config = workdir / f"{name}.yaml"
     config.write_text(yaml.safe_dump(_with_ports(tree, port, http_port)), encoding="utf-8")
-    argv = [PYTHON, "-m", "ai_service", "--config", str(config), "--log-level", "warning"]
+    argv = [PYTHON, "-m", "ai_service", "--config", str(config), "--log-level", log_level]
     argv += ["--workers", str(workers)]
     with running(argv, port=port, log=workdir / f"{name}.log", env=env) as proc:
         # The port answers as soon as one worker listens: wait for all of them.

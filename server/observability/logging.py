@@ -33,16 +33,37 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     if call is not None:
         fields["request_id"] = call.request_id
     for key, value in vars(record).items():
-        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+        if key not in _STANDARD_ATTRS and key[0] != "_":
             fields[key] = value
     return fields
 
 
+class _SecondStamp:
+    """`2026-01-31T12:00:00` for a record's time: formatted once a second, not per line
+    (the access log writes a line per call)."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return self._text
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = _SecondStamp()
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._stamp(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -69,6 +90,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
+    # No line shows the caller's file and line, thread or process: the logging module
+    # need not look them up for every record (a line per call with the access log on).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     root = logging.getLogger()

@@ -1,0 +1,25 @@
+"""A JSON log line's time is its record's own, to the millisecond, in UTC."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from ai_service.observability.logging import JsonFormatter
+
+
+def line_time(formatter: JsonFormatter, created: float) -> str:
+    record = logging.LogRecord("ai_service.access", logging.INFO, "", 0, "call", None, None)
+    record.created, record.msecs = created, (created - int(created)) * 1000
+    time: str = orjson.loads(formatter.format(record))["time"]
+    return time
+
+
+def test_each_line_carries_its_own_time_across_seconds() -> None:
+    formatter = JsonFormatter()
+    # 2026-01-31T23:59:59 UTC, then later in that second, then the next day.
+    assert line_time(formatter, 1769903999.25) == "2026-01-31T23:59:59.250Z"
+    assert line_time(formatter, 1769903999.999) == "2026-01-31T23:59:59.999Z"
+    assert line_time(formatter, 1769904000.5) == "2026-02-01T00:00:00.500Z"
+    assert line_time(formatter, 1769903999.0) == "2026-01-31T23:59:59.000Z"  # back again
