@@ -168,7 +168,9 @@ async def test_successes_are_sampled_and_failures_never(
         for i in range(5):
             await client.chat(ask(), metadata=rid(f"ok-{i}"))
         await failing(client.chat(ask(model="no-such-model"), metadata=rid("failed")))
-    assert set(by_request_id(access_lines)) == {"failed"}
+    # Of this test's calls (a call of an earlier test's gateway may still end meanwhile).
+    issued = {f"ok-{i}" for i in range(5)} | {"failed"}
+    assert set(by_request_id(access_lines)) & issued == {"failed"}
 
 
 async def test_audit_records_of_failed_and_cut_calls_name_the_deployment_and_the_tokens(
