@@ -82,15 +82,19 @@ class Router:
         on_circuit_change: Callable[[CircuitBreaker], None] | None = None,
         rng: random.Random | None = None,
         previous: Router | None = None,
+        upstreams: Mapping[str, str] | None = None,
     ) -> None:
         """`previous`: the router a reload replaces. A deployment it served on the same
         provider with the same limits keeps its handle, so its circuit and its calls in
-        flight carry over instead of starting from nothing."""
+        flight carry over instead of starting from nothing. `upstreams`: provider name →
+        its settings as text (secrets masked), part of each route's fingerprint, so a
+        reload that repoints a provider starts its routes' cached answers afresh."""
         self._rng = rng or random.Random()
+        self._upstreams: Mapping[str, str] = upstreams or {}
         kept = {h.target: h for h in previous.deployments} if previous is not None else {}
         handles: dict[Deployment, DeploymentHandle] = {}
         self._routes: dict[str, ModelRoute] = {}
-        by_name = {model.name: model for model in models}
+        by_name = self._by_name = {model.name: model for model in models}
         # A deployment's limits, from whichever model sets them (they may share it).
         limits = deployment_limits(tuple(by_name.values()))
         for model in by_name.values():
@@ -122,8 +126,7 @@ class Router:
                             limiter=ConcurrencyLimiter(target.name, max_in_flight, max_queue),
                         )
                 weighted.append(WeightedDeployment(handle, settings.weight))
-            self._routes[model.name] = _route(model, tuple(weighted), model.fallbacks, by_name)
-        self._by_name = by_name
+            self._routes[model.name] = self._route(model, tuple(weighted), model.fallbacks)
         self.deployments: tuple[DeploymentHandle, ...] = tuple(handles.values())
         # Built once per route (and per restricted view, when first asked for), read on
         # every call (`default_max_tokens`, `output_cap`, `may_narrow`).
@@ -206,6 +209,21 @@ class Router:
         the model it serves for them (a fallback's own applies when it serves)."""
         return self._serving[_key(route)][handle].max_output_tokens
 
+    def _route(
+        self,
+        model: ModelSettings,
+        deployments: tuple[WeightedDeployment, ...],
+        fallbacks: tuple[str, ...],
+    ) -> ModelRoute:
+        """`model`'s route; its fingerprint covers the settings of the models that may
+        serve it and of the providers they name: what decides the answer it gets."""
+        serving = (model, *(self._by_name[name] for name in fallbacks))
+        providers = sorted({target.provider for m in serving for target in m.targets})
+        described = [m.model_dump_json() for m in serving]
+        described += [self._upstreams.get(name, name) for name in providers]
+        fingerprint = hashlib.sha256("\n".join(described).encode()).hexdigest()[:16]
+        return ModelRoute(model, deployments, fingerprint, fallbacks)
+
     def _view(self, route: ModelRoute, caller: Caller) -> ModelRoute:
         """`route` less the fallbacks `caller` may not use (`route` itself when it may use
         them all: every unrestricted key). Views are built once and kept."""
@@ -214,7 +232,7 @@ class Router:
             return route
         view = self._views.get((route.name, fallbacks))
         if view is None:
-            view = _route(route.model, route.deployments, fallbacks, self._by_name)
+            view = self._route(route.model, route.deployments, fallbacks)
             self._register(view)
         return view
 
@@ -294,19 +312,6 @@ class Router:
 
 def _key(route: ModelRoute) -> tuple[str, tuple[str, ...]]:
     return route.name, route.fallbacks
-
-
-def _route(
-    model: ModelSettings,
-    deployments: tuple[WeightedDeployment, ...],
-    fallbacks: tuple[str, ...],
-    by_name: Mapping[str, ModelSettings],
-) -> ModelRoute:
-    serving = (model, *(by_name[name] for name in fallbacks))
-    fingerprint = hashlib.sha256(
-        "\n".join(m.model_dump_json() for m in serving).encode()
-    ).hexdigest()[:16]
-    return ModelRoute(model, deployments, fingerprint, fallbacks)
 
 
 def _outstanding(deployment: WeightedDeployment) -> int:

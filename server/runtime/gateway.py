@@ -165,6 +165,7 @@ class Gateway:
             resilience,
             on_circuit_change=self.model_health.circuit_changed,
             previous=self.runtime.router if self.runtime is not None else None,
+            upstreams={p.name: p.model_dump_json() for p in config.providers},
         )
         dispatcher = Dispatcher(router, resilience.retries)
         if self._cache is None or config.cache != self.config.cache:

@@ -391,3 +391,27 @@ async def test_a_reload_that_repoints_a_model_does_not_serve_its_old_cached_answ
         assert await gateway.reload(str(path))
         moved = await client.chat(cacheable)
     assert not moved.cached and moved.deployment == "simulator/sim-gpt-2"
+
+
+async def test_a_reload_that_repoints_a_provider_does_not_serve_its_old_cached_answers(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    tree = config_tree(simulator.base_url)
+    tree["cache"] = {"enabled": True}
+    path = write_config(tmp_path / "config.yaml", tree)
+    cacheable = ask()
+    cacheable.temperature = 0
+    gateway = Gateway(load_config(path))
+    async with (
+        Simulator(SimulatorConfig(api_key=PROVIDER_SECRET)) as elsewhere,
+        gateway,
+        AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
+    ):
+        await client.chat(cacheable)
+        assert (await client.chat(cacheable)).cached
+        tree["providers"][0]["base_url"] = f"{elsewhere.base_url}/v1"  # the same names
+        write_config(path, tree)
+        assert await gateway.reload(str(path))
+        moved = await client.chat(cacheable)
+        assert not moved.cached
+        assert elsewhere.stats.total_requests == 1
