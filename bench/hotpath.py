@@ -189,7 +189,7 @@ async def _pieces(gateway: Gateway) -> dict[str, Piece]:
     core = ServiceCore(
         ServiceState.build(gateway.config, runtime.router, runtime.answers, runtime.usage)
     )
-    service = AIService(core)
+    service = AIService(core, gateway.config.server.max_send_message_bytes)
     state = core.state
     request = stack.chat_request()
     auth = AuthInterceptor(Authentication(*access(gateway.config)))

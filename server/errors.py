@@ -193,6 +193,13 @@ class DeadlineExceeded(GatewayError):
     reason = "DEADLINE_EXCEEDED"
 
 
+class AnswerTooLarge(GatewayError):
+    """An answer larger than the gateway may send (server.max_send_message_bytes)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "ANSWER_TOO_LARGE"
+
+
 class DeploymentBusy(GatewayError):
     """A deployment has no free slot: its queue is full, or the wait would pass the deadline."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from ai_service.calls.record import request_id_metadata
-from ai_service.errors import GatewayError, abort
+from ai_service.errors import AnswerTooLarge, GatewayError, abort
 from ai_service.identity.callers import current_caller
 from ai_service.pipeline.core import ServiceCore, StreamEnding
 from ai_service.pipeline.state import ServiceState
@@ -56,14 +56,26 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     """The gRPC door onto `ServiceCore`: the caller from the interceptors, the deadline
     from the call, failures as statuses, the outcome in trailing metadata."""
 
-    def __init__(self, core: ServiceCore) -> None:
+    def __init__(self, core: ServiceCore, max_send_bytes: int) -> None:
         self.core = core
+        #: gRPC refuses to send a larger message, and would end the call with a status
+        #: the gateway never saw: such an answer is refused here, and recorded so.
+        self._max_send_bytes = max_send_bytes
+
+    def _sendable(self, answer: ChatCompletionResponse | EmbedResponse) -> None:
+        size = answer.ByteSize()
+        if size > self._max_send_bytes:
+            raise AnswerTooLarge(
+                f"the answer ({size} bytes) is larger than the gateway may send "
+                f"(server.max_send_message_bytes, {self._max_send_bytes})"
+            )
 
     async def ChatCompletion(
         self, request: ChatCompletionRequest, context: Context
     ) -> ChatCompletionResponse:
         try:
             outcome = await self.core.chat(request, current_caller.get(), context.time_remaining())
+            self._sendable(outcome.value)
         except GatewayError as error:
             await abort(context, error, request_id_metadata())
         response = outcome.value
@@ -93,6 +105,7 @@ class AIService(ai_service_pb2_grpc.AIServiceServicer):  # type: ignore[misc]
     async def Embed(self, request: EmbedRequest, context: Context) -> EmbedResponse:
         try:
             outcome = await self.core.embed(request, current_caller.get(), context.time_remaining())
+            self._sendable(outcome.value)
         except GatewayError as error:
             await abort(context, error, request_id_metadata())
         trailers = _outcome_metadata(outcome.handle, outcome.attempts)

@@ -209,7 +209,9 @@ class Gateway:
                 *connection_options(settings),
             ],
         )
-        ai_service_pb2_grpc.add_AIServiceServicer_to_server(AIService(self.core), server)
+        ai_service_pb2_grpc.add_AIServiceServicer_to_server(
+            AIService(self.core, settings.max_send_message_bytes), server
+        )
         admin = AdminService(lambda: self.identities.virtual, lambda: self.config)
         ai_service_pb2_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

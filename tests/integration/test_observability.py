@@ -55,6 +55,20 @@ async def scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]
     }
 
 
+async def scrape_counted(
+    gateway: Gateway, calls: int
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The metrics once `calls` calls are counted (for a minute at most): a call is
+    recorded as its handler unwinds, which may be just after its caller had the status
+    (gRPC sends an abort's status at once), or on a starved machine seconds later."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while value(samples := await scrape(gateway), "ai_gateway_requests_total") < calls:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return samples
+
+
 def value(
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float:
@@ -88,7 +102,7 @@ async def test_metrics_count_known_traffic_exactly(
         with pytest.raises(AuthenticationError):
             await stranger.chat(ask())
 
-    m = await scrape(gateway)
+    m = await scrape_counted(gateway, 8)
     requests = "ai_gateway_requests_total"
     assert (
         value(m, requests, method="ChatCompletion", model="sim-gpt", key="tester", code="OK") == 4
@@ -142,7 +156,7 @@ async def test_rate_limit_rejections_and_fallbacks_are_counted(
         with pytest.raises(AIServiceError) as refused:
             await client.chat(ask())
     assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    m = await scrape(gateway)
+    m = await scrape_counted(gateway, 3)
     assert value(m, "ai_gateway_rate_limited_total", key="tester") == 1
     assert value(m, "ai_gateway_requests_total", code="RESOURCE_EXHAUSTED", key="tester") == 1
     assert value(m, "ai_gateway_fallbacks_total", model="sim-gpt") == 2
@@ -422,13 +436,7 @@ async def test_a_stream_cancelled_or_timed_out_mid_send_is_counted_as_such(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 [chunk async for chunk in stream]
             assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        # Until all 25 are counted, whoever ended each (a stream is counted once its
-        # handler has unwound: on a starved machine, seconds after its caller gave up).
-        deadline = asyncio.get_running_loop().time() + 60
-        while value(samples := await scrape(gateway), "ai_gateway_requests_total") < 25:
-            if asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.05)
+        samples = await scrape_counted(gateway, 25)  # whoever ended each
     ended = {
         dict(labels)["code"]: count
         for (name, labels), count in samples.items()
@@ -484,6 +492,28 @@ async def test_bytes_that_are_no_request_get_invalid_argument_with_a_request_id(
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("request: cannot be decoded")
     assert ("x-request-id", "garbled") in list(caught.value.trailing_metadata())
-    samples = await scrape(gateway)
+    samples = await scrape_counted(gateway, 1)
     assert value(samples, "ai_gateway_requests_total", code="INVALID_ARGUMENT") == 1
     assert simulator.stats.total_requests == 0
+
+
+async def test_an_answer_larger_than_the_gateway_may_send_is_refused_and_recorded_so(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(
+        server={"listen": "127.0.0.1:0", "max_send_message_bytes": 600},
+        observability={"metrics": {"listen": "127.0.0.1:0"}},
+    )
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
+        assert (await client.chat(ask("hello"))).choices[0].message.content == "You said: hello"
+        with pytest.raises(AIServiceError) as refused:
+            await client.chat(ask("/tokens 400"))
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.reason == "ANSWER_TOO_LARGE"
+    assert "server.max_send_message_bytes, 600" in refused.value.message
+    ended = {
+        (dict(labels)["code"], dict(labels)["reason"]): count
+        for (name, labels), count in (await scrape_counted(gateway, 2)).items()
+        if name == "ai_gateway_requests_total"
+    }
+    assert ended == {("OK", ""): 1, ("RESOURCE_EXHAUSTED", "ANSWER_TOO_LARGE"): 1}
