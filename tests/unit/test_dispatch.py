@@ -1043,12 +1043,23 @@ def handle_on(
     )
 
 
-def attempt_in_virtual_time(test: Callable[[ManualClock], Coroutine[Any, Any, None]]) -> None:
+def attempt_in_virtual_time(
+    test: Callable[[ManualClock], Coroutine[Any, Any, None]], clock: ManualClock | None = None
+) -> None:
     async def main(clock: ManualClock) -> None:
         current_call.set(CallRecord((), "id", "ChatCompletion", streaming=False))
         await test(clock)
 
-    in_virtual_time(main)
+    in_virtual_time(main, clock)
+
+
+def timed_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """The loop's clock, also as the stopwatch of upstream time (`time.perf_counter`), so
+    a test knows to the second what an attempt waited. It starts near 0, as the counter
+    does on a machine just booted: a difference taken the wrong way then shows."""
+    clock = ManualClock(now=1.0)
+    monkeypatch.setattr(time, "perf_counter", clock)
+    return clock
 
 
 @pytest.mark.parametrize(
@@ -1204,6 +1215,53 @@ def test_a_stream_records_its_usage_and_its_upstream_time() -> None:
         assert 0 < record.upstream_seconds <= spent
 
     attempt_in_virtual_time(test)
+
+
+def test_a_unary_attempt_s_upstream_time_is_its_wait_for_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", Wait(3, response()))
+        await guarded_complete(handle, Admission.CALL, ChatCompletionRequest(), far())
+        assert current_call.get().attempts[0].upstream_seconds == 3
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+
+
+def test_a_stream_s_upstream_time_counts_its_waits_and_not_the_caller_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", [Wait(2, chunk("Hi")), Wait(20, UpstreamUnavailable("cut"))])
+        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
+        await anext(stream)
+        await asyncio.sleep(10)  # the caller holds the chunk
+        with pytest.raises(UpstreamUnavailable):
+            await anext(stream)
+        # The wait for the first chunk and the wait for the failure that ended the stream.
+        assert current_call.get().attempts[0].upstream_seconds == 2 + 20
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+
+
+def test_a_stream_closed_while_the_caller_holds_a_chunk_counts_only_the_upstream_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", [Wait(2, chunk("Hi")), chunk("more")])
+        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
+        await anext(stream)
+        await asyncio.sleep(10)
+        await stream.aclose()
+        assert current_call.get().attempts[0].upstream_seconds == 2
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
 
 
 def test_a_cancelled_stream_leaves_no_verdict_and_frees_its_slot() -> None:
