@@ -1248,6 +1248,20 @@ def test_a_stream_s_upstream_time_counts_its_waits_and_not_the_caller_s(
     attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
 
 
+def test_a_stream_that_fails_before_its_first_chunk_counts_the_wait_for_the_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", Wait(5, []))  # the stream ends, with nothing, after 5 s
+        with pytest.raises(UpstreamUnavailable):
+            await anext(guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far()))
+        assert current_call.get().attempts[0].upstream_seconds == 5
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+
+
 def test_a_stream_closed_while_the_caller_holds_a_chunk_counts_only_the_upstream_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
