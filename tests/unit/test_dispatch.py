@@ -75,7 +75,15 @@ class Wait:
     then: object
 
 
-Step = object  # a response, an exception to raise, a Wait, or a list of chunks (a stream)
+@dataclass
+class Do:
+    """Do `action` at this moment of the exchange, then answer `then`."""
+
+    action: Callable[[], object]
+    then: object
+
+
+Step = object  # a response, an exception to raise, a Wait, a Do, or a list of chunks (a stream)
 
 
 def response(text: str = "ok") -> ChatCompletionResponse:
@@ -116,8 +124,11 @@ class Scripted:
 
     @staticmethod
     async def _settle(step: Step) -> Step:
-        while isinstance(step, Wait):
-            await asyncio.sleep(step.seconds)
+        while isinstance(step, Wait | Do):
+            if isinstance(step, Do):
+                step.action()
+            else:
+                await asyncio.sleep(step.seconds)
             step = step.then
         if isinstance(step, BaseException):
             raise step
@@ -396,6 +407,25 @@ def test_a_wait_that_would_outlive_the_call_gives_up_at_once() -> None:
         assert loop.time() == started
 
     virtual(test)
+
+
+def test_a_wait_exactly_as_long_as_what_is_left_of_the_call_gives_up_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting to the deadline itself would leave the retry no time at all."""
+
+    async def test(clock: ManualClock) -> None:
+        monkeypatch.setattr(time, "monotonic", clock)  # the deadline on the loop's clock
+        w = world()
+        error = UpstreamRateLimited("429", retry_after=4)
+        w.p.script("s", error, response())
+        with pytest.raises(UpstreamRateLimited) as raised:
+            await w.ask("solo", seconds=4)
+        assert raised.value is error
+        assert w.asked() == ["s"]
+        assert clock.now == 1000
+
+    in_virtual_time(test)
 
 
 def test_a_retry_after_within_the_deadline_is_waited() -> None:
@@ -862,6 +892,23 @@ def test_a_losing_stream_that_opened_too_is_closed() -> None:
         assert first.choices[0].delta.content == outcome.handle.target.upstream_model
         assert w.p.open_streams == 1  # the winner's
         await rest.aclose()
+        assert w.p.open_streams == 0
+
+    virtual(test, models=[{**MODELS[0], "hedge_after_ms": 125}, *MODELS[1:]])
+
+
+def test_a_stream_the_hedge_opened_as_the_caller_left_is_closed() -> None:
+    async def test(w: World) -> None:
+        # The second racer opens its stream in the very turn the caller is cancelled: no
+        # winner was chosen, and both racers are settled; the first is cancelled first.
+        w.p.script("a", Wait(1, [chunk("a"), chunk(finish="stop")]))
+        w.p.script("b", Do(lambda: caller.cancel(), [chunk("b"), chunk(finish="stop")]))
+        request = ChatCompletionRequest(model="m")
+        budget = Budget(time.monotonic() + 60)
+        caller = asyncio.ensure_future(w.dispatcher.dispatch_stream(request, w.route("m"), budget))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert w.asked() == ["a", "b"]
         assert w.p.open_streams == 0
 
     virtual(test, models=[{**MODELS[0], "hedge_after_ms": 125}, *MODELS[1:]])
