@@ -601,6 +601,18 @@ def test_a_call_whose_only_deployment_refused_the_key_ends_with_that_refusal() -
     virtual(test)
 
 
+def test_a_deployment_that_failed_and_then_refused_the_key_is_not_asked_again() -> None:
+    async def test(w: World) -> None:
+        auth = UpstreamAuth("key refused")
+        w.p.script("s", UpstreamUnavailable("s"), auth, response())
+        with pytest.raises(UpstreamAuth) as raised:
+            await w.ask("solo")
+        assert raised.value is auth
+        assert w.asked() == ["s", "s"]
+
+    virtual(test)
+
+
 def test_a_deployment_this_call_met_a_429_from_is_asked_again_after_its_wait() -> None:
     async def test(w: World) -> None:
         w.p.script("s", UpstreamRateLimited("429", retry_after=1), response())
