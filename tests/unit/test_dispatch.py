@@ -783,6 +783,34 @@ def test_the_last_attempt_is_not_hedged() -> None:
     virtual(test, models=HEDGED, retries={"max_attempts": 3})
 
 
+#: Hundreds of attempts on one deployment, without waits, a retry budget or a breaker in
+#: the way: counts above 256 are distinct objects in Python, compared by value only.
+MANY = {
+    "retries": {"max_attempts": 300, "backoff_base_ms": 0, "budget_min_per_second": 100},
+    "circuit_breaker": {"consecutive_failures": 1000, "min_calls": 1000},
+}
+
+
+def test_a_call_makes_exactly_its_attempts_however_many() -> None:
+    async def test(w: World) -> None:
+        w.p.script("s", *[UpstreamUnavailable("s")] * 300, response())
+        with pytest.raises(UpstreamUnavailable):
+            await w.ask("solo")
+        assert len(w.asked()) == 300
+
+    virtual(test, **MANY)
+
+
+def test_the_last_of_many_attempts_is_not_hedged() -> None:
+    async def test(w: World) -> None:
+        w.p.script("s", *[UpstreamUnavailable("s")] * 299, Wait(1.0, response()), response())
+        outcome = await w.ask("solo")
+        assert outcome.attempts == 300
+        assert len(w.asked()) == 300  # no racer beside the last
+
+    virtual(test, models=SOLO_HEDGED, **MANY)
+
+
 def test_a_racer_s_final_failure_still_lets_the_other_answer() -> None:
     async def test(w: World) -> None:
         w.p.script("a", Wait(0.5, UpstreamInvalidRequest("a")))
