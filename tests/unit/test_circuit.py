@@ -247,8 +247,11 @@ def test_the_failure_rate_counts_from_nothing_once_it_closes() -> None:
     watched.clock.now += 10
     watched.breaker.record(watched.breaker.admit() or CALL, failed=False)
     assert watched.breaker.state is CLOSED
-    watched.succeed()
-    watched.fail()  # 1 of 2 since it closed: the rate is reached
+    watched.succeed(2)  # none of 2 since it closed
+    assert watched.breaker.state is CLOSED
+    watched.fail()  # 1 of 3
+    assert watched.breaker.state is CLOSED
+    watched.fail()  # 2 of 4: the rate is reached
     assert watched.breaker.state is OPEN
 
 
