@@ -46,6 +46,17 @@ async def tokens_left(shared: SharedRedis, subject: str) -> float:
     return float(value)
 
 
+async def test_without_leases_a_call_past_the_burst_is_refused_with_its_wait(
+    patient: SharedRedis,
+) -> None:
+    limiter = RedisRateLimiter(patient)  # lease_fraction 0: every call asks Redis
+    rule = RateRule(per_minute=60, burst=3)  # one token a second
+    assert [(await limiter.take("k", 1, rule)).allowed for _ in range(3)] == [True] * 3
+    refused = await limiter.take("k", 1, rule)
+    assert not refused.allowed
+    assert 0 < refused.retry_after <= 1
+
+
 async def test_a_lease_is_taken_from_redis_once_and_spent_locally(shared: SharedRedis) -> None:
     replica = LeasedRateLimiter(RedisRateLimiter(shared), lease_fraction=0.1)
     assert (await replica.take("requests:k", 1, RULE)).allowed

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from ai_service.config import SharedStateSettings
 from ai_service.limits.shared_state import RedisUnavailable, SharedRedis
-from ai_service.pipeline.cache import SingleFlight
+from ai_service.pipeline.cache import RedisCache, SingleFlight
 from ai_service.runtime.gateway import Gateway
 from ai_service.simulator import FaultRule, Simulator
 from ai_service_client import (
@@ -384,6 +384,22 @@ async def test_a_burst_beyond_the_pool_waits_for_a_connection(redis: RedisServer
     assert not [r for r in results if isinstance(r, BaseException)]
     assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 151))
     assert shared.failures == 0
+
+
+async def test_a_cached_entry_lives_in_redis_for_the_seconds_asked(redis: RedisServer) -> None:
+    shared = SharedRedis(SharedStateSettings(backend="redis", redis_url=redis.url, timeout_ms=5000))
+    cache = RedisCache(shared)
+    try:
+        # A TTL so long that a millisecond per second too few or too many shows.
+        await cache.put("k", b"answer", 1_000_000.5)
+        assert await cache.get("k") == b"answer"
+        await cache.put("brief", b"x", 0.0001)  # under a millisecond: stored for one
+        async with aioredis.Redis.from_url(redis.url) as admin:
+            left = await admin.pttl(shared.key("cache", "k"))
+        assert 999_990_000 < left <= 1_000_000_500  # within 10 s of the put
+        assert shared.failures == 0  # Redis took both
+    finally:
+        await shared.aclose()
 
 
 async def test_the_pool_is_bounded_by_max_connections(redis: RedisServer) -> None:

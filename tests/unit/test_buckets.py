@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from ai_service.config import SharedStateSettings
 from ai_service.limits.buckets import (
     ALLOWED,
     LEASE_FLOOR,
@@ -19,9 +22,10 @@ from ai_service.limits.buckets import (
     Grant,
     InMemoryRateLimiter,
     LeasedRateLimiter,
+    RedisRateLimiter,
 )
 from ai_service.limits.rules import RateRule
-from ai_service.limits.shared_state import SharedStateUnavailable
+from ai_service.limits.shared_state import SharedRedis, SharedStateUnavailable
 from tests.clock import ManualClock, in_virtual_time
 
 RULE = RateRule(per_minute=60, burst=5)  # one token a second, five at most
@@ -549,3 +553,39 @@ def test_a_stopping_limiter_gives_every_lease_back_once() -> None:
         assert len(shared.calls) == 4
 
     in_virtual_time(main)
+
+
+# -- the Redis limiter when Redis is not there -----------------------------------------------
+# Its answers with Redis up are tested against a real Redis in tests/system; here Redis is
+# a Unix socket nobody listens on: every call fails as it does with Redis down.
+
+
+def down_redis(tmp_path: Path, on_failure: Literal["open", "closed"]) -> RedisRateLimiter:
+    settings = SharedStateSettings(
+        redis_url=f"unix://{tmp_path / 'absent.sock'}", on_failure=on_failure
+    )
+    return RedisRateLimiter(SharedRedis(settings))
+
+
+def test_with_redis_down_and_failing_open_a_call_is_let_through_with_nothing_to_hold(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        limiter = down_redis(tmp_path, "open")
+        assert await limiter.take("k", 3, RULE) == ALLOWED
+        assert await limiter.lease("k", 2, 5, RULE) == Grant(2)  # the least, held nowhere
+        await limiter.charge("k", 3, RULE)  # unrecorded: the lesser harm
+
+    asyncio.run(test())
+
+
+def test_with_redis_down_and_failing_closed_a_call_is_refused_as_unavailable(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        limiter = down_redis(tmp_path, "closed")
+        with pytest.raises(SharedStateUnavailable):
+            await limiter.take("k", 1, RULE)
+        await limiter.charge("k", 3, RULE)  # a charge never fails the call
+
+    asyncio.run(test())

@@ -1,17 +1,20 @@
 """The response cache: which calls it keys and how, the in-process store, and single-flight.
 
-The Redis store is tested against a real Redis in tests/system/test_shared_state.py.
+The Redis store is tested against a real Redis in tests/system/test_shared_state.py; here,
+only that a Redis which is down costs a miss and never an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
 
-from ai_service.config import CacheSettings
-from ai_service.pipeline.cache import MemoryCache, SingleFlight, cache_key, ttl_for
+from ai_service.config import CacheSettings, SharedStateSettings
+from ai_service.limits.shared_state import SharedRedis
+from ai_service.pipeline.cache import MemoryCache, RedisCache, SingleFlight, cache_key, ttl_for
 from ai_service_protos.ai_service_pb2 import ChatCompletionRequest, Message, RequestOptions
 from tests.clock import ManualClock, in_virtual_time
 
@@ -254,3 +257,14 @@ def test_finished_waits_for_every_flight_and_returns_at_once_without_any() -> No
         assert loop.time() - started == 3 and task.done()
 
     in_virtual_time(main)
+
+
+def test_with_redis_down_a_lookup_is_a_miss_and_a_store_is_skipped(tmp_path: Path) -> None:
+    async def test() -> None:
+        # A Unix socket nobody listens on: every call fails as it does with Redis down.
+        settings = SharedStateSettings(redis_url=f"unix://{tmp_path / 'absent.sock'}")
+        cache = RedisCache(SharedRedis(settings))
+        await cache.put("k", b"answer", 60)
+        assert await cache.get("k") is None
+
+    asyncio.run(test())

@@ -222,3 +222,47 @@ def test_an_abandoned_call_leaves_no_verdict() -> None:
     assert watched.told == [False]
     watched.clock.now += 10
     assert [watched.breaker.admit(), watched.breaker.admit()] == [PROBE, None]
+
+
+def test_the_cool_down_is_measured_whatever_the_clock_s_origin() -> None:
+    watched = Watched(consecutive_failures=1, open_seconds=10)
+    watched.clock.now = 1.0  # a monotonic clock may start near 0 (a machine just booted)
+    watched.fail()
+    watched.clock.now += 10
+    assert watched.breaker.state is HALF_OPEN
+
+
+def test_a_probe_given_back_of_three_out_frees_exactly_one_place() -> None:
+    watched = opened(half_open_probes=3)
+    watched.clock.now += 10
+    assert [watched.breaker.admit() for _ in range(3)] == [PROBE, PROBE, PROBE]
+    watched.breaker.abandon(PROBE)
+    assert [watched.breaker.admit(), watched.breaker.admit()] == [PROBE, None]
+
+
+def test_the_failure_rate_counts_from_nothing_once_it_closes() -> None:
+    watched = Watched(consecutive_failures=5, failure_rate=0.5, min_calls=2, open_seconds=10)
+    watched.fail(2)  # 2 of 2
+    assert watched.breaker.state is OPEN
+    watched.clock.now += 10
+    watched.breaker.record(watched.breaker.admit() or CALL, failed=False)
+    assert watched.breaker.state is CLOSED
+    watched.succeed(2)  # none of 2 since it closed
+    assert watched.breaker.state is CLOSED
+    watched.fail()  # 1 of 3
+    assert watched.breaker.state is CLOSED
+    watched.fail()  # 2 of 4: the rate is reached
+    assert watched.breaker.state is OPEN
+
+
+def test_thresholds_above_a_few_hundred_count_like_small_ones() -> None:
+    # Large counts are distinct objects in Python: they must be compared by value.
+    watched = Watched(consecutive_failures=300, min_calls=1000)
+    watched.fail(299)
+    assert watched.breaker.state is CLOSED
+    watched.fail()
+    assert watched.breaker.state is OPEN
+    watched = opened(half_open_probes=300)
+    watched.clock.now += 10
+    assert all(watched.breaker.admit() is PROBE for _ in range(300))
+    assert watched.breaker.admit() is None

@@ -75,7 +75,15 @@ class Wait:
     then: object
 
 
-Step = object  # a response, an exception to raise, a Wait, or a list of chunks (a stream)
+@dataclass
+class Do:
+    """Do `action` at this moment of the exchange, then answer `then`."""
+
+    action: Callable[[], object]
+    then: object
+
+
+Step = object  # a response, an exception to raise, a Wait, a Do, or a list of chunks (a stream)
 
 
 def response(text: str = "ok") -> ChatCompletionResponse:
@@ -116,8 +124,11 @@ class Scripted:
 
     @staticmethod
     async def _settle(step: Step) -> Step:
-        while isinstance(step, Wait):
-            await asyncio.sleep(step.seconds)
+        while isinstance(step, Wait | Do):
+            if isinstance(step, Do):
+                step.action()
+            else:
+                await asyncio.sleep(step.seconds)
             step = step.then
         if isinstance(step, BaseException):
             raise step
@@ -398,6 +409,25 @@ def test_a_wait_that_would_outlive_the_call_gives_up_at_once() -> None:
     virtual(test)
 
 
+def test_a_wait_exactly_as_long_as_what_is_left_of_the_call_gives_up_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting to the deadline itself would leave the retry no time at all."""
+
+    async def test(clock: ManualClock) -> None:
+        monkeypatch.setattr(time, "monotonic", clock)  # the deadline on the loop's clock
+        w = world()
+        error = UpstreamRateLimited("429", retry_after=4)
+        w.p.script("s", error, response())
+        with pytest.raises(UpstreamRateLimited) as raised:
+            await w.ask("solo", seconds=4)
+        assert raised.value is error
+        assert w.asked() == ["s"]
+        assert clock.now == 1000
+
+    in_virtual_time(test)
+
+
 def test_a_retry_after_within_the_deadline_is_waited() -> None:
     async def test(w: World) -> None:
         w.p.script("s", UpstreamRateLimited("429", retry_after=3), response())
@@ -567,6 +597,18 @@ def test_a_call_whose_only_deployment_refused_the_key_ends_with_that_refusal() -
             await w.ask("solo")
         assert raised.value is auth
         assert w.asked() == ["s"]
+
+    virtual(test)
+
+
+def test_a_deployment_that_failed_and_then_refused_the_key_is_not_asked_again() -> None:
+    async def test(w: World) -> None:
+        auth = UpstreamAuth("key refused")
+        w.p.script("s", UpstreamUnavailable("s"), auth, response())
+        with pytest.raises(UpstreamAuth) as raised:
+            await w.ask("solo")
+        assert raised.value is auth
+        assert w.asked() == ["s", "s"]
 
     virtual(test)
 
@@ -741,6 +783,34 @@ def test_the_last_attempt_is_not_hedged() -> None:
     virtual(test, models=HEDGED, retries={"max_attempts": 3})
 
 
+#: Hundreds of attempts on one deployment, without waits, a retry budget or a breaker in
+#: the way: counts above 256 are distinct objects in Python, compared by value only.
+MANY = {
+    "retries": {"max_attempts": 300, "backoff_base_ms": 0, "budget_min_per_second": 100},
+    "circuit_breaker": {"consecutive_failures": 1000, "min_calls": 1000},
+}
+
+
+def test_a_call_makes_exactly_its_attempts_however_many() -> None:
+    async def test(w: World) -> None:
+        w.p.script("s", *[UpstreamUnavailable("s")] * 300, response())
+        with pytest.raises(UpstreamUnavailable):
+            await w.ask("solo")
+        assert len(w.asked()) == 300
+
+    virtual(test, **MANY)
+
+
+def test_the_last_of_many_attempts_is_not_hedged() -> None:
+    async def test(w: World) -> None:
+        w.p.script("s", *[UpstreamUnavailable("s")] * 299, Wait(1.0, response()), response())
+        outcome = await w.ask("solo")
+        assert outcome.attempts == 300
+        assert len(w.asked()) == 300  # no racer beside the last
+
+    virtual(test, models=SOLO_HEDGED, **MANY)
+
+
 def test_a_racer_s_final_failure_still_lets_the_other_answer() -> None:
     async def test(w: World) -> None:
         w.p.script("a", Wait(0.5, UpstreamInvalidRequest("a")))
@@ -862,6 +932,23 @@ def test_a_losing_stream_that_opened_too_is_closed() -> None:
         assert first.choices[0].delta.content == outcome.handle.target.upstream_model
         assert w.p.open_streams == 1  # the winner's
         await rest.aclose()
+        assert w.p.open_streams == 0
+
+    virtual(test, models=[{**MODELS[0], "hedge_after_ms": 125}, *MODELS[1:]])
+
+
+def test_a_stream_the_hedge_opened_as_the_caller_left_is_closed() -> None:
+    async def test(w: World) -> None:
+        # The second racer opens its stream in the very turn the caller is cancelled: no
+        # winner was chosen, and both racers are settled; the first is cancelled first.
+        w.p.script("a", Wait(1, [chunk("a"), chunk(finish="stop")]))
+        w.p.script("b", Do(lambda: caller.cancel(), [chunk("b"), chunk(finish="stop")]))
+        request = ChatCompletionRequest(model="m")
+        budget = Budget(time.monotonic() + 60)
+        caller = asyncio.ensure_future(w.dispatcher.dispatch_stream(request, w.route("m"), budget))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert w.asked() == ["a", "b"]
         assert w.p.open_streams == 0
 
     virtual(test, models=[{**MODELS[0], "hedge_after_ms": 125}, *MODELS[1:]])
@@ -1043,12 +1130,23 @@ def handle_on(
     )
 
 
-def attempt_in_virtual_time(test: Callable[[ManualClock], Coroutine[Any, Any, None]]) -> None:
+def attempt_in_virtual_time(
+    test: Callable[[ManualClock], Coroutine[Any, Any, None]], clock: ManualClock | None = None
+) -> None:
     async def main(clock: ManualClock) -> None:
         current_call.set(CallRecord((), "id", "ChatCompletion", streaming=False))
         await test(clock)
 
-    in_virtual_time(main)
+    in_virtual_time(main, clock)
+
+
+def timed_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """The loop's clock, also as the stopwatch of upstream time (`time.perf_counter`), so
+    a test knows to the second what an attempt waited. It starts near 0, as the counter
+    does on a machine just booted: a difference taken the wrong way then shows."""
+    clock = ManualClock(now=1.0)
+    monkeypatch.setattr(time, "perf_counter", clock)
+    return clock
 
 
 @pytest.mark.parametrize(
@@ -1204,6 +1302,67 @@ def test_a_stream_records_its_usage_and_its_upstream_time() -> None:
         assert 0 < record.upstream_seconds <= spent
 
     attempt_in_virtual_time(test)
+
+
+def test_a_unary_attempt_s_upstream_time_is_its_wait_for_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", Wait(3, response()))
+        await guarded_complete(handle, Admission.CALL, ChatCompletionRequest(), far())
+        assert current_call.get().attempts[0].upstream_seconds == 3
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+
+
+def test_a_stream_s_upstream_time_counts_its_waits_and_not_the_caller_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", [Wait(2, chunk("Hi")), Wait(20, UpstreamUnavailable("cut"))])
+        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
+        await anext(stream)
+        await asyncio.sleep(10)  # the caller holds the chunk
+        with pytest.raises(UpstreamUnavailable):
+            await anext(stream)
+        # The wait for the first chunk and the wait for the failure that ended the stream.
+        assert current_call.get().attempts[0].upstream_seconds == 2 + 20
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+
+
+def test_a_stream_that_fails_before_its_first_chunk_counts_the_wait_for_the_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", Wait(5, []))  # the stream ends, with nothing, after 5 s
+        with pytest.raises(UpstreamUnavailable):
+            await anext(guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far()))
+        assert current_call.get().attempts[0].upstream_seconds == 5
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+
+
+def test_a_stream_closed_while_the_caller_holds_a_chunk_counts_only_the_upstream_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def test(clock: ManualClock) -> None:
+        provider = Scripted()
+        handle = handle_on(provider, clock)
+        provider.script("s", [Wait(2, chunk("Hi")), chunk("more")])
+        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
+        await anext(stream)
+        await asyncio.sleep(10)
+        await stream.aclose()
+        assert current_call.get().attempts[0].upstream_seconds == 2
+
+    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
 
 
 def test_a_cancelled_stream_leaves_no_verdict_and_frees_its_slot() -> None:
