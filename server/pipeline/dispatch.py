@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -481,13 +480,14 @@ async def guarded_unary(
             await _wait_for_slot(handle, admission, budget)
         if attempt is not None:
             attempt.sent = True
-        started = time.perf_counter()
+        clock = budget.clock
+        started = clock()
         try:
             with _Verdict(handle, admission):
                 response = await send()
         finally:
             if attempt is not None:
-                attempt.upstream_seconds = time.perf_counter() - started
+                attempt.upstream_seconds = clock() - started
         if attempt is not None:
             attempt.took_usage(response.usage, response.model)
         stamp(response, handle)
@@ -510,7 +510,8 @@ async def guarded_stream(
         with _Verdict(handle, admission) as verdict:
             stream = handle.provider.stream(request, handle.target, default_max_tokens)
             async with contextlib.aclosing(stream) as chunks:
-                waiting = time.perf_counter()
+                clock = budget.clock
+                waiting = clock()
                 empty = True
                 probing = admission is Admission.PROBE
                 relaying = False
@@ -523,15 +524,15 @@ async def guarded_stream(
                         stamp(chunk, handle)
                         if attempt is not None:
                             # Upstream time only: not the time chunks spend with the caller.
-                            attempt.upstream_seconds += time.perf_counter() - waiting
+                            attempt.upstream_seconds += clock() - waiting
                             if chunk.HasField("usage"):
                                 attempt.took_usage(chunk.usage, chunk.model)
                         relaying = True
                         yield chunk
                         relaying = False
-                        waiting = time.perf_counter()
+                        waiting = clock()
                 finally:  # the last wait: for the stream's end, or the failure that ended it
                     if attempt is not None and not relaying:
-                        attempt.upstream_seconds += time.perf_counter() - waiting
+                        attempt.upstream_seconds += clock() - waiting
                 if empty:  # a failure of the deployment: raised where the breaker sees it
                     raise UpstreamUnavailable(f"{handle.name} ended the stream before any chunk")

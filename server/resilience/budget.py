@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -19,9 +20,11 @@ from ai_service.timers import Timer, Timers
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """When the call must be over, on the monotonic clock."""
+    """When the call must be over, on `clock`: the monotonic clock, or a test's. The
+    call's attempts time their upstream waits on the same clock."""
 
     deadline: float
+    clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def for_call(cls, time_remaining: float | None, default_seconds: float) -> Budget:
@@ -31,7 +34,7 @@ class Budget:
         return cls(time.monotonic() + seconds)
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self.clock()
 
     def bound(self, timers: Timers) -> _Bounded:
         """`with budget.bound(timers):` runs the block (in a task of the timers' loop)

@@ -210,10 +210,14 @@ class World:
         return next(h for h in self.router.deployments if h.target.upstream_model == upstream)
 
     async def ask(
-        self, model: str = "m", request: ChatCompletionRequest | None = None, seconds: float = 60
+        self,
+        model: str = "m",
+        request: ChatCompletionRequest | None = None,
+        seconds: float = 60,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Any:
         request = request or ChatCompletionRequest(model=model)
-        budget = Budget(time.monotonic() + seconds)
+        budget = Budget(clock() + seconds, clock)
         return await self.dispatcher.dispatch(request, self.route(model), budget)
 
     def asked(self) -> list[str]:
@@ -409,18 +413,15 @@ def test_a_wait_that_would_outlive_the_call_gives_up_at_once() -> None:
     virtual(test)
 
 
-def test_a_wait_exactly_as_long_as_what_is_left_of_the_call_gives_up_at_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_wait_exactly_as_long_as_what_is_left_of_the_call_gives_up_at_once() -> None:
     """Waiting to the deadline itself would leave the retry no time at all."""
 
     async def test(clock: ManualClock) -> None:
-        monkeypatch.setattr(time, "monotonic", clock)  # the deadline on the loop's clock
         w = world()
         error = UpstreamRateLimited("429", retry_after=4)
         w.p.script("s", error, response())
         with pytest.raises(UpstreamRateLimited) as raised:
-            await w.ask("solo", seconds=4)
+            await w.ask("solo", seconds=4, clock=clock)  # the deadline on the loop's clock
         assert raised.value is error
         assert w.asked() == ["s"]
         assert clock.now == 1000
@@ -1140,13 +1141,12 @@ def attempt_in_virtual_time(
     in_virtual_time(main, clock)
 
 
-def timed_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    """The loop's clock, also as the stopwatch of upstream time (`time.perf_counter`), so
-    a test knows to the second what an attempt waited. It starts near 0, as the counter
-    does on a machine just booted: a difference taken the wrong way then shows."""
-    clock = ManualClock(now=1.0)
-    monkeypatch.setattr(time, "perf_counter", clock)
-    return clock
+def near_zero() -> ManualClock:
+    """A loop clock to give the call's budget, which is also the stopwatch of upstream
+    time, so a test knows to the second what an attempt waited. It starts near 0, as a
+    monotonic clock does on a machine just booted: a difference taken the wrong way
+    then shows."""
+    return ManualClock(now=1.0)
 
 
 @pytest.mark.parametrize(
@@ -1187,8 +1187,8 @@ def test_a_429_with_a_retry_after_cools_the_deployment_down() -> None:
     attempt_in_virtual_time(test)
 
 
-def far() -> Budget:
-    return Budget(time.monotonic() + 60)
+def far(clock: Callable[[], float] = time.monotonic) -> Budget:
+    return Budget(clock() + 60, clock)
 
 
 def test_an_attempt_records_what_it_sent_and_what_came_back() -> None:
@@ -1304,27 +1304,23 @@ def test_a_stream_records_its_usage_and_its_upstream_time() -> None:
     attempt_in_virtual_time(test)
 
 
-def test_a_unary_attempt_s_upstream_time_is_its_wait_for_the_answer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_unary_attempt_s_upstream_time_is_its_wait_for_the_answer() -> None:
     async def test(clock: ManualClock) -> None:
         provider = Scripted()
         handle = handle_on(provider, clock)
         provider.script("s", Wait(3, response()))
-        await guarded_complete(handle, Admission.CALL, ChatCompletionRequest(), far())
+        await guarded_complete(handle, Admission.CALL, ChatCompletionRequest(), far(clock))
         assert current_call.get().attempts[0].upstream_seconds == 3
 
-    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+    attempt_in_virtual_time(test, near_zero())
 
 
-def test_a_stream_s_upstream_time_counts_its_waits_and_not_the_caller_s(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stream_s_upstream_time_counts_its_waits_and_not_the_caller_s() -> None:
     async def test(clock: ManualClock) -> None:
         provider = Scripted()
         handle = handle_on(provider, clock)
         provider.script("s", [Wait(2, chunk("Hi")), Wait(20, UpstreamUnavailable("cut"))])
-        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
+        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far(clock))
         await anext(stream)
         await asyncio.sleep(10)  # the caller holds the chunk
         with pytest.raises(UpstreamUnavailable):
@@ -1332,37 +1328,33 @@ def test_a_stream_s_upstream_time_counts_its_waits_and_not_the_caller_s(
         # The wait for the first chunk and the wait for the failure that ended the stream.
         assert current_call.get().attempts[0].upstream_seconds == 2 + 20
 
-    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+    attempt_in_virtual_time(test, near_zero())
 
 
-def test_a_stream_that_fails_before_its_first_chunk_counts_the_wait_for_the_failure(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stream_that_fails_before_its_first_chunk_counts_the_wait_for_the_failure() -> None:
     async def test(clock: ManualClock) -> None:
         provider = Scripted()
         handle = handle_on(provider, clock)
         provider.script("s", Wait(5, []))  # the stream ends, with nothing, after 5 s
         with pytest.raises(UpstreamUnavailable):
-            await anext(guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far()))
+            await anext(guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far(clock)))
         assert current_call.get().attempts[0].upstream_seconds == 5
 
-    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+    attempt_in_virtual_time(test, near_zero())
 
 
-def test_a_stream_closed_while_the_caller_holds_a_chunk_counts_only_the_upstream_wait(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stream_closed_while_the_caller_holds_a_chunk_counts_only_the_upstream_wait() -> None:
     async def test(clock: ManualClock) -> None:
         provider = Scripted()
         handle = handle_on(provider, clock)
         provider.script("s", [Wait(2, chunk("Hi")), chunk("more")])
-        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far())
+        stream = guarded_stream(handle, Admission.CALL, ChatCompletionRequest(), far(clock))
         await anext(stream)
         await asyncio.sleep(10)
         await stream.aclose()
         assert current_call.get().attempts[0].upstream_seconds == 2
 
-    attempt_in_virtual_time(test, timed_on_the_loop(monkeypatch))
+    attempt_in_virtual_time(test, near_zero())
 
 
 def test_a_cancelled_stream_leaves_no_verdict_and_frees_its_slot() -> None:
