@@ -374,18 +374,29 @@ def test_a_reload_under_listen_sees_only_what_the_file_changed(tmp_path: Path) -
         assert "need a restart" not in gateway.stderr()
 
 
+def cached_config(simulator: Simulator, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The test config with the response cache on, written to a file a reload re-reads."""
+    tree = config_tree(simulator.base_url)
+    tree["cache"] = {"enabled": True}
+    return tree, write_config(tmp_path / "config.yaml", tree)
+
+
+async def answer_cached(client: AsyncAIClient) -> ChatCompletionRequest:
+    """A cacheable request, asked until its answer comes from the cache."""
+    cacheable = ask()
+    cacheable.temperature = 0
+    await client.chat(cacheable)
+    assert (await client.chat(cacheable)).cached
+    return cacheable
+
+
 async def test_a_reload_that_repoints_a_model_does_not_serve_its_old_cached_answers(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    tree = config_tree(simulator.base_url)
-    tree["cache"] = {"enabled": True}
-    path = write_config(tmp_path / "config.yaml", tree)
-    cacheable = ask()
-    cacheable.temperature = 0
+    tree, path = cached_config(simulator, tmp_path)
     gateway = Gateway(load_config(path))
     async with gateway, AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
-        await client.chat(cacheable)
-        assert (await client.chat(cacheable)).cached
+        cacheable = await answer_cached(client)
         tree["models"][0]["upstream_model"] = "sim-gpt-2"  # sim-gpt moves
         write_config(path, tree)
         assert await gateway.reload(str(path))
@@ -396,19 +407,14 @@ async def test_a_reload_that_repoints_a_model_does_not_serve_its_old_cached_answ
 async def test_a_reload_that_repoints_a_provider_does_not_serve_its_old_cached_answers(
     simulator: Simulator, tmp_path: Path
 ) -> None:
-    tree = config_tree(simulator.base_url)
-    tree["cache"] = {"enabled": True}
-    path = write_config(tmp_path / "config.yaml", tree)
-    cacheable = ask()
-    cacheable.temperature = 0
+    tree, path = cached_config(simulator, tmp_path)
     gateway = Gateway(load_config(path))
     async with (
         Simulator(SimulatorConfig(api_key=PROVIDER_SECRET)) as elsewhere,
         gateway,
         AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client,
     ):
-        await client.chat(cacheable)
-        assert (await client.chat(cacheable)).cached
+        cacheable = await answer_cached(client)
         tree["providers"][0]["base_url"] = f"{elsewhere.base_url}/v1"  # the same names
         write_config(path, tree)
         assert await gateway.reload(str(path))
