@@ -25,13 +25,20 @@ same references (https://docs.claude.com/en/api/messages, .../build-with-claude/
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import orjson
 
-from ai_service.errors import InvalidRequest, quoted
+from ai_service.doors.fields import (
+    json_array,
+    json_base64,
+    json_count,
+    json_number,
+    json_object,
+    json_text,
+    refuse,
+)
+from ai_service.errors import quoted
 from ai_service.providers.translation import ANTHROPIC_STOP_REASONS
 from ai_service_protos.ai_service_pb2 import (
     CacheControl,
@@ -54,45 +61,11 @@ for _stop, _finish in ANTHROPIC_STOP_REASONS.items():
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def _refuse(field: str, description: str) -> InvalidRequest:
-    return InvalidRequest(field, description)
-
-
-def _object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _refuse(field, "must be an object")
-    return value
-
-
-def _list(value: Any, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _refuse(field, "must be an array")
-    return value
-
-
-def _text(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise _refuse(field, "must be a string")
-    return value
-
-
-def _integer(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise _refuse(field, "must be a non-negative integer")
-    return value
-
-
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _refuse(field, "must be a number")
-    return float(value)
-
-
 def _mark(block: dict[str, Any], path: str) -> CacheControl | None:
     mark = block.get("cache_control")
     if mark is None:
         return None
-    mark = _object(mark, f"{path}.cache_control")
+    mark = json_object(mark, f"{path}.cache_control")
     return CacheControl(type=str(mark.get("type") or ""), ttl=str(mark.get("ttl") or ""))
 
 
@@ -101,49 +74,50 @@ def _mark(block: dict[str, Any], path: str) -> CacheControl | None:
 
 def messages_request(body: dict[str, Any]) -> tuple[ChatCompletionRequest, bool]:
     """(the request, whether it is streamed)."""
-    request = ChatCompletionRequest(model=_text(body.get("model", ""), "model"))
+    request = ChatCompletionRequest(model=json_text(body.get("model", ""), "model"))
     if body.get("max_tokens") is None:
-        raise _refuse("max_tokens", "is required")
-    request.max_tokens = _integer(body["max_tokens"], "max_tokens")
+        raise refuse("max_tokens", "is required")
+    request.max_tokens = json_count(body["max_tokens"], "max_tokens")
     system = body.get("system")
     if isinstance(system, str):
         if system:
             request.messages.add(role="system", content=system)
     elif system is not None:
-        for i, block in enumerate(_list(system, "system")):
-            block = _object(block, f"system[{i}]")
+        for i, block in enumerate(json_array(system, "system")):
+            block = json_object(block, f"system[{i}]")
             message = request.messages.add(
-                role="system", content=_text(block.get("text"), f"system[{i}].text")
+                role="system", content=json_text(block.get("text"), f"system[{i}].text")
             )
             mark = _mark(block, f"system[{i}]")
             if mark is not None:
                 message.cache_control.CopyFrom(mark)
-    for i, item in enumerate(_list(body.get("messages"), "messages")):
-        _turn_into(request, _object(item, f"messages[{i}]"), f"messages[{i}]")
+    for i, item in enumerate(json_array(body.get("messages"), "messages")):
+        _turn_into(request, json_object(item, f"messages[{i}]"), f"messages[{i}]")
     if body.get("top_k") is not None:
-        raise _refuse("top_k", "is not supported: use temperature or top_p")
+        raise refuse("top_k", "is not supported: use temperature or top_p")
     for field in ("temperature", "top_p"):
         if body.get(field) is not None:
-            setattr(request, field, _number(body[field], field))
+            setattr(request, field, json_number(body[field], field))
     stops = body.get("stop_sequences")
     if stops is not None:
         request.stop.extend(
-            _text(s, f"stop_sequences[{i}]") for i, s in enumerate(_list(stops, "stop_sequences"))
+            json_text(s, f"stop_sequences[{i}]")
+            for i, s in enumerate(json_array(stops, "stop_sequences"))
         )
     metadata = body.get("metadata")
     if metadata is not None:
-        user = _object(metadata, "metadata").get("user_id")
+        user = json_object(metadata, "metadata").get("user_id")
         if user is not None:
-            request.user = _text(user, "metadata.user_id")
+            request.user = json_text(user, "metadata.user_id")
     for i, tool in enumerate(body.get("tools") or ()):
-        _tool_into(request, _object(tool, f"tools[{i}]"), f"tools[{i}]")
+        _tool_into(request, json_object(tool, f"tools[{i}]"), f"tools[{i}]")
     if body.get("tool_choice") is not None:
-        _tool_choice_into(request, _object(body["tool_choice"], "tool_choice"))
+        _tool_choice_into(request, json_object(body["tool_choice"], "tool_choice"))
     if body.get("thinking") is not None:
-        _thinking_into(request, _object(body["thinking"], "thinking"))
+        _thinking_into(request, json_object(body["thinking"], "thinking"))
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _refuse("stream", "must be true or false")
+        raise refuse("stream", "must be true or false")
     return request, bool(stream)
 
 
@@ -151,34 +125,34 @@ def _turn_into(request: ChatCompletionRequest, item: dict[str, Any], path: str) 
     """One user or assistant turn: its tool results as tool messages, then the rest."""
     role = item.get("role")
     if role not in ("user", "assistant"):
-        raise _refuse(f"{path}.role", f"is {quoted(str(role))}; expected user or assistant")
+        raise refuse(f"{path}.role", f"is {quoted(str(role))}; expected user or assistant")
     content = item.get("content")
     if isinstance(content, str):
         request.messages.add(role=role, content=content)
         return
     message = Message(role=role)
-    for j, value in enumerate(_list(content, f"{path}.content")):
+    for j, value in enumerate(json_array(content, f"{path}.content")):
         block_path = f"{path}.content[{j}]"
-        block = _object(value, block_path)
+        block = json_object(value, block_path)
         kind = block.get("type")
         if kind == "tool_result":
             if role != "user":
-                raise _refuse(f"{block_path}.type", "tool results go in a user turn")
+                raise refuse(f"{block_path}.type", "tool results go in a user turn")
             request.messages.append(_tool_result(block, block_path))
         elif kind == "tool_use":
-            call = ToolCall(id=_text(block.get("id"), f"{block_path}.id"), type="function")
-            call.function.name = _text(block.get("name"), f"{block_path}.name")
+            call = ToolCall(id=json_text(block.get("id"), f"{block_path}.id"), type="function")
+            call.function.name = json_text(block.get("name"), f"{block_path}.name")
             call.function.arguments = orjson.dumps(block.get("input") or {}).decode()
             message.tool_calls.append(call)
         elif kind == "thinking":
             message.reasoning.append(
                 ReasoningBlock(
-                    text=_text(block.get("thinking", ""), f"{block_path}.thinking"),
-                    signature=_text(block.get("signature", ""), f"{block_path}.signature"),
+                    text=json_text(block.get("thinking", ""), f"{block_path}.thinking"),
+                    signature=json_text(block.get("signature", ""), f"{block_path}.signature"),
                 )
             )
         elif kind == "redacted_thinking":
-            data = _text(block.get("data"), f"{block_path}.data")
+            data = json_text(block.get("data"), f"{block_path}.data")
             message.reasoning.append(ReasoningBlock(redacted_data=data))
         else:
             _content_into(message, block, block_path)
@@ -191,7 +165,7 @@ def _content_into(message: Message, block: dict[str, Any], path: str) -> None:
     kind = block.get("type")
     mark = _mark(block, path)
     if kind == "text":
-        text = _text(block.get("text"), f"{path}.text")
+        text = json_text(block.get("text"), f"{path}.text")
         if not message.content and not message.parts:
             message.content = text
             if mark is not None:
@@ -199,14 +173,14 @@ def _content_into(message: Message, block: dict[str, Any], path: str) -> None:
             return
         part = ContentPart(text=text)
     elif kind == "image":
-        part = ContentPart(image=_image(_object(block.get("source"), f"{path}.source"), path))
+        part = ContentPart(image=_image(json_object(block.get("source"), f"{path}.source"), path))
     elif kind == "document":
-        document = _document(_object(block.get("source"), f"{path}.source"), path)
+        document = _document(json_object(block.get("source"), f"{path}.source"), path)
         if block.get("title") is not None:
-            document.name = _text(block["title"], f"{path}.title")
+            document.name = json_text(block["title"], f"{path}.title")
         part = ContentPart(document=document)
     else:
-        raise _refuse(f"{path}.type", f"is {quoted(str(kind))}; not a supported content block")
+        raise refuse(f"{path}.type", f"is {quoted(str(kind))}; not a supported content block")
     if mark is not None:
         part.cache_control.CopyFrom(mark)
     message.parts.append(part)
@@ -215,45 +189,40 @@ def _content_into(message: Message, block: dict[str, Any], path: str) -> None:
 def _image(source: dict[str, Any], path: str) -> ImagePart:
     kind = source.get("type")
     if kind == "url":
-        return ImagePart(url=_text(source.get("url"), f"{path}.source.url"))
+        return ImagePart(url=json_text(source.get("url"), f"{path}.source.url"))
     if kind == "base64":
         return ImagePart(
-            data=_base64(source.get("data"), f"{path}.source.data"),
-            media_type=_text(source.get("media_type", ""), f"{path}.source.media_type"),
+            data=json_base64(source.get("data"), f"{path}.source.data"),
+            media_type=json_text(source.get("media_type", ""), f"{path}.source.media_type"),
         )
-    raise _refuse(f"{path}.source.type", f"is {quoted(str(kind))}; expected base64 or url")
+    raise refuse(f"{path}.source.type", f"is {quoted(str(kind))}; expected base64 or url")
 
 
 def _document(source: dict[str, Any], path: str) -> DocumentPart:
     kind = source.get("type")
     if kind == "url":
-        return DocumentPart(url=_text(source.get("url"), f"{path}.source.url"))
+        return DocumentPart(url=json_text(source.get("url"), f"{path}.source.url"))
     if kind == "base64":
         return DocumentPart(
-            data=_base64(source.get("data"), f"{path}.source.data"),
-            media_type=_text(source.get("media_type", ""), f"{path}.source.media_type"),
+            data=json_base64(source.get("data"), f"{path}.source.data"),
+            media_type=json_text(source.get("media_type", ""), f"{path}.source.media_type"),
         )
     if kind == "text":
-        text = _text(source.get("data"), f"{path}.source.data")
+        text = json_text(source.get("data"), f"{path}.source.data")
         return DocumentPart(data=text.encode(), media_type="text/plain")
-    raise _refuse(f"{path}.source.type", f"is {quoted(str(kind))}; expected base64, url or text")
-
-
-def _base64(value: Any, path: str) -> bytes:
-    try:
-        return base64.b64decode(_text(value, path), validate=True)
-    except (binascii.Error, ValueError):
-        raise _refuse(path, "is not valid base64") from None
+    raise refuse(f"{path}.source.type", f"is {quoted(str(kind))}; expected base64, url or text")
 
 
 def _tool_result(block: dict[str, Any], path: str) -> Message:
-    message = Message(role="tool", tool_call_id=_text(block.get("tool_use_id"), f"{path}.id"))
+    message = Message(role="tool", tool_call_id=json_text(block.get("tool_use_id"), f"{path}.id"))
     content = block.get("content")
     if isinstance(content, str):
         message.content = content
     elif content is not None:
-        for k, item in enumerate(_list(content, f"{path}.content")):
-            _content_into(message, _object(item, f"{path}.content[{k}]"), f"{path}.content[{k}]")
+        for k, item in enumerate(json_array(content, f"{path}.content")):
+            _content_into(
+                message, json_object(item, f"{path}.content[{k}]"), f"{path}.content[{k}]"
+            )
     mark = _mark(block, path)
     if mark is not None and not message.HasField("cache_control"):
         message.cache_control.CopyFrom(mark)
@@ -262,13 +231,13 @@ def _tool_result(block: dict[str, Any], path: str) -> Message:
 
 def _tool_into(request: ChatCompletionRequest, tool: dict[str, Any], path: str) -> None:
     if tool.get("type") not in (None, "custom"):
-        raise _refuse(
+        raise refuse(
             f"{path}.type", f"is {quoted(str(tool['type']))}; server tools are not supported"
         )
     out = request.tools.add(type="function")
-    out.function.name = _text(tool.get("name"), f"{path}.name")
+    out.function.name = json_text(tool.get("name"), f"{path}.name")
     if tool.get("description") is not None:
-        out.function.description = _text(tool["description"], f"{path}.description")
+        out.function.description = json_text(tool["description"], f"{path}.description")
     out.function.parameters_json = orjson.dumps(tool.get("input_schema") or {}).decode()
     mark = _mark(tool, path)
     if mark is not None:
@@ -278,11 +247,11 @@ def _tool_into(request: ChatCompletionRequest, tool: dict[str, Any], path: str) 
 def _tool_choice_into(request: ChatCompletionRequest, choice: dict[str, Any]) -> None:
     kind = choice.get("type")
     if kind == "tool":
-        request.tool_choice.function = _text(choice.get("name"), "tool_choice.name")
+        request.tool_choice.function = json_text(choice.get("name"), "tool_choice.name")
     elif kind in _TOOL_CHOICES:
         request.tool_choice.mode = _TOOL_CHOICES[kind]
     else:
-        raise _refuse(
+        raise refuse(
             "tool_choice.type", f"is {quoted(str(kind))}; expected auto, any, tool or none"
         )
 
@@ -291,15 +260,17 @@ def _thinking_into(request: ChatCompletionRequest, thinking: dict[str, Any]) -> 
     kind = thinking.get("type")
     reasoning = request.reasoning
     if kind == "enabled":
-        reasoning.budget_tokens = _integer(thinking.get("budget_tokens"), "thinking.budget_tokens")
+        reasoning.budget_tokens = json_count(
+            thinking.get("budget_tokens"), "thinking.budget_tokens"
+        )
     elif kind == "disabled":
         reasoning.off = True
     elif kind != "adaptive":
-        raise _refuse("thinking.type", f"is {quoted(str(kind))}; expected enabled or disabled")
+        raise refuse("thinking.type", f"is {quoted(str(kind))}; expected enabled or disabled")
     display = thinking.get("display")
     if display is not None:
         if display not in ("summarized", "omitted"):
-            raise _refuse("thinking.display", "expected summarized or omitted")
+            raise refuse("thinking.display", "expected summarized or omitted")
         reasoning.include_text = display == "summarized"
     if kind == "adaptive" and display is None:
         request.ClearField("reasoning")

@@ -28,13 +28,22 @@ let through.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from ai_service.errors import InvalidRequest, quoted
+from ai_service.doors.fields import (
+    json_array,
+    json_base64,
+    json_flag,
+    json_integer,
+    json_number,
+    json_object,
+    json_text,
+    refuse,
+)
+from ai_service.errors import quoted
 from ai_service.providers.translation import SYSTEM_ROLES
 from ai_service_protos.ai_service_pb2 import (
     AudioPart,
@@ -80,131 +89,91 @@ _UNCARRIED = (
 )
 
 
-def _refuse(field: str, description: str) -> InvalidRequest:
-    return InvalidRequest(field, description)
-
-
-def _object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _refuse(field, "must be an object")
-    return value
-
-
-def _list(value: Any, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _refuse(field, "must be an array")
-    return value
-
-
-def _text(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise _refuse(field, "must be a string")
-    return value
-
-
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _refuse(field, "must be a number")
-    return float(value)
-
-
-def _integer(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _refuse(field, "must be an integer")
-    if not -(2**31) <= value < 2**31:
-        raise _refuse(field, "is out of range")
-    return value
-
-
-def _flag(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise _refuse(field, "must be true or false")
-    return value
-
-
 # --- chat completions: OpenAI JSON → proto ---------------------------------------------
 
 
 def chat_request(body: dict[str, Any]) -> tuple[ChatCompletionRequest, bool, bool]:
     """(the request, whether it is streamed, whether the stream ends with a usage chunk)."""
-    request = ChatCompletionRequest(model=_text(body.get("model", ""), "model"))
-    messages = _list(body.get("messages"), "messages")
+    request = ChatCompletionRequest(model=json_text(body.get("model", ""), "model"))
+    messages = json_array(body.get("messages"), "messages")
     request.messages.extend(message_from(m, f"messages[{i}]") for i, m in enumerate(messages))
     for field, why in _UNCARRIED:
         value = body.get(field)
         if value not in (None, False, {}, []):
-            raise _refuse(field, why)
+            raise refuse(field, why)
     n = body.get("n")
     if n is not None and n != 1:
-        raise _refuse("n", "only 1 choice per call is supported")
+        raise refuse("n", "only 1 choice per call is supported")
     if "tools" in body and body["tools"] is not None:
-        for i, tool in enumerate(_list(body["tools"], "tools")):
-            _tool_into(request, _object(tool, f"tools[{i}]"), f"tools[{i}]")
+        for i, tool in enumerate(json_array(body["tools"], "tools")):
+            _tool_into(request, json_object(tool, f"tools[{i}]"), f"tools[{i}]")
     if body.get("tool_choice") is not None:
         _tool_choice_into(request, body["tool_choice"])
     maximum = body.get("max_completion_tokens")
     if maximum is None:
         maximum = body.get("max_tokens")
     if maximum is not None:
-        request.max_tokens = _integer(maximum, "max_tokens")
+        request.max_tokens = json_integer(maximum, "max_tokens")
     for field in _SAMPLING:
         value = body.get(field)
         if value is not None:
-            setattr(request, field, _number(value, field))
+            setattr(request, field, json_number(value, field))
     if body.get("seed") is not None:
         seed = body["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise _refuse("seed", "must be an integer")
+            raise refuse("seed", "must be an integer")
         request.seed = seed
     stop = body.get("stop")
     if isinstance(stop, str):
         request.stop.append(stop)
     elif stop is not None:
-        request.stop.extend(_text(s, f"stop[{i}]") for i, s in enumerate(_list(stop, "stop")))
+        request.stop.extend(
+            json_text(s, f"stop[{i}]") for i, s in enumerate(json_array(stop, "stop"))
+        )
     user = body.get("user") or body.get("safety_identifier")
     if user is not None:
-        request.user = _text(user, "user")
+        request.user = json_text(user, "user")
     metadata = body.get("metadata")
     if metadata is not None:
-        for key, value in _object(metadata, "metadata").items():
-            request.metadata[key] = _text(value, f"metadata.{key}")
+        for key, value in json_object(metadata, "metadata").items():
+            request.metadata[key] = json_text(value, f"metadata.{key}")
     if body.get("response_format") is not None:
-        _response_format_into(request, _object(body["response_format"], "response_format"))
+        _response_format_into(request, json_object(body["response_format"], "response_format"))
     _reasoning_into(request, body)
     options = body.get("options")
     if options is not None:
-        _options_into(request, _object(options, "options"))
+        _options_into(request, json_object(options, "options"))
     stream = body.get("stream")
-    streaming = stream is not None and _flag(stream, "stream")
+    streaming = stream is not None and json_flag(stream, "stream")
     include_usage = False
     if streaming and body.get("stream_options") is not None:
-        usage = _object(body["stream_options"], "stream_options").get("include_usage")
-        include_usage = usage is not None and _flag(usage, "stream_options.include_usage")
+        usage = json_object(body["stream_options"], "stream_options").get("include_usage")
+        include_usage = usage is not None and json_flag(usage, "stream_options.include_usage")
     return request, streaming, include_usage
 
 
 def message_from(value: Any, path: str) -> Message:
-    item = _object(value, path)
-    role = _text(item.get("role", ""), f"{path}.role")
+    item = json_object(value, path)
+    role = json_text(item.get("role", ""), f"{path}.role")
     if role not in _ROLES:
-        raise _refuse(f"{path}.role", f"is {quoted(role)}; expected one of {sorted(_ROLES)}")
+        raise refuse(f"{path}.role", f"is {quoted(role)}; expected one of {sorted(_ROLES)}")
     message = Message(role=role)
     content = item.get("content")
     if isinstance(content, str):
         message.content = content
     elif content is not None:
-        _parts_into(message, _list(content, f"{path}.content"), f"{path}.content")
+        _parts_into(message, json_array(content, f"{path}.content"), f"{path}.content")
     refusal = item.get("refusal")
     if refusal and not message.content:  # an assistant turn that refused, sent back
-        message.content = _text(refusal, f"{path}.refusal")
+        message.content = json_text(refusal, f"{path}.refusal")
     if item.get("name") is not None:
-        message.name = _text(item["name"], f"{path}.name")
+        message.name = json_text(item["name"], f"{path}.name")
     if item.get("tool_call_id") is not None:
-        message.tool_call_id = _text(item["tool_call_id"], f"{path}.tool_call_id")
+        message.tool_call_id = json_text(item["tool_call_id"], f"{path}.tool_call_id")
     for i, call in enumerate(item.get("tool_calls") or ()):
-        message.tool_calls.append(_tool_call(_object(call, f"{path}.tool_calls[{i}]")))
+        message.tool_calls.append(_tool_call(json_object(call, f"{path}.tool_calls[{i}]")))
     for i, block in enumerate(item.get("reasoning") or ()):
-        block = _object(block, f"{path}.reasoning[{i}]")
+        block = json_object(block, f"{path}.reasoning[{i}]")
         message.reasoning.append(
             ReasoningBlock(
                 text=block.get("text") or "",
@@ -230,10 +199,10 @@ def _parts_into(message: Message, parts: list[Any], path: str) -> None:
     """Content parts: a leading text part is the message's `content`, the rest its parts
     (the service's message puts `content` first)."""
     for i, value in enumerate(parts):
-        part = _object(value, f"{path}[{i}]")
+        part = json_object(value, f"{path}[{i}]")
         kind = part.get("type")
         if kind in ("text", "refusal"):
-            text = _text(part.get(kind), f"{path}[{i}].{kind}")
+            text = json_text(part.get(kind), f"{path}[{i}].{kind}")
             if i == 0:
                 message.content = text
             else:
@@ -241,22 +210,22 @@ def _parts_into(message: Message, parts: list[Any], path: str) -> None:
         elif kind == "image_url":
             message.parts.append(ContentPart(image=_image(part, f"{path}[{i}].image_url")))
         elif kind == "input_audio":
-            audio = _object(part.get("input_audio"), f"{path}[{i}].input_audio")
-            data = _base64(audio.get("data"), f"{path}[{i}].input_audio.data")
-            fmt = _text(audio.get("format", ""), f"{path}[{i}].input_audio.format")
+            audio = json_object(part.get("input_audio"), f"{path}[{i}].input_audio")
+            data = json_base64(audio.get("data"), f"{path}[{i}].input_audio.data")
+            fmt = json_text(audio.get("format", ""), f"{path}[{i}].input_audio.format")
             message.parts.append(ContentPart(audio=AudioPart(data=data, format=fmt)))
         elif kind == "file":
             message.parts.append(ContentPart(document=_document(part, f"{path}[{i}].file")))
         else:
-            raise _refuse(f"{path}[{i}].type", f"is {quoted(str(kind))}; not a content part")
+            raise refuse(f"{path}[{i}].type", f"is {quoted(str(kind))}; not a content part")
 
 
 def _image(part: dict[str, Any], path: str) -> ImagePart:
     spec = part.get("image_url")
     if isinstance(spec, str):  # some clients send the URL alone
         spec = {"url": spec}
-    spec = _object(spec, path)
-    url = _text(spec.get("url", ""), f"{path}.url")
+    spec = json_object(spec, path)
+    url = json_text(spec.get("url", ""), f"{path}.url")
     image = ImagePart(detail=str(spec.get("detail") or ""))
     if url.startswith("data:"):
         image.media_type, image.data = _data_url(url, f"{path}.url")
@@ -266,15 +235,15 @@ def _image(part: dict[str, Any], path: str) -> ImagePart:
 
 
 def _document(part: dict[str, Any], path: str) -> DocumentPart:
-    spec = _object(part.get("file"), path)
+    spec = json_object(part.get("file"), path)
     if spec.get("file_id"):
-        raise _refuse(f"{path}.file_id", "uploaded files are not supported: send file_data")
-    data = _text(spec.get("file_data", ""), f"{path}.file_data")
+        raise refuse(f"{path}.file_id", "uploaded files are not supported: send file_data")
+    data = json_text(spec.get("file_data", ""), f"{path}.file_data")
     document = DocumentPart(name=str(spec.get("filename") or ""))
     if data.startswith("data:"):
         document.media_type, document.data = _data_url(data, f"{path}.file_data")
     else:  # bare base64: the type from the name
-        document.data = _base64(data, f"{path}.file_data")
+        document.data = json_base64(data, f"{path}.file_data")
         document.media_type = "text/plain" if document.name.endswith(".txt") else "application/pdf"
     return document
 
@@ -284,76 +253,71 @@ def _data_url(url: str, path: str) -> tuple[str, bytes]:
     header, comma, data = url.partition(",")
     media_type, _, encoding = header[len("data:") :].partition(";")
     if not comma or encoding != "base64":
-        raise _refuse(path, "a data URL must be data:<media type>;base64,<data>")
-    return media_type, _base64(data, path)
-
-
-def _base64(value: Any, path: str) -> bytes:
-    try:
-        return base64.b64decode(_text(value, path), validate=True)
-    except (binascii.Error, ValueError):
-        raise _refuse(path, "is not valid base64") from None
+        raise refuse(path, "a data URL must be data:<media type>;base64,<data>")
+    return media_type, json_base64(data, path)
 
 
 def _tool_into(request: ChatCompletionRequest, tool: dict[str, Any], path: str) -> None:
     kind = tool.get("type", "function")
     if kind != "function":
-        raise _refuse(f"{path}.type", f"is {quoted(str(kind))}; only function tools are supported")
-    function = _object(tool.get("function"), f"{path}.function")
+        raise refuse(f"{path}.type", f"is {quoted(str(kind))}; only function tools are supported")
+    function = json_object(tool.get("function"), f"{path}.function")
     out = request.tools.add(type="function").function
-    out.name = _text(function.get("name", ""), f"{path}.function.name")
+    out.name = json_text(function.get("name", ""), f"{path}.function.name")
     if function.get("description") is not None:
-        out.description = _text(function["description"], f"{path}.function.description")
+        out.description = json_text(function["description"], f"{path}.function.description")
     if function.get("parameters") is not None:
         out.parameters_json = orjson.dumps(function["parameters"]).decode()
     if function.get("strict") is not None:
-        out.strict = _flag(function["strict"], f"{path}.function.strict")
+        out.strict = json_flag(function["strict"], f"{path}.function.strict")
 
 
 def _tool_choice_into(request: ChatCompletionRequest, choice: Any) -> None:
     if isinstance(choice, str):
         request.tool_choice.mode = choice
         return
-    choice = _object(choice, "tool_choice")
+    choice = json_object(choice, "tool_choice")
     if choice.get("type") != "function":
-        raise _refuse("tool_choice.type", "only a function may be chosen")
-    function = _object(choice.get("function"), "tool_choice.function")
-    request.tool_choice.function = _text(function.get("name", ""), "tool_choice.function.name")
+        raise refuse("tool_choice.type", "only a function may be chosen")
+    function = json_object(choice.get("function"), "tool_choice.function")
+    request.tool_choice.function = json_text(function.get("name", ""), "tool_choice.function.name")
 
 
 def _response_format_into(request: ChatCompletionRequest, spec: dict[str, Any]) -> None:
     fmt = request.response_format
-    fmt.type = _text(spec.get("type", ""), "response_format.type")
+    fmt.type = json_text(spec.get("type", ""), "response_format.type")
     if fmt.type != "json_schema":
         return
-    schema = _object(spec.get("json_schema"), "response_format.json_schema")
+    schema = json_object(spec.get("json_schema"), "response_format.json_schema")
     fmt.schema_name = str(schema.get("name") or "")
     if schema.get("schema") is not None:
         fmt.json_schema = orjson.dumps(schema["schema"]).decode()
     if schema.get("strict") is not None:
-        fmt.strict = _flag(schema["strict"], "response_format.json_schema.strict")
+        fmt.strict = json_flag(schema["strict"], "response_format.json_schema.strict")
 
 
 def _reasoning_into(request: ChatCompletionRequest, body: dict[str, Any]) -> None:
     """`reasoning_effort`, or the service's own `reasoning` setting."""
     setting = body.get("reasoning")
     if setting is not None:
-        setting = _object(setting, "reasoning")
+        setting = json_object(setting, "reasoning")
         reasoning = request.reasoning
         if setting.get("effort") is not None:
-            reasoning.effort = _text(setting["effort"], "reasoning.effort")
+            reasoning.effort = json_text(setting["effort"], "reasoning.effort")
         elif setting.get("budget_tokens") is not None:
-            reasoning.budget_tokens = _integer(setting["budget_tokens"], "reasoning.budget_tokens")
+            reasoning.budget_tokens = json_integer(
+                setting["budget_tokens"], "reasoning.budget_tokens"
+            )
         elif setting.get("off") is not None:
-            reasoning.off = _flag(setting["off"], "reasoning.off")
+            reasoning.off = json_flag(setting["off"], "reasoning.off")
         if setting.get("include_text") is not None:
-            reasoning.include_text = _flag(setting["include_text"], "reasoning.include_text")
+            reasoning.include_text = json_flag(setting["include_text"], "reasoning.include_text")
     effort = body.get("reasoning_effort")
     if effort is None:
         return
-    effort = _text(effort, "reasoning_effort")
+    effort = json_text(effort, "reasoning_effort")
     if effort not in EFFORTS:
-        raise _refuse("reasoning_effort", f"is {quoted(effort)}; expected one of {list(EFFORTS)}")
+        raise refuse("reasoning_effort", f"is {quoted(effort)}; expected one of {list(EFFORTS)}")
     level = EFFORTS[effort]
     if level is None:
         request.reasoning.off = True
@@ -363,12 +327,12 @@ def _reasoning_into(request: ChatCompletionRequest, body: dict[str, Any]) -> Non
 
 def _options_into(request: ChatCompletionRequest, options: dict[str, Any]) -> None:
     if options.get("bypass_cache") is not None:
-        request.options.bypass_cache = _flag(options["bypass_cache"], "options.bypass_cache")
+        request.options.bypass_cache = json_flag(options["bypass_cache"], "options.bypass_cache")
     ttl = options.get("cache_ttl_seconds")
     if ttl is not None:
-        seconds = _integer(ttl, "options.cache_ttl_seconds")
+        seconds = json_integer(ttl, "options.cache_ttl_seconds")
         if seconds < 0:
-            raise _refuse("options.cache_ttl_seconds", "must not be negative")
+            raise refuse("options.cache_ttl_seconds", "must not be negative")
         request.options.cache_ttl_seconds = seconds
 
 
@@ -567,22 +531,22 @@ def text_only(chunk: ChatCompletionChunk) -> tuple[int, str] | None:
 
 
 def embed_request(body: dict[str, Any]) -> EmbedRequest:
-    request = EmbedRequest(model=_text(body.get("model", ""), "model"))
+    request = EmbedRequest(model=json_text(body.get("model", ""), "model"))
     inputs = body.get("input")
     if isinstance(inputs, str):
         request.inputs.append(inputs)
     else:
-        for i, text in enumerate(_list(inputs, "input")):
+        for i, text in enumerate(json_array(inputs, "input")):
             if not isinstance(text, str):
-                raise _refuse(f"input[{i}]", "token arrays are not supported: send text")
+                raise refuse(f"input[{i}]", "token arrays are not supported: send text")
             request.inputs.append(text)
     encoding = body.get("encoding_format")
     if encoding is not None:
-        request.encoding_format = _text(encoding, "encoding_format")
+        request.encoding_format = json_text(encoding, "encoding_format")
     if body.get("dimensions") is not None:
-        request.dimensions = _integer(body["dimensions"], "dimensions")
+        request.dimensions = json_integer(body["dimensions"], "dimensions")
     if body.get("user") is not None:
-        request.user = _text(body["user"], "user")
+        request.user = json_text(body["user"], "user")
     return request
 
 
