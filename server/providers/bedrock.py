@@ -78,6 +78,7 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
+    hide_reasoning_text,
     keeps_reasoning_text,
     new_id,
     set_usage,
@@ -180,8 +181,7 @@ class BedrockProvider:
         payload = await self._endpoint.fetch(body, "a Converse answer", url)
         response = translate_failure(response_from_bedrock, payload, deployment.upstream_model)
         if not keeps_reasoning_text(request):
-            for block in response.choices[0].message.reasoning:
-                block.text = ""  # the signatures stay: the next turn needs them
+            hide_reasoning_text(response)
         return response
 
     async def stream(

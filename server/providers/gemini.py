@@ -78,6 +78,7 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
+    hide_reasoning_text,
     keeps_reasoning_text,
     new_id,
     text_chunk,
@@ -180,8 +181,7 @@ class GeminiProvider:
         payload = await self._endpoint.fetch(body, "a generateContent answer", url)
         response = translate_failure(response_from_gemini, payload, deployment.upstream_model)
         if not keeps_reasoning_text(request):
-            for block in response.choices[0].message.reasoning:
-                block.text = ""  # the signatures stay: the next turn needs them
+            hide_reasoning_text(response)
         return response
 
     async def stream(

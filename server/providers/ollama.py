@@ -60,6 +60,7 @@ from ai_service.providers.translation import (
     coalesce,
     finish_chunk,
     function_parameters,
+    hide_reasoning_text,
     keeps_reasoning_text,
     set_usage,
     text_chunk,
@@ -131,8 +132,7 @@ class OllamaProvider:
         payload = await self._endpoint.fetch(body, "a chat answer")
         response = translate_failure(response_from_ollama, payload)
         if not keeps_reasoning_text(request):
-            for choice in response.choices:
-                del choice.message.reasoning[:]
+            hide_reasoning_text(response)
         return response
 
     async def stream(

@@ -59,6 +59,7 @@ from ai_service.providers.status_mapping import caller_message, message_in_error
 from ai_service.providers.translation import (
     TextRuns,
     function_parameters,
+    hide_reasoning_text,
     is_empty,
     keeps_reasoning_text,
     tool_choice_of,
@@ -147,7 +148,7 @@ class OpenAIProvider:
         )
         response = translate_failure(response_from_openai, payload)
         if not keeps_reasoning_text(request):
-            _hide_reasoning_text(response)
+            hide_reasoning_text(response)
         return response
 
     async def stream(
@@ -403,11 +404,6 @@ def _reasoning_text(message: dict[str, Any]) -> str:
     """Reasoning text as compatible servers send it (OpenAI itself sends none)."""
     text = message.get("reasoning_content") or message.get("reasoning")
     return text if isinstance(text, str) else ""
-
-
-def _hide_reasoning_text(response: ChatCompletionResponse) -> None:
-    for choice in response.choices:
-        del choice.message.reasoning[:]  # text is all a compatible server's block holds
 
 
 def tool_call_from_openai(call: dict[str, Any]) -> ToolCall:

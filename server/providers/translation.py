@@ -20,6 +20,7 @@ from ai_service.errors import UpstreamUnavailable
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatCompletionResponse,
     FunctionDefinition,
     ToolCall,
     Usage,
@@ -103,6 +104,19 @@ def keeps_reasoning_text(request: ChatCompletionRequest) -> bool:
     return not (request.HasField("reasoning") and setting.HasField("include_text")) or (
         setting.include_text
     )
+
+
+def hide_reasoning_text(response: ChatCompletionResponse) -> None:
+    """The answer without its reasoning text (the caller asked for none): a block keeps
+    what the next turn needs (its signature, redacted data); a block of text alone goes."""
+    for choice in response.choices:
+        blocks = choice.message.reasoning
+        for block in blocks:
+            block.text = ""
+        kept = [block for block in blocks if block.signature or block.redacted_data]
+        if len(kept) != len(blocks):
+            del blocks[:]
+            blocks.extend(kept)
 
 
 def translate_failure(translate: Callable[..., _T], payload: dict[str, Any], *args: object) -> _T:
