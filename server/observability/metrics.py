@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client import (
@@ -67,6 +69,9 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 # The GenAI conventions' advised boundaries for token counts.
 _TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
+#: How often a worker's call metrics reach prometheus-client (and, with several workers,
+#: their shared files) between scrapes; a scrape of the worker itself flushes first.
+FLUSH_SECONDS = 1.0
 _CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
 
@@ -78,36 +83,101 @@ def multiprocess_dir() -> str | None:
 M = TypeVar("M", Counter, Gauge, Histogram)
 
 
-class _Children(Generic[M]):
-    """A metric's labelled children, each looked up once: `labels()` stringifies,
-    validates and takes a lock on every use, which the hot path would pay per call.
-    The label values are bounded sets (methods, models, key names, codes, deployments),
-    as they must be for Prometheus anyway."""
+class _Pending(Generic[M]):
+    """A metric's updates since the last `flush`, by label values, in plain Python.
 
-    __slots__ = ("_children", "_metric")
+    prometheus-client takes a lock and, for `labels()`, validates and stringifies on
+    every update; a call makes about ten. Here the hot path adds to a dict entry and
+    `flush` (on the event loop, before each scrape and every second: with several
+    workers their shared files are that fresh) hands the sums to the metric's children,
+    each looked up once. Label values are bounded sets (methods, models, key names,
+    codes, deployments), as they must be for Prometheus anyway."""
+
+    __slots__ = ("_children", "_metric", "_pending")
 
     def __init__(self, metric: M) -> None:
         self._metric: M = metric
         self._children: dict[tuple[str, ...], M] = {}
+        self._pending: dict[tuple[str, ...], list[float]] = {}
 
-    def __call__(self, *values: str) -> M:
+    def child(self, values: tuple[str, ...]) -> M:
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self._metric.labels(*values)
         return child
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for values, entry in pending.items():
+            self._apply(self.child(values), entry)
+
+    def _apply(self, child: M, entry: list[float]) -> None:
+        raise NotImplementedError
+
+
+S = TypeVar("S", Counter, Gauge)
+
+
+class _Sums(_Pending[S]):
+    """A counter's increments, or a gauge's net change (a live sum across workers)."""
+
+    def add(self, values: tuple[str, ...], amount: float = 1.0) -> None:
+        entry = self._pending.get(values)
+        if entry is None:
+            self._pending[values] = [amount]
+        else:
+            entry[0] += amount
+
+    def _apply(self, child: S, entry: list[float]) -> None:
+        child.inc(entry[0])
+
+
+class _HistogramUpdates(_Pending[Histogram]):
+    """Observations as counts per bucket and their sum: `[n_0, …, n_inf, sum]`."""
+
+    __slots__ = ("_bounds",)
+
+    def __init__(self, metric: Histogram, buckets: Sequence[float]) -> None:
+        super().__init__(metric)
+        self._bounds = (*buckets, math.inf)
+
+    def observe(self, values: tuple[str, ...], amount: float) -> None:
+        entry = self._pending.get(values)
+        if entry is None:
+            entry = self._pending[values] = [0.0] * (len(self._bounds) + 1)
+        # The first bucket whose bound is >= amount, as prometheus-client counts it.
+        entry[bisect_left(self._bounds, amount)] += 1
+        entry[-1] += amount
+
+    def _apply(self, child: Histogram, entry: list[float]) -> None:
+        # prometheus-client has no public way to add n observations at once; its
+        # children keep a (non-cumulative) value per bucket and one for the sum.
+        buckets = child._buckets
+        for at, count in enumerate(entry[:-1]):
+            if count:
+                buckets[at].inc(count)
+        child._sum.inc(entry[-1])
 
 
 class Metrics(Observer):
     """The call metrics, as an `Observer` of every call."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        def counter(name: str, doc: str, labels: Sequence[str]) -> _Children[Counter]:
-            return _Children(Counter(name, doc, labels, registry=registry))
+        updates: list[_Pending[Any]] = []
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> _Sums[Counter]:
+            metric = _Sums(Counter(name, doc, labels, registry=registry))
+            updates.append(metric)
+            return metric
 
         def histogram(
             name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
-        ) -> _Children[Histogram]:
-            return _Children(Histogram(name, doc, labels, registry=registry, buckets=buckets))
+        ) -> _HistogramUpdates:
+            metric = _HistogramUpdates(
+                Histogram(name, doc, labels, registry=registry, buckets=buckets), buckets
+            )
+            updates.append(metric)
+            return metric
 
         self.requests = counter(
             "ai_gateway_requests",
@@ -180,7 +250,7 @@ class Metrics(Observer):
         self.rate_limited = counter(
             "ai_gateway_rate_limited", "Calls refused by the key's rate limit.", ("key",)
         )
-        self.in_flight = _Children(
+        self.in_flight = _Sums(
             Gauge(
                 "ai_gateway_calls_in_flight",
                 "AIService calls (and streams) being served.",
@@ -189,55 +259,65 @@ class Metrics(Observer):
                 multiprocess_mode="livesum",
             )
         )
+        updates.append(self.in_flight)
         self.spend = _SpendMetrics(counter)
+        self._updates = tuple(updates)
+
+    def flush(self) -> None:
+        """Hand every update since the last flush to prometheus-client (on the loop)."""
+        for metric in self._updates:
+            metric.flush()
 
     def call_started(self, call: CallRecord) -> None:
-        self.in_flight(call.method, call.transport).inc()
+        self.in_flight.add((call.method, call.transport), 1)
 
     def attempt_started(self, call: CallRecord, attempt: AttemptRecord) -> None:
         if attempt.hedge:
-            self.hedges(call.model).inc()
+            self.hedges.add((call.model,))
         elif attempt.number > 1:
-            self.retries(call.model).inc()
+            self.retries.add((call.model,))
         if attempt.fallback:
-            self.fallbacks(call.model, attempt.handle.name).inc()
+            self.fallbacks.add((call.model, attempt.handle.name))
 
     def attempt_ended(self, call: CallRecord, attempt: AttemptRecord) -> None:
         handle = attempt.handle
-        self.upstream(
-            *_gen_ai(call, handle),
-            handle.target.upstream_model,
-            handle.target.provider,
-            handle.name,
-            attempt.error or "",
-        ).observe(attempt.upstream_seconds)
+        self.upstream.observe(
+            (
+                *_gen_ai(call, handle),
+                handle.target.upstream_model,
+                handle.target.provider,
+                handle.name,
+                attempt.error or "",
+            ),
+            attempt.upstream_seconds,
+        )
 
     def call_ended(self, call: CallRecord) -> None:
         method, model, code, transport = call.method, call.model, call.code.name, call.transport
-        self.in_flight(method, transport).dec()
-        self.requests(method, model, call.key, code, call.reason, transport).inc()
-        self.duration(method, model, code, transport).observe(call.duration)
-        self.overhead(method).observe(call.overhead_seconds)
+        self.in_flight.add((method, transport), -1)
+        self.requests.add((method, model, call.key, code, call.reason, transport))
+        self.duration.observe((method, model, code, transport), call.duration)
+        self.overhead.observe((method,), call.overhead_seconds)
         if call.backoff_seconds:
-            self.backoff(method, model).observe(call.backoff_seconds)
+            self.backoff.observe((method, model), call.backoff_seconds)
         if call.queued_seconds:
-            self.slot_wait(method, model).observe(call.queued_seconds)
+            self.slot_wait.observe((method, model), call.queued_seconds)
         if call.reason == "RATE_LIMITED":
-            self.rate_limited(call.key).inc()
+            self.rate_limited.add((call.key,))
         if call.cache_hit is not None:
-            self.cache(model, "hit" if call.cache_hit else "miss").inc()
+            self.cache.add((model, "hit" if call.cache_hit else "miss"))
         if call.first_token is not None:
             handle = call.deployment
             kind = provider_name(handle.provider.kind) if handle is not None else ""
-            self.first_token(operation_name(method), kind, model).observe(
-                call.first_token - call.started
+            self.first_token.observe(
+                (operation_name(method), kind, model), call.first_token - call.started
             )
         served = call.served_by
         if served is not None and call.code.name == "OK":
             handle = served.handle
             labels = (*_gen_ai(call, handle), handle.target.upstream_model)
-            self.tokens(*labels, "input", model, handle.name).observe(served.input_tokens)
-            self.tokens(*labels, "output", model, handle.name).observe(served.output_tokens)
+            self.tokens.observe((*labels, "input", model, handle.name), served.input_tokens)
+            self.tokens.observe((*labels, "output", model, handle.name), served.output_tokens)
             # Parts of those, observed only when the provider reported them: three more
             # values of the token-type label, no new label.
             for kind, tokens in (
@@ -246,7 +326,7 @@ class Metrics(Observer):
                 ("reasoning", served.reasoning_tokens),
             ):
                 if tokens:
-                    self.tokens(*labels, kind, model, handle.name).observe(tokens)
+                    self.tokens.observe((*labels, kind, model, handle.name), tokens)
         self.spend.call_ended(call)
 
 
@@ -267,7 +347,7 @@ class _SpendMetrics:
     """What calls were charged, by key (and team) and model: long-term spend history
     lives here, in the metrics system, rather than in a table of calls."""
 
-    def __init__(self, counter: Callable[[str, str, Sequence[str]], _Children[Counter]]) -> None:
+    def __init__(self, counter: Callable[[str, str, Sequence[str]], _Sums[Counter]]) -> None:
         self.cost = counter(
             "ai_gateway_cost",
             "What calls cost, in the currency of the price list (cost.currency); estimated "
@@ -301,16 +381,16 @@ class _SpendMetrics:
         if spend is not None:
             key, model, counts = call.key, call.model, spend.counts
             if spend.cost:
-                self.cost(key, call.team, model).inc(spend.cost / NANOS)
+                self.cost.add((key, call.team, model), spend.cost / NANOS)
             for kind, at in _TOKEN_KINDS:
                 if counts[at]:
-                    self.tokens(key, model, kind).inc(counts[at])
+                    self.tokens.add((key, model, kind), counts[at])
             if counts[UNPRICED]:
-                self.unpriced(model).inc()
+                self.unpriced.add((model,))
         for scope in call.over_soft:
-            self.over_soft(scope).inc()
+            self.over_soft.add((scope,))
         if call.budget_refused:
-            self.refused(call.budget_refused).inc()
+            self.refused.add((call.budget_refused,))
 
 
 #: The GenAI attribute labels: operation and provider name, and the provider name's
@@ -387,13 +467,18 @@ class DeploymentCollector(Collector):
 class MetricsServer:
     """`GET /metrics` on its own HTTP port, rendered off the event loop."""
 
-    def __init__(self, settings: MetricsSettings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, settings: MetricsSettings, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self._registry = registry
+        self._call_metrics = metrics
         self._runner: web.AppRunner | None = None
+        self._flushing: asyncio.TimerHandle | None = None
         self.port = 0
 
     async def start(self) -> None:
+        self._flush_each_second()
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
@@ -414,7 +499,15 @@ class MetricsServer:
         self.port = runner.addresses[0][1]
         log.info("metrics listening", extra={"address": f"{host}:{self.port}"})
 
+    def _flush_each_second(self) -> None:
+        # Another worker's scrape reads this one's shared files: keep them a second fresh.
+        self._call_metrics.flush()
+        self._flushing = asyncio.get_running_loop().call_later(
+            FLUSH_SECONDS, self._flush_each_second
+        )
+
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._call_metrics.flush()
         # Rendering walks every series (and, multiprocess, reads files): a thread's job.
         body = await asyncio.get_running_loop().run_in_executor(
             None, generate_latest, self._registry
@@ -422,6 +515,10 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stop(self) -> None:
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        self._call_metrics.flush()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -84,7 +84,7 @@ class Observability:
         watch_process(self._served)
         if shared_state is not None:
             self._served.register(SharedStateCollector(shared_state))
-        self.metrics_server = MetricsServer(self._settings.metrics, self._served)
+        self.metrics_server = MetricsServer(self._settings.metrics, self._served, self.metrics)
         await self.metrics_server.start()
 
     def follow(self, router: Router, providers: Sequence[ProviderSettings]) -> None:

@@ -79,8 +79,12 @@ def test_two_workers_both_serve_are_restarted_and_sigterm_drains_both(
     workers, answered = serving_workers(two_workers.address, 2)
     assert len(workers) == 2
     assert str(two_workers.process.pid) not in workers  # the supervisor serves nothing itself
-    # One /metrics covers every worker (prometheus multiprocess mode, set up by the supervisor).
+    # One /metrics covers every worker (prometheus multiprocess mode, set up by the
+    # supervisor); the worker not scraped hands its counts on within a second.
     assert two_workers.metrics is not None
+    deadline = time.monotonic() + 10
+    while requests_counted(two_workers.metrics) != answered and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert requests_counted(two_workers.metrics) == answered
 
     crashed = sorted(workers)[0]
