@@ -136,3 +136,39 @@ def test_a_cancelled_wait_leaves_the_queue() -> None:
         assert (limiter.in_flight, limiter.queued) == (1, 0)
 
     in_virtual_time(main)
+
+
+def test_a_wait_that_times_out_behind_another_leaves_the_other_waiting() -> None:
+    async def main(_: ManualClock) -> None:
+        limiter = ConcurrencyLimiter("d", max_in_flight=1, max_queue=2)
+        await limiter.acquire(seconds(60))
+        patient = asyncio.ensure_future(limiter.acquire(seconds(60)))
+        await turn()
+        with pytest.raises(DeploymentBusy, match="before the call's deadline"):
+            await limiter.acquire(seconds(5))
+        # The impatient call gave up a place it held in the queue, not a slot: the
+        # patient one still waits, and the one slot is still the first call's.
+        await turn()
+        assert not patient.done()
+        assert (limiter.in_flight, limiter.queued) == (1, 1)
+        limiter.release()
+        await patient
+        assert (limiter.in_flight, limiter.queued) == (1, 0)
+
+    in_virtual_time(main)
+
+
+def test_a_slot_handed_to_a_call_as_it_is_cancelled_is_passed_on() -> None:
+    async def main(_: ManualClock) -> None:
+        limiter = ConcurrencyLimiter("d", max_in_flight=1, max_queue=1)
+        await limiter.acquire(seconds(60))
+        waiting = asyncio.ensure_future(limiter.acquire(seconds(60)))
+        await turn()
+        waiting.cancel()
+        limiter.release()  # the slot goes to the waiter before it sees its cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert (limiter.in_flight, limiter.queued) == (0, 0)
+        assert limiter.try_acquire()
+
+    in_virtual_time(main)
