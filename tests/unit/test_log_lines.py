@@ -1,4 +1,5 @@
-"""A JSON log line's time is its record's own, to the millisecond, in UTC."""
+"""A JSON log line: its record's own time, to the millisecond, in UTC; its fields, the extras
+the logger was given and none of the record's own attributes."""
 
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ def test_each_line_carries_its_own_time_across_seconds() -> None:
     assert line_time(formatter, 1769903999.999) == "2026-01-31T23:59:59.999Z"
     assert line_time(formatter, 1769904000.5) == "2026-02-01T00:00:00.500Z"
     assert line_time(formatter, 1769903999.0) == "2026-01-31T23:59:59.000Z"  # back again
+
+
+def test_a_line_carries_every_extra_and_none_of_the_record_s_own_attributes() -> None:
+    logger = logging.getLogger("ai_service.access")
+    extra = {"request_id": "r1", "key": "demo", "attempts": 1, "_private": "hidden"}
+    record = logger.makeRecord(logger.name, logging.INFO, "", 0, "call", (), None, extra=extra)
+    record.message = "set by a formatter that ran before"
+    line = orjson.loads(JsonFormatter().format(record))
+    assert set(line) == {"time", "level", "logger", "message", "request_id", "key", "attempts"}
+    assert (line["request_id"], line["key"], line["attempts"]) == ("r1", "demo", 1)
+    assert (line["level"], line["logger"], line["message"]) == ("info", "ai_service.access", "call")
