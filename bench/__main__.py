@@ -16,7 +16,7 @@ from bench.results import Results
 from bench.sections import SECTIONS, Ctx, run_section
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_SECTIONS = ("cpu", "throughput", "latency", "streaming", "features")
+DEFAULT_SECTIONS = ("cpu", "throughput", "latency", "streaming", "features", "overload")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

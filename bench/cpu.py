@@ -8,7 +8,10 @@ forwarder (grpc.aio + the adapter + the HTTP client, no pipeline), the gateway w
 production config, the gateway with everything optional off, and that base with each
 feature on — runs at once; each gets a warm-up, then `--rounds` rounds in which every
 server in turn takes `--calls` unary calls from h2load; the table gives each server's
-median CPU µs per call and the spread of its rounds, with its RPS beside.
+median CPU µs per call and the spread of its rounds, with its RPS beside. The forwarder
+and the production config also relay streams of one word and of 64: the difference,
+over the 63 more chunks, is the CPU each relayed chunk costs. Every call of a round
+must succeed and, but the echo's, reach the simulator, or the round is not counted.
 
     python -m bench.cpu [--calls 4000] [--rounds 5]
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -29,6 +33,7 @@ from typing import Any
 
 from bench import h2load, procs, report, stack
 from bench.h2load import Load, LoadResult
+from bench.results import Target
 
 BENCH_DIR = Path(__file__).resolve().parent
 HEADING = report.CPU_HEADING
@@ -38,6 +43,8 @@ WARMUP_CALLS = 2_000
 
 ECHO, FORWARDER = "bare grpc.aio echo", "bare forwarder"
 PRODUCTION, BASE = "gateway, production config", "gateway, everything optional off"
+#: The long streams' words; each stream row has a one-word twin.
+STREAM_TOKENS = 64
 #: The production config's gateway, its calls through the HTTP door (h2load --h1, as
 #: many requests in flight as the gRPC rows: one per connection).
 HTTP_DOOR = "HTTP door, production config"
@@ -51,16 +58,47 @@ class Server:
     start: Callable[[Path, stack.Endpoint], contextlib.AbstractContextManager[stack.Endpoint]]
     auth: bool = False
     http: bool = False
+    #: StreamChatCompletion calls, each a stream of this many words (0: unary calls).
+    stream_tokens: int = 0
+    #: This row's calls per round, as a share of `--calls` (long streams take fewer).
+    share: float = 1.0
+    #: Its calls reach the simulator (all but the echo's).
+    forwards: bool = True
 
 
 def _gateway(
-    name: str, *, http: bool = False, log_level: str = "warning", **switches: Any
+    name: str,
+    *,
+    http: bool = False,
+    log_level: str = "warning",
+    stream_tokens: int = 0,
+    share: float = 1.0,
+    **switches: Any,
 ) -> Server:
     def start(workdir: Path, sim: stack.Endpoint) -> contextlib.AbstractContextManager[Any]:
         tree = stack.gateway_tree(sim.http, http_door=http, **switches)
         return stack.gateway(workdir, tree, name=f"cpu-{name}", log_level=log_level)
 
-    return Server(start, auth=bool(switches.get("auth")), http=http)
+    auth = bool(switches.get("auth"))
+    return Server(start, auth=auth, http=http, stream_tokens=stream_tokens, share=share)
+
+
+def _forwarder(stream_tokens: int = 0, share: float = 1.0) -> Server:
+    return Server(
+        lambda workdir, sim: stack.forwarder(workdir, sim),
+        stream_tokens=stream_tokens,
+        share=share,
+    )
+
+
+def _stream_row_names(name: str) -> tuple[str, str]:
+    return f"{name}, streams of 1 word", f"{name}, streams of {STREAM_TOKENS} words"
+
+
+def _stream_rows(name: str, server: Callable[[int, float], Server]) -> dict[str, Server]:
+    """`name` relaying streams of one word and of STREAM_TOKENS (an eighth as many)."""
+    one, many = _stream_row_names(name)
+    return {one: server(1, 0.5), many: server(STREAM_TOKENS, 0.125)}
 
 
 #: The production config: what a deployment turns on — a key and its request limit
@@ -74,8 +112,8 @@ PRODUCTION_SWITCHES: dict[str, Any] = {
     "log_level": "info",
 }
 SERVERS: dict[str, Server] = {
-    ECHO: Server(lambda workdir, sim: stack.echo_server(workdir)),
-    FORWARDER: Server(lambda workdir, sim: stack.forwarder(workdir, sim)),
+    ECHO: Server(lambda workdir, sim: stack.echo_server(workdir), forwards=False),
+    FORWARDER: _forwarder(),
     PRODUCTION: _gateway("production", **PRODUCTION_SWITCHES),
     HTTP_DOOR: _gateway("http-door", http=True, **PRODUCTION_SWITCHES),
     BASE: _gateway("base", auth=False, rate_limit=False),
@@ -90,6 +128,13 @@ SERVERS: dict[str, Server] = {
         "redaction", auth=False, rate_limit=False, redaction=True
     ),
     "+ cache (request not cacheable)": _gateway("cache", auth=False, rate_limit=False, cache=True),
+    **_stream_rows(FORWARDER, _forwarder),
+    **_stream_rows(
+        PRODUCTION,
+        lambda tokens, share: _gateway(
+            f"production-stream-{tokens}", stream_tokens=tokens, share=share, **PRODUCTION_SWITCHES
+        ),
+    ),
 }
 #: Features measured against BASE (the audit log writes a file: it gets its own path).
 FEATURE_PREFIX = "+ "
@@ -117,9 +162,15 @@ def _load(endpoint: stack.Endpoint, workdir: Path, calls: int, server: Server) -
         return stack.http_door_load(
             endpoint, workdir, concurrency=CLIENTS * STREAMS, calls=calls, auth=server.auth
         )
-    auth = server.auth
     template = stack.grpc_unary_load(
-        endpoint, workdir, clients=CLIENTS, streams=STREAMS, duration=1, warmup=0, auth=auth
+        endpoint,
+        workdir,
+        clients=CLIENTS,
+        streams=STREAMS,
+        duration=1,
+        warmup=0,
+        auth=server.auth,
+        stream_tokens=server.stream_tokens,
     )
     return Load(
         url=template.url,
@@ -140,14 +191,26 @@ class Sample:
 
 
 def measure(
-    label: str, endpoint: stack.Endpoint, workdir: Path, calls: int, server: Server
+    label: str,
+    endpoint: stack.Endpoint,
+    sim: stack.Endpoint,
+    workdir: Path,
+    calls: int,
+    server: Server,
 ) -> Sample | None:
-    """One round: the server's CPU over `calls` calls, or None if they did not all succeed."""
+    """One round: the server's CPU over `calls` calls, or None if they did not all succeed
+    (h2load sees HTTP statuses only: a refused call reaches no upstream)."""
+    calls = max(1, round(calls * server.share))
+    upstream = stack.upstream_requests(sim)
     before = procs.cpu_seconds(endpoint.pid)
     result = h2load.run(label, _load(endpoint, workdir, calls, server), workdir)
     spent = procs.cpu_seconds(endpoint.pid) - before
     if not result.ok or result.succeeded != calls:
         print(f"  {label}: {result.succeeded}/{calls} calls {result.error}", flush=True)
+        return None
+    forwarded = stack.upstream_requests(sim) - upstream
+    if server.forwards and forwarded != calls:
+        print(f"  {label}: {forwarded} of {calls} calls reached the simulator", flush=True)
         return None
     return Sample(spent / calls * 1e6, result)
 
@@ -161,10 +224,10 @@ def run(workdir: Path, calls: int, rounds: int, only: list[str] | None = None) -
             name: started.enter_context(s.start(workdir, sim)) for name, s in chosen.items()
         }
         for name, endpoint in endpoints.items():
-            measure(f"warm {name}", endpoint, workdir, WARMUP_CALLS, chosen[name])
+            measure(f"warm {name}", endpoint, sim, workdir, WARMUP_CALLS, chosen[name])
         for round_number in range(rounds):
             for name, endpoint in endpoints.items():
-                sample = measure(name, endpoint, workdir, calls, chosen[name])
+                sample = measure(name, endpoint, sim, workdir, calls, chosen[name])
                 if sample is None:
                     continue
                 into = results[name]
@@ -176,46 +239,48 @@ def run(workdir: Path, calls: int, rounds: int, only: list[str] | None = None) -
     return results
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float
-    limit: float
-    unit: str
-
-    @property
-    def passed(self) -> bool:
-        return self.value <= self.limit
-
-    def line(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
-        target = f"target ≤ {self.limit:g}{self.unit}"
-        return f"{verdict}  {self.name}: {self.value:.2f}{self.unit} ({target})"
+def _target(name: str, value: float, limit: float, unit: str) -> Target:
+    return Target(name, value, limit, unit, higher_is_better=False)
 
 
-def checks(results: dict[str, Rounds]) -> list[Check]:
-    found: list[Check] = []
+def chunk_cost(median: dict[str, float], name: str) -> float:
+    """CPU µs per relayed chunk of `name`: its long streams less its one-word streams."""
+    one, many = _stream_row_names(name)
+    if one not in median or many not in median:
+        return math.nan
+    return (median[many] - median[one]) / (STREAM_TOKENS - 1)
+
+
+def checks(results: dict[str, Rounds]) -> list[Target]:
+    found: list[Target] = []
     median = {name: r.median for name, r in results.items() if r.cpu_us}
     if PRODUCTION in median and ECHO in median:
         found.append(
-            Check("production config / bare echo", median[PRODUCTION] / median[ECHO], 1.5, "x")
-        )
-    if PRODUCTION in median and FORWARDER in median:
-        found.append(
-            Check(
-                "production config / bare forwarder",
-                median[PRODUCTION] / median[FORWARDER],
-                1.2,
+            _target(
+                "CPU per call, production config / bare echo",
+                median[PRODUCTION] / median[ECHO],
+                1.5,
                 "x",
             )
         )
+    if PRODUCTION in median and FORWARDER in median:
+        ratio = median[PRODUCTION] / median[FORWARDER]
+        found.append(_target("CPU per call, production config / bare forwarder", ratio, 1.2, "x"))
     if HTTP_DOOR in median and PRODUCTION in median:
         ratio = median[HTTP_DOOR] / median[PRODUCTION]
-        found.append(Check("HTTP door / gRPC door (production config)", ratio, 1.3, "x"))
+        found.append(
+            _target("CPU per call, HTTP door / gRPC door (production config)", ratio, 1.3, "x")
+        )
+    gateway_chunk, forwarder_chunk = chunk_cost(median, PRODUCTION), chunk_cost(median, FORWARDER)
+    if not math.isnan(gateway_chunk + forwarder_chunk):
+        ratio = gateway_chunk / forwarder_chunk
+        found.append(
+            _target("CPU per relayed chunk, production config / bare forwarder", ratio, 1.1, "x")
+        )
     if BASE in median:
         for name, value in median.items():
             if name.startswith(FEATURE_PREFIX):
-                found.append(Check(f"{name[2:]} costs", value - median[BASE], 10.0, " µs"))
+                found.append(_target(f"CPU per call, {name[2:]}", value - median[BASE], 10.0, "µs"))
     return found
 
 
@@ -250,7 +315,17 @@ def section(results: dict[str, Rounds], calls: int, rounds: int) -> list[str]:
             f"| {name} | {r.median:.0f} | {r.spread} | {_ratio(r, echo)} | "
             f"{_ratio(r, forwarder)} | {delta} | {statistics.median(r.rps):,.0f} |"
         )
-    lines += ["", *(f"- {check.line()}" for check in checks(results))]
+    median = {name: r.median for name, r in results.items() if r.cpu_us}
+    chunks = {name: chunk_cost(median, name) for name in (FORWARDER, PRODUCTION)}
+    if not any(math.isnan(cost) for cost in chunks.values()):
+        lines += [
+            "",
+            f"Per relayed chunk (a stream of {STREAM_TOKENS} words less a stream of one, over "
+            f"{STREAM_TOKENS - 1} more chunks): "
+            + ", ".join(f"{name} {cost:.1f} µs" for name, cost in chunks.items())
+            + ".",
+        ]
+    lines += ["", "```", *(check.line() for check in checks(results)), "```"]
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,30 @@ class HoldRun:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    limit: float
+    unit: str
+    higher_is_better: bool
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.value):
+            return "n/a"
+        ok = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+        return "PASS" if ok else "FAIL"
+
+    def line(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        shown = "not measured" if math.isnan(self.value) else f"{self.value:.3g} {self.unit}"
+        note = f" ({self.note})" if self.note else ""
+        limit = f"target {op} {self.limit:g} {self.unit}"
+        return f"{self.verdict:<4}  {self.name}: {shown} ({limit}){note}"
+
+
 @dataclass
 class Results:
     meta: dict[str, str] = field(default_factory=dict)
@@ -70,5 +95,7 @@ class Results:
     #: Section 5: keys "direct", "gateway", "litellm" (+ " c=1").
     peers: dict[str, LoadResult] = field(default_factory=dict)
     peers_note: str = ""
+    #: Sections written apart (CPU per call, overload): their targets, for the summary.
+    section_targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sections_run: list[str] = field(default_factory=list)

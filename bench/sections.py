@@ -404,7 +404,21 @@ def cpu_per_call(ctx: Ctx) -> None:
     results = cpu.run(ctx.workdir, calls, rounds)
     report.replace_section(ctx.output, cpu.HEADING, cpu.section(results, calls, rounds))
     for check in cpu.checks(results):
+        ctx.results.section_targets.append(check)
         print(f"  {check.line()}", flush=True)
+
+
+def overload(ctx: Ctx) -> None:
+    """6. Above saturation (bench.overload): what the calls not served get, and recovery."""
+    from bench import overload as above_saturation
+
+    print("[6] overload", flush=True)
+    seconds = 3.0 if ctx.quick else 8.0
+    lines, targets = above_saturation.run(ctx.workdir, seconds, factor=2.0)
+    report.replace_section(ctx.output, report.OVERLOAD_HEADING, lines)
+    for target in targets:
+        ctx.results.section_targets.append(target)
+        print(f"  {target.line()}", flush=True)
 
 
 SECTIONS = {
@@ -413,6 +427,7 @@ SECTIONS = {
     "latency": latency,
     "streaming": streaming,
     "features": features,
+    "overload": overload,
 }
 
 

@@ -24,6 +24,7 @@ BENCH_KEY = "bench-key-0123456789abcdef"
 MODEL = "sim-gpt"
 UPSTREAM_MODEL = "sim-gpt-1"
 UNARY_METHOD = "/ai_service.v1.AIService/ChatCompletion"
+STREAM_METHOD = "/ai_service.v1.AIService/StreamChatCompletion"
 #: The unary prompt on both sides: a 16-word deterministic answer.
 UNARY_PROMPT = "/tokens 16 benchmark"
 
@@ -226,15 +227,22 @@ def grpc_unary_load(
     rate: float | None = None,
     auth: bool = True,
     deadline: float | None = None,
+    stream_tokens: int = 0,
 ) -> Load:
-    """h2load's unary gRPC calls; `deadline` (seconds) is sent as each call's grpc-timeout."""
-    body = workdir / "unary.grpc"
-    body.write_bytes(grpc_frame(chat_request().SerializeToString()))
+    """h2load's unary gRPC calls; `deadline` (seconds) is sent as each call's grpc-timeout.
+    `stream_tokens`: StreamChatCompletion calls instead, each a stream of that many words."""
+    if stream_tokens:
+        body = workdir / f"stream-{stream_tokens}.grpc"
+        request = chat_request(f"/tokens {stream_tokens} benchmark")
+        method = STREAM_METHOD
+    else:
+        body, request, method = workdir / "unary.grpc", chat_request(), UNARY_METHOD
+    body.write_bytes(grpc_frame(request.SerializeToString()))
     headers = GRPC_HEADERS + ((f"authorization: Bearer {BENCH_KEY}",) if auth else ())
     if deadline is not None:
         headers += (f"grpc-timeout: {round(deadline * 1000)}m",)
     return Load(
-        url=f"{endpoint.http}{UNARY_METHOD}",
+        url=f"{endpoint.http}{method}",
         body=body,
         headers=headers,
         clients=clients,
