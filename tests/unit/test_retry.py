@@ -88,3 +88,15 @@ def test_the_steady_allowance_refills_with_time_up_to_the_cap() -> None:
     assert not retries.try_spend()
     clock.now += 0.125
     assert retries.try_spend()  # 0.75 + 0.25
+
+
+def test_the_allowance_refills_by_the_time_passed_whatever_the_clock_read_before() -> None:
+    # A monotonic clock may start near zero (seconds since boot): the refill is the time
+    # between two reads, not any other function of them.
+    clock = ManualClock(now=1.0)
+    retries = budget(clock, ratio=0.0, per_second=2)
+    spend_all(retries)
+    clock.now = 2.5
+    assert spend_all(retries) == 3
+    clock.now = 7.0
+    assert spend_all(retries) == 9
