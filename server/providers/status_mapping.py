@@ -40,8 +40,6 @@ def error_from_status(
     """The gateway error for an upstream answer with a non-2xx `status`."""
     detail = caller_message(upstream_message(body))
     message = f"upstream {provider!r} answered HTTP {status}: {detail}"
-    if status in (400, 413, 422):
-        return UpstreamInvalidRequest(message)
     if status in (401, 403):
         return UpstreamAuth(f"upstream {provider!r} refused the gateway's credentials ({status})")
     if status == 402:  # Anthropic's billing_error: the gateway's account, as 401/403 are
@@ -52,7 +50,7 @@ def error_from_status(
         return UpstreamTimeout(message)
     if status == 429:
         return UpstreamRateLimited(message, retry_after=parse_retry_after(retry_after))
-    if 400 <= status < 500:
+    if 400 <= status < 500:  # 400, 413, 422 and the rest: the request as sent
         return UpstreamInvalidRequest(message)
     return UpstreamUnavailable(message)  # 5xx, Anthropic's 529, anything unexpected
 

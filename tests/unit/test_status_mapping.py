@@ -20,7 +20,6 @@ from ai_service.errors import (
     keep_secret,
 )
 from ai_service.providers.status_mapping import (
-    MAX_MESSAGE_CHARS,
     caller_message,
     error_from_status,
     parse_retry_after,
@@ -116,11 +115,11 @@ def test_the_upstream_s_message_in_every_provider_s_shape(body: bytes, message: 
 def test_the_caller_s_message_loses_every_provider_key_and_then_its_length() -> None:
     keep_secret(SECRET)
     assert SECRET not in caller_message(f"your key {SECRET} is wrong")
-    exact = "x" * MAX_MESSAGE_CHARS
+    exact = "x" * 512  # the documented cut (docs/errors.md)
     assert caller_message(exact) == exact
     assert caller_message(exact + "y") == exact + "…"
     # Scrubbed before it is cut: a key across the cut leaves no prefix behind.
-    text = "x" * (MAX_MESSAGE_CHARS - 10) + SECRET
+    text = "x" * (512 - 10) + SECRET
     assert SECRET[:10] not in caller_message(text)
     error = mapped(400, f'{{"error": {{"message": "key {SECRET}"}}}}'.encode())
     assert SECRET not in error.message

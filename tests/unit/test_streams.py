@@ -58,3 +58,14 @@ def test_a_key_whose_streams_all_ended_is_forgotten() -> None:
     with streams.hold(caller("k", 3)):
         pass
     assert "k" not in streams._open  # no entry kept per key that ever streamed
+
+
+def test_a_cap_lowered_below_the_streams_held_refuses_new_ones_until_enough_end() -> None:
+    # A reload may lower a key's cap while it holds more streams than the new cap.
+    streams = OpenStreams()
+    before, after = caller("k", 3), caller("k", 1)
+    with streams.hold(before), streams.hold(before), streams.hold(before):
+        with pytest.raises(TooManyStreams, match="already holds 1 open streams"):
+            streams.hold(after)
+    with streams.hold(after), pytest.raises(TooManyStreams):
+        streams.hold(after)
