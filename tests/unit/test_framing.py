@@ -48,8 +48,19 @@ async def test_sse_events_are_the_same_whatever_the_piece_size(size: int) -> Non
 
 async def test_a_leading_byte_order_mark_is_dropped_as_the_spec_says() -> None:
     assert await sse_events(b"\xef\xbb\xbf" + STREAM, 64) == await sse_events(STREAM, 64)
-    # Only at the very start: later it is data.
+    # Kept, it would hide the first field's name.
+    first = b"\xef\xbb\xbfevent: e\ndata: x\n\n"
+    assert await sse_events(first, 64) == [SSEEvent("e", b"x")]
+    # Only at the very start: later it is data, even at the start of a later piece.
     assert [e.data for e in await sse_events(b"data: \xef\xbb\xbfx\n\n", 64)] == [b"\xef\xbb\xbfx"]
+    assert [e.data for e in await sse_events(b"data: \xef\xbb\xbfx\n\n", 6)] == [b"\xef\xbb\xbfx"]
+    twice = b"\xef\xbb\xbfdata: \xef\xbb\xbfx\n\n"
+    assert [e.data for e in await sse_events(twice, 9)] == [b"\xef\xbb\xbfx"]
+
+
+async def test_fields_other_than_data_and_event_are_ignored_and_names_are_case_sensitive() -> None:
+    body = b"event: e\nid: 7\nretry: 10\nData: shouted\nbar: baz\ndata: x\n\n"
+    assert await sse_events(body, 64) == [SSEEvent("e", b"x")]
 
 
 async def test_unterminated_last_line_and_event_still_arrive() -> None:
