@@ -15,6 +15,7 @@ from ai_service_protos.ai_service_pb2 import (
     ChatCompletionResponse,
     ContentPart,
     DocumentPart,
+    EmbedRequest,
     FunctionDefinition,
     ImagePart,
     Message,
@@ -116,6 +117,23 @@ def test_empty_texts_and_mode_choices_are_left_out() -> None:
         response_format=ResponseFormat(type="json_object"),
     )
     assert seen(request) == []
+    # A tool_choice that chooses nothing (validation lets it through) has no text.
+    request.tool_choice.Clear()
+    request.tool_choice.SetInParent()
+    assert request.HasField("tool_choice") and seen(request) == []
+
+
+def test_an_embed_call_s_texts_are_every_input_and_the_user() -> None:
+    request = EmbedRequest(model="m", inputs=["first", "second"], user="u-1")
+    texts = list(fields.upstream_texts(request))
+    assert [(text.shape, text.get()) for text in texts] == [
+        ("text", "first"),
+        ("text", "second"),
+        ("text", "u-1"),
+    ]
+    texts[1].set("[REDACTED]")
+    assert list(request.inputs) == ["first", "[REDACTED]"]
+    assert [t.get() for t in fields.upstream_texts(EmbedRequest(inputs=["only"]))] == ["only"]
 
 
 def test_a_struct_schema_is_a_value_and_is_replaced_whole() -> None:
@@ -206,6 +224,7 @@ def test_a_message_s_text_for_the_audit_log_is_its_content_and_text_parts() -> N
         ({"a": {"b": [2.0]}}, ["a", "b", "2"]),
         (4111111111111111.0, ["4111111111111111"]),  # a Struct keeps numbers as doubles
         (1e21, ["1e+21"]),
+        (1e20, ["1e+20"]),  # from 1e20 on, as Python writes a float
         (-3, ["-3"]),
         ("plain", ["plain"]),
         (None, []),
