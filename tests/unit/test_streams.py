@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 import pytest
 
@@ -64,7 +66,9 @@ def test_a_cap_lowered_below_the_streams_held_refuses_new_ones_until_enough_end(
     # A reload may lower a key's cap while it holds more streams than the new cap.
     streams = OpenStreams()
     before, after = caller("k", 3), caller("k", 1)
-    with streams.hold(before), streams.hold(before), streams.hold(before):
+    with contextlib.ExitStack() as held:
+        for _ in range(3):
+            held.enter_context(streams.hold(before))
         with pytest.raises(TooManyStreams, match="already holds 1 open streams"):
             streams.hold(after)
     with streams.hold(after), pytest.raises(TooManyStreams):

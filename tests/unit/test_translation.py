@@ -3,18 +3,23 @@ choice, shape failures, usage, and folding the chunks of one network read togeth
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.protobuf import struct_pb2
 
 from ai_service.errors import UpstreamUnavailable
 from ai_service.providers.translation import (
+    ANTHROPIC_ERROR_STATUS,
     EMPTY_OBJECT_SCHEMA,
     TextRuns,
     arguments_object,
     arguments_text,
+    carries_output,
     coalesce,
     finish_chunk,
     function_parameters,
+    hide_reasoning_text,
     is_empty,
     keeps_reasoning_text,
     set_usage,
@@ -27,7 +32,9 @@ from ai_service.providers.translation import (
 from ai_service_protos.ai_service_pb2 import (
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatCompletionResponse,
     FunctionDefinition,
+    ReasoningBlock,
     ReasoningConfig,
     Tool,
     ToolCall,
@@ -36,7 +43,7 @@ from ai_service_protos.ai_service_pb2 import (
     Usage,
 )
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+SCHEMA: dict[str, Any] = {"type": "object", "properties": {"city": {"type": "string"}}}
 
 
 def test_a_function_s_schema_however_it_was_given() -> None:
@@ -57,6 +64,21 @@ def test_a_tool_call_s_arguments_as_a_value_and_back() -> None:
     assert arguments_text({"city": "Paris", "days": 2}) == '{"city":"Paris","days":2}'
     assert arguments_text(None) == "{}"
     assert arguments_text([]) == "[]"
+
+
+def test_each_anthropic_error_type_comes_with_the_status_anthropic_documents() -> None:
+    assert ANTHROPIC_ERROR_STATUS == {
+        "invalid_request_error": 400,
+        "authentication_error": 401,
+        "billing_error": 402,
+        "permission_error": 403,
+        "not_found_error": 404,
+        "request_too_large": 413,
+        "rate_limit_error": 429,
+        "api_error": 500,
+        "timeout_error": 504,
+        "overloaded_error": 529,
+    }
 
 
 def request_with(tools: bool, choice: ToolChoice | None) -> ChatCompletionRequest:
@@ -83,6 +105,38 @@ def test_the_reasoning_text_is_kept_unless_the_caller_said_not_to() -> None:
     assert keeps_reasoning_text(kept)
     hidden = ChatCompletionRequest(reasoning=ReasoningConfig(effort="low", include_text=False))
     assert not keeps_reasoning_text(hidden)
+
+
+def test_hidden_reasoning_keeps_what_the_next_turn_needs_and_drops_text_alone() -> None:
+    response = ChatCompletionResponse(id="r1")
+    for index in range(2):
+        message = response.choices.add(index=index).message
+        message.content = "Paris."
+        message.reasoning.extend(
+            [
+                ReasoningBlock(text="The capital...", signature="sig"),
+                ReasoningBlock(text="so Paris"),  # text alone: nothing to send back
+                ReasoningBlock(redacted_data="opaque"),
+            ]
+        )
+    hide_reasoning_text(response)
+    for choice in response.choices:  # every choice, not only the first
+        assert list(choice.message.reasoning) == [
+            ReasoningBlock(signature="sig"),
+            ReasoningBlock(redacted_data="opaque"),
+        ]
+        assert choice.message.content == "Paris."
+
+
+def test_hidden_reasoning_keeps_every_signed_block_and_none_of_text_alone() -> None:
+    response = ChatCompletionResponse(id="r1")
+    signed = response.choices.add(index=0).message.reasoning
+    signed.extend([ReasoningBlock(text="a", signature="s1"), ReasoningBlock(signature="s2")])
+    bare = response.choices.add(index=1).message.reasoning
+    bare.extend([ReasoningBlock(text="a"), ReasoningBlock(text="b")])
+    hide_reasoning_text(response)
+    assert list(signed) == [ReasoningBlock(signature="s1"), ReasoningBlock(signature="s2")]
+    assert list(bare) == []
 
 
 @pytest.mark.parametrize("error", [KeyError, TypeError, ValueError, AttributeError, IndexError])
@@ -174,6 +228,29 @@ def test_an_empty_chunk_adds_nothing(piece: ChatCompletionChunk, empty: bool) ->
     assert is_empty(piece) is empty
 
 
+@pytest.mark.parametrize(
+    ("piece", "carries"),
+    [
+        (chunk("x"), True),
+        (chunk(tool=call_piece("{")), True),
+        (chunk(reasoning="r"), True),
+        (chunk(role="assistant"), False),
+        (chunk(finish_reason="stop"), False),
+        (chunk(usage=Usage(prompt_tokens=1)), False),
+        (chunk(), False),
+        (ChatCompletionChunk(), False),
+    ],
+)
+def test_output_is_text_a_tool_call_or_reasoning(piece: ChatCompletionChunk, carries: bool) -> None:
+    assert carries_output(piece) is carries
+
+
+def test_output_in_any_choice_is_output() -> None:
+    two = chunk(role="assistant")
+    two.choices.add(index=1).delta.content = "x"
+    assert carries_output(two)
+
+
 def test_the_text_a_chunk_adds_over_its_choices() -> None:
     two = chunk("abc")
     two.choices.add(index=1).delta.content = "de"
@@ -263,6 +340,7 @@ def test_the_pieces_of_one_tool_call_s_arguments_are_joined() -> None:
         chunk(tool=call_piece("{}"), reasoning="r"),
         chunk(tool=call_piece("{}"), usage=Usage(prompt_tokens=1)),
         chunk(tool=call_piece("{}"), index=1),  # another choice
+        chunk(),  # an empty delta: no call to continue
     ],
 )
 def test_what_is_not_the_same_call_s_arguments_is_not_joined(
@@ -277,6 +355,8 @@ def test_what_is_not_the_same_call_s_arguments_is_not_joined(
     [
         chunk("text", tool=call_piece("", id="call_1", name="get")),
         chunk(tool=call_piece("", id="call_1", name="get"), finish_reason="tool_calls"),
+        chunk(tool=call_piece("", id="call_1", name="get"), index=1),  # another choice
+        chunk(tool=call_piece("", index=1, id="call_1", name="get")),  # another call
     ],
 )
 def test_arguments_do_not_join_a_piece_that_carries_more(first: ChatCompletionChunk) -> None:
@@ -290,6 +370,58 @@ def test_a_piece_with_two_calls_takes_no_arguments() -> None:
     double = chunk(tool=call_piece("{"))
     double.choices[0].delta.tool_calls.append(call_piece("}", index=1))
     assert len(coalesce([chunk(tool=call_piece("", id="c", name="a")), double])) == 2
+
+
+def test_arguments_join_no_piece_of_two_choices() -> None:
+    first = chunk(tool=call_piece("", id="call_1", name="get"))
+    first.choices.add(index=1).delta.content = "other"
+    assert len(coalesce([first, chunk(tool=call_piece("{}"))])) == 2
+    second = chunk(tool=call_piece("{}"))
+    second.choices.add(index=1).delta.content = "other"
+    folded = coalesce([chunk(tool=call_piece("", id="call_1", name="get")), second])
+    assert len(folded) == 2
+    assert folded[1].choices[1].delta.content == "other"  # nothing of it is lost
+
+
+def test_arguments_join_their_call_after_the_text_of_the_same_read() -> None:
+    folded = coalesce(
+        [
+            chunk("Let me look.", role="assistant"),
+            chunk(tool=call_piece("", id="call_1", name="get")),
+            chunk(tool=call_piece('{"ci')),
+            chunk(tool=call_piece('ty": 1}')),
+        ]
+    )
+    assert len(folded) == 2
+    (call,) = folded[1].choices[0].delta.tool_calls
+    assert (call.id, call.function.arguments) == ("call_1", '{"city": 1}')
+
+
+def test_a_chunk_with_no_choices_and_no_usage_passes_between_runs() -> None:
+    bare = ChatCompletionChunk(id="c1")
+    folded = coalesce([chunk("a"), bare, chunk("b"), chunk("c")])
+    assert [len(c.choices) for c in folded] == [1, 0, 1]
+    assert (folded[0].choices[0].delta.content, folded[2].choices[0].delta.content) == ("a", "bc")
+    start = chunk(tool=call_piece("", id="call_1", name="get"))
+    assert len(coalesce([start, ChatCompletionChunk(id="c1")])) == 2
+
+
+def test_text_and_arguments_fold_by_the_value_of_large_indices() -> None:
+    # Indices past 256 are new int objects each time they are read from a message.
+    text = coalesce([chunk("a", index=300), chunk("b", index=300)])
+    assert [(c.choices[0].index, c.choices[0].delta.content) for c in text] == [(300, "ab")]
+    start = chunk(tool=call_piece("", id="call_1", name="get"), index=300)
+    assert len(coalesce([start, chunk(tool=call_piece("{}"), index=300)])) == 1
+    start = chunk(tool=call_piece("", index=300, id="call_1", name="get"))
+    assert len(coalesce([start, chunk(tool=call_piece("{}", index=300))])) == 1
+
+
+def test_the_last_chunk_is_the_one_added_last() -> None:
+    runs = TextRuns()
+    runs.add(chunk("a"))
+    runs.add(chunk("", finish_reason="stop"))
+    last = runs.last()
+    assert last is not None and last.choices[0].finish_reason == "stop"
 
 
 def test_text_runs_take_text_without_a_chunk_and_start_afresh_when_taken() -> None:
