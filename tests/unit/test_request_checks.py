@@ -3,6 +3,7 @@ each limit lets through exactly what it allows."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -347,3 +348,129 @@ def test_a_key_without_a_cap_changes_nothing() -> None:
     unset = request()
     apply_caller_cap(unset, "k", None, model(max_output_tokens=30))
     assert not unset.HasField("max_tokens")
+
+
+# -- what lies inside a limit, and what the first checks would miss ----------------------
+
+
+def image(size: int) -> dict[str, Any]:
+    """A content part holding an inline image of `size` bytes."""
+    return {"image": {"data": base64.b64encode(bytes(size)).decode(), "media_type": "image/png"}}
+
+
+def test_content_parts_are_counted_over_all_the_messages() -> None:
+    texts = [{"text": "x"}] * 32
+    validate_request(
+        request(messages=[{"role": "user", "parts": texts}, {"role": "user", "parts": texts}]),
+        LIMITS,
+    )
+    over = request(
+        messages=[{"role": "user", "parts": texts}, {"role": "user", "parts": [*texts, *texts[:1]]}]
+    )
+    assert refusal(over).message == (
+        "messages[1].parts: bring the request to more than 64 content parts"
+    )
+
+
+def test_media_bytes_are_counted_over_all_the_messages() -> None:
+    half = 3 * 1024 * 1024  # the documented limit is 6 MiB, spread here over two messages
+    at_the_limit = request(
+        messages=[
+            {"role": "user", "parts": [image(half)]},
+            {"role": "user", "parts": [image(half)]},
+        ]
+    )
+    validate_request(at_the_limit, LIMITS)
+    one_byte_over = request(
+        messages=[
+            {"role": "user", "parts": [image(half)]},
+            {"role": "user", "parts": [image(half + 1)]},
+        ]
+    )
+    assert refusal(one_byte_over).message == (
+        "messages[1].parts[0]: brings the request's images, documents and audio to 6291457 "
+        "bytes; the limit is 6291456 bytes"
+    )
+
+
+def test_each_part_of_a_message_is_checked() -> None:
+    bad = request(messages=[{"role": "user", "parts": [{"text": "x"}, {}]}])
+    assert refusal(bad).message == (
+        "messages[0].parts[1]: sets no content: give text, image, document or audio"
+    )
+
+
+def test_a_message_s_cache_mark_needs_the_message_s_content() -> None:
+    mark = {"type": "ephemeral"}
+    validate_request(
+        request(messages=[{"role": "user", "content": "x", "cache_control": mark}]), LIMITS
+    )
+    parts_only = request(
+        messages=[{"role": "user", "parts": [{"text": "x"}], "cache_control": mark}]
+    )
+    assert refusal(parts_only).message == (
+        "messages[0].cache_control: marks the message's content, which is empty; mark one of "
+        "its parts instead"
+    )
+
+
+@pytest.mark.parametrize("role", ["system", "developer", "user", "assistant"])
+def test_only_a_tool_may_send_an_empty_message(role: str) -> None:
+    assert refusal(request(messages=[{"role": role}])).message == "messages[0].content: is empty"
+
+
+def test_a_tool_s_cache_mark_is_checked() -> None:
+    validate_request(request(tools=[{**TOOL, "cache_control": {"ttl": "1h"}}]), LIMITS)
+    bad = request(tools=[{**TOOL, "cache_control": {"type": "persistent"}}])
+    assert (
+        refusal(bad).message == "tools[0].cache_control.type: is 'persistent'; expected 'ephemeral'"
+    )
+
+
+def test_json_is_measured_at_its_deepest_branch_wherever_it_lies() -> None:
+    # The deep branch comes first, a plain value after it: both must be looked at.
+    schema = '{"properties": ' + nested(64) + ', "type": "object"}'  # 65 levels
+    bad = request(tools=[{"function": {"name": "f", "parameters_json": schema}}])
+    assert refusal(bad).message == (
+        "tools[0].function.parameters_json: is nested deeper than 64 levels"
+    )
+
+
+def test_a_json_object_format_needs_no_schema() -> None:
+    validate_request(request(response_format={"type": "json_object"}), LIMITS)
+
+
+def test_a_few_metadata_entries_pass() -> None:
+    validate_request(request(metadata={"team": "search"}), LIMITS)
+
+
+def test_a_reasoning_budget_above_the_minimum_passes() -> None:
+    validate_request(request(reasoning={"budget_tokens": 2048}), LIMITS)
+
+
+def test_a_tool_choice_that_chooses_nothing_passes() -> None:
+    validate_request(request(tool_choice={}), LIMITS)
+    validate_request(request(tools=[TOOL], tool_choice={}), LIMITS)
+
+
+def test_reasoning_that_only_asks_for_its_text_passes() -> None:
+    validate_request(request(reasoning={"include_text": True}), LIMITS)
+
+
+def test_an_embed_may_ask_for_any_number_of_dimensions_from_one() -> None:
+    validate_embed(embed(dimensions=2), LIMITS)
+    validate_embed(embed(dimensions=3072), LIMITS)
+
+
+def test_max_tokens_under_the_model_s_cap_passes() -> None:
+    validate_for_model(request(max_tokens=1), model(max_output_tokens=100))
+    validate_for_model(request(max_tokens=100_000), model(max_output_tokens=100_000))
+
+
+def test_max_tokens_under_a_key_s_cap_is_kept_as_asked() -> None:
+    asked = request(max_tokens=49)
+    apply_caller_cap(asked, "k", 50, model())
+    assert asked.max_tokens == 49
+    at_a_large_cap = request(max_tokens=100_000)
+    apply_caller_cap(at_a_large_cap, "k", 100_000, model())
+    assert at_a_large_cap.max_tokens == 100_000
