@@ -9,9 +9,11 @@ import base64
 import orjson
 import pytest
 
+from ai_service.config import MediaFetchSettings
 from ai_service.errors import InvalidRequest
 from ai_service.providers import anthropic, ollama
 from ai_service.providers.base import Deployment
+from ai_service.providers.http.fetch import MediaFetcher
 from ai_service_protos.ai_service_pb2 import (
     CacheControl,
     ChatCompletionRequest,
@@ -257,3 +259,38 @@ async def test_ollama_embed_is_the_references_shape() -> None:
     assert [len(e.values) for e in response.embeddings] == [3, 3]
     assert response.embeddings[1].values[1] == pytest.approx(0.02859368)
     assert response.usage.prompt_tokens == 8
+
+
+@pytest.mark.parametrize(("detail", "refused"), [("", False), ("auto", False), ("high", True)])
+def test_ollama_refuses_an_image_detail_other_than_auto(detail: str, refused: bool) -> None:
+    provider = ollama.OllamaProvider(settings("ollama"), RecordedHttp(b""))
+    request = llava_request()  # a text part too, after the image
+    request.messages[1].parts[0].image.detail = detail
+    refusal = provider.refusal(request)
+    if refused:
+        assert refusal is not None and refusal.field == "messages[1].parts[0].image.detail"
+    else:
+        assert refusal is None
+
+
+@pytest.mark.parametrize(
+    ("fetch", "why"),
+    [
+        (None, "127.0.0.1 is a loopback address"),  # the gateway's own guarded fetcher
+        (MediaFetchSettings(enabled=False), "media_fetch is off"),
+    ],
+)
+async def test_ollama_fetches_an_image_url_through_the_guarded_fetcher(
+    fetch: MediaFetchSettings | None, why: str
+) -> None:
+    http = RecordedHttp(load_bytes("ollama/chat_response.json"))
+    media = None if fetch is None else MediaFetcher(fetch)
+    provider = ollama.OllamaProvider(settings("ollama"), http, media)
+    part = ContentPart(image=ImagePart(url="http://127.0.0.1/pixel.png"))
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="what is in this image?", parts=[part])]
+    )
+    with pytest.raises(InvalidRequest, match=why) as refused:
+        await provider.complete(request, Deployment("o", "llava"))
+    assert refused.value.field == "messages[0].parts[0].image.url"
+    assert http.sent == []  # refused before any call
