@@ -67,10 +67,10 @@ class Target:
 
     def line(self) -> str:
         op = ">=" if self.higher_is_better else "<="
-        shown = "not measured" if math.isnan(self.value) else f"{self.value:.3g} {self.unit}"
+        unit = f" {self.unit}" if self.unit else ""
+        shown = "not measured" if math.isnan(self.value) else f"{self.value:.3g}{unit}"
         note = f" ({self.note})" if self.note else ""
-        limit = f"target {op} {self.limit:g} {self.unit}"
-        return f"{self.verdict:<4}  {self.name}: {shown} ({limit}){note}"
+        return f"{self.verdict:<4}  {self.name}: {shown} (target {op} {self.limit:g}{unit}){note}"
 
 
 @dataclass
