@@ -9,8 +9,9 @@ production config, the gateway with everything optional off, and that base with 
 feature on — runs at once; each gets a warm-up, then `--rounds` rounds in which every
 server in turn takes `--calls` unary calls from h2load; the table gives each server's
 median CPU µs per call and the spread of its rounds, with its RPS beside. The forwarder
-and the production config also relay streams of one word and of 64: the difference,
-over the 63 more chunks, is the CPU each relayed chunk costs. Every call of a round
+and the production config also relay streams of one word and of 64, from a simulator
+that sends 200 words a second: the difference, over the 63 more chunks, is the CPU each
+relayed chunk costs. Every call of a round
 must succeed and, but the echo's, reach the simulator, or the round is not counted.
 
     python -m bench.cpu [--calls 4000] [--rounds 5]
@@ -45,6 +46,10 @@ ECHO, FORWARDER = "bare grpc.aio echo", "bare forwarder"
 PRODUCTION, BASE = "gateway, production config", "gateway, everything optional off"
 #: The long streams' words; each stream row has a one-word twin.
 STREAM_TOKENS = 64
+#: Stream rows' words per second (their own simulator): slow enough that every word is
+#: a network read and a chunk of its own (at full speed the adapters fold the words of
+#: one read into one chunk), 32 streams at once well within one core.
+STREAM_PACE = 200.0
 #: The production config's gateway, its calls through the HTTP door (h2load --h1, as
 #: many requests in flight as the gRPC rows: one per connection).
 HTTP_DOOR = "HTTP door, production config"
@@ -219,15 +224,21 @@ def run(workdir: Path, calls: int, rounds: int, only: list[str] | None = None) -
     """Every server started at once, warmed up, then measured in turn, `rounds` times."""
     chosen = {name: SERVERS[name] for name in (only or SERVERS)}
     results = {name: Rounds() for name in chosen}
-    with contextlib.ExitStack() as started, stack.simulator(workdir) as sim:
+    with (
+        contextlib.ExitStack() as started,
+        stack.simulator(workdir) as sim,
+        stack.simulator(workdir, tokens_per_second=STREAM_PACE, name="paced-simulator") as paced,
+    ):
+        upstream = {name: paced if s.stream_tokens else sim for name, s in chosen.items()}
         endpoints = {
-            name: started.enter_context(s.start(workdir, sim)) for name, s in chosen.items()
+            name: started.enter_context(s.start(workdir, upstream[name]))
+            for name, s in chosen.items()
         }
         for name, endpoint in endpoints.items():
-            measure(f"warm {name}", endpoint, sim, workdir, WARMUP_CALLS, chosen[name])
+            measure(f"warm {name}", endpoint, upstream[name], workdir, WARMUP_CALLS, chosen[name])
         for round_number in range(rounds):
             for name, endpoint in endpoints.items():
-                sample = measure(name, endpoint, sim, workdir, calls, chosen[name])
+                sample = measure(name, endpoint, upstream[name], workdir, calls, chosen[name])
                 if sample is None:
                     continue
                 into = results[name]
@@ -321,7 +332,7 @@ def section(results: dict[str, Rounds], calls: int, rounds: int) -> list[str]:
         lines += [
             "",
             f"Per relayed chunk (a stream of {STREAM_TOKENS} words less a stream of one, over "
-            f"{STREAM_TOKENS - 1} more chunks): "
+            f"{STREAM_TOKENS - 1} more chunks, the words {STREAM_PACE:g} a second): "
             + ", ".join(f"{name} {cost:.1f} µs" for name, cost in chunks.items())
             + ".",
         ]

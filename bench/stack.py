@@ -48,12 +48,16 @@ class Endpoint:
 
 @contextlib.contextmanager
 def simulator(
-    workdir: Path, *, latency_ms: float = 0.0, tokens_per_second: float = 0.0
+    workdir: Path,
+    *,
+    latency_ms: float = 0.0,
+    tokens_per_second: float = 0.0,
+    name: str = "simulator",
 ) -> Iterator[Endpoint]:
     port = free_port()
     argv = [PYTHON, "-m", "ai_service.simulator", "--listen", f"{LOOPBACK}:{port}"]
     argv += ["--latency-ms", f"{latency_ms:g}", "--tokens-per-second", f"{tokens_per_second:g}"]
-    with running(argv, port=port, log=workdir / "simulator.log") as proc:
+    with running(argv, port=port, log=workdir / f"{name}.log") as proc:
         yield Endpoint("simulator", port, proc.pid)
 
 
