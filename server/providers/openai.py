@@ -468,7 +468,8 @@ def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:
         or type(index) is not int
         or choice.get("finish_reason")
         or payload.get("usage")
-        # `content` alone is the common delta; anything beside it is looked at.
+        # `content` alone is the common delta; anything beside it is looked at (a
+        # refusal may come beside an empty `content`, not only beside a null one).
         or (
             len(delta) > 1
             and (
@@ -476,6 +477,7 @@ def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:
                 or delta.get("tool_calls")
                 or delta.get("reasoning_content")
                 or delta.get("reasoning")
+                or delta.get("refusal")
             )
         )
     ):

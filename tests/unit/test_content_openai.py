@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import struct
 
+import orjson
 import pytest
 
-from ai_service.errors import UpstreamUnavailable
+from ai_service.config import MediaFetchSettings
+from ai_service.errors import InvalidRequest, UpstreamUnavailable
 from ai_service.providers.base import Deployment
+from ai_service.providers.http.fetch import MediaFetcher
 from ai_service.providers.openai import (
     OpenAIProvider,
     embed_body,
@@ -156,3 +159,113 @@ def test_an_embeddings_answer_short_of_an_input_fails_whole() -> None:
     payload = load_json("openai/embeddings_response.json")
     with pytest.raises(UpstreamUnavailable, match="1 embeddings for 2 inputs"):
         embed_response_from_openai(payload, EmbedRequest(inputs=["x", "y"]), "p")
+
+
+def test_text_parts_go_out_as_text_parts() -> None:
+    message = Message(
+        role="user",
+        parts=[ContentPart(text="What is in this image?"), ContentPart(image=ImagePart(url=ANT))],
+    )
+    body = request_body(
+        ChatCompletionRequest(messages=[message]), "gpt-4o", "max_completion_tokens", stream=False
+    )
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "What is in this image?"},
+        {"type": "image_url", "image_url": {"url": ANT}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("media_type", "data", "filename"),
+    [("application/pdf", PDF, "document.pdf"), ("text/plain", b"Hello.", "document.txt")],
+)
+def test_a_document_without_a_name_gets_a_filename_of_its_type(
+    media_type: str, data: bytes, filename: str
+) -> None:
+    # The reference's `file` part names its file; the caller may not have.
+    part = ContentPart(document=DocumentPart(data=data, media_type=media_type))
+    message = Message(role="user", content="Summarise this.", parts=[part])
+    body = request_body(
+        ChatCompletionRequest(messages=[message]), "gpt-4o", "max_completion_tokens", stream=False
+    )
+    assert body["messages"][0]["content"][1]["file"]["filename"] == filename
+
+
+@pytest.mark.parametrize(
+    ("fetch", "why"),
+    [
+        (None, "127.0.0.1 is a loopback address"),  # the gateway's own guarded fetcher
+        (MediaFetchSettings(enabled=False), "media_fetch is off"),
+    ],
+)
+async def test_a_document_url_is_fetched_through_the_guarded_fetcher(
+    fetch: MediaFetchSettings | None, why: str
+) -> None:
+    # `file_data` takes only data: the gateway fetches a document given by URL.
+    http = RecordedHttp(load_bytes("openai/content_response.json"))
+    media = None if fetch is None else MediaFetcher(fetch)
+    provider = OpenAIProvider(settings("openai"), http, media)
+    part = ContentPart(document=DocumentPart(url="http://127.0.0.1/draconomicon.pdf"))
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="Summarise this.", parts=[part])]
+    )
+    with pytest.raises(InvalidRequest, match=why) as refused:
+        await provider.complete(request, DEPLOYMENT)
+    assert refused.value.field == "messages[0].parts[0].document.url"
+    assert http.sent == []  # refused before any call
+
+
+async def test_an_image_url_goes_to_the_api_unfetched() -> None:
+    # The API takes images by URL: with fetching off, a fetch would be refused.
+    http = RecordedHttp(load_bytes("openai/content_response.json"))
+    media = MediaFetcher(MediaFetchSettings(enabled=False))
+    provider = OpenAIProvider(settings("openai"), http, media)
+    part = ContentPart(image=ImagePart(url=ANT))
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="What is in this image?", parts=[part])]
+    )
+    await provider.complete(request, DEPLOYMENT)
+    ((_, body, _),) = http.sent
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "What is in this image?"},
+        {"type": "image_url", "image_url": {"url": ANT}},
+    ]
+
+
+@pytest.mark.parametrize(("include_text", "kept"), [(None, True), (True, True), (False, False)])
+async def test_a_completions_reasoning_text_is_kept_unless_the_caller_declines_it(
+    include_text: bool | None, kept: bool
+) -> None:
+    # DeepSeek and vLLM answer with `reasoning_content` beside `content`.
+    payload = load_json("openai/content_response.json")
+    payload["choices"][0]["message"]["reasoning_content"] = "Okay, the user says hi."
+    provider = OpenAIProvider(settings("openai"), RecordedHttp(orjson.dumps(payload)))
+    request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
+    if include_text is not None:
+        request.reasoning.include_text = include_text
+    response = await provider.complete(request, DEPLOYMENT)
+    texts = [block.text for block in response.choices[0].message.reasoning]
+    assert texts == (["Okay, the user says hi."] if kept else [])
+    assert response.choices[0].message.content == "The image shows an ant on a leaf."
+
+
+def test_an_embeddings_answer_names_the_model_that_made_it() -> None:
+    payload = load_json("openai/embeddings_response.json")
+    response = embed_response_from_openai(payload, EmbedRequest(inputs=["x"]), "p")
+    assert response.model == "text-embedding-3-small"
+
+
+@pytest.mark.parametrize(
+    ("usage", "counts"),
+    [(None, (0, 0)), ({"prompt_tokens": 8}, (8, 8))],
+)
+def test_an_embeddings_answer_counts_what_usage_it_brings(
+    usage: dict[str, int] | None, counts: tuple[int, int]
+) -> None:
+    # Compatible servers send less than OpenAI: no usage, or no total.
+    payload = load_json("openai/embeddings_response.json")
+    del payload["usage"]
+    if usage is not None:
+        payload["usage"] = usage
+    response = embed_response_from_openai(payload, EmbedRequest(inputs=["x"]), "p")
+    assert (response.usage.prompt_tokens, response.usage.total_tokens) == counts

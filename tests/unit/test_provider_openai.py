@@ -223,3 +223,120 @@ async def test_a_streamed_refusal_is_the_answer_and_ends_as_content_filter() -> 
     chunks = await _stream(*refusing, FINISH_EVENT, USAGE_EVENT)
     assert "".join(c.choices[0].delta.content for c in chunks) == REFUSAL
     assert chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+def test_a_tool_and_a_tool_call_without_a_type_go_out_as_functions() -> None:
+    # An empty `type` means "function" (the proto's Tool and ToolCall say so).
+    call = ToolCall(id="call_abc123")
+    call.function.name = "get_current_weather"
+    call.function.arguments = '{"location": "Boston, MA"}'
+    request = ChatCompletionRequest(
+        messages=[
+            Message(role="user", content="What's the weather like in Boston today?"),
+            Message(role="assistant", tool_calls=[call]),
+        ],
+        tools=[
+            Tool(
+                function=FunctionDefinition(
+                    name="get_current_weather",
+                    description="Get the current weather in a given location",
+                )
+            ),
+            Tool(function=FunctionDefinition(name="get_time")),
+        ],
+    )
+    body = request_body(request, "gpt-4o-mini", "max_completion_tokens", stream=False)
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_current_weather",
+                "description": "Get the current weather in a given location",
+            },
+        },
+        {"type": "function", "function": {"name": "get_time"}},  # no empty description
+    ]
+    assert body["messages"][1]["tool_calls"] == [
+        {
+            "id": "call_abc123",
+            "type": "function",
+            "function": {"name": "get_current_weather", "arguments": '{"location": "Boston, MA"}'},
+        }
+    ]
+
+
+@pytest.mark.parametrize("mode", ["none", "auto", "required"])
+def test_a_tool_choice_mode_goes_out_as_the_bare_string(mode: str) -> None:
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")],
+        tools=[Tool(type="function", function=FunctionDefinition(name="get_time"))],
+        tool_choice=ToolChoice(mode=mode),
+    )
+    assert request_body(request, "m", "max_completion_tokens", stream=False)["tool_choice"] == mode
+
+
+def test_an_assistant_message_with_text_and_tool_calls_keeps_its_text() -> None:
+    # Only a message that does nothing but call tools has `content: null`.
+    call = ToolCall(id="call_abc123", type="function")
+    call.function.name = "get_current_weather"
+    call.function.arguments = "{}"
+    message = Message(role="assistant", content="Let me look that up.", tool_calls=[call])
+    request = ChatCompletionRequest(messages=[message])
+    body = request_body(request, "gpt-4o-mini", "max_completion_tokens", stream=False)
+    assert body["messages"][0]["content"] == "Let me look that up."
+
+
+def test_only_a_streaming_request_asks_for_a_stream_and_its_usage() -> None:
+    request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
+    streaming = request_body(request, "gpt-4o-mini", "max_completion_tokens", stream=True)
+    assert streaming["stream"] is True
+    assert streaming["stream_options"] == {"include_usage": True}
+    plain = request_body(request, "gpt-4o-mini", "max_completion_tokens", stream=False)
+    assert plain == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("kind", ["text", "json_object"])
+def test_a_response_format_other_than_a_json_schema_is_its_type_alone(kind: str) -> None:
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")],
+        response_format=ResponseFormat(type=kind, schema_name="ignored"),
+    )
+    body = request_body(request, "gpt-4o-mini", "max_completion_tokens", stream=False)
+    assert body["response_format"] == {"type": kind}
+
+
+def test_a_response_format_without_a_type_is_left_out() -> None:
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")], response_format=ResponseFormat()
+    )
+    assert "response_format" not in request_body(request, "m", "max_tokens", stream=False)
+
+
+async def test_a_completion_is_asked_for_without_a_stream() -> None:
+    http = RecordedHttp(load_bytes("openai/tool_calls_response.json"))
+    provider = OpenAIProvider(settings("openai"), http)
+    request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
+    await provider.complete(request, DEPLOYMENT)
+    ((url, body, _),) = http.sent
+    assert url == "http://upstream.invalid/chat/completions"
+    assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_only_the_bare_done_marker_ends_a_stream() -> None:
+    # `"[DONE]"` is a JSON string, not the marker: an event that is no object is broken.
+    quoted = b'data: "[DONE]"\n\n'
+    body = _events(*TEXT_EVENTS, FINISH_EVENT, USAGE_EVENT).replace(
+        b"data: [DONE]", quoted + b"data: [DONE]"
+    )
+    provider = OpenAIProvider(settings("openai"), RecordedHttp(body, piece=4096))
+    with pytest.raises(UpstreamUnavailable, match="str in a stream event, not an object"):
+        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+
+
+async def test_after_the_finish_reason_only_the_usage_is_taken() -> None:
+    # The finish chunk ends the answer; a text delta after it adds nothing.
+    late = {**TEXT_EVENTS[0], "choices": [{"index": 0, "delta": {"content": " Late."}}]}
+    chunks = await _stream(*TEXT_EVENTS, FINISH_EVENT, late, USAGE_EVENT)
+    assert "".join(c.choices[0].delta.content for c in chunks) == "Hello there!"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].usage.total_tokens == 6
