@@ -4,11 +4,13 @@ long scan lets the event loop run, and the one lane long scans take turns in."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 
-from ai_service.config import RedactionSettings
+import pytest
+
+from ai_service.config import CustomDetector, RedactionSettings
 from ai_service.policy.redaction import redactor_for
-from ai_service.policy.scanner import SCAN_SLICE
+from ai_service.policy.scanner import SCAN_SLICE, Finding
 from tests.clock import ManualClock, in_virtual_time
 
 REDACTOR = redactor_for(RedactionSettings())
@@ -126,5 +128,126 @@ def test_many_short_texts_give_the_loop_a_turn_after_each_slice_s_worth() -> Non
         await REDACTOR.find_each([half] * 4)  # two slices' worth: a turn after each
         assert turns - before == 2
         ticker.cancel()
+
+    in_virtual_time(main)
+
+
+def test_inside_a_failed_candidate_a_number_s_later_groups_are_not_tried() -> None:
+    # 20 digits in dash-joined groups: too many for a phone number, and its last three
+    # groups (a valid phone number on their own) do not start a word.
+    assert found("licence key 1234-5678-1234-5678-1234") == []
+
+
+def test_after_a_failed_candidate_the_scan_goes_on_right_where_it_ended() -> None:
+    # `12:30:45` looks like an IPv6 address but does not parse; the address right after
+    # it is still found.
+    assert found("meeting time 12:30:45 a@b.co") == [("EMAIL", "a@b.co")]
+
+
+def test_an_entity_across_a_slice_s_edge_is_found_whole_whatever_the_reach() -> None:
+    # Alone, the SSN detector reaches 11 + 8 characters back, IBANs 43 + 8: the first
+    # slice ends at 4096, inside the entity, and the next one goes back far enough.
+    ssn_only = redactor_for(RedactionSettings(detectors=("ssn",)))
+    text = " " * 4090 + "123-45-6789 "
+    assert ssn_only.find(text) == [Finding("US_SSN", 4090, 4101)]
+    iban_only = redactor_for(RedactionSettings(detectors=("iban",)))
+    iban = "MT84 MALT 0110 0001 2345 MTLC AST0 01S"  # 38 characters, 35 in the first slice
+    text = " " * 4061 + iban + " "
+    assert iban_only.find(text) == [Finding("IBAN", 4061, 4099)]
+
+
+def test_a_long_scan_yields_exactly_once_per_slice_of_work() -> None:
+    # The built-in detectors reach back 456 characters (an email's 448, and 8 of
+    # lookahead), so the slices start every 4096 - 456 = 3640 characters; the last
+    # slice ends the scan without yielding, unless its finding completes a slice's worth.
+    assert SCAN_SLICE == 4096 and REDACTOR.reach == 456
+    ssn = "123-45-6789"
+    for text, yields in (
+        (" " * 7736, 1),  # [0, 4096) then [3640, 7736)
+        (" " * 7737, 2),
+        (" " * 4084 + ssn, 0),  # a finding ending 4095 characters in
+        (" " * 4085 + ssn, 1),  # ... and 4096 characters in: a slice's worth
+        (" " * 7724 + ssn, 1),  # after a yield at 4096, 4095 characters from 3640
+        (" " * 7725 + ssn, 2),  # ... and 4096 from 3640
+    ):
+        assert steps(REDACTOR.find_steps(text)) == yields, len(text)
+
+
+def test_a_finding_at_the_last_place_a_slice_vouches_for_is_taken_in_that_slice() -> None:
+    # 4096 - 456 = 3640: a match starting there is whole in the first slice; one
+    # starting a character later might not be, and waits for the next slice.
+    ssn = "123-45-6789"
+    taken = " " * 3640 + ssn + " " * 1349
+    assert REDACTOR.find(taken) == [Finding("US_SSN", 3640, 3651)]
+    assert steps(REDACTOR.find_steps(taken)) == 0
+    deferred = " " * 3641 + ssn + " " * 1348
+    assert REDACTOR.find(deferred) == [Finding("US_SSN", 3641, 3652)]
+    assert steps(REDACTOR.find_steps(deferred)) == 1
+
+
+@pytest.mark.timeout(10)
+def test_a_custom_pattern_that_may_match_nothing_does_not_stall_the_scan() -> None:
+    # `\d*` also matches nothing, anywhere: the scan moves on a character past such a
+    # match, so it ends, finds every number, and finds nothing past the text's end.
+    numbers = redactor_for(
+        RedactionSettings(detectors=(), custom=[CustomDetector(name="ORDER", pattern=r"\d*")])
+    )
+    text = "x" * 300 + " 42 and 7"
+    findings = numbers.find(text)
+    assert [(f.start, f.end) for f in findings if f.end > f.start] == [(301, 303), (308, 309)]
+    assert all(f.start < 309 for f in findings)
+
+
+def test_many_short_texts_count_on_from_zero_after_each_turn() -> None:
+    async def main(_: ManualClock) -> None:
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        # Less than two slices' worth, whichever comes first: one turn.
+        for texts in (["x" * 4095, "y" * 4096], ["x" * 4096, "y" * 4095]):
+            before = turns
+            await REDACTOR.find_each(texts)
+            assert turns - before == 1
+        ticker.cancel()
+
+    in_virtual_time(main)
+
+
+def test_scans_of_at_most_a_slice_s_worth_do_not_queue_behind_a_long_one() -> None:
+    async def main(_: ManualClock) -> None:
+        ended: list[str] = []
+
+        async def scan(name: str, work: Awaitable[object]) -> None:
+            await work
+            ended.append(name)
+
+        longer = "nothing here at all. " * (6 * SCAN_SLICE // 21)
+        one_slice = "x" * SCAN_SLICE
+        await asyncio.gather(
+            scan("long", REDACTOR.find_async(longer)),
+            scan("a slice", REDACTOR.find_async(one_slice)),
+            scan("short", REDACTOR.find_async("a@b.co")),
+            scan("texts of a slice", REDACTOR.find_each([one_slice[:2048], one_slice[2048:]])),
+            scan("short texts", REDACTOR.find_each(["a@b.co", "x"])),
+        )
+        assert ended == ["a slice", "short", "texts of a slice", "short texts", "long"]
+
+    in_virtual_time(main)
+
+
+def test_long_scans_wait_on_no_timer() -> None:
+    async def main(clock: ManualClock) -> None:
+        longer = "nothing here at all. " * (6 * SCAN_SLICE // 21)
+        before = clock.now
+        await REDACTOR.find_async(longer)
+        await REDACTOR.find_each([longer, "a@b.co"])
+        assert clock.now == before
 
     in_virtual_time(main)
