@@ -44,9 +44,11 @@ class CustomDetector(StrictSettings):
     @classmethod
     def _pattern_compiles(cls, pattern: str) -> str:
         try:
-            re.compile(pattern)
+            compiled = re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
+        if compiled.match("") is not None:
+            raise ValueError("matches the empty string: a pattern must match some text")
         return pattern
 
 

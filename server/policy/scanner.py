@@ -67,6 +67,7 @@ class Redactor:
         self._detectors = {f"d{i}": detector for i, detector in enumerate(detectors)}
         self._pattern = re.compile(
             "|".join(f"(?P<{group}>{d.pattern})" for group, d in self._detectors.items())
+            or "(?!)"  # no detectors: a pattern that matches nothing (an empty one matches "")
         )
         # Each alone, in the same order: for where the combined scan's first candidate
         # fails its check but another kind starts at the same place.
@@ -170,6 +171,8 @@ class Redactor:
 
     def _judge(self, text: str, match: re.Match[str]) -> Finding | None:
         """The match as a finding, if it passes its detector's check (with its tail)."""
+        if match.end() == match.start():
+            return None  # a custom pattern's empty match (at a word boundary, say): no entity
         group = match.lastgroup
         assert group is not None
         detector = self._detectors[group]

@@ -100,6 +100,14 @@ def tree(**overrides: Any) -> dict[str, Any]:
         ({"server": {"listen": "nowhere"}}, "server.listen: expected HOST:PORT"),
         ({"rate_limit": {"requests_per_minute": -1}}, "rate_limit.requests_per_minute"),
         ({"models": []}, "models: Tuple should have at least 1 item"),
+        (
+            {"redaction": {"custom": [{"name": "ORDER", "pattern": r"\d*"}]}},
+            "redaction.custom[0].pattern: matches the empty string: a pattern must match some text",
+        ),
+        (
+            {"redaction": {"custom": [{"name": "ORDER", "pattern": "(unclosed"}]}},
+            "redaction.custom[0].pattern: not a valid regular expression",
+        ),
     ],
 )
 def test_invalid_config_names_the_field(overrides: dict[str, Any], message: str) -> None:
