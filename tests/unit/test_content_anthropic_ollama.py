@@ -15,6 +15,7 @@ from ai_service.providers import anthropic, ollama
 from ai_service.providers.base import Deployment
 from ai_service.providers.http.fetch import MediaFetcher
 from ai_service_protos.ai_service_pb2 import (
+    AudioPart,
     CacheControl,
     ChatCompletionRequest,
     ContentPart,
@@ -293,4 +294,117 @@ async def test_ollama_fetches_an_image_url_through_the_guarded_fetcher(
     with pytest.raises(InvalidRequest, match=why) as refused:
         await provider.complete(request, Deployment("o", "llava"))
     assert refused.value.field == "messages[0].parts[0].image.url"
+    assert http.sent == []  # refused before any call
+
+
+def test_anthropic_text_parts_are_text_blocks_after_the_content() -> None:
+    request = ChatCompletionRequest(
+        messages=[
+            Message(
+                role="user",
+                content="Describe this ant.",
+                parts=[ContentPart(image=ImagePart(url=ANT)), ContentPart(text="In one line.")],
+            )
+        ]
+    )
+    body = anthropic.request_body(request, "m", 1024, stream=False)
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Describe this ant."},
+                {"type": "image", "source": {"type": "url", "url": ANT}},
+                {"type": "text", "text": "In one line."},
+            ],
+        }
+    ]
+
+
+def test_anthropic_refuses_audio() -> None:
+    # Only reachable past the router's capability check (Anthropic carries no audio input),
+    # which the adapter does not rely on.
+    part = ContentPart(audio=AudioPart(data=b"RIFF", format="wav"))
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="What is said?", parts=[part])]
+    )
+    refusal = anthropic.request_refusal(request)
+    assert isinstance(refusal, InvalidRequest) and refusal.field == "messages[0].parts[0].audio"
+
+
+#: A PDF's header with the binary comment line PDF writers add (not UTF-8).
+BINARY_PDF = b"%PDF-1.7\n%\xb5\xb5\xb5\xb5\n"
+
+
+def test_anthropic_refuses_a_text_document_that_is_not_utf8_but_takes_a_binary_pdf() -> None:
+    latin1 = ContentPart(document=DocumentPart(data=b"caf\xe9", media_type="text/plain"))
+    pdf = ContentPart(document=DocumentPart(data=BINARY_PDF, media_type="application/pdf"))
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="Summarize.", parts=[pdf, latin1])]
+    )
+    refusal = anthropic.request_refusal(request)
+    assert isinstance(refusal, InvalidRequest)
+    assert refusal.field == "messages[0].parts[1].document.data"
+    del request.messages[0].parts[1]
+    assert anthropic.request_refusal(request) is None
+    body = anthropic.request_body(request, "m", 1024, stream=False)
+    assert body["messages"][0]["content"][1] == {
+        "type": "document",
+        "source": {
+            "type": "base64",
+            "media_type": "application/pdf",
+            "data": "JVBERi0xLjcKJbW1tbUK",
+        },
+    }
+
+
+#: The PDF the pdf-support guide passes by URL.
+PDF_URL = (
+    "https://assets.anthropic.com/m/1cd9d098ac3e6467/original/"
+    "Claude-3-Model-Card-October-Addendum.pdf"
+)
+
+
+async def test_anthropic_passes_image_and_pdf_urls_on_for_the_api_to_fetch() -> None:
+    http = RecordedHttp(load_bytes("anthropic/tool_use_response.json"))
+    no_fetching = MediaFetcher(MediaFetchSettings(enabled=False))  # a fetch would be refused
+    provider = anthropic.AnthropicProvider(settings("anthropic"), http, no_fetching)
+    parts = [
+        ContentPart(image=ImagePart(url=ANT, media_type="image/jpeg")),
+        ContentPart(document=DocumentPart(url=PDF_URL, media_type="application/pdf")),
+    ]
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="Compare them.", parts=parts)]
+    )
+    await provider.complete(request, Deployment("a", "claude-sonnet-4-5"))
+    ((_, body, _),) = http.sent
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Compare them."},
+        {"type": "image", "source": {"type": "url", "url": ANT}},
+        {"type": "document", "source": {"type": "url", "url": PDF_URL}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fetch", "why"),
+    [
+        (None, "127.0.0.1 is a loopback address"),  # the gateway's own guarded fetcher
+        (MediaFetchSettings(enabled=False), "media_fetch is off"),
+    ],
+)
+async def test_anthropic_fetches_a_text_document_url_through_the_guarded_fetcher(
+    fetch: MediaFetchSettings | None, why: str
+) -> None:
+    # The API's URL source is for PDFs: a text/plain document goes as a text source.
+    http = RecordedHttp(load_bytes("anthropic/tool_use_response.json"))
+    media = None if fetch is None else MediaFetcher(fetch)
+    provider = anthropic.AnthropicProvider(settings("anthropic"), http, media)
+    part = ContentPart(
+        document=DocumentPart(url="http://127.0.0.1/notes.txt", media_type="text/plain")
+    )
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="Summarize.", parts=[part])]
+    )
+    with pytest.raises(InvalidRequest, match=why) as refused:
+        await provider.complete(request, Deployment("a", "claude-sonnet-4-5"))
+    assert refused.value.field == "messages[0].parts[0].document.url"
     assert http.sent == []  # refused before any call

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import orjson
 import pytest
 
-from ai_service.errors import GatewayError, InvalidRequest, UpstreamRateLimited, UpstreamUnavailable
-from ai_service.providers.anthropic import AnthropicProvider, request_body, response_from_anthropic
+from ai_service.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamAuth,
+    UpstreamInvalidRequest,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
+from ai_service.providers.anthropic import (
+    AnthropicProvider,
+    request_body,
+    request_refusal,
+    response_from_anthropic,
+)
 from ai_service.providers.base import Deployment
 from ai_service_protos.ai_service_pb2 import (
+    CacheControl,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ContentPart,
     FunctionDefinition,
     Message,
+    ReasoningConfig,
     ResponseFormat,
     Tool,
     ToolCall,
@@ -260,3 +278,207 @@ async def test_rate_limit_error_carries_retry_after() -> None:
         await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.retry_after == 12.0
+
+
+async def test_a_unary_call_sends_no_stream_flag_and_the_fallback_or_model_max_tokens() -> None:
+    # max_tokens is required by the Messages API: the model's default, else 1024.
+    http = RecordedHttp(load_bytes("anthropic/tool_use_response.json"))
+    provider = AnthropicProvider(settings("anthropic"), http)
+    request = ChatCompletionRequest(messages=[Message(role="user", content="Hello, world")])
+    await provider.complete(request, DEPLOYMENT)
+    await provider.complete(request, DEPLOYMENT, 2048)
+    (_, fallback, _), (_, model_default, _) = http.sent
+    assert fallback == {
+        "model": "claude-opus-4-1-20250805",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Hello, world"}],
+    }
+    assert model_default == {**fallback, "max_tokens": 2048}
+
+
+async def test_a_streamed_call_asks_the_api_for_a_stream() -> None:
+    http = RecordedHttp(load_bytes("anthropic/stream_text.sse"))
+    provider = AnthropicProvider(settings("anthropic"), http)
+    request = ChatCompletionRequest(messages=[Message(role="user", content="Hello")])
+    [c async for c in provider.stream(request, DEPLOYMENT, 2048)]
+    ((_, body, headers),) = http.sent
+    assert body == {
+        "model": "claude-opus-4-1-20250805",
+        "max_tokens": 2048,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "stream": True,
+    }
+    assert headers["accept"] == "text/event-stream"
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected"),
+    [
+        (400, "invalid_request_error", UpstreamInvalidRequest),
+        (401, "authentication_error", UpstreamAuth),
+        (404, "not_found_error", UpstreamNotFound),
+    ],
+)
+async def test_errors_other_than_overloaded_keep_the_status_meaning(
+    status: int, error_type: str, expected: type[GatewayError]
+) -> None:
+    body = orjson.dumps({"type": "error", "error": {"type": error_type, "message": "no"}})
+    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body, status=status))
+    with pytest.raises(expected) as caught:
+        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+    assert not isinstance(caught.value, UpstreamUnavailable)
+
+
+async def test_an_error_page_that_is_not_json_is_classified_by_its_status() -> None:
+    # A proxy in front of the API may answer with HTML: no `error.type` to read.
+    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(page, status=502))
+    with pytest.raises(UpstreamUnavailable, match="502 Bad Gateway"):
+        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+
+
+def test_a_text_response_format_is_taken_and_sent_as_nothing() -> None:
+    request = ChatCompletionRequest(
+        messages=[Message(role="user", content="hi")], response_format=ResponseFormat(type="text")
+    )
+    assert request_refusal(request) is None
+    assert request_body(request, "m", 1024, stream=False) == {
+        "model": "m",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+
+def four_cache_marks() -> ChatCompletionRequest:
+    """The weather conversation with a cache mark on the tool, the system prompt, the
+    question and the tool result: the four breakpoints the prompt-caching guide allows."""
+    request = weather_conversation()
+    request.tools[0].cache_control.CopyFrom(CacheControl())
+    request.messages[0].cache_control.CopyFrom(CacheControl(type="ephemeral"))
+    request.messages[1].cache_control.CopyFrom(CacheControl(ttl="5m"))
+    request.messages[3].cache_control.CopyFrom(CacheControl(ttl="1h"))
+    return request
+
+
+def test_four_cache_marks_go_on_the_tool_the_system_text_and_the_blocks_they_follow() -> None:
+    request = four_cache_marks()
+    assert request_refusal(request) is None
+    body = request_body(request, "m", 1024, stream=False)
+    assert body["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["system"] == [
+        {
+            "type": "text",
+            "text": "You are a weather assistant.",
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
+    assert body["messages"][0] == {
+        "role": "user",
+        "content": [  # not the short string form, which has no room for the mark
+            {
+                "type": "text",
+                "text": "What's the weather like in San Francisco?",
+                "cache_control": {"type": "ephemeral", "ttl": "5m"},
+            }
+        ],
+    }
+    assert body["messages"][2] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+                "content": "15 degrees",
+                "cache_control": {"type": "ephemeral", "ttl": "1h"},
+            }
+        ],
+    }
+
+
+def test_a_fifth_cache_mark_is_refused_by_its_field() -> None:
+    request = four_cache_marks()
+    request.messages.append(
+        Message(role="user", content="And in Celsius?", cache_control=CacheControl())
+    )
+    refusal = request_refusal(request)
+    assert isinstance(refusal, InvalidRequest)
+    assert refusal.field == "messages[4].cache_control"
+
+
+def test_a_tool_result_with_parts_marks_its_text_block_not_the_result() -> None:
+    request = weather_conversation()
+    request.messages[3].parts.add(text="Sunny.")
+    request.messages[3].cache_control.CopyFrom(CacheControl())
+    body = request_body(request, "m", 1024, stream=False)
+    assert body["messages"][2]["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+            "content": [
+                {"type": "text", "text": "15 degrees", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "Sunny."},
+            ],
+        }
+    ]
+
+
+def test_system_text_parts_follow_the_content_and_stand_alone_without_it() -> None:
+    request = weather_conversation()
+    request.messages[0].parts.add(text="Use metric units.")
+    request.messages.insert(1, Message(role="developer", parts=[ContentPart(text="Be brief.")]))
+    request.messages[-1].ClearField("content")
+    request.messages[-1].parts.add(text="15 degrees")
+    body = request_body(request, "m", 1024, stream=False)
+    assert body["system"] == "You are a weather assistant.\n\nUse metric units.\n\nBe brief."
+    assert body["messages"][2]["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+            "content": [{"type": "text", "text": "15 degrees"}],  # no empty text block first
+        }
+    ]
+
+
+def thinking_request(**fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest(messages=[Message(role="user", content="hi")], **fields)
+
+
+@pytest.mark.parametrize(("max_tokens", "refused"), [(2047, True), (2048, True), (2049, False)])
+def test_max_tokens_must_be_above_the_thinking_budget(max_tokens: int, refused: bool) -> None:
+    request = thinking_request(reasoning=ReasoningConfig(budget_tokens=2048), max_tokens=max_tokens)
+    refusal = request_refusal(request)
+    if refused:
+        assert isinstance(refusal, InvalidRequest)
+        assert refusal.field == "reasoning.budget_tokens"
+    else:
+        assert refusal is None
+
+
+def test_an_effort_whose_budget_reaches_max_tokens_is_refused_as_the_effort() -> None:
+    # "low" is a budget of 1024 tokens.
+    request = thinking_request(reasoning=ReasoningConfig(effort="low"), max_tokens=1024)
+    refusal = request_refusal(request)
+    assert isinstance(refusal, InvalidRequest)
+    assert refusal.field == "reasoning.effort"
+
+
+@pytest.mark.parametrize(("top_p", "refused"), [(0.94, True), (0.95, False), (1.0, False)])
+def test_with_thinking_on_top_p_is_taken_from_0_95_up(top_p: float, refused: bool) -> None:
+    request = thinking_request(reasoning=ReasoningConfig(budget_tokens=1024), top_p=top_p)
+    refusal = request_refusal(request)
+    if refused:
+        assert isinstance(refusal, InvalidRequest)
+        assert refusal.field == "top_p"
+    else:
+        assert refusal is None
+        assert request_body(request, "m", 1024, stream=False)["top_p"] == top_p
+
+
+def test_thinking_off_leaves_max_tokens_at_the_default() -> None:
+    request = thinking_request(reasoning=ReasoningConfig(off=True))
+    assert request_body(request, "m", 1024, stream=False) == {
+        "model": "m",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "hi"}],
+        "thinking": {"type": "disabled"},
+    }
