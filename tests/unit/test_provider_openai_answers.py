@@ -349,3 +349,18 @@ def test_a_text_only_event_is_read_straight_from_the_json(
     # The full translation makes the same chunk of a text-only event; what this fast
     # path saves (most events of a stream need no chunk of their own) shows only here.
     assert _plain_text_delta(event) == plain
+
+
+async def test_a_delta_whose_content_is_null_adds_nothing_and_breaks_nothing() -> None:
+    # Compatible servers send `"content": null` in deltas that carry nothing else.
+    chunks = await _stream(
+        _event(_delta({"role": "assistant", "content": ""})),
+        _event(_delta({"content": None})),
+        _event(_delta({"content": "Hello"})),
+        _event(_delta({"content": None})),
+        _event(_delta({"content": " there"})),
+        _finish(),
+        USAGE,
+    )
+    assert _text(chunks) == "Hello there"
+    assert chunks[-1].choices[0].finish_reason == "stop"
