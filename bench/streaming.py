@@ -38,7 +38,9 @@ import orjson
 from ai_service_protos import ai_service_pb2_grpc as pb_grpc
 from bench.stack import BENCH_KEY, chat_request, openai_body
 
-STREAMS_PER_CHANNEL = 500
+#: The gateway's default `server.max_concurrent_streams` per connection: a client holding
+#: more streams than that opens more connections (gRPC queues the rest, unstarted).
+STREAMS_PER_CHANNEL = 100
 RAMP_BATCH = 250
 
 
