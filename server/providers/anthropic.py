@@ -620,7 +620,9 @@ class StreamTranslator:
             if delta["type"] == "text_delta":
                 return [text_chunk(self.template, delta["text"])]
             if delta["type"] == "input_json_delta" and delta["partial_json"]:
-                tool = self._tools[event["index"]]
+                tool = self._tools.get(event["index"])
+                if tool is None:  # a server tool's input (web search...): no call of the caller's
+                    return []
                 tool[1] = 1
                 return [self._tool_piece(tool[0], delta["partial_json"])]
             if delta["type"] == "thinking_delta" and delta["thinking"]:

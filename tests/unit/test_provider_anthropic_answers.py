@@ -411,6 +411,24 @@ def test_a_server_tools_result_block_adds_nothing_to_the_stream() -> None:
     assert translator.feed(_stop(2)) == []
 
 
+def test_a_server_tools_call_and_its_input_add_nothing_to_the_stream() -> None:
+    # The web search guide's stream: Anthropic calls its own tool and streams its input;
+    # that call is not one of the caller's tools.
+    use_start = orjson.loads(
+        b'{"type": "content_block_start", "index": 1, "content_block": {"type": '
+        b'"server_tool_use", "id": "srvtoolu_xyz789", "name": "web_search", "input": {}}}'
+    )
+    input_delta = orjson.loads(
+        b'{"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", '
+        b'"partial_json": "{\\"query\\": \\"latest quantum computing breakthroughs\\"}"}}'
+    )
+    translator = StreamTranslator("anthropic-docs")
+    translator.feed(MESSAGE_START)
+    assert translator.feed(use_start) == []
+    assert translator.feed(input_delta) == []
+    assert translator.feed(_stop(1)) == []
+
+
 @pytest.mark.parametrize("kind", ["annotation", "ping", "usage_report"])
 async def test_event_types_the_docs_do_not_list_are_ignored(kind: str) -> None:
     # The streaming guide: new event types may be added, and clients should ignore them,
