@@ -62,32 +62,40 @@ def test_a_long_scan_yields_once_per_slice_it_looks_at() -> None:
         )
 
 
+class Turns:
+    """Counts the event loop's turns: a task that goes round once per turn."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task = asyncio.ensure_future(self._go_round())
+
+    async def _go_round(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 def test_a_short_scan_does_not_yield() -> None:
     assert steps(REDACTOR.find_steps("write to a@b.co")) == 0
 
 
 def test_a_long_scan_lets_the_event_loop_serve_others_meanwhile() -> None:
     async def main(_: ManualClock) -> None:
-        turns = 0
-
-        async def other() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        ticker = asyncio.ensure_future(other())
+        turns = Turns()
         await asyncio.sleep(0)
-        before = turns
+        before = turns.count
         text = "nothing to find here, " * (3 * SCAN_SLICE // 22) + "mail a@b.co"
         assert [f.kind for f in await REDACTOR.find_async(text)] == ["EMAIL"]
-        assert turns > before
+        assert turns.count > before
         many = ["short text " * 30] * (3 * SCAN_SLICE // 330) + ["mail a@b.co"]
-        before = turns
+        before = turns.count
         results = await REDACTOR.find_each(many)
-        assert turns > before
+        assert turns.count > before
         assert [f.kind for f in results[-1]] == ["EMAIL"] and not any(results[:-1])
-        ticker.cancel()
+        turns.stop()
 
     in_virtual_time(main)
 
@@ -113,21 +121,13 @@ def test_long_scans_take_turns_first_come_first_served() -> None:
 
 def test_many_short_texts_give_the_loop_a_turn_after_each_slice_s_worth() -> None:
     async def main(_: ManualClock) -> None:
-        turns = 0
-
-        async def other() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        ticker = asyncio.ensure_future(other())
+        turns = Turns()
         await asyncio.sleep(0)
         half = "x" * (SCAN_SLICE // 2 - 1) + " "
-        before = turns
+        before = turns.count
         await REDACTOR.find_each([half] * 4)  # two slices' worth: a turn after each
-        assert turns - before == 2
-        ticker.cancel()
+        assert turns.count - before == 2
+        turns.stop()
 
     in_virtual_time(main)
 
@@ -206,22 +206,14 @@ def test_with_no_detectors_nothing_is_found() -> None:
 
 def test_many_short_texts_count_on_from_zero_after_each_turn() -> None:
     async def main(_: ManualClock) -> None:
-        turns = 0
-
-        async def other() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        ticker = asyncio.ensure_future(other())
+        turns = Turns()
         await asyncio.sleep(0)
         # Less than two slices' worth, whichever comes first: one turn.
         for texts in (["x" * 4095, "y" * 4096], ["x" * 4096, "y" * 4095]):
-            before = turns
+            before = turns.count
             await REDACTOR.find_each(texts)
-            assert turns - before == 1
-        ticker.cancel()
+            assert turns.count - before == 1
+        turns.stop()
 
     in_virtual_time(main)
 
