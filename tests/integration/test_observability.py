@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import sys
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import aiohttp
@@ -446,6 +449,63 @@ async def test_a_stream_cancelled_or_timed_out_mid_send_is_counted_as_such(
     # reach the gateway as a cancel just before its own: none is lost or UNKNOWN.
     assert set(ended) <= {"CANCELLED", "OK", "DEADLINE_EXCEEDED"}, ended
     assert sum(ended.values()) == 25 and ended["CANCELLED"] > 0, ended
+
+
+@contextlib.contextmanager
+def async_generators_kept() -> Iterator[list[AsyncGenerator[Any, None]]]:
+    """Every async generator first iterated in the block, held: none is finalized by
+    the garbage collector while the test runs, as happens when something references it."""
+    kept: list[AsyncGenerator[Any, None]] = []
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+
+    def keep(generator: AsyncGenerator[Any, None]) -> None:
+        kept.append(generator)
+        if firstiter is not None:
+            firstiter(generator)
+
+    sys.set_asyncgen_hooks(firstiter=keep, finalizer=finalizer)
+    try:
+        yield kept
+    finally:
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
+
+
+async def test_a_stream_left_by_grpc_at_its_yield_ends_with_its_call(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    """A caller that stops reading fills the stream's flow-control window, so the gateway
+    waits in grpc.aio's send when the cancel or the deadline comes: grpc then drops the
+    stream's generator at its `yield`, to be finalized whenever the garbage collector
+    gets to it. Held alive here, it is still ended with its call: counted, and its
+    upstream stream closed."""
+    gateway = await start_gateway(observability=METRICS_ON_ANY_PORT)
+    auth = ("authorization", f"Bearer {TEST_KEY}")
+    with async_generators_kept():
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = ai_service_pb2_grpc.AIServiceStub(channel)
+            for _ in range(3):
+                stream = stub.StreamChatCompletion(ask("/tokens 1000000"), metadata=(auth,))
+                await stream.read()
+                await asyncio.sleep(0.3)  # the window fills; the gateway waits to send
+                stream.cancel()
+            for _ in range(3):
+                # Time for the first chunk on a loaded machine; then none is read.
+                stream = stub.StreamChatCompletion(
+                    ask("/tokens 1000000"), metadata=(auth,), timeout=1.5
+                )
+                await stream.read()
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await asyncio.sleep(1.6)
+                    await stream.read()
+                assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            samples = await scrape_counted(gateway, 6)
+            for _ in range(500):
+                if not simulator.stats.streams_in_flight:
+                    break
+                await asyncio.sleep(0.02)
+    assert value(samples, "ai_gateway_requests_total", code="CANCELLED") == 3, samples
+    assert value(samples, "ai_gateway_requests_total", code="DEADLINE_EXCEEDED") == 3, samples
+    assert simulator.stats.streams_in_flight == 0
 
 
 async def test_a_stream_answered_at_once_waits_for_its_request_id_and_a_cancelled_one_ends(
