@@ -480,22 +480,25 @@ async def test_a_stream_left_by_grpc_at_its_yield_ends_with_its_call(
     upstream stream closed."""
     gateway = await start_gateway(observability=METRICS_ON_ANY_PORT)
     auth = ("authorization", f"Bearer {TEST_KEY}")
+    # Without BDP probing the caller's window stays at HTTP/2's 64 KiB: a stream of
+    # 100,000 words cannot finish unread, however fast the machine.
+    small_window = [("grpc.http2.bdp_probe", 0)]
     with async_generators_kept():
-        async with grpc.aio.insecure_channel(gateway.address) as channel:
+        async with grpc.aio.insecure_channel(gateway.address, options=small_window) as channel:
             stub = ai_service_pb2_grpc.AIServiceStub(channel)
             for _ in range(3):
-                stream = stub.StreamChatCompletion(ask("/tokens 1000000"), metadata=(auth,))
+                stream = stub.StreamChatCompletion(ask("/tokens 100000"), metadata=(auth,))
                 await stream.read()
                 await asyncio.sleep(0.3)  # the window fills; the gateway waits to send
                 stream.cancel()
             for _ in range(3):
                 # Time for the first chunk on a loaded machine; then none is read.
                 stream = stub.StreamChatCompletion(
-                    ask("/tokens 1000000"), metadata=(auth,), timeout=1.5
+                    ask("/tokens 100000"), metadata=(auth,), timeout=1.0
                 )
                 await stream.read()
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await asyncio.sleep(1.6)
+                    await asyncio.sleep(1.1)
                     await stream.read()
                 assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             samples = await scrape_counted(gateway, 6)
@@ -503,8 +506,11 @@ async def test_a_stream_left_by_grpc_at_its_yield_ends_with_its_call(
                 if not simulator.stats.streams_in_flight:
                     break
                 await asyncio.sleep(0.02)
-    assert value(samples, "ai_gateway_requests_total", code="CANCELLED") == 3, samples
-    assert value(samples, "ai_gateway_requests_total", code="DEADLINE_EXCEEDED") == 3, samples
+    cancelled = value(samples, "ai_gateway_requests_total", code="CANCELLED")
+    timed_out = value(samples, "ai_gateway_requests_total", code="DEADLINE_EXCEEDED")
+    # A deadline's cancel that arrives well before the gateway's copy of the deadline
+    # (a loaded machine delaying the call's headers) is counted CANCELLED.
+    assert (cancelled + timed_out, cancelled >= 3) == (6, True), samples
     assert simulator.stats.streams_in_flight == 0
 
 
