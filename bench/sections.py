@@ -23,7 +23,7 @@ from bench.direct import http_unary_load
 from bench.grpc_check import sample_statuses
 from bench.h2load import Load, LoadResult
 from bench.procs import PYTHON, read_line, rss_bytes, run_bounded, spawn_piped, stop
-from bench.results import TTFT_STAGGER_MS, WORKER_ROWS, HoldRun, Results, StreamRun
+from bench.results import TTFT_STAGGER_MS, WORKER_ROWS, HoldRun, Results, StreamRun, Target
 
 #: h2load shape for saturation: gRPC 4 connections x 16 streams; HTTP/1.1 64 connections.
 GRPC_CLIENTS, GRPC_STREAMS, H1_CONCURRENCY = 4, 16, 64
@@ -402,10 +402,7 @@ def cpu_per_call(ctx: Ctx) -> None:
     print("[0] CPU per call", flush=True)
     calls, rounds = (1_000, 2) if ctx.quick else (4_000, 5)
     results = cpu.run(ctx.workdir, calls, rounds)
-    report.replace_section(ctx.output, cpu.HEADING, cpu.section(results, calls, rounds))
-    for check in cpu.checks(results):
-        ctx.results.section_targets.append(check)
-        print(f"  {check.line()}", flush=True)
+    _write_section(ctx, cpu.HEADING, cpu.section(results, calls, rounds), cpu.checks(results))
 
 
 def overload(ctx: Ctx) -> None:
@@ -415,9 +412,14 @@ def overload(ctx: Ctx) -> None:
     print("[6] overload", flush=True)
     seconds = 3.0 if ctx.quick else 8.0
     lines, targets = above_saturation.run(ctx.workdir, seconds, factor=2.0)
-    report.replace_section(ctx.output, report.OVERLOAD_HEADING, lines)
+    _write_section(ctx, report.OVERLOAD_HEADING, lines, targets)
+
+
+def _write_section(ctx: Ctx, heading: str, lines: list[str], targets: list[Target]) -> None:
+    """A section written apart from the summary's tables; its targets join the summary."""
+    report.replace_section(ctx.output, heading, lines)
+    ctx.results.section_targets += targets
     for target in targets:
-        ctx.results.section_targets.append(target)
         print(f"  {target.line()}", flush=True)
 
 
