@@ -160,7 +160,7 @@ def test_a_wait_that_times_out_behind_another_leaves_the_other_waiting() -> None
     in_virtual_time(main)
 
 
-def test_a_slot_handed_to_a_call_as_it_is_cancelled_is_passed_on() -> None:
+def test_a_slot_handed_to_a_call_as_it_is_cancelled_is_given_back() -> None:
     async def main(clock: ManualClock) -> None:
         limiter = ConcurrencyLimiter("d", max_in_flight=1, max_queue=1)
         await limiter.acquire(seconds(60, clock))
@@ -172,5 +172,23 @@ def test_a_slot_handed_to_a_call_as_it_is_cancelled_is_passed_on() -> None:
             await waiting
         assert (limiter.in_flight, limiter.queued) == (0, 0)
         assert limiter.try_acquire()
+
+    in_virtual_time(main)
+
+
+def test_a_slot_handed_to_a_call_as_it_is_cancelled_goes_to_the_next_waiter() -> None:
+    async def main(clock: ManualClock) -> None:
+        limiter = ConcurrencyLimiter("d", max_in_flight=1, max_queue=2)
+        await limiter.acquire(seconds(60, clock))
+        cancelled = asyncio.ensure_future(limiter.acquire(seconds(60, clock)))
+        next_in_line = asyncio.ensure_future(limiter.acquire(seconds(60, clock)))
+        await turn()
+        cancelled.cancel()
+        limiter.release()  # the slot goes to the first waiter before it sees its cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await next_in_line
+        assert (limiter.in_flight, limiter.queued) == (1, 0)
+        assert not limiter.try_acquire()
 
     in_virtual_time(main)

@@ -12,10 +12,6 @@ BUCKETS = (0.1, 0.5, 1.0)
 AMOUNTS = (0.1, 0.5, 1.0, 0.3, 0.0, 7.5, -1.0, 0.1, 2.0)
 
 
-def _pair() -> tuple[CollectorRegistry, CollectorRegistry]:
-    return CollectorRegistry(), CollectorRegistry()
-
-
 def _series(registry: CollectorRegistry) -> list[str]:
     """The scrape, less when each series was created (which differs by a few µs)."""
     text = generate_latest(registry).decode()
@@ -23,7 +19,7 @@ def _series(registry: CollectorRegistry) -> list[str]:
 
 
 def test_a_flushed_histogram_reads_as_its_observations_one_by_one() -> None:
-    direct_registry, batched_registry = _pair()
+    direct_registry, batched_registry = CollectorRegistry(), CollectorRegistry()
     direct = Histogram("h", "h", ("a",), registry=direct_registry, buckets=BUCKETS)
     batched = _HistogramUpdates(
         Histogram("h", "h", ("a",), registry=batched_registry, buckets=BUCKETS), BUCKETS
@@ -37,7 +33,7 @@ def test_a_flushed_histogram_reads_as_its_observations_one_by_one() -> None:
 
 
 def test_counts_are_handed_on_once_and_later_updates_add_to_them() -> None:
-    direct_registry, batched_registry = _pair()
+    direct_registry, batched_registry = CollectorRegistry(), CollectorRegistry()
     direct = Counter("c", "c", ("a", "b"), registry=direct_registry)
     batched = _Sums(Counter("c", "c", ("a", "b"), registry=batched_registry))
     for amount in (1.0, 2.5):
@@ -52,7 +48,7 @@ def test_counts_are_handed_on_once_and_later_updates_add_to_them() -> None:
 
 
 def test_a_gauge_carries_the_net_change_of_its_updates() -> None:
-    direct_registry, batched_registry = _pair()
+    direct_registry, batched_registry = CollectorRegistry(), CollectorRegistry()
     direct = Gauge("g", "g", ("a",), registry=direct_registry)
     batched = _Sums(Gauge("g", "g", ("a",), registry=batched_registry))
     for delta in (1, 1, -1, 1):

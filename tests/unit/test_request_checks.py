@@ -203,8 +203,14 @@ def test_a_json_text_that_does_not_parse_is_said_to_be_invalid() -> None:
         request(tool_choice={"mode": "none"}),
         request(response_format={"type": "json_schema", "json_schema": '{"type": "object"}'}),
         request(response_format={"type": "text"}),
+        request(response_format={"type": "json_object"}),  # needs no schema
+        request(metadata={"team": "search"}),
+        request(tool_choice={}),  # a tool choice that chooses nothing
+        request(tools=[TOOL], tool_choice={}),
         request(reasoning={"effort": "low"}),
         request(reasoning={"budget_tokens": 1024}),
+        request(reasoning={"budget_tokens": 2048}),
+        request(reasoning={"include_text": True}),  # only asks for its text
         request(reasoning={"off": True}),
         request(tools=[{"function": {"name": "f", "parameters_json": nested(MAX_JSON_NESTING)}}]),
     ],
@@ -301,6 +307,8 @@ def test_an_embed_request_over_the_size_limit_is_refused() -> None:
         embed(encoding_format="float"),
         embed(encoding_format="base64"),
         embed(metadata={f"k{i}": "v" for i in range(64)}),
+        embed(dimensions=2),  # any number of dimensions from one
+        embed(dimensions=3072),
     ],
 )
 def test_what_each_embed_limit_allows_passes(good: EmbedRequest) -> None:
@@ -434,32 +442,6 @@ def test_json_is_measured_at_its_deepest_branch_wherever_it_lies() -> None:
     assert refusal(bad).message == (
         "tools[0].function.parameters_json: is nested deeper than 64 levels"
     )
-
-
-def test_a_json_object_format_needs_no_schema() -> None:
-    validate_request(request(response_format={"type": "json_object"}), LIMITS)
-
-
-def test_a_few_metadata_entries_pass() -> None:
-    validate_request(request(metadata={"team": "search"}), LIMITS)
-
-
-def test_a_reasoning_budget_above_the_minimum_passes() -> None:
-    validate_request(request(reasoning={"budget_tokens": 2048}), LIMITS)
-
-
-def test_a_tool_choice_that_chooses_nothing_passes() -> None:
-    validate_request(request(tool_choice={}), LIMITS)
-    validate_request(request(tools=[TOOL], tool_choice={}), LIMITS)
-
-
-def test_reasoning_that_only_asks_for_its_text_passes() -> None:
-    validate_request(request(reasoning={"include_text": True}), LIMITS)
-
-
-def test_an_embed_may_ask_for_any_number_of_dimensions_from_one() -> None:
-    validate_embed(embed(dimensions=2), LIMITS)
-    validate_embed(embed(dimensions=3072), LIMITS)
 
 
 def test_max_tokens_under_the_model_s_cap_passes() -> None:

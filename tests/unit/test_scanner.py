@@ -16,6 +16,8 @@ from tests.clock import ManualClock, in_virtual_time
 REDACTOR = redactor_for(RedactionSettings())
 #: Looks like a card (15 digits) but fails Luhn; as a whole it is a phone number.
 PHONE_LIKE_CARD = "555-123-4567-8901"
+#: Six slices' worth of text with nothing to find: a long scan.
+LONG_PLAIN = "nothing here at all. " * (6 * SCAN_SLICE // 21)
 
 
 def found(text: str) -> list[tuple[str, str]]:
@@ -108,12 +110,11 @@ def test_long_scans_take_turns_first_come_first_served() -> None:
             await REDACTOR.find_async(text)
             ended.append(name)
 
-        longer = "nothing here at all. " * (6 * SCAN_SLICE // 21)
         shorter = "nothing here either. " * (2 * SCAN_SLICE // 21)
-        await asyncio.gather(scan("first, longer", longer), scan("second, shorter", shorter))
+        await asyncio.gather(scan("first, longer", LONG_PLAIN), scan("second, shorter", shorter))
         assert ended == ["first, longer", "second, shorter"]
         ended.clear()
-        await asyncio.gather(REDACTOR.find_each([longer]), scan("short, in no queue", "a@b.co"))
+        await asyncio.gather(REDACTOR.find_each([LONG_PLAIN]), scan("short, in no queue", "a@b.co"))
         assert ended == ["short, in no queue"]
 
     in_virtual_time(main)
@@ -226,10 +227,9 @@ def test_scans_of_at_most_a_slice_s_worth_do_not_queue_behind_a_long_one() -> No
             await work
             ended.append(name)
 
-        longer = "nothing here at all. " * (6 * SCAN_SLICE // 21)
         one_slice = "x" * SCAN_SLICE
         await asyncio.gather(
-            scan("long", REDACTOR.find_async(longer)),
+            scan("long", REDACTOR.find_async(LONG_PLAIN)),
             scan("a slice", REDACTOR.find_async(one_slice)),
             scan("short", REDACTOR.find_async("a@b.co")),
             scan("texts of a slice", REDACTOR.find_each([one_slice[:2048], one_slice[2048:]])),
@@ -242,10 +242,9 @@ def test_scans_of_at_most_a_slice_s_worth_do_not_queue_behind_a_long_one() -> No
 
 def test_long_scans_wait_on_no_timer() -> None:
     async def main(clock: ManualClock) -> None:
-        longer = "nothing here at all. " * (6 * SCAN_SLICE // 21)
         before = clock.now
-        await REDACTOR.find_async(longer)
-        await REDACTOR.find_each([longer, "a@b.co"])
+        await REDACTOR.find_async(LONG_PLAIN)
+        await REDACTOR.find_each([LONG_PLAIN, "a@b.co"])
         assert clock.now == before
 
     in_virtual_time(main)
