@@ -30,7 +30,14 @@ from ai_service_protos.ai_service_pb2 import (
     ToolCall,
     ToolChoice,
 )
-from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
+from tests.fixtures import (
+    REFUSED_FETCHES,
+    RecordedHttp,
+    load_bytes,
+    load_json,
+    refused_before_sending,
+    settings,
+)
 
 PNG = base64.b64decode("iVBORw0KGgo=")
 PDF = base64.b64decode("JVBERi0xLjQ=")
@@ -274,27 +281,16 @@ def test_ollama_refuses_an_image_detail_other_than_auto(detail: str, refused: bo
         assert refusal is None
 
 
-@pytest.mark.parametrize(
-    ("fetch", "why"),
-    [
-        (None, "127.0.0.1 is a loopback address"),  # the gateway's own guarded fetcher
-        (MediaFetchSettings(enabled=False), "media_fetch is off"),
-    ],
-)
+@pytest.mark.parametrize(("fetch", "why"), REFUSED_FETCHES)
 async def test_ollama_fetches_an_image_url_through_the_guarded_fetcher(
     fetch: MediaFetchSettings | None, why: str
 ) -> None:
-    http = RecordedHttp(load_bytes("ollama/chat_response.json"))
-    media = None if fetch is None else MediaFetcher(fetch)
-    provider = ollama.OllamaProvider(settings("ollama"), http, media)
     part = ContentPart(image=ImagePart(url="http://127.0.0.1/pixel.png"))
-    request = ChatCompletionRequest(
-        messages=[Message(role="user", content="what is in this image?", parts=[part])]
+    deployment = Deployment("o", "llava")
+    refused = await refused_before_sending(
+        ollama.OllamaProvider, "ollama", deployment, part, fetch, why
     )
-    with pytest.raises(InvalidRequest, match=why) as refused:
-        await provider.complete(request, Deployment("o", "llava"))
-    assert refused.value.field == "messages[0].parts[0].image.url"
-    assert http.sent == []  # refused before any call
+    assert refused.field == "messages[0].parts[0].image.url"
 
 
 def test_anthropic_text_parts_are_text_blocks_after_the_content() -> None:
@@ -384,27 +380,16 @@ async def test_anthropic_passes_image_and_pdf_urls_on_for_the_api_to_fetch() -> 
     ]
 
 
-@pytest.mark.parametrize(
-    ("fetch", "why"),
-    [
-        (None, "127.0.0.1 is a loopback address"),  # the gateway's own guarded fetcher
-        (MediaFetchSettings(enabled=False), "media_fetch is off"),
-    ],
-)
+@pytest.mark.parametrize(("fetch", "why"), REFUSED_FETCHES)
 async def test_anthropic_fetches_a_text_document_url_through_the_guarded_fetcher(
     fetch: MediaFetchSettings | None, why: str
 ) -> None:
     # The API's URL source is for PDFs: a text/plain document goes as a text source.
-    http = RecordedHttp(load_bytes("anthropic/tool_use_response.json"))
-    media = None if fetch is None else MediaFetcher(fetch)
-    provider = anthropic.AnthropicProvider(settings("anthropic"), http, media)
     part = ContentPart(
         document=DocumentPart(url="http://127.0.0.1/notes.txt", media_type="text/plain")
     )
-    request = ChatCompletionRequest(
-        messages=[Message(role="user", content="Summarize.", parts=[part])]
+    deployment = Deployment("a", "claude-sonnet-4-5")
+    refused = await refused_before_sending(
+        anthropic.AnthropicProvider, "anthropic", deployment, part, fetch, why
     )
-    with pytest.raises(InvalidRequest, match=why) as refused:
-        await provider.complete(request, Deployment("a", "claude-sonnet-4-5"))
-    assert refused.value.field == "messages[0].parts[0].document.url"
-    assert http.sent == []  # refused before any call
+    assert refused.field == "messages[0].parts[0].document.url"

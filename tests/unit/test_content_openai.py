@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from ai_service.config import MediaFetchSettings
-from ai_service.errors import InvalidRequest, UpstreamUnavailable
+from ai_service.errors import UpstreamUnavailable
 from ai_service.providers.base import Deployment
 from ai_service.providers.http.fetch import MediaFetcher
 from ai_service.providers.openai import (
@@ -30,7 +30,14 @@ from ai_service_protos.ai_service_pb2 import (
     Message,
     ReasoningConfig,
 )
-from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
+from tests.fixtures import (
+    REFUSED_FETCHES,
+    RecordedHttp,
+    load_bytes,
+    load_json,
+    refused_before_sending,
+    settings,
+)
 
 DEPLOYMENT = Deployment("openai-docs", "deepseek-reasoner")
 PNG = base64.b64decode("iVBORw0KGgo=")
@@ -191,28 +198,14 @@ def test_a_document_without_a_name_gets_a_filename_of_its_type(
     assert body["messages"][0]["content"][1]["file"]["filename"] == filename
 
 
-@pytest.mark.parametrize(
-    ("fetch", "why"),
-    [
-        (None, "127.0.0.1 is a loopback address"),  # the gateway's own guarded fetcher
-        (MediaFetchSettings(enabled=False), "media_fetch is off"),
-    ],
-)
+@pytest.mark.parametrize(("fetch", "why"), REFUSED_FETCHES)
 async def test_a_document_url_is_fetched_through_the_guarded_fetcher(
     fetch: MediaFetchSettings | None, why: str
 ) -> None:
     # `file_data` takes only data: the gateway fetches a document given by URL.
-    http = RecordedHttp(load_bytes("openai/content_response.json"))
-    media = None if fetch is None else MediaFetcher(fetch)
-    provider = OpenAIProvider(settings("openai"), http, media)
     part = ContentPart(document=DocumentPart(url="http://127.0.0.1/draconomicon.pdf"))
-    request = ChatCompletionRequest(
-        messages=[Message(role="user", content="Summarise this.", parts=[part])]
-    )
-    with pytest.raises(InvalidRequest, match=why) as refused:
-        await provider.complete(request, DEPLOYMENT)
-    assert refused.value.field == "messages[0].parts[0].document.url"
-    assert http.sent == []  # refused before any call
+    refused = await refused_before_sending(OpenAIProvider, "openai", DEPLOYMENT, part, fetch, why)
+    assert refused.field == "messages[0].parts[0].document.url"
 
 
 async def test_an_image_url_goes_to_the_api_unfetched() -> None:
