@@ -23,10 +23,8 @@ from ai_service.providers.anthropic import (
     request_refusal,
     response_from_anthropic,
 )
-from ai_service.providers.base import Deployment
 from ai_service_protos.ai_service_pb2 import (
     CacheControl,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ContentPart,
     FunctionDefinition,
@@ -38,8 +36,13 @@ from ai_service_protos.ai_service_pb2 import (
     ToolChoice,
 )
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
+from tests.fixtures.provider_streams import (
+    ANTHROPIC_DEPLOYMENT,
+    anthropic_sse,
+    anthropic_stream_bytes,
+    anthropic_stream_fixture,
+)
 
-DEPLOYMENT = Deployment("anthropic-docs", "claude-opus-4-1-20250805")
 WEATHER_SCHEMA = {
     "type": "object",
     "properties": {
@@ -80,7 +83,9 @@ def weather_conversation() -> ChatCompletionRequest:
 
 
 def test_request_is_the_documented_tool_use_round_trip() -> None:
-    body = request_body(weather_conversation(), DEPLOYMENT.upstream_model, 1024, stream=False)
+    body = request_body(
+        weather_conversation(), ANTHROPIC_DEPLOYMENT.upstream_model, 1024, stream=False
+    )
     assert body == load_json("anthropic/tool_use_request.json")
 
 
@@ -197,14 +202,8 @@ def test_stop_reasons_become_finish_reasons(stop_reason: str, finish: str) -> No
     assert response_from_anthropic(payload).choices[0].finish_reason == finish
 
 
-async def stream_fixture(name: str) -> list[ChatCompletionChunk]:
-    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(load_bytes(name)))
-    request = ChatCompletionRequest(messages=[Message(role="user", content="Hello")])
-    return [chunk async for chunk in provider.stream(request, DEPLOYMENT)]
-
-
 async def test_documented_text_stream() -> None:
-    chunks = await stream_fixture("anthropic/stream_text.sse")
+    chunks = await anthropic_stream_fixture("anthropic/stream_text.sse")
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content for c in chunks) == "Hello!"
     last = chunks[-1]
@@ -214,7 +213,7 @@ async def test_documented_text_stream() -> None:
 
 
 async def test_documented_tool_use_stream_assembles_the_arguments() -> None:
-    chunks = await stream_fixture("anthropic/stream_tool_use.sse")
+    chunks = await anthropic_stream_fixture("anthropic/stream_tool_use.sse")
     text = "".join(c.choices[0].delta.content for c in chunks)
     assert text == "Okay, let's check the weather for San Francisco, CA:"
     pieces = [d for c in chunks for d in c.choices[0].delta.tool_calls]
@@ -232,9 +231,8 @@ async def test_documented_tool_use_stream_assembles_the_arguments() -> None:
 
 async def test_stream_without_message_stop_is_unavailable() -> None:
     body = load_bytes("anthropic/stream_text.sse").split(b"event: message_stop")[0]
-    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body))
     with pytest.raises(UpstreamUnavailable, match="without message_stop"):
-        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+        await anthropic_stream_bytes(body)
 
 
 @pytest.mark.parametrize(
@@ -244,10 +242,8 @@ async def test_stream_without_message_stop_is_unavailable() -> None:
 async def test_error_event_mid_stream(error_type: str, expected: type[GatewayError]) -> None:
     head = load_bytes("anthropic/stream_text.sse").split(b"event: content_block_stop")[0]
     event = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
-    body = head + b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
-    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body))
     with pytest.raises(expected):
-        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+        await anthropic_stream_bytes(head + anthropic_sse(event))
 
 
 @pytest.mark.parametrize("status", [529, 429])
@@ -259,7 +255,7 @@ async def test_overloaded_error_is_unavailable_whatever_the_status(status: int) 
     )
     provider = AnthropicProvider(settings("anthropic", api_key="sk-ant-secret"), http)
     with pytest.raises(UpstreamUnavailable) as caught:
-        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+        await provider.complete(ChatCompletionRequest(), ANTHROPIC_DEPLOYMENT)
     assert caught.value.code is grpc.StatusCode.UNAVAILABLE
     assert caught.value.retryable
     assert caught.value.metadata["upstream_request_id"] == "req_011CSHoEeqs5C35K2UUqR7Fy"
@@ -275,7 +271,7 @@ async def test_rate_limit_error_carries_retry_after() -> None:
     http = RecordedHttp(body, status=429, headers={"retry-after": "12"})
     provider = AnthropicProvider(settings("anthropic"), http)
     with pytest.raises(UpstreamRateLimited) as caught:
-        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+        await provider.complete(ChatCompletionRequest(), ANTHROPIC_DEPLOYMENT)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.retry_after == 12.0
 
@@ -285,8 +281,8 @@ async def test_a_unary_call_sends_no_stream_flag_and_the_fallback_or_model_max_t
     http = RecordedHttp(load_bytes("anthropic/tool_use_response.json"))
     provider = AnthropicProvider(settings("anthropic"), http)
     request = ChatCompletionRequest(messages=[Message(role="user", content="Hello, world")])
-    await provider.complete(request, DEPLOYMENT)
-    await provider.complete(request, DEPLOYMENT, 2048)
+    await provider.complete(request, ANTHROPIC_DEPLOYMENT)
+    await provider.complete(request, ANTHROPIC_DEPLOYMENT, 2048)
     (_, fallback, _), (_, model_default, _) = http.sent
     assert fallback == {
         "model": "claude-opus-4-1-20250805",
@@ -300,7 +296,7 @@ async def test_a_streamed_call_asks_the_api_for_a_stream() -> None:
     http = RecordedHttp(load_bytes("anthropic/stream_text.sse"))
     provider = AnthropicProvider(settings("anthropic"), http)
     request = ChatCompletionRequest(messages=[Message(role="user", content="Hello")])
-    [c async for c in provider.stream(request, DEPLOYMENT, 2048)]
+    [c async for c in provider.stream(request, ANTHROPIC_DEPLOYMENT, 2048)]
     ((_, body, headers),) = http.sent
     assert body == {
         "model": "claude-opus-4-1-20250805",
@@ -312,21 +308,23 @@ async def test_a_streamed_call_asks_the_api_for_a_stream() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error_type", "expected"),
+    ("status", "error_type", "expected", "code"),
     [
-        (400, "invalid_request_error", UpstreamInvalidRequest),
-        (401, "authentication_error", UpstreamAuth),
-        (404, "not_found_error", UpstreamNotFound),
+        (400, "invalid_request_error", UpstreamInvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        # The gateway's own credential was refused: not the caller's fault.
+        (401, "authentication_error", UpstreamAuth, grpc.StatusCode.INTERNAL),
+        (404, "not_found_error", UpstreamNotFound, grpc.StatusCode.NOT_FOUND),
     ],
 )
 async def test_errors_other_than_overloaded_keep_the_status_meaning(
-    status: int, error_type: str, expected: type[GatewayError]
+    status: int, error_type: str, expected: type[GatewayError], code: grpc.StatusCode
 ) -> None:
     body = orjson.dumps({"type": "error", "error": {"type": error_type, "message": "no"}})
     provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body, status=status))
     with pytest.raises(expected) as caught:
-        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
-    assert not isinstance(caught.value, UpstreamUnavailable)
+        await provider.complete(ChatCompletionRequest(), ANTHROPIC_DEPLOYMENT)
+    # The status's own meaning reaches the caller, not the UNAVAILABLE of an overload.
+    assert caught.value.code is code
 
 
 async def test_an_error_page_that_is_not_json_is_classified_by_its_status() -> None:
@@ -334,7 +332,7 @@ async def test_an_error_page_that_is_not_json_is_classified_by_its_status() -> N
     page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
     provider = AnthropicProvider(settings("anthropic"), RecordedHttp(page, status=502))
     with pytest.raises(UpstreamUnavailable, match="502 Bad Gateway"):
-        await provider.complete(ChatCompletionRequest(), DEPLOYMENT)
+        await provider.complete(ChatCompletionRequest(), ANTHROPIC_DEPLOYMENT)
 
 
 def test_a_text_response_format_is_taken_and_sent_as_nothing() -> None:
@@ -395,14 +393,18 @@ def test_four_cache_marks_go_on_the_tool_the_system_text_and_the_blocks_they_fol
     }
 
 
+def refused_field(request: ChatCompletionRequest) -> str | None:
+    """The field `request_refusal` names, or None when it takes the request."""
+    refusal = request_refusal(request)
+    return None if refusal is None else refusal.field
+
+
 def test_a_fifth_cache_mark_is_refused_by_its_field() -> None:
     request = four_cache_marks()
     request.messages.append(
         Message(role="user", content="And in Celsius?", cache_control=CacheControl())
     )
-    refusal = request_refusal(request)
-    assert isinstance(refusal, InvalidRequest)
-    assert refusal.field == "messages[4].cache_control"
+    assert refused_field(request) == "messages[4].cache_control"
 
 
 def test_a_tool_result_with_parts_marks_its_text_block_not_the_result() -> None:
@@ -446,31 +448,20 @@ def thinking_request(**fields: Any) -> ChatCompletionRequest:
 @pytest.mark.parametrize(("max_tokens", "refused"), [(2047, True), (2048, True), (2049, False)])
 def test_max_tokens_must_be_above_the_thinking_budget(max_tokens: int, refused: bool) -> None:
     request = thinking_request(reasoning=ReasoningConfig(budget_tokens=2048), max_tokens=max_tokens)
-    refusal = request_refusal(request)
-    if refused:
-        assert isinstance(refusal, InvalidRequest)
-        assert refusal.field == "reasoning.budget_tokens"
-    else:
-        assert refusal is None
+    assert refused_field(request) == ("reasoning.budget_tokens" if refused else None)
 
 
 def test_an_effort_whose_budget_reaches_max_tokens_is_refused_as_the_effort() -> None:
     # "low" is a budget of 1024 tokens.
     request = thinking_request(reasoning=ReasoningConfig(effort="low"), max_tokens=1024)
-    refusal = request_refusal(request)
-    assert isinstance(refusal, InvalidRequest)
-    assert refusal.field == "reasoning.effort"
+    assert refused_field(request) == "reasoning.effort"
 
 
 @pytest.mark.parametrize(("top_p", "refused"), [(0.94, True), (0.95, False), (1.0, False)])
 def test_with_thinking_on_top_p_is_taken_from_0_95_up(top_p: float, refused: bool) -> None:
     request = thinking_request(reasoning=ReasoningConfig(budget_tokens=1024), top_p=top_p)
-    refusal = request_refusal(request)
-    if refused:
-        assert isinstance(refusal, InvalidRequest)
-        assert refusal.field == "top_p"
-    else:
-        assert refusal is None
+    assert refused_field(request) == ("top_p" if refused else None)
+    if not refused:
         assert request_body(request, "m", 1024, stream=False)["top_p"] == top_p
 
 

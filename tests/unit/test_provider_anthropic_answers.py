@@ -15,6 +15,7 @@ of tests/fixtures/anthropic, or answers and events in their exact shape.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import orjson
@@ -26,12 +27,16 @@ from ai_service.providers.anthropic import (
     StreamTranslator,
     response_from_anthropic,
 )
-from ai_service.providers.base import Deployment
-from ai_service_protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest, Message
-from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
-
-DEPLOYMENT = Deployment("anthropic-docs", "claude-opus-4-1-20250805")
-REQUEST = ChatCompletionRequest(messages=[Message(role="user", content="Hello")])
+from ai_service.providers.translation import is_empty
+from ai_service_protos.ai_service_pb2 import ChatCompletionChunk
+from tests.fixtures import RecordedHttp, load_json, settings
+from tests.fixtures.provider_streams import (
+    ANTHROPIC_DEPLOYMENT,
+    ANTHROPIC_REQUEST,
+    anthropic_stream,
+    anthropic_stream_fixture,
+    streamed_text,
+)
 
 #: The web search tool's answer (docs.claude.com/en/docs/agents-and-tools/tool-use/web-search-tool).
 WEB_SEARCH_ANSWER: dict[str, Any] = {
@@ -172,28 +177,6 @@ def _stop(index: int) -> dict[str, Any]:
     return {"type": "content_block_stop", "index": index}
 
 
-def _sse(*events: dict[str, Any]) -> bytes:
-    """The events as Anthropic sends them: `event: <type>` and the JSON `data` line."""
-    return b"".join(
-        b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-        for event in events
-    )
-
-
-async def _stream_bytes(body: bytes) -> list[ChatCompletionChunk]:
-    # RecordedHttp's small reads: most events arrive in a network read of their own.
-    provider = AnthropicProvider(settings("anthropic"), RecordedHttp(body))
-    return [chunk async for chunk in provider.stream(REQUEST, DEPLOYMENT)]
-
-
-async def _stream(*events: dict[str, Any]) -> list[ChatCompletionChunk]:
-    return await _stream_bytes(_sse(*events))
-
-
-def _text(chunks: list[ChatCompletionChunk]) -> str:
-    return "".join(choice.delta.content for chunk in chunks for choice in chunk.choices)
-
-
 def _reasoning(chunks: list[ChatCompletionChunk]) -> list[tuple[int, str, str, str]]:
     return [
         (piece.index, piece.text, piece.signature, piece.redacted_data)
@@ -201,17 +184,6 @@ def _reasoning(chunks: list[ChatCompletionChunk]) -> list[tuple[int, str, str, s
         for choice in chunk.choices
         for piece in choice.delta.reasoning
     ]
-
-
-def _adds_something(chunk: ChatCompletionChunk) -> bool:
-    return chunk.HasField("usage") or any(
-        choice.delta.role
-        or choice.delta.content
-        or choice.delta.tool_calls
-        or choice.delta.reasoning
-        or choice.finish_reason
-        for choice in chunk.choices
-    )
 
 
 # --- answers ---------------------------------------------------------------------------
@@ -243,7 +215,7 @@ async def test_a_server_tools_blocks_leave_only_the_answers_text(
     answer: dict[str, Any], text: str
 ) -> None:
     provider = AnthropicProvider(settings("anthropic"), RecordedHttp(orjson.dumps(answer)))
-    response = await provider.complete(REQUEST, DEPLOYMENT)
+    response = await provider.complete(ANTHROPIC_REQUEST, ANTHROPIC_DEPLOYMENT)
     (choice,) = response.choices
     assert choice.message.content == text
     assert (list(choice.message.tool_calls), list(choice.message.reasoning)) == ([], [])
@@ -254,19 +226,19 @@ async def test_a_server_tools_blocks_leave_only_the_answers_text(
 
 
 async def test_every_chunk_of_a_stream_carries_the_model_of_message_start() -> None:
-    chunks = await _stream_bytes(load_bytes("anthropic/stream_text.sse"))
+    chunks = await anthropic_stream_fixture("anthropic/stream_text.sse")
     assert {chunk.model for chunk in chunks} == {"claude-opus-4-1-20250805"}
 
 
 async def test_no_chunk_of_the_documented_text_stream_adds_nothing() -> None:
     # The text block starts with "": that start is no chunk of its own.
-    chunks = await _stream_bytes(load_bytes("anthropic/stream_text.sse"))
-    assert [chunk for chunk in chunks if not _adds_something(chunk)] == []
-    assert _text(chunks) == "Hello!"
+    chunks = await anthropic_stream_fixture("anthropic/stream_text.sse")
+    assert [chunk for chunk in chunks if is_empty(chunk)] == []
+    assert streamed_text(chunks) == "Hello!"
 
 
 async def test_text_arriving_on_a_blocks_start_event_is_kept() -> None:
-    chunks = await _stream(
+    chunks = await anthropic_stream(
         MESSAGE_START,
         _start(0, {"type": "text", "text": "Hello"}),
         _delta(0, {"type": "text_delta", "text": ", world"}),
@@ -274,21 +246,23 @@ async def test_text_arriving_on_a_blocks_start_event_is_kept() -> None:
         _message_delta("end_turn", 4),
         MESSAGE_STOP,
     )
-    assert _text(chunks) == "Hello, world"
+    assert streamed_text(chunks) == "Hello, world"
 
 
 def test_a_block_type_is_compared_by_value_in_an_event_built_in_python() -> None:
-    # An event the caller built (its strings interned, as the adapter's own are) reads as
-    # one parsed from the wire does.
+    # A type string made at run time is not the interned "text" literal the adapter holds,
+    # as one parsed from the wire is not: only a comparison by value (==, not `is`) reads it.
+    runtime_text = "".join(["te", "xt"])
+    assert runtime_text is not sys.intern("text")  # the premise: two distinct objects
     translator = StreamTranslator("anthropic-docs")
     translator.feed(MESSAGE_START)
-    (chunk,) = translator.feed(_start(0, {"type": "text", "text": "Hello"}))
+    (chunk,) = translator.feed(_start(0, {"type": runtime_text, "text": "Hello"}))
     assert chunk.choices[0].delta.content == "Hello"
 
 
 async def test_the_documented_thinking_stream_has_no_empty_reasoning_piece() -> None:
     # The thinking block starts with "" text and "" signature: that start is no piece.
-    chunks = await _stream_bytes(load_bytes("anthropic/stream_thinking.sse"))
+    chunks = await anthropic_stream_fixture("anthropic/stream_thinking.sse")
     assert _reasoning(chunks) == [
         (0, "Let me solve this step by step:\n\n1. First break down 27 * 453", "", ""),
         (0, "\n2. 453 = 400 + 50 + 3", "", ""),
@@ -298,7 +272,7 @@ async def test_the_documented_thinking_stream_has_no_empty_reasoning_piece() -> 
 
 
 async def test_thinking_arriving_whole_on_its_start_event_keeps_text_and_signature() -> None:
-    chunks = await _stream(
+    chunks = await anthropic_stream(
         MESSAGE_START,
         _start(
             0,
@@ -323,11 +297,11 @@ async def test_thinking_arriving_whole_on_its_start_event_keeps_text_and_signatu
             "",
         )
     ]
-    assert _text(chunks) == "Based on my analysis..."
+    assert streamed_text(chunks) == "Based on my analysis..."
 
 
 async def test_an_empty_thinking_delta_adds_nothing() -> None:
-    chunks = await _stream(
+    chunks = await anthropic_stream(
         MESSAGE_START,
         _start(0, {"type": "thinking", "thinking": "", "signature": ""}),
         _delta(0, {"type": "thinking_delta", "thinking": ""}),
@@ -350,7 +324,7 @@ async def test_citations_deltas_are_left_out_and_the_text_kept() -> None:
         "start_char_index": 0,
         "end_char_index": 20,
     }
-    chunks = await _stream(
+    chunks = await anthropic_stream(
         MESSAGE_START,
         _start(0, {"type": "text", "text": ""}),
         _delta(0, {"type": "text_delta", "text": "According to the document, "}),
@@ -362,13 +336,13 @@ async def test_citations_deltas_are_left_out_and_the_text_kept() -> None:
         _message_delta("end_turn", 12),
         MESSAGE_STOP,
     )
-    assert _text(chunks) == "According to the document, the grass is green"
+    assert streamed_text(chunks) == "According to the document, the grass is green"
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 async def test_a_second_tool_call_without_input_streams_an_empty_object_at_its_own_index() -> None:
     # A tool without parameters streams one empty input_json_delta, then its stop.
-    chunks = await _stream(
+    chunks = await anthropic_stream(
         MESSAGE_START,
         _start(
             0,
@@ -433,7 +407,7 @@ def test_a_server_tools_call_and_its_input_add_nothing_to_the_stream() -> None:
 async def test_event_types_the_docs_do_not_list_are_ignored(kind: str) -> None:
     # The streaming guide: new event types may be added, and clients should ignore them,
     # wherever their names sort among the known ones.
-    chunks = await _stream(
+    chunks = await anthropic_stream(
         MESSAGE_START,
         _start(0, {"type": "text", "text": ""}),
         {"type": kind},
@@ -442,13 +416,13 @@ async def test_event_types_the_docs_do_not_list_are_ignored(kind: str) -> None:
         _message_delta("end_turn", 15),
         MESSAGE_STOP,
     )
-    assert _text(chunks) == "Hello!"
+    assert streamed_text(chunks) == "Hello!"
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 async def test_an_error_event_of_a_type_the_table_does_not_list_is_a_server_error() -> None:
     event = {"type": "error", "error": {"type": "unexpected_error", "message": "Something broke"}}
     with pytest.raises(UpstreamUnavailable) as caught:
-        await _stream(MESSAGE_START, event)
+        await anthropic_stream(MESSAGE_START, event)
     assert "answered HTTP 500" in caught.value.message
     assert "Something broke" in caught.value.message

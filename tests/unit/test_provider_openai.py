@@ -7,7 +7,6 @@ import orjson
 import pytest
 
 from ai_service.errors import UpstreamUnavailable
-from ai_service.providers.base import Deployment
 from ai_service.providers.openai import (
     OpenAIProvider,
     chunk_from_openai,
@@ -15,7 +14,6 @@ from ai_service.providers.openai import (
     response_from_openai,
 )
 from ai_service_protos.ai_service_pb2 import (
-    ChatCompletionChunk,
     ChatCompletionRequest,
     FunctionDefinition,
     Message,
@@ -25,8 +23,13 @@ from ai_service_protos.ai_service_pb2 import (
     ToolChoice,
 )
 from tests.fixtures import RecordedHttp, load_bytes, load_json, settings
-
-DEPLOYMENT = Deployment("openai-docs", "gpt-4o-mini")
+from tests.fixtures.provider_streams import (
+    OPENAI_DEPLOYMENT,
+    REFUSAL,
+    openai_sse,
+    openai_stream,
+    openai_stream_bytes,
+)
 
 
 def test_request_carries_tools_choice_stop_seed_and_response_format() -> None:
@@ -107,10 +110,7 @@ def test_legacy_function_call_finish_reason_is_tool_calls() -> None:
 
 
 async def test_streamed_tool_call_deltas_assemble_and_usage_comes_with_the_finish() -> None:
-    provider = OpenAIProvider(
-        settings("openai"), RecordedHttp(load_bytes("openai/stream_tool_calls.sse"), piece=4096)
-    )
-    chunks = [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+    chunks = await openai_stream_bytes(load_bytes("openai/stream_tool_calls.sse"))
     pieces = [d for c in chunks for ch in c.choices for d in ch.delta.tool_calls]
     assert pieces[0].id == "call_abc123" and pieces[0].function.name == "get_current_weather"
     arguments = "".join(p.function.arguments for p in pieces)
@@ -121,10 +121,6 @@ async def test_streamed_tool_call_deltas_assemble_and_usage_comes_with_the_finis
     assert last.choices[0].finish_reason == "tool_calls"
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (82, 17)
     assert all(not c.HasField("usage") for c in chunks[:-1])
-
-
-def _events(*payloads: dict[str, object]) -> bytes:
-    return b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in payloads) + b"data: [DONE]\n\n"
 
 
 TEXT_EVENTS = [
@@ -142,18 +138,15 @@ FINISH_EVENT = {**TEXT_EVENTS[0], "choices": [{"index": 0, "delta": {}, "finish_
 
 async def test_a_text_event_read_on_its_own_is_the_chunk_a_full_translation_makes() -> None:
     # 7-byte reads: no event shares a read, so none can join the chunk before it.
-    http = RecordedHttp(_events(*TEXT_EVENTS, FINISH_EVENT), piece=7)
-    provider = OpenAIProvider(settings("openai"), http)
-    chunks = [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+    chunks = await openai_stream_bytes(openai_sse(*TEXT_EVENTS, FINISH_EVENT), piece=7)
     assert chunks[:-1] == [chunk_from_openai(event) for event in TEXT_EVENTS]
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 async def test_a_text_event_with_a_field_of_the_wrong_type_is_the_upstreams_fault() -> None:
     bad = {**TEXT_EVENTS[0], "id": 5}
-    provider = OpenAIProvider(settings("openai"), RecordedHttp(_events(bad), piece=7))
     with pytest.raises(UpstreamUnavailable, match="unexpected body"):
-        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+        await openai_stream_bytes(openai_sse(bad), piece=7)
 
 
 def test_max_tokens_goes_out_under_the_field_the_provider_is_configured_with() -> None:
@@ -175,14 +168,9 @@ def test_a_tool_choice_without_tools_is_left_out() -> None:
         assert "tool_choice" not in request_body(request, "m", "max_tokens", stream=False)
 
 
-async def _stream(*payloads: dict[str, object]) -> list[ChatCompletionChunk]:
-    provider = OpenAIProvider(settings("openai"), RecordedHttp(_events(*payloads), piece=4096))
-    return [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
-
-
 async def test_done_without_a_finish_chunk_is_an_interrupted_stream() -> None:
     with pytest.raises(UpstreamUnavailable, match=r"\[DONE\] without a finish_reason"):
-        await _stream(*TEXT_EVENTS)
+        await openai_stream(*TEXT_EVENTS)
 
 
 USAGE_EVENT = {
@@ -196,13 +184,10 @@ async def test_usage_is_kept_whatever_follows_it_and_empty_events_are_not_chunks
     # Azure opens with a `choices: []` event of prompt-filter results; an event after the
     # usage one carries no usage of its own.
     empty = {**TEXT_EVENTS[0], "choices": [], "prompt_filter_results": []}
-    chunks = await _stream(empty, *TEXT_EVENTS, FINISH_EVENT, USAGE_EVENT, empty)
+    chunks = await openai_stream(empty, *TEXT_EVENTS, FINISH_EVENT, USAGE_EVENT, empty)
     assert all(chunk.choices for chunk in chunks)
     assert "".join(c.choices[0].delta.content for c in chunks) == "Hello there!"
     assert chunks[-1].usage.total_tokens == 6
-
-
-REFUSAL = "I'm sorry, I cannot help with that."
 
 
 def test_a_refusal_is_the_answer_and_ends_as_content_filter() -> None:
@@ -220,7 +205,7 @@ async def test_a_streamed_refusal_is_the_answer_and_ends_as_content_filter() -> 
         {**TEXT_EVENTS[0], "choices": [{"index": 0, "delta": {"refusal": piece}}]}
         for piece in (REFUSAL[:10], REFUSAL[10:])
     ]
-    chunks = await _stream(*refusing, FINISH_EVENT, USAGE_EVENT)
+    chunks = await openai_stream(*refusing, FINISH_EVENT, USAGE_EVENT)
     assert "".join(c.choices[0].delta.content for c in chunks) == REFUSAL
     assert chunks[-1].choices[0].finish_reason == "content_filter"
 
@@ -316,7 +301,7 @@ async def test_a_completion_is_asked_for_without_a_stream() -> None:
     http = RecordedHttp(load_bytes("openai/tool_calls_response.json"))
     provider = OpenAIProvider(settings("openai"), http)
     request = ChatCompletionRequest(messages=[Message(role="user", content="hi")])
-    await provider.complete(request, DEPLOYMENT)
+    await provider.complete(request, OPENAI_DEPLOYMENT)
     ((url, body, _),) = http.sent
     assert url == "http://upstream.invalid/chat/completions"
     assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -325,18 +310,17 @@ async def test_a_completion_is_asked_for_without_a_stream() -> None:
 async def test_only_the_bare_done_marker_ends_a_stream() -> None:
     # `"[DONE]"` is a JSON string, not the marker: an event that is no object is broken.
     quoted = b'data: "[DONE]"\n\n'
-    body = _events(*TEXT_EVENTS, FINISH_EVENT, USAGE_EVENT).replace(
+    body = openai_sse(*TEXT_EVENTS, FINISH_EVENT, USAGE_EVENT).replace(
         b"data: [DONE]", quoted + b"data: [DONE]"
     )
-    provider = OpenAIProvider(settings("openai"), RecordedHttp(body, piece=4096))
     with pytest.raises(UpstreamUnavailable, match="str in a stream event, not an object"):
-        [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
+        await openai_stream_bytes(body)
 
 
 async def test_after_the_finish_reason_only_the_usage_is_taken() -> None:
     # The finish chunk ends the answer; a text delta after it adds nothing.
     late = {**TEXT_EVENTS[0], "choices": [{"index": 0, "delta": {"content": " Late."}}]}
-    chunks = await _stream(*TEXT_EVENTS, FINISH_EVENT, late, USAGE_EVENT)
+    chunks = await openai_stream(*TEXT_EVENTS, FINISH_EVENT, late, USAGE_EVENT)
     assert "".join(c.choices[0].delta.content for c in chunks) == "Hello there!"
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert chunks[-1].usage.total_tokens == 6

@@ -15,27 +15,14 @@ from typing import Any
 import orjson
 import pytest
 
-from ai_service.providers.base import Deployment
-from ai_service.providers.openai import OpenAIProvider, _plain_text_delta, response_from_openai
-from ai_service_protos.ai_service_pb2 import ChatCompletionChunk, ChatCompletionRequest
-from tests.fixtures import RecordedHttp, lines, load_bytes, load_json, settings
-
-DEPLOYMENT = Deployment("openai-docs", "gpt-4o-mini")
-REFUSAL = "I'm sorry, I cannot help with that."
-
-
-def _events(*payloads: dict[str, Any]) -> bytes:
-    return b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in payloads) + b"data: [DONE]\n\n"
-
-
-async def _stream_bytes(body: bytes) -> list[ChatCompletionChunk]:
-    # One read for the whole stream: events that can be folded together are.
-    provider = OpenAIProvider(settings("openai"), RecordedHttp(body, piece=4096))
-    return [c async for c in provider.stream(ChatCompletionRequest(), DEPLOYMENT)]
-
-
-async def _stream(*payloads: dict[str, Any]) -> list[ChatCompletionChunk]:
-    return await _stream_bytes(_events(*payloads))
+from ai_service.providers.openai import _plain_text_delta, response_from_openai
+from tests.fixtures import lines, load_bytes, load_json
+from tests.fixtures.provider_streams import (
+    REFUSAL,
+    openai_stream,
+    openai_stream_bytes,
+    streamed_text,
+)
 
 
 def _event(*choices: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -59,10 +46,6 @@ def _finish(reason: str = "stop") -> dict[str, Any]:
 
 
 USAGE = _event(usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12})
-
-
-def _text(chunks: list[ChatCompletionChunk]) -> str:
-    return "".join(choice.delta.content for chunk in chunks for choice in chunk.choices)
 
 
 # --- answers ---------------------------------------------------------------------------
@@ -166,7 +149,7 @@ def test_reasoning_tokens_reported_as_zero_are_zero() -> None:
 
 
 async def test_every_chunk_of_a_stream_keeps_the_events_id_model_and_time() -> None:
-    chunks = await _stream_bytes(load_bytes("openai/stream_tool_calls.sse"))
+    chunks = await openai_stream_bytes(load_bytes("openai/stream_tool_calls.sse"))
     assert chunks
     assert {(c.id, c.model, c.created) for c in chunks} == {
         ("chatcmpl-123", "gpt-4o-mini", 1694268190)
@@ -183,13 +166,13 @@ async def test_events_without_a_time_give_chunks_without_one() -> None:
     ]
     for event in events:
         del event["created"]
-    chunks = await _stream(*events)
+    chunks = await openai_stream(*events)
     assert len(chunks) == 2
     assert {(c.id, c.model, c.created) for c in chunks} == {("chatcmpl-1", "gpt-4o-mini", 0)}
 
 
 async def test_the_choices_of_a_stream_keep_their_index() -> None:
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(_delta({"role": "assistant", "content": ""}, index=0)),
         _event(_delta({"role": "assistant", "content": ""}, index=1)),
         _event(_delta({"content": "Hello"}, index=0)),
@@ -215,7 +198,7 @@ async def test_parallel_tool_calls_stream_with_their_index_id_and_type() -> None
     def name(name: str) -> dict[str, Any]:
         return {"name": name, "arguments": ""}
 
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(
             _delta(
                 {
@@ -248,7 +231,7 @@ async def test_parallel_tool_calls_stream_with_their_index_id_and_type() -> None
 
 async def test_the_role_beside_the_first_empty_text_is_carried() -> None:
     # The first event as OpenAI (before `refusal` existed) and vLLM send it.
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(_delta({"role": "assistant", "content": ""})),
         _event(_delta({"content": "Hello"})),
         _event(_delta({"content": " there!"})),
@@ -256,14 +239,14 @@ async def test_the_role_beside_the_first_empty_text_is_carried() -> None:
         USAGE,
     )
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert _text(chunks) == "Hello there!"
+    assert streamed_text(chunks) == "Hello there!"
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 async def test_reasoning_text_beside_an_empty_text_is_carried(field: str) -> None:
     # Compatible servers stream reasoning under either name, some with `content: ""`.
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(_delta({"role": "assistant", "content": "", field: ""})),
         _event(_delta({"content": "", field: "Okay, the user says hi."})),
         _event(_delta({"content": "Hello!", field: None})),
@@ -272,17 +255,17 @@ async def test_reasoning_text_beside_an_empty_text_is_carried(field: str) -> Non
     )
     reasoning = [r.text for c in chunks for ch in c.choices for r in ch.delta.reasoning]
     assert reasoning == ["Okay, the user says hi."]
-    assert _text(chunks) == "Hello!"
+    assert streamed_text(chunks) == "Hello!"
 
 
 async def test_text_arriving_with_the_finish_reason_ends_the_stream() -> None:
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(_delta({"role": "assistant", "content": ""})),
         _event(_delta({"content": "Hello"})),
         _event(_delta({"content": " there!"}, "stop")),
         USAGE,
     )
-    assert _text(chunks) == "Hello there!"
+    assert streamed_text(chunks) == "Hello there!"
     last = chunks[-1]
     assert (last.choices[0].finish_reason, last.usage.total_tokens) == ("stop", 12)
 
@@ -293,13 +276,13 @@ async def test_a_streamed_refusal_beside_null_or_empty_content_is_the_answer(
 ) -> None:
     # OpenAI streams a structured-output refusal with `content: null` beside it; Azure
     # OpenAI is reported to send `""` there.
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(_delta({"role": "assistant", "content": content, "refusal": ""})),
         *(_event(_delta({"content": content, "refusal": p})) for p in (REFUSAL[:10], REFUSAL[10:])),
         _finish(),
         USAGE,
     )
-    assert _text(chunks) == REFUSAL
+    assert streamed_text(chunks) == REFUSAL
     assert chunks[-1].choices[0].finish_reason == "content_filter"
 
 
@@ -307,12 +290,12 @@ async def test_a_streamed_refusal_beside_null_or_empty_content_is_the_answer(
 async def test_a_streamed_refusal_ending_otherwise_than_stop_keeps_its_finish_reason(
     reason: str,
 ) -> None:
-    chunks = await _stream(
+    chunks = await openai_stream(
         *(_event(_delta({"content": None, "refusal": p})) for p in (REFUSAL[:10], REFUSAL[10:])),
         _finish(reason),
         USAGE,
     )
-    assert _text(chunks) == REFUSAL
+    assert streamed_text(chunks) == REFUSAL
     assert chunks[-1].choices[0].finish_reason == reason
 
 
@@ -353,7 +336,7 @@ def test_a_text_only_event_is_read_straight_from_the_json(
 
 async def test_a_delta_whose_content_is_null_adds_nothing_and_breaks_nothing() -> None:
     # Compatible servers send `"content": null` in deltas that carry nothing else.
-    chunks = await _stream(
+    chunks = await openai_stream(
         _event(_delta({"role": "assistant", "content": ""})),
         _event(_delta({"content": None})),
         _event(_delta({"content": "Hello"})),
@@ -362,5 +345,5 @@ async def test_a_delta_whose_content_is_null_adds_nothing_and_breaks_nothing() -
         _finish(),
         USAGE,
     )
-    assert _text(chunks) == "Hello there"
+    assert streamed_text(chunks) == "Hello there"
     assert chunks[-1].choices[0].finish_reason == "stop"
