@@ -148,85 +148,46 @@ def _observed_stream(
     interceptor: TelemetryInterceptor,
     decode: Decode,
     read: bool,
-) -> Callable[[Any, Context], AsyncGenerator[Any, None]]:
-    async def stream(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
+) -> Callable[[Any, Context], Awaitable[None]]:
+    # A coroutine that writes each chunk itself (grpc.aio's reader-writer form), not an
+    # async generator that grpc.aio iterates: a cancel or deadline that lands while a
+    # chunk is being sent then raises here, in `write`, and the upstream stream is closed
+    # and the call recorded at once. An async generator would be left at its `yield`,
+    # closed only when the garbage collector finalizes it. It also spares each chunk a
+    # generator's pass.
+    async def stream(requests: Any, context: Context) -> None:
         call = _begin(interceptor.open_calls)  # the `try` below ends it, every way out
-        run = _StreamRun(call, context, interceptor)
-        # The stubs type the callback as a class, not a protocol: no function fits it.
-        context.add_done_callback(run.rpc_done)  # type: ignore[arg-type]
         early = EarlyMetadata(context, ((REQUEST_ID_KEY, call.request_id),))
+        sending = False
         try:
             try:
                 request = await _request(requests, context, decode, read, interceptor.arrivals)
             except GatewayError as error:
                 await abort(early.context, error, request_id_metadata())
-            # Closed at once when the caller leaves, so the upstream stream is too.
-            items = run.items = behavior(request, early.context)
+            items = behavior(request, early.context)
             try:
                 async for item in items:
                     if early.sending is not None:
                         await early.sent()
-                    yield item
-            finally:
-                await run.close_items()
+                    sending = True
+                    await context.write(item)
+                    sending = False
+            finally:  # closed at once when the caller leaves, so the upstream stream is too
+                await items.aclose()
             await early.sent()
         except BaseException as exc:
+            # gRPC's own error from a chunk's send: the call ended under it (the caller
+            # cancelled or its deadline passed, as a CancelledError would say).
+            gone = sending and isinstance(exc, grpc.aio.BaseError)
             try:
-                if isinstance(exc, Exception):  # grpc.aio sends a status after it
-                    await early.sent()
+                if isinstance(exc, Exception) and not gone:
+                    await early.sent()  # grpc.aio sends a status after it
             finally:  # even if the caller cancels while that send finishes
-                run.end(exc)
+                _end(call, context, asyncio.CancelledError() if gone else exc, interceptor)
             raise
-        run.end(None)
+        _end(call, context, None, interceptor)
 
     return stream
-
-
-class _StreamRun:
-    """One stream's upstream side and its record, each ended once.
-
-    A cancel or deadline that lands while grpc.aio sends a chunk stops grpc iterating
-    the stream at its `yield`, and leaves it there: its `finally` would run only when the
-    garbage collector finalizes the generator, seconds or minutes later, with the
-    upstream stream open and the call counted in flight (a stop waits for it). So when
-    the call is over and the stream has not ended, its done callback ends it: the
-    upstream stream is closed, then the record ended as cancelled (or as the deadline).
-    """
-
-    __slots__ = ("_call", "_closing", "_context", "_interceptor", "_over", "items")
-
-    def __init__(
-        self, call: CallRecord, context: Context, interceptor: TelemetryInterceptor
-    ) -> None:
-        self._call = call
-        self._context = context
-        self._interceptor = interceptor
-        self._over = False
-        self._closing: asyncio.Future[None] | None = None
-        self.items: AsyncGenerator[Any, None] | None = None
-
-    def end(self, error: BaseException | None) -> None:
-        if not self._over:
-            self._over = True
-            _end(self._call, self._context, error, self._interceptor)
-
-    def rpc_done(self, _context: Context) -> None:
-        if not self._over and self._closing is None:
-            self._closing = asyncio.ensure_future(self._end_abandoned())
-
-    async def close_items(self) -> None:
-        """Close the upstream stream, or wait for the done callback's closing of it."""
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-        elif self.items is not None:
-            await self.items.aclose()
-
-    async def _end_abandoned(self) -> None:
-        try:
-            if self.items is not None:
-                await self.items.aclose()
-        finally:
-            self.end(asyncio.CancelledError())
 
 
 class EarlyMetadata:
@@ -320,11 +281,9 @@ def _outcome(
     """The status the caller got, and its reason."""
     if error is None:
         return grpc.StatusCode.OK, ""
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        # The call was cancelled: while it waited (CancelledError), or while grpc.aio
-        # sent a stream's chunk, when grpc closes the stream at its `yield`. After a
-        # stopping server's grace it was the shutdown, and at the deadline gRPC's
-        # deadline: the caller saw that.
+    if isinstance(error, asyncio.CancelledError):
+        # The call was cancelled. After a stopping server's grace it was the shutdown,
+        # and at the deadline gRPC's deadline: the caller saw that.
         if calls.grace_ended:
             return grpc.StatusCode.UNAVAILABLE, "SHUTDOWN"
         remaining = context.time_remaining()

@@ -480,14 +480,13 @@ def async_generators_kept() -> Iterator[None]:
         sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)
 
 
-async def test_a_stream_left_by_grpc_at_its_yield_ends_with_its_call(
+async def test_a_stream_cut_while_a_chunk_waits_to_be_sent_ends_with_its_call(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
     """A caller that stops reading fills the stream's flow-control window, so the gateway
-    waits in grpc.aio's send when the cancel or the deadline comes: grpc then drops the
-    stream's generator at its `yield`, to be finalized whenever the garbage collector
-    gets to it. Held alive here, it is still ended with its call: counted, and its
-    upstream stream closed."""
+    waits in its send of a chunk when the cancel or the deadline comes. The stream ends
+    there and then, not when the garbage collector gets to its generators (held alive
+    here, as a stray reference would): counted, and its upstream stream closed."""
     gateway = await start_gateway(observability=METRICS_ON_ANY_PORT)
     auth = ("authorization", f"Bearer {TEST_KEY}")
     # Without BDP probing the caller's window stays at HTTP/2's 64 KiB: a stream of
