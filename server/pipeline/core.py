@@ -143,6 +143,7 @@ class ServiceCore:
                 # end with no status at all.
                 with budget.bound(state.timers), held:
                     outcome = await state.answers.answer_stream(request, route, budget, caller)
+                held.within(budget, state.timers)  # every later wait on the upstream
                 first, rest = outcome.value
                 # Time to first token: when the first chunk with some of the answer is
                 # ready for the caller (past the policy), for the streams that have one.
@@ -161,7 +162,7 @@ class ServiceCore:
                         delivered += 1
                         chars += text_length(chunk)
                         last = chunk
-                        with budget.bound(state.timers), held:
+                        with held:
                             chunk = await anext(rest, None)
                 await screening.stream_ended()
                 ending.handle, ending.attempts, ending.last = outcome.handle, outcome.attempts, last

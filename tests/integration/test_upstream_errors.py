@@ -155,6 +155,29 @@ async def test_a_stream_that_outlives_the_default_deadline_gets_a_status(
             assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+async def test_a_stream_whose_upstream_goes_quiet_ends_at_the_deadline_saying_what_came(
+    start_gateway: StartGateway, simulator: Simulator
+) -> None:
+    # The deadline passes while the gateway waits for the upstream's next chunk: that
+    # wait is cut, the upstream stream closed, and the caller told how much it has.
+    gateway = await start_gateway(server={"listen": "127.0.0.1:0", "default_deadline_seconds": 1})
+    simulator.add_fault(FaultRule("hold", after_chunks=3, seconds=None))
+    request = ChatCompletionRequest(
+        model="sim-gpt", messages=[Message(role="user", content="/tokens 50 go")]
+    )
+    received = 0
+    async with AsyncAIClient(gateway.address, TEST_KEY, timeout=None) as client:
+        with pytest.raises(AIServiceError) as caught:
+            async with asyncio.timeout(10):
+                async for _chunk in client.stream_chat(request):
+                    received += 1
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert caught.value.reason == "STREAM_INTERRUPTED"
+    assert caught.value.error_metadata["chunks_delivered"] == str(received)
+    assert received > 0
+    await until(lambda: simulator.stats.streams_in_flight == 0, "the upstream stream closed")
+
+
 async def test_unreachable_upstream_is_unavailable(start_gateway: StartGateway) -> None:
     from ai_service.config import parse_config
     from tests.conftest import config_tree, free_port
