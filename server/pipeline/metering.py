@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ai_service.calls.record import CallRecord, current_call
 from ai_service.config import GatewayConfig
+from ai_service.eager import started
 from ai_service.errors import BudgetExceeded, DeadlineExceeded, ModelUnpriced, UpstreamTimeout
 from ai_service.identity.callers import Caller
 from ai_service.limits.ledger import (
@@ -339,7 +340,9 @@ class Meter:
         what it is charged."""
         if ticket.tokens is None and ticket.hold is None and charge.spend is None:
             return
-        settling = asyncio.ensure_future(self.settle(ticket, charge))
+        # In this task up to the settlement's first wait (in memory there is none: no
+        # task, no loop pass); from there in a task of its own, shielded.
+        settling = started(self.settle(ticket, charge))
         try:
             await asyncio.shield(settling)
         except asyncio.CancelledError:
