@@ -150,10 +150,12 @@ class ServiceCore:
                 awaiting_output = call is not None
                 chunk: ChatCompletionChunk | None = first
                 guard = ReflectionGuard()
+                screened = screening.reads_chunks
                 async with contextlib.aclosing(rest):
                     while chunk is not None:
                         guard.chunk(chunk)
-                        await screening.chunk(chunk)
+                        if screened:
+                            await screening.chunk(chunk)
                         chunk.sequence = delivered
                         if awaiting_output and call is not None and carries_output(chunk):
                             awaiting_output = False

@@ -159,6 +159,11 @@ class Screening:
                     self._call.pii.update(f.kind for f in findings)
         await self._finish()
 
+    @property
+    def reads_chunks(self) -> bool:
+        """Whether `chunk` has anything to do: a stream skips the call on every chunk when not."""
+        return self._redact_answers or self._answer is not None
+
     async def chunk(self, chunk: ChatCompletionChunk) -> None:
         if self._redact_answers:
             if self._stream is None:

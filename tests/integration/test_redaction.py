@@ -71,17 +71,23 @@ async def test_log_only_mode_passes_the_prompt_untouched(
 async def test_answers_are_redacted_unary_and_streamed(
     start_gateway: StartGateway, simulator: Simulator
 ) -> None:
-    # The simulator echoes the prompt; with the phone split over four streamed words
-    # the window must hold it back until it is whole.
+    # The simulator echoes the prompt (redacted on its way up) after "You said": a kind
+    # only the answer holds. Split over two streamed words, the window must hold it
+    # back until it is whole.
     simulator.config.tokens_per_second = 200  # one chunk per word
     gateway = await start_gateway(
-        redaction={"mode": "log-only", "models": {"sim-gpt": "redact"}, "answers": True}
+        redaction={
+            "mode": "log-only",
+            "models": {"sim-gpt": "redact"},
+            "answers": True,
+            "custom": [{"name": "ECHO", "pattern": "You said"}],
+        }
     )
     text = "call +1 415 555 2671 today"
     async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
         unary = await client.chat(ask(text))
         chunks = [c async for c in client.stream_chat(ask(text))]
-    expected = "You said: call [REDACTED:PHONE] today"
+    expected = "[REDACTED:ECHO]: call [REDACTED:PHONE] today"
     assert unary.choices[0].message.content == expected
     assert len(chunks) > 4
     assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == expected

@@ -70,7 +70,7 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
         async with Gateway(parse_config(tree, env=TEST_ENV), span_exporter=exporter) as gateway:
             async with AsyncAIClient(gateway.address, TEST_KEY, timeout=10) as client:
                 answer = await client.chat(ask(f"my provider key is {PROVIDER_SECRET}"))
-                [c async for c in client.stream_chat(ask("/tokens 5"))]
+                chunks = [c async for c in client.stream_chat(ask("/tokens 5"))]
                 # The upstream refuses the provider key and quotes it back, as OpenAI does.
                 simulator.add_fault(
                     FaultRule("status", status=401, message=f"Incorrect key {PROVIDER_SECRET}")
@@ -99,6 +99,9 @@ async def test_no_key_reaches_logs_spans_or_audit_records(
     # log) got it.
     assert first["answer"] == "You said: my provider key is ***"
     assert first["latency_ms"] > 0 and first["cache_hit"] is False
+    # A streamed answer is kept whole, as its caller read it.
+    streamed = "".join(choice.delta.content for chunk in chunks for choice in chunk.choices)
+    assert streamed and records[1]["answer"] == streamed
     assert records[2]["reason"] == "UPSTREAM_AUTH"
 
     texts = {
