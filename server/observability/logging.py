@@ -20,6 +20,8 @@ import orjson
 
 from ai_service.calls.record import current_call
 from ai_service.errors import scrub_secrets
+from ai_service.observability import access
+from ai_service.observability.log_batches import BatchingHandler
 
 _BUILT_IN = vars(logging.LogRecord("", 0, "", 0, "", None, None))
 #: A record's own attributes come first, in this order, then the extras: a line's
@@ -101,7 +103,8 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    # The access log's line per call is written in batches (log_batches.py).
+    handler = BatchingHandler(sys.stderr, batched=access.log.name)
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
