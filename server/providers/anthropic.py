@@ -59,7 +59,7 @@ import orjson
 
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
-from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.base import Deployment, parse_json_body, request_json
 from ai_service.providers.content import (
     b64,
     budget_of,
@@ -216,7 +216,7 @@ def _body(
     # The API requires max_tokens: the request's, else the serving model's default.
     default = FALLBACK_MAX_TOKENS if default_max_tokens is None else default_max_tokens
     model = deployment.upstream_model
-    return orjson.dumps(request_body(request, model, default, stream=stream))
+    return request_json(request_body(request, model, default, stream=stream))
 
 
 def error_from_response(response: UpstreamResponse, body: bytes, provider: str) -> UpstreamError:

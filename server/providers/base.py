@@ -92,6 +92,13 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def request_json(body: dict[str, Any]) -> bytes:
+    """An upstream request's JSON body, in bytes sized to it. orjson's own keep the
+    buffer it wrote into (at least 4 KiB, ~2.7x a 3 KB body), and a stream's request
+    body lives as long as the stream: 10,000 held streams kept ~40 MB of it."""
+    return bytes(memoryview(orjson.dumps(body)))
+
+
 def parse_json_body(body: bytes, what: str) -> dict[str, Any]:
     """A JSON object from the upstream, or UpstreamUnavailable naming what broke."""
     try:

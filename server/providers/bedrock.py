@@ -60,7 +60,7 @@ from botocore.eventstream import EventStreamMessage
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
 from ai_service.providers.anthropic import FALLBACK_MAX_TOKENS, thinking_of, thinking_refusal
-from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.base import Deployment, parse_json_body, request_json
 from ai_service.providers.content import b64, cache_marks
 from ai_service.providers.credentials.aws import SigV4
 from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
@@ -168,7 +168,7 @@ class BedrockProvider:
     ) -> bytes:
         # Converse takes media as bytes (or from S3): a URL part is fetched first.
         request = await with_bytes(request, _any_url, self._media)
-        return orjson.dumps(request_body(request, deployment.upstream_model, default_max_tokens))
+        return request_json(request_body(request, deployment.upstream_model, default_max_tokens))
 
     async def complete(
         self,

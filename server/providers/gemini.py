@@ -60,7 +60,7 @@ from ai_service.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.base import Deployment, parse_json_body, request_json
 from ai_service.providers.content import b64, budget_of, is_off, reasoning_of, reasoning_on
 from ai_service.providers.credentials import Credentials
 from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
@@ -168,7 +168,7 @@ class GeminiProvider:
     async def _body(self, request: ChatCompletionRequest) -> bytes:
         # Media go inline: `fileData` takes only the Files API's (or Cloud Storage) URIs.
         request = await with_bytes(request, _any_url, self._media)
-        return orjson.dumps(request_body(request))
+        return request_json(request_body(request))
 
     async def complete(
         self,

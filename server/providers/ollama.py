@@ -45,7 +45,7 @@ import orjson
 
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamUnavailable
-from ai_service.providers.base import Deployment, parse_json_body
+from ai_service.providers.base import Deployment, parse_json_body, request_json
 from ai_service.providers.content import b64, effort_of, is_off, reasoning_of
 from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
@@ -120,7 +120,7 @@ class OllamaProvider:
         self, request: ChatCompletionRequest, deployment: Deployment, *, stream: bool
     ) -> bytes:
         request = await with_bytes(request, _wants_bytes, self._media)
-        return orjson.dumps(request_body(request, deployment.upstream_model, stream=stream))
+        return request_json(request_body(request, deployment.upstream_model, stream=stream))
 
     async def complete(
         self,

@@ -47,7 +47,7 @@ import orjson
 
 from ai_service.config import ProviderSettings
 from ai_service.errors import InvalidRequest, UpstreamUnavailable
-from ai_service.providers.base import CAPABILITIES, Deployment, parse_json_body
+from ai_service.providers.base import CAPABILITIES, Deployment, parse_json_body, request_json
 from ai_service.providers.content import b64, data_url, effort_of, is_off, reasoning_of
 from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
@@ -127,7 +127,7 @@ class OpenAIProvider:
         self, request: ChatCompletionRequest, deployment: Deployment, *, stream: bool
     ) -> bytes:
         request = await with_bytes(request, _wants_bytes, self._media)
-        return orjson.dumps(
+        return request_json(
             request_body(request, deployment.upstream_model, self._max_tokens_field, stream=stream)
         )
 

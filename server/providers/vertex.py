@@ -23,8 +23,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from ai_service.config import ProviderSettings
 from ai_service.config.clouds import VertexSettings
 from ai_service.providers.anthropic import (
@@ -33,7 +31,7 @@ from ai_service.providers.anthropic import (
     request_body,
 )
 from ai_service.providers.anthropic import error_from_response as anthropic_error
-from ai_service.providers.base import Deployment, Provider
+from ai_service.providers.base import Deployment, Provider, request_json
 from ai_service.providers.credentials import Credentials
 from ai_service.providers.credentials.google import GoogleTokenSource
 from ai_service.providers.credentials.tokens import RefreshingToken
@@ -131,4 +129,4 @@ class VertexClaudeProvider(AnthropicProvider):
         body["anthropic_version"] = self._anthropic_version
         method = "streamRawPredict" if stream else "rawPredict"
         url = f"{self._models_url}{quote(deployment.upstream_model, safe='@')}:{method}"
-        return orjson.dumps(body), url
+        return request_json(body), url
