@@ -279,6 +279,20 @@ async def test_redis_down_fail_closed_refuses_quickly_and_recovers(
     assert simulator.stats.total_requests == requests_before + 1  # refusals cost nothing
 
 
+async def _served_once(client: AsyncAIClient) -> None:
+    """A first call served. On a loaded machine the first call (connections opened,
+    scripts loaded) may itself stall past a short timeout_ms: refused as such, it is
+    asked again."""
+    for _ in range(50):
+        try:
+            assert (await client.chat(ask())).choices
+            return
+        except AIServiceError as error:
+            assert error.reason == "SHARED_STATE_UNAVAILABLE", error
+            await asyncio.sleep(0.1)
+    raise AssertionError("no call was served in 50 tries")
+
+
 async def test_one_stall_costs_only_the_calls_it_caught(
     start_gateway: StartGateway, simulator: Simulator, redis: RedisServer
 ) -> None:
@@ -294,7 +308,7 @@ async def test_one_stall_costs_only_the_calls_it_caught(
         AsyncAIClient(gateway.address, TEST_KEY, timeout=5, service_config="") as client,
         aioredis.Redis.from_url(redis.url) as admin,
     ):
-        assert (await client.chat(ask())).choices
+        await _served_once(client)  # the pool's connections open, the scripts load
         await admin.execute_command("CLIENT", "PAUSE", "300", "ALL")  # 3 timeouts long
         caught = await asyncio.gather(
             *(client.chat(ask()) for _ in range(10)), return_exceptions=True
