@@ -141,9 +141,9 @@ class ServiceCore:
                 # The budget (and the end of a drain) bounds the waits on the upstream,
                 # never a `yield`: cancelled while its door writes a chunk, the call would
                 # end with no status at all.
-                with budget.bound(state.timers), held:
+                held.within(budget, state.timers)  # one timer for every wait of the stream
+                with held:
                     outcome = await state.answers.answer_stream(request, route, budget, caller)
-                held.within(budget, state.timers)  # every later wait on the upstream
                 first, rest = outcome.value
                 # Time to first token: when the first chunk with some of the answer is
                 # ready for the caller (past the policy), for the streams that have one.
