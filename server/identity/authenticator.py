@@ -13,16 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from ai_service.config import CallerGrants, GatewayConfig, JwtSettings
 from ai_service.errors import Unauthenticated
 from ai_service.identity.callers import Caller, Grantor
 from ai_service.identity.certificates import AuthContext, CertificateIdentities
-from ai_service.identity.jwks import Jwks
-from ai_service.identity.jwt import TokenVerifier, looks_like_jwt
-from ai_service.identity.keyring import KeyRing, Metadata, digest_of, has_credentials, presented_key
+from ai_service.identity.keyring import (
+    KeyRing,
+    Metadata,
+    digest_of,
+    has_credentials,
+    looks_like_jwt,
+    presented_key,
+)
 from ai_service.identity.virtual_keys import VirtualKeys, key_store
 from ai_service.limits.shared_state import SharedRedis
+
+if TYPE_CHECKING:
+    from ai_service.identity.jwks import Jwks
+    from ai_service.identity.jwt import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +127,10 @@ class Identities:
             if old is not None:
                 self._retire(old.jwks)
             return None
+        # PyJWT (and cryptography) load with the first identity provider configured.
+        from ai_service.identity.jwks import Jwks
+        from ai_service.identity.jwt import TokenVerifier
+
         jwks = old.jwks if old is not None and old.jwks.settings == settings else None
         if old is not None and jwks is None:
             self._retire(old.jwks)

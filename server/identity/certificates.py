@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from ai_service.config import CertificateIdentity
 from ai_service.errors import Unauthenticated
 from ai_service.identity.callers import Caller, Grantor
@@ -56,16 +53,22 @@ class CertificateIdentities:
         return caller
 
     def _match(self, pem: bytes) -> Caller | None:
-        for match in certificate_names(x509.load_pem_x509_certificate(pem)):
+        for match in certificate_names(pem):
             caller = self._by_match.get(match)
             if caller is not None:
                 return caller
         return None
 
 
-def certificate_names(certificate: x509.Certificate) -> list[tuple[str, str]]:
-    """What a certificate can be matched by: (`san_uri` | `san_dns` | `san_email` |
+def certificate_names(pem: bytes) -> list[tuple[str, str]]:
+    """What a PEM certificate can be matched by: (`san_uri` | `san_dns` | `san_email` |
     `subject_cn`, value), subjectAltName entries first."""
+    # Imported by the first certificate read: a gateway that identifies no caller by its
+    # certificate never loads cryptography.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    certificate = x509.load_pem_x509_certificate(pem)
     names: list[tuple[str, str]] = []
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

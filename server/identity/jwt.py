@@ -32,11 +32,6 @@ class TokenRefused(Unauthenticated):
         self.reason = reason
 
 
-def looks_like_jwt(credential: str) -> bool:
-    """A compact JWS: three base64url parts, the first a JSON object (`eyJ` is `{"`)."""
-    return credential.startswith("eyJ") and credential.count(".") == 2
-
-
 class TokenVerifier:
     """Tokens → callers, with verified tokens cached until they expire."""
 

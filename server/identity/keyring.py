@@ -65,3 +65,8 @@ def presented_key(metadata: Metadata) -> str:
     if len(keys) > 1:
         raise Unauthenticated("conflicting credentials: more than one key presented")
     return keys.pop()
+
+
+def looks_like_jwt(credential: str) -> bool:
+    """A compact JWS: three base64url parts, the first a JSON object (`eyJ` is `{"`)."""
+    return credential.startswith("eyJ") and credential.count(".") == 2

@@ -21,15 +21,17 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import redis.asyncio as redis
 from pydantic import Field
 
 from ai_service.config import CallerGrants, StrictSettings, VirtualKeySettings
 from ai_service.errors import Unauthenticated
 from ai_service.identity.callers import Caller, Grantor
 from ai_service.limits.shared_state import RedisUnavailable, SharedRedis, SharedStateUnavailable
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,15 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from ai_service.config import SharedStateSettings
 from ai_service.errors import GatewayError
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +48,14 @@ class RedisUnavailable(Exception):
 
 class SharedRedis:
     def __init__(self, settings: SharedStateSettings) -> None:
+        # redis-py is imported by a gateway that shares state, not by every one: ~8 MiB
+        # of each worker's memory.
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+
         self.settings = settings
         self.prefix = settings.key_prefix
         self.fail_open = settings.on_failure == "open"
@@ -70,6 +76,8 @@ class SharedRedis:
             health_check_interval=0,
         )
         self.client = redis.Redis.from_pool(pool)
+        #: What a failed Redis call raises.
+        self._failures = (RedisError, OSError, TimeoutError)
         self._switch_after = settings.switch_after_failures
         #: Failures in a row, and when the last of them that counted was seen.
         self._streak = 0
@@ -90,7 +98,7 @@ class SharedRedis:
         try:
             async with asyncio.timeout(self._timeout):
                 result = await operation(self.client)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self.failures += 1
             self._failed(started, exc)
             raise RedisUnavailable(str(exc)) from None

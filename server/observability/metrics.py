@@ -37,9 +37,8 @@ import os
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -60,6 +59,9 @@ from ai_service.limits.prices import NANOS
 from ai_service.limits.shared_state import SharedRedis
 from ai_service.observability.conventions import operation_name, provider_name
 from ai_service.resilience import CircuitState
+
+if TYPE_CHECKING:
+    from aiohttp import web
 from ai_service.routing.router import DeploymentHandle, Router
 
 log = logging.getLogger(__name__)
@@ -478,6 +480,9 @@ class MetricsServer:
         self.port = 0
 
     async def start(self) -> None:
+        # aiohttp's server loads with the metrics port, not with every gateway.
+        from aiohttp import web
+
         self._flush_each_second()
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
@@ -507,6 +512,8 @@ class MetricsServer:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web  # loaded by start(): a lookup
+
         self._call_metrics.flush()
         # Rendering walks every series (and, multiprocess, reads files): a thread's job.
         body = await asyncio.get_running_loop().run_in_executor(

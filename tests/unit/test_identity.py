@@ -15,7 +15,7 @@ from ai_service.config import (
 )
 from ai_service.identity.callers import Grantor
 from ai_service.identity.jwks import JwksUnavailable, usable_keys
-from ai_service.identity.jwt import looks_like_jwt
+from ai_service.identity.keyring import looks_like_jwt
 
 BASE: dict[str, Any] = {
     "auth": {"keys": [{"name": "k", "key": "key-0123456789abcdef"}]},

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from ai_service.config import MediaFetchSettings
-from ai_service.providers.http.fetch import forbidden_reason
+from ai_service.providers.http.address_guard import forbidden_reason
 
 DEFAULT = MediaFetchSettings()
 

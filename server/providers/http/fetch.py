@@ -25,65 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ai_service.config import MediaFetchSettings
 from ai_service.errors import InvalidRequest
+from ai_service.providers.http.address_guard import ForbiddenAddress, forbidden_reason
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+if TYPE_CHECKING:
+    import aiohttp
+
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Not global, yet not flagged private by `ipaddress` in every Python: refused by name.
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
-
-
-class ForbiddenAddress(OSError):
-    """A host resolved to an address the gateway may not connect to."""
-
-
-def forbidden_reason(address: IPAddress, settings: MediaFetchSettings) -> str | None:
-    """Why the gateway may not fetch from `address` (None: it may)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    if any(address in network for network in settings.allowed_networks):
-        return None
-    for flag, name in (
-        (address.is_loopback, "loopback"),
-        (address.is_link_local, "link-local (cloud metadata)"),
-        (address.is_unspecified, "unspecified"),
-        (address.is_multicast, "multicast"),
-        (address.is_reserved, "reserved"),
-        (address.is_private or address in _SHARED, "private"),
-        (not address.is_global, "non-public"),
-    ):
-        if flag:
-            return f"{address} is a {name} address"
-    return None
-
-
-class GuardedResolver(AbstractResolver):
-    """The system resolver, keeping only addresses the gateway may connect to."""
-
-    def __init__(self, settings: MediaFetchSettings) -> None:
-        self._settings = settings
-        self._resolver = aiohttp.ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        for result in results:
-            reason = forbidden_reason(ipaddress.ip_address(result["host"]), self._settings)
-            if reason is not None:  # one forbidden answer taints the name: refused whole
-                raise ForbiddenAddress(f"{host} resolves to {reason}")
-        return results
-
-    async def close(self) -> None:
-        await self._resolver.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +62,9 @@ class MediaFetcher:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.settings), limit=64, use_dns_cache=False
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=False, skip_auto_headers=("User-Agent",)
-            )
+            from ai_service.providers.http.guarded_session import guarded_session
+
+            self._session = guarded_session(self.settings)
         return self._session
 
     async def fetch(self, url: str, field: str, media_types: frozenset[str]) -> Fetched:
@@ -133,6 +83,8 @@ class MediaFetcher:
             ) from None
 
     async def _follow(self, url: str, field: str, media_types: frozenset[str]) -> Fetched:
+        import aiohttp  # here, not at the top: only a gateway that fetches loads it
+
         for _ in range(self.settings.max_redirects + 1):
             self._check_url(url, field)
             try:
