@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from ai_service.config import ProviderSettings
@@ -99,16 +100,21 @@ class UpstreamEndpoint:
                 raise self._map_error(response, payload, self.provider)
             yield response
 
+    def _exchange(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        """The response to `body`, authenticated. A static credential's request is the
+        HTTP client's own exchange: no generator around it, which a held stream would
+        keep for its whole life."""
+        if not self.auth.dynamic:
+            return self._http.post(url, body, headers)
+        return self._renewing_exchange(url, body, headers)
+
     @contextlib.asynccontextmanager
-    async def _exchange(
+    async def _renewing_exchange(
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[UpstreamResponse]:
-        """The response to `body`, authenticated; a 401 to a renewable credential is
-        retried once, with the new one."""
-        if not self.auth.dynamic:
-            async with self._http.post(url, body, headers) as response:
-                yield response
-            return
+        """A renewable credential's exchange: a 401 is retried once, with the new one."""
         for attempt in (1, 2):
             sent = await self.auth.authorize(OutgoingRequest(url, body, headers))
             async with self._http.post(url, body, {**headers, **sent}) as response:

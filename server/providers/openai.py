@@ -51,7 +51,7 @@ from ai_service.providers.base import CAPABILITIES, Deployment, parse_json_body,
 from ai_service.providers.content import b64, data_url, effort_of, is_off, reasoning_of
 from ai_service.providers.embeddings import complete, embedding_from, wants_bytes
 from ai_service.providers.endpoint import UpstreamEndpoint
-from ai_service.providers.framing import iter_sse_batches
+from ai_service.providers.framing import SSEEvent, iter_sse_batches
 from ai_service.providers.http import HttpClient, create_http_client
 from ai_service.providers.http.fetch import MediaFetcher
 from ai_service.providers.media import with_bytes
@@ -158,60 +158,16 @@ class OpenAIProvider:
         default_max_tokens: int | None = None,  # the API needs none
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = await self._body(request, deployment, stream=True)
-        keep_reasoning = keeps_reasoning_text(request)
+        events = _StreamEvents(self.name, keeps_reasoning_text(request))
         async with self._endpoint.stream(
             body, self._url(deployment, "/chat/completions")
         ) as response:
-            finish: ChatCompletionChunk | None = None
-            refused = False
-            async for events in iter_sse_batches(response.iter_bytes()):
-                ready = TextRuns()
-                for event in events:
-                    if event.data == _DONE:
-                        if finish is None:
-                            # The stream's contract: its last chunk carries the finish.
-                            raise UpstreamUnavailable(
-                                f"upstream {self.name!r} sent [DONE] without a finish_reason"
-                            )
-                        for chunk in ready.take():
-                            yield chunk
-                        yield finish
-                        return
-                    payload = parse_json_body(event.data, "a stream event")
-                    if "error" in payload:
-                        # OpenAI reports a failure after the 200 as an error event.
-                        raise UpstreamUnavailable(
-                            f"upstream {self.name!r} failed mid-stream: "
-                            f"{caller_message(message_in_error_payload(payload))}"
-                        )
-                    plain = _plain_text_delta(payload)
-                    if plain is not None and finish is None:
-                        # The common event: its text joins the chunk before it, or
-                        # starts one that needs no full translation.
-                        index, text = plain
-                        if not ready.extend_text(index, text):
-                            chunk = translate_failure(_text_chunk, payload, index, text)
-                            ready.add_text(chunk, index)
-                        continue
-                    chunk = translate_failure(chunk_from_openai, payload)
-                    if not keep_reasoning:
-                        for choice in chunk.choices:
-                            del choice.delta.reasoning[:]
-                        if is_empty(chunk) and chunk.choices:
-                            continue
-                    refused = refused or _refuses(payload)
-                    if finish is not None:
-                        # The usage chunk after the finish chunk: merge, wait for [DONE].
-                        if chunk.HasField("usage"):
-                            finish.usage.CopyFrom(chunk.usage)
-                    elif any(choice.finish_reason for choice in chunk.choices):
-                        finish = chunk
-                        if refused:
-                            _mark_refusal(finish)
-                    elif chunk.choices:  # not an empty one, such as Azure's prompt filter
-                        ready.add(chunk)
-                for chunk in ready.take():
+            async for batch in iter_sse_batches(response.iter_bytes()):
+                chunks, done = events.translate(batch)
+                for chunk in chunks:
                     yield chunk
+                if done:
+                    return
         raise UpstreamUnavailable(f"upstream {self.name!r} ended the stream without [DONE]")
 
     def refusal(self, request: ChatCompletionRequest) -> InvalidRequest | None:
@@ -450,6 +406,67 @@ def _text_chunk(payload: dict[str, Any], index: int, text: str) -> ChatCompletio
     chunk = _empty_chunk(payload)
     chunk.choices.add(index=index).delta.content = text
     return chunk
+
+
+class _StreamEvents:
+    """OpenAI's stream events → chunks, one network read's batch at a time.
+
+    Its own object, not the adapter's loop: the adapter's frame waits on the upstream for
+    as long as the stream lasts, and keeps none of the last batch's parsed JSON.
+    """
+
+    __slots__ = ("_finish", "_keep_reasoning", "_name", "_refused")
+
+    def __init__(self, name: str, keep_reasoning: bool) -> None:
+        self._name = name
+        self._keep_reasoning = keep_reasoning
+        self._finish: ChatCompletionChunk | None = None
+        self._refused = False
+
+    def translate(self, events: list[SSEEvent]) -> tuple[list[ChatCompletionChunk], bool]:
+        """The chunks `events` make, and whether the stream is over (`[DONE]`)."""
+        ready = TextRuns()
+        for event in events:
+            if event.data == _DONE:
+                if self._finish is None:
+                    # The stream's contract: its last chunk carries the finish.
+                    raise UpstreamUnavailable(
+                        f"upstream {self._name!r} sent [DONE] without a finish_reason"
+                    )
+                return [*ready.take(), self._finish], True
+            payload = parse_json_body(event.data, "a stream event")
+            if "error" in payload:
+                # OpenAI reports a failure after the 200 as an error event.
+                raise UpstreamUnavailable(
+                    f"upstream {self._name!r} failed mid-stream: "
+                    f"{caller_message(message_in_error_payload(payload))}"
+                )
+            plain = _plain_text_delta(payload)
+            if plain is not None and self._finish is None:
+                # The common event: its text joins the chunk before it, or starts one
+                # that needs no full translation.
+                index, text = plain
+                if not ready.extend_text(index, text):
+                    ready.add_text(translate_failure(_text_chunk, payload, index, text), index)
+                continue
+            chunk = translate_failure(chunk_from_openai, payload)
+            if not self._keep_reasoning:
+                for choice in chunk.choices:
+                    del choice.delta.reasoning[:]
+                if is_empty(chunk) and chunk.choices:
+                    continue
+            self._refused = self._refused or _refuses(payload)
+            if self._finish is not None:
+                # The usage chunk after the finish chunk: merge, wait for [DONE].
+                if chunk.HasField("usage"):
+                    self._finish.usage.CopyFrom(chunk.usage)
+            elif any(choice.finish_reason for choice in chunk.choices):
+                self._finish = chunk
+                if self._refused:
+                    _mark_refusal(chunk)
+            elif chunk.choices:  # not an empty one, such as Azure's prompt filter
+                ready.add(chunk)
+        return ready.take(), False
 
 
 def _plain_text_delta(payload: dict[str, Any]) -> tuple[int, str] | None:

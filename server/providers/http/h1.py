@@ -133,7 +133,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._header_pairs: list[tuple[bytes, bytes]] = []
-        self._chunks: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: taken whole, never popped one by one, and a deque keeps a
+        # ~0.5 KiB block even empty, for as long as a held stream lasts.
+        self._chunks: list[bytes] = []
         self._buffered = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
@@ -198,6 +200,7 @@ class _Connection(asyncio.Protocol):
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in self._header_pairs
         }
+        self._header_pairs.clear()
         self.headers_done = True
         self._wake()
 
@@ -245,7 +248,7 @@ class _Connection(asyncio.Protocol):
             raise UpstreamTimeout(f"upstream timed out (no data for {max_silence:g} s) at {url}")
 
     def take_chunks(self) -> list[bytes]:
-        chunks = list(self._chunks)
+        chunks, self._chunks = self._chunks, []
         self.drop_unread()
         return chunks
 
@@ -415,6 +418,7 @@ class _Exchange:
     async def __aenter__(self) -> _Response:
         client = self._client
         self._conn = await client._exchange(self._pool, self._url, self._request)
+        self._request = b""  # sent: not kept for as long as the body is read
         return _Response(self._conn, self._url, client._read_timeout)
 
     async def __aexit__(self, *exc_info: object) -> None:
