@@ -6,7 +6,7 @@ moves the bytes is a per-provider setting (`http_client`). Every client does all
 egress the same way (`egress.py`: an HTTP proxy with CONNECT and Basic auth, the
 environment's proxy unless `trust_env: false`, a private CA, client certificates,
 TLS 1.2 at least; gzip asked for and decoded, unary and streamed), and all four pass
-one conformance suite (tests/test_egress.py), so none is refused a setting:
+one conformance suite (tests/system/test_egress.py), so none is refused a setting:
 
 * `h1` (the default) — the gateway's own HTTP/1.1 client (`h1.py`): asyncio
   protocols, the llhttp parser, a LIFO keep-alive pool, CONNECT tunnels through
@@ -24,11 +24,12 @@ one conformance suite (tests/test_egress.py), so none is refused a setting:
   of cancels ends in pool timeouts (after ~1,300 cancels with 10 connections, where
   aiohttp and httpx2 passed 12,000+). Not for production.
 
-Each library's exceptions become `UpstreamTimeout` / `UpstreamUnavailable` in
-exactly one place (`_httpx_errors` in `httpx_client.py`, `_aiohttp_errors` in
-`aiohttp_client.py`; `h1` raises them itself); a
-connection that could not be made (refused, TLS verdict, proxy refusal) is worded
-and logged by `egress.unreachable` / `egress.proxy_refused` for all of them.
+Each library lives in its own module (`h1.py`, `httpx_client.py`, `aiohttp_client.py`),
+imported only by a deployment that picks it. Its exceptions become `UpstreamTimeout` /
+`UpstreamUnavailable` in exactly one place (`_httpx_errors`, `_aiohttp_errors`; `h1`
+raises them itself); a connection that could not be made (refused, TLS verdict, proxy
+refusal) is worded and logged by `egress.unreachable` / `egress.proxy_refused` for all
+of them.
 """
 
 from __future__ import annotations
